@@ -1,0 +1,48 @@
+"""`ditweb bench TARGET`: benchmarks print a table and save it under bench/results/. Never tests."""
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+from pathlib import Path
+
+# target -> "module:function(args)"; each returns (title, header, rows, notes)
+TARGETS = {
+    "train": "dit_model.train:bench_train",
+    "kernels": "runtime_py.bench:bench_kernels",
+    "step": "runtime_py.bench:bench_step",
+}
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(TARGETS))
+    p.add_argument("target", choices=list(TARGETS))
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for the result table")
+    p.add_argument("--bundle", help="bundle folder (kernels, step)")
+    p.add_argument("--preset", help="preset to benchmark (kernels, step)")
+    p.set_defaults(func=cmd_bench)
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in header]] + [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+
+
+def cmd_bench(args):
+    module, func = TARGETS[args.target].split(":")
+    title, header, rows, notes = getattr(importlib.import_module(module), func)(args)
+    table = format_table(header, rows)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    text = f"# {title}\n\n{stamp}, {platform.machine()}, {platform.processor() or platform.platform()}\n\n{table}\n\n{notes}\n"
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.target}.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(f"saved {path}")

@@ -1,0 +1,120 @@
+"""Checkpoints: load ours, the reference training script's and the published bare state dicts
+safely (weights_only=True or safetensors), infer the config from tensor shapes, save atomically."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .model import PRESETS, DiT, DiTConfig, preset_config
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+    A failure (e.g. a full disk) leaves the previous file untouched and raises CheckpointError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, (OSError, RuntimeError)):
+            raise CheckpointError(f"{path}: could not write checkpoint ({e}); the previous file is unchanged") from e
+        raise
+
+
+def _torch_load(path: Path) -> object:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        # the reference training script stores an argparse.Namespace under "args"
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint (weights_only load failed: {first})") from None
+
+
+def extract_state_dict(obj, path) -> tuple[dict, dict]:
+    """(state dict, the rest): EMA weights preferred, then model, then a bare state dict."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            return obj[key], obj
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise CheckpointError(f"{path}: no state dict found (keys: {', '.join(map(str, list(obj)[:8]))})")
+
+
+def infer_config(sd: dict, path="checkpoint", preset: str | None = None) -> DiTConfig:
+    """Config from tensor shapes; heads come from the preset with the same depth and width."""
+    def shape(name):
+        if name not in sd:
+            raise CheckpointError(f"{path}: missing tensor {name!r}; not a DiT state dict")
+        return tuple(sd[name].shape)
+    D, C, p, _ = shape("x_embedder.proj.weight")
+    T = shape("pos_embed")[1]
+    grid = round(T ** 0.5)
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    num_classes = shape("y_embedder.embedding_table.weight")[0] - 1
+    out = shape("final_layer.linear.weight")[0] // (p * p)
+    if "blocks.0.adaLN_modulation.1.weight" in sd:
+        conditioning = "adaln-zero" if shape("blocks.0.adaLN_modulation.1.weight")[0] == 6 * D else "adaln"
+    else:
+        conditioning = "cross-attn" if "blocks.0.cross_attn.q.weight" in sd else "in-context"
+    fields = dict(input_size=grid * p, in_channels=C, num_classes=num_classes, learn_sigma=out == 2 * C,
+                  conditioning=conditioning)
+    if preset is not None:
+        return preset_config(preset, **fields)
+    for name, pre in PRESETS.items():
+        if pre["depth"] == depth and pre["hidden_size"] == D and pre["patch_size"] == p:
+            return preset_config(name, **fields)
+    raise CheckpointError(
+        f"{path}: matches no preset (saw depth {depth}, hidden {D}, patch {p}, {C} input channels, "
+        f"{T} tokens, {num_classes} classes); pass --preset")
+
+
+def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict]:
+    """A DiT with the checkpoint's (EMA) weights, and its metadata (config, class_names, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    obj = _torch_load(path)
+    sd, meta = extract_state_dict(obj, path)
+    cfg_dict = meta.get("config") if isinstance(meta, dict) else None
+    try:
+        cfg = DiTConfig.from_dict(cfg_dict) if isinstance(cfg_dict, dict) else infer_config(sd, path, preset)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    model = DiT(cfg)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): {lines[1] if len(lines) > 1 else lines[0]}") from None
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if not names or len(names) != cfg.num_classes:
+        names = [str(i) for i in range(cfg.num_classes)]
+    return model.to(device).eval(), {"config": cfg, "class_names": list(names), "step": meta.get("step") if isinstance(meta, dict) else None}

@@ -1,0 +1,151 @@
+"""Gaussian diffusion as in DDPM / Improved DDPM / ADM, with DiT.md's 0-based indices.
+
+Tables are float64 numpy; per-sample values are gathered and cast to the tensor's dtype.
+A `Diffusion` is either the base process (T = 1000) or a respaced one (N steps), whose
+`timestep_map[i]` is the original t the model is called with.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+NUM_TIMESTEPS = 1000
+
+
+def linear_betas(T: int = NUM_TIMESTEPS) -> np.ndarray:
+    return np.linspace(1e-4, 0.02, T, dtype=np.float64)
+
+
+def respaced_timesteps(steps: int, T: int = NUM_TIMESTEPS) -> np.ndarray:
+    """S_i = round(i (T - 1) / (N - 1)), i = 0 .. N-1 (N = 250: 0, 4, 8, ..., 999)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in [1, {T}], got {steps}")
+    if steps == 1:
+        return np.array([T - 1])
+    return np.round(np.arange(steps) * (T - 1) / (steps - 1)).astype(np.int64)
+
+
+class Diffusion:
+    def __init__(self, steps: int = NUM_TIMESTEPS, base_betas: np.ndarray | None = None):
+        base = linear_betas() if base_betas is None else np.asarray(base_betas, np.float64)
+        base_abar = np.cumprod(1.0 - base)
+        self.timestep_map = respaced_timesteps(steps, len(base))            # S_i
+        abar = base_abar[self.timestep_map]
+        abar_prev = np.append(1.0, abar[:-1])
+        self.betas = 1.0 - abar / abar_prev                                  # betas'[i]
+        self.alphas = 1.0 - self.betas
+        self.abar, self.abar_prev = abar, abar_prev
+        self.num_timesteps = len(self.betas)
+        self.sqrt_abar = np.sqrt(abar)
+        self.sqrt_1m_abar = np.sqrt(1.0 - abar)
+        # posterior q(x_{t-1} | x_t, x_0)
+        self.posterior_variance = self.betas * (1.0 - abar_prev) / (1.0 - abar)
+        pv = self.posterior_variance
+        self.posterior_log_variance_clipped = np.log(np.append(pv[1], pv[1:])) if len(pv) > 1 else np.log(np.maximum(pv, 1e-20))
+        self.coef1 = self.betas * np.sqrt(abar_prev) / (1.0 - abar)
+        self.coef2 = (1.0 - abar_prev) * np.sqrt(self.alphas) / (1.0 - abar)
+        self.log_betas = np.log(self.betas)
+
+    @staticmethod
+    def _at(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """table[t] shaped (N, 1, 1, 1) to broadcast over x."""
+        v = torch.from_numpy(table).to(device=like.device)[t.long().cpu()].to(like.dtype)
+        return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+    # ---------------------------------------------------------- forward process
+    def q_sample(self, x0, t, noise):
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+        return self._at(self.sqrt_abar, t, x0) * x0 + self._at(self.sqrt_1m_abar, t, x0) * noise
+
+    def q_posterior(self, x0, xt, t):
+        """Mean c1 x_0 + c2 x_t and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
+        mean = self._at(self.coef1, t, xt) * x0 + self._at(self.coef2, t, xt) * xt
+        return mean, self._at(self.posterior_variance, t, xt), self._at(self.posterior_log_variance_clipped, t, xt)
+
+    def predict_x0(self, xt, t, eps):
+        return (xt - self._at(self.sqrt_1m_abar, t, xt) * eps) / self._at(self.sqrt_abar, t, xt)
+
+    def eps_from_x0(self, xt, t, x0):
+        return (xt - self._at(self.sqrt_abar, t, xt) * x0) / self._at(self.sqrt_1m_abar, t, xt)
+
+    # ---------------------------------------------------------- reverse process
+    def p_mean_variance(self, out, xt, t, clip_x0: bool = False):
+        """From the network output (eps | v) to the model mean and log-variance (learned range)."""
+        C = xt.shape[1]
+        if out.shape[1] == 2 * C:
+            eps, v = out[:, :C], out[:, C:]
+            frac = (v + 1) / 2                                               # f = (v + 1) / 2
+            logvar = frac * self._at(self.log_betas, t, xt) + (1 - frac) * self._at(self.posterior_log_variance_clipped, t, xt)
+        else:
+            eps = out
+            logvar = self._at(self.posterior_log_variance_clipped, t, xt).expand_as(xt)
+        x0 = self.predict_x0(xt, t, eps)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        mean, _, _ = self.q_posterior(x0, xt, t)
+        return {"mean": mean, "logvar": logvar, "x0": x0, "eps": eps}
+
+    # ---------------------------------------------------------- loss
+    def training_losses(self, model, x0, t, y, noise):
+        """Hybrid loss per sample: L_simple (MSE on eps) + L_vlb (bits/dim, mean detached)."""
+        xt = self.q_sample(x0, t, noise)
+        out = model(xt, torch.from_numpy(self.timestep_map).to(t.device)[t], y)
+        C = x0.shape[1]
+        mse = ((noise - out[:, :C]) ** 2).mean(dim=(1, 2, 3))
+        terms = {"mse": mse}
+        if out.shape[1] == 2 * C:
+            frozen = torch.cat([out[:, :C].detach(), out[:, C:]], dim=1)     # L_vlb trains only the variance
+            terms["vlb"] = self.vlb_terms(frozen, x0, xt, t)
+            terms["loss"] = mse + terms["vlb"]
+        else:
+            terms["loss"] = mse
+        return terms
+
+    def vlb_terms(self, out, x0, xt, t):
+        """KL(q || p_theta) for t >= 1 and the decoder NLL for t = 0, in bits per dimension."""
+        true_mean, _, true_logvar = self.q_posterior(x0, xt, t)
+        p = self.p_mean_variance(out, xt, t)
+        kl = normal_kl(true_mean, true_logvar, p["mean"], p["logvar"]).mean(dim=(1, 2, 3)) / math.log(2.0)
+        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], p["logvar"]).mean(dim=(1, 2, 3)) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    # ---------------------------------------------------------- one sampler step
+    def ddpm_step(self, out, xt, i: int, noise, clip_x0: bool = False):
+        """x_{t-1} = mu_theta(x_t) + exp(logS / 2) z, no noise at i = 0."""
+        t = torch.full((xt.shape[0],), i, dtype=torch.long)
+        p = self.p_mean_variance(out, xt, t, clip_x0)
+        return p["mean"] + (torch.exp(0.5 * p["logvar"]) * noise if i > 0 else 0.0)
+
+    def ddim_sigma(self, i: int, eta: float) -> float:
+        a, ap = self.abar[i], self.abar_prev[i]
+        return float(eta * math.sqrt((1 - ap) / (1 - a)) * math.sqrt(1 - a / ap))
+
+    def ddim_step(self, out, xt, i: int, noise, eta: float = 0.0, clip_x0: bool = False):
+        """x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z."""
+        t = torch.full((xt.shape[0],), i, dtype=torch.long)
+        p = self.p_mean_variance(out, xt, t, clip_x0)
+        eps = self.eps_from_x0(xt, t, p["x0"])                               # consistent with a clipped x0
+        sigma = self.ddim_sigma(i, eta)
+        ap = float(self.abar_prev[i])
+        x = math.sqrt(ap) * p["x0"] + math.sqrt(max(1 - ap - sigma ** 2, 0.0)) * eps
+        return x + sigma * noise if sigma > 0 else x
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _phi(x):
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def discretized_gaussian_log_likelihood(x, mean, logvar):
+    """log P(x) for 8-bit data in [-1, 1] under N(mean, e^logvar), with open end bins."""
+    s = torch.exp(0.5 * logvar)
+    cdf_plus = _phi((x + 1 / 255 - mean) / s)
+    cdf_minus = _phi((x - 1 / 255 - mean) / s)
+    prob = torch.where(x < -0.999, cdf_plus, torch.where(x > 0.999, 1 - cdf_minus, cdf_plus - cdf_minus))
+    return torch.log(prob.clamp(min=1e-12))

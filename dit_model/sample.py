@@ -1,0 +1,49 @@
+"""The sampling loop (torch): guided DDPM / DDIM with the project's counter-based noise."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .diffusion import Diffusion
+from .guidance import Guide, combine, make_plan
+from .noise import STREAM_INIT, STREAM_PERTURB, STREAM_STEP, normal_tensor
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+@torch.no_grad()
+def sample_images(model: Callable, *, in_channels: int, input_size: int, num_classes: int,
+                  class_ids: list[int], guide: Guide = Guide(), steps: int = 50, sampler: str = "ddim",
+                  eta: float = 0.0, seed: int = 0, clip_x0: bool = True,
+                  on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Returns x_0 (N, C, I, I) in the model's space; `model(x, t, y)` is any DiT-like callable."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    guide.validate(num_classes)
+    diff = Diffusion(steps)
+    N, C, I = len(class_ids), in_channels, input_size
+    plan = make_plan(guide, class_ids, num_classes)
+    K, J = guide.copies, len(plan.labels)
+    y = torch.tensor([c for _ in range(K) for branch in plan.labels for c in branch], dtype=torch.long)  # (K*J*N,)
+    x = normal_tensor(seed, STREAM_INIT, 0, (N, C, I, I))                                            # x_T
+    for n_done, i in enumerate(reversed(range(steps))):
+        t = int(diff.timestep_map[i])
+        xk = x[None].expand(K, N, C, I, I)
+        if K > 1:
+            z = normal_tensor(seed, STREAM_PERTURB, i, (K, N, C, I, I))
+            xk = xk + guide.batch_tau * math.sqrt(1.0 - diff.abar[i]) * z
+        x_in = xk[:, None].expand(K, J, N, C, I, I).reshape(K * J * N, C, I, I)
+        out = model(x_in, torch.full((K * J * N,), t, dtype=torch.long), y)
+        out = out.reshape(K, J, N, *out.shape[1:])
+        guided = combine(out, plan.coefficients(guide.scale_at(n_done, steps, t)), plan.var_branch, C)
+        needs_noise = sampler == "ddpm" or eta > 0
+        noise = normal_tensor(seed, STREAM_STEP, i, (N, C, I, I)) if needs_noise and i > 0 else torch.zeros_like(x)
+        if sampler == "ddpm":
+            x = diff.ddpm_step(guided, x, i, noise, clip_x0)
+        else:
+            x = diff.ddim_step(guided, x, i, noise, eta, clip_x0)
+        if on_step:
+            on_step(n_done + 1, steps)
+    return x

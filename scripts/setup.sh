@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up on a fresh machine: system packages, .venv, Python deps,
+# the Twemoji data set (npm, into an ignored folder). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need_apt=()
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[setup] apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  python3 -m venv .venv
+fi
+# torch first and pinned: a bare 'torch' requirement could pull a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+
+if [ ! -f data/npm/node_modules/emoji-datasource-twitter/emoji.json ]; then
+  echo "[setup] npm install emoji-datasource-twitter@16.0.0 (Twemoji, CC-BY 4.0) -> data/npm"
+  mkdir -p data/npm
+  (cd data/npm && [ -f package.json ] || echo '{"name":"ditweb-data","private":true}' > package.json)
+  npm install --prefix data/npm --no-audit --no-fund --silent emoji-datasource-twitter@16.0.0
+fi
+echo "[setup] done"
