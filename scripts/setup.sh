@@ -28,4 +28,11 @@ if [ ! -f data/npm/node_modules/emoji-datasource-twitter/emoji.json ]; then
   (cd data/npm && [ -f package.json ] || echo '{"name":"ditweb-data","private":true}' > package.json)
   npm install --prefix data/npm --no-audit --no-fund --silent emoji-datasource-twitter@16.0.0
 fi
+# onnxruntime-web for the browser benchmark (bench/web), its own ignored folder: served as static files, never bundled.
+if [ ! -f data/npm-ort/node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs ]; then
+  echo "[setup] npm install onnxruntime-web@1.30.0 -> data/npm-ort"
+  mkdir -p data/npm-ort
+  (cd data/npm-ort && [ -f package.json ] || echo '{"name":"ditweb-ort","private":true}' > package.json)
+  npm install --prefix data/npm-ort --no-audit --no-fund --silent onnxruntime-web@1.30.0
+fi
 echo "[setup] done"
