@@ -256,7 +256,7 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedder(cfg.num_classes, D)
         grid = cfg.input_size // cfg.patch_size
         # Fixed 2D sin-cos table, stored (and counted) like the published checkpoints.
-        self.pos_embed = nn.Parameter(torch.from_numpy(sincos_2d(D, grid)).float()[None], requires_grad=False)
+        self.pos_embed = nn.Parameter(torch.tensor(sincos_2d(D, grid), dtype=torch.float32)[None], requires_grad=False)
         self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(cfg)
         self.initialize_weights()
