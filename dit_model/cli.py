@@ -12,6 +12,8 @@ VERBS = [
     "dit_model.cli:register_info",
     "dit_model.cli:register_sample",
     "dit_model.bench:register",
+    "webserve.cli:register_serve",
+    "webserve.cli:register_site",
 ]
 
 

@@ -1,0 +1,59 @@
+"""The `serve` and `site` verbs (registered in dit_model/cli.py VERBS)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .files import WEB_DIR, SiteError, check_bundle
+
+REPO = WEB_DIR.parent
+# `ditweb serve` without BUNDLE: $DITWEB_BUNDLE, else the first of these that exists
+DEFAULT_BUNDLES = [REPO / "bundles" / "default", REPO / "bundle"]
+
+
+def default_bundle() -> Path:
+    if os.environ.get("DITWEB_BUNDLE"):
+        return Path(os.environ["DITWEB_BUNDLE"])
+    for p in DEFAULT_BUNDLES:
+        if (p / "manifest.json").is_file():
+            return p
+    raise SiteError("no default bundle: pass BUNDLE, set DITWEB_BUNDLE, or export one to "
+                    f"{DEFAULT_BUNDLES[0]} with `ditweb export CKPT {DEFAULT_BUNDLES[0]}`")
+
+
+def register_serve(sub):
+    p = sub.add_parser("serve", help="serve the favicon demo page with a bundle on 127.0.0.1")
+    p.add_argument("bundle", nargs="?", help="bundle folder (default: $DITWEB_BUNDLE or bundles/default)")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 = any free port)")
+    p.add_argument("--log", action="store_true", help="print every request")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args):
+    from .server import make_server
+    if not 0 <= args.port <= 65535:
+        raise SiteError(f"--port {args.port} is not a TCP port (0..65535)")
+    bundle = Path(args.bundle) if args.bundle else default_bundle()
+    files = check_bundle(bundle)
+    server = make_server({"/": WEB_DIR, "/bundle/": bundle}, args.port, log=args.log)
+    print(f"serving {WEB_DIR} with bundle {bundle} ({len(files)} files) at http://127.0.0.1:{server.server_port}/ "
+          "(Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def register_site(sub):
+    p = sub.add_parser("site", help="write the demo page and a bundle as a static folder for any web host")
+    p.add_argument("bundle", help="bundle folder (from `ditweb export`)")
+    p.add_argument("out_dir", help="output folder (created; a folder from an earlier `ditweb site` is replaced)")
+    p.set_defaults(func=cmd_site)
+
+
+def cmd_site(args):
+    from .site import write_site
+    written = write_site(Path(args.bundle), Path(args.out_dir))
+    size = sum((Path(args.out_dir) / p).stat().st_size for p in written)
+    print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) to {args.out_dir}; serve it as static files, "
+          f"e.g. `python -m http.server -d {args.out_dir}`")
