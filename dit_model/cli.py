@@ -42,7 +42,8 @@ def cmd_info(args):
         cfg = preset_config(name, input_size=args.input_size, in_channels=args.in_channels,
                             num_classes=args.num_classes, conditioning=args.conditioning, learn_sigma=args.learn_sigma)
         n = count_params(build_meta(cfg))
-        print(f"{name:<14}{f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}":>9}{cfg.depth:>7}{cfg.hidden_size:>6}{cfg.num_heads:>6}"
+        shape = f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}"
+        print(f"{name:<14}{shape:>9}{cfg.depth:>7}{cfg.hidden_size:>6}{cfg.num_heads:>6}"
               f"{cfg.patch_size:>3}{cfg.num_classes:>8}  {cfg.conditioning:<12}{n:>14,}{forward_gflops(cfg):>10.3f}")
 
 
