@@ -1,0 +1,110 @@
+// The demo page: pickers filled from the manifest, a big canvas and the live tab favicon.
+// body[data-state] says where the page is (loading, no-webgpu, no-adapter, bundle-error,
+// ready, running, done, stopped, error); the browser tests read it, people read #message.
+import { checkWebGPU, loadBundle, diffuseFavicon } from "./ditweb.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const bundleUrl = new URL(params.get("bundle") || "bundle/", location.href);
+let bundle = null;
+let controller = null;
+
+function setState(state) { document.body.dataset.state = state; }
+
+function show(text, kind = "info") {
+  const m = $("message");
+  m.textContent = text;
+  m.className = kind;
+  m.hidden = !text;
+}
+
+function option(select, value, text) {
+  const o = document.createElement("option");
+  o.value = String(value);
+  o.textContent = text;
+  select.appendChild(o);
+}
+
+function readOptions() {
+  const negative = $("negative").value;
+  return {
+    classId: Number($("class").value),
+    seed: Number($("seed").value) >>> 0,
+    steps: Math.max(1, Math.min(1000, Math.round(Number($("steps").value) || 1))),
+    cfg: Number($("cfg").value),
+    negativeClass: negative === "" ? null : Number(negative),
+    sampler: $("sampler").value,
+  };
+}
+
+async function generate() {
+  controller = new AbortController();
+  $("go").disabled = true;
+  $("stop").disabled = false;
+  setState("running");
+  show("");
+  const opts = readOptions();
+  const started = performance.now();
+  try {
+    const result = await diffuseFavicon(bundle, {
+      ...opts,
+      signal: controller.signal,
+      canvas: $("big"),
+      onStep: ({ step, steps, msPerStep, dataURL }) => {
+        $("step").textContent = `${step} / ${steps}`;
+        $("ms").textContent = `${msPerStep.toFixed(1)} ms (mean over the steps so far)`;
+        if (dataURL) $("live").src = dataURL;
+      },
+    });
+    window.ditwebLast = result;   // for the browser tests: pixels and timings of the last run
+    const seconds = (performance.now() - started) / 1000;
+    show(`done: ${opts.steps} steps in ${seconds.toFixed(2)} s`);
+    setState("done");
+  } catch (e) {
+    if (e.name === "AbortError") {
+      show("stopped");
+      setState("stopped");
+    } else {
+      console.error(e);
+      show(e.message, "error");
+      setState(e.name === "BundleError" ? "bundle-error" : "error");
+    }
+  } finally {
+    $("go").disabled = false;
+    $("stop").disabled = true;
+  }
+}
+
+async function main() {
+  const support = await checkWebGPU();
+  if (!support.ok) {
+    show(`${support.message} The page keeps its static favicon.`, "error");
+    setState(support.reason);
+    return;
+  }
+  try {
+    bundle = await loadBundle(bundleUrl, {
+      onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new one is created for the next run.`, "warn"),
+    });
+  } catch (e) {
+    console.error(e);
+    show(`The bundle at ${bundleUrl.pathname} failed verification: ${e.message}`, "error");
+    setState(e.name === "BundleError" ? "bundle-error" : "error");
+    return;
+  }
+  window.ditwebBundle = bundle;
+  $("adapter").textContent = bundle.adapterDescription;
+  $("bundle").textContent = bundle.describe();
+  bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });
+  for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler"]) {   // ?class=1&seed=7... presets the form
+    if (params.has(key)) $(key).value = params.get(key);
+  }
+  $("go").disabled = false;
+  setState("ready");
+  if (params.has("autorun")) generate();
+}
+
+$("controls").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
+$("stop").addEventListener("click", () => controller && controller.abort());
+$("reseed").addEventListener("click", () => { $("seed").value = String(Math.floor(Math.random() * 2 ** 32)); });
+main().catch((e) => { console.error(e); show(e.message, "error"); setState("error"); });

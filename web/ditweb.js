@@ -1,0 +1,497 @@
+// ditweb.js: run a ditweb shader bundle (docs/bundle-format.md) with WebGPU.
+//
+// The twin of runtime_py, in the same order: load bundle (fetch, verify, cache) -> create
+// pipelines (one per kernel, from the bundle's own .wgsl bytes) -> run a step (one command
+// buffer: step_begin + forward + step_end) -> sample (init, the steps, one read-back).
+// No model-specific code: shapes, bindings and workgroup counts all come from the manifest.
+//
+//   const b = await loadBundle("bundle/");
+//   const { rgba, width, height } = await b.sample({ className: "hippo", seed: 7, steps: 25, cfg: 4 });
+//   await diffuseFavicon(b, { classId: 0, seed: 7 });   // animates <link rel="icon">
+
+import { BundleError, fetchManifest, fetchVerified, parseSafetensors } from "./bundle.js";
+import { MAX_BRANCHES, SAMPLERS, STEP_UNIFORM_BYTES, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
+import { drawRGBA, faviconLink, restoreStaticFavicon, setFavicon, toDataURL, toRGBA } from "./favicon.js";
+
+export { BundleError };
+export const FORMAT = "ditweb-bundle";
+export const FORMAT_VERSION = 1;
+const MAX_BYTES = 2 ** 31;   // sizes at B = 1 above this are absurd: refuse before any allocation
+
+// ------------------------------------------------------------------ WebGPU support
+
+// {ok, reason, message, adapter}: reason "no-webgpu" or "no-adapter" when not ok.
+export async function checkWebGPU() {
+  if (!globalThis.navigator || !navigator.gpu) {
+    return { ok: false, reason: "no-webgpu", message: "This browser has no WebGPU (navigator.gpu is missing)." };
+  }
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter();
+  } catch { /* treated as no adapter */ }
+  if (!adapter) {
+    return { ok: false, reason: "no-adapter", message: "WebGPU is present but no GPU adapter is available (blocked, or no supported GPU)." };
+  }
+  return { ok: true, reason: null, message: "", adapter };
+}
+
+// ------------------------------------------------------------------ verification (no GPU)
+
+const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
+const isForm = (f, n) => Array.isArray(f) && f.length === n && f.every(Number.isInteger);
+const ceilDiv = (a, d) => Math.ceil(a / d);
+
+function bufferBytes(spec, B, N) {
+  if (spec.kind === "weight") return Math.ceil(spec.bytes / 4) * 4;
+  if (spec.kind === "step") return spec.bytes;
+  return Math.ceil((4 * lin(spec.elements, B, N)) / 16) * 16;   // activations: 4-byte elements, 16-byte rounded
+}
+
+// Check everything the format promises, naming the field on failure (docs: "Verification").
+function verifyManifest(m) {
+  const fail = (msg) => { throw new BundleError("manifest.json", msg); };
+  if (m.format !== FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${FORMAT}"`);
+  if (m.format_version !== FORMAT_VERSION) fail(`format_version ${JSON.stringify(m.format_version)} is not supported (this runtime reads ${FORMAT_VERSION})`);
+  if (!["f32", "f16"].includes(m.dtype)) fail(`dtype ${JSON.stringify(m.dtype)} is neither "f32" nor "f16"`);
+  for (const key of ["model", "io", "files", "kernels", "buffers", "programs"]) {
+    if (!m[key] || typeof m[key] !== "object") fail(`field "${key}" is missing or not an object`);
+  }
+  if (!Array.isArray(m.class_names) || m.class_names.length !== m.model.num_classes) {
+    fail(`class_names must list model.num_classes (${m.model.num_classes}) names`);
+  }
+  for (const [file, e] of Object.entries(m.files)) {
+    if (!e || !Number.isInteger(e.size) || e.size < 0 || typeof e.sha256 !== "string") fail(`files["${file}"] needs an integer size and a sha256`);
+    if (file.startsWith("/") || file.split("/").includes("..") || /^[a-z]+:/i.test(file)) fail(`files["${file}"] is not a relative path inside the bundle`);
+  }
+  if (!m.files["weights.safetensors"]) fail('files has no "weights.safetensors"');
+  const TYPES = ["uniform", "read-only-storage", "storage"];
+  for (const [name, k] of Object.entries(m.kernels)) {
+    if (!k.file || !m.files[k.file]) fail(`kernels.${name}.file ${JSON.stringify(k.file)} is not listed in files`);
+    if (!isForm(k.workgroup_size, 3) || k.workgroup_size.some((v) => v < 1)) fail(`kernels.${name}.workgroup_size is not three positive integers`);
+    if (!Array.isArray(k.params) || !Array.isArray(k.bindings)) fail(`kernels.${name} needs params and bindings lists`);
+    k.bindings.forEach((b, i) => {
+      if (b.binding !== i || !TYPES.includes(b.type)) fail(`kernels.${name}.bindings[${i}] must be binding ${i} of type ${TYPES.join("|")}`);
+    });
+    if (!k.bindings.length || k.bindings[0].type !== "uniform") fail(`kernels.${name}: binding 0 must be the params uniform`);
+  }
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind === "weight") {
+      if (typeof b.tensor !== "string" || !Number.isInteger(b.bytes) || b.bytes <= 0 || b.bytes >= MAX_BYTES) fail(`buffers["${name}"]: a weight needs a tensor name and 0 < bytes < 2^31`);
+    } else if (b.kind === "activation") {
+      if (!isForm(b.elements, 3) || b.elements.some((v) => v < 0) || 4 * lin(b.elements, 1, 1) >= MAX_BYTES) fail(`buffers["${name}"].elements must be a non-negative linear form [b, n, c] below 2^31 bytes at B = 1`);
+    } else if (b.kind === "step") {
+      if (b.bytes !== STEP_UNIFORM_BYTES) fail(`buffers["${name}"]: the step uniform is ${STEP_UNIFORM_BYTES} bytes, not ${b.bytes}`);
+    } else {
+      fail(`buffers["${name}"].kind ${JSON.stringify(b.kind)} is not weight, activation or step`);
+    }
+  }
+  for (const key of ["x", "t", "y", "out", "sample"]) {
+    if (!m.buffers[m.io[key]] || m.buffers[m.io[key]].kind !== "activation") fail(`io.${key} names no activation buffer`);
+  }
+  for (const prog of ["forward", "init", "step_begin", "step_end"]) {
+    const p = m.programs[prog];
+    if (!Array.isArray(p)) fail(`programs.${prog} is missing`);
+    p.forEach((d, i) => {
+      const where = `programs.${prog}[${i}] (${d && d.label})`;
+      const k = m.kernels[d && d.kernel];
+      if (!k) fail(`${where}: unknown kernel ${JSON.stringify(d && d.kernel)}`);
+      if (!Array.isArray(d.bindings) || d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings && d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
+      d.bindings.forEach((bn, j) => {
+        const buf = m.buffers[bn];
+        if (!buf) fail(`${where}: binding ${j + 1} names unknown buffer ${JSON.stringify(bn)}`);
+        if ((buf.kind === "step") !== (k.bindings[j + 1].type === "uniform")) fail(`${where}: binding ${j + 1} (${bn}) does not match the kernel's ${k.bindings[j + 1].type} binding`);
+      });
+      if (!Array.isArray(d.params) || d.params.length !== k.params.length || !d.params.every((f) => isForm(f, 3))) fail(`${where}: params must be ${k.params.length} linear forms`);
+      if (!Array.isArray(d.workgroups) || d.workgroups.length !== 3 || !d.workgroups.every((f) => isForm(f, 4) && f[3] > 0 && lin(f, 1, 1) >= 0)) {
+        fail(`${where}: workgroups must be three [b, n, c, d] forms with d > 0`);
+      }
+    });
+  }
+}
+
+// Weight buffers vs the safetensors header: the tensor exists with the listed dtype, shape and bytes.
+function verifyWeights(m, tensors) {
+  let prev = 0;
+  for (const t of Object.values(tensors).sort((a, b) => a.offset - b.offset)) {
+    if (prev && t.offset !== prev) throw new BundleError("weights.safetensors", `tensor data is not contiguous at byte ${t.offset} (previous ended at ${prev})`);
+    prev = t.offset + t.nbytes;
+  }
+  const DT = { f32: "F32", f16: "F16", u32: "U32", i32: "I32" };
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind !== "weight") continue;
+    const t = tensors[b.tensor];
+    if (!t) throw new BundleError("weights.safetensors", `has no tensor ${b.tensor} (manifest buffer ${name})`);
+    if (DT[b.dtype] !== t.dtype || JSON.stringify(b.shape) !== JSON.stringify(t.shape) || b.bytes !== t.nbytes) {
+      throw new BundleError("weights.safetensors", `tensor ${b.tensor} is ${t.dtype} ${JSON.stringify(t.shape)} (${t.nbytes} bytes), manifest buffer ${name} says ${b.dtype} ${JSON.stringify(b.shape)} (${b.bytes} bytes)`);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ load bundle
+
+// Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device.
+// opts: {signal, useCache = true, onDeviceLost(info), onProgress({file, done, total})}
+export async function loadBundle(url, opts = {}) {
+  const base = new URL(url, globalThis.location ? location.href : undefined);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  const manifest = await fetchManifest(base, opts.signal);
+  verifyManifest(manifest);
+  const stats = { downloaded: 0, cached: 0 };
+  const files = {};
+  const names = Object.keys(manifest.files);
+  let done = 0;
+  await Promise.all(names.map(async (file) => {
+    const { size, sha256 } = manifest.files[file];
+    const buf = await fetchVerified(base, file, sha256.toLowerCase(), { signal: opts.signal, stats, useCache: opts.useCache !== false });
+    if (buf.byteLength !== size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${size}`);
+    files[file] = buf;
+    if (opts.onProgress) opts.onProgress({ file, done: ++done, total: names.length });
+  }));
+  const tensors = parseSafetensors(files["weights.safetensors"]);
+  verifyWeights(manifest, tensors);
+  const kernels = {};
+  for (const [name, k] of Object.entries(manifest.kernels)) kernels[name] = new TextDecoder().decode(files[k.file]);
+  const bundle = new Bundle(base, manifest, files["weights.safetensors"], tensors, kernels, stats, opts);
+  await bundle.createDevice();
+  return bundle;
+}
+
+export class Bundle {
+  constructor(base, manifest, weights, tensors, kernelSources, stats, opts) {
+    this.url = base.href;
+    this.manifest = manifest;
+    this.weights = weights;            // ArrayBuffer of weights.safetensors
+    this.tensors = tensors;            // {name: {dtype, shape, offset, nbytes}}
+    this.kernelSources = kernelSources;
+    this.stats = stats;                // {downloaded, cached} bytes of this load
+    this.onDeviceLost = opts.onDeviceLost || null;
+    this.device = null;
+    this.deviceLosses = 0;
+    this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
+  }
+
+  get classNames() { return this.manifest.class_names; }
+  get config() { return this.manifest.model; }
+
+  describe() {
+    const c = this.config;
+    const mb = (this.stats.downloaded + this.stats.cached) / 1e6;
+    return `${c.in_channels}x${c.input_size}x${c.input_size}, hidden ${c.hidden_size}, depth ${c.depth}, ${this.manifest.dtype}, `
+      + `${this.classNames.length} classes, ${mb.toFixed(2)} MB (${(this.stats.cached / 1e6).toFixed(2)} MB from the cache)`;
+  }
+
+  // Adapter and device with the limits the bundle needs (taken from the adapter, not the defaults).
+  async createDevice() {
+    const support = await checkWebGPU();
+    if (!support.ok) throw new Error(support.message);
+    const adapter = support.adapter;
+    const need = this.manifest.limits || {};
+    const have = adapter.limits;
+    const checks = [
+      ["max_compute_workgroup_storage_size", "maxComputeWorkgroupStorageSize"],
+      ["max_compute_invocations_per_workgroup", "maxComputeInvocationsPerWorkgroup"],
+      ["max_storage_buffers_per_shader_stage", "maxStorageBuffersPerShaderStage"],
+    ];
+    for (const [key, limit] of checks) {
+      if (need[key] !== undefined && need[key] > have[limit]) {
+        throw new Error(`this GPU allows ${limit} = ${have[limit]}, the bundle needs ${need[key]}`);
+      }
+    }
+    const requiredLimits = {};
+    for (const limit of ["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
+      "maxComputeInvocationsPerWorkgroup", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupSizeX"]) {
+      requiredLimits[limit] = have[limit];
+    }
+    const device = await adapter.requestDevice({ label: "ditweb", requiredLimits });
+    const info = adapter.info || {};
+    this.adapterDescription = [info.vendor, info.architecture, info.description].filter(Boolean).join(" / ") || "WebGPU adapter";
+    this.device = device;
+    this.batch = null;
+    device.lost.then((lost) => {
+      if (this.device !== device || this.disposed) return;   // an old device, or our own dispose()
+      this.device = null;
+      this.deviceLosses += 1;
+      if (this.onDeviceLost) this.onDeviceLost(lost);
+    });
+    device.addEventListener("uncapturederror", (e) => { this.lastGPUError = e.error.message; console.error("ditweb:", e.error.message); });
+    await this.createPipelines();
+    this.uploadWeights();
+  }
+
+  // ---------------------------------------------------------------- create pipelines
+  async createPipelines() {
+    const device = this.device;
+    this.pipelines = {};
+    await Promise.all(Object.entries(this.manifest.kernels).map(async ([name, k]) => {
+      const module = device.createShaderModule({ label: name, code: this.kernelSources[name] });
+      const info = await module.getCompilationInfo();
+      const errors = info.messages.filter((msg) => msg.type === "error");
+      if (errors.length) {
+        throw new BundleError(k.file, `WGSL does not compile: ${errors.map((e) => `line ${e.lineNum}: ${e.message}`).join("; ")}`);
+      }
+      const layout = device.createBindGroupLayout({
+        label: name,
+        entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.type } })),
+      });
+      try {
+        const pipeline = await device.createComputePipelineAsync({
+          label: name,
+          layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
+          compute: { module, entryPoint: "main" },
+        });
+        this.pipelines[name] = { pipeline, layout };
+      } catch (e) {
+        throw new BundleError(k.file, `pipeline ${name} could not be created: ${e.message}`);
+      }
+    }));
+  }
+
+  uploadWeights() {
+    this.weightBuffers = {};
+    for (const [name, spec] of Object.entries(this.manifest.buffers)) {
+      if (spec.kind !== "weight") continue;
+      const t = this.tensors[spec.tensor];
+      const size = bufferBytes(spec, 1, 1);
+      const buffer = this.device.createBuffer({ label: name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+      if (size === t.nbytes) {
+        this.device.queue.writeBuffer(buffer, 0, this.weights, t.offset, t.nbytes);
+      } else {   // odd f16 count: pad to a whole u32 word with a zero half
+        const padded = new Uint8Array(size);
+        padded.set(new Uint8Array(this.weights, t.offset, t.nbytes));
+        this.device.queue.writeBuffer(buffer, 0, padded);
+      }
+      this.weightBuffers[name] = buffer;
+    }
+  }
+
+  // Activation buffers, params uniforms and bind groups for batch (B, N); kept until the batch changes.
+  allocate(B, N) {
+    if (this.batch && this.batch.B === B && this.batch.N === N) return this.batch;
+    if (this.batch) for (const b of this.batch.owned) b.destroy();
+    const device = this.device;
+    const maxBinding = device.limits.maxStorageBufferBindingSize;
+    const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
+    const owned = [];
+    const buffers = { ...this.weightBuffers };
+    for (const [name, spec] of Object.entries(this.manifest.buffers)) {
+      if (spec.kind === "weight") continue;
+      const size = bufferBytes(spec, B, N);
+      if (size > maxBinding) throw new RangeError(`batch B=${B}, N=${N}: buffer ${name} needs ${size} bytes, above this GPU's maxStorageBufferBindingSize ${maxBinding}; use fewer images or guidance branches`);
+      const usage = spec.kind === "step" ? GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST
+        : GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+      buffers[name] = device.createBuffer({ label: name, size: Math.max(size, 16), usage });
+      owned.push(buffers[name]);
+    }
+    const programs = {};
+    for (const [prog, dispatches] of Object.entries(this.manifest.programs)) {
+      programs[prog] = dispatches.map((d) => {
+        const kernel = this.manifest.kernels[d.kernel];
+        const words = new Uint32Array(Math.max(4, Math.ceil(d.params.length / 4) * 4));
+        d.params.forEach((form, i) => { words[i] = lin(form, B, N); });
+        const params = device.createBuffer({ label: `${d.label} params`, size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(params, 0, words);
+        owned.push(params);
+        const workgroups = d.workgroups.map((f) => ceilDiv(lin(f, B, N), f[3]));
+        if (workgroups.some((w) => w > maxGroups)) {
+          throw new RangeError(`batch B=${B}, N=${N}: dispatch ${d.label} needs ${workgroups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
+        }
+        const bindGroup = device.createBindGroup({
+          label: d.label,
+          layout: this.pipelines[d.kernel].layout,
+          entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        });
+        return { label: d.label, pipeline: this.pipelines[d.kernel].pipeline, bindGroup, workgroups, kernel };
+      });
+    }
+    const stepBuffer = Object.entries(this.manifest.buffers).find(([, s]) => s.kind === "step");
+    this.batch = { B, N, buffers, programs, owned, step: stepBuffer ? buffers[stepBuffer[0]] : null };
+    return this.batch;
+  }
+
+  // ---------------------------------------------------------------- run step
+  // Encode programs into one compute pass of one command buffer (WebGPU orders the dispatches).
+  encode(names) {
+    const encoder = this.device.createCommandEncoder({ label: names.join("+") });
+    const pass = encoder.beginComputePass({ label: names.join("+") });
+    for (const name of names) {
+      for (const d of this.batch.programs[name]) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(...d.workgroups);
+      }
+    }
+    pass.end();
+    return encoder;
+  }
+
+  runStep(record) {
+    this.device.queue.writeBuffer(this.batch.step, 0, record);
+    this.device.queue.submit([this.encode(["step_begin", "forward", "step_end"]).finish()]);
+  }
+
+  async readBuffer(name, bytes) {
+    const src = this.batch.buffers[name];
+    const staging = this.device.createBuffer({ label: `read ${name}`, size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = this.device.createCommandEncoder({ label: `read ${name}` });
+    encoder.copyBufferToBuffer(src, 0, staging, 0, bytes);
+    this.device.queue.submit([encoder.finish()]);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      throw new DeviceLostError(`reading ${name} failed: ${e.message}`);
+    }
+    const out = new Float32Array(staging.getMappedRange().slice(0));
+    staging.destroy();
+    return out;
+  }
+
+  // A plain forward pass: x (B, C, I, I) f32, t and y (B,) ints -> out (B, C_out, I, I) Float32Array.
+  async forward(x, t, y) {
+    const io = this.manifest.io;
+    const B = t.length;
+    const per = io.x_shape.reduce((a, b) => a * b, 1);
+    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
+    await this.ensureDevice();
+    this.allocate(B, B);
+    const q = this.device.queue;
+    q.writeBuffer(this.batch.buffers[io.x], 0, Float32Array.from(x));
+    q.writeBuffer(this.batch.buffers[io.t], 0, Uint32Array.from(t));
+    q.writeBuffer(this.batch.buffers[io.y], 0, Uint32Array.from(y));
+    q.submit([this.encode(["forward"]).finish()]);
+    return this.readBuffer(io.out, 4 * B * io.out_shape.reduce((a, b) => a * b, 1));
+  }
+
+  async ensureDevice() {
+    if (!this.device) await this.createDevice();   // first use after a device loss: new device, pipelines, weights
+  }
+
+  // ---------------------------------------------------------------- sample
+  // opts: className | classId (or classIds for several images), n, seed, steps, cfg, cfgEnd,
+  //   negativeClass, compose [[class, weight], ...], schedule, interval [lo, hi],
+  //   batchEstimate {k, tau}, sampler "ddim" | "ddpm", eta, clipX0, signal, onStep, preview.
+  // Returns {rgba: [Uint8ClampedArray (H, W, 4) per image], x: Float32Array (N, C, I, I), width,
+  //   height, channels, msPerStep}. A device lost on the way is recreated and the run starts again
+  //   (the result is a pure function of the options, so nothing is lost but time).
+  sample(opts = {}) {
+    const run = this.busy.then(() => this.sampleWithRecovery(opts));
+    this.busy = run.catch(() => {});
+    return run;
+  }
+
+  async sampleWithRecovery(opts) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.sampleOnce(opts);
+      } catch (e) {
+        if (!(e instanceof DeviceLostError) || attempt >= 2) throw e;
+        this.device = null;   // recreate on the next attempt
+      }
+    }
+  }
+
+  async sampleOnce(opts) {
+    const m = this.manifest;
+    const { in_channels: C, input_size: I, num_classes: numClasses } = m.model;
+    let classIds = opts.classIds;
+    if (!classIds) {
+      const one = opts.className !== undefined ? opts.className : (opts.classId ?? 0);
+      classIds = Array(opts.n ?? 1).fill(one);
+    }
+    const guide = makeGuide(opts, this.classNames);
+    classIds = classIds.map((c, n) => resolveClass(c, this.classNames, `class of image ${n}`));
+    const steps = opts.steps ?? 25;
+    const sampler = opts.sampler || "ddim";
+    if (!SAMPLERS.includes(sampler)) throw new RangeError(`unknown sampler ${JSON.stringify(sampler)}; choose one of ${SAMPLERS.join(", ")}`);
+    const seed = opts.seed ?? 0;
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
+    const tables = samplerTables(m, steps);
+    const plan = makePlan(guide, classIds, numClasses);
+    const N = classIds.length, K = guide.copies, J = plan.labels.length;
+    if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
+    const B = K * J * N;
+    const signal = opts.signal;
+    const aborted = () => { if (signal && signal.aborted) throw new DOMException("sampling was stopped", "AbortError"); };
+    aborted();
+
+    await this.ensureDevice();
+    const device = this.device;
+    this.allocate(B, N);
+    const y = new Uint32Array(B);                                     // [k][j][n]
+    for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
+    device.queue.writeBuffer(this.batch.buffers[m.io.y], 0, y);
+    const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true };
+    device.queue.writeBuffer(this.batch.step, 0, stepUniform({ ...common, i: null, nDone: 0 }));
+    device.queue.submit([this.encode(["init"]).finish()]);
+
+    const bytes = 4 * N * C * I * I;
+    const started = performance.now();
+    for (let nDone = 0; nDone < steps; nDone++) {
+      const i = steps - 1 - nDone;
+      this.runStep(stepUniform({ ...common, i, nDone }));
+      // Waiting on each step costs a little throughput but gives honest per-step times,
+      // prompt cancellation and the live preview.
+      const preview = opts.preview && nDone + 1 < steps ? await this.readBuffer(m.io.sample, bytes) : null;
+      if (!preview) await device.queue.onSubmittedWorkDone();
+      if (this.device !== device) throw new DeviceLostError("the GPU device was lost during sampling");
+      aborted();
+      if (opts.onStep) {
+        const msPerStep = (performance.now() - started) / (nDone + 1);
+        opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? this.images(preview, C, I) : {}) });
+      }
+    }
+    const x = await this.readBuffer(m.io.sample, bytes);
+    if (this.device !== device) throw new DeviceLostError("the GPU device was lost during sampling");
+    return { x, ...this.images(x, C, I), channels: C, msPerStep: (performance.now() - started) / steps, B, K, J, N };
+  }
+
+  images(x, C, I) {
+    const per = C * I * I;
+    const rgba = [];
+    for (let n = 0; n < x.length / per; n++) rgba.push(toRGBA(x.subarray(n * per, (n + 1) * per), C, I, I));
+    return { rgba, width: I, height: I };
+  }
+
+  dispose() {
+    this.disposed = true;
+    if (this.device) this.device.destroy();
+    this.device = null;
+  }
+}
+
+export class DeviceLostError extends Error {
+  constructor(message) { super(message); this.name = "DeviceLostError"; }
+}
+
+// ------------------------------------------------------------------ the favicon
+
+// Animate the page's <link rel="icon"> through the denoising steps (x_t after each step) and
+// leave the final image as the favicon. opts: everything sample() takes, plus canvas (drawn
+// too). Without WebGPU or on failure the static favicon is kept and the error is thrown.
+export async function diffuseFavicon(bundle, opts = {}) {
+  faviconLink();   // remember the static favicon before the first frame
+  const { canvas, onStep } = opts;
+  try {
+    const result = await bundle.sample({
+      ...opts,
+      n: 1,
+      preview: true,
+      onStep: (info) => {
+        let dataURL = null;
+        if (info.rgba) {
+          dataURL = setFavicon(info.rgba[0], info.width, info.height);
+          if (canvas) drawRGBA(canvas, info.rgba[0], info.width, info.height);
+        }
+        if (onStep) onStep({ ...info, dataURL });
+      },
+    });
+    result.dataURL = setFavicon(result.rgba[0], result.width, result.height);
+    if (canvas) drawRGBA(canvas, result.rgba[0], result.width, result.height);
+    if (onStep) onStep({ step: opts.steps ?? 25, steps: opts.steps ?? 25, msPerStep: result.msPerStep, dataURL: result.dataURL });
+    return result;
+  } catch (e) {
+    restoreStaticFavicon();
+    throw e;
+  }
+}
+
+export { toRGBA, toDataURL };

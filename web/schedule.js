@@ -1,0 +1,152 @@
+// CPU-side tables of one sampling run, mirroring dit_model/diffusion.py (respaced tables),
+// dit_model/guidance.py (make_plan, scale_at) and the step uniform of docs/bundle-format.md.
+// Everything is float64 JS numbers, rounded to f32 only when written to the uniform.
+
+const T = 1000;
+const SCHEDULES = ["constant", "linear", "interval"];
+export const SAMPLERS = ["ddim", "ddpm"];
+export const MAX_BRANCHES = 8;
+
+// numpy's round(): half to even (S_i = round(i (T-1) / (N-1)) hits .5 for some N, e.g. N = 7)
+function roundHalfEven(v) {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+// Respaced tables for `steps` sampler steps, from the manifest's precomputed copy when it has one.
+export function samplerTables(manifest, steps) {
+  const pre = manifest.sampler_tables && manifest.sampler_tables[String(steps)];
+  if (pre) return pre;
+  const base = manifest.sampler_tables && manifest.sampler_tables.base_betas;
+  if (!Array.isArray(base) || base.length !== T) {
+    throw new RangeError(`the bundle has no sampler tables for ${steps} steps and no base_betas to compute them`);
+  }
+  if (!(Number.isInteger(steps) && steps >= 1 && steps <= T)) throw new RangeError(`steps must be an integer in [1, ${T}], got ${steps}`);
+  const baseAbar = [];
+  let prod = 1.0;
+  for (const beta of base) { prod *= 1.0 - beta; baseAbar.push(prod); }      // np.cumprod, same order
+  const t = steps === 1 ? [T - 1] : Array.from({ length: steps }, (_, i) => roundHalfEven((i * (T - 1)) / (steps - 1)));
+  const abar = t.map((s) => baseAbar[s]);
+  const abarPrev = [1.0, ...abar.slice(0, -1)];
+  const betas = abar.map((a, i) => 1.0 - a / abarPrev[i]);
+  const postVar = betas.map((b, i) => (b * (1.0 - abarPrev[i])) / (1.0 - abar[i]));
+  const logPostVar = steps > 1 ? [postVar[1], ...postVar.slice(1)].map(Math.log) : postVar.map((v) => Math.log(Math.max(v, 1e-20)));
+  return {
+    t,
+    abar,
+    abar_prev: abarPrev,
+    sqrt_abar: abar.map(Math.sqrt),
+    sqrt_1m_abar: abar.map((a) => Math.sqrt(1.0 - a)),
+    coef1: betas.map((b, i) => (b * Math.sqrt(abarPrev[i])) / (1.0 - abar[i])),
+    coef2: betas.map((b, i) => ((1.0 - abarPrev[i]) * Math.sqrt(1.0 - b)) / (1.0 - abar[i])),
+    log_beta: betas.map(Math.log),
+    log_post_var: logPostVar,
+  };
+}
+
+// The guide of a sample() call, checked like Guide.validate; class names or ids accepted.
+// A class name (case-insensitive) or id -> a checked id (as resolve_class in dit_model/cli.py).
+export function resolveClass(v, classNames, what = "class") {
+  if (typeof v === "string" && !/^\d+$/.test(v)) {
+    const i = classNames.findIndex((n) => n.toLowerCase() === v.toLowerCase());
+    if (i < 0) throw new RangeError(`${what}: unknown class ${JSON.stringify(v)}; known classes: ${classNames.join(", ")}`);
+    return i;
+  }
+  const id = Number(v);
+  if (!Number.isInteger(id) || id < 0 || id >= classNames.length) throw new RangeError(`${what}: class id ${v} is out of range [0, ${classNames.length})`);
+  return id;
+}
+
+export function makeGuide(opts, classNames) {
+  const classId = (v, what) => resolveClass(v, classNames, what);
+  const guide = {
+    scale: opts.cfg ?? 4.0,
+    negativeClass: opts.negativeClass == null ? null : classId(opts.negativeClass, "negativeClass"),
+    compose: (opts.compose || []).map(([c, w], k) => [classId(c, `compose[${k}]`), Number(w)]),
+    schedule: opts.schedule || "constant",
+    scaleEnd: opts.cfgEnd ?? null,
+    interval: opts.interval || [0, 999],
+    batchK: opts.batchEstimate ? opts.batchEstimate.k : 1,
+    batchTau: opts.batchEstimate ? opts.batchEstimate.tau : 0.0,
+  };
+  if (!Number.isFinite(guide.scale)) throw new RangeError(`cfg must be a number, got ${opts.cfg}`);
+  if (!SCHEDULES.includes(guide.schedule)) throw new RangeError(`unknown guidance schedule ${JSON.stringify(guide.schedule)}; choose one of ${SCHEDULES.join(", ")}`);
+  if (guide.schedule === "linear" && guide.scaleEnd == null) throw new RangeError("the linear guidance schedule needs cfgEnd");
+  const [lo, hi] = guide.interval;
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo <= hi && hi <= 999)) {
+    throw new RangeError(`guidance interval must satisfy 0 <= lo <= hi <= 999, got ${lo}..${hi}`);
+  }
+  if (!(Number.isInteger(guide.batchK) && guide.batchK >= 1 && guide.batchTau >= 0)) throw new RangeError("batchEstimate needs k >= 1 (integer) and tau >= 0");
+  if (guide.negativeClass !== null && guide.compose.length) throw new RangeError("use either a negative class or a composition, not both");
+  if (guide.compose.length + 1 > MAX_BRANCHES) throw new RangeError(`a composition takes at most ${MAX_BRANCHES - 1} classes`);
+  guide.copies = guide.batchTau > 0 ? guide.batchK : 1;   // K only matters with a perturbation
+  return guide;
+}
+
+// s_i at step nDone (0 = first, noisiest) calling the model at original t
+export function scaleAt(guide, nDone, steps, t) {
+  if (guide.schedule === "linear") return guide.scale + (guide.scaleEnd - guide.scale) * (nDone / Math.max(steps - 1, 1));
+  if (guide.schedule === "interval") return guide.interval[0] <= t && t <= guide.interval[1] ? guide.scale : 1.0;
+  return guide.scale;
+}
+
+// make_plan: J label branches (each N ids), a_j = base_j + slope_j * s, var_branch
+export function makePlan(guide, classIds, numClasses) {
+  const nul = classIds.map(() => numClasses);
+  if (guide.compose.length) {
+    const w = guide.compose.map(([, wt]) => wt);
+    return {
+      labels: [nul, ...guide.compose.map(([c]) => classIds.map(() => c))],
+      base: [1.0, ...w.map(() => 0.0)],
+      slope: [-w.reduce((a, b) => a + b, 0), ...w],
+      varBranch: 1,
+    };
+  }
+  if (guide.negativeClass !== null) {
+    return { labels: [classIds.map(() => guide.negativeClass), [...classIds]], base: [1.0, 0.0], slope: [-1.0, 1.0], varBranch: 1 };
+  }
+  if (guide.schedule === "constant" && guide.scale === 1.0) return { labels: [[...classIds]], base: [1.0], slope: [0.0], varBranch: 0 };
+  return { labels: [nul, [...classIds]], base: [1.0, 0.0], slope: [-1.0, 1.0], varBranch: 1 };
+}
+
+// DDIM sigma_i = eta sqrt((1 - abar_prev)/(1 - abar)) sqrt(1 - abar/abar_prev)
+function ddimSigma(tables, i, eta) {
+  const a = tables.abar[i], ap = tables.abar_prev[i];
+  return eta * Math.sqrt((1 - ap) / (1 - a)) * Math.sqrt(1 - a / ap);
+}
+
+export const STEP_UNIFORM_BYTES = 128;
+
+// The 128-byte step uniform (docs/bundle-format.md, "The step uniform").
+// i = null writes the init record (t = 0, i = 0, no tables).
+export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guide, sampler, eta, clipX0 }) {
+  const buf = new ArrayBuffer(STEP_UNIFORM_BYTES);
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);                 // f32 rounding of the float64 values, as the format says
+  u[2] = seed >>> 0;
+  u[3] = 0;                                        // the runtime zero that keeps the RNG free of FMA contraction
+  u[4] = K; u[5] = J; u[6] = N; u[7] = plan.varBranch;
+  if (i === null) return buf;
+  const t = tables.t[i];
+  const ddpm = sampler === "ddpm";
+  const sigma = ddpm ? 0.0 : ddimSigma(tables, i, eta);
+  u[0] = t;
+  u[1] = i;
+  u[8] = (clipX0 ? 1 : 0) | (ddpm ? 2 : 0) | (i > 0 && (ddpm || sigma > 0) ? 4 : 0);
+  f[12] = tables.sqrt_abar[i];
+  f[13] = tables.sqrt_1m_abar[i];
+  f[14] = tables.coef1[i];
+  f[15] = tables.coef2[i];
+  f[16] = tables.log_beta[i];
+  f[17] = tables.log_post_var[i];
+  f[18] = Math.sqrt(tables.abar_prev[i]);
+  f[19] = Math.sqrt(Math.max(1 - tables.abar_prev[i] - sigma * sigma, 0));
+  f[20] = sigma;
+  f[21] = guide.batchTau * Math.sqrt(1 - tables.abar[i]);
+  const s = scaleAt(guide, nDone, steps, t);
+  plan.base.forEach((b, j) => { f[24 + j] = b + plan.slope[j] * s; });
+  return buf;
+}
