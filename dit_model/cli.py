@@ -11,6 +11,8 @@ from pathlib import Path
 VERBS = [
     "dit_model.cli:register_info",
     "dit_model.cli:register_sample",
+    "dit_model.data:register",
+    "dit_model.train:register",
     "dit_model.bench:register",
     "webserve.cli:register_serve",
     "webserve.cli:register_site",
