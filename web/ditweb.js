@@ -175,9 +175,9 @@ export class Bundle {
 
   describe() {
     const c = this.config;
-    const mb = (this.stats.downloaded + this.stats.cached) / 1e6;
+    const size = (bytes) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
     return `${c.in_channels}x${c.input_size}x${c.input_size}, hidden ${c.hidden_size}, depth ${c.depth}, ${this.manifest.dtype}, `
-      + `${this.classNames.length} classes, ${mb.toFixed(2)} MB (${(this.stats.cached / 1e6).toFixed(2)} MB from the cache)`;
+      + `${this.classNames.length} classes, ${size(this.stats.downloaded + this.stats.cached)} (${size(this.stats.cached)} from the cache)`;
   }
 
   // Adapter and device with the limits the bundle needs (taken from the adapter, not the defaults).
