@@ -121,3 +121,181 @@ def test_sampler_tables_match_python():
                          ("log_post_var", d.posterior_log_variance_clipped), ("sqrt_1m_abar", d.sqrt_1m_abar)]:
             # float64 on both sides; only libm ulps may differ, far below the f32 the uniform stores
             np.testing.assert_allclose(js[key], ref, rtol=1e-13, atol=0, err_msg=f"{key} at {steps} steps")
+
+
+# ------------------------------------------------------------------ in Chromium: a tiny real bundle
+
+CLASS_ID, SEED = 1, 7
+CASES = {   # name -> (JS sample() options, the same guide for Python)
+    "cfg": ({"cfg": 4.0}, {"scale": 4.0}),
+    "negative-class": ({"cfg": 3.0, "negativeClass": 2}, {"scale": 3.0, "negative_class": 2}),
+    "ddpm-cfg": ({"cfg": 2.0, "sampler": "ddpm"}, {"scale": 2.0}),   # the per-step noise kernel (stream 1) too
+}
+
+
+def run_ditweb(*argv: str) -> None:
+    cmd = [sys.executable, "-c", "import sys; from dit_model.cli import main; sys.exit(main())", *argv]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"ditweb {' '.join(argv)} failed:\n{r.stderr}"
+
+
+def random_checkpoint(path: Path) -> Path:
+    """Favicon-N/2 with every tensor drawn from N(0, 0.2^2): output std ~1.8, and ~60% of the final
+    pixels stay inside (-1, 1) rather than clipping, so the pixel comparison has something to see."""
+    import torch
+    from dit_model.checkpoint import atomic_save
+    from dit_model.model import DiT
+    torch.manual_seed(0)
+    model = DiT.from_preset(PRESET)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    atomic_save({"model": model.state_dict(), "config": model.cfg.to_dict(),
+                 "class_names": ["hippo", "flag", "rocket"]}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    ckpt = random_checkpoint(root / "tiny.pt")
+    out = {"ckpt": ckpt}
+    for dtype in ("f32", "f16"):
+        run_ditweb("export", str(ckpt), str(root / dtype), "--dtype", dtype)
+        out[dtype] = root / dtype
+    bad = root / "corrupted"
+    shutil.copytree(out["f32"], bad)
+    data = bytearray((bad / "weights.safetensors").read_bytes())
+    data[-5] ^= 0x40                                         # one bit of the last weight
+    (bad / "weights.safetensors").write_bytes(bytes(data))
+    out["corrupted"] = bad
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(bundles):
+    """One server and one Chromium for the module; `requested` logs every path served."""
+    requested: list[str] = []
+    routes = {"/": WEB_DIR, "/f32/": bundles["f32"], "/f16/": bundles["f16"], "/corrupted/": bundles["corrupted"]}
+    with local_server(routes, requested=requested) as url, chromium() as ctx:
+        yield {"url": url, "ctx": ctx, "requested": requested}
+
+
+def open_page(site, query: str, states=("ready",), timeout_s=90):
+    page = site["ctx"].new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site["url"] + query)
+    state = wait_state(page, states + ("no-webgpu", "no-adapter", "error", "bundle-error"), timeout_s)
+    assert state in states, f"page state {state}: {page.text_content('#message')} {errors}"
+    return page
+
+
+def browser_sample(page, opts: dict) -> np.ndarray:
+    x = page.evaluate("async (o) => Array.from((await window.ditwebBundle.sample(o)).x)", opts)
+    return np.asarray(x, np.float32)
+
+
+def torch_sample(ckpt: Path, guide: dict, sampler: str) -> np.ndarray:
+    import torch
+    from dit_model.checkpoint import load_model
+    from dit_model.guidance import Guide
+    from dit_model.sample import sample_images
+    model, meta = load_model(ckpt)
+    cfg = meta["config"]
+    x = sample_images(model.double(), in_channels=cfg.in_channels, input_size=cfg.input_size,
+                      num_classes=cfg.num_classes, class_ids=[CLASS_ID], guide=Guide(**guide), steps=STEPS,
+                      sampler=sampler, seed=SEED)
+    return x.numpy().reshape(-1)
+
+
+def test_page_loads_finds_adapter_and_lists_classes(site):
+    page = open_page(site, "?bundle=f32/")
+    assert "swiftshader" in page.text_content("#adapter").lower()
+    assert page.eval_on_selector_all("#class option", "os => os.map(o => o.textContent)") == ["hippo", "flag", "rocket"]
+    assert page.is_hidden("#message")
+    page.close()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_browser_pixels_match_python(site, bundles, case):
+    js_opts, guide = CASES[case]
+    sampler = js_opts.get("sampler", "ddim")
+    page = open_page(site, "?bundle=f32/")
+    got = browser_sample(page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
+    page.close()
+    ref = torch_sample(bundles["ckpt"], guide, sampler)
+    inside = float(np.mean(np.abs(ref) < 0.999))
+    assert inside > 0.3, f"only {inside:.0%} of reference pixels are unclipped: the comparison would be weak"
+    value = psnr(to_unit(got), to_unit(ref))
+    print(f"\n[{case}] PSNR browser vs torch float64: {value:.1f} dB (unclipped {inside:.0%})")
+    assert value >= PSNR_MIN, f"{case}: PSNR {value:.1f} dB < {PSNR_MIN}"
+
+
+def test_f16_bundle_matches_f32_bundle(site):
+    """f16 weights are unpacked in the shader (SwiftShader has no shader-f16): the image moves only
+    by the weights' rounding."""
+    opts = {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, "cfg": 4.0}
+    page = open_page(site, "?bundle=f16/")
+    assert page.evaluate("window.ditwebBundle.manifest.dtype") == "f16"
+    assert not page.evaluate("async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16')")
+    got16 = browser_sample(page, opts)
+    page.close()
+    page = open_page(site, "?bundle=f32/")
+    got32 = browser_sample(page, opts)
+    page.close()
+    value = psnr(to_unit(got16), to_unit(got32))
+    print(f"\n[f16] PSNR f16 bundle vs f32 bundle (browser): {value:.1f} dB")
+    assert value >= 30.0, f"f16 bundle drifted: PSNR {value:.1f} dB vs the f32 bundle"
+
+
+def test_favicon_link_animates_and_ends_on_the_image(site):
+    page = open_page(site, f"?bundle=f32/&steps=4&seed={SEED}&class={CLASS_ID}")
+    page.evaluate("""() => { window.iconHrefs = [];
+        new MutationObserver(() => window.iconHrefs.push(document.querySelector('link[rel~="icon"]').href))
+          .observe(document.head, { subtree: true, attributes: true, attributeFilter: ['href'] }); }""")
+    page.click("#go")
+    assert wait_state(page, ("done", "error"), 90) == "done", page.text_content("#message")
+    hrefs = page.evaluate("window.iconHrefs")
+    final = page.get_attribute('link[rel~="icon"]', "href")
+    assert final.startswith("data:image/png;base64,") and final != "favicon.svg"
+    assert len(set(hrefs)) >= 3, f"the favicon changed {len(set(hrefs))} times over 4 steps"
+    assert hrefs[-1] == final == page.evaluate("window.ditwebLast.dataURL")
+    assert "ms" in page.text_content("#ms") and page.text_content("#step") == "4 / 4"
+    page.close()
+
+
+def test_corrupted_bundle_shows_its_error(site):
+    page = open_page(site, "?bundle=corrupted/", states=("bundle-error",))
+    msg = page.text_content("#message")
+    assert page.is_visible("#message") and "weights.safetensors" in msg and "sha256" in msg, msg
+    assert page.get_attribute('link[rel~="icon"]', "href") == "favicon.svg"
+    page.close()
+
+
+def test_second_visit_downloads_only_the_manifest(site):
+    page = open_page(site, "?bundle=f32/")          # earlier tests filled the cache, if they ran
+    page.close()
+    site["requested"].clear()
+    page = open_page(site, "?bundle=f32/")
+    fetched = [p for p in site["requested"] if p.startswith("/f32/")]
+    assert fetched == ["/f32/manifest.json"], fetched
+    assert "from the cache" in page.text_content("#bundle")
+    assert page.evaluate("window.ditwebBundle.stats.downloaded") == 0
+    page.close()
+
+
+def test_device_loss_recreates_the_device_and_goes_on(site):
+    page = open_page(site, "?bundle=f32/")
+    opts = {"classId": CLASS_ID, "seed": SEED, "steps": 3, "cfg": 4.0}
+    before = browser_sample(page, opts)
+    after = page.evaluate("""async (o) => {
+        const b = window.ditwebBundle;
+        let lostOnce = false;   // lose the device once, in the middle of the first attempt
+        const r = await b.sample({ ...o, onStep: ({ step }) => { if (step === 1 && !lostOnce) { lostOnce = true; b.device.destroy(); } } });
+        return { x: Array.from(r.x), losses: b.deviceLosses };
+    }""", opts)
+    assert after["losses"] == 1
+    np.testing.assert_array_equal(np.asarray(after["x"], np.float32), before)   # restarted, same pure result
+    assert "device was lost" in page.text_content("#message")
+    page.close()

@@ -84,7 +84,7 @@ async function main() {
   }
   try {
     bundle = await loadBundle(bundleUrl, {
-      onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new one is created for the next run.`, "warn"),
+      onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
   } catch (e) {
     console.error(e);

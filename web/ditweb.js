@@ -380,11 +380,14 @@ export class Bundle {
 
   async sampleWithRecovery(opts) {
     for (let attempt = 0; ; attempt++) {
+      const device = this.device;
       try {
         return await this.sampleOnce(opts);
       } catch (e) {
         if (!(e instanceof DeviceLostError) || attempt >= 2) throw e;
-        this.device = null;   // recreate on the next attempt
+        // a failed read-back is a loss only if the device says so (its lost handler then clears this.device)
+        const lost = !device || await Promise.race([device.lost.then(() => true), new Promise((r) => setTimeout(() => r(false), 2000))]);
+        if (!lost) throw e;
       }
     }
   }
