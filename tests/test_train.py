@@ -1,0 +1,202 @@
+"""Training: per-sample randomness, overfitting, checkpoints, exact resume, DDP, bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _train_helpers import make_png_folder
+from dit_model import train as T
+from dit_model.cli import main
+from dit_model.model import DiTConfig
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--size", "16", "--batch-size", "8", "--sample-every", "0", "--log-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_png_folder(tmp_path_factory.mktemp("data") / "pngs")
+
+
+def train(folder, run_dir, *extra) -> int:
+    return main(["train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(run_dir), *FAST, *map(str, extra)])
+
+
+def load(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.startswith("ditweb train: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- randomness
+
+def test_batches_do_not_depend_on_the_split(tiny_cfg):
+    images = torch.randint(0, 256, (10, 8, 8, 4), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (10,))
+    whole = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 0, 8, True, "cpu")
+    parts = [T.make_batch(images, labels, tiny_cfg, 7, 3, 8, lo, hi, True, "cpu") for lo, hi in ((0, 3), (3, 8))]
+    for a, b0, b1 in zip(whole, *parts):
+        assert torch.equal(a, torch.cat([b0, b1]))
+    other = T.make_batch(images, labels, tiny_cfg, 7, 4, 8, 0, 8, True, "cpu")
+    assert not torch.equal(whole[3], other[3])                          # another step, other noise
+
+
+def test_every_image_once_per_epoch():
+    n, B = 10, 4
+    idx = np.concatenate([T.batch_plan(0, s, B, 0, B, n, 0.1, True)[0] for s in range(5)])   # 20 samples = 2 epochs
+    assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))
+    assert idx[:10].tolist() != idx[10:].tolist()                       # reshuffled each epoch
+    _, t, drop, flip = T.batch_plan(0, 0, 20000, 0, 20000, n, 0.1, True)
+    assert t.min() == 0 and t.max() == 999
+    assert abs(drop.mean() - 0.1) < 0.01 and abs(flip.mean() - 0.5) < 0.02
+    assert not T.batch_plan(0, 0, 100, 0, 100, n, 0.1, False)[3].any()  # --no-flip
+
+
+def test_parse_duration():
+    assert T.parse_duration("90m") == 5400 and T.parse_duration("1h30m") == 5400 and T.parse_duration("45") == 45
+    with pytest.raises(ValueError):
+        T.parse_duration("soon")
+
+
+# ---------------------------------------------------------------- learning
+
+def test_overfits_a_handful_of_images(tiny_cfg):
+    """6 binary 8x8 images, 3 classes, 800 steps at lr 3e-3: the eps-MSE on a fixed evaluation
+    set (all images, fixed t and noise) falls from ~1.0 to ~0.13 (measured); we assert >= 5x."""
+    g = torch.Generator().manual_seed(0)
+    images = (torch.randint(0, 2, (6, 8, 8, 4), generator=g) * 255).to(torch.uint8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    tr = T.Trainer(tiny_cfg, lr=3e-3, weight_decay=0.0, ema_decay=0.99, seed=0, device="cpu")
+    k = torch.arange(96) % 6
+    x0 = T.to_model(images)[k]
+    _, _, t, eps = T.make_batch(images, labels, tiny_cfg, 123, 0, 96, 0, 96, False, "cpu")
+
+    def eval_mse():
+        with torch.no_grad():
+            return tr.diffusion.training_losses(tr.model, x0, t, labels[k], eps)["mse"].mean().item()
+    before = eval_mse()
+    for step in range(800):
+        tr.train_step(*T.make_batch(images, labels, tiny_cfg, 0, step, 24, 0, 24, False, "cpu"))
+    after = eval_mse()
+    print(f"overfit: eval MSE {before:.4f} -> {after:.4f} ({before / after:.1f}x)")
+    assert before > 0.9 and before / after >= 5.0
+
+
+# ---------------------------------------------------------------- checkpoints and resume
+
+def test_checkpoint_is_plain_and_samples_are_written(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(folder, run, "--max-steps", 3, "--sample-every", 3, "--sample-steps", 2, "--sample-per-class", 2) == 0
+    ck = load(run / "ckpt.pt")                                          # weights_only=True
+    assert set(ck) == {"model", "ema", "opt", "step", "config", "class_names", "train_args"}
+    assert ck["step"] == 3 and ck["class_names"] == ["cats", "dogs", "fish"]
+    cfg = DiTConfig.from_dict(ck["config"])
+    assert (cfg.input_size, cfg.num_classes, cfg.hidden_size) == (16, 3, 32)
+    assert ck["train_args"]["batch_size"] == 8 and ck["train_args"]["preset"] == "Favicon-N/2"
+    assert (run / "samples" / "step_0000003.png").is_file()
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss") and [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
+    assert main(["sample", str(run / "ckpt.pt"), "--class", "dogs", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_resume_is_bit_identical(folder, tmp_path):
+    assert train(folder, tmp_path / "full", "--max-steps", 6) == 0
+    assert train(folder, tmp_path / "cut", "--max-steps", 3) == 0
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--max-steps", "6"]) == 0
+    a, b = load(tmp_path / "full" / "ckpt.pt"), load(tmp_path / "cut" / "ckpt.pt")
+    assert b["step"] == 6
+    for part in ("model", "ema"):
+        for name in a[part]:
+            assert torch.equal(a[part][name], b[part][name]), (part, name)
+    for i, s in a["opt"]["state"].items():
+        for key in s:
+            assert torch.equal(s[key], b["opt"]["state"][i][key]), (i, key)
+    rows = (tmp_path / "cut" / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "3", "4", "6"]   # 3: the end of the first leg
+
+
+# ---------------------------------------------------------------- data parallel
+
+def test_two_processes_match_one(folder, tmp_path):
+    assert train(folder, tmp_path / "one", "--max-steps", 4) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dit_model.cli",
+           "train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(tmp_path / "two"), *FAST, "--max-steps", "4"]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es)" in r.stderr
+    a, b = load(tmp_path / "one" / "ckpt.pt"), load(tmp_path / "two" / "ckpt.pt")
+    assert b["step"] == 4
+    for part in ("model", "ema"):
+        for name in a[part]:
+            assert torch.allclose(a[part][name], b[part][name], rtol=1e-5, atol=1e-7), (part, name)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_missing_data_and_unknown_preset(tmp_path, capsys):
+    assert main(["train", "Favicon-N/2", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "no such data folder" in one_error_line(capsys)
+    assert main(["train", "Favicon-Q/3", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown preset 'Favicon-Q/3'" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_and_incompatible_checkpoints(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(folder, run, "--max-steps", 2) == 0
+    good = (run / "ckpt.pt").read_bytes()
+    capsys.readouterr()
+    assert train(folder, run, "--max-steps", 2) == 2                    # a fresh run never overwrites a checkpoint
+    assert "--resume" in one_error_line(capsys)
+
+    (run / "ckpt.pt").write_bytes(good[: len(good) // 2])               # truncated
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "not a loadable checkpoint" in one_error_line(capsys)
+
+    torch.save({"model": load_sd(good)}, run / "ckpt.pt")               # weights only, no optimiser
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "not a training checkpoint" in one_error_line(capsys)
+
+    (run / "ckpt.pt").write_bytes(good)
+    other = make_png_folder(tmp_path / "other", classes=("a", "b", "c", "d"), per_class=(1, 1, 1, 1))
+    assert main(["train", "--resume", str(run), "--data", str(other)]) == 2
+    assert "incompatible" in one_error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path / "none")]) == 2
+    assert "no checkpoint to resume" in one_error_line(capsys)
+    assert (run / "ckpt.pt").read_bytes() == good
+
+
+def load_sd(raw: bytes) -> dict:
+    import io
+    return torch.load(io.BytesIO(raw), weights_only=True)["model"]
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(folder, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **k):
+        calls.append(obj["step"])
+        if len(calls) == 2:
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", save)
+    assert train(folder, run, "--max-steps", 6, "--ckpt-every", 2) == 2
+    line = one_error_line(capsys)
+    assert "No space left on device" in line and "previous file is unchanged" in line
+    assert calls == [2, 4] and load(run / "ckpt.pt")["step"] == 2
+    assert sorted(p.name for p in run.iterdir()) == ["ckpt.pt", "log.csv", "samples"]   # no temporary left
