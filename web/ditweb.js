@@ -138,7 +138,8 @@ export async function loadBundle(url, opts = {}) {
   verifyManifest(manifest);
   const stats = { downloaded: 0, cached: 0 };
   const files = {};
-  const names = Object.keys(manifest.files);
+  // only what the runtime runs: the weights and the kernels (model.onnx and the like stay on the server)
+  const names = ["weights.safetensors", ...new Set(Object.values(manifest.kernels).map((k) => k.file))];
   let done = 0;
   await Promise.all(names.map(async (file) => {
     const { size, sha256 } = manifest.files[file];
