@@ -1,0 +1,177 @@
+"""The wgpu-py runtime: load a verified bundle, create pipelines once, replay its programs.
+
+Function for function the twin of web/ditweb.js: load bundle -> create pipelines -> step -> sample.
+No model-specific code: buffers, kernels and dispatches all come from the manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dit_model.guidance import Guide, make_plan
+from wgsl.ops import evaluate
+
+from .gpu import GPU, DeviceLimitError, get_gpu
+from .step import pack_step, sampler_tables, step_fields
+from .verify import verify_bundle
+
+PROGRAMS = ("forward", "init", "step_begin", "step_end")
+
+
+class BatchState:
+    """Activation buffers, params uniforms and bind groups for one (B, N)."""
+
+    def __init__(self, bundle: "Bundle", B: int, N: int):
+        gpu, m = bundle.gpu, bundle.manifest
+        self.B, self.N = B, N
+        self.buffers = dict(bundle.weights)
+        self.buffers["step"] = bundle.step_buffer
+        max_groups = gpu.limit("max-compute-workgroups-per-dimension")
+        for name, b in m["buffers"].items():
+            if b["kind"] == "activation":
+                self.buffers[name] = gpu.buffer(4 * max(evaluate(b["elements"], B, N), 1), name)
+        self.compiled = {}
+        for pname in PROGRAMS:
+            seq = []
+            for d in m["programs"][pname]:
+                kernel = m["kernels"][d["kernel"]]
+                pipe, bgl = bundle.pipelines[d["kernel"]]
+                vals = [evaluate(p, B, N) for p in d["params"]]
+                if any(v >= 2 ** 32 for v in vals):
+                    raise DeviceLimitError(f"{d['label']}: a parameter overflows u32 at B={B}; use a smaller batch")
+                raw = np.array(vals + [0] * (-len(vals) % 4), np.uint32)
+                uni = gpu.buffer(raw.nbytes, f"{d['label']}.params", raw, uniform=True)
+                groups = [evaluate(g, B, N) for g in d["workgroups"]]
+                if max(groups) > max_groups:
+                    raise DeviceLimitError(f"{d['label']}: {max(groups)} workgroups exceed this adapter's "
+                                           f"maxComputeWorkgroupsPerDimension {max_groups}; use a smaller batch")
+                bufs = [uni] + [self.buffers[n] for n in d["bindings"]]
+                seq.append((pipe, gpu.bind_group(bgl, bufs, d["label"]), groups, d, kernel))
+            self.compiled[pname] = seq
+
+
+class Bundle:
+    def __init__(self, path: Path, manifest: dict, gpu: GPU):
+        self.path, self.manifest, self.gpu = Path(path), manifest, gpu
+        self.cfg = manifest["model"]
+        self.class_names = manifest["class_names"]
+        self._check_limits()
+        self.pipelines = self.create_pipelines()
+        self.weights = self.upload_weights()
+        self.step_buffer = gpu.buffer(128, "step", uniform=True)
+        self._states: dict[tuple[int, int], BatchState] = {}
+
+    # ------------------------------------------------------------- load
+    @classmethod
+    def load(cls, path, gpu: GPU | None = None, verbose: bool = True) -> "Bundle":
+        manifest = verify_bundle(path)          # every check before the first GPU call
+        return cls(Path(path), manifest, gpu or get_gpu(verbose))
+
+    def _check_limits(self):
+        need = self.manifest.get("limits", {})
+        for key, limit in [("max_storage_buffer_binding_size", "max-storage-buffer-binding-size"),
+                           ("max_compute_workgroup_storage_size", "max-compute-workgroup-storage-size"),
+                           ("max_compute_invocations_per_workgroup", "max-compute-invocations-per-workgroup"),
+                           ("max_storage_buffers_per_shader_stage", "max-storage-buffers-per-shader-stage")]:
+            if key in need and int(need[key]) > self.gpu.limit(limit):
+                raise DeviceLimitError(f"{self.path}: the bundle needs {key} = {need[key]}, this adapter "
+                                       f"({self.gpu.name}) allows {self.gpu.limit(limit)}")
+
+    def create_pipelines(self) -> dict:
+        out = {}
+        for name, k in self.manifest["kernels"].items():
+            code = (self.path / k["file"]).read_text()
+            out[name] = self.gpu.pipeline(code, name, k["bindings"])
+        return out
+
+    def upload_weights(self) -> dict:
+        raw = (self.path / "weights.safetensors").read_bytes()
+        out = {}
+        for name, b in self.manifest["buffers"].items():
+            if b["kind"] == "weight":
+                off = b["_offset"]
+                out[name] = self.gpu.buffer(b["bytes"], name, raw[off: off + b["bytes"]])
+        return out
+
+    def state(self, B: int, N: int) -> BatchState:
+        if (B, N) not in self._states:
+            self._states.clear()                # keep one batch size resident
+            self._states[(B, N)] = BatchState(self, B, N)
+        return self._states[(B, N)]
+
+    # ------------------------------------------------------------- run
+    def encode(self, state: BatchState, programs, label: str):
+        enc = self.gpu.device.create_command_encoder(label=label)
+        cp = enc.begin_compute_pass(label=label)
+        for pname in programs:
+            for pipe, bg, groups, _, _ in state.compiled[pname]:
+                cp.set_pipeline(pipe)
+                cp.set_bind_group(0, bg)
+                cp.dispatch_workgroups(*groups)
+        cp.end()
+        return enc.finish()
+
+    def forward(self, x, t, y) -> np.ndarray:
+        """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids -> model output (B, C_out, I, I)."""
+        x = np.ascontiguousarray(x, np.float32)
+        B = x.shape[0]
+        io = self.manifest["io"]
+        if tuple(x.shape[1:]) != tuple(io["x_shape"]):
+            raise ValueError(f"x has shape {x.shape}, the bundle expects (B, {', '.join(map(str, io['x_shape']))})")
+        t = np.broadcast_to(np.asarray(t, np.int64), (B,))
+        y = np.broadcast_to(np.asarray(y, np.int64), (B,))
+        if (t < 0).any() or (t > 999).any():
+            raise ValueError("timesteps must be in [0, 1000)")
+        if (y < 0).any() or (y > self.cfg["num_classes"]).any():
+            raise ValueError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
+        st = self.state(B, B)
+        self.gpu.write(st.buffers[io["x"]], x)
+        self.gpu.write(st.buffers[io["t"]], t.astype(np.uint32))
+        self.gpu.write(st.buffers[io["y"]], y.astype(np.uint32))
+        self.gpu.device.queue.submit([self.encode(st, ["forward"], "forward")])
+        n = B * int(np.prod(io["out_shape"]))
+        return self.gpu.read(st.buffers[io["out"]], np.float32, n).reshape(B, *io["out_shape"])
+
+    def tables(self, steps: int) -> dict:
+        return self.manifest["sampler_tables"].get(str(steps)) or sampler_tables(steps)
+
+    def sample(self, class_id, seed: int = 0, steps: int = 50, cfg: float = 4.0, *, n: int | None = None,
+               guide: Guide | None = None, negative_class: int | None = None, sampler: str = "ddim",
+               eta: float = 0.0, clip_x0: bool = True, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The whole denoising loop on the GPU: one command buffer per step (all K x J x N rows), one
+        read-back at the end. Returns x_0 (N, C, I, I) in model space."""
+        nc = self.cfg["num_classes"]
+        ids = [int(c) for c in (class_id if isinstance(class_id, (list, tuple, np.ndarray)) else [class_id] * (n or 1))]
+        if sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
+        if not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be in [1, 1000], got {steps}")
+        for c in ids:
+            if not 0 <= c < nc:
+                raise ValueError(f"class id {c} out of range [0, {nc})")
+        guide = (guide or Guide(scale=cfg, negative_class=negative_class)).validate(nc)
+        plan = make_plan(guide, ids, nc)
+        K, J, N = guide.copies, len(plan.labels), len(ids)
+        if J > self.manifest.get("guidance", {}).get("max_branches", 8):
+            raise ValueError(f"{J} guidance branches; the step uniform holds at most 8")
+        B = K * J * N
+        st = self.state(B, N)
+        io = self.manifest["io"]
+        y = np.array([c for _ in range(K) for branch in plan.labels for c in branch], np.uint32)   # [k][j][n]
+        self.gpu.write(st.buffers[io["y"]], y)
+        tab = self.tables(steps)
+        common = dict(seed=seed, K=K, J=J, N=N, var_branch=plan.var_branch, sampler=sampler, eta=eta,
+                      clip_x0=clip_x0, tau=guide.batch_tau)
+        q = self.gpu.device.queue
+        q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, 0, coef=plan.coefficients(1.0), **common)
+                                                      | {"i": 0}))
+        q.submit([self.encode(st, ["init"], "init")])
+        for n_done, i in enumerate(reversed(range(steps))):
+            s = guide.scale_at(n_done, steps, int(tab["t"][i]))
+            q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, i, coef=plan.coefficients(s), **common)))
+            q.submit([self.encode(st, ["step_begin", "forward", "step_end"], f"step {i}")])
+            if on_step:
+                on_step(n_done + 1, steps)
+        C, I = self.cfg["in_channels"], self.cfg["input_size"]
+        return self.gpu.read(st.buffers[io["sample"]], np.float32, N * C * I * I).reshape(N, C, I, I)

@@ -1,0 +1,120 @@
+"""The wgpu-py device: adapter choice, device limits, pipelines from the manifest's kernel table,
+buffers. Shared by the bundle runtime, the kernel parity checks and the benchmarks."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import wgpu
+
+# Limits the bundles can need beyond WebGPU's defaults: requested at the adapter's values.
+WANTED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size", "max-compute-workgroup-storage-size",
+                 "max-compute-invocations-per-workgroup", "max-storage-buffers-per-shader-stage",
+                 "max-compute-workgroups-per-dimension")
+BINDING_TYPES = {"uniform": wgpu.BufferBindingType.uniform,
+                 "read-only-storage": wgpu.BufferBindingType.read_only_storage,
+                 "storage": wgpu.BufferBindingType.storage}
+
+
+class DeviceLimitError(ValueError):
+    """The bundle or the batch needs more than this adapter allows."""
+
+
+class NoAdapterError(RuntimeError):
+    """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers)."""
+
+
+def _rank(adapter) -> int:
+    info = adapter.info
+    kind = str(info.get("adapter_type", "")).lower()
+    backend = str(info.get("backend_type", "")).lower()
+    if "discrete" in kind:
+        return 0
+    if "integrated" in kind:
+        return 1
+    if backend == "vulkan":          # Mesa lavapipe (CPU) through Vulkan: the tested software path
+        return 2
+    return 3                         # e.g. llvmpipe through OpenGL
+
+
+def pick_adapter():
+    """A hardware GPU if any, else Mesa lavapipe (Vulkan), else any software adapter."""
+    adapters = wgpu.gpu.enumerate_adapters_sync()
+    if not adapters:
+        raise NoAdapterError("no WebGPU adapter found; install Mesa lavapipe: apt-get install mesa-vulkan-drivers")
+    return sorted(adapters, key=_rank)[0]
+
+
+def describe(adapter) -> str:
+    info = adapter.info
+    return f"{info.get('device', '?')} ({info.get('backend_type', '?')}, {info.get('adapter_type', '?')})"
+
+
+class GPU:
+    def __init__(self, verbose: bool = True):
+        self.adapter = pick_adapter()
+        self.name = describe(self.adapter)
+        if verbose:
+            print(f"ditweb: using adapter {self.name}", file=sys.stderr)
+        limits = {k: self.adapter.limits[k] for k in WANTED_LIMITS if k in self.adapter.limits}
+        self.timestamps = "timestamp-query" in self.adapter.features
+        features = ["timestamp-query"] if self.timestamps else []
+        self.device = self.adapter.request_device_sync(label="ditweb", required_limits=limits,
+                                                       required_features=features)
+        self.limits = self.device.limits
+        self._layouts = {}
+
+    def limit(self, name: str) -> int:
+        return int(self.limits[name])
+
+    # ------------------------------------------------------------- pipelines
+    def pipeline(self, code: str, label: str, bindings: list[dict]):
+        """A compute pipeline with an explicit bind group layout from the manifest's binding types."""
+        module = self.device.create_shader_module(code=code, label=label)
+        entries = [{"binding": b["binding"], "visibility": wgpu.ShaderStage.COMPUTE,
+                    "buffer": {"type": BINDING_TYPES[b["type"]]}} for b in bindings]
+        bgl = self.device.create_bind_group_layout(entries=entries, label=label)
+        layout = self.device.create_pipeline_layout(bind_group_layouts=[bgl], label=label)
+        pipe = self.device.create_compute_pipeline(layout=layout, compute={"module": module, "entry_point": "main"},
+                                                   label=label)
+        return pipe, bgl
+
+    # ------------------------------------------------------------- buffers
+    def buffer(self, nbytes: int, label: str, data: bytes | None = None, uniform: bool = False):
+        nbytes = max(16, -(-int(nbytes) // 16) * 16)
+        if not uniform and nbytes > self.limit("max-storage-buffer-binding-size"):
+            raise DeviceLimitError(f"buffer {label!r} needs {nbytes} bytes; this adapter's maxStorageBufferBindingSize "
+                                   f"is {self.limit('max-storage-buffer-binding-size')} (use a smaller batch)")
+        usage = (wgpu.BufferUsage.UNIFORM if uniform else wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC)
+        buf = self.device.create_buffer(size=nbytes, usage=usage | wgpu.BufferUsage.COPY_DST, label=label)
+        if data is not None:
+            self.write(buf, data)
+        return buf
+
+    def write(self, buf, data) -> None:
+        raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        if len(raw) % 4:
+            raw += b"\0" * (-len(raw) % 4)
+        if raw:
+            self.device.queue.write_buffer(buf, 0, raw)
+
+    def read(self, buf, dtype=np.float32, count: int | None = None) -> np.ndarray:
+        raw = self.device.queue.read_buffer(buf)
+        a = np.frombuffer(raw, dtype=dtype)
+        return (a if count is None else a[:count]).copy()
+
+    def bind_group(self, bgl, buffers: list, label: str):
+        return self.device.create_bind_group(layout=bgl, label=label,
+                                             entries=[{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                                                      for i, b in enumerate(buffers)])
+
+
+_GPU: GPU | None = None
+
+
+def get_gpu(verbose: bool = True) -> GPU:
+    """One device per process: pipelines and buffers of several bundles share it."""
+    global _GPU
+    if _GPU is None:
+        _GPU = GPU(verbose)
+    return _GPU

@@ -1,0 +1,147 @@
+"""`ditweb validate BUNDLE [--ckpt CKPT]`: every kernel of the bundle at its real shapes, then the whole
+model, against float64 torch. Prints (kernel, shape, max abs err, max rel err, tolerance, pass)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from dit_model.guidance import Guide, make_plan
+from dit_model.model import DiT, DiTConfig
+from wgsl.ops import OPS, evaluate
+
+from .bundle import Bundle
+from .parity import Row, compare
+from .step import rounded, step_fields
+
+WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
+WHOLE_MODEL_TOL_F16 = 2e-3   # f16: vs torch with the same f16-rounded weights, of the output scale
+
+
+def read_binding(bundle: Bundle, state, name: str) -> np.ndarray:
+    b = bundle.manifest["buffers"][name]
+    buf = state.buffers[name]
+    if b["kind"] == "weight":
+        n = int(np.prod(b["shape"]))
+        return bundle.gpu.read(buf, np.float16 if b["dtype"] == "f16" else np.float32, n)
+    n = evaluate(b["elements"], state.B, state.N)
+    return bundle.gpu.read(buf, np.uint32 if b["dtype"] == "u32" else np.float32, n)
+
+
+def check_program(bundle: Bundle, state, program: str, step: dict | None) -> list[Row]:
+    """Run `program` one dispatch at a time; check each against its op's torch reference on the very
+    inputs the GPU had (so an error is pinned to one kernel, not accumulated)."""
+    rows = []
+    m = bundle.manifest
+    for pipe, bg, groups, d, kernel in state.compiled[program]:
+        op = OPS[kernel["op"]]
+        params = {k: evaluate(f, state.B, state.N) for k, f in zip(kernel["params"], d["params"])}
+        inputs = {}
+        for b, name in zip(op.bindings, d["bindings"]):
+            if b.kind != "step":
+                inputs[b.name] = read_binding(bundle, state, name)
+        enc = bundle.gpu.device.create_command_encoder(label=d["label"])
+        cp = enc.begin_compute_pass(label=d["label"])
+        cp.set_pipeline(pipe)
+        cp.set_bind_group(0, bg)
+        cp.dispatch_workgroups(*groups)
+        cp.end()
+        bundle.gpu.device.queue.submit([enc.finish()])
+        got = {b.name: read_binding(bundle, state, name) for b, name in zip(op.bindings, d["bindings"])
+               if b.access == "rw"}
+        shape = ",".join(f"{k}={v}" for k, v in params.items() if k in ("M", "N", "K", "rows", "D", "T_q", "T_kv",
+                                                                          "H", "count"))
+        rows.append(compare(op, f"{d['label']} [{d['kernel']}]", shape, got, inputs, params,
+                            kernel.get("variant", {}), m["dtype"], step))
+    return rows
+
+
+def torch_model(bundle: Bundle, ckpt: str | None = None) -> DiT:
+    """float64 torch DiT with the bundle's own weights (f16 bundles: the same f16-rounded values)."""
+    if ckpt:
+        from dit_model.checkpoint import load_model
+        model, _ = load_model(ckpt)
+        if bundle.manifest["dtype"] == "f16":
+            model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+        return model.double().eval()
+    from safetensors.numpy import load_file
+    weights = load_file(str(bundle.path / "weights.safetensors"))
+    model = DiT(DiTConfig.from_dict(bundle.manifest["model"]))
+    sd = {k: torch.from_numpy(weights[k].astype(np.float32)) for k in model.state_dict()}
+    model.load_state_dict(sd)
+    return model.double().eval()
+
+
+def whole_model(bundle: Bundle, model: DiT, B: int = 2, seed: int = 0) -> Row:
+    cfg = bundle.cfg
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, cfg["in_channels"], cfg["input_size"], cfg["input_size"], generator=g)
+    t = torch.randint(0, 1000, (B,), generator=g)
+    y = torch.randint(0, cfg["num_classes"] + 1, (B,), generator=g)
+    got = bundle.forward(x.numpy(), t.numpy(), y.numpy())
+    with torch.no_grad():
+        ref = model(x.double(), t, y).numpy()
+    err = float(np.abs(got - ref).max())
+    scale = float(np.abs(ref).max())
+    tol = (WHOLE_MODEL_TOL_F16 if bundle.manifest["dtype"] == "f16" else WHOLE_MODEL_TOL) * scale
+    return Row("whole model forward", f"B={B}", err, err / max(scale, 1e-30), tol, err <= tol)
+
+
+def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
+    cfg = bundle.cfg
+    nc = cfg["num_classes"]
+    g = torch.Generator().manual_seed(1)
+    st = bundle.state(B, B)
+    io = bundle.manifest["io"]
+    x = torch.randn(B, *io["x_shape"], generator=g).numpy()
+    bundle.gpu.write(st.buffers[io["x"]], x)
+    bundle.gpu.write(st.buffers[io["t"]], np.linspace(0, 999, B).astype(np.uint32))
+    bundle.gpu.write(st.buffers[io["y"]], (np.arange(B) % (nc + 1)).astype(np.uint32))
+    rows = check_program(bundle, st, "forward", None)
+    # the sampling kernels at their real shapes: a CFG plan (J = 2) over N = B / 2 images, DDPM (noise on)
+    N = max(B // 2, 1)
+    plan = make_plan(Guide(scale=4.0), list(range(N)), nc)
+    sst = bundle.state(2 * N, N)
+    fields = step_fields(bundle.tables(20), 7, seed=3, K=1, J=2, N=N, var_branch=plan.var_branch,
+                         coef=plan.coefficients(4.0), sampler="ddpm")
+    bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, __import__("runtime_py.step", fromlist=["pack_step"]).pack_step(fields))
+    bundle.gpu.write(sst.buffers[io["out"]], torch.randn(2 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
+    for prog in ("init", "step_begin", "step_end"):
+        rows += check_program(bundle, sst, prog, rounded(fields))
+    rows.append(whole_model(bundle, torch_model(bundle, ckpt), B))
+    return rows
+
+
+def format_rows(rows: list[Row]) -> str:
+    head = f"{'kernel':<58} {'shape':<34} {'max abs err':>11} {'max rel err':>11} {'tolerance':>10}  pass"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.kernel[:58]:<58} {r.shape[:34]:<34} {r.max_abs:>11.3e} {r.max_rel:>11.3e} {r.tol:>10.3e}  "
+                     f"{'ok' if r.passed else 'FAIL ' + r.where}")
+    return "\n".join(lines)
+
+
+def register(sub):
+    p = sub.add_parser("validate", help="check every kernel of a bundle and the whole model against float64 torch")
+    p.add_argument("bundle", help="bundle folder (from ditweb export)")
+    p.add_argument("--ckpt", help="checkpoint to compare with (default: the bundle's own weights in torch)")
+    p.add_argument("--batch", type=int, default=2, help="batch rows B for the kernel checks (default 2)")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args):
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if args.batch < 1:
+        raise ValueError("--batch must be at least 1")
+    bundle = Bundle.load(args.bundle)
+    print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
+          f"adapter {bundle.gpu.name}")
+    rows = validate(bundle, args.ckpt, args.batch)
+    print(format_rows(rows))
+    bad = [r for r in rows if not r.passed]
+    print(f"{len(rows) - len(bad)}/{len(rows)} checks passed")
+    if bad:
+        print(f"ditweb validate: {len(bad)} check(s) failed", file=sys.stderr)
+        return 1
+    return 0

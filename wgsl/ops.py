@@ -1,0 +1,390 @@
+"""The op table: every WGSL kernel declared once.
+
+An `Op` says which template renders it, its bindings (binding 0 is always the params uniform),
+its u32 params, its workgroup size, how many workgroups a dispatch needs, its float64 torch
+reference and its tolerance. The exporter renders templates and writes dispatches from it,
+the runtimes only read the manifest, and the parity tests / `ditweb validate` are
+parametrised over it. Adding a kernel = one entry here + one template.
+
+Batch-dependent values are linear forms [b, n, c] = b*B + n*N + c (see docs/bundle-format.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+import torch
+
+from dit_model import noise
+
+TEMPLATES = Path(__file__).resolve().parent
+STEP_BYTES = 128
+MAX_BRANCHES = 8
+
+
+# ------------------------------------------------------------------ linear forms in B and N
+
+def lin(b: int = 0, n: int = 0, c: int = 0) -> list[int]:
+    return [int(b), int(n), int(c)]
+
+
+def const(c: int) -> list[int]:
+    return lin(0, 0, c)
+
+
+def evaluate(form, B: int, N: int) -> int:
+    b, n, c = form[:3]
+    v = b * B + n * N + c
+    return -(-v // form[3]) if len(form) == 4 else v
+
+
+# ------------------------------------------------------------------ declarations
+
+@dataclass(frozen=True)
+class Binding:
+    name: str       # WGSL variable name (never a WGSL keyword or built-in)
+    kind: str       # "f32" | "u32" | "w" (weight: f32 or f16-in-u32 per bundle dtype) | "step"
+    access: str     # "read" | "rw" | "uniform"
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    template: str
+    bindings: tuple[Binding, ...]
+    params: tuple[str, ...]
+    workgroup_size: tuple[int, int, int]
+    groups: tuple          # per dimension: (param name or int, divisor) -> ceil(value / divisor)
+    reference: Callable    # (inputs: dict name -> tensor, p: dict name -> int, variant, step) -> dict name -> tensor
+    floor: float           # tolerance floor, relative to max |reference output|
+    variants: tuple[str, ...] = ()     # template switches that make a kernel name (besides the weight dtype)
+    exact: bool = False                # bit-exact op (RNG): tolerance 0
+    flops: Callable | None = None      # (p) -> float multiply-adds*2, for the benchmark
+
+    def kernel_name(self, variant: dict, wdtype: str) -> str:
+        parts = [self.name] + ([wdtype] if self.uses_weights else []) + [str(variant[k]) for k in self.variants]
+        return "_".join(parts)
+
+    @property
+    def uses_weights(self) -> bool:
+        return any(b.kind == "w" for b in self.bindings)
+
+    def workgroups(self, params: dict) -> list[list[int]]:
+        out = []
+        for what, div in self.groups:
+            form = params[what] if isinstance(what, str) else const(what)
+            out.append(list(form) + [div])
+        return out
+
+    def render(self, variant: dict, wdtype: str) -> str:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                                 keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+        header = render_header(self, wdtype)
+        text = env.get_template(self.template).render(header=header, wg=self.workgroup_size, wdtype=wdtype,
+                                                      noise=noise, **variant)
+        return text
+
+
+STEP_STRUCT = """struct Step {
+  t: u32, i: u32, seed: u32, zero: u32,
+  K: u32, J: u32, N: u32, var_branch: u32,
+  flags: u32, _p0: u32, _p1: u32, _p2: u32,
+  sqrt_abar: f32, sqrt_1m_abar: f32, coef1: f32, coef2: f32,
+  log_beta: f32, log_post_var: f32, sqrt_abar_prev: f32, ddim_dir: f32,
+  sigma: f32, perturb: f32, _p3: f32, _p4: f32,
+  coef: array<vec4<f32>, 2>,
+};
+"""
+
+
+def render_header(op: Op, wdtype: str) -> str:
+    """Params struct + binding declarations + weight loaders, generated from the op table so that
+    binding numbers and types live in one place."""
+    names = list(op.params) + [f"_pad{i}" for i in range(-len(op.params) % 4)]
+    lines = ["struct Params {"] + [f"  {n}: u32," for n in names] + ["};"]
+    if any(b.kind == "step" for b in op.bindings):
+        lines.append(STEP_STRUCT.rstrip())
+    lines.append("@group(0) @binding(0) var<uniform> P: Params;")
+    for i, b in enumerate(op.bindings, start=1):
+        if b.kind == "step":
+            lines.append(f"@group(0) @binding({i}) var<uniform> st: Step;")
+            continue
+        access = "read" if b.access == "read" else "read_write"
+        if b.kind == "w" and wdtype == "f16":
+            lines.append(f"@group(0) @binding({i}) var<storage, {access}> {b.name}: array<u32>;")
+            lines.append(f"fn load_{b.name}(i: u32) -> f32 {{ let pair = unpack2x16float({b.name}[i >> 1u]); "
+                         f"return select(pair.x, pair.y, (i & 1u) == 1u); }}")
+        else:
+            ty = "u32" if b.kind == "u32" else "f32"
+            lines.append(f"@group(0) @binding({i}) var<storage, {access}> {b.name}: array<{ty}>;")
+            if b.kind == "w":
+                lines.append(f"fn load_{b.name}(i: u32) -> f32 {{ return {b.name}[i]; }}")
+    return "\n".join(lines)
+
+
+def binding_type(b: Binding) -> str:
+    return {"uniform": "uniform", "read": "read-only-storage", "rw": "storage"}[b.access]
+
+
+# ------------------------------------------------------------------ torch references
+# Each takes tensors in the compute dtype (float64 for the reference, float32 to measure torch's
+# own rounding error) and returns the full contents of every written binding.
+
+def _act(x, kind):
+    if kind == "gelu":
+        return torch.nn.functional.gelu(x, approximate="tanh")
+    if kind == "silu":
+        return torch.nn.functional.silu(x)
+    return x
+
+
+def _scatter_rows(dst, rows, group, stride):
+    """Write compact rows (M, N) into dst viewed (-1, N) at row (m // group) * stride + m % group."""
+    M, Ncol = rows.shape
+    m = torch.arange(M)
+    idx = (m // group) * stride + m % group
+    out = dst.clone().reshape(-1, Ncol)
+    out[idx] = rows
+    return out.reshape(-1)
+
+
+def ref_matmul(x, p, v, step):
+    M, Nn, K = p["M"], p["N"], p["K"]
+    a = x["a"][: M * K].reshape(M, K)
+    a = _act(a, v.get("in_act", "none"))
+    w = x["w"][: Nn * K].reshape(Nn, K)
+    y = _act(a @ w.T + x["bias"][:Nn], v.get("act", "none"))          # (M, N)
+    return {"dst": _scatter_rows(x["dst"], y, p["out_group"], p["out_stride"])}
+
+
+def ref_matmul_naive(x, p, v, step):
+    M, Nn, K = p["M"], p["N"], p["K"]
+    y = x["a"][: M * K].reshape(M, K) @ x["w"][: Nn * K].reshape(Nn, K).T + x["bias"][:Nn]
+    return {"dst": torch.cat([y.reshape(-1), x["dst"][M * Nn:]])}
+
+
+def ref_layernorm_mod(x, p, v, step):
+    rows, D, T, T_in = p["rows"], p["D"], p["T"], p["T_in"]
+    r = torch.arange(rows)
+    b, t = r // T, r % T
+    xin = x["x"].reshape(-1, D)[b * T_in + t]                             # (rows, D)
+    y = torch.nn.functional.layer_norm(xin, (D,), eps=1e-6)
+    if p["has_mod"]:
+        mod = x["ada"].reshape(-1, p["mod_stride"])[b]                    # (rows, stride)
+        shift = mod[:, p["shift_off"]: p["shift_off"] + D]
+        scale = mod[:, p["scale_off"]: p["scale_off"] + D]
+        y = y * (1 + scale) + shift                                      # modulate
+    out = x["dst"].clone()
+    out[: rows * D] = y.reshape(-1)
+    return {"dst": out}
+
+
+def ref_attention(x, p, v, step):
+    Bn, Tq, Tk, H = p["batch"], p["T_q"], p["T_kv"], p["H"]
+    hd = v["head_dim"]
+    q = x["q"].reshape(Bn, Tq, -1)[:, :, p["q_off"]: p["q_off"] + H * hd].reshape(Bn, Tq, H, hd).transpose(1, 2)
+    kv = x["kv"].reshape(Bn, Tk, -1)
+    k = kv[:, :, p["k_off"]: p["k_off"] + H * hd].reshape(Bn, Tk, H, hd).transpose(1, 2)
+    vv = kv[:, :, p["v_off"]: p["v_off"] + H * hd].reshape(Bn, Tk, H, hd).transpose(1, 2)
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, vv)        # (B, H, Tq, hd)
+    out = x["dst"].clone()
+    out[: Bn * Tq * H * hd] = o.transpose(1, 2).reshape(-1)
+    return {"dst": out}
+
+
+def ref_gated_residual(x, p, v, step):
+    count, D, T = p["count"], p["D"], p["T"]
+    h = x["h"].clone()
+    y = x["y"][:count].reshape(-1, T, D)
+    if p["has_gate"]:
+        gate = x["ada"].reshape(-1, p["mod_stride"])[:, p["gate_off"]: p["gate_off"] + D]
+        y = gate[: y.shape[0], None, :] * y                               # x + gate * y
+    h[:count] = h[:count] + y.reshape(-1)
+    return {"h": h}
+
+
+def ref_patchify(x, p, v, step):
+    C, I, ps = p["C"], p["I"], p["p"]
+    G = I // ps
+    img = x["img"][: p["count"]].reshape(-1, C, G, ps, G, ps)            # (B, C, gr, pr, gc, pc)
+    patches = img.permute(0, 2, 4, 1, 3, 5).reshape(-1)                  # (B, gr, gc, C, pr, pc)
+    out = x["dst"].clone()
+    out[: p["count"]] = patches
+    return {"dst": out}
+
+
+def ref_unpatchify(x, p, v, step):
+    C, I, ps = p["C"], p["I"], p["p"]
+    G = I // ps
+    t = x["src"][: p["count"]].reshape(-1, G, G, ps, ps, C)
+    img = torch.einsum("nhwpqc->nchpwq", t).reshape(-1)
+    out = x["dst"].clone()
+    out[: p["count"]] = img
+    return {"dst": out}
+
+
+def ref_pos_embed_add(x, p, v, step):
+    T, D, Tb = p["T"], p["D"], p["T_buf"]
+    h = x["h"].clone().reshape(-1, Tb, D)
+    h[:, :T] += x["pos"][: T * D].reshape(T, D)
+    return {"h": h.reshape(-1)}
+
+
+def ref_timestep_embed(x, p, v, step):
+    half = p["half"]
+    # the model computes the sinusoid in float32 (dit_model.model.timestep_frequencies): the
+    # float64 reference takes cos/sin of the same float32 arguments
+    args = (x["t"].to(torch.float32)[:, None] * x["freqs"][:half].to(torch.float32)[None]).to(x["freqs"].dtype)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1).reshape(-1)
+    out = x["dst"].clone()
+    out[: emb.numel()] = emb
+    return {"dst": out}
+
+
+def ref_label_embed(x, p, v, step):
+    D = p["D"]
+    Bn = p["count"] // D
+    y = x["y"][:Bn].long()
+    emb = x["table"].reshape(-1, D)[y]                                   # (B, D)
+    c = x["t_emb"][: Bn * D].reshape(Bn, D) + emb                        # c = t_emb + y_emb
+    yo, co = x["y_emb"].clone(), x["c"].clone()
+    yo[: Bn * D] = emb.reshape(-1)
+    co[: Bn * D] = c.reshape(-1)
+    return {"y_emb": yo, "c": co}
+
+
+def ref_cond_tokens(x, p, v, step):
+    D, Td, t0 = p["D"], p["T_dst"], p["tok0"]
+    Bn = p["count"] // (2 * D)
+    dst = x["dst"].clone().reshape(-1, Td, D)
+    dst[:Bn, t0] = x["t_emb"][: Bn * D].reshape(Bn, D)
+    dst[:Bn, t0 + 1] = x["y_emb"][: Bn * D].reshape(Bn, D)
+    return {"dst": dst.reshape(-1)}
+
+
+def ref_rng_normal(x, p, v, step):
+    i = step["i"] if p["use_step"] else 0
+    z = noise.normal(step["seed"], p["stream"], i, p["count"])
+    out = x["dst"].clone()
+    out[: p["count"]] = torch.from_numpy(z).to(out.dtype)
+    return {"dst": out}
+
+
+def ref_expand_batch(x, p, v, step):
+    Pn, Bn = p["P"], p["B"]
+    K, J, N = step["K"], step["J"], step["N"]
+    xs = x["x"][: N * Pn].reshape(1, N, Pn).expand(K, N, Pn)
+    if K > 1:
+        z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_PERTURB, step["i"], K * N * Pn)).to(xs.dtype)
+        xs = xs + step["perturb"] * z.reshape(K, N, Pn)
+    xin = xs[:, None].expand(K, J, N, Pn).reshape(-1)
+    out, t_out = x["x_in"].clone(), x["t_in"].clone()
+    out[: Bn * Pn] = xin
+    t_out[:Bn] = step["t"]
+    return {"x_in": out, "t_in": t_out}
+
+
+def ref_guide_combine(x, p, v, step):
+    C, Co, P2 = p["C"], p["C_out"], p["P2"]
+    K, J, N = step["K"], step["J"], step["N"]
+    out = x["model_out"][: K * J * N * Co * P2].reshape(K, J, N, Co, P2)
+    a = torch.tensor(step["coef"][:J], dtype=out.dtype).reshape(1, J, 1, 1, 1)
+    eps = (a * out[:, :, :, :C]).sum(dim=1).mean(dim=0)                 # (N, C, P2)
+    if Co > C:
+        eps = torch.cat([eps, out[:, step["var_branch"], :, C:].mean(dim=0)], dim=1)
+    g = x["guided"].clone()
+    g[: eps.numel()] = eps.reshape(-1)
+    return {"guided": g}
+
+
+def ref_sampler_step(x, p, v, step):
+    count, C, P2 = p["count"], p["C"], p["P2"]
+    N = count // (C * P2)
+    Co = 2 * C if p["learn_sigma"] else C
+    g = x["guided"][: N * Co * P2].reshape(N, Co, P2)
+    xt = x["x"][:count].reshape(N, C, P2)
+    eps = g[:, :C]
+    x0 = (xt - step["sqrt_1m_abar"] * eps) / step["sqrt_abar"]
+    if step["flags"] & 1:
+        x0 = x0.clamp(-1, 1)
+    z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).to(xt.dtype).reshape(xt.shape)
+    noisy = bool(step["flags"] & 4)
+    if step["flags"] & 2:                                                # DDPM
+        if Co > C:
+            frac = (g[:, C:] + 1) / 2
+            logvar = frac * step["log_beta"] + (1 - frac) * step["log_post_var"]
+        else:
+            logvar = torch.full_like(xt, step["log_post_var"])
+        new = step["coef1"] * x0 + step["coef2"] * xt
+        if noisy:
+            new = new + torch.exp(0.5 * logvar) * z
+    else:                                                                # DDIM
+        eps2 = (xt - step["sqrt_abar"] * x0) / step["sqrt_1m_abar"]
+        new = step["sqrt_abar_prev"] * x0 + step["ddim_dir"] * eps2
+        if noisy:
+            new = new + step["sigma"] * z
+    out = x["x"].clone()
+    out[:count] = new.reshape(-1)
+    return {"x": out}
+
+
+# ------------------------------------------------------------------ the table
+
+def B(name, kind="f32", access="read"):
+    return Binding(name, kind, access)
+
+
+ELEMS = 256 * 4   # elementwise kernels: 256 invocations x 4 elements each
+
+OPS: dict[str, Op] = {op.name: op for op in [
+    Op("matmul", "matmul.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
+       ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
+       ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
+    Op("matmul_naive", "matmul_naive.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
+       ("M", "N", "K", "MN"), (64, 1, 1), (("MN", 64), (1, 1), (1, 1)),
+       ref_matmul_naive, 1e-6, flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
+    Op("layernorm_mod", "layernorm_mod.wgsl.j2", (B("x"), B("ada"), B("dst", access="rw")),
+       ("rows", "D", "T", "T_in", "has_mod", "mod_stride", "shift_off", "scale_off"), (64, 1, 1),
+       (("rows", 1), (1, 1), (1, 1)), ref_layernorm_mod, 1e-6),
+    Op("attention", "attention.wgsl.j2", (B("q"), B("kv"), B("dst", access="rw")),
+       ("batch", "T_q", "T_kv", "H", "q_stride", "q_off", "kv_stride", "k_off", "v_off", "out_stride"), (64, 1, 1),
+       (("T_q", 64), ("H", 1), ("batch", 1)), ref_attention, 1e-6, variants=("head_dim",),
+       flops=lambda p: 4.0 * p["batch"] * p["H"] * p["T_q"] * p["T_kv"] * p["head_dim"]),
+    Op("gated_residual", "gated_residual.wgsl.j2", (B("h", access="rw"), B("y"), B("ada")),
+       ("count", "D", "T", "has_gate", "mod_stride", "gate_off"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)),
+       ref_gated_residual, 1e-7),
+    Op("patchify", "patchify.wgsl.j2", (B("img"), B("dst", access="rw")),
+       ("count", "C", "I", "p"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_patchify, 0.0),
+    Op("unpatchify", "unpatchify.wgsl.j2", (B("src"), B("dst", access="rw")),
+       ("count", "C", "I", "p"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_unpatchify, 0.0),
+    Op("pos_embed_add", "pos_embed_add.wgsl.j2", (B("h", access="rw"), B("pos", "w")),
+       ("count", "T", "D", "T_buf"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_pos_embed_add, 1e-7),
+    Op("timestep_embed", "timestep_embed.wgsl.j2", (B("t", "u32"), B("freqs"), B("dst", access="rw")),
+       ("count", "half"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_timestep_embed, 1e-6),
+    Op("label_embed", "label_embed.wgsl.j2",
+       (B("y", "u32"), B("table", "w"), B("t_emb"), B("y_emb", access="rw"), B("c", access="rw")),
+       ("count", "D", "rows"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_label_embed, 1e-7),
+    Op("cond_tokens", "cond_tokens.wgsl.j2", (B("t_emb"), B("y_emb"), B("dst", access="rw")),
+       ("count", "D", "T_dst", "tok0"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_cond_tokens, 0.0),
+    Op("rng_normal", "rng_normal.wgsl.j2", (B("st", "step", "uniform"), B("dst", access="rw")),
+       ("count", "stream", "use_step"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_rng_normal, 0.0,
+       exact=True),
+    Op("expand_batch", "expand_batch.wgsl.j2",
+       (B("st", "step", "uniform"), B("x"), B("x_in", access="rw"), B("t_in", "u32", "rw")),
+       ("count", "P", "B"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_expand_batch, 1e-7),
+    Op("guide_combine", "guide_combine.wgsl.j2", (B("st", "step", "uniform"), B("model_out"), B("guided", access="rw")),
+       ("count", "C", "C_out", "P2"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_guide_combine, 1e-6),
+    Op("sampler_step", "sampler_step.wgsl.j2", (B("st", "step", "uniform"), B("guided"), B("x", access="rw")),
+       ("count", "C", "P2", "learn_sigma"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_sampler_step, 1e-6),
+]}
+
+
+def tolerance(op: Op, err_torch32: float, scale: float) -> float:
+    """Allowed max abs error: 4x torch's own float32 error on the same inputs, never below
+    op.floor x the output scale (a few f32 ulps for ops where torch's f32 result is exact)."""
+    if op.exact:
+        return 0.0
+    return max(4.0 * err_torch32, op.floor * scale)
