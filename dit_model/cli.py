@@ -13,6 +13,7 @@ VERBS = [
     "dit_model.cli:register_sample",
     "dit_model.data:register",
     "dit_model.train:register",
+    "dit_model.evaluate:register",
     "dit_model.bench:register",
     "webserve.cli:register_serve",
     "webserve.cli:register_site",

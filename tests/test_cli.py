@@ -1,0 +1,79 @@
+"""`ditweb info` and `ditweb sample`: outputs, determinism and one-line errors with nothing written."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dit_model.cli import main
+from dit_model.checkpoint import atomic_save
+from dit_model.model import DiT
+
+
+def ditweb(*argv):
+    return subprocess.run([sys.executable, "-m", "dit_model.cli", *argv], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def ckpt(tmp_path, tiny_cfg):
+    from conftest import randomize
+    model = randomize(DiT(tiny_cfg), seed=5)
+    path = tmp_path / "tiny.pt"
+    atomic_save({"ema": model.state_dict(), "config": tiny_cfg.to_dict(), "class_names": ["hippo", "cat", "flag"],
+                 "step": 7}, path)
+    return path
+
+
+def test_info_prints_paper_numbers(capsys):
+    assert main(["info", "DiT-XL/2", "--input-size", "32", "--in-channels", "4", "--num-classes", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "675,129,632" in out and "118.638" in out
+
+
+def test_sample_writes_grid_pngs_and_icos_deterministically(ckpt, tmp_path):
+    args = ["sample", str(ckpt), "--class", "cat", "--n", "3", "--steps", "4", "--cfg", "2", "--negative-class", "flag",
+            "--seed", "9"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["grid.png", "sample_000.ico", "sample_000.png", "sample_001.ico", "sample_001.png",
+                     "sample_002.ico", "sample_002.png"]
+    for n in names:
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
+    assert main(args[:-1] + ["10", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "grid.png").read_bytes() != (tmp_path / "a" / "grid.png").read_bytes()
+
+
+def test_sample_every_guide_option_runs(ckpt, tmp_path):
+    assert main(["sample", str(ckpt), "--compose", "hippo:1,flag:-0.5", "--n", "1", "--steps", "3", "--schedule",
+                 "linear", "--cfg", "3", "--cfg-end", "1", "--batch-k", "2", "--batch-tau", "0.3", "--sampler", "ddpm",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert main(["sample", str(ckpt), "--schedule", "interval", "--interval", "100:800", "--n", "1", "--steps", "3",
+                 "--out", str(tmp_path / "p")]) == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "DiT-Q/3"], "neither a checkpoint file nor a preset"),
+    (["sample", "{ckpt}", "--class", "giraffe"], "unknown class 'giraffe'"),
+    (["sample", "{ckpt}", "--class", "7"], "class id 7 out of range"),
+    (["sample", "{ckpt}", "--negative-class", "zebra"], "unknown class 'zebra'"),
+    (["sample", "{ckpt}", "--schedule", "linear"], "end scale"),
+    (["sample", "{ckpt}", "--interval", "a:b"], "bad --interval"),
+    (["sample", "{bad}"], "not a loadable checkpoint"),
+    (["sample", "{odd}"], "matches no preset"),
+    (["info", "DiT-S/8", "--input-size", "12"], "not divisible by patch size 8"),
+    (["info", "DiT-Z/2"], "unknown preset"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, ckpt, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    odd = tmp_path / "odd.pt"
+    from dit_model.model import DiTConfig
+    torch.save(DiT(DiTConfig(input_size=8, patch_size=2, hidden_size=24, depth=1, num_heads=2, num_classes=2)).state_dict(), odd)
+    out = tmp_path / "out"
+    argv = [a.format(ckpt=ckpt, bad=bad, odd=odd) for a in argv]
+    r = ditweb(*argv, *(["--out", str(out)] if argv[0] == "sample" else []))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert message in lines[-1] and "Traceback" not in r.stderr
+    assert not out.exists()
