@@ -15,6 +15,8 @@ VERBS = [
     "dit_model.train:register",
     "dit_model.evaluate:register",
     "dit_model.bench:register",
+    "export.cli:register",
+    "runtime_py.validate:register",
     "webserve.cli:register_serve",
     "webserve.cli:register_site",
 ]

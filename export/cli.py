@@ -1,0 +1,44 @@
+"""`ditweb export CKPT OUT [--dtype f32|f16] [--onnx] [--preset NAME]`: a checkpoint to a shader bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser("export", help="export a checkpoint to a WGSL shader bundle (weights, kernels, manifest)")
+    p.add_argument("ckpt", help="checkpoint (.pt ours / reference {ema, model} / bare state dict / .safetensors), "
+                                "or a preset name for random weights (tests, benchmarks)")
+    p.add_argument("out", help="bundle folder to write (replaced atomically)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="weight storage (math is always f32)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (the forward pass, opset 17)")
+    p.add_argument("--preset", help="preset for a checkpoint whose config is not stored and shapes match no preset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
+    p.set_defaults(func=cmd_export)
+
+
+def load_for_export(source: str, preset: str | None, seed: int = 0):
+    """(model, class names). A preset name gives random weights in every tensor (see randomize_)."""
+    from dit_model.checkpoint import load_model
+    from dit_model.model import PRESETS, DiT
+    from .bundle import ExportError, randomize_
+    if Path(source).is_file():
+        model, meta = load_model(source, preset)
+        return model, meta["class_names"]
+    if source in PRESETS:
+        model = randomize_(DiT.from_preset(source).eval(), seed)
+        return model, [str(i) for i in range(model.cfg.num_classes)]
+    raise ExportError(f"{source!r} is neither a checkpoint file nor a preset name")
+
+
+def cmd_export(args):
+    import torch
+    from .bundle import export_bundle
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    model, names = load_for_export(args.ckpt, args.preset, args.seed)
+    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx)
+    import json
+    m = json.loads((out / "manifest.json").read_text())
+    size = sum(f["size"] for f in m["files"].values())
+    n = sum(len(m["programs"][p]) for p in m["programs"])
+    print(f"wrote {out}: {m['dtype']} weights, {len(m['kernels'])} kernels, {n} dispatches, {size / 1e6:.2f} MB "
+          f"({', '.join(sorted(m['files']))[:120]}...)")
