@@ -38,13 +38,36 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
+def save_weights(model, path, class_names: list[str], step: int | None = None) -> None:
+    """A model's weights as .safetensors, with its config and class names in the metadata
+    (how the shipped default model travels: no pickle at all). Written atomically."""
+    import json
+    from safetensors.torch import save_file
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    meta = {"config": json.dumps(model.cfg.to_dict()), "class_names": json.dumps(list(class_names)),
+            "step": str(step if step is not None else "")}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
 def _torch_load(path: Path) -> object:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        import json
+        from safetensors import safe_open
         try:
-            return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+                meta = f.metadata() or {}
         except Exception as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        if "config" not in meta:
+            return sd
+        try:
+            return {"ema": sd, "config": json.loads(meta["config"]), "class_names": json.loads(meta.get("class_names", "[]")),
+                    "step": int(meta["step"]) if meta.get("step") else None}
+        except ValueError as e:
+            raise CheckpointError(f"{path}: bad metadata in safetensors header ({e})") from None
     try:
         # the reference training script stores an argparse.Namespace under "args"
         with torch.serialization.safe_globals([argparse.Namespace]):

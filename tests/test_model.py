@@ -211,3 +211,15 @@ def test_corrupt_checkpoint(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="broken.pt"):
         load_model(path)
+
+
+def test_safetensors_weights_carry_config_and_class_names(tmp_path, tiny_cfg):
+    from conftest import randomize
+    from dit_model.checkpoint import save_weights
+    model = randomize(DiT(tiny_cfg), seed=2)
+    path = tmp_path / "m.safetensors"
+    save_weights(model, path, ["a", "b", "c"], step=12)
+    loaded, meta = load_model(path)
+    assert meta["class_names"] == ["a", "b", "c"] and meta["step"] == 12 and meta["config"] == tiny_cfg
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 900]), torch.tensor([0, 3])
+    torch.testing.assert_close(loaded(x, t, y), model(x, t, y))
