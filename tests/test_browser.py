@@ -209,19 +209,30 @@ def test_page_loads_finds_adapter_and_lists_classes(site):
     page.close()
 
 
+@pytest.fixture(scope="module")
+def runtime_py_bundle(bundles):
+    from runtime_py.bundle import Bundle
+    return Bundle.load(bundles["f32"], verbose=False)      # Mesa lavapipe in CI
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_browser_pixels_match_python(site, bundles, case):
+def test_browser_pixels_match_runtime_py_and_torch(site, bundles, runtime_py_bundle, case):
+    """The same bundle, seed and settings: Chromium (SwiftShader) vs runtime_py (wgpu-py) vs torch."""
     js_opts, guide = CASES[case]
     sampler = js_opts.get("sampler", "ddim")
     page = open_page(site, "?bundle=f32/")
     got = browser_sample(page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
     page.close()
+    py = runtime_py_bundle.sample(CLASS_ID, seed=SEED, steps=STEPS, cfg=guide["scale"],
+                                  negative_class=guide.get("negative_class"), sampler=sampler).reshape(-1)
     ref = torch_sample(bundles["model"], guide, sampler)
     inside = float(np.mean(np.abs(ref) < 0.999))
     assert inside > 0.3, f"only {inside:.0%} of reference pixels are unclipped: the comparison would be weak"
-    value = psnr(to_unit(got), to_unit(ref))
-    print(f"\n[{case}] PSNR browser vs torch float64: {value:.1f} dB (unclipped {inside:.0%})")
-    assert value >= PSNR_MIN, f"{case}: PSNR {value:.1f} dB < {PSNR_MIN}"
+    vs_py, vs_torch = psnr(to_unit(got), to_unit(py)), psnr(to_unit(got), to_unit(ref))
+    print(f"\n[{case}] PSNR browser vs runtime_py: {vs_py:.1f} dB, vs torch float64: {vs_torch:.1f} dB "
+          f"(max |browser - runtime_py| {np.abs(got - py).max():.2e}, {inside:.0%} of pixels unclipped)")
+    assert vs_py >= PSNR_MIN, f"{case}: browser vs runtime_py PSNR {vs_py:.1f} dB < {PSNR_MIN}"
+    assert vs_torch >= PSNR_MIN, f"{case}: browser vs torch PSNR {vs_torch:.1f} dB < {PSNR_MIN}"
 
 
 def test_f16_bundle_matches_f32_bundle(site):

@@ -186,18 +186,8 @@ export class Bundle {
     const support = await checkWebGPU();
     if (!support.ok) throw new Error(support.message);
     const adapter = support.adapter;
-    const need = this.manifest.limits || {};
+    this.checkLimits(adapter);
     const have = adapter.limits;
-    const checks = [
-      ["max_compute_workgroup_storage_size", "maxComputeWorkgroupStorageSize"],
-      ["max_compute_invocations_per_workgroup", "maxComputeInvocationsPerWorkgroup"],
-      ["max_storage_buffers_per_shader_stage", "maxStorageBuffersPerShaderStage"],
-    ];
-    for (const [key, limit] of checks) {
-      if (need[key] !== undefined && need[key] > have[limit]) {
-        throw new Error(`this GPU allows ${limit} = ${have[limit]}, the bundle needs ${need[key]}`);
-      }
-    }
     const requiredLimits = {};
     for (const limit of ["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
       "maxComputeInvocationsPerWorkgroup", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupSizeX"]) {
@@ -217,6 +207,25 @@ export class Bundle {
     device.addEventListener("uncapturederror", (e) => { this.lastGPUError = e.error.message; console.error("ditweb:", e.error.message); });
     await this.createPipelines();
     this.uploadWeights();
+  }
+
+  // What the bundle needs vs what this adapter allows: a clear message instead of a driver error.
+  checkLimits(adapter) {
+    const need = this.manifest.limits || {};
+    const have = adapter.limits;
+    const checks = [
+      ["max_storage_buffer_binding_size", "maxStorageBufferBindingSize"],
+      ["max_compute_workgroup_storage_size", "maxComputeWorkgroupStorageSize"],
+      ["max_compute_invocations_per_workgroup", "maxComputeInvocationsPerWorkgroup"],
+      ["max_storage_buffers_per_shader_stage", "maxStorageBuffersPerShaderStage"],
+    ];
+    for (const [key, limit] of checks) {
+      // linear forms are evaluated at B = N = 1: the per-batch check is in state()
+      const value = Array.isArray(need[key]) ? lin(need[key], 1, 1) : need[key];
+      if (value !== undefined && value > have[limit]) {
+        throw new Error(`the bundle needs ${key} = ${value}, this GPU allows ${limit} = ${have[limit]}`);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- create pipelines
@@ -265,8 +274,8 @@ export class Bundle {
     }
   }
 
-  // Activation buffers, params uniforms and bind groups for batch (B, N); kept until the batch changes.
-  allocate(B, N) {
+  // Activation buffers, params uniforms and bind groups for batch (B, N); one batch size stays resident.
+  state(B, N) {
     if (this.batch && this.batch.B === B && this.batch.N === N) return this.batch;
     if (this.batch) for (const b of this.batch.owned) b.destroy();
     const device = this.device;
@@ -353,7 +362,7 @@ export class Bundle {
     const per = io.x_shape.reduce((a, b) => a * b, 1);
     if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
     await this.ensureDevice();
-    this.allocate(B, B);
+    this.state(B, B);
     const q = this.device.queue;
     q.writeBuffer(this.batch.buffers[io.x], 0, Float32Array.from(x));
     q.writeBuffer(this.batch.buffers[io.t], 0, Uint32Array.from(t));
@@ -364,6 +373,10 @@ export class Bundle {
 
   async ensureDevice() {
     if (!this.device) await this.createDevice();   // first use after a device loss: new device, pipelines, weights
+  }
+
+  tables(steps) {
+    return samplerTables(this.manifest, steps);
   }
 
   // ---------------------------------------------------------------- sample
@@ -408,7 +421,7 @@ export class Bundle {
     if (!SAMPLERS.includes(sampler)) throw new RangeError(`unknown sampler ${JSON.stringify(sampler)}; choose one of ${SAMPLERS.join(", ")}`);
     const seed = opts.seed ?? 0;
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
-    const tables = samplerTables(m, steps);
+    const tables = this.tables(steps);
     const plan = makePlan(guide, classIds, numClasses);
     const N = classIds.length, K = guide.copies, J = plan.labels.length;
     if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
@@ -419,7 +432,7 @@ export class Bundle {
 
     await this.ensureDevice();
     const device = this.device;
-    this.allocate(B, N);
+    this.state(B, N);
     const y = new Uint32Array(B);                                     // [k][j][n]
     for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
     device.queue.writeBuffer(this.batch.buffers[m.io.y], 0, y);
