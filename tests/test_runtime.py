@@ -1,0 +1,201 @@
+"""The wgpu-py runtime: whole-model parity (every conditioning design, two presets, two batch sizes,
+f32 and f16), sampling parity with torch, the CLI, and bad bundles failing before any GPU call."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from _gpu_helpers import gpu, random_model, small_cfg  # noqa: F401
+from dit_model.guidance import Guide
+from dit_model.model import CONDITIONINGS, DiT, preset_config
+from dit_model.sample import sample_images
+from export.bundle import export_bundle
+from runtime_py import verify
+from runtime_py.bundle import Bundle
+from runtime_py.gpu import DeviceLimitError
+
+F32_TOL = 1e-4       # issue target: max |wgpu - torch64| <= 1e-4 max |torch64|
+F16_TOL = 2e-3       # vs torch with the same f16-rounded weights, of the output scale
+
+
+def torch64(model: DiT, f16: bool) -> DiT:
+    ref = DiT(model.cfg).double().eval()
+    sd = model.state_dict()
+    ref.load_state_dict({k: (v.half() if f16 else v).double() for k, v in sd.items()})
+    return ref
+
+
+def forward_error(bundle: Bundle, ref: DiT, B: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = ref.cfg
+    x = torch.randn(B, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
+    t = torch.randint(0, 1000, (B,), generator=g)
+    y = torch.randint(0, cfg.num_classes + 1, (B,), generator=g)      # includes the null class
+    got = bundle.forward(x.numpy(), t.numpy(), y.numpy())
+    with torch.no_grad():
+        want = ref(x.double(), t, y).numpy()
+    return float(np.abs(got - want).max()), float(np.abs(want).max()), float(want.std())
+
+
+CONFIGS = [(c, "small") for c in CONDITIONINGS] + [("adaln-zero", "Favicon-N/2")]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("conditioning,preset", CONFIGS, ids=[f"{c}-{p}" for c, p in CONFIGS])
+def test_whole_model_parity(gpu, tmp_path, conditioning, preset, dtype):
+    cfg = small_cfg(conditioning) if preset == "small" else preset_config(preset)
+    model = random_model(cfg, seed=7)
+    bundle = Bundle.load(export_bundle(model, tmp_path / "b", dtype), gpu)
+    ref = torch64(model, dtype == "f16")
+    for B in (1, 3):
+        err, scale, std = forward_error(bundle, ref, B, seed=B)
+        assert std > 0.1, "random weights must give a non-trivial output"
+        tol = (F16_TOL if dtype == "f16" else F32_TOL) * scale
+        assert err <= tol, f"{conditioning} {preset} {dtype} B={B}: max abs err {err:.3e} > {tol:.3e}"
+
+
+def test_f16_quantisation_error_is_reported_separately(gpu, tmp_path):
+    """f16 bundle vs torch with the ORIGINAL f32 weights: the quantisation error, larger than the kernel error."""
+    model = random_model(small_cfg(), seed=3)
+    bundle = Bundle.load(export_bundle(model, tmp_path / "b", "f16"), gpu)
+    err_q, scale, _ = forward_error(bundle, torch64(model, f16=False), 2)
+    err_k, _, _ = forward_error(bundle, torch64(model, f16=True), 2)
+    assert err_k < err_q < 2e-2 * scale
+    print(f"f16 quantisation error {err_q / scale:.2e}, kernel error {err_k / scale:.2e} of the output scale")
+
+
+def psnr(a, b):
+    a, b = np.clip((a + 1) / 2, 0, 1), np.clip((b + 1) / 2, 0, 1)        # RGBA in [0, 1], peak 1
+    return 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-30))
+
+
+@pytest.mark.parametrize("guide,sampler,eta", [
+    (Guide(scale=3.0, negative_class=2), "ddim", 0.0),                 # the issue's test: CFG + a negative class
+    (Guide(scale=2.0), "ddpm", 0.0),
+    (Guide(scale=2.0, batch_k=3, batch_tau=0.5, schedule="linear", scale_end=4.0), "ddim", 0.5),
+    (Guide(scale=1.5, compose=((0, 1.0), (1, -0.5)), schedule="interval", interval=(200, 800)), "ddim", 0.0),
+], ids=["cfg-negative-ddim", "cfg-ddpm", "batch-estimate-linear-eta", "compose-interval"])
+def test_sampling_parity(gpu, tmp_path, guide, sampler, eta):
+    cfg = preset_config("Favicon-N/2")
+    model = random_model(cfg, seed=11)
+    bundle = Bundle.load(export_bundle(model, tmp_path / "b", "f32"), gpu)
+    got = bundle.sample([0, 1], seed=5, steps=20, guide=guide, sampler=sampler, eta=eta)
+    ref64 = torch64(model, False)
+    want = sample_images(lambda x, t, y: ref64(x.double(), t, y).float(), in_channels=4, input_size=8, num_classes=3,
+                         class_ids=[0, 1], guide=guide, steps=20, sampler=sampler, eta=eta, seed=5).numpy()
+    assert want.std() > 0.3
+    assert psnr(got, want) >= 40.0, f"PSNR {psnr(got, want):.1f} dB"
+
+
+def test_cli_sample_wgpu_matches_torch(gpu, tmp_path):
+    from PIL import Image
+    from dit_model.checkpoint import atomic_save
+    from dit_model.cli import main
+    cfg = preset_config("Favicon-N/2")
+    model = random_model(cfg, seed=2)
+    ckpt = tmp_path / "m.pt"
+    atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "class_names": ["a", "b", "c"]}, ckpt)
+    assert main(["export", str(ckpt), str(tmp_path / "b")]) == 0
+    common = ["--class", "b", "--n", "3", "--steps", "10", "--cfg", "3", "--negative-class", "c", "--seed", "4"]
+    assert main(["sample", str(ckpt), *common, "--out", str(tmp_path / "torch")]) == 0
+    assert main(["sample", str(tmp_path / "b"), *common, "--runtime", "wgpu", "--out", str(tmp_path / "wgpu")]) == 0
+    a = np.asarray(Image.open(tmp_path / "torch" / "grid.png"), np.int16)
+    b = np.asarray(Image.open(tmp_path / "wgpu" / "grid.png"), np.int16)
+    assert a.shape == b.shape and a.std() > 10
+    assert np.abs(a - b).max() <= 1                                     # uint8 rounding at most
+
+
+def test_validate_cli(gpu, tmp_path, capsys):
+    from dit_model.checkpoint import atomic_save
+    from dit_model.cli import main
+    model = random_model(small_cfg(), seed=5)
+    export_bundle(model, tmp_path / "b", "f32")
+    assert main(["validate", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "whole model forward" in out and "FAIL" not in out and "attention" in out
+    # a checkpoint that is not the bundle's: the whole-model check fails, exit status non-zero
+    other = random_model(small_cfg(), seed=6)
+    atomic_save({"model": other.state_dict(), "config": other.cfg.to_dict()}, tmp_path / "other.pt")
+    assert main(["validate", str(tmp_path / "b"), "--ckpt", str(tmp_path / "other.pt")]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_device_limits_give_a_clear_error(gpu, tmp_path):
+    bundle = Bundle.load(export_bundle(random_model(small_cfg()), tmp_path / "b", "f32"), gpu)
+    with pytest.raises(DeviceLimitError, match="maxStorageBufferBindingSize"):
+        bundle.forward(np.zeros((200_000, 4, 8, 8), np.float32), 0, 0)
+
+
+# ------------------------------------------------------------------ bad bundles: one named error each, no GPU
+
+@pytest.fixture(scope="module")
+def good_bundle(tmp_path_factory):
+    return export_bundle(random_model(small_cfg()), tmp_path_factory.mktemp("good") / "b", "f16")
+
+
+def tamper_manifest(path, fn):
+    m = json.loads((path / "manifest.json").read_text())
+    fn(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def truncate_weights(p):
+    w = p / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+
+
+def flip_kernel_byte(p):
+    k = sorted((p / "kernels").iterdir())[0]
+    raw = bytearray(k.read_bytes())
+    raw[-2] ^= 1
+    k.write_bytes(bytes(raw))
+
+
+def delete_kernel(p):
+    (p / "kernels" / "attention_16.wgsl").unlink()
+
+
+BAD = {
+    "truncated weights": (truncate_weights, verify.SizeMismatchError, "weights.safetensors"),
+    "wrong hash": (flip_kernel_byte, verify.HashMismatchError, "sha256"),
+    "missing kernel": (delete_kernel, verify.MissingKernelError, "attention_16"),
+    "unknown version": (lambda p: tamper_manifest(p, lambda m: m.update(format_version=99)),
+                        verify.FormatVersionError, "format_version 99"),
+    "absurd shapes": (lambda p: tamper_manifest(p, lambda m: m["model"].update(hidden_size=4 * 10 ** 9, num_heads=4)),
+                      verify.ShapeError, "absurd"),
+    "absurd buffer": (lambda p: tamper_manifest(p, lambda m: m["buffers"]["h"].update(elements=[2 ** 40, 0, 0])),
+                      verify.ShapeError, "buffers.h"),
+    "non-JSON manifest": (lambda p: (p / "manifest.json").write_text("{not json"), verify.ManifestError, "not JSON"),
+    "unknown buffer": (lambda p: tamper_manifest(p, lambda m: m["programs"]["forward"][0]["bindings"].__setitem__(0, "nope")),
+                       verify.ProgramError, "nope"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_bundle(tmp_path, good_bundle, monkeypatch, name):
+    damage, error, text = BAD[name]
+    path = tmp_path / "b"
+    shutil.copytree(good_bundle, path)
+    damage(path)
+    import runtime_py.bundle as rb
+
+    def no_gpu(*a, **k):
+        raise AssertionError("a GPU call was made before verification finished")
+    monkeypatch.setattr(rb, "get_gpu", no_gpu)
+    with pytest.raises(error, match=text) as e:
+        Bundle.load(path)
+    assert isinstance(e.value, ValueError) and str(e.value).count("\n") == 0
+
+
+def test_bad_bundle_cli_is_one_line(tmp_path, good_bundle, capsys):
+    from dit_model.cli import main
+    path = tmp_path / "b"
+    shutil.copytree(good_bundle, path)
+    truncate_weights(path)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ditweb validate: error:") and "weights.safetensors" in err[-1]
