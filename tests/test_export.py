@@ -1,0 +1,111 @@
+"""The exporter: bundle layout, safetensors alignment, hashes, checkpoint formats, ONNX parity."""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from _gpu_helpers import random_model, small_cfg
+from dit_model.checkpoint import atomic_save
+from dit_model.cli import main
+from dit_model.model import DiTConfig, preset_config
+from export.bundle import export_bundle
+from runtime_py.verify import read_safetensors_header, verify_bundle
+from wgsl.ops import OPS
+
+
+def test_bundle_layout_and_hashes(tmp_path):
+    model = random_model(small_cfg("cross-attn"))
+    out = export_bundle(model, tmp_path / "b", "f32", [f"c{i}" for i in range(5)])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "ditweb-bundle" and m["format_version"] == 1 and m["class_names"][4] == "c4"
+    for rel, info in m["files"].items():                    # every file hashed, nothing unlisted
+        raw = (out / rel).read_bytes()
+        assert len(raw) == info["size"] and hashlib.sha256(raw).hexdigest() == info["sha256"]
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert on_disk == set(m["files"])
+    for k in m["kernels"].values():                         # rendered WGSL: no Jinja left
+        text = (out / k["file"]).read_text()
+        assert "{{" not in text and "{%" not in text and "fn main" in text
+        assert k["op"] in OPS
+    used = {d["kernel"] for prog in m["programs"].values() for d in prog}
+    assert used == set(m["kernels"])
+    assert verify_bundle(out)["model"] == model.cfg.to_dict()
+    # no stale temporary folders, and re-export replaces atomically
+    export_bundle(model, out, "f16")
+    assert json.loads((out / "manifest.json").read_text())["dtype"] == "f16"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_safetensors_is_standard_and_4_byte_aligned(tmp_path):
+    """p = 1, C = 1, no learned sigma: the final bias has 1 element, so an f16 tensor has odd length."""
+    from safetensors.numpy import load_file
+    cfg = DiTConfig(input_size=4, patch_size=1, in_channels=1, hidden_size=16, depth=1, num_heads=2, num_classes=2,
+                    learn_sigma=False)
+    model = random_model(cfg)
+    out = export_bundle(model, tmp_path / "b", "f16")
+    header, start = read_safetensors_header(out / "weights.safetensors")
+    assert start % 8 == 0
+    for name, info in header.items():
+        if name != "__metadata__" and not name.startswith("_ditweb.pad."):
+            assert (start + info["data_offsets"][0]) % 4 == 0, name
+    assert any(n.startswith("_ditweb.pad.") for n in header)
+    loaded = load_file(str(out / "weights.safetensors"))     # the reference reader accepts it
+    for k, v in model.state_dict().items():
+        assert loaded[k].dtype == np.float16
+        np.testing.assert_array_equal(loaded[k], v.numpy().astype(np.float16))
+    (n,) = struct.unpack("<Q", (out / "weights.safetensors").read_bytes()[:8])
+    assert n == start - 8
+
+
+@pytest.mark.parametrize("layout", ["ours", "reference", "bare", "safetensors"])
+def test_export_cli_reads_checkpoint_layouts(tmp_path, layout):
+    cfg = preset_config("Favicon-N/2")
+    model = random_model(cfg, seed=1)
+    sd = model.state_dict()
+    path = tmp_path / ("m.safetensors" if layout == "safetensors" else "m.pt")
+    if layout == "ours":
+        atomic_save({"model": sd, "config": cfg.to_dict(), "class_names": ["x", "y", "z"]}, path)
+    elif layout == "reference":
+        atomic_save({"model": sd, "ema": sd, "args": None}, path)
+    elif layout == "bare":
+        atomic_save(sd, path)
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    assert main(["export", str(path), str(tmp_path / "b"), "--dtype", "f16"]) == 0
+    m = verify_bundle(tmp_path / "b")
+    assert DiTConfig.from_dict(m["model"]) == cfg
+    assert m["class_names"] == (["x", "y", "z"] if layout == "ours" else ["0", "1", "2"])
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    cfg = DiTConfig(input_size=8, patch_size=2, hidden_size=48, depth=3, num_heads=3, num_classes=2)
+    atomic_save(random_model(cfg).state_dict(), tmp_path / "odd.pt")
+    assert main(["export", str(tmp_path / "odd.pt"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "matches no preset" in err and "depth 3, hidden 48" in err and err.count("\n") == 0
+    assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "b")]) == 2
+    assert not (tmp_path / "b").exists()
+
+
+def test_onnx_parity(tmp_path):
+    import onnxruntime as ort
+    model = random_model(small_cfg("adaln-zero"), seed=4)
+    out = export_bundle(model, tmp_path / "b", "f32", onnx=True)
+    assert "model.onnx" in json.loads((out / "manifest.json").read_text())["files"]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for B in (1, 3):                                          # dynamic batch axis
+        g = torch.Generator().manual_seed(B)
+        x = torch.randn(B, 4, 8, 8, generator=g)
+        t = torch.randint(0, 1000, (B,), generator=g)
+        y = torch.randint(0, 6, (B,), generator=g)
+        got = sess.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0]
+        with torch.no_grad():
+            want = random_model(small_cfg("adaln-zero"), seed=4).double()(x.double(), t, y).numpy()
+        assert want.std() > 0.1
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
