@@ -258,7 +258,7 @@ def _run_dir_of(resume: str) -> tuple[Path, Path]:
 
 def resolve_args(args) -> tuple[dict, dict | None, Path]:
     """Options = defaults <- the resumed checkpoint's train_args <- options given now."""
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "verb", "resume")}
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "verb", "resume") and v is not None}
     opts, saved = dict(DEFAULTS), None
     resume = getattr(args, "resume", None)
     if resume is not None:
@@ -436,5 +436,69 @@ def write_sample_grid(ema, cfg: DiTConfig, class_names: list[str], path: Path, o
 
 # ---------------------------------------------------------------- `ditweb bench train`
 
+BENCH_CASES = [("Favicon-T/2", 32), ("Favicon-T/4", 32), ("Favicon-S/2", 32), ("Favicon-N/2", 32), ("DiT-S/2", 8)]
+
+
+def _bench_case(preset: str, batch: int, warmup: int, min_steps: int, min_seconds: float, device: str, bf16: bool, queue):
+    """In a fresh process (so peak memory is this case's): time full training steps on random data."""
+    import resource
+    torch.manual_seed(0)
+    cfg = preset_config(preset)
+    dev = torch.device(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tr = Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9999, seed=0, device=dev, bf16=bf16)
+    images = torch.randint(0, 256, (max(4 * batch, 256), cfg.input_size, cfg.input_size, cfg.in_channels), dtype=torch.uint8)
+    labels = torch.randint(0, cfg.num_classes, (len(images),))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    step = lambda s: tr.train_step(*make_batch(images, labels, cfg, 0, s, batch, 0, batch, True, dev))
+    for s in range(warmup):
+        step(s)
+    sync()
+    t0, n = time.perf_counter(), 0
+    while n < min_steps or time.perf_counter() - t0 < min_seconds:
+        step(warmup + n)
+        n += 1
+    sync()
+    dt = (time.perf_counter() - t0) / n
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    queue.put({"step_ms": dt * 1000, "img_s": batch / dt, "peak_mb": peak, "steps": n})
+
+
 def bench_train(args):
-    raise NotImplementedError("ditweb bench train: work in progress")
+    """Images/s and peak memory of whole training steps (batch, loss, backward, AdamW, EMA)."""
+    import multiprocessing as mp
+    from .data import TWEMOJI
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    warmup, min_steps, min_seconds = (1, 2, 0.0) if args.quick else (3, 5, 15.0)
+    cases = [c for c in BENCH_CASES if not getattr(args, "preset", None) or c[0] == args.preset] or [(args.preset, 32)]
+    try:
+        n_images = sum(e["category"] != "Component" for e in json.loads((TWEMOJI / "emoji.json").read_text()))
+    except (OSError, ValueError):
+        n_images = None
+    ctx = mp.get_context("spawn")
+    rows = []
+    for preset, batch in cases:
+        q = ctx.Queue()
+        p = ctx.Process(target=_bench_case, args=(preset, batch, warmup, min_steps, min_seconds, device, False, q))
+        p.start()
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"bench train: {preset} failed (exit {p.exitcode})")
+        r = q.get()
+        cfg = preset_config(preset)
+        favicon = preset.startswith("Favicon") and cfg.input_size == 32 and n_images
+        epoch = f"{n_images / r['img_s']:.1f}" if favicon else "-"
+        rows.append([preset, f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}", batch, r["steps"],
+                     f"{r['step_ms']:.0f}", f"{r['img_s']:.1f}", epoch, f"{r['peak_mb']:.0f}"])
+        print(f"  {preset:<12} batch {batch:>3}: {r['img_s']:8.1f} img/s", file=sys.stderr)
+    mem = "torch.cuda.max_memory_allocated" if device == "cuda" else "growth of peak RSS (ru_maxrss) over the process before the model was built"
+    notes = (f"One full training step per row: make_batch (counter-based noise, flips, label dropout), hybrid loss, "
+             f"backward, AdamW, EMA update; float32, random uint8 data, {device}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, warm-up {warmup} steps, then >= {min_steps} steps and >= {min_seconds:g} s "
+             f"per row{' (--quick)' if args.quick else ''}. epoch = one pass over the {n_images or '?'} base Twemoji "
+             f"images at 32x32. peak MB = {mem}. Each row runs in a fresh process.")
+    header = ["preset", "input", "batch", "steps", "ms/step", "img/s", "epoch (s)", "peak MB"]
+    return "ditweb bench train", header, rows, notes

@@ -127,6 +127,18 @@ def test_resume_is_bit_identical(folder, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "3", "4", "6"]   # 3: the end of the first leg
 
 
+def test_resume_keeps_the_saved_options(tmp_path):
+    from dit_model.checkpoint import atomic_save
+    from dit_model.cli import build_parser
+    saved = dict(T.DEFAULTS, skin_tones=True, subcategories=True, size=16, batch_size=4, lr=3e-4, max_steps=10)
+    atomic_save({"model": {}, "ema": {}, "opt": {}, "step": 5, "config": {}, "class_names": [], "train_args": saved},
+                tmp_path / "run" / "ckpt.pt")
+    args = build_parser().parse_args(["train", "--resume", str(tmp_path / "run"), "--max-steps", "20"])
+    opts, _, run_dir = T.resolve_args(args)
+    assert run_dir == tmp_path / "run"
+    assert opts == dict(saved, max_steps=20, run_dir=str(tmp_path / "run"))
+
+
 # ---------------------------------------------------------------- data parallel
 
 def test_two_processes_match_one(folder, tmp_path):
