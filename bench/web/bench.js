@@ -65,8 +65,17 @@ async function benchOrt(cfg) {
     await session.run(feeds);
     times.push(now() - s);
   }
+  // the same forward through our runtime: the two must agree, or the timing compares different work
+  const names = Object.fromEntries(cfg.inputs.map((i) => [i.role, i.name]));
+  const result = await session.run(feeds);
+  const theirs = result[session.outputNames[0]].data;
+  const b = await loadBundle(cfg.bundle, { useCache: false });
+  const ours = await b.forward(feeds[names.x].data, Array.from(feeds[names.t].data, Number), Array.from(feeds[names.y].data, Number));
+  b.dispose();
+  let maxDiff = 0, maxRef = 0;
+  for (let i = 0; i < ours.length; i++) { maxDiff = Math.max(maxDiff, Math.abs(ours[i] - theirs[i])); maxRef = Math.max(maxRef, Math.abs(theirs[i])); }
   await session.release();
-  return { createMs, firstMs, stepMs: median(times), times };
+  return { createMs, firstMs, stepMs: median(times), times, maxDiff, maxRef, outLength: theirs.length, oursLength: ours.length };
 }
 
 window.runBench = async (cfg) => {

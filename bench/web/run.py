@@ -1,0 +1,206 @@
+"""Browser benchmark (not a test): one denoising step (the CFG batch, B = 2N) of web/ditweb.js vs
+onnxruntime-web's WebGPU EP on the ONNX export of the same model, in one headless Chromium run;
+and the page weight of each (what a visitor downloads).
+
+    .venv/bin/python bench/web/run.py [--presets Favicon-N/2,Favicon-T/4] [--ckpt CKPT] [--reps 5]
+
+Prints the tables and saves them to bench/results/web.md. Needs onnxruntime-web in
+data/npm-ort (scripts/setup.sh installs it). Models without --ckpt get seeded random weights
+(every tensor, so no branch is skipped as zero): timing does not depend on the values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from _browser import chromium, local_server  # noqa: E402
+from dit_model.bench import format_table  # noqa: E402
+
+ORT_DIST = REPO / "data" / "npm-ort" / "node_modules" / "onnxruntime-web" / "dist"
+OUR_JS = ["ditweb.js", "bundle.js", "schedule.js", "favicon.js"]   # what a site embedding the runtime loads
+RESULTS = REPO / "bench" / "results" / "web.md"
+
+
+def load_model(preset: str | None, ckpt: str | None):
+    """(model, class names): a checkpoint, else a preset with seeded random weights in every tensor."""
+    import torch
+    from dit_model.checkpoint import load_model as load_ckpt
+    from dit_model.model import DiT
+    if ckpt:
+        model, meta = load_ckpt(ckpt)
+        return model, meta["class_names"]
+    torch.manual_seed(0)
+    model = DiT.from_preset(preset).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    return model, [f"class {i}" for i in range(model.cfg.num_classes)]
+
+
+def export(model, names, out: Path, dtype: str, onnx: bool) -> Path:
+    from export.bundle import export_bundle
+    try:
+        return export_bundle(model, out, dtype, names, onnx=onnx)
+    except ImportError:          # an exporter without its ONNX part: write the ONNX file here
+        bundle = export_bundle(model, out, dtype, names)
+        export_onnx(model, bundle / "model.onnx")
+        return bundle
+
+
+def export_onnx(model, path: Path) -> None:
+    """Forward pass as ONNX, batch dimension dynamic; the legacy exporter at opset 17 (platform-facts.md:
+    the dynamo exporter at 17 writes a Split that onnxruntime rejects)."""
+    import torch
+    cfg = model.cfg
+    x = torch.randn(2, cfg.in_channels, cfg.input_size, cfg.input_size)
+    t = torch.tensor([500, 500])
+    y = torch.tensor([0, cfg.num_classes])
+    torch.onnx.export(model.float().eval(), (x, t, y), str(path), input_names=["x", "t", "y"], output_names=["out"],
+                      dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "y": {0: "B"}, "out": {0: "B"}},
+                      opset_version=17, dynamo=False)
+
+
+def onnx_inputs(model_path: Path, manifest: dict) -> list[dict]:
+    """Input names/dtypes/shapes of the ONNX graph, with the role (x, t, y) the page fills them for."""
+    import onnx
+    g = onnx.load(str(model_path), load_external_data=False).graph
+    names = {"x": None, "t": None, "y": None}
+    out = []
+    types = {1: "float32", 6: "int32", 7: "int64"}
+    for i, inp in enumerate(g.input):
+        tt = inp.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        role = ["x", "t", "y"][i] if i < 3 else "x"
+        shape[0] = -1   # the batch dimension
+        out.append({"name": inp.name, "dtype": types.get(tt.elem_type, "float32"), "shape": shape, "role": role,
+                    "null": manifest["model"]["num_classes"]})
+        names[role] = inp.name
+    return out
+
+
+def page_weight(bundle: Path, manifest: dict) -> dict:
+    js = sum((REPO / "web" / f).stat().st_size for f in OUR_JS)
+    kernels = sum(e["size"] for f, e in manifest["files"].items() if f.startswith("kernels/"))
+    weights = manifest["files"]["weights.safetensors"]["size"]
+    return {"js": js, "kernels": kernels, "weights": weights, "manifest": (bundle / "manifest.json").stat().st_size}
+
+
+def run(args) -> str:
+    presets = [p for p in args.presets.split(",") if p] if not args.ckpt else [None]
+    work = Path(tempfile.mkdtemp(prefix="ditweb-bench-web-"))
+    step_rows, weight_rows, details = [], [], []
+    with chromium() as ctx:
+        for preset in presets:
+            model, names = load_model(preset, args.ckpt)
+            tag = preset or Path(args.ckpt).stem
+            b32 = export(model, names, work / f"{tag.replace('/', '_')}-f32", "f32", onnx=True)
+            b16 = export(model, names, work / f"{tag.replace('/', '_')}-f16", "f16", onnx=False)
+            m32 = json.loads((b32 / "manifest.json").read_text())
+            m16 = json.loads((b16 / "manifest.json").read_text())
+            onnx_path = b32 / "model.onnx"
+            requested: list[str] = []
+            routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", "/bundle/": b32, "/bundle16/": b16,
+                      "/ort/": ORT_DIST, "/onnx/": onnx_path.parent}
+            with local_server(routes, requested=requested) as url:
+                page = ctx.new_page()
+                page.set_default_timeout(args.timeout * 1000)
+                page.goto(url)
+                page.wait_for_selector('body[data-state="ready"]', state="attached")
+                res = {}
+                for label, bundle_url, with_ort in [("f32", "/bundle/", True), ("f16", "/bundle16/", False)]:
+                    cfg = {"bundle": bundle_url, "N": args.n, "reps": args.reps, "ortReps": args.ort_reps,
+                           "onnx": "/onnx/model.onnx" if with_ort and onnx_path.exists() else None,
+                           "ortModule": "/ort/ort.webgpu.min.mjs", "ortBase": url + "ort/",
+                           "inputs": onnx_inputs(onnx_path, m32) if onnx_path.exists() else []}
+                    if label == "f32":
+                        requested.clear()
+                    res[label] = page.evaluate("cfg => window.runBench(cfg)", cfg)
+                    if label == "f32":
+                        ort_files = sorted({p for p in requested if p.startswith("/ort/")})
+                page.close()
+            cfgm = m32["model"]
+            name = f"{tag} ({cfgm['in_channels']}x{cfgm['input_size']}x{cfgm['input_size']}, D {cfgm['hidden_size']}, depth {cfgm['depth']})"
+            ours, ours16, ort = res["f32"]["ours"], res["f16"]["ours"], res["f32"].get("ort", {})
+            adapter = ours["adapter"]
+            step_rows.append([name, f"ditweb f32 ({ours['dispatches']} dispatches)", 2 * args.n, ours["firstMs"] / 2, ours["stepMs"], 1.0])
+            step_rows.append([name, "ditweb f16 weights", 2 * args.n, ours16["firstMs"] / 2, ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
+            if "stepMs" in ort:
+                step_rows.append([name, "onnxruntime-web webgpu", 2 * args.n, ort["firstMs"], ort["stepMs"], ort["stepMs"] / ours["stepMs"]])
+            else:
+                step_rows.append([name, "onnxruntime-web webgpu", 2 * args.n, "-", f"failed: {ort.get('error', 'no ONNX file')}", "-"])
+            pw32, pw16 = page_weight(b32, m32), page_weight(b16, m16)
+            ort_bytes = sum((ORT_DIST / p[len('/ort/'):]).stat().st_size for p in ort_files)
+            onnx_bytes = onnx_path.stat().st_size if onnx_path.exists() else 0
+            for label, pw in [("ditweb f32", pw32), ("ditweb f16", pw16)]:
+                total = sum(pw.values())
+                weight_rows.append([name, label, f"{pw['js'] / 1e3:.1f} kB JS + {pw['kernels'] / 1e3:.1f} kB WGSL + {pw['manifest'] / 1e3:.1f} kB manifest",
+                                    f"{pw['weights'] / 1e6:.3f}", f"{total / 1e6:.3f}"])
+            weight_rows.append([name, "onnxruntime-web", f"{ort_bytes / 1e6:.2f} MB ({', '.join(Path(p).name for p in ort_files)})",
+                                f"{onnx_bytes / 1e6:.3f}", f"{(ort_bytes + onnx_bytes) / 1e6:.3f}"])
+            details.append(f"- {name}: ditweb load {ours['loadMs']:.0f} ms, step times {[round(t, 1) for t in ours['times']]} ms; "
+                           f"onnxruntime-web session {ort.get('createMs', 0):.0f} ms, run times {[round(t, 1) for t in ort.get('times', [])]} ms; "
+                           f"same forward, max |ditweb - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} "
+                           f"(max |out| {ort.get('maxRef', float('nan')):.3g}, {ort.get('outLength')} vs {ort.get('oursLength')} values)")
+            print(details[-1], flush=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    text = (f"# Browser: one denoising step, ditweb.js vs onnxruntime-web (WebGPU EP)\n\n"
+            f"{stamp}, headless Chromium `{CHROMIUM_VERSION()}`, adapter: {adapter}; {platform.machine()}\n"
+            f"Command: `.venv/bin/python bench/web/run.py --presets {args.presets} --n {args.n} --reps {args.reps} --ort-reps {args.ort_reps}`\n\n"
+            "## Time per denoising step (CFG batch: 2N model rows)\n\n"
+            + format_table(["model", "runtime", "batch rows", "first step ms (compile)", "median ms/step", "x ditweb f32"], step_rows)
+            + "\n\nditweb's step = step_begin + forward + step_end (guidance and the sampler update included), one command "
+              "buffer; its first-step column is half of a 2-step sample() (pipelines were built at load). "
+              "onnxruntime-web's is one session.run of the forward only (x, t, y in, eps out), so guidance and the "
+              "sampler update are not in its number; its first run includes shader compilation.\n\n"
+            "## Page weight (bytes a first visit downloads)\n\n"
+            + format_table(["model", "runtime", "code", "weights MB", "total MB"], weight_rows)
+            + "\n\nditweb's second visit downloads only manifest.json (the Cache API keeps the verified files).\n\n"
+            "## Raw\n\n" + "\n".join(details) + "\n\n"
+            "SwiftShader runs WebGPU on the CPU (2 shared cores): compare ratios within this run, not absolute times "
+            "across runs or with a GPU.\n")
+    return text
+
+
+def CHROMIUM_VERSION() -> str:
+    try:
+        return subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception:
+        return "chromium"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="Favicon-N/2,Favicon-T/4", help="comma-separated presets (random weights)")
+    ap.add_argument("--ckpt", help="benchmark this checkpoint instead of presets")
+    ap.add_argument("--n", type=int, default=1, help="images per step (batch rows = 2N with CFG)")
+    ap.add_argument("--reps", type=int, default=5, help="timed steps of ditweb (median)")
+    ap.add_argument("--ort-reps", type=int, default=3, help="timed runs of onnxruntime-web (median)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per page call")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    if not (ORT_DIST / "ort.webgpu.min.mjs").is_file():
+        print(f"onnxruntime-web is missing ({ORT_DIST}); run scripts/setup.sh", file=sys.stderr)
+        return 2
+    text = run(args)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
