@@ -316,11 +316,13 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     images = torch.from_numpy(data.images)                              # (N, S, S, 4) uint8, stays on the host
     labels = torch.from_numpy(data.labels)
     lo, hi = ctx.rank * B // ctx.world, (ctx.rank + 1) * B // ctx.world
-    train_args = {k: v for k, v in opts.items()}
+    train_args = dict(opts)
+    saved_at = {"step": trainer.step}                                   # what ckpt.pt holds now
 
     def save():
         if ctx.main:
             atomic_save(trainer.state(data.class_names, train_args), ckpt_path)
+        saved_at["step"] = trainer.step
         ctx.barrier()
 
     if ctx.main:
@@ -331,7 +333,12 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
               f"{n} images / {len(data.class_names)} classes from {data.source}; global batch {B} on {ctx.world} "
               f"process(es), {ctx.device}; run dir {run_dir}; from step {trainer.step}", file=sys.stderr)
     stop = {"signal": None}
-    old_handlers = {s: signal.signal(s, lambda num, frame: stop.update(signal=num)) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(num, frame):                                          # first: finish the step and save; second: abort
+        if stop["signal"] is not None:
+            raise KeyboardInterrupt
+        stop["signal"] = num
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=max_steps, initial=trainer.step, unit="step", file=sys.stderr, disable=not ctx.main, dynamic_ncols=True)
     t_start = time.time()
     window, win_steps, win_t = None, 0, time.time()
@@ -360,6 +367,8 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
                 window, win_steps, win_t = None, 0, time.time()
             if opts["sample_every"] and step % opts["sample_every"] == 0 and ctx.main:
                 write_sample_grid(trainer.ema, cfg, data.class_names, run_dir / "samples" / f"step_{step:07d}.png", opts)
+                win_t += time.time() - now                              # images/s counts training only
+                last_t = time.time()
             out_of_time = time_limit is not None and time.time() - t_start >= time_limit
             if ctx.any(stop["signal"] is not None or out_of_time):
                 reason = "time limit" if out_of_time else "interrupted"
@@ -370,7 +379,8 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-    save()
+    if trainer.step != saved_at["step"]:
+        save()
     if ctx.main:
         log.close()
         if opts["sample_every"] and trainer.step % opts["sample_every"]:

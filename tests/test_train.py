@@ -127,6 +127,27 @@ def test_resume_is_bit_identical(folder, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "3", "4", "6"]   # 3: the end of the first leg
 
 
+def test_sigint_finishes_the_step_and_saves(folder, tmp_path):
+    import signal
+    import time
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "dit_model.cli", "train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(run),
+           *FAST, "--log-every", "1"]                                   # no stopping rule: runs until told
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log, deadline = run / "log.csv", time.time() + 60
+        while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 4):
+            time.sleep(0.1)                                             # header + 3 steps logged
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped (interrupted)" in err
+    assert load(run / "ckpt.pt")["step"] >= 3
+
+
 def test_resume_keeps_the_saved_options(tmp_path):
     from dit_model.checkpoint import atomic_save
     from dit_model.cli import build_parser
