@@ -23,6 +23,7 @@ from .program import FREQ_DIM, build
 FORMAT = "ditweb-bundle"
 FORMAT_VERSION = 1
 TABLE_STEPS = (10, 20, 25, 50, 100, 250)
+MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
 ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
 
 
@@ -78,16 +79,19 @@ def sha256(path: Path) -> str:
 
 
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
-                  onnx: bool = False) -> Path:
-    """Write the bundle folder atomically (a temporary folder renamed over `out`)."""
+                  onnx: bool = False, matmul: str = "registers") -> Path:
+    """Write the bundle folder atomically (a temporary folder renamed over `out`). matmul: "registers"
+    (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer."""
     if dtype not in ("f32", "f16"):
         raise ExportError(f"unknown --dtype {dtype!r}; choose f32 or f16")
+    if matmul not in MATMUL_OPS:
+        raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
     names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
     if len(names) != cfg.num_classes:
         raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
     tensors = bundle_tensors(model, dtype)
-    pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()})
+    pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul])
 
     out = Path(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"

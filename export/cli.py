@@ -12,6 +12,8 @@ def register(sub):
     p.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="weight storage (math is always f32)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (the forward pass, opset 17)")
     p.add_argument("--preset", help="preset for a checkpoint whose config is not stored and shapes match no preset")
+    p.add_argument("--matmul", default="registers", choices=["registers", "shared"],
+                   help="matmul kernel: 4x4 register blocks (default; best on software adapters) or workgroup-memory tiles")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
     p.set_defaults(func=cmd_export)
 
@@ -35,7 +37,7 @@ def cmd_export(args):
     from .bundle import export_bundle
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model, names = load_for_export(args.ckpt, args.preset, args.seed)
-    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx)
+    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul)
     import json
     m = json.loads((out / "manifest.json").read_text())
     size = sum(f["size"] for f in m["files"].values())

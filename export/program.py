@@ -11,8 +11,9 @@ FREQ_DIM = 256          # timestep sinusoid width (TimestepEmbedder.freq_dim)
 
 
 class ProgramBuilder:
-    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict):
+    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul"):
         self.cfg, self.wdtype, self.weights = cfg, wdtype, weights   # weights: name -> shape
+        self.matmul = matmul                                          # op for every Linear layer
         self.buffers: dict[str, dict] = {}
         self.kernels: dict[str, dict] = {}          # kernel name -> (op, variant) and manifest entry
         self.programs: dict[str, list] = {"forward": [], "init": [], "step_begin": [], "step_end": []}
@@ -51,7 +52,7 @@ class ProgramBuilder:
                out_group=None, out_stride=None):
         """dst = act(in_act(a) W^T + b): rows is a linear form (tokens x B)."""
         group = out_group if out_group is not None else rows
-        self.emit("matmul", prefix, {"a": a, "w": self.weight(prefix + ".weight"), "bias": self.weight(prefix + ".bias"),
+        self.emit(self.matmul, prefix, {"a": a, "w": self.weight(prefix + ".weight"), "bias": self.weight(prefix + ".bias"),
                                      "dst": dst},
                   {"M": rows, "N": n_out, "K": n_in, "out_group": group, "out_stride": out_stride or group},
                   in_act=in_act, act=act)
@@ -73,9 +74,9 @@ class ProgramBuilder:
                    "mod_stride": mod_stride, "gate_off": gate})
 
 
-def build(cfg: DiTConfig, wdtype: str, weights: dict) -> ProgramBuilder:
+def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul") -> ProgramBuilder:
     """Buffers and the forward / init / step programs of a DiT in any conditioning design."""
-    pb = ProgramBuilder(cfg, wdtype, weights)
+    pb = ProgramBuilder(cfg, wdtype, weights, matmul)
     C, I, p, D = cfg.in_channels, cfg.input_size, cfg.patch_size, cfg.hidden_size
     T, Co, H = cfg.num_patches, cfg.out_channels, cfg.num_heads
     hid = int(D * cfg.mlp_ratio)

@@ -83,7 +83,9 @@ def _torch_time(fn, repeat: int) -> float:
 
 
 def bench_kernels(args):
-    torch.set_num_threads(2)
+    # one torch thread: on this shared 2-core machine a second thread mostly adds spin-wait noise to
+    # sub-millisecond ops (measured: 16 ms for a 32x32x16 F.linear with 2 threads under load)
+    torch.set_num_threads(1)
     repeat = 2 if args.quick else 10
     bundle, _ = _bundle(args)
     gpu, m = bundle.gpu, bundle.manifest
@@ -110,22 +112,26 @@ def bench_kernels(args):
         t_torch = _torch_time(_torch_equivalent(op, params, variant, inputs), repeat)
         flops = op.flops({**params, **variant}) if op.flops else None
         shape = ",".join(f"{k}={v}" for k, v in params.items() if k in ("M", "N", "K", "rows", "D", "T_q", "H", "count"))
-        naive_ms, naive_gf = "", ""
-        if op.name == "matmul":
+        extra = ["", "", "", ""]
+        if op.name in ("matmul", "matmul_shared"):
             p = dict(M=params["M"], N=params["N"], K=params["K"], MN=params["M"] * params["N"])
             a = {"a": inputs["a"], "w": inputs["w"], "bias": inputs["bias"], "dst": np.zeros(p["MN"], np.float32)}
-            tn = _naive_time(gpu, timer, p, a, naive_cache, repeat)
-            naive_ms, naive_gf = tn * 1e3, flops / tn / 1e9
+            other = "matmul_shared" if op.name == "matmul" else "matmul"
+            ts = _op_time(gpu, timer, other, {**params}, variant, {**a}, naive_cache, repeat)
+            tn = _op_time(gpu, timer, "matmul_naive", p, {}, a, naive_cache, repeat)
+            extra = [ts * 1e3, flops / ts / 1e9, tn * 1e3, flops / tn / 1e9]
         rows.append([d["label"], d["kernel"], shape, t_gpu * 1e3, t_torch * 1e3,
-                     flops / t_gpu / 1e9 if flops else "", flops / t_torch / 1e9 if flops else "", naive_ms, naive_gf])
+                     flops / t_gpu / 1e9 if flops else "", flops / t_torch / 1e9 if flops else "", *extra])
     header = ["first dispatch", "kernel", "shape (B=2)", "wgpu ms", "torch CPU ms", "wgpu GFLOP/s", "torch GFLOP/s",
-              "naive matmul ms", "naive GFLOP/s"]
+              "other matmul ms", "other GFLOP/s", "naive matmul ms", "naive GFLOP/s"]
     notes = (f"Adapter: {gpu.name}; GPU time from {timer.source}, {repeat} repetitions recorded in one pass. "
              f"Bundle: {m['model']['input_size']}px, D={m['model']['hidden_size']}, depth {m['model']['depth']}, "
              f"{m['dtype']}; each distinct (kernel, shape) of the forward program once, batch B=2 (one image with CFG). "
              "torch CPU: the same work as torch calls (F.linear + activation, SDPA, layer_norm + modulate; the "
-             "elementwise ops' float32 references), 2 threads, median. "
-             "naive matmul: one invocation per output, no tiling (wgsl/matmul_naive.wgsl.j2).")
+             "elementwise ops' float32 references), 1 thread, median. "
+             "other matmul: the same shape with the other matmul kernel of the op table (register-blocked matmul "
+             "<-> workgroup-memory matmul_shared); naive matmul: one invocation per output, no tiling "
+             "(wgsl/matmul_naive.wgsl.j2).")
     return f"ditweb bench kernels ({gpu.name})", header, rows, notes
 
 
@@ -151,19 +157,20 @@ def _torch_equivalent(op, p, variant, inputs):
     return lambda: reference(op, inputs, p, variant, "f32", None, torch.float32)
 
 
-def _naive_time(gpu, timer, params, inputs, cache, repeat):
-    op = OPS["matmul_naive"]
-    name = op.kernel_name({}, "f32")
+def _op_time(gpu, timer, op_name, params, variant, inputs, cache, repeat):
+    """GPU time of one op-table kernel on fresh buffers (the baselines of the matmul rows)."""
+    from wgsl.ops import binding_type
+    op = OPS[op_name]
+    name = op.kernel_name(variant, "f32")
     if name not in cache:
-        from wgsl.ops import binding_type
         bindings = [{"binding": 0, "type": "uniform"}] + [{"binding": i, "type": binding_type(b)}
                                                           for i, b in enumerate(op.bindings, 1)]
-        cache[name] = gpu.pipeline(op.render({}, "f32"), name, bindings)
+        cache[name] = gpu.pipeline(op.render(variant, "f32"), name, bindings)
     pipe, bgl = cache[name]
-    pvals = np.array([params[k] for k in op.params], np.uint32)
-    bufs = [gpu.buffer(16, "naive.params", pvals, uniform=True)] + [
+    pvals = np.array([params[k] for k in op.params] + [0] * (-len(op.params) % 4), np.uint32)
+    bufs = [gpu.buffer(pvals.nbytes, f"{name}.params", pvals, uniform=True)] + [
         gpu.buffer(inputs[b.name].nbytes, b.name, inputs[b.name]) for b in op.bindings]
-    groups = [-(-params["MN"] // 64), 1, 1]
+    groups = [int(-(-(params[w] if isinstance(w, str) else w) // dv)) for w, dv in op.groups]
     return timer.run([(pipe, gpu.bind_group(bgl, bufs, name), groups)], repeat)
 
 

@@ -31,11 +31,11 @@ def zeros(n):
 
 # ------------------------------------------------------------------ cases: (op, variant, params, inputs, step)
 
-def matmul_case(M, N, K, in_act="none", act="none", group=None, stride=None):
+def matmul_case(M, N, K, in_act="none", act="none", group=None, stride=None, op="matmul"):
     group = group or M
     stride = stride or group
     rows_out = (M // group) * stride + (M % group and stride)
-    return ("matmul", {"in_act": in_act, "act": act}, dict(M=M, N=N, K=K, out_group=group, out_stride=stride),
+    return (op, {"in_act": in_act, "act": act}, dict(M=M, N=N, K=K, out_group=group, out_stride=stride),
             dict(a=rnd(M, K), w=rnd(N, K, scale=K ** -0.5), bias=rnd(N), dst=rnd(max(rows_out, M) * N)), None)
 
 
@@ -45,6 +45,9 @@ def cases():
         for in_act, act in [("none", "none"), ("none", "gelu"), ("none", "silu"), ("silu", "none")]:
             out.append(matmul_case(M, N, K, in_act, act))
     out.append(matmul_case(34, 65, 17, group=17, stride=19))        # in-context: T of T+2 rows per item
+    for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 17, 65)]:
+        out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared"))
+    out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared"))
     for M, N, K in [(1, 1, 1), (17, 65, 257)]:
         out.append(("matmul_naive", {}, dict(M=M, N=N, K=K, MN=M * N),
                     dict(a=rnd(M, K), w=rnd(N, K), bias=rnd(N), dst=zeros(M * N)), None))

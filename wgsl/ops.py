@@ -340,7 +340,13 @@ def B(name, kind="f32", access="read"):
 ELEMS = 256 * 4   # elementwise kernels: 256 invocations x 4 elements each
 
 OPS: dict[str, Op] = {op.name: op for op in [
+    # matmul: 4x4 outputs per invocation in registers, no workgroup memory (fastest on the software adapters
+    # lavapipe / SwiftShader, where barriers are costly: bench/results/kernels.md); matmul_shared stages
+    # 32x32 tiles in workgroup memory (the classic GPU kernel, `ditweb export --matmul shared`).
     Op("matmul", "matmul.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
+       ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
+       ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
+    Op("matmul_shared", "matmul_shared.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
        ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
        ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
     Op("matmul_naive", "matmul_naive.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
