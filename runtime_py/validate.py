@@ -113,6 +113,24 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     return rows
 
 
+def quantisation_error(ckpt: str, B: int = 2, seed: int = 0) -> float:
+    """f16 weights vs the checkpoint's f32 weights, both in float64 torch: max abs difference of the
+    outputs relative to max |output| (reported apart from the kernel error, which is measured against
+    the same f16-rounded weights)."""
+    from dit_model.checkpoint import load_model
+    model, _ = load_model(ckpt)
+    cfg = model.cfg
+    q = DiT(cfg)
+    q.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g).double()
+    t = torch.randint(0, 1000, (B,), generator=g)
+    y = torch.randint(0, cfg.num_classes + 1, (B,), generator=g)
+    with torch.no_grad():
+        a, b = model.double()(x, t, y), q.double()(x, t, y)
+    return float((a - b).abs().max() / a.abs().max())
+
+
 def format_rows(rows: list[Row]) -> str:
     head = f"{'kernel':<58} {'shape':<34} {'max abs err':>11} {'max rel err':>11} {'tolerance':>10}  pass"
     lines = [head, "-" * len(head)]
@@ -141,6 +159,9 @@ def cmd_validate(args):
     print(format_rows(rows))
     bad = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(bad)}/{len(rows)} checks passed")
+    if bundle.manifest["dtype"] == "f16" and args.ckpt:
+        print(f"f16 quantisation error (torch float64, f16 vs f32 weights of {args.ckpt}): "
+              f"{quantisation_error(args.ckpt):.3e} of max |output|")
     if bad:
         print(f"ditweb validate: {len(bad)} check(s) failed", file=sys.stderr)
         return 1

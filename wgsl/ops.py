@@ -83,8 +83,9 @@ class Op:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                                  keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
         header = render_header(self, wdtype)
+        derived = {"hd4": -(-variant["head_dim"] // 4)} if "head_dim" in variant else {}
         text = env.get_template(self.template).render(header=header, wg=self.workgroup_size, wdtype=wdtype,
-                                                      noise=noise, **variant)
+                                                      noise=noise, **variant, **derived)
         return text
 
 
