@@ -126,10 +126,19 @@ def test_sampler_tables_match_python():
 # ------------------------------------------------------------------ in Chromium: a tiny real bundle
 
 CLASS_ID, SEED = 1, 7
-CASES = {   # name -> (JS sample() options, the same guide for Python)
-    "cfg": ({"cfg": 4.0}, {"scale": 4.0}),
-    "negative-class": ({"cfg": 3.0, "negativeClass": 2}, {"scale": 3.0, "negative_class": 2}),
-    "ddpm-cfg": ({"cfg": 2.0, "sampler": "ddpm"}, {"scale": 2.0}),   # the per-step noise kernel (stream 1) too
+CASES = {   # name -> (JS sample() options, the same settings for Python: Guide fields, sampler, eta)
+    "cfg": ({"cfg": 4.0}, {"scale": 4.0}, "ddim", 0.0),
+    "negative-class": ({"cfg": 3.0, "negativeClass": 2}, {"scale": 3.0, "negative_class": 2}, "ddim", 0.0),
+    # the per-step noise (RNG stream 1) in DDPM and in DDIM with eta > 0
+    "ddpm-cfg": ({"cfg": 2.0, "sampler": "ddpm"}, {"scale": 2.0}, "ddpm", 0.0),
+    "ddim-eta": ({"cfg": 4.0, "eta": 0.7}, {"scale": 4.0}, "ddim", 0.7),
+    # the other guides: composition with a negative weight on a linear schedule; batch-estimated
+    # guidance (K = 2 perturbed copies, RNG stream 2) on an interval schedule
+    "compose-linear": ({"cfg": 2.0, "compose": [["hippo", 1.0], ["rocket", -0.5]], "schedule": "linear", "cfgEnd": 1.0},
+                       {"scale": 2.0, "compose": ((0, 1.0), (2, -0.5)), "schedule": "linear", "scale_end": 1.0}, "ddim", 0.0),
+    "batch-estimate-interval": ({"cfg": 3.0, "batchEstimate": {"k": 2, "tau": 0.5}, "schedule": "interval", "interval": [300, 999]},
+                                {"scale": 3.0, "batch_k": 2, "batch_tau": 0.5, "schedule": "interval", "interval": (300, 999)},
+                                "ddim", 0.0),
 }
 
 
@@ -188,7 +197,7 @@ def browser_sample(page, opts: dict) -> np.ndarray:
     return np.asarray(x, np.float32)
 
 
-def torch_sample(model, guide: dict, sampler: str) -> np.ndarray:
+def torch_sample(model, guide: dict, sampler: str, eta: float) -> np.ndarray:
     """dit_model.sample with the network in float64 (the loop's own arithmetic stays float32)."""
     import copy
     from dit_model.guidance import Guide
@@ -197,7 +206,7 @@ def torch_sample(model, guide: dict, sampler: str) -> np.ndarray:
     cfg = model.cfg
     x = sample_images(lambda x, t, y: m64(x.double(), t, y).float(), in_channels=cfg.in_channels,
                       input_size=cfg.input_size, num_classes=cfg.num_classes, class_ids=[CLASS_ID],
-                      guide=Guide(**guide), steps=STEPS, sampler=sampler, seed=SEED)
+                      guide=Guide(**guide), steps=STEPS, sampler=sampler, eta=eta, seed=SEED)
     return x.numpy().reshape(-1)
 
 
@@ -215,17 +224,23 @@ def runtime_py_bundle(bundles):
     return Bundle.load(bundles["f32"], verbose=False)      # Mesa lavapipe in CI
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_browser_pixels_match_runtime_py_and_torch(site, bundles, runtime_py_bundle, case):
-    """The same bundle, seed and settings: Chromium (SwiftShader) vs runtime_py (wgpu-py) vs torch."""
-    js_opts, guide = CASES[case]
-    sampler = js_opts.get("sampler", "ddim")
+@pytest.fixture(scope="module")
+def f32_page(site):
+    """One page on the f32 bundle for the parity cases (building pipelines in SwiftShader takes ~4 s)."""
     page = open_page(site, "?bundle=f32/")
-    got = browser_sample(page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
+    yield page
     page.close()
-    py = runtime_py_bundle.sample(CLASS_ID, seed=SEED, steps=STEPS, cfg=guide["scale"],
-                                  negative_class=guide.get("negative_class"), sampler=sampler).reshape(-1)
-    ref = torch_sample(bundles["model"], guide, sampler)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_browser_pixels_match_runtime_py_and_torch(f32_page, bundles, runtime_py_bundle, case):
+    """The same bundle, seed and settings: Chromium (SwiftShader) vs runtime_py (wgpu-py) vs torch."""
+    from dit_model.guidance import Guide
+    js_opts, guide, sampler, eta = CASES[case]
+    got = browser_sample(f32_page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
+    py = runtime_py_bundle.sample(CLASS_ID, seed=SEED, steps=STEPS, guide=Guide(**guide), sampler=sampler,
+                                  eta=eta).reshape(-1)
+    ref = torch_sample(bundles["model"], guide, sampler, eta)
     inside = float(np.mean(np.abs(ref) < 0.999))
     assert inside > 0.3, f"only {inside:.0%} of reference pixels are unclipped: the comparison would be weak"
     vs_py, vs_torch = psnr(to_unit(got), to_unit(py)), psnr(to_unit(got), to_unit(ref))
@@ -233,6 +248,26 @@ def test_browser_pixels_match_runtime_py_and_torch(site, bundles, runtime_py_bun
           f"(max |browser - runtime_py| {np.abs(got - py).max():.2e}, {inside:.0%} of pixels unclipped)")
     assert vs_py >= PSNR_MIN, f"{case}: browser vs runtime_py PSNR {vs_py:.1f} dB < {PSNR_MIN}"
     assert vs_torch >= PSNR_MIN, f"{case}: browser vs torch PSNR {vs_torch:.1f} dB < {PSNR_MIN}"
+
+
+def test_sample_stops_on_abort_and_rejects_bad_options(f32_page):
+    r = f32_page.evaluate("""async () => {
+        const b = window.ditwebBundle, ac = new AbortController();
+        let steps = 0, name = null;
+        try { await b.sample({ classId: 0, steps: 50, signal: ac.signal, onStep: () => { if (++steps === 2) ac.abort(); } }); }
+        catch (e) { name = e.name; }
+        const errors = [];
+        for (const o of [{ className: "unicorn" }, { classId: 3 }, { negativeClass: 0, compose: [[1, 1]] },
+                         { sampler: "euler" }, { schedule: "linear" }, { seed: -1 }]) {
+          try { await b.sample({ steps: 1, ...o }); errors.push(null); } catch (e) { errors.push(e.message); }
+        }
+        const after = await b.sample({ classId: 0, steps: 2 });   // still usable
+        return { name, steps, errors, ok: after.rgba[0].length };
+    }""")
+    assert r["name"] == "AbortError" and r["steps"] == 2
+    assert all(r["errors"]), r["errors"]
+    assert "unknown class \"unicorn\"" in r["errors"][0] and "out of range [0, 3)" in r["errors"][1]
+    assert r["ok"] == 8 * 8 * 4
 
 
 def test_f16_bundle_matches_f32_bundle(site):
@@ -301,4 +336,28 @@ def test_device_loss_recreates_the_device_and_goes_on(site):
     assert after["losses"] == 1
     np.testing.assert_array_equal(np.asarray(after["x"], np.float32), before)   # restarted, same pure result
     assert "device was lost" in page.text_content("#message")
+    page.close()
+
+
+def test_no_adapter_shows_fallback(site):
+    page = site["ctx"].new_page()
+    page.add_init_script("navigator.gpu.requestAdapter = async () => null;")   # WebGPU present, GPU blocklisted
+    page.goto(site["url"] + "?bundle=f32/")
+    assert wait_state(page, ("no-adapter", "no-webgpu", "ready", "error", "bundle-error"), 30) == "no-adapter"
+    assert "no GPU adapter" in page.text_content("#message")
+    assert page.get_attribute('link[rel~="icon"]', "href") == "favicon.svg"
+    page.close()
+
+
+def test_static_site_folder_works_as_is(site, bundles, tmp_path):
+    """`ditweb site` output served as plain files from one folder: the page finds bundle/ by itself."""
+    from webserve.site import write_site
+    out = tmp_path / "public"
+    write_site(bundles["f32"], out)
+    page = site["ctx"].new_page()
+    with local_server({"/": out}) as url:
+        page.goto(url)
+        assert wait_state(page, ("ready", "no-webgpu", "no-adapter", "error", "bundle-error"), 90) == "ready", \
+            page.text_content("#message")
+        assert page.evaluate("window.ditwebBundle.url") == url + "bundle/"
     page.close()
