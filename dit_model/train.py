@@ -489,7 +489,7 @@ def bench_train(args):
     except (OSError, ValueError):
         n_images = None
     ctx = mp.get_context("spawn")
-    rows = []
+    rows, load0 = [], os.getloadavg()[0]
     for preset, batch in cases:
         q = ctx.Queue()
         p = ctx.Process(target=_bench_case, args=(preset, batch, warmup, min_steps, min_seconds, device, False, q))
@@ -508,7 +508,8 @@ def bench_train(args):
     notes = (f"One full training step per row: make_batch (counter-based noise, flips, label dropout), hybrid loss, "
              f"backward, AdamW, EMA update; float32, random uint8 data, {device}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, warm-up {warmup} steps, then >= {min_steps} steps and >= {min_seconds:g} s "
-             f"per row{' (--quick)' if args.quick else ''}. epoch = one pass over the {n_images or '?'} base Twemoji "
+             f"per row{' (--quick)' if args.quick else ''}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after "
+             f"on {os.cpu_count()} cores (other work on the machine slows every row). epoch = one pass over the {n_images or '?'} base Twemoji "
              f"images at 32x32. peak MB = {mem}. Each row runs in a fresh process.")
     header = ["preset", "input", "batch", "steps", "ms/step", "img/s", "epoch (s)", "peak MB"]
     return "ditweb bench train", header, rows, notes
