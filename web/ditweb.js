@@ -130,7 +130,7 @@ function verifyWeights(m, tensors) {
 // ------------------------------------------------------------------ load bundle
 
 // Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device.
-// opts: {signal, useCache = true, onDeviceLost(info), onProgress({file, done, total})}
+// opts: {signal, useCache = true, onDeviceLost(info), onProgress({file, done, total}), features: [...]}
 export async function loadBundle(url, opts = {}) {
   const base = new URL(url, globalThis.location ? location.href : undefined);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
@@ -166,6 +166,7 @@ export class Bundle {
     this.kernelSources = kernelSources;
     this.stats = stats;                // {downloaded, cached} bytes of this load
     this.onDeviceLost = opts.onDeviceLost || null;
+    this.features = opts.features || [];
     this.device = null;
     this.deviceLosses = 0;
     this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
@@ -193,7 +194,9 @@ export class Bundle {
       "maxComputeInvocationsPerWorkgroup", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupSizeX"]) {
       requiredLimits[limit] = have[limit];
     }
-    const device = await adapter.requestDevice({ label: "ditweb", requiredLimits });
+    // optional features (e.g. "timestamp-query" for profiling) only where the adapter has them
+    const requiredFeatures = (this.features || []).filter((f) => adapter.features.has(f));
+    const device = await adapter.requestDevice({ label: "ditweb", requiredLimits, requiredFeatures });
     const info = adapter.info || {};
     this.adapterDescription = [info.vendor, info.architecture, info.description].filter(Boolean).join(" / ") || "WebGPU adapter";
     this.device = device;

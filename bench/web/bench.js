@@ -10,7 +10,7 @@ const median = (a) => { const s = [...a].sort((p, q) => p - q); return s.length 
 
 async function benchOurs(cfg) {
   const t0 = now();
-  const b = await loadBundle(cfg.bundle, { useCache: false });
+  const b = await loadBundle(cfg.bundle, { useCache: false, features: ["timestamp-query"] });
   const loadMs = now() - t0;
   const m = b.manifest;
   // one full 2-step CFG sampling run: allocates the batch and runs every kernel once (warm-up)
@@ -33,9 +33,44 @@ async function benchOurs(cfg) {
     times.push(now() - s);
   }
   const dispatches = ["step_begin", "forward", "step_end"].reduce((a, p) => a + m.programs[p].length, 0);
+  const perKernel = b.device.features.has("timestamp-query") ? await profileStep(b, record) : null;
   const adapter = b.adapterDescription;
   b.dispose();
-  return { loadMs, firstMs, stepMs: median(times), times, dispatches, adapter };
+  return { loadMs, firstMs, stepMs: median(times), times, dispatches, adapter, perKernel };
+}
+
+// GPU time of every dispatch of one step (one compute pass each, timestamps at its start and end),
+// summed per op of the op table: {op: {ms, count}}.
+async function profileStep(b, record) {
+  const device = b.device;
+  const list = ["step_begin", "forward", "step_end"].flatMap((p) => b.batch.programs[p]);
+  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * list.length });
+  const resolve = device.createBuffer({ size: 16 * list.length, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ size: 16 * list.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(b.batch.step, 0, record);
+  const enc = device.createCommandEncoder();
+  list.forEach((d, i) => {
+    const pass = enc.beginComputePass({ label: d.label, timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+    pass.setPipeline(d.pipeline);
+    pass.setBindGroup(0, d.bindGroup);
+    pass.dispatchWorkgroups(...d.workgroups);
+    pass.end();
+  });
+  enc.resolveQuerySet(querySet, 0, 2 * list.length, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * list.length);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const ts = new BigUint64Array(read.getMappedRange().slice(0));
+  read.unmap();
+  const out = {};
+  list.forEach((d, i) => {
+    const op = d.kernel.op || d.label;
+    const ms = Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
+    out[op] = out[op] || { ms: 0, count: 0 };
+    out[op].ms += ms;
+    out[op].count += 1;
+  });
+  return out;
 }
 
 async function benchOrt(cfg) {

@@ -47,12 +47,12 @@ def load_model(preset: str | None, ckpt: str | None):
     return model, [f"class {i}" for i in range(model.cfg.num_classes)]
 
 
-def export(model, names, out: Path, dtype: str, onnx: bool) -> Path:
+def export(model, names, out: Path, dtype: str, onnx: bool, matmul: str = "registers") -> Path:
     from export.bundle import export_bundle
     try:
-        return export_bundle(model, out, dtype, names, onnx=onnx)
+        return export_bundle(model, out, dtype, names, onnx=onnx, matmul=matmul)
     except ImportError:          # an exporter without its ONNX part: write the ONNX file here
-        bundle = export_bundle(model, out, dtype, names)
+        bundle = export_bundle(model, out, dtype, names, matmul=matmul)
         export_onnx(model, bundle / "model.onnx")
         return bundle
 
@@ -98,18 +98,19 @@ def page_weight(bundle: Path, manifest: dict) -> dict:
 def run(args) -> str:
     presets = [p for p in args.presets.split(",") if p] if not args.ckpt else [None]
     work = Path(tempfile.mkdtemp(prefix="ditweb-bench-web-"))
-    step_rows, weight_rows, details = [], [], []
+    step_rows, weight_rows, kernel_rows, details = [], [], [], []
     with chromium() as ctx:
         for preset in presets:
             model, names = load_model(preset, args.ckpt)
             tag = preset or Path(args.ckpt).stem
             b32 = export(model, names, work / f"{tag.replace('/', '_')}-f32", "f32", onnx=True)
             b16 = export(model, names, work / f"{tag.replace('/', '_')}-f16", "f16", onnx=False)
+            bsh = export(model, names, work / f"{tag.replace('/', '_')}-f32-shared", "f32", onnx=False, matmul="shared")
             m32 = json.loads((b32 / "manifest.json").read_text())
             m16 = json.loads((b16 / "manifest.json").read_text())
             onnx_path = b32 / "model.onnx"
             requested: list[str] = []
-            routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", "/bundle/": b32, "/bundle16/": b16,
+            routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", "/bundle/": b32, "/bundle16/": b16, "/bundlesh/": bsh,
                       "/ort/": ORT_DIST, "/onnx/": onnx_path.parent}
             with local_server(routes, requested=requested) as url:
                 page = ctx.new_page()
@@ -117,7 +118,8 @@ def run(args) -> str:
                 page.goto(url)
                 page.wait_for_selector('body[data-state="ready"]', state="attached")
                 res = {}
-                for label, bundle_url, with_ort in [("f32", "/bundle/", True), ("f16", "/bundle16/", False)]:
+                for label, bundle_url, with_ort in [("f32", "/bundle/", True), ("f16", "/bundle16/", False),
+                                                    ("shared", "/bundlesh/", False)]:
                     cfg = {"bundle": bundle_url, "N": args.n, "reps": args.reps, "ortReps": args.ort_reps,
                            "onnx": "/onnx/model.onnx" if with_ort and onnx_path.exists() else None,
                            "ortModule": "/ort/ort.webgpu.min.mjs", "ortBase": url + "ort/",
@@ -134,6 +136,12 @@ def run(args) -> str:
             adapter = ours["adapter"]
             step_rows.append([name, f"ditweb f32 ({ours['dispatches']} dispatches)", 2 * args.n, ours["firstMs"] / 2, ours["stepMs"], 1.0])
             step_rows.append([name, "ditweb f16 weights", 2 * args.n, ours16["firstMs"] / 2, ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
+            oursh = res["shared"]["ours"]
+            step_rows.append([name, "ditweb f32, --matmul shared", 2 * args.n, oursh["firstMs"] / 2, oursh["stepMs"], oursh["stepMs"] / ours["stepMs"]])
+            if ours.get("perKernel"):
+                total = sum(v["ms"] for v in ours["perKernel"].values())
+                for op, v in sorted(ours["perKernel"].items(), key=lambda kv: -kv[1]["ms"]):
+                    kernel_rows.append([name, op, v["count"], v["ms"], f"{100 * v['ms'] / total:.1f}%"])
             if "stepMs" in ort:
                 step_rows.append([name, "onnxruntime-web webgpu", 2 * args.n, ort["firstMs"], ort["stepMs"], ort["stepMs"] / ours["stepMs"]])
             else:
@@ -162,6 +170,9 @@ def run(args) -> str:
               "buffer; its first-step column is half of a 2-step sample() (pipelines were built at load). "
               "onnxruntime-web's is one session.run of the forward only (x, t, y in, eps out), so guidance and the "
               "sampler update are not in its number; its first run includes shader compilation.\n\n"
+            "## Where ditweb's step goes (GPU timestamps, one compute pass per dispatch, f32 registers matmul)\n\n"
+            + format_table(["model", "op", "dispatches", "ms", "share"], kernel_rows)
+            + "\n\nOne step profiled once; separate passes add a little overhead per dispatch.\n\n"
             "## Page weight (bytes a first visit downloads)\n\n"
             + format_table(["model", "runtime", "code", "weights MB", "total MB"], weight_rows)
             + "\n\nditweb's second visit downloads only manifest.json (the Cache API keeps the verified files).\n\n"
