@@ -131,6 +131,24 @@ def quantisation_error(ckpt: str, B: int = 2, seed: int = 0) -> float:
     return float((a - b).abs().max() / a.abs().max())
 
 
+def summarize(rows: list[Row]) -> list[Row]:
+    """One row per kernel: the dispatch with the largest error relative to its tolerance."""
+    worst: dict[str, tuple[Row, int]] = {}
+    for r in rows:
+        key = r.kernel.split("[")[-1].rstrip("]") if "[" in r.kernel else r.kernel
+        ratio = r.max_abs / r.tol if r.tol > 0 else (0.0 if r.passed else float("inf"))
+        prev = worst.get(key)
+        if prev is None:
+            worst[key] = (r, 1, ratio, r.passed)
+        else:
+            best = r if ratio > prev[2] else prev[0]
+            worst[key] = (best, prev[1] + 1, max(ratio, prev[2]), prev[3] and r.passed)
+    out = []
+    for key, (r, n, _, ok) in worst.items():
+        out.append(Row(f"{key} (x{n})", r.shape, r.max_abs, r.max_rel, r.tol, ok, r.where))
+    return out
+
+
 def format_rows(rows: list[Row]) -> str:
     head = f"{'kernel':<58} {'shape':<34} {'max abs err':>11} {'max rel err':>11} {'tolerance':>10}  pass"
     lines = [head, "-" * len(head)]
@@ -145,6 +163,7 @@ def register(sub):
     p.add_argument("bundle", help="bundle folder (from ditweb export)")
     p.add_argument("--ckpt", help="checkpoint to compare with (default: the bundle's own weights in torch)")
     p.add_argument("--batch", type=int, default=2, help="batch rows B for the kernel checks (default 2)")
+    p.add_argument("--summary", action="store_true", help="one row per kernel (its worst dispatch)")
     p.set_defaults(func=cmd_validate)
 
 
@@ -156,7 +175,7 @@ def cmd_validate(args):
     print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
           f"adapter {bundle.gpu.name}")
     rows = validate(bundle, args.ckpt, args.batch)
-    print(format_rows(rows))
+    print(format_rows(summarize(rows) if args.summary else rows))
     bad = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(bad)}/{len(rows)} checks passed")
     if bundle.manifest["dtype"] == "f16" and args.ckpt:
