@@ -13,7 +13,7 @@ import torch
 from wgsl.ops import OPS, evaluate
 
 from .bundle import Bundle
-from .parity import reference, run_kernel
+from .parity import reference
 
 DEFAULT_PRESET = "Favicon-T/2"
 

@@ -164,8 +164,8 @@ class Bundle:
         common = dict(seed=seed, K=K, J=J, N=N, var_branch=plan.var_branch, sampler=sampler, eta=eta,
                       clip_x0=clip_x0, tau=guide.batch_tau)
         q = self.gpu.device.queue
-        q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, 0, coef=plan.coefficients(1.0), **common)
-                                                      | {"i": 0}))
+        # x_T = normal(seed, stream 0, step 0): the init program reads only seed, i = 0 and zero
+        q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, 0, coef=plan.coefficients(1.0), **common)))
         q.submit([self.encode(st, ["init"], "init")])
         for n_done, i in enumerate(reversed(range(steps))):
             s = guide.scale_at(n_done, steps, int(tab["t"][i]))

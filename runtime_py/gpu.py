@@ -62,7 +62,6 @@ class GPU:
         self.device = self.adapter.request_device_sync(label="ditweb", required_limits=limits,
                                                        required_features=features)
         self.limits = self.device.limits
-        self._layouts = {}
 
     def limit(self, name: str) -> int:
         return int(self.limits[name])

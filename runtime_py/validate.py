@@ -13,7 +13,7 @@ from wgsl.ops import OPS, evaluate
 
 from .bundle import Bundle
 from .parity import Row, compare
-from .step import rounded, step_fields
+from .step import pack_step, rounded, step_fields
 
 WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
 WHOLE_MODEL_TOL_F16 = 2e-3   # f16: vs torch with the same f16-rounded weights, of the output scale
@@ -105,7 +105,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     sst = bundle.state(2 * N, N)
     fields = step_fields(bundle.tables(20), 7, seed=3, K=1, J=2, N=N, var_branch=plan.var_branch,
                          coef=plan.coefficients(4.0), sampler="ddpm")
-    bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, __import__("runtime_py.step", fromlist=["pack_step"]).pack_step(fields))
+    bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, pack_step(fields))
     bundle.gpu.write(sst.buffers[io["out"]], torch.randn(2 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
     for prog in ("init", "step_begin", "step_end"):
         rows += check_program(bundle, sst, prog, rounded(fields))

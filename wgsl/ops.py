@@ -10,8 +10,7 @@ Batch-dependent values are linear forms [b, n, c] = b*B + n*N + c (see docs/bund
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +20,7 @@ import torch
 from dit_model import noise
 
 TEMPLATES = Path(__file__).resolve().parent
-STEP_BYTES = 128
-MAX_BRANCHES = 8
+MAX_BRANCHES = 8      # guidance branches the step uniform holds (coef: 2 x vec4)
 
 
 # ------------------------------------------------------------------ linear forms in B and N
