@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import csv
 import json
 import os
@@ -48,13 +49,16 @@ def _u32(v) -> np.ndarray:
     return np.asarray(v, dtype=np.uint64).astype(np.uint32)
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """A permutation of range(n) for this epoch: sort by a hash of (index, epoch, seed)."""
     h0, h1, _, _ = pcg4d(_u32(np.arange(n)), _u32(np.full(n, epoch)), _u32(np.full(n, seed)), _u32(np.full(n, STREAM_ORDER)))
-    return np.lexsort((np.arange(n), h1, h0))                           # ties (never seen) broken by index
+    order = np.lexsort((np.arange(n), h1, h0))                          # ties (never seen) broken by index
+    order.setflags(write=False)                                         # cached: shared by every batch of the epoch
+    return order
 
 
-def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, num_classes_drop: float, flip: bool):
+def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, drop_prob: float, flip: bool):
     """Data indices, timesteps, dropped labels and flips for global-batch samples k = lo .. hi-1 of `step`."""
     k = np.arange(lo, hi)
     g = step * batch_size + k                                           # position in the endless data stream
@@ -65,7 +69,7 @@ def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, 
     m = len(k)
     h0, h1, h2, _ = pcg4d(_u32(k), _u32(np.full(m, step)), _u32(np.full(m, seed)), _u32(np.full(m, STREAM_DRAWS)))
     t = ((h0.astype(np.uint64) * np.uint64(1000)) >> np.uint64(32)).astype(np.int64)   # uniform in [0, 1000)
-    drop = h1.astype(np.float64) < num_classes_drop * 2.0 ** 32
+    drop = h1.astype(np.float64) < drop_prob * 2.0 ** 32
     flips = (h2 >> np.uint32(31)).astype(bool) & flip
     return idx, t, drop, flips
 
