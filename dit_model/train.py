@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import csv
+import functools
 import json
 import os
 import re
