@@ -361,3 +361,69 @@ def test_static_site_folder_works_as_is(site, bundles, tmp_path):
             page.text_content("#message")
         assert page.evaluate("window.ditwebBundle.url") == url + "bundle/"
     page.close()
+
+
+def _rehash(bundle: Path, rel: str) -> None:
+    """Refresh files[rel] after an edit, so the damage gets past the hash check to the check behind it."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    data = (bundle / rel).read_bytes()
+    m["files"][rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def _edit_manifest(bundle: Path, fn) -> None:
+    m = json.loads((bundle / "manifest.json").read_text())
+    fn(m)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def _truncate_weights(b: Path) -> None:
+    data = (b / "weights.safetensors").read_bytes()
+    (b / "weights.safetensors").write_bytes(data[: len(data) - 64])
+    _rehash(b, "weights.safetensors")
+
+
+def _first_dispatch_unknown_buffer(m):
+    m["programs"]["forward"][0]["bindings"][0] = "no_such_buffer"
+
+
+def _wrong_weight_shape(m):
+    name = next(n for n, b in m["buffers"].items() if b["kind"] == "weight" and len(b["shape"]) == 2)
+    m["buffers"][name]["shape"] = m["buffers"][name]["shape"][::-1] + [1]
+
+
+BAD_BUNDLES = {   # name -> (damage, words the one-line error must contain)
+    "version": (lambda b: _edit_manifest(b, lambda m: m.update(format_version=2)), ["manifest.json", "format_version 2"]),
+    "not-json": (lambda b: (b / "manifest.json").write_text('{"format": '), ["manifest.json", "not valid JSON"]),
+    "missing-kernel": (lambda b: next((b / "kernels").glob("*.wgsl")).unlink(), ["kernels/", "HTTP 404"]),
+    "truncated-weights": (_truncate_weights, ["weights.safetensors", "past the end"]),
+    "unknown-buffer": (lambda b: _edit_manifest(b, _first_dispatch_unknown_buffer), ["programs.forward[0]", "no_such_buffer"]),
+    "absurd-shape": (lambda b: _edit_manifest(b, _wrong_weight_shape), ["weights.safetensors", "manifest buffer"]),
+}
+
+
+def test_bad_bundles_fail_with_one_named_error_before_any_gpu_call(site, bundles, tmp_path):
+    for name, (damage, _) in BAD_BUNDLES.items():
+        shutil.copytree(bundles["f32"], tmp_path / name)
+        damage(tmp_path / name)
+    page = site["ctx"].new_page()
+    # count GPU use: any requestAdapter call would be a GPU touch before verification finished
+    page.add_init_script("""window.adapterCalls = 0; const orig = GPU.prototype.requestAdapter;
+        GPU.prototype.requestAdapter = function (...a) { window.adapterCalls++; return orig.apply(this, a); };""")
+    with local_server({"/": WEB_DIR, "/bad/": tmp_path}) as url:
+        page.goto(url + "favicon.svg")
+        errors = page.evaluate("""async (names) => {
+            const { loadBundle } = await import('/ditweb.js');
+            const out = {};
+            for (const n of names) {
+              try { await loadBundle(`/bad/${n}/`, { useCache: false }); out[n] = 'loaded'; }
+              catch (e) { out[n] = `${e.name}: ${e.message}`; }
+            }
+            return { out, adapterCalls: window.adapterCalls };
+        }""", list(BAD_BUNDLES))
+    page.close()
+    for name, (_, words) in BAD_BUNDLES.items():
+        msg = errors["out"][name]
+        assert msg.startswith("BundleError: ") and "\n" not in msg, f"{name}: {msg}"
+        assert all(w in msg for w in words), f"{name}: {msg!r} should name {words}"
+    assert errors["adapterCalls"] == 0

@@ -1,42 +1,38 @@
-// One denoising step (the CFG batch: B = 2N model rows) with our runtime and with
-// onnxruntime-web's WebGPU execution provider on the ONNX export of the same model.
-// Timed from submit to onSubmittedWorkDone / session.run resolving; the first run of each
-// (pipeline / shader compilation) is reported separately from the steady state.
+// One denoising step (the CFG batch: B = 2N model rows) with our runtime (several bundle
+// variants) and with onnxruntime-web's WebGPU execution provider on the ONNX export of the same
+// model. The runtimes are timed in turns (ours A, ours B, ..., ORT, then again), so background
+// load on the shared CPU hits all of them alike and the ratios hold even when absolute times drift.
+// Each timing runs from submit to onSubmittedWorkDone / session.run resolving; the first run of
+// each (pipeline / shader compilation) is reported separately.
 import { loadBundle } from "/web/ditweb.js";
+import { makeGuide, makePlan, samplerTables, stepUniform } from "/web/schedule.js";
 
 const log = (s) => { document.getElementById("log").textContent += s + "\n"; };
 const now = () => performance.now();
 const median = (a) => { const s = [...a].sort((p, q) => p - q); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 
-async function benchOurs(cfg) {
+// Load, warm up with a 2-step CFG sample (allocates the batch, runs every kernel once) and
+// return a function that times one more step: the step record sample() would write at i = 12 of 25.
+async function prepareOurs(bundleUrl, N) {
   const t0 = now();
-  const b = await loadBundle(cfg.bundle, { useCache: false, features: ["timestamp-query"] });
+  const b = await loadBundle(bundleUrl, { useCache: false, features: ["timestamp-query"] });
   const loadMs = now() - t0;
-  const m = b.manifest;
-  // one full 2-step CFG sampling run: allocates the batch and runs every kernel once (warm-up)
   const t1 = now();
-  await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0, n: cfg.N });
-  const firstMs = now() - t1;
-  // steady state: the same step record replayed (what sample() does per step)
-  const times = [];
-  const { stepUniform } = await import("/web/schedule.js");
-  const { makeGuide, makePlan, samplerTables } = await import("/web/schedule.js");
+  await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0, n: N });
+  const firstMs = (now() - t1) / 2;
+  const m = b.manifest;
   const guide = makeGuide({ cfg: 4.0 }, b.classNames);
-  const plan = makePlan(guide, Array(cfg.N).fill(0), m.model.num_classes);
-  const tables = samplerTables(m, 25);
-  const record = stepUniform({ tables, i: 12, nDone: 12, steps: 25, seed: 1, K: 1, J: 2, N: cfg.N, plan, guide,
-    sampler: "ddim", eta: 0, clipX0: true });
-  for (let r = 0; r < cfg.reps; r++) {
+  const plan = makePlan(guide, Array(N).fill(0), m.model.num_classes);
+  const record = stepUniform({ tables: samplerTables(m, 25), i: 12, nDone: 12, steps: 25, seed: 1, K: 1, J: 2, N,
+    plan, guide, sampler: "ddim", eta: 0, clipX0: true });
+  const dispatches = ["step_begin", "forward", "step_end"].reduce((a, p) => a + m.programs[p].length, 0);
+  const step = async () => {
     const s = now();
     b.runStep(record);
     await b.device.queue.onSubmittedWorkDone();
-    times.push(now() - s);
-  }
-  const dispatches = ["step_begin", "forward", "step_end"].reduce((a, p) => a + m.programs[p].length, 0);
-  const perKernel = b.device.features.has("timestamp-query") ? await profileStep(b, record) : null;
-  const adapter = b.adapterDescription;
-  b.dispose();
-  return { loadMs, firstMs, stepMs: median(times), times, dispatches, adapter, perKernel };
+    return now() - s;
+  };
+  return { b, record, step, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription, times: [] } };
 }
 
 // GPU time of every dispatch of one step (one compute pass each, timestamps at its start and end),
@@ -65,15 +61,15 @@ async function profileStep(b, record) {
   const out = {};
   list.forEach((d, i) => {
     const op = d.kernel.op || d.label;
-    const ms = Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
     out[op] = out[op] || { ms: 0, count: 0 };
-    out[op].ms += ms;
+    out[op].ms += Number(ts[2 * i + 1] - ts[2 * i]) / 1e6;
     out[op].count += 1;
   });
   return out;
 }
 
-async function benchOrt(cfg) {
+// ORT session on the WebGPU EP, the CFG batch's inputs, one warm-up run (shader compilation).
+async function prepareOrt(cfg) {
   const ort = await import(cfg.ortModule);
   ort.env.wasm.numThreads = 1;                 // no cross-origin isolation on a plain local server
   ort.env.wasm.wasmPaths = cfg.ortBase;
@@ -82,52 +78,75 @@ async function benchOrt(cfg) {
   const createMs = now() - t0;
   const B = 2 * cfg.N;
   const feeds = {};
-  for (const inp of cfg.inputs) {           // [{name, dtype, shape (batch dim = -1)}]
+  for (const inp of cfg.inputs) {           // [{name, dtype, shape (batch dim = -1), role, null}]
     const shape = inp.shape.map((d) => (d < 0 ? B : d));
     const count = shape.reduce((a, d) => a * d, 1);
+    const value = (i) => (inp.role === "t" ? 500 : i % 2 ? 0 : inp.null);   // rows: [null, class 0] as in CFG
     let data;
     if (inp.dtype === "float32") data = Float32Array.from({ length: count }, (_, i) => Math.sin(i * 12.9898) * 0.8);
-    else if (inp.dtype === "int64") data = BigInt64Array.from({ length: count }, (_, i) => BigInt(inp.role === "t" ? 500 : i % 2 ? 0 : inp.null));
-    else data = Int32Array.from({ length: count }, (_, i) => (inp.role === "t" ? 500 : i % 2 ? 0 : inp.null));
+    else if (inp.dtype === "int64") data = BigInt64Array.from({ length: count }, (_, i) => BigInt(value(i)));
+    else data = Int32Array.from({ length: count }, (_, i) => value(i));
     feeds[inp.name] = new ort.Tensor(inp.dtype, data, shape);
   }
   const t1 = now();
-  await session.run(feeds);
+  const first = await session.run(feeds);
   const firstMs = now() - t1;
-  const times = [];
-  for (let r = 0; r < cfg.ortReps; r++) {
+  const step = async () => {
     const s = now();
     await session.run(feeds);
-    times.push(now() - s);
-  }
-  // the same forward through our runtime: the two must agree, or the timing compares different work
-  const names = Object.fromEntries(cfg.inputs.map((i) => [i.role, i.name]));
-  const result = await session.run(feeds);
-  const theirs = result[session.outputNames[0]].data;
-  const b = await loadBundle(cfg.bundle, { useCache: false });
-  const ours = await b.forward(feeds[names.x].data, Array.from(feeds[names.t].data, Number), Array.from(feeds[names.y].data, Number));
-  b.dispose();
-  let maxDiff = 0, maxRef = 0;
-  for (let i = 0; i < ours.length; i++) { maxDiff = Math.max(maxDiff, Math.abs(ours[i] - theirs[i])); maxRef = Math.max(maxRef, Math.abs(theirs[i])); }
-  await session.release();
-  return { createMs, firstMs, stepMs: median(times), times, maxDiff, maxRef, outLength: theirs.length, oursLength: ours.length };
+    return now() - s;
+  };
+  return { session, feeds, first, step, stats: { createMs, firstMs, times: [] } };
 }
 
+// The same forward through our runtime and ORT: they must agree, or the timing compares different work.
+async function agreement(ours, ort, cfg) {
+  const names = Object.fromEntries(cfg.inputs.map((i) => [i.role, i.name]));
+  const theirs = ort.first[ort.session.outputNames[0]].data;
+  const mine = await ours.b.forward(ort.feeds[names.x].data, Array.from(ort.feeds[names.t].data, Number),
+    Array.from(ort.feeds[names.y].data, Number));
+  let maxDiff = 0, maxRef = 0;
+  for (let i = 0; i < mine.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(mine[i] - theirs[i]));
+    maxRef = Math.max(maxRef, Math.abs(theirs[i]));
+  }
+  return { maxDiff, maxRef, outLength: theirs.length, oursLength: mine.length };
+}
+
+// cfg: {variants: [{label, bundle}], N, reps, onnx, ortModule, ortBase, inputs}
 window.runBench = async (cfg) => {
   document.body.dataset.state = "running";
-  const out = {};
-  log(`ours: ${cfg.bundle}`);
-  out.ours = await benchOurs(cfg);
-  log(JSON.stringify(out.ours));
+  const ours = [];
+  for (const v of cfg.variants) {
+    log(`ditweb ${v.label}: ${v.bundle}`);
+    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N)) });
+  }
+  let ort = null, ortError = null;
   if (cfg.onnx) {
     log(`onnxruntime-web: ${cfg.onnx}`);
     try {
-      out.ort = await benchOrt(cfg);
+      ort = await prepareOrt(cfg);
     } catch (e) {
-      out.ort = { error: String(e && e.message || e) };
+      ortError = String((e && e.message) || e);
     }
-    log(JSON.stringify(out.ort));
   }
+  for (let r = 0; r < cfg.reps; r++) {          // in turns: the same background load for everyone
+    for (const o of ours) o.stats.times.push(await o.step());
+    if (ort) ort.stats.times.push(await ort.step());
+    log(`round ${r + 1}: ${ours.map((o) => o.stats.times[r].toFixed(1)).join(", ")}${ort ? `, ort ${ort.stats.times[r].toFixed(1)}` : ""}`);
+  }
+  const out = { ours: {} };
+  for (const o of ours) {
+    out.ours[o.label] = { ...o.stats, stepMs: median(o.stats.times) };
+    if (o.b.device.features.has("timestamp-query")) out.ours[o.label].perKernel = await profileStep(o.b, o.record);
+  }
+  if (ort) {
+    out.ort = { ...ort.stats, stepMs: median(ort.stats.times), ...(await agreement(ours[0], ort, cfg)) };
+    await ort.session.release();
+  } else if (ortError) {
+    out.ort = { error: ortError };
+  }
+  for (const o of ours) o.b.dispose();
   document.body.dataset.state = "done";
   return out;
 };

@@ -117,35 +117,32 @@ def run(args) -> str:
                 page.set_default_timeout(args.timeout * 1000)
                 page.goto(url)
                 page.wait_for_selector('body[data-state="ready"]', state="attached")
-                res = {}
-                for label, bundle_url, with_ort in [("f32", "/bundle/", True), ("f16", "/bundle16/", False),
-                                                    ("shared", "/bundlesh/", False)]:
-                    cfg = {"bundle": bundle_url, "N": args.n, "reps": args.reps, "ortReps": args.ort_reps,
-                           "onnx": "/onnx/model.onnx" if with_ort and onnx_path.exists() else None,
-                           "ortModule": "/ort/ort.webgpu.min.mjs", "ortBase": url + "ort/",
-                           "inputs": onnx_inputs(onnx_path, m32) if onnx_path.exists() else []}
-                    if label == "f32":
-                        requested.clear()
-                    res[label] = page.evaluate("cfg => window.runBench(cfg)", cfg)
-                    if label == "f32":
-                        ort_files = sorted({p for p in requested if p.startswith("/ort/")})
+                cfg = {"variants": [{"label": "f32", "bundle": "/bundle/"}, {"label": "f16", "bundle": "/bundle16/"},
+                                    {"label": "shared", "bundle": "/bundlesh/"}],
+                       "N": args.n, "reps": args.reps,
+                       "onnx": "/onnx/model.onnx" if onnx_path.exists() else None,
+                       "ortModule": "/ort/ort.webgpu.min.mjs", "ortBase": url + "ort/",
+                       "inputs": onnx_inputs(onnx_path, m32) if onnx_path.exists() else []}
+                requested.clear()
+                res = page.evaluate("cfg => window.runBench(cfg)", cfg)
+                ort_files = sorted({p for p in requested if p.startswith("/ort/")})
                 page.close()
             cfgm = m32["model"]
             name = f"{tag} ({cfgm['in_channels']}x{cfgm['input_size']}x{cfgm['input_size']}, D {cfgm['hidden_size']}, depth {cfgm['depth']})"
-            ours, ours16, ort = res["f32"]["ours"], res["f16"]["ours"], res["f32"].get("ort", {})
+            ours, ours16, oursh, ort = res["ours"]["f32"], res["ours"]["f16"], res["ours"]["shared"], res.get("ort", {})
             adapter = ours["adapter"]
-            step_rows.append([name, f"ditweb f32 ({ours['dispatches']} dispatches)", 2 * args.n, ours["firstMs"] / 2, ours["stepMs"], 1.0])
-            step_rows.append([name, "ditweb f16 weights", 2 * args.n, ours16["firstMs"] / 2, ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
-            oursh = res["shared"]["ours"]
-            step_rows.append([name, "ditweb f32, --matmul shared", 2 * args.n, oursh["firstMs"] / 2, oursh["stepMs"], oursh["stepMs"] / ours["stepMs"]])
+            rows = 2 * args.n
+            step_rows.append([name, f"ditweb f32 ({ours['dispatches']} dispatches)", rows, ours["firstMs"], ours["stepMs"], 1.0])
+            step_rows.append([name, "ditweb f16 weights", rows, ours16["firstMs"], ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
+            step_rows.append([name, "ditweb f32, --matmul shared", rows, oursh["firstMs"], oursh["stepMs"], oursh["stepMs"] / ours["stepMs"]])
+            if "stepMs" in ort:
+                step_rows.append([name, "onnxruntime-web webgpu", rows, ort["firstMs"], ort["stepMs"], ort["stepMs"] / ours["stepMs"]])
+            else:
+                step_rows.append([name, "onnxruntime-web webgpu", rows, "-", f"failed: {ort.get('error', 'no ONNX file')}", "-"])
             if ours.get("perKernel"):
                 total = sum(v["ms"] for v in ours["perKernel"].values())
                 for op, v in sorted(ours["perKernel"].items(), key=lambda kv: -kv[1]["ms"]):
                     kernel_rows.append([name, op, v["count"], v["ms"], f"{100 * v['ms'] / total:.1f}%"])
-            if "stepMs" in ort:
-                step_rows.append([name, "onnxruntime-web webgpu", 2 * args.n, ort["firstMs"], ort["stepMs"], ort["stepMs"] / ours["stepMs"]])
-            else:
-                step_rows.append([name, "onnxruntime-web webgpu", 2 * args.n, "-", f"failed: {ort.get('error', 'no ONNX file')}", "-"])
             pw32, pw16 = page_weight(b32, m32), page_weight(b16, m16)
             ort_bytes = sum((ORT_DIST / p[len('/ort/'):]).stat().st_size for p in ort_files)
             onnx_bytes = onnx_path.stat().st_size if onnx_path.exists() else 0
@@ -155,19 +152,22 @@ def run(args) -> str:
                                     f"{pw['weights'] / 1e6:.3f}", f"{total / 1e6:.3f}"])
             weight_rows.append([name, "onnxruntime-web", f"{ort_bytes / 1e6:.2f} MB ({', '.join(Path(p).name for p in ort_files)})",
                                 f"{onnx_bytes / 1e6:.3f}", f"{(ort_bytes + onnx_bytes) / 1e6:.3f}"])
-            details.append(f"- {name}: ditweb load {ours['loadMs']:.0f} ms, step times {[round(t, 1) for t in ours['times']]} ms; "
-                           f"onnxruntime-web session {ort.get('createMs', 0):.0f} ms, run times {[round(t, 1) for t in ort.get('times', [])]} ms; "
-                           f"same forward, max |ditweb - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} "
+            fmt = lambda ts: [round(t, 1) for t in ts]
+            details.append(f"- {name}: ditweb load {ours['loadMs']:.0f} ms; step times f32 {fmt(ours['times'])}, "
+                           f"f16 {fmt(ours16['times'])}, shared {fmt(oursh['times'])} ms; onnxruntime-web session "
+                           f"{ort.get('createMs', 0):.0f} ms, run times {fmt(ort.get('times', []))} ms; same forward, "
+                           f"max |ditweb - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} "
                            f"(max |out| {ort.get('maxRef', float('nan')):.3g}, {ort.get('outLength')} vs {ort.get('oursLength')} values)")
             print(details[-1], flush=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     text = (f"# Browser: one denoising step, ditweb.js vs onnxruntime-web (WebGPU EP)\n\n"
             f"{stamp}, headless Chromium `{CHROMIUM_VERSION()}`, adapter: {adapter}; {platform.machine()}\n"
-            f"Command: `.venv/bin/python bench/web/run.py --presets {args.presets} --n {args.n} --reps {args.reps} --ort-reps {args.ort_reps}`\n\n"
+            f"Command: `.venv/bin/python bench/web/run.py --presets {args.presets} --n {args.n} --reps {args.reps}`\n\n"
             "## Time per denoising step (CFG batch: 2N model rows)\n\n"
             + format_table(["model", "runtime", "batch rows", "first step ms (compile)", "median ms/step", "x ditweb f32"], step_rows)
             + "\n\nditweb's step = step_begin + forward + step_end (guidance and the sampler update included), one command "
               "buffer; its first-step column is half of a 2-step sample() (pipelines were built at load). "
+              "The runtimes are timed in turns (one step each per round), so background load hits them alike. "
               "onnxruntime-web's is one session.run of the forward only (x, t, y in, eps out), so guidance and the "
               "sampler update are not in its number; its first run includes shader compilation.\n\n"
             "## Where ditweb's step goes (GPU timestamps, one compute pass per dispatch, f32 registers matmul)\n\n"
@@ -194,8 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", default="Favicon-N/2,Favicon-T/4", help="comma-separated presets (random weights)")
     ap.add_argument("--ckpt", help="benchmark this checkpoint instead of presets")
     ap.add_argument("--n", type=int, default=1, help="images per step (batch rows = 2N with CFG)")
-    ap.add_argument("--reps", type=int, default=5, help="timed steps of ditweb (median)")
-    ap.add_argument("--ort-reps", type=int, default=3, help="timed runs of onnxruntime-web (median)")
+    ap.add_argument("--reps", type=int, default=3, help="timed rounds (each: one step of every runtime, in turns)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per page call")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
