@@ -52,10 +52,11 @@ class ProgramBuilder:
                out_group=None, out_stride=None):
         """dst = act(in_act(a) W^T + b): rows is a linear form (tokens x B)."""
         group = out_group if out_group is not None else rows
+        extra = {"vec4": "vec4" if n_in % 4 == 0 else "scalar"} if self.matmul == "matmul" else {}
         self.emit(self.matmul, prefix, {"a": a, "w": self.weight(prefix + ".weight"), "bias": self.weight(prefix + ".bias"),
                                      "dst": dst},
                   {"M": rows, "N": n_out, "K": n_in, "out_group": group, "out_stride": out_stride or group},
-                  in_act=in_act, act=act)
+                  in_act=in_act, act=act, **extra)
 
     def layernorm(self, label, x, dst, tokens, tokens_in, D, mod=None, mod_stride=0, shift=0, scale=0):
         self.emit("layernorm_mod", label, {"x": x, "ada": mod or x, "dst": dst},

@@ -117,7 +117,8 @@ def bench_kernels(args):
             p = dict(M=params["M"], N=params["N"], K=params["K"], MN=params["M"] * params["N"])
             a = {"a": inputs["a"], "w": inputs["w"], "bias": inputs["bias"], "dst": np.zeros(p["MN"], np.float32)}
             other = "matmul_shared" if op.name == "matmul" else "matmul"
-            ts = _op_time(gpu, timer, other, {**params}, variant, {**a}, naive_cache, repeat)
+            ov = {**variant, "vec4": "vec4" if params["K"] % 4 == 0 else "scalar"} if other == "matmul" else variant
+            ts = _op_time(gpu, timer, other, {**params}, ov, {**a}, naive_cache, repeat)
             tn = _op_time(gpu, timer, "matmul_naive", p, {}, a, naive_cache, repeat)
             extra = [ts * 1e3, flops / ts / 1e9, tn * 1e3, flops / tn / 1e9]
         rows.append([d["label"], d["kernel"], shape, t_gpu * 1e3, t_torch * 1e3,

@@ -31,11 +31,12 @@ def zeros(n):
 
 # ------------------------------------------------------------------ cases: (op, variant, params, inputs, step)
 
-def matmul_case(M, N, K, in_act="none", act="none", group=None, stride=None, op="matmul"):
+def matmul_case(M, N, K, in_act="none", act="none", group=None, stride=None, op="matmul", vec4="scalar"):
     group = group or M
     stride = stride or group
     rows_out = (M // group) * stride + (M % group and stride)
-    return (op, {"in_act": in_act, "act": act}, dict(M=M, N=N, K=K, out_group=group, out_stride=stride),
+    variant = {"in_act": in_act, "act": act} | ({"vec4": vec4} if op == "matmul" else {})
+    return (op, variant, dict(M=M, N=N, K=K, out_group=group, out_stride=stride),
             dict(a=rnd(M, K), w=rnd(N, K, scale=K ** -0.5), bias=rnd(N), dst=rnd(max(rows_out, M) * N)), None)
 
 
@@ -45,6 +46,10 @@ def cases():
         for in_act, act in [("none", "none"), ("none", "gelu"), ("none", "silu"), ("silu", "none")]:
             out.append(matmul_case(M, N, K, in_act, act))
     out.append(matmul_case(34, 65, 17, group=17, stride=19))        # in-context: T of T+2 rows per item
+    for M, N, K in [(1, 1, 4), (17, 65, 256), (65, 17, 32), (257, 17, 64), (2, 257, 4)]:   # vec4 loads, K % 4 == 0
+        for in_act, act in [("none", "none"), ("none", "gelu"), ("silu", "silu")]:
+            out.append(matmul_case(M, N, K, in_act, act, vec4="vec4"))
+    out.append(matmul_case(34, 65, 16, group=17, stride=19, vec4="vec4"))
     for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 17, 65)]:
         out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared"))
     out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared"))

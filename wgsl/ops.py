@@ -60,6 +60,7 @@ class Op:
     floor: float           # tolerance floor, relative to max |reference output|
     variants: tuple[str, ...] = ()     # template switches that make a kernel name (besides the weight dtype)
     exact: bool = False                # bit-exact op (RNG): tolerance 0
+    vec4_bindings: tuple[str, ...] = ()  # with variant vec4="vec4": bound as arrays of vec4 (K % 4 == 0)
     flops: Callable | None = None      # (p) -> float multiply-adds*2, for the benchmark
 
     def kernel_name(self, variant: dict, wdtype: str) -> str:
@@ -80,7 +81,7 @@ class Op:
     def render(self, variant: dict, wdtype: str) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                                  keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-        header = render_header(self, wdtype)
+        header = render_header(self, wdtype, variant)
         derived = {"hd4": -(-variant["head_dim"] // 4)} if "head_dim" in variant else {}
         text = env.get_template(self.template).render(header=header, wg=self.workgroup_size, wdtype=wdtype,
                                                       noise=noise, **variant, **derived)
@@ -99,9 +100,11 @@ STEP_STRUCT = """struct Step {
 """
 
 
-def render_header(op: Op, wdtype: str) -> str:
+def render_header(op: Op, wdtype: str, variant: dict | None = None) -> str:
     """Params struct + binding declarations + weight loaders, generated from the op table so that
-    binding numbers and types live in one place."""
+    binding numbers and types live in one place. With variant vec4="vec4" the op's vec4_bindings are
+    arrays of vec4 (f32) or vec2<u32> (4 f16 weights), read with load4_NAME(i) -> vec4<f32>."""
+    vec4 = (variant or {}).get("vec4") == "vec4"
     names = list(op.params) + [f"_pad{i}" for i in range(-len(op.params) % 4)]
     lines = ["struct Params {"] + [f"  {n}: u32," for n in names] + ["};"]
     if any(b.kind == "step" for b in op.bindings):
@@ -112,6 +115,15 @@ def render_header(op: Op, wdtype: str) -> str:
             lines.append(f"@group(0) @binding({i}) var<uniform> st: Step;")
             continue
         access = "read" if b.access == "read" else "read_write"
+        if vec4 and b.name in op.vec4_bindings:
+            if b.kind == "w" and wdtype == "f16":
+                lines.append(f"@group(0) @binding({i}) var<storage, {access}> {b.name}: array<vec2<u32>>;")
+                lines.append(f"fn load4_{b.name}(i: u32) -> vec4<f32> {{ let pair = {b.name}[i]; "
+                             f"return vec4<f32>(unpack2x16float(pair.x), unpack2x16float(pair.y)); }}")
+            else:
+                lines.append(f"@group(0) @binding({i}) var<storage, {access}> {b.name}: array<vec4<f32>>;")
+                lines.append(f"fn load4_{b.name}(i: u32) -> vec4<f32> {{ return {b.name}[i]; }}")
+            continue
         if b.kind == "w" and wdtype == "f16":
             lines.append(f"@group(0) @binding({i}) var<storage, {access}> {b.name}: array<u32>;")
             lines.append(f"fn load_{b.name}(i: u32) -> f32 {{ let pair = unpack2x16float({b.name}[i >> 1u]); "
@@ -344,7 +356,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # 32x32 tiles in workgroup memory (the classic GPU kernel, `ditweb export --matmul shared`).
     Op("matmul", "matmul.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
        ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
-       ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
+       ref_matmul, 1e-6, variants=("in_act", "act", "vec4"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"],
+       vec4_bindings=("a", "w")),
     Op("matmul_shared", "matmul_shared.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
        ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
        ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
