@@ -83,7 +83,9 @@ async function main() {
     return;
   }
   try {
+    show(`loading the bundle from ${bundleUrl.pathname} ...`);
     bundle = await loadBundle(bundleUrl, {
+      onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
   } catch (e) {
@@ -93,6 +95,7 @@ async function main() {
     return;
   }
   window.ditwebBundle = bundle;
+  show("");
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
   bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });

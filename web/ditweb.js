@@ -141,12 +141,20 @@ export async function loadBundle(url, opts = {}) {
   // only what the runtime runs: the weights and the kernels (model.onnx and the like stay on the server)
   const names = ["weights.safetensors", ...new Set(Object.values(manifest.kernels).map((k) => k.file))];
   let done = 0;
+  // the first bad file stops the other downloads, and no progress is reported after it
+  const stop = new AbortController();
+  if (opts.signal) opts.signal.addEventListener("abort", () => stop.abort(opts.signal.reason), { once: true });
   await Promise.all(names.map(async (file) => {
-    const { size, sha256 } = manifest.files[file];
-    const buf = await fetchVerified(base, file, sha256.toLowerCase(), { signal: opts.signal, stats, useCache: opts.useCache !== false });
-    if (buf.byteLength !== size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${size}`);
-    files[file] = buf;
-    if (opts.onProgress) opts.onProgress({ file, done: ++done, total: names.length });
+    try {
+      const { size, sha256 } = manifest.files[file];
+      const buf = await fetchVerified(base, file, sha256.toLowerCase(), { signal: stop.signal, stats, useCache: opts.useCache !== false });
+      if (buf.byteLength !== size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${size}`);
+      files[file] = buf;
+      if (opts.onProgress && !stop.signal.aborted) opts.onProgress({ file, done: ++done, total: names.length });
+    } catch (e) {
+      stop.abort(e);
+      throw e;
+    }
   }));
   const tensors = parseSafetensors(files["weights.safetensors"]);
   verifyWeights(manifest, tensors);

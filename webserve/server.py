@@ -48,7 +48,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.requested is not None:
             self.requested.append(urllib.parse.urlsplit(self.path).path)
         if not head_only:
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass                           # the page cancelled the download (e.g. another file failed)
 
     def do_GET(self):
         self._send(False)
