@@ -250,6 +250,21 @@ def test_browser_pixels_match_runtime_py_and_torch(f32_page, bundles, runtime_py
     assert vs_torch >= PSNR_MIN, f"{case}: browser vs torch PSNR {vs_torch:.1f} dB < {PSNR_MIN}"
 
 
+def test_several_images_in_one_batch_match_runtime_py(f32_page, runtime_py_bundle):
+    """N = 2 images of different classes in one CFG batch (B = 4 rows): the [k][j][n] layout."""
+    got = f32_page.evaluate("""async () => {
+        const r = await window.ditwebBundle.sample({ classIds: ["hippo", 2], seed: 3, steps: 4, cfg: 4.0 });
+        return { x: Array.from(r.x), n: r.rgba.length, B: r.B };
+    }""")
+    py = runtime_py_bundle.sample([0, 2], seed=3, steps=4, cfg=4.0)
+    assert got["n"] == 2 and got["B"] == 4
+    x = np.asarray(got["x"], np.float32).reshape(py.shape)
+    for n in range(2):
+        value = psnr(to_unit(x[n]), to_unit(py[n]))
+        assert value >= PSNR_MIN, f"image {n}: PSNR {value:.1f} dB"
+    assert psnr(to_unit(x[0]), to_unit(x[1])) < 30, "two classes gave (nearly) the same image"
+
+
 def test_sample_stops_on_abort_and_rejects_bad_options(f32_page):
     r = f32_page.evaluate("""async () => {
         const b = window.ditwebBundle, ac = new AbortController();
