@@ -16,7 +16,7 @@ import torch
 
 from dit_model.model import DiT
 from runtime_py.step import sampler_tables
-from wgsl.ops import OPS, MAX_BRANCHES
+from wgsl.ops import MAX_BRANCHES, OPS, workgroup_bytes
 
 from .program import FREQ_DIM, build
 
@@ -127,7 +127,7 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
             "limits": {"max_storage_buffer_binding_size": max(-(-b["bytes"] // 4) * 4 for b in buffers.values()
                                                               if b["kind"] == "weight"),
                        "max_compute_workgroup_storage_size": max(
-                           [8192] + [2 * 16 * 16 * -(-(cfg.hidden_size // cfg.num_heads) // 4)]),
+                           workgroup_bytes(k["op"], k["variant"]) for k in pb.kernels.values()),
                        "max_compute_invocations_per_workgroup": 256,
                        "max_storage_buffers_per_shader_stage": max(len(k["bindings"]) - 1 for k in kernels.values())},
             "kernels": kernels, "buffers": buffers, "programs": pb.programs,
