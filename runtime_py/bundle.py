@@ -115,6 +115,8 @@ class Bundle:
     def forward(self, x, t, y) -> np.ndarray:
         """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids -> model output (B, C_out, I, I)."""
         x = np.ascontiguousarray(x, np.float32)
+        if x.ndim != 4 or x.shape[0] < 1:
+            raise ValueError(f"x must be (B >= 1, C, I, I), got shape {x.shape}")
         B = x.shape[0]
         io = self.manifest["io"]
         if tuple(x.shape[1:]) != tuple(io["x_shape"]):

@@ -20,8 +20,9 @@ class DeviceLimitError(ValueError):
     """The bundle or the batch needs more than this adapter allows."""
 
 
-class NoAdapterError(RuntimeError):
-    """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers)."""
+class NoAdapterError(ValueError):
+    """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers). A ValueError so
+    that the CLI reports it in one line."""
 
 
 def _rank(adapter) -> int:
