@@ -100,6 +100,23 @@ class Bundle:
             self._states[(B, N)] = BatchState(self, B, N)
         return self._states[(B, N)]
 
+    def max_batch(self) -> int:
+        """Largest batch B (with N <= B) whose buffers and workgroup counts fit this device's limits."""
+        size = self.gpu.limit("max-storage-buffer-binding-size")
+        groups = self.gpu.limit("max-compute-workgroups-per-dimension")
+        best = 2 ** 31
+        for b in self.manifest["buffers"].values():
+            if b["kind"] == "activation":
+                per = 4 * (b["elements"][0] + b["elements"][1])
+                if per:
+                    best = min(best, (size - 4 * b["elements"][2] - 15) // per)
+        for pname in PROGRAMS:
+            for d in self.manifest["programs"][pname]:
+                for g in d["workgroups"]:
+                    if g[0] + g[1]:
+                        best = min(best, (groups * g[3] - g[2]) // (g[0] + g[1]))
+        return max(best, 0)
+
     # ------------------------------------------------------------- run
     def encode(self, state: BatchState, programs, label: str):
         enc = self.gpu.device.create_command_encoder(label=label)
@@ -127,6 +144,11 @@ class Bundle:
             raise ValueError("timesteps must be in [0, 1000)")
         if (y < 0).any() or (y > self.cfg["num_classes"]).any():
             raise ValueError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
+        cap = self.max_batch()
+        if cap < 1:
+            raise DeviceLimitError(f"{self.path}: even one image exceeds this adapter's buffer or dispatch limits")
+        if B > cap:             # split the batch so every buffer fits maxStorageBufferBindingSize
+            return np.concatenate([self.forward(x[i:i + cap], t[i:i + cap], y[i:i + cap]) for i in range(0, B, cap)])
         st = self.state(B, B)
         self.gpu.write(st.buffers[io["x"]], x)
         self.gpu.write(st.buffers[io["t"]], t.astype(np.uint32))
@@ -158,6 +180,9 @@ class Bundle:
         if J > self.manifest.get("guidance", {}).get("max_branches", 8):
             raise ValueError(f"{J} guidance branches; the step uniform holds at most 8")
         B = K * J * N
+        if B > self.max_batch():
+            raise DeviceLimitError(f"{N} images x {J} guidance branches x {K} copies = {B} model rows exceed this "
+                                   f"adapter's limits (at most {self.max_batch()} rows): sample fewer images at once")
         st = self.state(B, N)
         io = self.manifest["io"]
         y = np.array([c for _ in range(K) for branch in plan.labels for c in branch], np.uint32)   # [k][j][n]

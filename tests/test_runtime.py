@@ -124,10 +124,22 @@ def test_validate_cli(gpu, tmp_path, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
-def test_device_limits_give_a_clear_error(gpu, tmp_path):
-    bundle = Bundle.load(export_bundle(random_model(small_cfg()), tmp_path / "b", "f32"), gpu)
-    with pytest.raises(DeviceLimitError, match="maxStorageBufferBindingSize"):
-        bundle.forward(np.zeros((200_000, 4, 8, 8), np.float32), 0, 0)
+def test_device_limits_split_or_fail_clearly(gpu, tmp_path, monkeypatch):
+    model = random_model(small_cfg())
+    bundle = Bundle.load(export_bundle(model, tmp_path / "b", "f32"), gpu)
+    x = np.random.default_rng(0).standard_normal((5, 4, 8, 8)).astype(np.float32)
+    whole = bundle.forward(x, [3, 50, 500, 900, 999], [0, 1, 2, 3, 5])
+    real = gpu.limit
+    # a device whose storage buffers hold 2 rows of the largest activation (mlp hidden: 16 x 256 floats)
+    monkeypatch.setattr(gpu, "limit", lambda k: 2 * 16 * 256 * 4 + 64 if k == "max-storage-buffer-binding-size" else real(k))
+    assert bundle.max_batch() == 2
+    split = bundle.forward(x, [3, 50, 500, 900, 999], [0, 1, 2, 3, 5])       # 2 + 2 + 1 rows
+    np.testing.assert_allclose(split, whole, rtol=0, atol=1e-6)
+    with pytest.raises(DeviceLimitError, match="sample fewer images"):
+        bundle.sample([0, 1], steps=2, cfg=4.0)                              # CFG: 4 rows > 2
+    monkeypatch.setattr(gpu, "limit", lambda k: 1024 if k == "max-storage-buffer-binding-size" else real(k))
+    with pytest.raises(DeviceLimitError, match="even one image"):
+        bundle.forward(x, 0, 0)
 
 
 # ------------------------------------------------------------------ bad bundles: one named error each, no GPU
