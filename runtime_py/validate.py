@@ -2,6 +2,7 @@
 model, against float64 torch. Prints (kernel, shape, max abs err, max rel err, tolerance, pass)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -109,6 +110,15 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     bundle.gpu.write(sst.buffers[io["out"]], torch.randn(2 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
     for prog in ("init", "step_begin", "step_end"):
         rows += check_program(bundle, sst, prog, rounded(fields))
+    # batch-estimated guidance: K = 2 perturbed copies (the RNG inside expand_batch), DDIM with eta = 1
+    kst = bundle.state(2 * 2 * N, N)
+    kfields = step_fields(bundle.tables(20), 7, seed=4, K=2, J=2, N=N, var_branch=plan.var_branch,
+                          coef=plan.coefficients(4.0), sampler="ddim", eta=1.0, tau=0.5)
+    bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, pack_step(kfields))
+    bundle.gpu.write(kst.buffers[io["sample"]], torch.randn(N * int(np.prod(io["x_shape"])), generator=g).numpy())
+    bundle.gpu.write(kst.buffers[io["out"]], torch.randn(4 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
+    for prog in ("step_begin", "step_end"):
+        rows += [dataclasses.replace(r, kernel=r.kernel.replace(" [", " K=2 [", 1), shape=r.shape + ",K=2") for r in check_program(bundle, kst, prog, rounded(kfields))]
     rows.append(whole_model(bundle, torch_model(bundle, ckpt), B))
     return rows
 
@@ -136,6 +146,7 @@ def summarize(rows: list[Row]) -> list[Row]:
     worst: dict[str, tuple[Row, int]] = {}
     for r in rows:
         key = r.kernel.split("[")[-1].rstrip("]") if "[" in r.kernel else r.kernel
+        key += " K=2" if ",K=2" in r.shape else ""
         ratio = r.max_abs / r.tol if r.tol > 0 else (0.0 if r.passed else float("inf"))
         prev = worst.get(key)
         if prev is None:
