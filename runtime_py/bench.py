@@ -176,7 +176,9 @@ def _op_time(gpu, timer, op_name, params, variant, inputs, cache, repeat):
 
 
 def bench_step(args):
-    torch.set_num_threads(2)
+    # one thread for torch and onnxruntime: on this shared 2-core machine torch with 2 threads measured
+    # 786-1111 ms for a Favicon-T/2 B=2 forward that takes 32-38 ms with 1 (spin-waiting under load)
+    torch.set_num_threads(1)
     from dit_model.diffusion import Diffusion
     from dit_model.guidance import Guide, combine, make_plan
     from dit_model.model import DiTConfig, forward_gflops
@@ -208,14 +210,14 @@ def bench_step(args):
                     g = combine(out, plan.coefficients(4.0), plan.var_branch, cfg.in_channels)
                     diff.ddim_step(g, x, steps // 2, torch.zeros_like(x), 0.0, True)
             t_torch = _torch_time(torch_step, steps)
-            rows.append(["", N, B, "torch CPU (f32, 2 threads)", t_torch * 1e3, gflop * B / t_torch])
+            rows.append(["", N, B, "torch CPU (f32, 1 thread)", t_torch * 1e3, gflop * B / t_torch])
             import onnxruntime as ort
             so = ort.SessionOptions()
-            so.intra_op_num_threads = 2
+            so.intra_op_num_threads = 1
             sess = ort.InferenceSession(str(bundle.path / "model.onnx"), so, providers=["CPUExecutionProvider"])
             feed = {"x": x.repeat(2, 1, 1, 1).numpy(), "t": np.full(B, 500, np.int64), "y": y.numpy()}
             t_ort = _torch_time(lambda: sess.run(None, feed), steps)
-            rows.append(["", N, B, "onnxruntime CPU (model only)", t_ort * 1e3, gflop * B / t_ort])
+            rows.append(["", N, B, "onnxruntime CPU (model only, 1 thread)", t_ort * 1e3, gflop * B / t_ort])
     header = ["model", "images N", "batch B", "runtime", "ms / denoising step", "GFLOP/s"]
     notes = (f"Adapter: {bundle.gpu.name}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
              "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
