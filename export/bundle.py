@@ -93,7 +93,11 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
     tensors = bundle_tensors(model, dtype)
     pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul])
 
-    out = Path(out)
+    out = Path(out).resolve()
+    if out.is_file():
+        raise ExportError(f"{out}: is a file; give a folder for the bundle")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise ExportError(f"{out}: folder exists and is not a bundle (no manifest.json); refusing to replace it")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "kernels").mkdir(parents=True)

@@ -91,6 +91,11 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert "matches no preset" in err and "depth 3, hidden 48" in err and err.count("\n") == 0
     assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "b")]) == 2
     assert not (tmp_path / "b").exists()
+    # never replace a folder that is not a bundle
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    assert main(["export", "Favicon-N/2", str(tmp_path / "docs")]) == 2
+    assert "not a bundle" in capsys.readouterr().err and (tmp_path / "docs" / "notes.txt").read_text() == "mine"
 
 
 def test_onnx_parity(tmp_path):
