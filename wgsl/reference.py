@@ -1,0 +1,209 @@
+"""The torch references of the op table (wgsl/ops.py), one function per kernel.
+
+Each takes the kernel's bindings as tensors in the compute dtype (float64 for the reference,
+float32 to measure torch's own rounding error), the params (plus the template variant), the variant
+and the step-uniform fields, and returns the full new contents of every binding the kernel writes.
+"""
+from __future__ import annotations
+
+import torch
+
+from dit_model import noise
+
+
+def _act(x, kind):
+    if kind == "gelu":
+        return torch.nn.functional.gelu(x, approximate="tanh")
+    if kind == "silu":
+        return torch.nn.functional.silu(x)
+    return x
+
+
+def _scatter_rows(dst, rows, group, stride):
+    """Write compact rows (M, N) into dst viewed (-1, N) at row (m // group) * stride + m % group."""
+    M, Ncol = rows.shape
+    m = torch.arange(M)
+    idx = (m // group) * stride + m % group
+    out = dst.clone().reshape(-1, Ncol)
+    out[idx] = rows
+    return out.reshape(-1)
+
+
+def ref_matmul(x, p, v, step):
+    M, Nn, K = p["M"], p["N"], p["K"]
+    a = x["a"][: M * K].reshape(M, K)
+    a = _act(a, v.get("in_act", "none"))
+    w = x["w"][: Nn * K].reshape(Nn, K)
+    y = _act(a @ w.T + x["bias"][:Nn], v.get("act", "none"))          # (M, N)
+    return {"dst": _scatter_rows(x["dst"], y, p["out_group"], p["out_stride"])}
+
+
+def ref_matmul_naive(x, p, v, step):
+    M, Nn, K = p["M"], p["N"], p["K"]
+    y = x["a"][: M * K].reshape(M, K) @ x["w"][: Nn * K].reshape(Nn, K).T + x["bias"][:Nn]
+    return {"dst": torch.cat([y.reshape(-1), x["dst"][M * Nn:]])}
+
+
+def ref_layernorm_mod(x, p, v, step):
+    rows, D, T, T_in = p["rows"], p["D"], p["T"], p["T_in"]
+    r = torch.arange(rows)
+    b, t = r // T, r % T
+    xin = x["x"].reshape(-1, D)[b * T_in + t]                             # (rows, D)
+    y = torch.nn.functional.layer_norm(xin, (D,), eps=1e-6)
+    if p["has_mod"]:
+        mod = x["ada"].reshape(-1, p["mod_stride"])[b]                    # (rows, stride)
+        shift = mod[:, p["shift_off"]: p["shift_off"] + D]
+        scale = mod[:, p["scale_off"]: p["scale_off"] + D]
+        y = y * (1 + scale) + shift                                      # modulate
+    out = x["dst"].clone()
+    out[: rows * D] = y.reshape(-1)
+    return {"dst": out}
+
+
+def ref_attention(x, p, v, step):
+    Bn, Tq, Tk, H = p["batch"], p["T_q"], p["T_kv"], p["H"]
+    hd = v["head_dim"]
+    q = x["q"].reshape(Bn, Tq, -1)[:, :, p["q_off"]: p["q_off"] + H * hd].reshape(Bn, Tq, H, hd).transpose(1, 2)
+    kv = x["kv"].reshape(Bn, Tk, -1)
+    k = kv[:, :, p["k_off"]: p["k_off"] + H * hd].reshape(Bn, Tk, H, hd).transpose(1, 2)
+    vv = kv[:, :, p["v_off"]: p["v_off"] + H * hd].reshape(Bn, Tk, H, hd).transpose(1, 2)
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, vv)        # (B, H, Tq, hd)
+    out = x["dst"].clone()
+    out[: Bn * Tq * H * hd] = o.transpose(1, 2).reshape(-1)
+    return {"dst": out}
+
+
+def ref_gated_residual(x, p, v, step):
+    count, D, T = p["count"], p["D"], p["T"]
+    h = x["h"].clone()
+    y = x["y"][:count].reshape(-1, T, D)
+    if p["has_gate"]:
+        gate = x["ada"].reshape(-1, p["mod_stride"])[:, p["gate_off"]: p["gate_off"] + D]
+        y = gate[: y.shape[0], None, :] * y                               # x + gate * y
+    h[:count] = h[:count] + y.reshape(-1)
+    return {"h": h}
+
+
+def ref_patchify(x, p, v, step):
+    C, I, ps = p["C"], p["I"], p["p"]
+    G = I // ps
+    img = x["img"][: p["count"]].reshape(-1, C, G, ps, G, ps)            # (B, C, gr, pr, gc, pc)
+    patches = img.permute(0, 2, 4, 1, 3, 5).reshape(-1)                  # (B, gr, gc, C, pr, pc)
+    out = x["dst"].clone()
+    out[: p["count"]] = patches
+    return {"dst": out}
+
+
+def ref_unpatchify(x, p, v, step):
+    C, I, ps = p["C"], p["I"], p["p"]
+    G = I // ps
+    t = x["src"][: p["count"]].reshape(-1, G, G, ps, ps, C)
+    img = torch.einsum("nhwpqc->nchpwq", t).reshape(-1)
+    out = x["dst"].clone()
+    out[: p["count"]] = img
+    return {"dst": out}
+
+
+def ref_pos_embed_add(x, p, v, step):
+    T, D, Tb = p["T"], p["D"], p["T_buf"]
+    h = x["h"].clone().reshape(-1, Tb, D)
+    h[:, :T] += x["pos"][: T * D].reshape(T, D)
+    return {"h": h.reshape(-1)}
+
+
+def ref_timestep_embed(x, p, v, step):
+    half = p["half"]
+    # the model computes the sinusoid in float32 (dit_model.model.timestep_frequencies): the
+    # float64 reference takes cos/sin of the same float32 arguments
+    args = (x["t"].to(torch.float32)[:, None] * x["freqs"][:half].to(torch.float32)[None]).to(x["freqs"].dtype)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1).reshape(-1)
+    out = x["dst"].clone()
+    out[: emb.numel()] = emb
+    return {"dst": out}
+
+
+def ref_label_embed(x, p, v, step):
+    D = p["D"]
+    Bn = p["count"] // D
+    y = x["y"][:Bn].long()
+    emb = x["table"].reshape(-1, D)[y]                                   # (B, D)
+    c = x["t_emb"][: Bn * D].reshape(Bn, D) + emb                        # c = t_emb + y_emb
+    yo, co = x["y_emb"].clone(), x["c"].clone()
+    yo[: Bn * D] = emb.reshape(-1)
+    co[: Bn * D] = c.reshape(-1)
+    return {"y_emb": yo, "c": co}
+
+
+def ref_cond_tokens(x, p, v, step):
+    D, Td, t0 = p["D"], p["T_dst"], p["tok0"]
+    Bn = p["count"] // (2 * D)
+    dst = x["dst"].clone().reshape(-1, Td, D)
+    dst[:Bn, t0] = x["t_emb"][: Bn * D].reshape(Bn, D)
+    dst[:Bn, t0 + 1] = x["y_emb"][: Bn * D].reshape(Bn, D)
+    return {"dst": dst.reshape(-1)}
+
+
+def ref_rng_normal(x, p, v, step):
+    i = step["i"] if p["use_step"] else 0
+    z = noise.normal(step["seed"], p["stream"], i, p["count"])
+    out = x["dst"].clone()
+    out[: p["count"]] = torch.from_numpy(z).to(out.dtype)
+    return {"dst": out}
+
+
+def ref_expand_batch(x, p, v, step):
+    Pn, Bn = p["P"], p["B"]
+    K, J, N = step["K"], step["J"], step["N"]
+    xs = x["x"][: N * Pn].reshape(1, N, Pn).expand(K, N, Pn)
+    if K > 1:
+        z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_PERTURB, step["i"], K * N * Pn)).to(xs.dtype)
+        xs = xs + step["perturb"] * z.reshape(K, N, Pn)
+    xin = xs[:, None].expand(K, J, N, Pn).reshape(-1)
+    out, t_out = x["x_in"].clone(), x["t_in"].clone()
+    out[: Bn * Pn] = xin
+    t_out[:Bn] = step["t"]
+    return {"x_in": out, "t_in": t_out}
+
+
+def ref_guide_combine(x, p, v, step):
+    C, Co, P2 = p["C"], p["C_out"], p["P2"]
+    K, J, N = step["K"], step["J"], step["N"]
+    out = x["model_out"][: K * J * N * Co * P2].reshape(K, J, N, Co, P2)
+    a = torch.tensor(step["coef"][:J], dtype=out.dtype).reshape(1, J, 1, 1, 1)
+    eps = (a * out[:, :, :, :C]).sum(dim=1).mean(dim=0)                 # (N, C, P2)
+    if Co > C:
+        eps = torch.cat([eps, out[:, step["var_branch"], :, C:].mean(dim=0)], dim=1)
+    g = x["guided"].clone()
+    g[: eps.numel()] = eps.reshape(-1)
+    return {"guided": g}
+
+
+def ref_sampler_step(x, p, v, step):
+    count, C, P2 = p["count"], p["C"], p["P2"]
+    N = count // (C * P2)
+    Co = 2 * C if p["learn_sigma"] else C
+    g = x["guided"][: N * Co * P2].reshape(N, Co, P2)
+    xt = x["x"][:count].reshape(N, C, P2)
+    eps = g[:, :C]
+    x0 = (xt - step["sqrt_1m_abar"] * eps) / step["sqrt_abar"]
+    if step["flags"] & 1:
+        x0 = x0.clamp(-1, 1)
+    z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).to(xt.dtype).reshape(xt.shape)
+    noisy = bool(step["flags"] & 4)
+    if step["flags"] & 2:                                                # DDPM
+        if Co > C:
+            frac = (g[:, C:] + 1) / 2
+            logvar = frac * step["log_beta"] + (1 - frac) * step["log_post_var"]
+        else:
+            logvar = torch.full_like(xt, step["log_post_var"])
+        new = step["coef1"] * x0 + step["coef2"] * xt
+        if noisy:
+            new = new + torch.exp(0.5 * logvar) * z
+    else:                                                                # DDIM
+        eps2 = (xt - step["sqrt_abar"] * x0) / step["sqrt_1m_abar"]
+        new = step["sqrt_abar_prev"] * x0 + step["ddim_dir"] * eps2
+        if noisy:
+            new = new + step["sigma"] * z
+    out = x["x"].clone()
+    out[:count] = new.reshape(-1)
+    return {"x": out}
