@@ -222,8 +222,10 @@ OPS: dict[str, Op] = {op.name: op for op in [
 
 
 def tolerance(op: Op, err_torch32: float, scale: float) -> float:
-    """Allowed max abs error: 4x torch's own float32 error on the same inputs, never below
-    op.floor x the output scale (a few f32 ulps for ops where torch's f32 result is exact)."""
+    """Allowed max abs error: 4x torch's own float32 error on the same inputs (the GPU sums in another
+    order, so its rounding error is of the same size, not identical), never below op.floor x the output
+    scale: 1e-7 ~ one f32 ulp (2^-23 = 1.2e-7) for a single add or multiply; 1e-6 ~ 8 ulps for
+    reductions and exp/tanh (WGSL bounds exp to 3 + 2|x| ulps); 0 for copies; the RNG must be exact."""
     if op.exact:
         return 0.0
     return max(4.0 * err_torch32, op.floor * scale)
