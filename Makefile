@@ -1,15 +1,19 @@
 # Two commands do everything on a fresh machine:
-#   make run   - set up, then sample favicons with the shipped default model
+#   make run   - set up, sample favicons with the shipped default model, then serve the demo page
 #   make test  - set up, then run the test suite
 PY := .venv/bin/python
 DITWEB := .venv/bin/ditweb
+MODEL := models/default.safetensors
+BUNDLE := bundles/default
+PORT ?= 8000
 
 .PHONY: setup run test
 setup:
 	./scripts/setup.sh
 
 run: setup
-	$(DITWEB) sample Favicon-T/2 --class 0 --n 16 --steps 50 --out samples/default
+	$(DITWEB) sample $(MODEL) --class "Animals & Nature" --n 16 --steps 50 --cfg 4 --seed 0 --out samples/default
+	$(DITWEB) serve $(BUNDLE) --port $(PORT)
 
 test: setup
 	$(PY) -m pytest tests

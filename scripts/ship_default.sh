@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# How the shipped default model was made from a training run (reproducible; not part of set-up):
+#   scripts/ship_default.sh runs/favicon-t4/ckpt.pt
+# writes models/default.safetensors (EMA weights + config + class names), bundles/default/ (f16
+# bundle, what `ditweb serve` and the page use), validates the bundle, samples one grid per class
+# into docs/samples/ and evaluates it into bench/results/eval.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CKPT=${1:?usage: scripts/ship_default.sh RUN/ckpt.pt}
+PY=.venv/bin/python
+DITWEB=.venv/bin/ditweb
+mkdir -p models docs/samples
+$PY - "$CKPT" <<'PYEOF'
+import sys
+from dit_model.checkpoint import load_model, save_weights
+model, meta = load_model(sys.argv[1])              # the EMA weights
+save_weights(model, "models/default.safetensors", meta["class_names"], meta["step"])
+print(f"models/default.safetensors: {meta['config']}, step {meta['step']}, classes {meta['class_names']}")
+PYEOF
+$DITWEB export models/default.safetensors bundles/default --dtype f16
+du -sh bundles/default
+$DITWEB validate bundles/default --ckpt models/default.safetensors --summary | tee bench/results/validate-default-f16.md
+$PY - <<'PYEOF'
+# one committed grid per class: 16 samples, 50 DDIM steps, CFG 4, seed 0
+import re
+from dit_model.checkpoint import load_model
+from dit_model.guidance import Guide
+from dit_model.images import grid, to_uint8
+from dit_model.sample import sample_images
+model, meta = load_model("models/default.safetensors")
+cfg = meta["config"]
+for c, name in enumerate(meta["class_names"]):
+    x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
+                      class_ids=[c] * 16, guide=Guide(scale=4.0), steps=50, sampler="ddim", seed=0)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    grid(to_uint8(x), cols=8, scale=2).save(f"docs/samples/{slug}.png")
+    print(f"docs/samples/{slug}.png  {name}")
+PYEOF
+$DITWEB eval models/default.safetensors --n-per-class 16 --steps 50 --scales 1,2,4,6
