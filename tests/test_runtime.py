@@ -41,13 +41,17 @@ def forward_error(bundle: Bundle, ref: DiT, B: int, seed: int = 0):
     return float(np.abs(got - want).max()), float(np.abs(want).max()), float(want.std())
 
 
-CONFIGS = [(c, "small") for c in CONDITIONINGS] + [("adaln-zero", "Favicon-N/2")]
+# "p1-rgb": patch 1, 3 channels, no learned sigma (K = 3: the scalar matmul path, C_out = C)
+CONFIGS = [(c, "small") for c in CONDITIONINGS] + [("adaln-zero", "Favicon-N/2"), ("adaln", "p1-rgb")]
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
 @pytest.mark.parametrize("conditioning,preset", CONFIGS, ids=[f"{c}-{p}" for c, p in CONFIGS])
 def test_whole_model_parity(gpu, tmp_path, conditioning, preset, dtype):
-    cfg = small_cfg(conditioning) if preset == "small" else preset_config(preset)
+    if preset == "p1-rgb":
+        cfg = small_cfg(conditioning, patch_size=1, in_channels=3, learn_sigma=False, hidden_size=32, num_heads=2)
+    else:
+        cfg = small_cfg(conditioning) if preset == "small" else preset_config(preset)
     model = random_model(cfg, seed=7)
     bundle = Bundle.load(export_bundle(model, tmp_path / "b", dtype), gpu)
     ref = torch64(model, dtype == "f16")
