@@ -48,8 +48,10 @@ def cmd_info(args):
                             num_classes=args.num_classes, conditioning=args.conditioning, learn_sigma=args.learn_sigma)
         n = count_params(build_meta(cfg))
         shape = f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}"
+        g = forward_gflops(cfg)
+        gflops = f"{g:.3f}" if g >= 0.01 else f"{g:.2e}"
         print(f"{name:<14}{shape:>9}{cfg.depth:>7}{cfg.hidden_size:>6}{cfg.num_heads:>6}"
-              f"{cfg.patch_size:>3}{cfg.num_classes:>8}  {cfg.conditioning:<12}{n:>14,}{forward_gflops(cfg):>10.3f}")
+              f"{cfg.patch_size:>3}{cfg.num_classes:>8}  {cfg.conditioning:<12}{n:>14,}{gflops:>10}")
 
 
 # ------------------------------------------------------------------ sample
