@@ -2,7 +2,9 @@
 buffers. Shared by the bundle runtime, the kernel parity checks and the benchmarks."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 import numpy as np
 import wgpu
@@ -40,6 +42,9 @@ def _rank(adapter) -> int:
 
 def pick_adapter():
     """A hardware GPU if any, else Mesa lavapipe (Vulkan), else any software adapter."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # Mesa's EGL probe (the OpenGL backend) prints "XDG_RUNTIME_DIR is invalid" on headless machines
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="ditweb-xdg-")
     adapters = wgpu.gpu.enumerate_adapters_sync()
     if not adapters:
         raise NoAdapterError("no WebGPU adapter found; install Mesa lavapipe: apt-get install mesa-vulkan-drivers")
