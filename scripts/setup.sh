@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # torch first and pinned: a bare 'torch' requirement could pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0 2> >(grep -v "^WARNING: Location" >&2)
 .venv/bin/pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
 
 if [ ! -f data/npm/node_modules/emoji-datasource-twitter/emoji.json ]; then
