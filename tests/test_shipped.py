@@ -1,0 +1,42 @@
+"""The shipped default: models/default.safetensors (EMA weights) and bundles/default (its f16 bundle),
+which `make run` and `ditweb serve` use. They must load, agree with each other and fit the budget."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dit_model.checkpoint import load_model
+from dit_model.sample import sample_images
+from runtime_py.bundle import Bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "default.safetensors"
+BUNDLE = ROOT / "bundles" / "default"
+
+
+def test_shipped_files_exist_and_bundle_is_within_12_mb():
+    assert MODEL.is_file() and (BUNDLE / "manifest.json").is_file()
+    size = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
+    assert size <= 12 * 2 ** 20, f"bundle is {size / 2 ** 20:.1f} MB"
+
+
+def test_shipped_model_is_a_trained_favicon_model():
+    model, meta = load_model(MODEL)
+    assert meta["config"].input_size == 32 and meta["config"].in_channels == 4
+    assert len(meta["class_names"]) == 9 and "Animals & Nature" in meta["class_names"]
+    assert meta["step"] and meta["step"] >= 1000
+    gate = model.blocks[0].adaLN_modulation[-1].weight
+    assert gate.abs().max() > 0                      # trained: adaLN-Zero starts at exactly zero
+
+
+def test_shipped_bundle_samples_like_the_shipped_weights():
+    """Same seed, same guide: the f16 bundle on the GPU vs the f32 weights in torch (PSNR on RGBA in [0, 1])."""
+    model, meta = load_model(MODEL)
+    cfg = meta["config"]
+    bundle = Bundle.load(BUNDLE)
+    ref = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
+                        class_ids=[2], steps=4, seed=3)
+    got = bundle.sample(2, seed=3, steps=4, cfg=4.0)
+    a, b = (np.asarray(ref) + 1) / 2, (np.asarray(got) + 1) / 2
+    psnr = 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-20))
+    assert psnr >= 40, f"PSNR {psnr:.1f} dB"
