@@ -59,6 +59,15 @@ class ProgramError(BundleError):
     """A dispatch names an unknown kernel or buffer, or has the wrong number of bindings / params."""
 
 
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
 def _need(d: dict, key: str, typ, where: str):
     if not isinstance(d, dict) or key not in d:
         raise ManifestError(f"{where}: missing field {key!r}")
@@ -174,12 +183,9 @@ def verify_bundle(path) -> dict:
             raise MissingFileError(f"{f}: listed in manifest.json files but absent")
         if f.stat().st_size != size:
             raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, manifest.json files says {size} (truncated or replaced?)")
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != digest:
-            raise HashMismatchError(f"{f}: sha256 {h.hexdigest()[:16]}... differs from manifest.json ({digest[:16]}...)")
+        got = sha256_file(f)
+        if got != digest:
+            raise HashMismatchError(f"{f}: sha256 {got[:16]}... differs from manifest.json ({digest[:16]}...)")
     wpath = root / "weights.safetensors"
     if "weights.safetensors" not in m["files"]:
         raise MissingFileError(f"{wpath}: not listed in manifest.json files")

@@ -5,9 +5,10 @@ from publishing a folder that is obviously not a bundle, with a one-line error n
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from runtime_py.verify import sha256_file
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 PAGE_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico"}
@@ -71,11 +72,8 @@ def check_bundle(bundle: Path) -> list[str]:
         path = bundle / rel
         if not path.is_file():
             raise SiteError(f"{path}: listed in manifest.json but missing")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != digest:
-            raise SiteError(f"{path}: sha256 {h.hexdigest()[:16]}... does not match manifest.json ({digest[:16]}...)")
+        got = sha256_file(path)
+        if got != digest:
+            raise SiteError(f"{path}: sha256 {got[:16]}... does not match manifest.json ({digest[:16]}...)")
         rels.append(rel)
     return [MANIFEST] + rels
