@@ -32,17 +32,23 @@ def format_table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
+def save_text(path: Path, text: str) -> Path:
+    """A result table, written atomically (a half-written table never replaces a good one)."""
+    from .checkpoint import atomic_write
+    return atomic_write(path, lambda f: f.write(text.encode()), "the result table", ValueError)
+
+
+def publish(name: str, title: str, header: list[str], rows: list[list], notes: str, out_dir) -> Path:
+    """Print a result table with when and where it was measured, and save it as OUT_DIR/NAME.md."""
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    text = (f"# {title}\n\n{stamp}, {platform.machine()}, {platform.processor() or platform.platform()}\n\n"
+            f"{format_table(header, rows)}\n\n{notes}\n")
+    print(text)
+    path = save_text(Path(out_dir) / f"{name}.md", text)
+    print(f"saved {path}")
+    return path
+
+
 def cmd_bench(args):
     module, func = TARGETS[args.target].split(":")
-    title, header, rows, notes = getattr(importlib.import_module(module), func)(args)
-    table = format_table(header, rows)
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    text = f"# {title}\n\n{stamp}, {platform.machine()}, {platform.processor() or platform.platform()}\n\n{table}\n\n{notes}\n"
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.target}.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    print(f"saved {path}")
+    publish(args.target, *getattr(importlib.import_module(module), func)(args), args.out)

@@ -16,39 +16,40 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
-    A failure (e.g. a full disk) leaves the previous file untouched and raises CheckpointError."""
+def atomic_write(path: str | os.PathLike, write, what: str = "checkpoint", error: type = CheckpointError) -> Path:
+    """write(f) into a temporary file in the same folder, fsync, then rename over `path`.
+    A failure (e.g. a full disk) leaves the previous file untouched and raises `error`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)):
-            raise CheckpointError(f"{path}: could not write checkpoint ({e}); the previous file is unchanged") from e
+            raise error(f"{path}: could not write {what} ({e}); the previous file is unchanged") from e
         raise
+    return path
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save, atomically (see atomic_write); raises CheckpointError on failure."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_weights(model, path, class_names: list[str], step: int | None = None) -> None:
     """A model's weights as .safetensors, with its config and class names in the metadata
     (how the shipped default model travels: no pickle at all). Written atomically."""
     import json
-    from safetensors.torch import save_file
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from safetensors.torch import save
     meta = {"config": json.dumps(model.cfg.to_dict()), "class_names": json.dumps(list(class_names)),
             "step": str(step if step is not None else "")}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
+    atomic_write(path, lambda f: f.write(data), "weights")
 
 
 def _torch_load(path: Path) -> object:

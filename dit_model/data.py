@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,24 +165,11 @@ def load_folder(folder: str | os.PathLike, size: int = 32) -> FaviconData:
 
 def save_pack(data: FaviconData, path: str | os.PathLike) -> Path:
     """One compact file (numpy .npz, uint8 images, no pickles), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, images=data.images, labels=data.labels,
-                                class_names=np.asarray(data.class_names, dtype=str),
-                                names=np.asarray(data.names or [""] * len(data.images), dtype=str),
-                                meta=np.asarray(json.dumps({"version": PACK_VERSION, "source": data.source})))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DataError(f"{path}: could not write the pack ({e}); any previous file is unchanged") from e
-        raise
-    return path
+    from .checkpoint import atomic_write
+    return atomic_write(path, lambda f: np.savez_compressed(
+        f, images=data.images, labels=data.labels, class_names=np.asarray(data.class_names, dtype=str),
+        names=np.asarray(data.names or [""] * len(data.images), dtype=str),
+        meta=np.asarray(json.dumps({"version": PACK_VERSION, "source": data.source}))), "the pack", DataError)
 
 
 def load_pack(path: str | os.PathLike) -> FaviconData:

@@ -191,19 +191,12 @@ def register(sub):
 
 
 def cmd_eval(args):
-    from .bench import RESULTS, format_table
+    from .bench import RESULTS, publish
     try:
         scales = [float(s) for s in args.scales.split(",")]
     except ValueError:
         raise ValueError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.n_per_class < 2:
         raise ValueError("--n-per-class must be at least 2")
-    title, header, rows, notes = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed)
-    text = f"# {title}\n\n{format_table(header, rows)}\n\n{notes}\n"
-    print(text)
-    out = Path(args.out) if args.out else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "eval.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "eval.md")
-    print(f"saved {out / 'eval.md'}")
+    table = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed)
+    publish("eval", *table, args.out or RESULTS)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from _browser import chromium, local_server  # noqa: E402
-from dit_model.bench import format_table  # noqa: E402
+from dit_model.bench import format_table, save_text  # noqa: E402
 
 ORT_DIST = REPO / "data" / "npm-ort" / "node_modules" / "onnxruntime-web" / "dist"
 OUR_JS = ["ditweb.js", "bundle.js", "schedule.js", "favicon.js"]   # what a site embedding the runtime loads
@@ -203,12 +203,7 @@ def main(argv=None) -> int:
         return 2
     text = run(args)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    print(f"saved {out}")
+    print(f"saved {save_text(Path(args.out), text)}")
     return 0
 
 
