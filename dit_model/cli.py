@@ -64,7 +64,8 @@ def register_sample(sub):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1 = plain conditional)")
+    p.add_argument("--cfg", type=float, help="guidance scale (default 4; 1 = plain conditional; with --compose it "
+                                          "multiplies the weights, default 1)")
     p.add_argument("--negative-class", help="class name or id that replaces the unconditional branch")
     p.add_argument("--compose", help="weighted classes, e.g. 'Animals & Nature:1,Flags:-0.5' (replaces --class)")
     p.add_argument("--schedule", default="constant", choices=["constant", "linear", "interval"])
@@ -113,7 +114,8 @@ def guide_from_args(args, names: list[str]):
         raise UsageError(f"bad --interval {args.interval!r} (want LO:HI, e.g. 0:700)") from None
     neg = resolve_class(args.negative_class, names) if args.negative_class is not None else None
     try:
-        return Guide(scale=args.cfg if not compose or args.cfg != 4.0 else 1.0, negative_class=neg, compose=compose,
+        scale = args.cfg if args.cfg is not None else (1.0 if compose else 4.0)
+        return Guide(scale=scale, negative_class=neg, compose=compose,
                      schedule=args.schedule, scale_end=args.cfg_end, interval=(lo, hi), batch_k=args.batch_k,
                      batch_tau=args.batch_tau).validate(len(names))
     except ValueError as e:
