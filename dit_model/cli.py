@@ -155,7 +155,8 @@ def cmd_sample(args):
                       seed=args.seed, clip_x0=args.clip, on_step=lambda i, n: bar.update(1))
     bar.close()
     paths = write_samples(to_uint8(x), Path(args.out))
-    print(f"wrote {len(paths)} files to {args.out} (grid: {Path(args.out) / 'grid.png'}), class {names[cls]!r}, seed {args.seed}")
+    what = f"composition {args.compose!r}" if guide.compose else f"class {names[cls]!r}"
+    print(f"wrote {len(paths)} files to {args.out} (grid: {Path(args.out) / 'grid.png'}), {what}, seed {args.seed}")
 
 
 # ------------------------------------------------------------------ entry point
