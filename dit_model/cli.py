@@ -152,7 +152,7 @@ def cmd_sample(args):
     bar = tqdm(total=args.steps, desc="sampling", unit="step", file=sys.stderr)
     x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                       class_ids=[cls] * args.n, guide=guide, steps=args.steps, sampler=args.sampler, eta=args.eta,
-                      seed=args.seed, clip_x0=args.clip, on_step=lambda i, n: bar.update(1))
+                      seed=args.seed, clip_x0=args.clip, prediction=cfg.prediction, on_step=lambda i, n: bar.update(1))
     bar.close()
     paths = write_samples(to_uint8(x), Path(args.out))
     what = f"composition {args.compose!r}" if guide.compose else f"class {names[cls]!r}"

@@ -3,6 +3,13 @@
 Tables are float64 numpy; per-sample values are gathered and cast to the tensor's dtype.
 A `Diffusion` is either the base process (T = 1000) or a respaced one (N steps), whose
 `timestep_map[i]` is the original t the model is called with.
+
+The network's first C output channels are either eps (the paper) or v = sqrt(abar) eps -
+sqrt(1 - abar) x0 (Salimans & Ho, "Progressive distillation"): from x_t = sqrt(abar) x0 +
+sqrt(1 - abar) eps it follows that x0 = sqrt(abar) x_t - sqrt(1 - abar) v and eps = sqrt(1 - abar)
+x_t + sqrt(abar) v, so a v-model is sampled by the same DDPM / DDIM updates. At high noise an
+eps-model's x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies its error by up to 1 / sqrt(abar)
+(~160 at t = 999): v keeps the x0 estimate well conditioned at every t.
 """
 from __future__ import annotations
 
@@ -27,8 +34,15 @@ def respaced_timesteps(steps: int, T: int = NUM_TIMESTEPS) -> np.ndarray:
     return np.round(np.arange(steps) * (T - 1) / (steps - 1)).astype(np.int64)
 
 
+PREDICTIONS = ("eps", "v")
+LOSS_WEIGHTINGS = ("none", "min-snr")
+
+
 class Diffusion:
-    def __init__(self, steps: int = NUM_TIMESTEPS, base_betas: np.ndarray | None = None):
+    def __init__(self, steps: int = NUM_TIMESTEPS, base_betas: np.ndarray | None = None, prediction: str = "eps"):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
         base = linear_betas() if base_betas is None else np.asarray(base_betas, np.float64)
         base_abar = np.cumprod(1.0 - base)
         self.timestep_map = respaced_timesteps(steps, len(base))            # S_i
@@ -47,6 +61,7 @@ class Diffusion:
         self.coef1 = self.betas * np.sqrt(abar_prev) / (1.0 - abar)
         self.coef2 = (1.0 - abar_prev) * np.sqrt(self.alphas) / (1.0 - abar)
         self.log_betas = np.log(self.betas)
+        self.snr = abar / (1.0 - abar)                                       # signal-to-noise ratio abar / (1 - abar)
 
     @staticmethod
     def _at(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -70,30 +85,56 @@ class Diffusion:
     def eps_from_x0(self, xt, t, x0):
         return (xt - self._at(self.sqrt_abar, t, xt) * x0) / self._at(self.sqrt_1m_abar, t, xt)
 
+    def v_target(self, x0, t, noise):
+        """v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+        return self._at(self.sqrt_abar, t, x0) * noise - self._at(self.sqrt_1m_abar, t, x0) * x0
+
+    def x0_eps_from_output(self, pred, xt, t):
+        """(x0, eps) from the network's prediction (eps or v) at x_t."""
+        if self.prediction == "v":
+            sa, s1 = self._at(self.sqrt_abar, t, xt), self._at(self.sqrt_1m_abar, t, xt)
+            return sa * xt - s1 * pred, s1 * xt + sa * pred
+        return self.predict_x0(xt, t, pred), pred
+
+    def loss_weight(self, t, weighting: str = "none", gamma: float = 5.0) -> torch.Tensor:
+        """Per-sample weight of the MSE. min-snr (Hang et al., "Efficient Diffusion Training via
+        Min-SNR Weighting Strategy"): the x0-space weight min(SNR, gamma), expressed for the target
+        trained: / SNR for eps, / (SNR + 1) for v."""
+        if weighting == "none":
+            return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+        if weighting != "min-snr":
+            raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}")
+        snr = self.snr[t.long().cpu().numpy()]
+        w = np.minimum(snr, gamma) / (snr + 1.0 if self.prediction == "v" else snr)
+        return torch.from_numpy(w.astype(np.float32)).to(t.device)
+
     # ---------------------------------------------------------- reverse process
     def p_mean_variance(self, out, xt, t, clip_x0: bool = False):
         """From the network output (eps | v) to the model mean and log-variance (learned range)."""
         C = xt.shape[1]
         if out.shape[1] == 2 * C:
-            eps, v = out[:, :C], out[:, C:]
-            frac = (v + 1) / 2                                               # f = (v + 1) / 2
+            pred, var = out[:, :C], out[:, C:]
+            frac = (var + 1) / 2                                             # f = (v + 1) / 2, the variance interpolation
             logvar = frac * self._at(self.log_betas, t, xt) + (1 - frac) * self._at(self.posterior_log_variance_clipped, t, xt)
         else:
-            eps = out
+            pred = out
             logvar = self._at(self.posterior_log_variance_clipped, t, xt).expand_as(xt)
-        x0 = self.predict_x0(xt, t, eps)
+        x0, eps = self.x0_eps_from_output(pred, xt, t)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
         mean, _, _ = self.q_posterior(x0, xt, t)
         return {"mean": mean, "logvar": logvar, "x0": x0, "eps": eps}
 
     # ---------------------------------------------------------- loss
-    def training_losses(self, model, x0, t, y, noise):
-        """Hybrid loss per sample: L_simple (MSE on eps) + L_vlb (bits/dim, mean detached)."""
+    def training_losses(self, model, x0, t, y, noise, weighting: str = "none", gamma: float = 5.0):
+        """Hybrid loss per sample: weight(t) x L_simple (MSE on eps or v) + L_vlb (bits/dim, mean detached)."""
         xt = self.q_sample(x0, t, noise)
         out = model(xt, torch.from_numpy(self.timestep_map).to(t.device)[t], y)
         C = x0.shape[1]
-        mse = ((noise - out[:, :C]) ** 2).mean(dim=(1, 2, 3))
+        target = self.v_target(x0, t, noise) if self.prediction == "v" else noise
+        mse = ((target - out[:, :C]) ** 2).mean(dim=(1, 2, 3))
+        if weighting != "none":
+            mse = self.loss_weight(t, weighting, gamma) * mse
         terms = {"mse": mse}
         if out.shape[1] == 2 * C:
             frozen = torch.cat([out[:, :C].detach(), out[:, C:]], dim=1)     # L_vlb trains only the variance

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attn", "in-context")
+PREDICTIONS = ("eps", "v")            # eps: the paper's noise prediction; v = sqrt(abar) eps - sqrt(1 - abar) x0
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class DiTConfig:
     class_dropout_prob: float = 0.1
     learn_sigma: bool = True
     conditioning: str = "adaln-zero"
+    prediction: str = "eps"       # what the first C output channels are: the noise eps, or v (Salimans & Ho)
 
     @property
     def out_channels(self) -> int:
@@ -42,6 +44,8 @@ class DiTConfig:
     def validate(self) -> "DiTConfig":
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         if self.input_size <= 0 or self.input_size % self.patch_size:
             raise ValueError(f"input size {self.input_size} is not divisible by patch size {self.patch_size}")
         if self.hidden_size % self.num_heads:

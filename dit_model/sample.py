@@ -16,13 +16,15 @@ SAMPLERS = ("ddim", "ddpm")
 @torch.no_grad()
 def sample_images(model: Callable, *, in_channels: int, input_size: int, num_classes: int,
                   class_ids: list[int], guide: Guide = Guide(), steps: int = 50, sampler: str = "ddim",
-                  eta: float = 0.0, seed: int = 0, clip_x0: bool = True,
+                  eta: float = 0.0, seed: int = 0, clip_x0: bool = True, prediction: str = "eps",
                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Returns x_0 (N, C, I, I) in the model's space; `model(x, t, y)` is any DiT-like callable."""
+    """Returns x_0 (N, C, I, I) in the model's space; `model(x, t, y)` is any DiT-like callable whose
+    first C output channels are `prediction` ("eps" or "v"). Guides combine the raw outputs (they
+    are linear in them), and the sampler converts the guided output with the unperturbed x_t."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     guide.validate(num_classes)
-    diff = Diffusion(steps)
+    diff = Diffusion(steps, prediction=prediction)
     N, C, I = len(class_ids), in_channels, input_size
     plan = make_plan(guide, class_ids, num_classes)
     K, J = guide.copies, len(plan.labels)
