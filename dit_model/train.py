@@ -40,7 +40,9 @@ STREAM_NOISE = 12     # per element of the global (B, C, S, S) batch: eps
 DEFAULTS = dict(preset=DEFAULT_PRESET, data=None, size=32, skin_tones=False, subcategories=False, flip=True,
                 batch_size=32, lr=1e-4, weight_decay=0.0, ema=0.9999, seed=0, max_steps=None, epochs=None,
                 time_limit=None, run_dir=None, log_every=50, sample_every=1000, ckpt_every=500,
-                sample_per_class=4, sample_steps=50, sample_cfg=4.0, bf16=False, compile=False, device="auto")
+                sample_per_class=4, sample_steps=50, sample_cfg=4.0, bf16=False, compile=False, device="auto",
+                conditioning=None, init=None, prediction="eps", loss_weighting="none", min_snr_gamma=5.0, t_sampling="uniform", warmup=0)
+T_SAMPLINGS = ("uniform", "logit-normal")
 
 
 # ---------------------------------------------------------------- per-sample randomness
@@ -58,8 +60,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return order
 
 
-def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, drop_prob: float, flip: bool):
-    """Data indices, timesteps, dropped labels and flips for global-batch samples k = lo .. hi-1 of `step`."""
+def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, drop_prob: float, flip: bool,
+               t_sampling: str = "uniform"):
+    """Data indices, timesteps, dropped labels and flips for global-batch samples k = lo .. hi-1 of `step`.
+
+    Timesteps: uniform on {0 .. 999} (the paper), or logit-normal: t = floor(1000 sigmoid(n)), n ~ N(0, 1)
+    (Esser et al., "Scaling rectified flow transformers"), which spends the steps on mid noise levels."""
     k = np.arange(lo, hi)
     g = step * batch_size + k                                           # position in the endless data stream
     idx = np.empty(len(k), np.int64)
@@ -68,16 +74,24 @@ def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, 
         idx[sel] = epoch_order(seed, int(e), n)[g[sel] % n]
     m = len(k)
     h0, h1, h2, _ = pcg4d(_u32(k), _u32(np.full(m, step)), _u32(np.full(m, seed)), _u32(np.full(m, STREAM_DRAWS)))
-    t = ((h0.astype(np.uint64) * np.uint64(1000)) >> np.uint64(32)).astype(np.int64)   # uniform in [0, 1000)
+    if t_sampling == "logit-normal":
+        u = (h0.astype(np.float64) + 0.5) / 2.0 ** 32                               # uniform in (0, 1)
+        z = torch.special.ndtri(torch.from_numpy(u)).numpy()                        # N(0, 1) by inversion
+        t = np.minimum((1000.0 / (1.0 + np.exp(-z))).astype(np.int64), 999)
+    elif t_sampling == "uniform":
+        t = ((h0.astype(np.uint64) * np.uint64(1000)) >> np.uint64(32)).astype(np.int64)   # uniform in [0, 1000)
+    else:
+        raise ValueError(f"unknown timestep sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLINGS)}")
     drop = h1.astype(np.float64) < drop_prob * 2.0 ** 32
     flips = (h2 >> np.uint32(31)).astype(bool) & flip
     return idx, t, drop, flips
 
 
 def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, cfg: DiTConfig, seed: int, step: int,
-               batch_size: int, lo: int, hi: int, flip: bool, device):
+               batch_size: int, lo: int, hi: int, flip: bool, device, t_sampling: str = "uniform"):
     """(x0, y, t, eps) for samples lo .. hi-1 of the global batch; the same values on any process."""
-    idx, t, drop, flips = batch_plan(seed, step, batch_size, lo, hi, len(images_u8), cfg.class_dropout_prob, flip)
+    idx, t, drop, flips = batch_plan(seed, step, batch_size, lo, hi, len(images_u8), cfg.class_dropout_prob, flip,
+                                     t_sampling)
     x0 = to_model(images_u8[torch.from_numpy(idx)])                    # (n, C, S, S)
     f = torch.from_numpy(flips)
     x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)           # the paper's only augmentation
@@ -93,14 +107,16 @@ class Trainer:
     """Model, EMA, AdamW and the step; `net` is what runs forward (DDP and/or compiled)."""
 
     def __init__(self, cfg: DiTConfig, *, lr: float, weight_decay: float, ema_decay: float, seed: int,
-                 device, bf16: bool = False, compile: bool = False, ddp: bool = False):
+                 device, bf16: bool = False, compile: bool = False, ddp: bool = False,
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, warmup: int = 0):
         torch.manual_seed(seed)
         self.cfg, self.device, self.ema_decay, self.bf16 = cfg, torch.device(device), ema_decay, bf16
         self.lr, self.weight_decay = lr, weight_decay
+        self.loss_weighting, self.min_snr_gamma, self.warmup = loss_weighting, min_snr_gamma, warmup
         self.model = DiT(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        self.diffusion = Diffusion()
+        self.diffusion = Diffusion(prediction=cfg.prediction)
         net = self.model
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -116,10 +132,13 @@ class Trainer:
 
     def train_step(self, x0, y, t, eps) -> dict:
         """One AdamW step on the mean hybrid loss (DDP averages the gradients over processes)."""
-        terms = self.diffusion.training_losses(self.forward, x0, t, y, eps)
+        terms = self.diffusion.training_losses(self.forward, x0, t, y, eps, self.loss_weighting, self.min_snr_gamma)
         loss = terms["loss"].mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.warmup:                                                 # linear learning-rate warm-up
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup)
         self.opt.step()
         self.update_ema()
         self.step += 1
@@ -129,6 +148,18 @@ class Trainer:
     def update_ema(self):
         """ema <- decay * ema + (1 - decay) * theta."""
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - self.ema_decay)
+
+    def warm_start(self, path) -> None:
+        """Model and EMA from a weights file (any format `ditweb sample` loads) whose architecture matches;
+        the prediction type may differ (the output head then re-learns what it predicts)."""
+        from .checkpoint import load_model
+        model, meta = load_model(path)
+        mine, theirs = self.cfg.to_dict(), meta["config"].to_dict()
+        diff = [f"{k} {theirs.get(k)} vs {mine[k]}" for k in mine if k != "prediction" and mine[k] != theirs.get(k)]
+        if diff:
+            raise CheckpointError(f"{path}: --init weights do not fit this model ({'; '.join(diff)})")
+        self.model.load_state_dict(model.state_dict())
+        self.ema.load_state_dict(model.state_dict())
 
     def state(self, class_names: list[str], train_args: dict) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
@@ -204,6 +235,19 @@ def register(sub):
     p.add_argument("--sample-per-class", type=int, help=f"images per class in a grid (default {d['sample_per_class']})")
     p.add_argument("--sample-steps", type=int, help=f"DDIM steps for the grids (default {d['sample_steps']})")
     p.add_argument("--sample-cfg", type=float, help=f"guidance scale for the grids (default {d['sample_cfg']})")
+    p.add_argument("--conditioning", choices=["adaln-zero", "adaln", "cross-attn", "in-context"],
+                   help="how t and y enter the blocks (default: the preset's, adaln-zero; the paper's Figure 5)")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="warm start: begin a new run from these model weights (e.g. models/default.safetensors; "
+                        "raw weights and EMA both start from them, the optimiser fresh)")
+    p.add_argument("--prediction", choices=["eps", "v"],
+                   help="what the network predicts: eps (default, the paper) or v = sqrt(abar) eps - sqrt(1 - abar) x0")
+    p.add_argument("--loss-weighting", choices=["none", "min-snr"],
+                   help="per-timestep weight of the MSE: none (default, the paper) or Min-SNR-gamma")
+    p.add_argument("--min-snr-gamma", type=float, help=f"gamma of Min-SNR weighting (default {d['min_snr_gamma']:g})")
+    p.add_argument("--t-sampling", choices=list(T_SAMPLINGS),
+                   help="training timestep distribution: uniform (default, the paper) or logit-normal (mid noise)")
+    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up over this many steps (default 0: none)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available; torchrun: cuda:LOCAL_RANK)")
@@ -303,14 +347,18 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         raise ValueError(f"{ckpt_path} exists; continue it with `ditweb train --resume {run_dir}` or pick another --run-dir")
 
     data = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"])
-    cfg = preset_config(opts["preset"], input_size=data.size, in_channels=4, num_classes=len(data.class_names))
+    cfg = preset_config(opts["preset"], input_size=data.size, in_channels=4, num_classes=len(data.class_names),
+                        prediction=opts["prediction"], conditioning=opts["conditioning"])
     if saved is not None:
         _check_compatible(saved, cfg, data, ckpt_path)
     trainer = Trainer(cfg, lr=opts["lr"], weight_decay=opts["weight_decay"], ema_decay=opts["ema"], seed=opts["seed"],
-                      device=ctx.device, bf16=opts["bf16"], compile=opts["compile"], ddp=ctx.on)
+                      device=ctx.device, bf16=opts["bf16"], compile=opts["compile"], ddp=ctx.on,
+                      loss_weighting=opts["loss_weighting"], min_snr_gamma=opts["min_snr_gamma"], warmup=opts["warmup"])
     if saved is not None:
         trainer.load(saved, ckpt_path)
         saved = None                                                    # free the host copy
+    elif opts["init"]:
+        trainer.warm_start(opts["init"])
 
     n = len(data.images)
     max_steps = opts["max_steps"]
@@ -350,7 +398,8 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     reason = "max steps"
     try:
         while max_steps is None or trainer.step < max_steps:
-            x0, y, t, eps = make_batch(images, labels, cfg, opts["seed"], trainer.step, B, lo, hi, opts["flip"], ctx.device)
+            x0, y, t, eps = make_batch(images, labels, cfg, opts["seed"], trainer.step, B, lo, hi, opts["flip"], ctx.device,
+                                       opts["t_sampling"])
             terms = trainer.train_step(x0, y, t, eps)
             vals = torch.stack([terms["loss"], terms["mse"], terms.get("vlb", torch.zeros_like(terms["mse"]))]).detach()
             window = vals if window is None else window + vals
@@ -442,7 +491,7 @@ def write_sample_grid(ema, cfg: DiTConfig, class_names: list[str], path: Path, o
     model = lambda x, t, y: ema(x.to(device), t.to(device), y.to(device)).float().cpu()
     x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                       class_ids=[c for c in classes for _ in range(k)], guide=Guide(scale=opts["sample_cfg"]),
-                      steps=opts["sample_steps"], seed=0)
+                      steps=opts["sample_steps"], seed=0, prediction=cfg.prediction)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid(to_uint8(x), cols=k, scale=2).save(path)
     return path
