@@ -31,7 +31,8 @@ model, meta = load_model("models/default.safetensors")
 cfg = meta["config"]
 for c, name in enumerate(meta["class_names"]):
     x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
-                      class_ids=[c] * 16, guide=Guide(scale=4.0), steps=50, sampler="ddim", seed=0)
+                      class_ids=[c] * 16, guide=Guide(scale=4.0), steps=50, sampler="ddim", seed=0,
+                      prediction=cfg.prediction)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     grid(to_uint8(x), cols=8, scale=2).save(f"docs/samples/{slug}.png")
     print(f"docs/samples/{slug}.png  {name}")

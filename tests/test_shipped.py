@@ -35,7 +35,7 @@ def test_shipped_bundle_samples_like_the_shipped_weights():
     cfg = meta["config"]
     bundle = Bundle.load(BUNDLE)
     ref = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
-                        class_ids=[2], steps=4, seed=3)
+                        class_ids=[2], steps=4, seed=3, prediction=cfg.prediction)
     got = bundle.sample(2, seed=3, steps=4, cfg=4.0)
     a, b = (np.asarray(ref) + 1) / 2, (np.asarray(got) + 1) / 2
     psnr = 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-20))
