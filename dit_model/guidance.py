@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 SCHEDULES = ("constant", "linear", "interval")
 
@@ -92,6 +91,7 @@ def make_plan(guide: Guide, class_ids: list[int], num_classes: int) -> Plan:
 
 def combine(out: torch.Tensor, coeffs: np.ndarray, var_branch: int, C: int) -> torch.Tensor:
     """out (K, J, N, C_out, H, W) -> guided (N, C_out, H, W): sum_j a_j eps_j, mean over K."""
+    import torch                      # here, not at the top: the wgpu runtime plans guides without torch
     a = torch.as_tensor(coeffs, dtype=out.dtype).reshape(1, -1, 1, 1, 1, 1)
     eps = (a * out[:, :, :, :C]).sum(dim=1).mean(dim=0)                    # (N, C, H, W)
     if out.shape[3] == C:

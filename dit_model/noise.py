@@ -49,17 +49,19 @@ def pcg4d(x, y, z, w):
 def _poly(coeffs, x):
     p = np.full_like(x, _f(coeffs[-1]))
     for c in coeffs[-2::-1]:
-        p = p * x + _f(c)                     # Horner, float32, no fused multiply-add
+        p *= x                                # Horner, float32, no fused multiply-add
+        p += _f(c)                            # (in place: the same roundings, no temporaries)
     return p
 
 
 def _ln_u24(k):
     """ln(k * 2^-24) for integer k in [1, 2^24], float32."""
-    e = np.floor(np.log2(k.astype(np.float64))).astype(np.int32)          # exact for k < 2^25: bit index
-    m = k.astype(np.float32) * np.ldexp(_f(1), -e).astype(np.float32)     # in [1, 2), exact
+    mant, e = np.frexp(k.astype(np.float32))          # k = mant 2^e, mant in [0.5, 1): exact for k <= 2^24
+    m = mant * _f(2)                                   # in [1, 2), exact
+    e -= 1                                             # the bit index, floor(log2 k)
     big = m > _f(SQRT2)
-    m = np.where(big, m * _f(0.5), m)
-    e = np.where(big, e + 1, e)
+    np.multiply(m, _f(0.5), out=m, where=big)
+    e += big
     return (e - 24).astype(np.float32) * _f(LN2) + _poly(LOG1P, m - _f(1))
 
 
@@ -77,15 +79,16 @@ def _cos_2pi_u24(j):
     q = j >> np.uint32(22)
     r = (j & np.uint32(0x3FFFFF)).astype(np.float32) * _f(2.0 ** -22)
     c, s = _poly(COS_Q, r), _poly(SIN_Q, r)
-    return np.select([q == 0, q == 1, q == 2], [c, -s, -c], s)
+    out = np.where(q & np.uint32(1), s, c)             # quadrants 0..3: c, -s, -c, s
+    np.negative(out, out=out, where=(q == 1) | (q == 2))
+    return out
 
 
 def normal(seed: int, stream: int, step: int, count: int, start: int = 0) -> np.ndarray:
     """float32 N(0, 1) samples for flat indices start .. start+count-1."""
     idx = np.arange(start, start + count, dtype=np.uint64).astype(np.uint32)
-    n = idx.shape[0]
-    h0, h1, _, _ = pcg4d(idx, np.full(n, step & 0xFFFFFFFF, np.uint32),
-                         np.full(n, seed & 0xFFFFFFFF, np.uint32), np.full(n, stream & 0xFFFFFFFF, np.uint32))
+    # step, seed and stream are the same for every element: scalars broadcast (same words, less work)
+    h0, h1, _, _ = pcg4d(idx, np.uint32(step & 0xFFFFFFFF), np.uint32(seed & 0xFFFFFFFF), np.uint32(stream & 0xFFFFFFFF))
     k = (h0 >> np.uint32(8)) + np.uint32(1)              # u1 = k 2^-24 in (0, 1]
     j = h1 >> np.uint32(8)                               # u2 = j 2^-24 in [0, 1)
     radius = _sqrt(_f(-2.0) * _ln_u24(k))
@@ -96,3 +99,89 @@ def normal_tensor(seed: int, stream: int, step: int, shape, start: int = 0):
     import torch
     count = int(np.prod(shape))
     return torch.from_numpy(normal(seed, stream, step, count, start).reshape(shape))
+
+
+# ---------------------------------------------------------------- the same numbers, computed by torch
+
+# Why a twin: training draws one normal() per pixel of every batch; on a GPU the numpy version
+# (host CPU, then a copy) costs more than the step itself. These functions repeat normal()
+# operation by operation in torch, on any device, with the same bits: u32 words are held in
+# int64 and reduced mod 2^32 (products split in 16-bit halves so no intermediate exceeds 2^49);
+# float32 steps are separate eager ops, one rounding each, as in numpy; constants are the float32
+# values themselves, so nothing is rounded twice. Never torch.compile these (it would fuse a*b+c).
+# tests/test_train.py checks every k and j of the float part exhaustively against numpy, and
+# training checks a slice on its device before trusting it (dit_model.train.device_noise_ok).
+
+_U32 = 0xFFFFFFFF
+
+
+def _mul32(a, b):
+    """a * b mod 2^32 for int64 tensors (or ints) holding values in [0, 2^32)."""
+    lo = a * (b & 0xFFFF)                                             # < 2^48
+    hi = ((a * (b >> 16)) & 0xFFFF) << 16                             # only the low 16 bits survive the shift
+    return (lo + hi) & _U32
+
+
+def pcg4d_torch(x, y, z, w):
+    """pcg4d on int64 tensors holding uint32 values; the same words."""
+    x = (x * 1664525 + 1013904223) & _U32                             # < 2^53: exact in int64
+    y = (y * 1664525 + 1013904223) & _U32
+    z = (z * 1664525 + 1013904223) & _U32
+    w = (w * 1664525 + 1013904223) & _U32
+    x = (x + _mul32(y, w)) & _U32; y = (y + _mul32(z, x)) & _U32
+    z = (z + _mul32(x, y)) & _U32; w = (w + _mul32(y, z)) & _U32
+    x = x ^ (x >> 16); y = y ^ (y >> 16); z = z ^ (z >> 16); w = w ^ (w >> 16)
+    x = (x + _mul32(y, w)) & _U32; y = (y + _mul32(z, x)) & _U32
+    z = (z + _mul32(x, y)) & _U32; w = (w + _mul32(y, z)) & _U32
+    return x, y, z, w
+
+
+def _c(text: str) -> float:
+    return float(_f(text))                                            # the float32 value, exact as a Python float
+
+
+def _poly_torch(coeffs, x):
+    import torch
+    p = torch.full_like(x, _c(coeffs[-1]))
+    for c in coeffs[-2::-1]:
+        p = p * x + _c(c)
+    return p
+
+
+def _ln_u24_torch(k):
+    """_ln_u24 for an int64 tensor k in [1, 2^24]."""
+    import torch
+    mant, ex = torch.frexp(k.to(torch.float32))                       # k = mant 2^ex, mant in [0.5, 1): exact
+    m, e = mant * 2.0, ex.to(torch.int32) - 1                         # m in [1, 2), e = floor(log2 k)
+    big = m > _c(SQRT2)
+    m = torch.where(big, m * 0.5, m)
+    e = torch.where(big, e + 1, e)
+    return (e - 24).to(torch.float32) * _c(LN2) + _poly_torch(LOG1P, m - 1.0)
+
+
+def _sqrt_torch(a):
+    import torch
+    y = (0x5F3759DF - (a.view(torch.int32) >> 1)).view(torch.float32)
+    for _ in range(3):
+        y = y * (1.5 - 0.5 * a * y * y)
+    return a * y
+
+
+def _cos_2pi_u24_torch(j):
+    import torch
+    q = j >> 22
+    r = (j & 0x3FFFFF).to(torch.float32) * 2.0 ** -22
+    c, s = _poly_torch(COS_Q, r), _poly_torch(SIN_Q, r)
+    return torch.where(q == 0, c, torch.where(q == 1, -s, torch.where(q == 2, -c, s)))
+
+
+def normal_torch(seed: int, stream: int, step: int, count: int, start: int = 0, device="cpu"):
+    """normal(seed, stream, step, count, start) as a float32 tensor on `device`: the same bits."""
+    import torch
+    idx = torch.arange(start, start + count, dtype=torch.int64, device=device) & _U32
+    const = lambda v: torch.full_like(idx, int(v) & _U32)
+    h0, h1, _, _ = pcg4d_torch(idx, const(step), const(seed), const(stream))
+    k = (h0 >> 8) + 1
+    j = h1 >> 8
+    radius = _sqrt_torch(-2.0 * _ln_u24_torch(k))
+    return radius * _cos_2pi_u24_torch(j)

@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError, _torch_load, atomic_save
 from .data import FaviconData, add_data_options, load_data, to_model
 from .diffusion import Diffusion
 from .model import DEFAULT_PRESET, DiT, DiTConfig, drop_labels, preset_config
-from .noise import normal, pcg4d
+from .noise import normal, normal_torch, pcg4d
 
 # Streams of dit_model.noise used by training (0-9 belong to sampling).
 STREAM_ORDER = 10     # data order: one permutation of the data set per epoch
@@ -40,9 +40,10 @@ STREAM_NOISE = 12     # per element of the global (B, C, S, S) batch: eps
 DEFAULTS = dict(preset=DEFAULT_PRESET, data=None, size=32, skin_tones=False, subcategories=False, flip=True,
                 batch_size=32, lr=1e-4, weight_decay=0.0, ema=0.9999, seed=0, max_steps=None, epochs=None,
                 time_limit=None, run_dir=None, log_every=50, sample_every=1000, ckpt_every=500,
-                sample_per_class=4, sample_steps=50, sample_cfg=4.0, bf16=False, compile=False, device="auto",
+                sample_per_class=4, sample_steps=50, sample_cfg=4.0, precision="auto", compile=False, device="auto",
                 conditioning=None, init=None, prediction="eps", loss_weighting="none", min_snr_gamma=5.0, t_sampling="uniform", warmup=0)
 T_SAMPLINGS = ("uniform", "logit-normal")
+PRECISIONS = ("auto", "f32", "bf16")
 
 
 # ---------------------------------------------------------------- per-sample randomness
@@ -89,16 +90,99 @@ def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, 
 
 def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, cfg: DiTConfig, seed: int, step: int,
                batch_size: int, lo: int, hi: int, flip: bool, device, t_sampling: str = "uniform"):
-    """(x0, y, t, eps) for samples lo .. hi-1 of the global batch; the same values on any process."""
+    """(x0, y, t, eps) for samples lo .. hi-1 of the global batch; the same values on any process.
+
+    The images and labels may live on the host or already on `device` (a GPU run keeps them there);
+    the images cross as uint8 (4x fewer bytes than floats), and on a GPU the noise is computed
+    there (noise.normal_torch, the same bits as noise.normal) instead of on the host."""
+    device = torch.device(device)
     idx, t, drop, flips = batch_plan(seed, step, batch_size, lo, hi, len(images_u8), cfg.class_dropout_prob, flip,
                                      t_sampling)
-    x0 = to_model(images_u8[torch.from_numpy(idx)])                    # (n, C, S, S)
-    f = torch.from_numpy(flips)
+    sel = torch.from_numpy(idx)
+    x0 = to_model(images_u8[sel.to(images_u8.device)].to(device))      # (n, C, S, S)
+    f = torch.from_numpy(flips).to(device)
     x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)           # the paper's only augmentation
-    y = drop_labels(labels[torch.from_numpy(idx)], torch.from_numpy(drop), cfg.num_classes)
+    y = drop_labels(labels[sel.to(labels.device)].to(device), torch.from_numpy(drop).to(device), cfg.num_classes)
     per = cfg.in_channels * cfg.input_size ** 2
-    eps = torch.from_numpy(normal(seed, STREAM_NOISE, step, (hi - lo) * per, start=lo * per)).reshape(x0.shape)
-    return x0.to(device), y.to(device), torch.from_numpy(t).to(device), eps.to(device)
+    eps = batch_noise(seed, step, lo * per, (hi - lo) * per, device).reshape(x0.shape)
+    return x0, y, torch.from_numpy(t).to(device), eps
+
+
+def batch_noise(seed: int, step: int, start: int, count: int, device: torch.device) -> torch.Tensor:
+    """normal(seed, STREAM_NOISE, step) for flat indices start .. start+count-1, as a tensor on `device`.
+    On a CPU numpy is the faster of the two; elsewhere the torch twin runs on the device, once
+    device_noise_ok has seen it reproduce numpy's bits there."""
+    if device.type != "cpu" and device_noise_ok(str(device)):
+        return normal_torch(seed, STREAM_NOISE, step, count, start=start, device=device)
+    return torch.from_numpy(normal(seed, STREAM_NOISE, step, count, start=start)).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def device_noise_ok(device: str) -> bool:
+    """Does noise.normal_torch on `device` give exactly noise.normal's float32 bits? Checked once per
+    device on a few windows (incl. the u32 index wrap-around); a device that differs falls back to
+    the host's numpy, since the noise values are part of the training spec."""
+    windows = [(0, 0, 0, 1 << 16), (12345, 987654, 2 ** 32 - 4096, 8192), (2 ** 31 + 7, 3, 10 ** 9, 4096)]
+    for seed, step, start, count in windows:
+        want = normal(seed, STREAM_NOISE, step, count, start=start)
+        got = normal_torch(seed, STREAM_NOISE, step, count, start=start, device=device).cpu().numpy()
+        if not np.array_equal(want.view(np.uint32), got.view(np.uint32)):
+            bad = int(np.count_nonzero(want.view(np.uint32) != got.view(np.uint32)))
+            print(f"warning: torch noise on {device} differs from numpy in {bad} of {count} values; "
+                  f"drawing the training noise on the host instead", file=sys.stderr)
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- precision
+
+# bf16 autocast pays on a CPU only where its matrix units do bf16 natively (Intel AMX, or the
+# AVX512-BF16 dot products), and only for models whose matrix products dominate the step: measured
+# (bench/results/train.md) 1.3-2.5x for Favicon-T/2, Favicon-S/2 and DiT-S/2, none for Favicon-T/4
+# or the 8x8 Favicon-N/2, where elementwise work and the casts cost as much as the products save.
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPU_BF16_MIN_GFLOPS = 0.25            # forward Gflops per image; T/2 is 0.54, T/4 0.11
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (empty where unknown, e.g. not Linux)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def auto_precision(device_type: str, gflops: float, flags=frozenset(), cuda_bf16: bool = False) -> tuple[str, str]:
+    """(precision, why) that --precision auto picks, from the detected capability only:
+    CUDA: bf16 where the GPU supports it; CPU: bf16 when it has bf16 matrix instructions and the
+    model is large enough to profit (CPU_BF16_MIN_GFLOPS), else f32."""
+    if device_type == "cuda":
+        return ("bf16", "the GPU supports bf16") if cuda_bf16 else ("f32", "the GPU has no bf16")
+    if device_type != "cpu":
+        return "f32", f"no bf16 rule for {device_type}"
+    native = [f for f in CPU_BF16_FLAGS if f in flags]
+    if not native:
+        return "f32", "the CPU has no bf16 matrix instructions (amx_bf16 / avx512_bf16)"
+    if gflops < CPU_BF16_MIN_GFLOPS:
+        return "f32", f"{native[0]} present, but the model is too small to profit ({gflops:.2f} < {CPU_BF16_MIN_GFLOPS} Gflops)"
+    return "bf16", f"the CPU has {native[0]}"
+
+
+def resolve_precision(precision: str, device, cfg: DiTConfig) -> tuple[str, str]:
+    """--precision on this device: f32 / bf16 as asked, or auto's pick with the reason."""
+    from .model import forward_gflops
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, "asked for"
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    flags = cpu_flags() if device.type == "cpu" else frozenset()
+    return auto_precision(device.type, forward_gflops(cfg), flags, cuda_bf16)
 
 
 # ---------------------------------------------------------------- the training state
@@ -107,15 +191,20 @@ class Trainer:
     """Model, EMA, AdamW and the step; `net` is what runs forward (DDP and/or compiled)."""
 
     def __init__(self, cfg: DiTConfig, *, lr: float, weight_decay: float, ema_decay: float, seed: int,
-                 device, bf16: bool = False, compile: bool = False, ddp: bool = False,
-                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, warmup: int = 0):
+                 device, precision: str = "f32", compile: bool = False, ddp: bool = False,
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, warmup: int = 0, bf16: bool | None = None):
         torch.manual_seed(seed)
-        self.cfg, self.device, self.ema_decay, self.bf16 = cfg, torch.device(device), ema_decay, bf16
+        if bf16 is not None:                                            # the old spelling
+            precision = "bf16" if bf16 else "f32"
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"Trainer precision must be f32 or bf16 (resolve 'auto' first), not {precision!r}")
+        self.cfg, self.device, self.ema_decay, self.precision = cfg, torch.device(device), ema_decay, precision
+        self.bf16 = precision == "bf16"
         self.lr, self.weight_decay = lr, weight_decay
         self.loss_weighting, self.min_snr_gamma, self.warmup = loss_weighting, min_snr_gamma, warmup
         self.model = DiT(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.opt = _adamw(self.model.parameters(), lr, weight_decay, self.device)
         self.diffusion = Diffusion(prediction=cfg.prediction)
         net = self.model
         if ddp:
@@ -177,6 +266,19 @@ class Trainer:
         for g in self.opt.param_groups:                                 # lr / wd may be changed on resume
             g["lr"], g["weight_decay"] = self.lr, self.weight_decay
         self.step = int(obj["step"])
+
+
+def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused where torch has a fused kernel for the device: one pass over all parameters
+    instead of a dozen small ops per tensor (3.5x faster on a CPU, fewer launches on a GPU).
+    The same update rule; only the rounding order inside it differs from the per-tensor loop."""
+    params = list(params)
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):                  # an older torch without it
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def read_training_checkpoint(path: Path) -> dict:
@@ -248,8 +350,12 @@ def register(sub):
     p.add_argument("--t-sampling", choices=list(T_SAMPLINGS),
                    help="training timestep distribution: uniform (default, the paper) or logit-normal (mid noise)")
     p.add_argument("--warmup", type=int, help="linear learning-rate warm-up over this many steps (default 0: none)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--precision", choices=list(PRECISIONS),
+                   help="f32, bf16 (autocast) or auto (default): bf16 on a GPU that supports it, and on a CPU with "
+                        "bf16 matrix instructions (AMX / AVX512-BF16) for models large enough to gain; else f32")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="same as --precision bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (a minute or more to start; "
+                                                          "see docs/training.md for when it pays)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available; torchrun: cuda:LOCAL_RANK)")
     p.set_defaults(func=cmd_train)
 
@@ -317,6 +423,8 @@ def resolve_args(args) -> tuple[dict, dict | None, Path]:
         if not isinstance(saved["train_args"], dict):
             raise CheckpointError(f"{ckpt}: train_args is not a dict")
         opts.update({k: v for k, v in saved["train_args"].items() if k in DEFAULTS})
+        if "precision" not in saved["train_args"] and "bf16" in saved["train_args"]:   # before --precision
+            opts["precision"] = "bf16" if saved["train_args"]["bf16"] else "f32"
         opts["run_dir"] = str(run_dir)
     opts.update(given)
     preset_config(opts["preset"])                                       # an unknown preset fails before the data loads
@@ -351,8 +459,9 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
                         prediction=opts["prediction"], conditioning=opts["conditioning"])
     if saved is not None:
         _check_compatible(saved, cfg, data, ckpt_path)
+    precision, why = resolve_precision(opts["precision"], ctx.device, cfg)
     trainer = Trainer(cfg, lr=opts["lr"], weight_decay=opts["weight_decay"], ema_decay=opts["ema"], seed=opts["seed"],
-                      device=ctx.device, bf16=opts["bf16"], compile=opts["compile"], ddp=ctx.on,
+                      device=ctx.device, precision=precision, compile=opts["compile"], ddp=ctx.on,
                       loss_weighting=opts["loss_weighting"], min_snr_gamma=opts["min_snr_gamma"], warmup=opts["warmup"])
     if saved is not None:
         trainer.load(saved, ckpt_path)
@@ -365,10 +474,12 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     if opts["epochs"] is not None:
         by_epochs = int(np.ceil(opts["epochs"] * n / B))
         max_steps = by_epochs if max_steps is None else min(max_steps, by_epochs)
-    images = torch.from_numpy(data.images)                              # (N, S, S, 4) uint8, stays on the host
+    images = torch.from_numpy(data.images)                              # (N, S, S, 4) uint8
     labels = torch.from_numpy(data.labels)
+    if ctx.device.type == "cuda":                                       # small (8 MB at 32x32): keep it on the GPU
+        images, labels = images.to(ctx.device), labels.to(ctx.device)
     lo, hi = ctx.rank * B // ctx.world, (ctx.rank + 1) * B // ctx.world
-    train_args = dict(opts)
+    train_args = dict(opts, precision_used=precision)                   # what --precision auto chose, for the record
     saved_at = {"step": trainer.step}                                   # what ckpt.pt holds now
 
     def save():
@@ -383,7 +494,8 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         log = _Log(run_dir / "log.csv", trainer.step)
         print(f"training {opts['preset']} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on "
               f"{n} images / {len(data.class_names)} classes from {data.source}; global batch {B} on {ctx.world} "
-              f"process(es), {ctx.device}; run dir {run_dir}; from step {trainer.step}", file=sys.stderr)
+              f"process(es), {ctx.device}, {precision} ({why}){', compiled' if opts['compile'] else ''}; "
+              f"run dir {run_dir}; from step {trainer.step}", file=sys.stderr)
     stop = {"signal": None}
 
     def on_signal(num, frame):                                          # first: finish the step and save; second: abort
@@ -500,69 +612,151 @@ def write_sample_grid(ema, cfg: DiTConfig, class_names: list[str], path: Path, o
 # ---------------------------------------------------------------- `ditweb bench train`
 
 BENCH_CASES = [("Favicon-T/2", 32), ("Favicon-T/4", 32), ("Favicon-S/2", 32), ("Favicon-N/2", 32), ("DiT-S/2", 8)]
+BENCH_MODES = [("f32", "f32", False), ("bf16", "bf16", False), ("bf16 + compile", "bf16", True)]
 
 
-def _bench_case(preset: str, batch: int, warmup: int, min_steps: int, min_seconds: float, device: str, bf16: bool, queue):
-    """In a fresh process (so peak memory is this case's): time full training steps on random data."""
+def _bench_case(preset: str, batch: int, warmup: int, min_steps: int, min_seconds: float, device: str,
+                precision: str, compile: bool, queue):
+    """In a fresh process (so peak memory and compiled code are this case's): time full training steps."""
     import resource
     torch.manual_seed(0)
     cfg = preset_config(preset)
     dev = torch.device(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tr = Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9999, seed=0, device=dev, bf16=bf16)
+    tr = Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9999, seed=0, device=dev, precision=precision, compile=compile)
     images = torch.randint(0, 256, (max(4 * batch, 256), cfg.input_size, cfg.input_size, cfg.in_channels), dtype=torch.uint8)
     labels = torch.randint(0, cfg.num_classes, (len(images),))
+    if dev.type == "cuda":
+        images, labels = images.to(dev), labels.to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     step = lambda s: tr.train_step(*make_batch(images, labels, cfg, 0, s, batch, 0, batch, True, dev))
-    for s in range(warmup):
+    t_first = time.perf_counter()
+    for s in range(warmup):                                             # includes compiling, if any
         step(s)
     sync()
-    t0, n = time.perf_counter(), 0
+    t0, c0, n = time.perf_counter(), time.process_time(), 0
     while n < min_steps or time.perf_counter() - t0 < min_seconds:
         step(warmup + n)
         n += 1
     sync()
-    dt = (time.perf_counter() - t0) / n
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    queue.put({"step_ms": dt * 1000, "img_s": batch / dt, "peak_mb": peak, "steps": n})
+    queue.put({"step_ms": wall / n * 1000, "img_s": batch * n / wall, "peak_mb": peak, "steps": n,
+               "warmup_s": t0 - t_first, "cpu_share": cpu / wall / max(1, torch.get_num_threads())})
 
 
 def bench_train(args):
-    """Images/s and peak memory of whole training steps (batch, loss, backward, AdamW, EMA)."""
+    """Images/s of whole training steps (batch, loss, backward, AdamW, EMA) in f32, bf16 and bf16 + compile."""
     import multiprocessing as mp
     from .data import TWEMOJI
+    from .model import forward_gflops
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    warmup, min_steps, min_seconds = (1, 2, 0.0) if args.quick else (3, 5, 15.0)
+    warmup, min_steps, min_seconds = (1, 1, 0.0) if args.quick else (3, 5, 15.0)
     cases = [c for c in BENCH_CASES if not getattr(args, "preset", None) or c[0] == args.preset] or [(args.preset, 32)]
+    modes = BENCH_MODES[:2] if args.quick else BENCH_MODES                # --quick: no compiling (a smoke run)
     try:
         n_images = sum(e["category"] != "Component" for e in json.loads((TWEMOJI / "emoji.json").read_text()))
     except (OSError, ValueError):
         n_images = None
+    flags = cpu_flags() if device == "cpu" else frozenset()
     ctx = mp.get_context("spawn")
-    rows, load0 = [], os.getloadavg()[0]
+    rows, load0, shares = [], os.getloadavg(), []
     for preset, batch in cases:
-        q = ctx.Queue()
-        p = ctx.Process(target=_bench_case, args=(preset, batch, warmup, min_steps, min_seconds, device, False, q))
-        p.start()
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"bench train: {preset} failed (exit {p.exitcode})")
-        r = q.get()
         cfg = preset_config(preset)
+        results = {}
+        for name, precision, compile in modes:
+            q = ctx.Queue()
+            p = ctx.Process(target=_bench_case, args=(preset, batch, warmup, min_steps, min_seconds, device, precision,
+                                                      compile, q))
+            p.start()
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"bench train: {preset} {name} failed (exit {p.exitcode})")
+            results[name] = q.get()
+            shares.append(results[name]["cpu_share"])
+            print(f"  {preset:<12} batch {batch:>3} {name:<15}: {results[name]['img_s']:8.1f} img/s", file=sys.stderr)
+        pick, _ = auto_precision(device, forward_gflops(cfg), flags, device == "cuda" and torch.cuda.is_bf16_supported())
+        best = max(results, key=lambda k: results[k]["img_s"])
         favicon = preset.startswith("Favicon") and cfg.input_size == 32 and n_images
-        epoch = f"{n_images / r['img_s']:.1f}" if favicon else "-"
-        rows.append([preset, f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}", batch, r["steps"],
-                     f"{r['step_ms']:.0f}", f"{r['img_s']:.1f}", epoch, f"{r['peak_mb']:.0f}"])
-        print(f"  {preset:<12} batch {batch:>3}: {r['img_s']:8.1f} img/s", file=sys.stderr)
+        epoch = f"{n_images / results[best]['img_s']:.1f}" if favicon else "-"
+        compiled = results.get("bf16 + compile")
+        rows.append([preset, f"{cfg.in_channels}x{cfg.input_size}x{cfg.input_size}", f"{forward_gflops(cfg):.3g}", batch,
+                     *[f"{results[m]['img_s']:.1f}" if m in results else "-" for m, _, _ in BENCH_MODES],
+                     f"{results[best]['img_s'] / results['f32']['img_s']:.2f}x", pick,
+                     f"{compiled['warmup_s']:.0f}" if compiled else "-", epoch, f"{results['f32']['peak_mb']:.0f}"])
+    load1 = os.getloadavg()
     mem = "torch.cuda.max_memory_allocated" if device == "cuda" else "growth of peak RSS (ru_maxrss) over the process before the model was built"
-    notes = (f"One full training step per row: make_batch (counter-based noise, flips, label dropout), hybrid loss, "
-             f"backward, AdamW, EMA update; float32, random uint8 data, {device}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, warm-up {warmup} steps, then >= {min_steps} steps and >= {min_seconds:g} s "
-             f"per row{' (--quick)' if args.quick else ''}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after "
-             f"on {os.cpu_count()} cores (other work on the machine slows every row). epoch = one pass over the {n_images or '?'} base Twemoji "
-             f"images at 32x32. peak MB = {mem}. Each row runs in a fresh process.")
-    header = ["preset", "input", "batch", "steps", "ms/step", "img/s", "epoch (s)", "peak MB"]
+    notes = (f"img/s of one full training step per cell: make_batch (counter-based noise, flips, label dropout), "
+             f"hybrid loss, backward, AdamW (fused), EMA update; random uint8 data, {device}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} thread(s), warm-up {warmup} steps (compiling happens there: 'compile s'), then "
+             f">= {min_steps} steps and >= {min_seconds:g} s per cell{' (--quick: no compile column)' if args.quick else ''}; "
+             f"each cell in a fresh process. bf16 = torch.autocast(bfloat16); compile = torch.compile on top of it. "
+             f"best = the fastest cell / f32. auto = what `ditweb train --precision auto` picks here "
+             f"(CPU flags: {', '.join(f for f in CPU_BF16_FLAGS if f in flags) or 'no bf16 matrix instructions'}). "
+             f"Shared machine: load average {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f} (1 / 5 / 15 min) before, "
+             f"{load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} after, on {os.cpu_count()} cores; the benchmark got "
+             f"{100 * min(shares):.0f}-{100 * max(shares):.0f}% of its thread(s)' time (process CPU time / wall time), "
+             f"the rest went to other work, so every cell is slower than on a quiet machine by up to that factor. "
+             f"epoch = one pass over the {n_images or '?'} base Twemoji images at 32x32 at the best cell's rate. "
+             f"peak MB (f32) = {mem}.")
+    header = ["preset", "input", "Gflops", "batch", *[f"{m} img/s" for m, _, _ in BENCH_MODES], "best", "auto",
+              "compile s", "epoch (s)", "peak MB"]
     return "ditweb bench train", header, rows, notes
+
+
+# ---------------------------------------------------------------- a run's weights as small files
+
+def export_weights(run: str | os.PathLike, out_dir: str | os.PathLike, max_mib: float = 16.0) -> list[Path]:
+    """A run's EMA (ema.safetensors) and raw weights (model.safetensors) as files of at most `max_mib`
+    MiB each: float32 where it fits, else bfloat16 (what a GPU machine can hand back; both load with
+    `ditweb sample`, `ditweb export` and `ditweb train --init`)."""
+    from .checkpoint import CheckpointError, save_weights
+    run = Path(run)
+    ckpt = run / "ckpt.pt" if run.is_dir() else run
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: no checkpoint to export")
+    obj = read_training_checkpoint(ckpt)
+    cfg = DiTConfig.from_dict(obj["config"])
+    written = []
+    for part in ("ema", "model"):
+        for dtype in (torch.float32, torch.bfloat16):
+            model = DiT(cfg)
+            model.load_state_dict(obj[part])
+            for name, p in model.named_parameters():
+                if name != "pos_embed":                                 # the fixed sin-cos table stays exact
+                    p.data = p.data.to(dtype)
+            if sum(t.numel() * t.element_size() for t in model.state_dict().values()) <= max_mib * 2 ** 20 - 2 ** 16:
+                break                                                   # (64 KiB left for the header)
+        else:
+            raise CheckpointError(f"{ckpt}: {part} weights exceed {max_mib:g} MiB even in bfloat16")
+        path = Path(out_dir) / f"{part}.safetensors"
+        save_weights(model, path, obj["class_names"], obj["step"])
+        if path.stat().st_size > max_mib * 2 ** 20:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, over {max_mib:g} MiB")
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    """`python -m dit_model.train ARGS` = `ditweb train ARGS`, importing only what training needs
+    (no wgpu, jinja2 or web modules): the entry point for a bare GPU machine (scripts/gpu_train.sh)."""
+    from .cli import UsageError
+    parser = argparse.ArgumentParser(prog="ditweb")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    register(sub)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"ditweb train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
