@@ -2,8 +2,8 @@
 be read correctly by another; EXPORTER_VERSION names the ditweb release that writes it, so an old or
 newer bundle fails with "re-export with ditweb EXPORTER_VERSION"."""
 FORMAT = "ditweb-bundle"
-# 1: first release. 2: sampler.prediction (eps | v), step flag bit 3 (output is v), exporter recorded.
-FORMAT_VERSION = 2
+# 1: first release.
+FORMAT_VERSION = 1
 EXPORTER_VERSION = "0.2.0"
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from dit_model.model import DiT
-from runtime_py.step import sampler_tables
-from wgsl.ops import MAX_BRANCHES, OPS, workgroup_bytes
+from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
+from ditformat.schedule import linear_betas, sampler_tables
+from ditformat.step import MAX_BRANCHES
+from wgsl.ops import OPS, workgroup_bytes
 
 from .program import FREQ_DIM, build
 
-FORMAT = "ditweb-bundle"
-FORMAT_VERSION = 1
 TABLE_STEPS = (10, 20, 25, 50, 100, 250)
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
 ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
@@ -120,7 +120,7 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
             if f.is_file():
                 files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256(f)}
         tables = {str(s): sampler_tables(s) for s in TABLE_STEPS}
-        tables["base_betas"] = np.linspace(1e-4, 0.02, 1000, dtype=np.float64).tolist()
+        tables["base_betas"] = linear_betas().tolist()
         C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "dtype": dtype,

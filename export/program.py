@@ -5,7 +5,9 @@ Linear forms [b, n, c] = b*B + n*N + c: B rows of the model batch, N images bein
 from __future__ import annotations
 
 from dit_model.model import DiTConfig
-from wgsl.ops import OPS, binding_type, lin
+from ditformat.forms import lin
+from ditformat.step import STEP_BYTES
+from wgsl.ops import OPS, binding_type
 
 FREQ_DIM = 256          # timestep sinusoid width (TimestepEmbedder.freq_dim)
 
@@ -159,7 +161,7 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul") ->
             {"count": lin(Co * I * I), "C": Co, "I": I, "p": p})
 
     # ---- sampling: x_T, then per step expand -> forward -> guide -> sampler step
-    pb.buffers["step"] = {"kind": "step", "bytes": 128}
+    pb.buffers["step"] = {"kind": "step", "bytes": STEP_BYTES}
     pb.act("x_sample", 0, C * I * I)
     pb.act("guided", 0, Co * I * I)
     pb.current = pb.programs["init"]

@@ -10,10 +10,11 @@ from typing import Callable
 import numpy as np
 
 from dit_model.guidance import Guide, make_plan
-from wgsl.ops import evaluate
+from ditformat.forms import evaluate
+from ditformat.schedule import sampler_tables
+from ditformat.step import STEP_BYTES, pack_step, step_fields
 
 from .gpu import GPU, DeviceLimitError, get_gpu
-from .step import pack_step, sampler_tables, step_fields
 from .verify import verify_bundle
 
 PROGRAMS = ("forward", "init", "step_begin", "step_end")
@@ -59,7 +60,7 @@ class Bundle:
         self._check_limits()
         self.pipelines = self.create_pipelines()
         self.weights = self.upload_weights()
-        self.step_buffer = gpu.buffer(128, "step", uniform=True)
+        self.step_buffer = gpu.buffer(STEP_BYTES, "step", uniform=True)
         self._states: dict[tuple[int, int], BatchState] = {}
 
     # ------------------------------------------------------------- load

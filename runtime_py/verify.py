@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dit_model.model import DiTConfig
-
-FORMAT = "ditweb-bundle"
-FORMAT_VERSION = 1
+from ditformat import FORMAT, FORMAT_VERSION
 MAX_BYTES = 2 ** 31          # any single buffer at B = N = 1 above this is absurd
 ST_ITEMSIZE = {"F32": 4, "F16": 2}
 DTYPE_NAME = {"F32": "f32", "F16": "f16"}

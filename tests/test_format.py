@@ -1,0 +1,30 @@
+"""The format module (ditformat): numpy only, and the same numbers as the torch side."""
+import struct
+
+import numpy as np
+import pytest
+
+from ditformat.schedule import sampler_tables
+from ditformat.step import FLAG_V, STEP_BYTES, pack_step, step_fields
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 20, 50, 250, 1000])
+def test_tables_are_bit_identical_to_diffusion(steps):
+    from dit_model.diffusion import Diffusion
+    d, tab = Diffusion(steps), sampler_tables(steps)
+    assert tab["t"] == [int(v) for v in d.timestep_map]
+    for key, ref in [("sqrt_abar", d.sqrt_abar), ("sqrt_1m_abar", d.sqrt_1m_abar), ("coef1", d.coef1),
+                     ("coef2", d.coef2), ("log_beta", d.log_betas), ("log_post_var", d.posterior_log_variance_clipped),
+                     ("abar", d.abar), ("abar_prev", d.abar_prev)]:
+        assert np.array_equal(np.array(tab[key]), ref), key
+
+
+def test_step_uniform_layout():
+    tab = sampler_tables(10)
+    f = step_fields(tab, 3, seed=7, K=2, J=3, N=4, var_branch=1, coef=(1.0, -3.0, 4.0), prediction="v")
+    raw = pack_step(f)
+    assert len(raw) == STEP_BYTES
+    u = struct.unpack("<12I", raw[:48])
+    assert u[:9] == (tab["t"][3], 3, 7, 0, 2, 3, 4, 1, 1 | FLAG_V)
+    assert struct.unpack("<f", raw[48:52])[0] == np.float32(tab["sqrt_abar"][3])
+    assert struct.unpack("<3f", raw[96:108]) == (1.0, -3.0, 4.0)
