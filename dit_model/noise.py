@@ -161,7 +161,9 @@ def _ln_u24_torch(k):
 
 def _sqrt_torch(a):
     import torch
-    y = (0x5F3759DF - (a.view(torch.int32) >> 1)).view(torch.float32)
+    bits = a.view(torch.int32).to(torch.int64) & _U32                 # as numpy's uint32 (-0.0 included)
+    y = (0x5F3759DF - (bits >> 1)) & _U32
+    y = torch.where(y >= 2 ** 31, y - 2 ** 32, y).to(torch.int32).view(torch.float32)
     for _ in range(3):
         y = y * (1.5 - 0.5 * a * y * y)
     return a * y

@@ -233,3 +233,121 @@ def test_full_disk_keeps_the_last_good_checkpoint(folder, tmp_path, capsys, monk
     assert "No space left on device" in line and "previous file is unchanged" in line
     assert calls == [2, 4] and load(run / "ckpt.pt")["step"] == 2
     assert sorted(p.name for p in run.iterdir()) == ["ckpt.pt", "log.csv", "samples"]   # no temporary left
+
+
+# ---------------------------------------------------------------- precision
+
+def test_auto_precision_by_capability(tmp_path):
+    """auto decides from the detected capability (faked here), never from which machine runs the test."""
+    t2, t4 = 0.54, 0.11                                                 # forward Gflops of Favicon-T/2, T/4
+    amx = frozenset({"fpu", "avx512f", "amx_tile", "amx_bf16", "amx_int8", "avx512_bf16"})
+    assert T.auto_precision("cpu", t2, amx)[0] == "bf16"
+    assert T.auto_precision("cpu", t2, frozenset({"avx512f", "avx512_bf16"}))[0] == "bf16"   # no AMX, bf16 dot products
+    assert T.auto_precision("cpu", t2, frozenset({"avx2", "avx512f", "avx512_vnni"}))[0] == "f32"
+    assert T.auto_precision("cpu", t2, frozenset())[0] == "f32"        # flags unknown (not Linux)
+    precision, why = T.auto_precision("cpu", t4, amx)
+    assert precision == "f32" and "too small" in why                    # bf16 does not pay for T/4
+    assert T.auto_precision("cuda", t4, frozenset(), cuda_bf16=True)[0] == "bf16"
+    assert T.auto_precision("cuda", t2, amx, cuda_bf16=False)[0] == "f32"
+    assert T.auto_precision("mps", t2, amx)[0] == "f32"
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16\nbogomips\t: 4000\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx512f amx_bf16\n")
+    assert T.cpu_flags(str(info)) == {"fpu", "sse2", "avx512f", "amx_bf16"}
+    assert T.cpu_flags(str(tmp_path / "none")) == frozenset()
+    from dit_model.model import preset_config
+    assert T.resolve_precision("f32", "cpu", preset_config("Favicon-T/2")) == ("f32", "asked for")
+    assert T.resolve_precision("auto", "cpu", preset_config("Favicon-N/2"))[0] == "f32"   # too small anywhere
+    with pytest.raises(ValueError, match="precision"):
+        T.resolve_precision("fp8", "cpu", preset_config("Favicon-N/2"))
+
+
+def test_precision_is_recorded_and_old_bf16_flag_still_works(folder, tmp_path):
+    from dit_model.checkpoint import atomic_save
+    from dit_model.cli import build_parser
+    assert train(folder, tmp_path / "a", "--max-steps", 2, "--precision", "bf16") == 0
+    args = load(tmp_path / "a" / "ckpt.pt")["train_args"]
+    assert args["precision"] == "bf16" and args["precision_used"] == "bf16"
+    assert train(folder, tmp_path / "b", "--max-steps", 1) == 0        # auto: Favicon-N/2 is too small for bf16
+    args = load(tmp_path / "b" / "ckpt.pt")["train_args"]
+    assert args["precision"] == "auto" and args["precision_used"] == "f32"
+    parsed = build_parser().parse_args(["train", "--bf16"])             # the old flag is an alias
+    assert parsed.precision == "bf16"
+    old = {k: v for k, v in T.DEFAULTS.items() if k != "precision"}
+    atomic_save({"model": {}, "ema": {}, "opt": {}, "step": 5, "config": {}, "class_names": [],
+                 "train_args": dict(old, bf16=True)}, tmp_path / "old" / "ckpt.pt")
+    opts, _, _ = T.resolve_args(build_parser().parse_args(["train", "--resume", str(tmp_path / "old")]))
+    assert opts["precision"] == "bf16"                                 # a run from before --precision keeps its choice
+
+
+# ---------------------------------------------------------------- the torch twin of the noise
+
+def _bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def test_torch_noise_twin_is_bit_identical():
+    """noise.normal_torch repeats noise.normal op by op. The float part is a function of k and j
+    alone (24 bits each), so checking every k and every j covers every possible input."""
+    from dit_model import noise as N
+    step = 1 << 22
+    for lo in range(0, 1 << 24, step):                                  # every k in [1, 2^24], every j in [0, 2^24)
+        k = np.arange(lo + 1, lo + step + 1, dtype=np.uint32)
+        a = N._ln_u24(k)
+        tk = torch.from_numpy(k.astype(np.int64))
+        assert np.array_equal(_bits(a), _bits(N._ln_u24_torch(tk).numpy()))
+        r = N._sqrt(np.float32(-2.0) * a)
+        assert np.array_equal(_bits(r), _bits(N._sqrt_torch(-2.0 * torch.from_numpy(a)).numpy()))
+        j = k - np.uint32(1)
+        assert np.array_equal(_bits(N._cos_2pi_u24(j)), _bits(N._cos_2pi_u24_torch(tk - 1).numpy()))
+    g = np.random.default_rng(0)
+    words = [g.integers(0, 2 ** 32, 100_000, dtype=np.uint64).astype(np.uint32) for _ in range(4)]
+    words[0][:4] = [0, 1, 2 ** 32 - 1, 2 ** 31]
+    want = N.pcg4d(*words)
+    got = N.pcg4d_torch(*(torch.from_numpy(w.astype(np.int64)) for w in words))
+    for w, t in zip(want, got):
+        assert np.array_equal(w, t.numpy().astype(np.uint32))
+    for seed, stream, step_, start, count in [(0, 12, 0, 0, 5000), (2 ** 32 - 1, 12, 2 ** 31 + 5, 2 ** 32 - 100, 300)]:
+        assert np.array_equal(_bits(N.normal(seed, stream, step_, count, start)),
+                              _bits(N.normal_torch(seed, stream, step_, count, start).numpy()))
+    assert T.device_noise_ok("cpu")
+
+
+def test_make_batch_with_the_data_on_the_device(tiny_cfg, monkeypatch):
+    """A GPU run keeps images and labels on the device and draws the noise there (the torch twin);
+    here the same path runs on the CPU: the same batch as the host path, bit for bit."""
+    images = torch.randint(0, 256, (10, 8, 8, 4), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (10,))
+    host = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
+    monkeypatch.setattr(T, "normal", lambda *a, **k: pytest.fail("the device path must not use numpy noise"))
+    twin = lambda seed, step, start, count, device: T.normal_torch(seed, T.STREAM_NOISE, step, count, start, device)
+    monkeypatch.setattr(T, "batch_noise", twin)
+    device = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
+    for a, b in zip(host, device):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- small result files
+
+def test_export_weights_in_small_files(folder, tmp_path):
+    from dit_model.checkpoint import load_model
+    run = tmp_path / "run"
+    assert train(folder, run, "--max-steps", 2) == 0
+    paths = T.export_weights(run, tmp_path / "f32")
+    assert [p.name for p in paths] == ["ema.safetensors", "model.safetensors"]
+    ck = load(run / "ckpt.pt")
+    model, meta = load_model(paths[0])
+    assert meta["step"] == 2 and meta["class_names"] == ["cats", "dogs", "fish"]
+    for name, v in model.state_dict().items():
+        assert torch.equal(v, ck["ema"][name]), name                    # float32 fits: exact
+    tiny = sum(v.numel() for v in ck["ema"].values()) * 3 / 2 ** 20 + 1 / 16   # room for bf16, not for f32
+    paths = T.export_weights(run, tmp_path / "bf16", max_mib=tiny)
+    assert all(p.stat().st_size <= tiny * 2 ** 20 for p in paths)
+    model, _ = load_model(paths[0])
+    for name, v in model.state_dict().items():
+        want = ck["ema"][name] if name == "pos_embed" else ck["ema"][name].to(torch.bfloat16).float()
+        assert torch.equal(v, want), name                               # bf16 weights, the fixed table exact
+    assert main(["sample", str(paths[0]), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s")]) == 0
+    assert train(folder, tmp_path / "warm", "--max-steps", 1, "--init", paths[0]) == 0
+    with pytest.raises(ValueError, match="exceed"):
+        T.export_weights(run, tmp_path / "none", max_mib=0.01)
