@@ -7,8 +7,10 @@ import struct
 
 import numpy as np
 
-STEP_BYTES = 128
-MAX_BRANCHES = 8                    # guidance coefficients the uniform holds (coef: 2 x vec4)
+from .schema import SCHEMA
+
+STEP_BYTES = SCHEMA["step_bytes"]            # 128
+MAX_BRANCHES = SCHEMA["max_branches"]        # 8 guidance coefficients the uniform holds (coef: 2 x vec4)
 FLAG_CLIP, FLAG_DDPM, FLAG_NOISE, FLAG_V = 1, 2, 4, 8     # FLAG_V: the network output is v, not eps
 U32S = ("t", "i", "seed", "zero", "K", "J", "N", "var_branch", "flags")      # words 0..8, then 3 pad words
 FLOATS = ("sqrt_abar", "sqrt_1m_abar", "coef1", "coef2", "log_beta", "log_post_var", "sqrt_abar_prev", "ddim_dir",

@@ -1,10 +1,13 @@
-"""Format name and version. FORMAT_VERSION changes whenever a bundle written by one version can not
-be read correctly by another; EXPORTER_VERSION names the ditweb release that writes it, so an old or
-newer bundle fails with "re-export with ditweb EXPORTER_VERSION"."""
-FORMAT = "ditweb-bundle"
-# 1: first release.
-FORMAT_VERSION = 1
-EXPORTER_VERSION = "0.2.0"
+"""Format name and version, read from the schema (ditformat/bundle-schema.json) so that Python and the
+browser agree. FORMAT_VERSION changes whenever a bundle written by one version can not be read
+correctly by another; EXPORTER_VERSION names the ditweb release that writes it, so an old or newer
+bundle fails with "re-export with ditweb EXPORTER_VERSION".
+  1: first release. 2: sampler.prediction (eps | v) and step flag 8 (the output is v); exporter recorded."""
+from .schema import SCHEMA
+
+FORMAT = SCHEMA["format"]
+FORMAT_VERSION = SCHEMA["format_version"]
+EXPORTER_VERSION = SCHEMA["exporter_version"]
 
 
 def reexport_hint() -> str:

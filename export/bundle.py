@@ -123,7 +123,7 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
         tables["base_betas"] = linear_betas().tolist()
         C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "dtype": dtype,
+            "format": FORMAT, "format_version": FORMAT_VERSION, "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype,
             "model": cfg.to_dict(), "class_names": names, "null_class": cfg.num_classes,
             "io": {"x": "x_in", "x_shape": [C, I, I], "t": "t_in", "y": "y_in", "out": "out",
                    "out_shape": [Co, I, I], "sample": "x_sample"},
@@ -135,7 +135,7 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
                        "max_compute_invocations_per_workgroup": 256,
                        "max_storage_buffers_per_shader_stage": max(len(k["bindings"]) - 1 for k in kernels.values())},
             "kernels": kernels, "buffers": buffers, "programs": pb.programs,
-            "sampler_tables": tables, "guidance": {"max_branches": MAX_BRANCHES},
+            "sampler": {"prediction": cfg.prediction}, "sampler_tables": tables, "guidance": {"max_branches": MAX_BRANCHES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         old = out.parent / f".{out.name}.old-{os.getpid()}"

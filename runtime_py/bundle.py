@@ -57,6 +57,7 @@ class Bundle:
         self.path, self.manifest, self.gpu = Path(path), manifest, gpu
         self.cfg = manifest["model"]
         self.class_names = manifest["class_names"]
+        self.prediction = manifest["sampler"]["prediction"]      # what the network outputs: "eps" or "v"
         self._check_limits()
         self.pipelines = self.create_pipelines()
         self.weights = self.upload_weights()
@@ -190,7 +191,7 @@ class Bundle:
         self.gpu.write(st.buffers[io["y"]], y)
         tab = self.tables(steps)
         common = dict(seed=seed, K=K, J=J, N=N, var_branch=plan.var_branch, sampler=sampler, eta=eta,
-                      clip_x0=clip_x0, tau=guide.batch_tau)
+                      clip_x0=clip_x0, tau=guide.batch_tau, prediction=self.prediction)
         q = self.gpu.device.queue
         # x_T = normal(seed, stream 0, step 0): the init program reads only seed, i = 0 and zero
         q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, 0, coef=plan.coefficients(1.0), **common)))

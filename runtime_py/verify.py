@@ -1,32 +1,41 @@
 """Bundle verification before any GPU work: one named error per problem, each naming file and field.
 
-A bundle is untrusted input (docs/bundle-format.md, "Verification")."""
+A bundle is untrusted input (docs/bundle-format.md, "Verification"). The field types and ranges come
+from the declarative schema ditformat/bundle-schema.json, which web/bundle.js reads too; the checks
+between fields (cross references, the WGSL sources against the manifest, the safetensors header
+against the buffer table) are written here and in web/bundle.js, and one corpus of tampered bundles
+(tests/test_fuzz_bundles.py) runs against both. numpy and the standard library only: no torch."""
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from dit_model.model import DiTConfig
 from ditformat import FORMAT, FORMAT_VERSION
-MAX_BYTES = 2 ** 31          # any single buffer at B = N = 1 above this is absurd
+from ditformat.errors import DitwebError
+from ditformat.schema import SCHEMA, SchemaMismatch, check_manifest
+from ditformat.version import reexport_hint
+
+MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above this is absurd
 ST_ITEMSIZE = {"F32": 4, "F16": 2}
 DTYPE_NAME = {"F32": "f32", "F16": "f16"}
+PROGRAMS = tuple(SCHEMA["programs"])
 
 
-class BundleError(ValueError):
+class BundleError(DitwebError):
     """Base class: the bundle cannot be used."""
 
 
 class ManifestError(BundleError):
-    """manifest.json missing, not JSON, or a required field missing / of the wrong type."""
+    """manifest.json missing, not JSON, or a field missing / of the wrong type / out of range."""
 
 
 class FormatVersionError(BundleError):
-    """Unknown format or format_version."""
+    """Unknown format or format_version: the bundle was written by another ditweb."""
 
 
 class MissingFileError(BundleError):
@@ -57,6 +66,9 @@ class ProgramError(BundleError):
     """A dispatch names an unknown kernel or buffer, or has the wrong number of bindings / params."""
 
 
+class KernelError(BundleError):
+    """A kernel's WGSL disagrees with its manifest entry (bindings, types, workgroup size)."""
+
 
 def sha256_file(path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
@@ -66,35 +78,29 @@ def sha256_file(path) -> str:
             h.update(block)
     return h.hexdigest()
 
-def _need(d: dict, key: str, typ, where: str):
-    if not isinstance(d, dict) or key not in d:
-        raise ManifestError(f"{where}: missing field {key!r}")
-    if not isinstance(d[key], typ):
-        raise ManifestError(f"{where}.{key}: expected {getattr(typ, '__name__', typ)}, got {type(d[key]).__name__}")
-    return d[key]
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")                 # json.loads would accept NaN / Infinity; JSON.parse does not
 
 
-def _form(v, where: str, n: int = 3) -> list[int]:
-    if not (isinstance(v, list) and len(v) == n and all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-        raise ProgramError(f"{where}: expected a list of {n} integers, got {v!r}")
-    if any(x < 0 for x in v) or any(abs(x) >= MAX_BYTES for x in v):
-        raise ShapeError(f"{where}: value {v!r} out of range")
-    return v
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise WeightsError(f"{path}: shorter than the 8-byte safetensors header length")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 100_000_000:
-            raise WeightsError(f"{path}: header length {n} exceeds the file size {size}")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise WeightsError(f"{path}: header is not JSON ({e})") from None
+# ------------------------------------------------------------------ safetensors
+
+def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") -> tuple[dict, int]:
+    """(header, data start) from the first bytes of a safetensors file of `size` bytes; every tensor
+    F32/F16, its data_offsets inside the data section, 4-byte aligned, contiguous, covering it all."""
+    if len(raw) < 8:
+        raise WeightsError(f"{path}: shorter than the 8-byte safetensors header length")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > size - 8 or n > 100_000_000:
+        raise WeightsError(f"{path}: header length {n} exceeds the file size {size}")
+    try:
+        header = json.loads(raw[8:8 + n].decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise WeightsError(f"{path}: header is not JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header is not a JSON object")
     start = 8 + n
@@ -103,15 +109,17 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dt, shape, (a, b) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise WeightsError(f"{path}: tensor {name!r} lacks dtype/shape/data_offsets") from None
-        if dt not in ST_ITEMSIZE:
-            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {dt!r} (F32 or F16)")
-        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= data):
-            raise WeightsError(f"{path}: tensor {name!r} data_offsets {[a, b]} outside the {data}-byte data section")
-        if int(np.prod(shape, dtype=np.int64)) * ST_ITEMSIZE[dt] != b - a:
+        if not (isinstance(info, dict) and isinstance(info.get("shape"), list)
+                and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2):
+            raise WeightsError(f"{path}: tensor {name!r} lacks dtype/shape/data_offsets")
+        dt, shape, (a, b) = info.get("dtype"), info["shape"], info["data_offsets"]
+        if not isinstance(dt, str) or dt not in ST_ITEMSIZE:
+            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {str(dt)[:20]!r} (F32 or F16)")
+        if not all(_int(d) and 0 <= d < MAX_BYTES for d in shape) or len(shape) > 8:
+            raise WeightsError(f"{path}: tensor {name!r} has a bad shape {str(shape)[:60]}")
+        if not (_int(a) and _int(b) and 0 <= a <= b <= data):
+            raise WeightsError(f"{path}: tensor {name!r} data_offsets {str([a, b])[:60]} outside the {data}-byte data section")
+        if int(np.prod(shape, dtype=object)) * ST_ITEMSIZE[dt] != b - a:
             raise WeightsError(f"{path}: tensor {name!r} shape {shape} {dt} does not fill data_offsets {[a, b]}")
         if (start + a) % 4 and not name.startswith("_ditweb.pad."):     # pads only fill the gap
             raise WeightsError(f"{path}: tensor {name!r} starts at byte {start + a}, not 4-byte aligned")
@@ -127,119 +135,178 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
     return header, start
 
 
-def verify_bundle(path) -> dict:
-    """The parsed manifest if the bundle is sound, else a BundleError subclass. Touches no GPU."""
-    root = Path(path)
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    size = Path(path).stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        raw = head + (f.read(n) if n <= min(size - 8, 100_000_000) else b"")
+    return parse_safetensors_header(raw, size, path)
+
+
+# ------------------------------------------------------------------ WGSL against the manifest
+
+_BINDING = re.compile(r"@group\(\s*0\s*\)\s*@binding\(\s*(\d+)\s*\)\s*var\s*<\s*([a-z_]+)\s*(?:,\s*([a-z_]+)\s*)?>")
+_WORKGROUP = re.compile(r"@workgroup_size\(([^)]*)\)")
+_ACCESS = {("uniform", None): "uniform", ("storage", None): "read-only-storage",
+           ("storage", "read"): "read-only-storage", ("storage", "read_write"): "storage"}
+
+
+def wgsl_interface(code: str, where: str) -> tuple[list[dict], list[int]]:
+    """The bindings ({binding, type}, in order) and the @workgroup_size a kernel's source declares."""
+    binds = []
+    for num, space, access in _BINDING.findall(code):
+        t = _ACCESS.get((space, access or None))
+        if t is None:
+            raise KernelError(f"{where}: binding {num} has address space var<{space}{', ' + access if access else ''}>")
+        binds.append({"binding": int(num), "type": t})
+    sizes = _WORKGROUP.findall(code)
+    if len(sizes) != 1:
+        raise KernelError(f"{where}: expected one @workgroup_size, found {len(sizes)}")
+    try:
+        wg = [int(v) for v in sizes[0].split(",") if v.strip()]
+    except ValueError:
+        raise KernelError(f"{where}: @workgroup_size({sizes[0][:40]}) is not literal integers") from None
+    return sorted(binds, key=lambda b: b["binding"]), wg + [1] * (3 - len(wg))
+
+
+def check_kernel_source(name: str, k: dict, code: str, where: str) -> None:
+    binds, wg = wgsl_interface(code, where)
+    if binds != [{"binding": b["binding"], "type": b["type"]} for b in k["bindings"]]:
+        got = ", ".join(f"{b['binding']}:{b['type']}" for b in binds)
+        want = ", ".join(f"{b['binding']}:{b['type']}" for b in k["bindings"])
+        raise KernelError(f"{where}: the shader declares bindings [{got}], manifest.json kernels.{name} says [{want}]")
+    if wg != k["workgroup_size"]:
+        raise KernelError(f"{where}: @workgroup_size{tuple(wg)} but manifest.json kernels.{name}.workgroup_size is "
+                          f"{k['workgroup_size']}")
+
+
+# ------------------------------------------------------------------ the manifest
+
+def check_version(m: dict, where: str = "manifest.json") -> None:
+    if m.get("format") != FORMAT:
+        raise FormatVersionError(f"{where}: format is {str(m.get('format'))[:40]!r}, expected {FORMAT!r}")
+    v = m.get("format_version")
+    if v != FORMAT_VERSION:
+        by = f" (written by {str(m['exporter'])[:40]})" if isinstance(m.get("exporter"), str) else ""
+        raise FormatVersionError(f"{where}: format_version {str(v)[:20]}{by} is not supported: this runtime reads "
+                                 f"version {FORMAT_VERSION}; {reexport_hint()}")
+
+
+def check_fields(m: dict) -> None:
+    """The relations between manifest fields that the schema cannot say (no file access)."""
+    cfg = m["model"]
+    w = "manifest.json"
+    if cfg["input_size"] % cfg["patch_size"]:
+        raise ShapeError(f"{w}.model: input_size {cfg['input_size']} is not divisible by patch_size {cfg['patch_size']}")
+    if cfg["hidden_size"] % cfg["num_heads"] or cfg["hidden_size"] // cfg["num_heads"] > 256:
+        raise ShapeError(f"{w}.model: hidden_size {cfg['hidden_size']} over {cfg['num_heads']} heads is no head size in [1, 256]")
+    if len(m["class_names"]) != cfg["num_classes"]:
+        raise ManifestError(f"{w}.class_names: {len(m['class_names'])} names for {cfg['num_classes']} classes")
+    if m["sampler"]["prediction"] != cfg["prediction"]:
+        raise ManifestError(f"{w}.sampler.prediction {m['sampler']['prediction']!r} differs from model.prediction {cfg['prediction']!r}")
+    C, I = cfg["in_channels"], cfg["input_size"]
+    if m["io"]["x_shape"] != [C, I, I] or m["io"]["out_shape"] != [C * (2 if cfg["learn_sigma"] else 1), I, I]:
+        raise ShapeError(f"{w}.io: x_shape {m['io']['x_shape']} / out_shape {m['io']['out_shape']} do not fit the model")
+    for rel in m["files"]:
+        if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or ":" in rel or not rel:
+            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
+    if "weights.safetensors" not in m["files"]:
+        raise MissingFileError(f"{w}.files: weights.safetensors is not listed")
+    for kname, k in m["kernels"].items():
+        if k["file"] not in m["files"]:
+            raise MissingKernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
+        b = k["bindings"]
+        if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform":
+            raise ManifestError(f"{w}.kernels.{kname}.bindings: must be 0, 1, ... in order, binding 0 the params uniform")
+    for name, b in m["buffers"].items():
+        if b["kind"] == "activation" and 4 * sum(b["elements"]) >= MAX_BYTES:
+            raise ShapeError(f"{w}.buffers.{name}: {4 * sum(b['elements'])} bytes at B = N = 1")
+    for key in ("x", "t", "y", "out", "sample"):
+        if m["buffers"].get(m["io"][key], {}).get("kind") != "activation":
+            raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
+    for pname in PROGRAMS:
+        for n, d in enumerate(m["programs"][pname]):
+            where = f"{w}.programs.{pname}[{n}] ({d['label'][:40]})"
+            k = m["kernels"].get(d["kernel"])
+            if k is None:
+                raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
+            if len(d["bindings"]) != len(k["bindings"]) - 1:
+                raise ProgramError(f"{where}: {len(d['bindings'])} bindings, kernel {d['kernel']} declares "
+                                   f"{len(k['bindings']) - 1}")
+            for i, bname in enumerate(d["bindings"], 1):
+                if bname not in m["buffers"]:
+                    raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
+                if (k["bindings"][i]["type"] == "uniform") != (m["buffers"][bname]["kind"] == "step"):
+                    raise ProgramError(f"{where}: binding {i} type {k['bindings'][i]['type']} cannot take buffer {bname!r}")
+            if len(d["params"]) != len(k["params"]):
+                raise ProgramError(f"{where}: {len(d['params'])} params, kernel declares {len(k['params'])}")
+
+
+def verify_manifest(m) -> dict:
+    """Version, schema and cross-field checks of a parsed manifest; no file access."""
+    if not isinstance(m, dict):
+        raise ManifestError("manifest.json: not a JSON object")
+    check_version(m)
+    try:
+        check_manifest(m)
+    except SchemaMismatch as e:
+        raise ManifestError(str(e)) from None
+    check_fields(m)
+    return m
+
+
+def load_manifest(root: Path) -> dict:
     mpath = root / "manifest.json"
     if not root.is_dir():
         raise MissingFileError(f"{root}: not a bundle folder")
     if not mpath.is_file():
         raise ManifestError(f"{mpath}: missing")
     try:
-        m = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{mpath}: not JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise ManifestError(f"{mpath}: not a JSON object")
-    if m.get("format") != FORMAT:
-        raise FormatVersionError(f"{mpath}: format is {m.get('format')!r}, expected {FORMAT!r}")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise FormatVersionError(f"{mpath}: format_version {m.get('format_version')!r} is not supported "
-                                 f"(this runtime reads version {FORMAT_VERSION})")
-    where = mpath.name
-    for key, typ in [("dtype", str), ("model", dict), ("class_names", list), ("io", dict), ("files", dict),
-                     ("kernels", dict), ("buffers", dict), ("programs", dict), ("sampler_tables", dict)]:
-        _need(m, key, typ, where)
-    if m["dtype"] not in ("f32", "f16"):
-        raise ManifestError(f"{where}.dtype: {m['dtype']!r} is neither f32 nor f16")
-    try:
-        cfg = DiTConfig.from_dict(m["model"])
-    except (TypeError, ValueError) as e:
-        raise ShapeError(f"{where}.model: {e}") from None
-    if not (1 <= cfg.input_size <= 1024 and 1 <= cfg.hidden_size <= 16384 and cfg.depth <= 256
-            and 1 <= cfg.in_channels <= 64 and cfg.num_classes <= 100_000 and cfg.num_heads >= 1
-            and 1 <= cfg.hidden_size // cfg.num_heads <= 256 and 0 < cfg.mlp_ratio <= 16):
-        raise ShapeError(f"{where}.model: absurd config {cfg.to_dict()}")
-    if len(m["class_names"]) != cfg.num_classes:
-        raise ManifestError(f"{where}.class_names: {len(m['class_names'])} names for {cfg.num_classes} classes")
+        return json.loads(mpath.read_bytes().decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ManifestError(f"{mpath}: not JSON ({str(e).splitlines()[0][:80]})") from None
 
-    # kernels: each has its file
-    for kname, k in m["kernels"].items():
-        f = _need(k, "file", str, f"{where}.kernels.{kname}")
-        for key, typ in [("bindings", list), ("params", list), ("workgroup_size", list)]:
-            _need(k, key, typ, f"{where}.kernels.{kname}")
-        if f not in m["files"] or not (root / f).is_file():
-            raise MissingKernelError(f"{root / f}: kernel {kname!r} has no WGSL file")
+
+def verify_bundle(path) -> dict:
+    """The parsed manifest if the bundle is sound, else a BundleError subclass. Touches no GPU."""
+    root = Path(path)
+    try:
+        m = verify_manifest(load_manifest(root))
+    except BundleError as e:
+        msg = str(e)
+        raise type(e)(msg if msg.startswith(str(root)) else f"{root}/{msg}") from None
     # files: present, sizes, hashes
     for rel, info in m["files"].items():
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise ManifestError(f"{where}.files: unsafe path {rel!r}")
-        size = _need(info, "size", int, f"{where}.files.{rel}")
-        digest = _need(info, "sha256", str, f"{where}.files.{rel}")
         f = root / rel
         if not f.is_file():
-            raise MissingFileError(f"{f}: listed in manifest.json files but absent")
-        if f.stat().st_size != size:
-            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, manifest.json files says {size} (truncated or replaced?)")
+            err = MissingKernelError if any(k["file"] == rel for k in m["kernels"].values()) else MissingFileError
+            raise err(f"{f}: listed in manifest.json files but absent")
+        if f.stat().st_size != info["size"]:
+            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, manifest.json files says {info['size']} "
+                                    f"(truncated or replaced?)")
         got = sha256_file(f)
-        if got != digest:
-            raise HashMismatchError(f"{f}: sha256 {got[:16]}... differs from manifest.json ({digest[:16]}...)")
+        if got != info["sha256"]:
+            raise HashMismatchError(f"{f}: sha256 {got[:16]}... differs from manifest.json ({info['sha256'][:16]}...)")
+    # kernels: the WGSL declares what the manifest says
+    for kname, k in m["kernels"].items():
+        try:
+            code = (root / k["file"]).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
+        check_kernel_source(kname, k, code, str(root / k["file"]))
+    # weights: the header, then every weight buffer against its tensor
     wpath = root / "weights.safetensors"
-    if "weights.safetensors" not in m["files"]:
-        raise MissingFileError(f"{wpath}: not listed in manifest.json files")
     header, start = read_safetensors_header(wpath)
-    # buffers
     for name, b in m["buffers"].items():
-        kind = _need(b, "kind", str, f"{where}.buffers.{name}")
-        if kind == "weight":
-            t = header.get(_need(b, "tensor", str, f"{where}.buffers.{name}"))
-            if t is None:
-                raise WeightsError(f"{wpath}: no tensor {b['tensor']!r} for buffer {name!r}")
-            if DTYPE_NAME[t["dtype"]] != b.get("dtype") or list(t["shape"]) != b.get("shape") or \
-                    t["data_offsets"][1] - t["data_offsets"][0] != b.get("bytes"):
-                raise WeightsError(f"{wpath}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, manifest.json buffer "
-                                   f"{name!r} says {b.get('dtype')} {b.get('shape')} ({b.get('bytes')} bytes)")
-            b["_offset"] = start + t["data_offsets"][0]
-        elif kind == "activation":
-            el = _form(b.get("elements"), f"{where}.buffers.{name}.elements")
-            if 4 * sum(el) >= MAX_BYTES:
-                raise ShapeError(f"{where}.buffers.{name}: {4 * sum(el)} bytes at B = N = 1")
-            if b.get("dtype") not in ("f32", "u32"):
-                raise ManifestError(f"{where}.buffers.{name}.dtype: {b.get('dtype')!r}")
-        elif kind == "step":
-            if b.get("bytes") != 128:
-                raise ManifestError(f"{where}.buffers.{name}.bytes: the step uniform is 128 bytes")
-        else:
-            raise ManifestError(f"{where}.buffers.{name}.kind: unknown kind {kind!r}")
-    # programs
-    for pname in ("forward", "init", "step_begin", "step_end"):
-        prog = _need(m["programs"], pname, list, f"{where}.programs")
-        for n, d in enumerate(prog):
-            w = f"{where}.programs.{pname}[{n}]"
-            k = m["kernels"].get(_need(d, "kernel", str, w))
-            if k is None:
-                raise ProgramError(f"{w}: unknown kernel {d['kernel']!r}")
-            binds = _need(d, "bindings", list, w)
-            if len(binds) != len(k["bindings"]) - 1:
-                raise ProgramError(f"{w} ({d.get('label')}): {len(binds)} bindings, kernel {d['kernel']} declares "
-                                   f"{len(k['bindings']) - 1}")
-            for i, bname in enumerate(binds, 1):
-                if bname not in m["buffers"]:
-                    raise ProgramError(f"{w} ({d.get('label')}): binding {i} names unknown buffer {bname!r}")
-                is_uniform = k["bindings"][i]["type"] == "uniform"
-                if is_uniform != (m["buffers"][bname]["kind"] == "step"):
-                    raise ProgramError(f"{w} ({d.get('label')}): binding {i} type {k['bindings'][i]['type']} "
-                                       f"cannot take buffer {bname!r}")
-            params = _need(d, "params", list, w)
-            if len(params) != len(k["params"]):
-                raise ProgramError(f"{w} ({d.get('label')}): {len(params)} params, kernel declares {len(k['params'])}")
-            for i, p in enumerate(params):
-                _form(p, f"{w}.params[{i}]")
-            groups = _need(d, "workgroups", list, w)
-            if len(groups) != 3:
-                raise ProgramError(f"{w}: workgroups must have 3 dimensions")
-            for i, g in enumerate(groups):
-                _form(g, f"{w}.workgroups[{i}]", 4)
-                if g[3] == 0:
-                    raise ProgramError(f"{w}.workgroups[{i}]: divisor 0")
+        if b["kind"] != "weight":
+            continue
+        t = header.get(b["tensor"])
+        if t is None:
+            raise WeightsError(f"{wpath}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
+        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
+                t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
+            raise WeightsError(f"{wpath}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, manifest.json buffer "
+                               f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
+        b["_offset"] = start + t["data_offsets"][0]
     return m

@@ -408,7 +408,7 @@ def _wrong_weight_shape(m):
 
 
 BAD_BUNDLES = {   # name -> (damage, words the one-line error must contain)
-    "version": (lambda b: _edit_manifest(b, lambda m: m.update(format_version=2)), ["manifest.json", "format_version 2"]),
+    "version": (lambda b: _edit_manifest(b, lambda m: m.update(format_version=1)), ["manifest.json", "format_version 1", "re-export it with ditweb"]),
     "not-json": (lambda b: (b / "manifest.json").write_text('{"format": '), ["manifest.json", "not valid JSON"]),
     "missing-kernel": (lambda b: next((b / "kernels").glob("*.wgsl")).unlink(), ["kernels/", "HTTP 404"]),
     "truncated-weights": (_truncate_weights, ["weights.safetensors", "past the end"]),

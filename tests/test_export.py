@@ -11,6 +11,7 @@ import torch
 
 from _gpu_helpers import random_model, small_cfg
 from dit_model.checkpoint import atomic_save
+from ditformat import FORMAT_VERSION
 from dit_model.cli import main
 from dit_model.model import DiTConfig, preset_config
 from export.bundle import export_bundle
@@ -22,7 +23,7 @@ def test_bundle_layout_and_hashes(tmp_path):
     model = random_model(small_cfg("cross-attn"))
     out = export_bundle(model, tmp_path / "b", "f32", [f"c{i}" for i in range(5)])
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format"] == "ditweb-bundle" and m["format_version"] == 1 and m["class_names"][4] == "c4"
+    assert m["format"] == "ditweb-bundle" and m["format_version"] == FORMAT_VERSION and m["class_names"][4] == "c4"
     for rel, info in m["files"].items():                    # every file hashed, nothing unlisted
         raw = (out / rel).read_bytes()
         assert len(raw) == info["size"] and hashlib.sha256(raw).hexdigest() == info["sha256"]

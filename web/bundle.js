@@ -3,14 +3,18 @@
 // only the manifest. A bundle is untrusted input: every failure is a BundleError naming the
 // file and the field.
 
-import { STEP_UNIFORM_BYTES } from "./schedule.js";
+// Field types and ranges come from the declarative schema ditformat/bundle-schema.json (generated
+// into bundle-schema.js), which runtime_py/verify.py reads too; the checks between fields below are
+// the twins of verify.py's, and one corpus of tampered bundles runs against both
+// (tests/test_fuzz_bundles.py).
+import { SCHEMA } from "./bundle-schema.js";
 
 const CACHE_NAME = "ditweb-bundle-v1";
-export const FORMAT = "ditweb-bundle";
-export const FORMAT_VERSION = 1;
-const MAX_BYTES = 2 ** 31;   // sizes at B = 1 above this are absurd: refuse before any allocation
-const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
-const isForm = (f, n) => Array.isArray(f) && f.length === n && f.every(Number.isInteger);
+export const FORMAT = SCHEMA.format;
+export const FORMAT_VERSION = SCHEMA.format_version;
+export const EXPORTER_VERSION = SCHEMA.exporter_version;
+const MAX_BYTES = SCHEMA.max_bytes;   // sizes at B = 1 above this are absurd: refuse before any allocation
+const short = (v) => String(JSON.stringify(v)).slice(0, 40);
 
 export class BundleError extends Error {
   constructor(file, message) {
@@ -94,117 +98,208 @@ export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useC
   return buf;
 }
 
-const DTYPE_BYTES = { F32: 4, F16: 2, I32: 4, U32: 4 };
+const DTYPE_BYTES = { F32: 4, F16: 2 };
 
 // safetensors: u64 little-endian header length n, n bytes of JSON, then raw tensor data.
 // Returns {name: {dtype, shape, offset, nbytes}} with offsets from the start of the file.
+// The checks and their order are verify.py's parse_safetensors_header.
 export function parseSafetensors(buf, file = "weights.safetensors") {
   if (buf.byteLength < 8) throw new BundleError(file, `${buf.byteLength} bytes, shorter than the 8-byte header length`);
   const view = new DataView(buf);
   const n = Number(view.getBigUint64(0, true));
-  if (n > buf.byteLength - 8) throw new BundleError(file, `header length ${n} runs past the end of the file (${buf.byteLength} bytes)`);
+  if (n > buf.byteLength - 8 || n > 100000000) throw new BundleError(file, `header length ${n} runs past the end of the file (${buf.byteLength} bytes)`);
   let header;
   try {
     header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(buf, 8, n)));
   } catch (e) {
-    throw new BundleError(file, `header is not valid JSON (${e.message})`);
+    throw new BundleError(file, `header is not valid JSON (${e.message.slice(0, 80)})`);
   }
+  if (header === null || typeof header !== "object" || Array.isArray(header)) throw new BundleError(file, "header is not a JSON object");
   const dataStart = 8 + n;
+  const data = buf.byteLength - dataStart;
   const tensors = {};
+  const spans = [];
   for (const [name, t] of Object.entries(header)) {
     if (name === "__metadata__") continue;
-    const bytes = DTYPE_BYTES[t && t.dtype];
-    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${JSON.stringify(t && t.dtype)}`);
-    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) {
-      throw new BundleError(file, `tensor ${name}: bad shape ${JSON.stringify(t.shape)}`);
+    if (t === null || typeof t !== "object" || !Array.isArray(t.shape) || !Array.isArray(t.data_offsets) || t.data_offsets.length !== 2) {
+      throw new BundleError(file, `tensor ${name}: lacks dtype/shape/data_offsets`);
     }
-    const [begin, end] = Array.isArray(t.data_offsets) ? t.data_offsets : [];
+    const bytes = Object.prototype.hasOwnProperty.call(DTYPE_BYTES, t.dtype) ? DTYPE_BYTES[t.dtype] : 0;
+    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${short(t.dtype)} (F32 or F16)`);
+    if (t.shape.length > 8 || !t.shape.every((d) => Number.isInteger(d) && d >= 0 && d < MAX_BYTES)) {
+      throw new BundleError(file, `tensor ${name}: bad shape ${short(t.shape)}`);
+    }
+    const [begin, end] = t.data_offsets;
+    if (!Number.isInteger(begin) || !Number.isInteger(end) || !(begin >= 0 && begin <= end && end <= data)) {
+      throw new BundleError(file, `tensor ${name}: data_offsets ${short(t.data_offsets)} outside the ${data}-byte data section; data runs past the end of the file (truncated?)`);
+    }
     const nbytes = t.shape.reduce((a, d) => a * d, 1) * bytes;
-    if (!Number.isInteger(begin) || !Number.isInteger(end) || end - begin !== nbytes) {
-      throw new BundleError(file, `tensor ${name}: data_offsets ${JSON.stringify(t.data_offsets)} do not hold shape ${JSON.stringify(t.shape)} x ${bytes} bytes`);
+    if (end - begin !== nbytes) {
+      throw new BundleError(file, `tensor ${name}: data_offsets ${short(t.data_offsets)} do not hold shape ${short(t.shape)} x ${bytes} bytes`);
     }
-    if (dataStart + end > buf.byteLength) throw new BundleError(file, `tensor ${name}: data runs past the end of the file (truncated?)`);
-    if ((dataStart + begin) % 4 !== 0) throw new BundleError(file, `tensor ${name}: data offset ${dataStart + begin} is not 4-byte aligned`);
+    if ((dataStart + begin) % 4 !== 0 && !name.startsWith("_ditweb.pad.")) throw new BundleError(file, `tensor ${name}: data offset ${dataStart + begin} is not 4-byte aligned`);
     tensors[name] = { dtype: t.dtype, shape: t.shape, offset: dataStart + begin, nbytes };
+    spans.push([begin, end, name]);
   }
+  spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let pos = 0;
+  for (const [a, b, name] of spans) {
+    if (a !== pos) throw new BundleError(file, `tensor ${name}: starts at ${a}, expected ${pos} (holes or overlaps)`);
+    pos = b;
+  }
+  if (pos !== data) throw new BundleError(file, `tensors cover ${pos} bytes of a ${data}-byte data section`);
   return tensors;
 }
 
 // ------------------------------------------------------------------ manifest and weights checks
 
+// The schema walk: the first field that does not fit its spec, or null.
+function schemaError(value, spec, where) {
+  if (typeof spec === "string") {
+    if (SCHEMA.types[spec]) return schemaError(value, SCHEMA.types[spec], where);
+    const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+    const form = (v, n) => Array.isArray(v) && v.length === n && v.every((x) => Number.isInteger(x) && x >= 0 && x < MAX_BYTES);
+    const ok = {
+      string: (v) => typeof v === "string", bool: (v) => typeof v === "boolean", object: isObj,
+      hex64: (v) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v),
+      form3: (v) => form(v, 3), form4: (v) => form(v, 4) && v[3] >= 1,
+    }[spec];
+    return ok(value) ? null : `${where}: expected ${spec}, got ${short(value)}`;
+  }
+  if (spec.enum) return typeof value === "string" && spec.enum.includes(value) ? null : `${where}: ${short(value)} is not one of ${spec.enum.join(", ")}`;
+  if (spec.int || spec.number) {
+    const [lo, hi] = spec.int || spec.number;
+    if (spec.int ? !Number.isInteger(value) : typeof value !== "number") return `${where}: expected ${spec.int ? "an integer" : "a number"}, got ${short(value)}`;
+    return lo <= value && value <= hi ? null : `${where}: ${value} out of range [${lo}, ${hi}]`;
+  }
+  const isObj = value !== null && typeof value === "object" && !Array.isArray(value);
+  if (spec.list) {
+    if (!Array.isArray(value)) return `${where}: expected a list, got ${short(value)}`;
+    if (spec.len !== undefined && value.length !== spec.len) return `${where}: expected ${spec.len} entries, got ${value.length}`;
+    if (spec.max !== undefined && value.length > spec.max) return `${where}: more than ${spec.max} entries`;
+    for (let i = 0; i < value.length; i++) { const e = schemaError(value[i], spec.list, `${where}[${i}]`); if (e) return e; }
+    return null;
+  }
+  if (!isObj) return `${where}: expected an object, got ${short(value)}`;
+  if (spec.map) {
+    for (const [k, v] of Object.entries(value)) { const e = schemaError(v, spec.map, `${where}.${k}`); if (e) return e; }
+    return null;
+  }
+  if (spec.fields) {
+    for (const [k, sub] of Object.entries(spec.fields)) {
+      if (!Object.prototype.hasOwnProperty.call(value, k)) {
+        if ((spec.optional || []).includes(k)) continue;
+        return `${where}: missing field '${k}'`;
+      }
+      const e = schemaError(value[k], sub, `${where}.${k}`);
+      if (e) return e;
+    }
+    return null;
+  }
+  const tag = value[spec.tagged];
+  if (typeof tag !== "string" || !Object.prototype.hasOwnProperty.call(spec.cases, tag)) return `${where}: ${spec.tagged} ${short(tag)} is not one of ${Object.keys(spec.cases).join(", ")}`;
+  return schemaError(value, spec.cases[tag], where);
+}
+
 // Check everything the format promises, naming the field on failure (docs: "Verification").
 export function verifyManifest(m) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
-  if (m.format !== FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${FORMAT}"`);
-  if (m.format_version !== FORMAT_VERSION) fail(`format_version ${JSON.stringify(m.format_version)} is not supported (this runtime reads ${FORMAT_VERSION})`);
-  if (!["f32", "f16"].includes(m.dtype)) fail(`dtype ${JSON.stringify(m.dtype)} is neither "f32" nor "f16"`);
-  for (const key of ["model", "io", "files", "kernels", "buffers", "programs"]) {
-    if (!m[key] || typeof m[key] !== "object") fail(`field "${key}" is missing or not an object`);
+  if (m === null || typeof m !== "object" || Array.isArray(m)) fail("the top level must be a JSON object");
+  if (m.format !== FORMAT) fail(`format is ${short(m.format)}, expected "${FORMAT}"`);
+  if (m.format_version !== FORMAT_VERSION) {
+    const by = typeof m.exporter === "string" ? ` (written by ${m.exporter.slice(0, 40)})` : "";
+    fail(`format_version ${short(m.format_version)}${by} is not supported: this runtime reads version ${FORMAT_VERSION}; re-export it with ditweb ${EXPORTER_VERSION} (ditweb export CKPT OUT)`);
   }
-  if (!Array.isArray(m.class_names) || m.class_names.length !== m.model.num_classes) {
-    fail(`class_names must list model.num_classes (${m.model.num_classes}) names`);
+  const err = schemaError(m, SCHEMA.manifest, "manifest.json");
+  if (err) fail(err.slice("manifest.json".length + 2));
+  const c = m.model;
+  if (c.input_size % c.patch_size) fail(`model: input_size ${c.input_size} is not divisible by patch_size ${c.patch_size}`);
+  if (c.hidden_size % c.num_heads || c.hidden_size / c.num_heads > 256) fail(`model: hidden_size ${c.hidden_size} over ${c.num_heads} heads is no head size in [1, 256]`);
+  if (m.class_names.length !== c.num_classes) fail(`class_names: ${m.class_names.length} names for ${c.num_classes} classes`);
+  if (m.sampler.prediction !== c.prediction) fail(`sampler.prediction ${short(m.sampler.prediction)} differs from model.prediction ${short(c.prediction)}`);
+  const I = c.input_size, C = c.in_channels;
+  if (JSON.stringify(m.io.x_shape) !== JSON.stringify([C, I, I]) || JSON.stringify(m.io.out_shape) !== JSON.stringify([c.learn_sigma ? 2 * C : C, I, I])) {
+    fail(`io: x_shape ${short(m.io.x_shape)} / out_shape ${short(m.io.out_shape)} do not fit the model`);
   }
-  for (const [file, e] of Object.entries(m.files)) {
-    if (!e || !Number.isInteger(e.size) || e.size < 0 || typeof e.sha256 !== "string") fail(`files["${file}"] needs an integer size and a sha256`);
-    if (file.startsWith("/") || file.split("/").includes("..") || /^[a-z]+:/i.test(file)) fail(`files["${file}"] is not a relative path inside the bundle`);
+  for (const file of Object.keys(m.files)) {
+    if (!file || file.startsWith("/") || file.includes("\\") || file.includes(":") || file.split("/").includes("..")) fail(`files: unsafe path ${short(file)}`);
   }
-  if (!m.files["weights.safetensors"]) fail('files has no "weights.safetensors"');
-  const TYPES = ["uniform", "read-only-storage", "storage"];
+  if (!m.files["weights.safetensors"]) fail("files: weights.safetensors is not listed");
   for (const [name, k] of Object.entries(m.kernels)) {
-    if (!k.file || !m.files[k.file]) fail(`kernels.${name}.file ${JSON.stringify(k.file)} is not listed in files`);
-    if (!isForm(k.workgroup_size, 3) || k.workgroup_size.some((v) => v < 1)) fail(`kernels.${name}.workgroup_size is not three positive integers`);
-    if (!Array.isArray(k.params) || !Array.isArray(k.bindings)) fail(`kernels.${name} needs params and bindings lists`);
-    k.bindings.forEach((b, i) => {
-      if (b.binding !== i || !TYPES.includes(b.type)) fail(`kernels.${name}.bindings[${i}] must be binding ${i} of type ${TYPES.join("|")}`);
-    });
-    if (!k.bindings.length || k.bindings[0].type !== "uniform") fail(`kernels.${name}: binding 0 must be the params uniform`);
-  }
-  for (const [name, b] of Object.entries(m.buffers)) {
-    if (b.kind === "weight") {
-      if (typeof b.tensor !== "string" || !Number.isInteger(b.bytes) || b.bytes <= 0 || b.bytes >= MAX_BYTES) fail(`buffers["${name}"]: a weight needs a tensor name and 0 < bytes < 2^31`);
-    } else if (b.kind === "activation") {
-      if (!isForm(b.elements, 3) || b.elements.some((v) => v < 0) || 4 * lin(b.elements, 1, 1) >= MAX_BYTES) fail(`buffers["${name}"].elements must be a non-negative linear form [b, n, c] below 2^31 bytes at B = 1`);
-    } else if (b.kind === "step") {
-      if (b.bytes !== STEP_UNIFORM_BYTES) fail(`buffers["${name}"]: the step uniform is ${STEP_UNIFORM_BYTES} bytes, not ${b.bytes}`);
-    } else {
-      fail(`buffers["${name}"].kind ${JSON.stringify(b.kind)} is not weight, activation or step`);
+    if (!Object.prototype.hasOwnProperty.call(m.files, k.file)) fail(`kernels.${name}.file ${short(k.file)} is not listed in files`);
+    if (!k.bindings.length || k.bindings.some((b, i) => b.binding !== i) || k.bindings[0].type !== "uniform") {
+      fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform`);
     }
   }
-  for (const key of ["x", "t", "y", "out", "sample"]) {
-    if (!m.buffers[m.io[key]] || m.buffers[m.io[key]].kind !== "activation") fail(`io.${key} names no activation buffer`);
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind === "activation" && 4 * (b.elements[0] + b.elements[1] + b.elements[2]) >= MAX_BYTES) fail(`buffers.${name}: ${4 * (b.elements[0] + b.elements[1] + b.elements[2])} bytes at B = N = 1`);
   }
-  for (const prog of ["forward", "init", "step_begin", "step_end"]) {
-    const p = m.programs[prog];
-    if (!Array.isArray(p)) fail(`programs.${prog} is missing`);
-    p.forEach((d, i) => {
-      const where = `programs.${prog}[${i}] (${d && d.label})`;
-      const k = m.kernels[d && d.kernel];
-      if (!k) fail(`${where}: unknown kernel ${JSON.stringify(d && d.kernel)}`);
-      if (!Array.isArray(d.bindings) || d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings && d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
+  for (const key of ["x", "t", "y", "out", "sample"]) {
+    const b = Object.prototype.hasOwnProperty.call(m.buffers, m.io[key]) ? m.buffers[m.io[key]] : null;
+    if (!b || b.kind !== "activation") fail(`io.${key}: ${short(m.io[key])} names no activation buffer`);
+  }
+  for (const prog of SCHEMA.programs) {
+    m.programs[prog].forEach((d, i) => {
+      const where = `programs.${prog}[${i}] (${d.label.slice(0, 40)})`;
+      const k = Object.prototype.hasOwnProperty.call(m.kernels, d.kernel) ? m.kernels[d.kernel] : null;
+      if (!k) fail(`${where}: unknown kernel ${short(d.kernel)}`);
+      if (d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
       d.bindings.forEach((bn, j) => {
-        const buf = m.buffers[bn];
-        if (!buf) fail(`${where}: binding ${j + 1} names unknown buffer ${JSON.stringify(bn)}`);
-        if ((buf.kind === "step") !== (k.bindings[j + 1].type === "uniform")) fail(`${where}: binding ${j + 1} (${bn}) does not match the kernel's ${k.bindings[j + 1].type} binding`);
+        const buf = Object.prototype.hasOwnProperty.call(m.buffers, bn) ? m.buffers[bn] : null;
+        if (!buf) fail(`${where}: binding ${j + 1} names unknown buffer ${short(bn)}`);
+        if ((buf.kind === "step") !== (k.bindings[j + 1].type === "uniform")) fail(`${where}: binding ${j + 1} type ${k.bindings[j + 1].type} cannot take buffer ${short(bn)}`);
       });
-      if (!Array.isArray(d.params) || d.params.length !== k.params.length || !d.params.every((f) => isForm(f, 3))) fail(`${where}: params must be ${k.params.length} linear forms`);
-      if (!Array.isArray(d.workgroups) || d.workgroups.length !== 3 || !d.workgroups.every((f) => isForm(f, 4) && f[3] > 0 && lin(f, 1, 1) >= 0)) {
-        fail(`${where}: workgroups must be three [b, n, c, d] forms with d > 0`);
-      }
+      if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel declares ${k.params.length}`);
     });
   }
 }
 
+// The bindings and @workgroup_size a kernel's WGSL declares must be the manifest's (verify.py: check_kernel_source).
+const ACCESS = { "uniform|": "uniform", "storage|": "read-only-storage", "storage|read": "read-only-storage", "storage|read_write": "storage" };
+export function verifyKernelSource(name, k, code) {
+  const fail = (msg) => { throw new BundleError(k.file, msg); };
+  const binds = [];
+  for (const [, num, space, access] of code.matchAll(/@group\(\s*0\s*\)\s*@binding\(\s*(\d+)\s*\)\s*var\s*<\s*([a-z_]+)\s*(?:,\s*([a-z_]+)\s*)?>/g)) {
+    const type = ACCESS[`${space}|${access || ""}`];
+    if (!type) fail(`binding ${num} has address space var<${space}${access ? ", " + access : ""}>`);
+    binds.push({ binding: Number(num), type });
+  }
+  binds.sort((a, b) => a.binding - b.binding);
+  const want = k.bindings.map((b) => `${b.binding}:${b.type}`).join(", ");
+  const got = binds.map((b) => `${b.binding}:${b.type}`).join(", ");
+  if (got !== want) fail(`the shader declares bindings [${got}], manifest.json kernels.${name} says [${want}]`);
+  const sizes = [...code.matchAll(/@workgroup_size\(([^)]*)\)/g)];
+  if (sizes.length !== 1) fail(`expected one @workgroup_size, found ${sizes.length}`);
+  const parts = sizes[0][1].split(",").map((v) => v.trim()).filter((v) => v);
+  if (!parts.every((v) => /^\d+$/.test(v))) fail(`@workgroup_size(${sizes[0][1].slice(0, 40)}) is not literal integers`);
+  const wg = [...parts.map(Number), 1, 1, 1].slice(0, 3);
+  if (wg.join(",") !== k.workgroup_size.join(",")) fail(`@workgroup_size(${wg.join(", ")}) but manifest.json kernels.${name}.workgroup_size is [${k.workgroup_size.join(", ")}]`);
+}
+
+// After the downloads: every file's size (the hashes were checked by fetchVerified), the safetensors
+// header against the buffer table, and every kernel's WGSL against its entry. -> {tensors, kernels}
+export function verifyFiles(m, files) {
+  for (const [file, buf] of Object.entries(files)) {
+    if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
+  }
+  const tensors = parseSafetensors(files["weights.safetensors"]);
+  verifyWeights(m, tensors);
+  const kernels = {};
+  for (const [name, k] of Object.entries(m.kernels)) {
+    let code;
+    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(k.file, "not UTF-8 text"); }
+    verifyKernelSource(name, k, code);
+    kernels[name] = code;
+  }
+  return { tensors, kernels };
+}
+
 // Weight buffers vs the safetensors header: the tensor exists with the listed dtype, shape and bytes.
 export function verifyWeights(m, tensors) {
-  let prev = 0;
-  for (const t of Object.values(tensors).sort((a, b) => a.offset - b.offset)) {
-    if (prev && t.offset !== prev) throw new BundleError("weights.safetensors", `tensor data is not contiguous at byte ${t.offset} (previous ended at ${prev})`);
-    prev = t.offset + t.nbytes;
-  }
-  const DT = { f32: "F32", f16: "F16", u32: "U32", i32: "I32" };
+  const DT = { f32: "F32", f16: "F16" };
   for (const [name, b] of Object.entries(m.buffers)) {
     if (b.kind !== "weight") continue;
-    const t = tensors[b.tensor];
+    const t = Object.prototype.hasOwnProperty.call(tensors, b.tensor) ? tensors[b.tensor] : null;
     if (!t) throw new BundleError("weights.safetensors", `has no tensor ${b.tensor} (manifest buffer ${name})`);
     if (DT[b.dtype] !== t.dtype || JSON.stringify(b.shape) !== JSON.stringify(t.shape) || b.bytes !== t.nbytes) {
       throw new BundleError("weights.safetensors", `tensor ${b.tensor} is ${t.dtype} ${JSON.stringify(t.shape)} (${t.nbytes} bytes), manifest buffer ${name} says ${b.dtype} ${JSON.stringify(b.shape)} (${b.bytes} bytes)`);

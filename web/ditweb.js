@@ -9,7 +9,7 @@
 //   const { rgba, width, height } = await b.sample({ className: "hippo", seed: 7, steps: 25, cfg: 4 });
 //   await diffuseFavicon(b, { classId: 0, seed: 7 });   // animates <link rel="icon">
 
-import { BundleError, fetchManifest, fetchVerified, parseSafetensors, verifyManifest, verifyWeights } from "./bundle.js";
+import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
 import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
 import { drawRGBA, faviconLink, restoreStaticFavicon, setFavicon, toDataURL, toRGBA } from "./favicon.js";
 
@@ -63,9 +63,7 @@ export async function loadBundle(url, opts = {}) {
   if (opts.signal) opts.signal.addEventListener("abort", () => stop.abort(opts.signal.reason), { once: true });
   await Promise.all(names.map(async (file) => {
     try {
-      const { size, sha256 } = manifest.files[file];
-      const buf = await fetchVerified(base, file, sha256.toLowerCase(), { signal: stop.signal, stats, useCache: opts.useCache !== false });
-      if (buf.byteLength !== size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${size}`);
+      const buf = await fetchVerified(base, file, manifest.files[file].sha256, { signal: stop.signal, stats, useCache: opts.useCache !== false });
       files[file] = buf;
       if (opts.onProgress && !stop.signal.aborted) opts.onProgress({ file, done: ++done, total: names.length });
     } catch (e) {
@@ -73,10 +71,7 @@ export async function loadBundle(url, opts = {}) {
       throw e;
     }
   }));
-  const tensors = parseSafetensors(files["weights.safetensors"]);
-  verifyWeights(manifest, tensors);
-  const kernels = {};
-  for (const [name, k] of Object.entries(manifest.kernels)) kernels[name] = new TextDecoder().decode(files[k.file]);
+  const { tensors, kernels } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest
   const bundle = new Bundle(base, manifest, files["weights.safetensors"], tensors, kernels, stats, opts);
   await bundle.createDevice();
   return bundle;
@@ -364,7 +359,8 @@ export class Bundle {
     const y = new Uint32Array(B);                                     // [k][j][n]
     for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
     device.queue.writeBuffer(this.batch.buffers[m.io.y], 0, y);
-    const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true };
+    const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true,
+                     prediction: m.sampler.prediction };
     device.queue.writeBuffer(this.batch.step, 0, stepUniform({ ...common, i: null, nDone: 0 }));
     device.queue.submit([this.encode(["init"]).finish()]);
 

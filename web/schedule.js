@@ -122,7 +122,8 @@ export const STEP_UNIFORM_BYTES = 128;
 
 // The 128-byte step uniform (docs/bundle-format.md, "The step uniform").
 // i = null writes the init record (t = 0, i = 0, no tables).
-export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guide, sampler, eta, clipX0 }) {
+// prediction: the manifest's sampler.prediction, "eps" or "v" (flag 8: the output is v).
+export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guide, sampler, eta, clipX0, prediction = "eps" }) {
   const buf = new ArrayBuffer(STEP_UNIFORM_BYTES);
   const u = new Uint32Array(buf);
   const f = new Float32Array(buf);                 // f32 rounding of the float64 values, as the format says
@@ -135,7 +136,7 @@ export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guid
   const sigma = ddpm ? 0.0 : ddimSigma(tables, i, eta);
   u[0] = t;
   u[1] = i;
-  u[8] = (clipX0 ? 1 : 0) | (ddpm ? 2 : 0) | (i > 0 && (ddpm || sigma > 0) ? 4 : 0);
+  u[8] = (clipX0 ? 1 : 0) | (ddpm ? 2 : 0) | (i > 0 && (ddpm || sigma > 0) ? 4 : 0) | (prediction === "v" ? 8 : 0);
   f[12] = tables.sqrt_abar[i];
   f[13] = tables.sqrt_1m_abar[i];
   f[14] = tables.coef1[i];

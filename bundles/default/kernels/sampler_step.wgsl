@@ -1,6 +1,9 @@
 // sampler_step: one DDPM or DDIM step x_t -> x_{t-1} (dit_model/diffusion.py ddpm_step / ddim_step), with
 // the guided network output; coefficients are float64 tables rounded to f32 in the step uniform.
-//   x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), clipped to [-1, 1] if flags bit0
+// The output (combined over guidance branches and copies by guide_combine) is eps, or v if flags & 8:
+//   eps: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
+//   v:   x0 = sqrt(abar) x_t - sqrt(1 - abar) v        (x_t: the unperturbed sample)
+//   x0 clipped to [-1, 1] if flags bit0
 //   DDPM (bit1): mean = coef1 x0 + coef2 x_t; log var = f log_beta + (1 - f) log_post_var, f = (v + 1) / 2
 //                (learned sigma; else log_post_var); x = mean + exp(log var / 2) z
 //   DDIM:        eps' = (x_t - sqrt(abar) x0) / sqrt(1 - abar); x = sqrt(abar_prev) x0 + ddim_dir eps' + sigma z
@@ -123,9 +126,14 @@ fn element(idx: u32) {
   let c = (idx / P.P2) % P.C;
   let n = idx / (P.P2 * P.C);
   let c_out = select(P.C, 2u * P.C, P.learn_sigma == 1u);
-  let eps = guided[(n * c_out + c) * P.P2 + pix];
+  let out = guided[(n * c_out + c) * P.P2 + pix];
   let xt = x[idx];
-  var x0 = (xt - st.sqrt_1m_abar * eps) / st.sqrt_abar;
+  var x0: f32;
+  if ((st.flags & 8u) != 0u) {
+    x0 = st.sqrt_abar * xt - st.sqrt_1m_abar * out;
+  } else {
+    x0 = (xt - st.sqrt_1m_abar * out) / st.sqrt_abar;
+  }
   if ((st.flags & 1u) != 0u) { x0 = clamp(x0, -1.0, 1.0); }
   var z = 0.0;
   if ((st.flags & 4u) != 0u) { z = normal(st.seed, 1u, st.i, idx); }

@@ -1,0 +1,103 @@
+"""The declarative manifest schema (ditformat/bundle-schema.json) and its checker.
+
+The schema is data, so the browser's verifier (web/bundle.js) reads the same file, generated into
+web/bundle-schema.js (tests/test_fuzz_bundles.py keeps the two identical). check() walks a value
+against a spec and names the first field that does not fit."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "bundle-schema.json"
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class SchemaMismatch(Exception):
+    """Raised by check(); the verifier turns it into its own named error."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def check(value, spec, where: str) -> None:
+    def fail(msg):
+        raise SchemaMismatch(f"{where}: {msg}")
+    if isinstance(spec, str):
+        if spec in SCHEMA["types"]:
+            return check(value, SCHEMA["types"][spec], where)
+        ok = {"string": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+              "object": lambda v: isinstance(v, dict),
+              "hex64": lambda v: isinstance(v, str) and _HEX64.fullmatch(v) is not None,
+              "form3": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and 0 <= x < SCHEMA["max_bytes"] for x in v),
+              "form4": lambda v: isinstance(v, list) and len(v) == 4 and all(_is_int(x) and 0 <= x < SCHEMA["max_bytes"] for x in v)
+              and v[3] >= 1}[spec]
+        if not ok(value):
+            fail(f"expected {spec}, got {_kind(value)} {json.dumps(value)[:40]}")
+        return
+    if "enum" in spec:
+        if not (isinstance(value, str) and value in spec["enum"]):
+            fail(f"{json.dumps(value)[:40]} is not one of {', '.join(spec['enum'])}")
+    elif "int" in spec:
+        lo, hi = spec["int"]
+        if not _is_int(value):
+            fail(f"expected an integer, got {_kind(value)}")
+        if not lo <= value <= hi:
+            fail(f"{value} out of range [{lo}, {hi}]")
+    elif "number" in spec:
+        lo, hi = spec["number"]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            fail(f"expected a number, got {_kind(value)}")
+        if not lo <= value <= hi:
+            fail(f"{value} out of range [{lo}, {hi}]")
+    elif "list" in spec:
+        if not isinstance(value, list):
+            fail(f"expected a list, got {_kind(value)}")
+        if "len" in spec and len(value) != spec["len"]:
+            fail(f"expected {spec['len']} entries, got {len(value)}")
+        if "max" in spec and len(value) > spec["max"]:
+            fail(f"more than {spec['max']} entries")
+        for i, v in enumerate(value):
+            check(v, spec["list"], f"{where}[{i}]")
+    elif "map" in spec:
+        if not isinstance(value, dict):
+            fail(f"expected an object, got {_kind(value)}")
+        for k, v in value.items():
+            check(v, spec["map"], f"{where}.{k}")
+    elif "fields" in spec:
+        if not isinstance(value, dict):
+            fail(f"expected an object, got {_kind(value)}")
+        optional = spec.get("optional", ())
+        for k, sub in spec["fields"].items():
+            if k not in value:
+                if k in optional:
+                    continue
+                fail(f"missing field {k!r}")
+            check(value[k], sub, f"{where}.{k}")
+    elif "tagged" in spec:
+        tag = value.get(spec["tagged"]) if isinstance(value, dict) else None
+        if tag not in spec["cases"]:
+            fail(f"{spec['tagged']} {json.dumps(tag)[:40]} is not one of {', '.join(spec['cases'])}")
+        check(value, spec["cases"][tag], where)
+    else:
+        raise AssertionError(f"bad schema spec at {where}: {spec}")
+
+
+def check_manifest(m) -> None:
+    check(m, SCHEMA["manifest"], "manifest.json")
+
+
+def js_module() -> str:
+    """web/bundle-schema.js: the same schema as an ES module (written by `python -m ditformat.schema`)."""
+    return ("// Generated from ditformat/bundle-schema.json by `python -m ditformat.schema`; do not edit.\n"
+            f"export const SCHEMA = {json.dumps(SCHEMA, indent=1)};\n")
+
+
+if __name__ == "__main__":
+    (Path(__file__).resolve().parents[1] / "web" / "bundle-schema.js").write_text(js_module())

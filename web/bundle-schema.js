@@ -1,0 +1,324 @@
+// Generated from ditformat/bundle-schema.json by `python -m ditformat.schema`; do not edit.
+export const SCHEMA = {
+ "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through the generated web/bundle-schema.js). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
+ "format": "ditweb-bundle",
+ "format_version": 2,
+ "exporter_version": "0.2.0",
+ "step_bytes": 128,
+ "max_branches": 8,
+ "max_bytes": 2147483648,
+ "binding_types": [
+  "uniform",
+  "read-only-storage",
+  "storage"
+ ],
+ "programs": [
+  "forward",
+  "init",
+  "step_begin",
+  "step_end"
+ ],
+ "types": {
+  "dispatch": {
+   "fields": {
+    "kernel": "string",
+    "label": "string",
+    "bindings": {
+     "list": "string",
+     "max": 16
+    },
+    "params": {
+     "list": "form3",
+     "max": 64
+    },
+    "workgroups": {
+     "list": "form4",
+     "len": 3
+    }
+   }
+  },
+  "binding": {
+   "fields": {
+    "binding": {
+     "int": [
+      0,
+      16
+     ]
+    },
+    "type": {
+     "enum": [
+      "uniform",
+      "read-only-storage",
+      "storage"
+     ]
+    }
+   }
+  }
+ },
+ "manifest": {
+  "fields": {
+   "format": "string",
+   "format_version": {
+    "int": [
+     0,
+     1000000
+    ]
+   },
+   "exporter": "string",
+   "dtype": {
+    "enum": [
+     "f32",
+     "f16"
+    ]
+   },
+   "model": {
+    "fields": {
+     "input_size": {
+      "int": [
+       1,
+       1024
+      ]
+     },
+     "patch_size": {
+      "int": [
+       1,
+       64
+      ]
+     },
+     "in_channels": {
+      "int": [
+       1,
+       64
+      ]
+     },
+     "hidden_size": {
+      "int": [
+       4,
+       16384
+      ]
+     },
+     "depth": {
+      "int": [
+       1,
+       256
+      ]
+     },
+     "num_heads": {
+      "int": [
+       1,
+       1024
+      ]
+     },
+     "mlp_ratio": {
+      "number": [
+       0.0625,
+       16
+      ]
+     },
+     "num_classes": {
+      "int": [
+       1,
+       100000
+      ]
+     },
+     "learn_sigma": "bool",
+     "conditioning": {
+      "enum": [
+       "adaln-zero",
+       "adaln",
+       "cross-attn",
+       "in-context"
+      ]
+     },
+     "prediction": {
+      "enum": [
+       "eps",
+       "v"
+      ]
+     }
+    }
+   },
+   "class_names": {
+    "list": "string",
+    "max": 100000
+   },
+   "null_class": {
+    "int": [
+     1,
+     100000
+    ]
+   },
+   "io": {
+    "fields": {
+     "x": "string",
+     "x_shape": {
+      "list": {
+       "int": [
+        1,
+        1024
+       ]
+      },
+      "len": 3
+     },
+     "t": "string",
+     "y": "string",
+     "out": "string",
+     "out_shape": {
+      "list": {
+       "int": [
+        1,
+        1024
+       ]
+      },
+      "len": 3
+     },
+     "sample": "string"
+    }
+   },
+   "files": {
+    "map": {
+     "fields": {
+      "size": {
+       "int": [
+        0,
+        2147483648
+       ]
+      },
+      "sha256": "hex64"
+     }
+    }
+   },
+   "limits": {
+    "map": {
+     "int": [
+      0,
+      2147483648
+     ]
+    }
+   },
+   "kernels": {
+    "map": {
+     "fields": {
+      "file": "string",
+      "op": "string",
+      "variant": "object",
+      "workgroup_size": {
+       "list": {
+        "int": [
+         1,
+         1024
+        ]
+       },
+       "len": 3
+      },
+      "params": {
+       "list": "string",
+       "max": 64
+      },
+      "bindings": {
+       "list": "binding",
+       "max": 17
+      }
+     }
+    }
+   },
+   "buffers": {
+    "map": {
+     "tagged": "kind",
+     "cases": {
+      "weight": {
+       "fields": {
+        "tensor": "string",
+        "dtype": {
+         "enum": [
+          "f32",
+          "f16"
+         ]
+        },
+        "shape": {
+         "list": {
+          "int": [
+           0,
+           2147483648
+          ]
+         },
+         "max": 8
+        },
+        "bytes": {
+         "int": [
+          1,
+          2147483647
+         ]
+        }
+       }
+      },
+      "activation": {
+       "fields": {
+        "dtype": {
+         "enum": [
+          "f32",
+          "u32"
+         ]
+        },
+        "elements": "form3"
+       }
+      },
+      "step": {
+       "fields": {
+        "bytes": {
+         "int": [
+          128,
+          128
+         ]
+        }
+       }
+      }
+     }
+    }
+   },
+   "programs": {
+    "fields": {
+     "forward": {
+      "list": "dispatch"
+     },
+     "init": {
+      "list": "dispatch"
+     },
+     "step_begin": {
+      "list": "dispatch"
+     },
+     "step_end": {
+      "list": "dispatch"
+     }
+    }
+   },
+   "sampler": {
+    "fields": {
+     "prediction": {
+      "enum": [
+       "eps",
+       "v"
+      ]
+     }
+    }
+   },
+   "sampler_tables": "object",
+   "guidance": {
+    "fields": {
+     "max_branches": {
+      "int": [
+       1,
+       8
+      ]
+     }
+    }
+   }
+  },
+  "optional": [
+   "limits",
+   "null_class",
+   "guidance",
+   "sampler_tables"
+  ]
+ }
+};
