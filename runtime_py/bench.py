@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wgsl.ops import OPS, evaluate
+from wgsl.ops import ALL_OPS, OPS, evaluate, shape_of
 
 from .bundle import Bundle
-from .parity import reference
-
-DEFAULT_PRESET = "Favicon-T/2"
+from .parity import prepare, reference
 
 
 def _bundle(args, dtype: str = "f32", onnx: bool = False):
@@ -24,6 +22,7 @@ def _bundle(args, dtype: str = "f32", onnx: bool = False):
         return Bundle.load(args.bundle), None
     from export.bundle import export_bundle
     from export.cli import load_for_export
+    from dit_model.model import DEFAULT_PRESET
     model, names = load_for_export(getattr(args, "preset", None) or DEFAULT_PRESET, None, 0)
     tmp = tempfile.mkdtemp(prefix="ditweb-bench-")
     path = export_bundle(model, Path(tmp) / "bundle", dtype, names, onnx=onnx)
@@ -111,7 +110,7 @@ def bench_kernels(args):
         variant = kernel.get("variant", {})
         t_torch = _torch_time(_torch_equivalent(op, params, variant, inputs), repeat)
         flops = op.flops({**params, **variant}) if op.flops else None
-        shape = ",".join(f"{k}={v}" for k, v in params.items() if k in ("M", "N", "K", "rows", "D", "T_q", "H", "count"))
+        shape = ",".join(f"{k}={v}" for k, v in shape_of(op, params).items())
         extra = ["", "", "", ""]
         if op.name in ("matmul", "matmul_shared"):
             p = dict(M=params["M"], N=params["N"], K=params["K"], MN=params["M"] * params["N"])
@@ -119,7 +118,7 @@ def bench_kernels(args):
             other = "matmul_shared" if op.name == "matmul" else "matmul"
             ov = {**variant, "vec4": "vec4" if params["K"] % 4 == 0 else "scalar"} if other == "matmul" else variant
             ts = _op_time(gpu, timer, other, {**params}, ov, {**a}, naive_cache, repeat)
-            tn = _op_time(gpu, timer, "matmul_naive", p, {}, a, naive_cache, repeat)
+            tn = _op_time(gpu, timer, "matmul_naive", p, {}, a, naive_cache, repeat)     # wgsl.ops.BASELINE_OPS
             extra = [ts * 1e3, flops / ts / 1e9, tn * 1e3, flops / tn / 1e9]
         rows.append([d["label"], d["kernel"], shape, t_gpu * 1e3, t_torch * 1e3,
                      flops / t_gpu / 1e9 if flops else "", flops / t_torch / 1e9 if flops else "", *extra])
@@ -137,42 +136,17 @@ def bench_kernels(args):
 
 
 def _torch_equivalent(op, p, variant, inputs):
-    """The same work as one torch call on CPU: F.linear (+ activation), SDPA, layer_norm + modulate; the
-    small elementwise ops use their reference function."""
-    F = torch.nn.functional
-    if op.name == "matmul":
-        a = torch.rand(p["M"], p["K"])
-        w, b = torch.rand(p["N"], p["K"]), torch.rand(p["N"])
-        act = {"gelu": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu}.get(variant.get("act"), lambda x: x)
-        pre = F.silu if variant.get("in_act") == "silu" else (lambda x: x)
-        return lambda: act(F.linear(pre(a), w, b))
-    if op.name == "attention":
-        hd = variant["head_dim"]
-        q = torch.rand(p["batch"], p["H"], p["T_q"], hd)
-        k = torch.rand(p["batch"], p["H"], p["T_kv"], hd)
-        return lambda: F.scaled_dot_product_attention(q, k, k)
-    if op.name == "layernorm_mod":
-        x = torch.rand(p["rows"] // p["T"], p["T"], p["D"])
-        s = torch.rand(x.shape[0], 1, p["D"])
-        return lambda: F.layer_norm(x, (p["D"],), eps=1e-6) * (1 + s) + s
+    """The same work as one torch call on CPU (Op.torch_equivalent: F.linear + activation, SDPA, layer_norm +
+    modulate); the small elementwise ops use their float32 reference."""
+    if op.torch_equivalent is not None:
+        return op.torch_equivalent(p, variant)
     return lambda: reference(op, inputs, p, variant, "f32", None, torch.float32)
 
 
 def _op_time(gpu, timer, op_name, params, variant, inputs, cache, repeat):
     """GPU time of one op-table kernel on fresh buffers (the baselines of the matmul rows)."""
-    from wgsl.ops import binding_type
-    op = OPS[op_name]
-    name = op.kernel_name(variant, "f32")
-    if name not in cache:
-        bindings = [{"binding": 0, "type": "uniform"}] + [{"binding": i, "type": binding_type(b)}
-                                                          for i, b in enumerate(op.bindings, 1)]
-        cache[name] = gpu.pipeline(op.render(variant, "f32"), name, bindings)
-    pipe, bgl = cache[name]
-    pvals = np.array([params[k] for k in op.params] + [0] * (-len(op.params) % 4), np.uint32)
-    bufs = [gpu.buffer(pvals.nbytes, f"{name}.params", pvals, uniform=True)] + [
-        gpu.buffer(inputs[b.name].nbytes, b.name, inputs[b.name]) for b in op.bindings]
-    groups = [int(-(-(params[w] if isinstance(w, str) else w) // dv)) for w, dv in op.groups]
-    return timer.run([(pipe, gpu.bind_group(bgl, bufs, name), groups)], repeat)
+    pipe, bg, groups, _ = prepare(gpu, ALL_OPS[op_name], variant, "f32", params, inputs, None, cache)
+    return timer.run([(pipe, bg, groups)], repeat)
 
 
 def bench_step(args):

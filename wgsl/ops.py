@@ -1,16 +1,18 @@
 """The op table: every WGSL kernel declared once.
 
 An `Op` says which template renders it, its bindings (binding 0 is always the params uniform),
-its u32 params, its workgroup size, how many workgroups a dispatch needs, its float64 torch
-reference and its tolerance. The exporter renders templates and writes dispatches from it,
-the runtimes only read the manifest, and the parity tests / `ditweb validate` are
-parametrised over it. Adding a kernel = one entry here + one template.
+its u32 params, its workgroup size and workgroup storage, how many workgroups a dispatch needs, the
+template variants it offers, its float64 torch reference and error bound (wgsl/bounds.py,
+docs/tolerances.md), the params that label its shape and the torch call the benchmark times against
+it. The exporter renders templates and writes dispatches from it, the runtimes only read the
+manifest, and the parity tests / `ditweb validate` / the benchmark are parametrised over it.
+Adding a kernel = one entry here + one template + its reference and bound.
 
 Batch-dependent values are linear forms [b, n, c] = b*B + n*N + c (see docs/bundle-format.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,9 +20,11 @@ import jinja2
 
 from dit_model import noise
 
+from . import bounds
 from .reference import (ref_attention, ref_cond_tokens, ref_expand_batch, ref_gated_residual, ref_guide_combine,
                         ref_label_embed, ref_layernorm_mod, ref_matmul, ref_matmul_naive, ref_patchify,
-                        ref_pos_embed_add, ref_rng_normal, ref_sampler_step, ref_timestep_embed, ref_unpatchify)
+                        ref_pos_embed_add, ref_rng_normal, ref_sampler_step, ref_timestep_embed, ref_unpatchify,
+                        torch_attention, torch_layernorm_mod, torch_matmul)
 
 TEMPLATES = Path(__file__).resolve().parent
 MAX_BRANCHES = 8      # guidance branches the step uniform holds (coef: 2 x vec4)
@@ -53,18 +57,25 @@ class Binding:
 
 @dataclass(frozen=True)
 class Op:
+    """One kernel, everything the exporter, the runtimes, the parity checks and the benchmark know of it."""
     name: str
-    template: str
-    bindings: tuple[Binding, ...]
-    params: tuple[str, ...]
+    template: str                          # jinja2 template in wgsl/
+    bindings: tuple[Binding, ...]          # bindings 1.. (0 is the params uniform)
+    params: tuple[str, ...]                # u32 params, in uniform order
     workgroup_size: tuple[int, int, int]
-    groups: tuple          # per dimension: (param name or int, divisor) -> ceil(value / divisor)
-    reference: Callable    # (inputs: dict name -> tensor, p: dict name -> int, variant, step) -> dict name -> tensor
-    floor: float           # tolerance floor, relative to max |reference output|
-    variants: tuple[str, ...] = ()     # template switches that make a kernel name (besides the weight dtype)
-    exact: bool = False                # bit-exact op (RNG): tolerance 0
-    vec4_bindings: tuple[str, ...] = ()  # with variant vec4="vec4": bound as arrays of vec4 (K % 4 == 0)
-    flops: Callable | None = None      # (p) -> float multiply-adds*2, for the benchmark
+    groups: tuple                          # per dimension: (param name or int, divisor) -> ceil(value / divisor)
+    reference: Callable                    # (inputs: name -> tensor, p, variant, step) -> written name -> tensor
+    bound: Callable                        # same arguments, float64 inputs -> written name -> max error per element
+    variants: dict = field(default_factory=dict)   # template switch -> the values it offers (None: any int);
+                                                   # switches make the kernel name (besides the weight dtype)
+    exact: bool = False                    # bit-exact op (RNG): compared bit for bit
+    vec4_bindings: tuple[str, ...] = ()    # with variant vec4="vec4": bound as arrays of vec4 (K % 4 == 0)
+    workgroup_storage: Callable = lambda variant: 0    # bytes of var<workgroup> memory the variant declares
+    shape_keys: tuple[str, ...] = ("count",)           # params that name a dispatch's shape in tables
+    reduce: str | None = None              # param (or switch) that is the length of the op's longest sum
+    flops: Callable | None = None          # (p) -> float multiply-adds*2, for the benchmark
+    torch_equivalent: Callable | None = None   # (p, variant) -> zero-argument torch call doing the same work
+                                               # (benchmark; None: the op's float32 reference)
 
     def kernel_name(self, variant: dict, wdtype: str) -> str:
         parts = [self.name] + ([wdtype] if self.uses_weights else []) + [str(variant[k]) for k in self.variants]
@@ -87,7 +98,7 @@ class Op:
         header = render_header(self, wdtype, variant)
         derived = {}
         if "head_dim" in variant:
-            derived = {"hd4": -(-variant["head_dim"] // 4), "tk": attention_tile(variant["head_dim"])}
+            derived = {"hd4": -(-variant["head_dim"] // 4), "tk": ATTENTION_TILE}
         text = env.get_template(self.template).render(header=header, wg=self.workgroup_size, wdtype=wdtype,
                                                       noise=noise, **variant, **derived)
         return text
@@ -143,20 +154,16 @@ def render_header(op: Op, wdtype: str, variant: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-WORKGROUP_STORAGE = 16384     # WebGPU's default maxComputeWorkgroupStorageSize: every kernel fits in it
-
-
-def attention_tile(head_dim: int) -> int:
-    """Keys per workgroup-memory tile. 16 keeps K + V tiles within 16 KiB up to head dim 128; 32 and 64
-    keys (fewer barriers) measured no faster on lavapipe (Favicon-T/2 attention: 57 / 97 / 47 ms median
-    of 4 noisy runs, minima 22-26 ms for all three), and larger tiles cost occupancy on GPUs."""
-    return 16
+# Keys per workgroup-memory tile of the attention kernel. 16 keeps the K + V tiles within WebGPU's
+# default 16 KiB of workgroup storage up to head dim 128; 32 and 64 keys (fewer barriers) measured no
+# faster on lavapipe (Favicon-T/2 attention: 57 / 97 / 47 ms median of 4 noisy runs, minima 22-26 ms for
+# all three), and larger tiles cost occupancy on GPUs.
+ATTENTION_TILE = bounds.ATTENTION_TILE
 
 
 def workgroup_bytes(op_name: str, variant: dict) -> int:
-    if op_name == "attention":
-        return attention_tile(variant["head_dim"]) * 2 * 16 * -(-variant["head_dim"] // 4)
-    return {"matmul_shared": 8192, "layernorm_mod": 256}.get(op_name, 0)
+    """var<workgroup> bytes of one kernel (the exporter records the largest in the manifest)."""
+    return ALL_OPS[op_name].workgroup_storage(variant)
 
 
 def binding_type(b: Binding) -> str:
@@ -170,62 +177,86 @@ def B(name, kind="f32", access="read"):
 
 
 ELEMS = 256 * 4   # elementwise kernels: 256 invocations x 4 elements each
+MATMUL_BINDINGS = (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw"))
+MATMUL_PARAMS = ("M", "N", "K", "out_group", "out_stride")
+ACTS = {"in_act": ("none", "silu"), "act": ("none", "gelu", "silu")}
+
+
+def _matmul_flops(p):
+    return 2.0 * p["M"] * p["N"] * p["K"]
+
+
+def _elementwise(name, bindings, params, reference, bound, **kw):
+    """An op of the elementwise frame (_elementwise.wgsl.j2): 256 invocations x 4 elements of P.count."""
+    return Op(name=name, template=f"{name}.wgsl.j2", bindings=bindings, params=params, workgroup_size=(256, 1, 1),
+              groups=(("count", ELEMS), (1, 1), (1, 1)), reference=reference, bound=bound, **kw)
+
 
 OPS: dict[str, Op] = {op.name: op for op in [
     # matmul: 4x4 outputs per invocation in registers, no workgroup memory (fastest on the software adapters
     # lavapipe / SwiftShader, where barriers are costly: bench/results/kernels.md); matmul_shared stages
     # 32x32 tiles in workgroup memory (the classic GPU kernel, `ditweb export --matmul shared`).
-    Op("matmul", "matmul.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
-       ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
-       ref_matmul, 1e-6, variants=("in_act", "act", "vec4"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"],
-       vec4_bindings=("a", "w")),
-    Op("matmul_shared", "matmul_shared.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
-       ("M", "N", "K", "out_group", "out_stride"), (8, 8, 1), (("N", 32), ("M", 32), (1, 1)),
-       ref_matmul, 1e-6, variants=("in_act", "act"), flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
-    Op("matmul_naive", "matmul_naive.wgsl.j2", (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw")),
-       ("M", "N", "K", "MN"), (64, 1, 1), (("MN", 64), (1, 1), (1, 1)),
-       ref_matmul_naive, 1e-6, flops=lambda p: 2.0 * p["M"] * p["N"] * p["K"]),
-    Op("layernorm_mod", "layernorm_mod.wgsl.j2", (B("x"), B("ada"), B("dst", access="rw")),
-       ("rows", "D", "T", "T_in", "has_mod", "mod_stride", "shift_off", "scale_off"), (64, 1, 1),
-       (("rows", 1), (1, 1), (1, 1)), ref_layernorm_mod, 1e-6),
-    Op("attention", "attention.wgsl.j2", (B("q"), B("kv"), B("dst", access="rw")),
-       ("batch", "T_q", "T_kv", "H", "q_stride", "q_off", "kv_stride", "k_off", "v_off", "out_stride"), (64, 1, 1),
-       (("T_q", 64), ("H", 1), ("batch", 1)), ref_attention, 1e-6, variants=("head_dim",),
-       flops=lambda p: 4.0 * p["batch"] * p["H"] * p["T_q"] * p["T_kv"] * p["head_dim"]),
-    Op("gated_residual", "gated_residual.wgsl.j2", (B("h", access="rw"), B("y"), B("ada")),
-       ("count", "D", "T", "has_gate", "mod_stride", "gate_off"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)),
-       ref_gated_residual, 1e-7),
-    Op("patchify", "patchify.wgsl.j2", (B("img"), B("dst", access="rw")),
-       ("count", "C", "I", "p"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_patchify, 0.0),
-    Op("unpatchify", "unpatchify.wgsl.j2", (B("src"), B("dst", access="rw")),
-       ("count", "C", "I", "p"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_unpatchify, 0.0),
-    Op("pos_embed_add", "pos_embed_add.wgsl.j2", (B("h", access="rw"), B("pos", "w")),
-       ("count", "T", "D", "T_buf"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_pos_embed_add, 1e-7),
-    Op("timestep_embed", "timestep_embed.wgsl.j2", (B("t", "u32"), B("freqs"), B("dst", access="rw")),
-       ("count", "half"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_timestep_embed, 1e-6),
-    Op("label_embed", "label_embed.wgsl.j2",
-       (B("y", "u32"), B("table", "w"), B("t_emb"), B("y_emb", access="rw"), B("c", access="rw")),
-       ("count", "D", "rows"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_label_embed, 1e-7),
-    Op("cond_tokens", "cond_tokens.wgsl.j2", (B("t_emb"), B("y_emb"), B("dst", access="rw")),
-       ("count", "D", "T_dst", "tok0"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_cond_tokens, 0.0),
-    Op("rng_normal", "rng_normal.wgsl.j2", (B("st", "step", "uniform"), B("dst", access="rw")),
-       ("count", "stream", "use_step"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_rng_normal, 0.0,
-       exact=True),
-    Op("expand_batch", "expand_batch.wgsl.j2",
-       (B("st", "step", "uniform"), B("x"), B("x_in", access="rw"), B("t_in", "u32", "rw")),
-       ("count", "P", "B"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_expand_batch, 1e-7),
-    Op("guide_combine", "guide_combine.wgsl.j2", (B("st", "step", "uniform"), B("model_out"), B("guided", access="rw")),
-       ("count", "C", "C_out", "P2"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_guide_combine, 1e-6),
-    Op("sampler_step", "sampler_step.wgsl.j2", (B("st", "step", "uniform"), B("guided"), B("x", access="rw")),
-       ("count", "C", "P2", "learn_sigma"), (256, 1, 1), (("count", ELEMS), (1, 1), (1, 1)), ref_sampler_step, 1e-6),
+    Op(name="matmul", template="matmul.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
+       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+       reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "vec4": ("scalar", "vec4")},
+       vec4_bindings=("a", "w"), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
+       torch_equivalent=torch_matmul),
+    Op(name="matmul_shared", template="matmul_shared.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
+       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+       reference=ref_matmul, bound=bounds.bound_matmul, variants=dict(ACTS),
+       workgroup_storage=lambda v: 2 * 32 * 32 * 4,            # As, Ws: 32 x 32 f32 each
+       shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops, torch_equivalent=torch_matmul),
+    Op(name="layernorm_mod", template="layernorm_mod.wgsl.j2", bindings=(B("x"), B("ada"), B("dst", access="rw")),
+       params=("rows", "D", "T", "T_in", "has_mod", "mod_stride", "shift_off", "scale_off"),
+       workgroup_size=(64, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
+       reference=ref_layernorm_mod, bound=bounds.bound_layernorm_mod,
+       workgroup_storage=lambda v: 64 * 4,                      # red: one f32 per invocation
+       shape_keys=("rows", "D"), reduce="D", torch_equivalent=torch_layernorm_mod),
+    Op(name="attention", template="attention.wgsl.j2", bindings=(B("q"), B("kv"), B("dst", access="rw")),
+       params=("batch", "T_q", "T_kv", "H", "q_stride", "q_off", "kv_stride", "k_off", "v_off", "out_stride"),
+       workgroup_size=(64, 1, 1), groups=(("T_q", 64), ("H", 1), ("batch", 1)),
+       reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
+       workgroup_storage=lambda v: 2 * ATTENTION_TILE * -(-v["head_dim"] // 4) * 16,   # Ks, Vs: vec4 tiles
+       shape_keys=("T_q", "T_kv", "H"), reduce="T_kv",
+       flops=lambda p: 4.0 * p["batch"] * p["H"] * p["T_q"] * p["T_kv"] * p["head_dim"],
+       torch_equivalent=torch_attention),
+    _elementwise("gated_residual", (B("h", access="rw"), B("y"), B("ada")),
+                 ("count", "D", "T", "has_gate", "mod_stride", "gate_off"), ref_gated_residual,
+                 bounds.bound_gated_residual),
+    _elementwise("patchify", (B("img"), B("dst", access="rw")), ("count", "C", "I", "p"), ref_patchify,
+                 bounds.bound_exact),
+    _elementwise("unpatchify", (B("src"), B("dst", access="rw")), ("count", "C", "I", "p"), ref_unpatchify,
+                 bounds.bound_exact),
+    _elementwise("pos_embed_add", (B("h", access="rw"), B("pos", "w")), ("count", "T", "D", "T_buf"),
+                 ref_pos_embed_add, bounds.bound_pos_embed_add),
+    _elementwise("timestep_embed", (B("t", "u32"), B("freqs"), B("dst", access="rw")), ("count", "half"),
+                 ref_timestep_embed, bounds.bound_timestep_embed),
+    _elementwise("label_embed", (B("y", "u32"), B("table", "w"), B("t_emb"), B("y_emb", access="rw"),
+                                 B("c", access="rw")), ("count", "D", "rows"), ref_label_embed,
+                 bounds.bound_label_embed),
+    _elementwise("cond_tokens", (B("t_emb"), B("y_emb"), B("dst", access="rw")), ("count", "D", "T_dst", "tok0"),
+                 ref_cond_tokens, bounds.bound_exact),
+    _elementwise("rng_normal", (B("st", "step", "uniform"), B("dst", access="rw")), ("count", "stream", "use_step"),
+                 ref_rng_normal, bounds.bound_exact, exact=True),
+    _elementwise("expand_batch", (B("st", "step", "uniform"), B("x"), B("x_in", access="rw"), B("t_in", "u32", "rw")),
+                 ("count", "P", "B"), ref_expand_batch, bounds.bound_expand_batch),
+    _elementwise("guide_combine", (B("st", "step", "uniform"), B("model_out"), B("guided", access="rw")),
+                 ("count", "C", "C_out", "P2"), ref_guide_combine, bounds.bound_guide_combine),
+    _elementwise("sampler_step", (B("st", "step", "uniform"), B("guided"), B("x", access="rw")),
+                 ("count", "C", "P2", "learn_sigma"), ref_sampler_step, bounds.bound_sampler_step),
 ]}
 
+# Not exported, not in OPS: the benchmark's baseline (one invocation per output, no tiling) that shows
+# what register blocking buys; the parity tests check it like the others.
+BASELINE_OPS: dict[str, Op] = {op.name: op for op in [
+    Op(name="matmul_naive", template="matmul_naive.wgsl.j2", bindings=MATMUL_BINDINGS, params=("M", "N", "K", "MN"),
+       workgroup_size=(64, 1, 1), groups=(("MN", 64), (1, 1), (1, 1)),
+       reference=ref_matmul_naive, bound=bounds.bound_matmul_naive, shape_keys=("M", "N", "K"), reduce="K",
+       flops=_matmul_flops),
+]}
+ALL_OPS: dict[str, Op] = {**OPS, **BASELINE_OPS}
 
-def tolerance(op: Op, err_torch32: float, scale: float) -> float:
-    """Allowed max abs error: 4x torch's own float32 error on the same inputs (the GPU sums in another
-    order, so its rounding error is of the same size, not identical), never below op.floor x the output
-    scale: 1e-7 ~ one f32 ulp (2^-23 = 1.2e-7) for a single add or multiply; 1e-6 ~ 8 ulps for
-    reductions and exp/tanh (WGSL bounds exp to 3 + 2|x| ulps); 0 for copies; the RNG must be exact."""
-    if op.exact:
-        return 0.0
-    return max(4.0 * err_torch32, op.floor * scale)
+
+def shape_of(op: Op, params: dict) -> dict:
+    """The params that name a dispatch's shape (for result tables)."""
+    return {k: params[k] for k in op.shape_keys if k in params}

@@ -185,7 +185,10 @@ def ref_sampler_step(x, p, v, step):
     g = x["guided"][: N * Co * P2].reshape(N, Co, P2)
     xt = x["x"][:count].reshape(N, C, P2)
     eps = g[:, :C]
-    x0 = (xt - step["sqrt_1m_abar"] * eps) / step["sqrt_abar"]
+    if step["flags"] & 8:                                                # v-prediction: the output is v
+        x0 = step["sqrt_abar"] * xt - step["sqrt_1m_abar"] * eps
+    else:
+        x0 = (xt - step["sqrt_1m_abar"] * eps) / step["sqrt_abar"]
     if step["flags"] & 1:
         x0 = x0.clamp(-1, 1)
     z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).to(xt.dtype).reshape(xt.shape)
@@ -207,3 +210,28 @@ def ref_sampler_step(x, p, v, step):
     out = x["x"].clone()
     out[:count] = new.reshape(-1)
     return {"x": out}
+
+
+# ------------------------------------------------------------------ the benchmark's torch equivalents
+# (p, variant) -> a zero-argument call doing the same work as one dispatch with torch on CPU, float32.
+
+def torch_matmul(p, variant):
+    F = torch.nn.functional
+    a = torch.rand(p["M"], p["K"])
+    w, b = torch.rand(p["N"], p["K"]), torch.rand(p["N"])
+    act = {"gelu": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu}.get(variant.get("act"), lambda x: x)
+    pre = F.silu if variant.get("in_act") == "silu" else (lambda x: x)
+    return lambda: act(F.linear(pre(a), w, b))
+
+
+def torch_attention(p, variant):
+    hd = variant["head_dim"]
+    q = torch.rand(p["batch"], p["H"], p["T_q"], hd)
+    k = torch.rand(p["batch"], p["H"], p["T_kv"], hd)
+    return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k)
+
+
+def torch_layernorm_mod(p, variant):
+    x = torch.rand(p["rows"] // p["T"], p["T"], p["D"])
+    s = torch.rand(x.shape[0], 1, p["D"])
+    return lambda: torch.nn.functional.layer_norm(x, (p["D"],), eps=1e-6) * (1 + s) + s
