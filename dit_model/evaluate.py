@@ -1,16 +1,23 @@
-"""`ditweb eval CKPT`: sample quality without an Inception network (DiT.md, "Evaluation").
+"""`ditweb eval CKPT`: sample quality without an Inception network (docs/evaluation.md).
 
-A small CNN classifier is trained once on the real images (train split) and cached. It gives:
-  - its accuracy on held-out real images: the ceiling;
-  - the accuracy of the requested class on generated samples, without guidance and at several
-    guidance scales (fixed N per class, seeds, steps and sampler, all printed);
-  - the Frechet distance between its penultimate features of generated and held-out real
-    images, and between two disjoint real sets of the same size (the floor);
-  - memorisation: the share of samples whose nearest training image is nearly identical.
+The judge is a small CNN classifier trained once on 80% of the real images (a stratified,
+seeded split) and committed as models/judge.safetensors, so every machine scores with the same
+weights; `--retrain-judge` trains it again and writes the file. It gives:
+  - the ceiling: its class-averaged (balanced) accuracy on the 20% held-out real images;
+  - the balanced accuracy of the requested class on generated samples, per guidance scale
+    (the same number of samples per class, fixed seeds, steps and sampler, all printed);
+  - the Frechet distance (FD) between its penultimate features of the generated set and
+    class-balanced real reference sets with the same per-class counts, and the floor: the same
+    distance between two disjoint real sets drawn the same way, mean and spread over several
+    draws (FD is biased by sample size and class mix, so both sides must match);
+  - near copies: the share of samples whose nearest image among all the images the diffusion
+    model trained on (flips included) is nearly identical, next to the same share among the real
+    images themselves (each against all the others).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -19,8 +26,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CACHE = Path(__file__).resolve().parent.parent / "data" / "cache"
+from ditformat.errors import DitwebError
+
+ROOT = Path(__file__).resolve().parent.parent
+JUDGE = ROOT / "models" / "judge.safetensors"
+JUDGE_FORMAT = "ditweb-judge/1"
 NEAR_RMSE = 0.05          # RGBA RMSE in [0, 1] below which two images count as nearly identical
+FLOOR_PAIRS = 20          # disjoint real-vs-real pairs behind the floor's mean and spread
+FLOOR_SEED = 12345        # fixed, so every model is compared with the same reference draws
+
+
+class EvalError(DitwebError):
+    """Bad input to the evaluation; the message is one line naming what is wrong."""
 
 
 class Classifier(nn.Module):
@@ -72,7 +89,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs:
             loss = F.cross_entropy(model(xb), y[b], label_smoothing=0.1)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         if (epoch + 1) % 10 == 0:
-            log(f"  classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
+            log(f"  judge epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
     return model.eval()
 
 
@@ -86,6 +103,61 @@ def predict(model: Classifier, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(preds), np.concatenate(feats).astype(np.float64)
 
 
+def balanced_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy averaged over classes (each class present counts once, whatever its size)."""
+    return float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)]))
+
+
+# ---------------------------------------------------------------- the committed judge
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def save_judge(model: Classifier, path, class_names: list[str], input_size: int, fingerprint: str, n_train: int,
+               epochs: int) -> None:
+    from safetensors.torch import save
+    from .checkpoint import atomic_write
+    meta = {"format": JUDGE_FORMAT, "class_names": json.dumps(list(class_names)), "input_size": str(input_size),
+            "in_channels": str(model.body[0].in_channels), "width": str(model.body[0].out_channels),
+            "feat": str(model.head.in_features), "data_fingerprint": fingerprint, "train_images": str(n_train),
+            "epochs": str(epochs), "split": "stratified, 20% held out, seed 0"}
+    data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
+    atomic_write(path, lambda f: f.write(data), "the judge's weights", EvalError)
+
+
+def load_judge(path, class_names: list[str], input_size: int, in_channels: int) -> tuple[Classifier, dict]:
+    """The committed judge; a one-line EvalError if it is missing, unreadable or made for other data."""
+    from safetensors import safe_open
+    path = Path(path)
+    hint = f"train one for this data with --retrain-judge (writes {path})"
+    if not path.is_file():
+        raise EvalError(f"{path}: no judge weights; {hint}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+        if meta.get("format") != JUDGE_FORMAT:
+            raise ValueError(f"not a {JUDGE_FORMAT} file")
+        names = json.loads(meta["class_names"])
+        size, chans = int(meta["input_size"]), int(meta["in_channels"])
+        width, feat = int(meta["width"]), int(meta["feat"])
+    except Exception as e:
+        raise EvalError(f"{path}: not a readable judge ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+    if names != list(class_names) or (size, chans) != (input_size, in_channels):
+        raise EvalError(f"{path}: the judge was trained on {len(names)} classes ({', '.join(names)}) at "
+                        f"{size}x{size}x{chans}, but the data has {len(class_names)} classes ({', '.join(class_names)}) "
+                        f"at {input_size}x{input_size}x{in_channels}; pass --judge FILE --retrain-judge to train one for it")
+    model = Classifier(chans, len(names), width, feat)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise EvalError(f"{path}: judge weights do not fit its own metadata ({str(e).strip().splitlines()[0]})") from None
+    return model.eval(), meta
+
+
+# ---------------------------------------------------------------- Frechet distance and its floor
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), via symmetric eigendecompositions."""
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -96,56 +168,163 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
 
 
-def nearest_rmse(samples: torch.Tensor, train: torch.Tensor) -> np.ndarray:
-    """For each sample, RGBA RMSE in [0, 1] to its nearest training image (flips included)."""
-    s = ((samples + 1) / 2).flatten(1).double()
-    ref = (torch.cat([train, train.flip(3)]) + 1) / 2
-    r = ref.flatten(1).double()
-    d2 = (s ** 2).sum(1, keepdim=True) - 2 * s @ r.T + (r ** 2).sum(1)[None]
-    return np.sqrt(np.clip(d2.min(1).values.numpy(), 0, None) / s.shape[1])
+def balanced_pairs(labels: np.ndarray, n_per_class: int, pairs: int, seed: int = FLOOR_SEED,
+                   class_names: list[str] | None = None, exclude: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`pairs` pairs (A, B) of index sets, each with exactly `n_per_class` images of every class and
+    A, B disjoint; pairs are drawn independently (they may share images with other pairs).
+    Indices in `exclude` are never drawn."""
+    rng = np.random.default_rng(seed)
+    allowed = np.ones(len(labels), bool)
+    if exclude is not None:
+        allowed[exclude] = False
+    pools = []
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero((labels == c) & allowed)
+        if len(idx) < 2 * n_per_class:
+            name = class_names[c] if class_names else str(c)
+            raise EvalError(f"class {name!r} has {len(idx)} real images, but the floor needs two disjoint draws of "
+                            f"{n_per_class} (2 x --n-per-class); lower --n-per-class to {len(idx) // 2} or less")
+        pools.append(idx)
+    out = []
+    for _ in range(pairs):
+        picks = [rng.permutation(idx)[:2 * n_per_class] for idx in pools]
+        out.append((np.concatenate([p[:n_per_class] for p in picks]), np.concatenate([p[n_per_class:] for p in picks])))
+    return out
 
 
-def cached_classifier(x_train, y_train, num_classes, log=print) -> tuple[Classifier, str]:
-    key = hashlib.sha256(x_train.numpy().tobytes() + y_train.numpy().tobytes()).hexdigest()[:16]
-    path = CACHE / f"classifier-{key}.pt"
-    if path.is_file():
-        model = Classifier(x_train.shape[1], num_classes)
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval(), f"{path} (cached)"
-    log(f"training the evaluation classifier on {len(x_train)} real images (cached afterwards) ...")
-    model = train_classifier(x_train, y_train, num_classes, log=log)
-    from .checkpoint import atomic_save
-    atomic_save(model.state_dict(), path)
-    return model, str(path)
+class Reference:
+    """Class-balanced real reference sets and the real-vs-real floor, in judge features.
+    A set is scored by its mean FD to every reference set (both halves of every pair): the same
+    counts per class on both sides, as for the floor, so the sample-size bias of FD cancels in the ratio."""
+
+    def __init__(self, feats: np.ndarray, labels: np.ndarray, n_per_class: int, pairs: int = FLOOR_PAIRS,
+                 class_names: list[str] | None = None, exclude: np.ndarray | None = None, seed: int = FLOOR_SEED):
+        self.n_per_class, self.pairs = n_per_class, pairs
+        drawn = balanced_pairs(labels, n_per_class, pairs, seed, class_names, exclude)
+        self.sets = [feats[i] for pair in drawn for i in pair]
+        self.floors = np.array([frechet_distance(feats[a], feats[b]) for a, b in drawn])
+
+    @property
+    def floor(self) -> float:
+        return float(self.floors.mean())
+
+    @property
+    def spread(self) -> float:
+        return float(self.floors.std(ddof=1)) if len(self.floors) > 1 else 0.0
+
+    def score(self, feats: np.ndarray) -> tuple[float, float]:
+        """(mean, std) of the FD between `feats` and each reference set."""
+        d = np.array([frechet_distance(feats, r) for r in self.sets])
+        return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0
 
 
-def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 16, steps: int = 50, sampler: str = "ddim",
-             scales=(1.0, 2.0, 4.0, 6.0), seed: int = 0, log=print):
+# ---------------------------------------------------------------- near copies
+
+def nearest_rmse(samples: torch.Tensor, train: torch.Tensor, skip: np.ndarray | None = None) -> np.ndarray:
+    """For each sample, RGBA RMSE in [0, 1] to its nearest training image (flips included).
+    skip[i] >= 0 leaves training image skip[i] and its flip out for sample i (a real image
+    against all the others). The nearest is found in float32 and its distance recomputed exactly."""
+    s = ((samples + 1) / 2).flatten(1)
+    ref = ((torch.cat([train, train.flip(3)]) + 1) / 2).flatten(1)
+    rn = (ref ** 2).sum(1)
+    best = np.empty(len(s), np.int64)
+    for lo in range(0, len(s), 512):
+        sb = s[lo:lo + 512]
+        d2 = (sb ** 2).sum(1, keepdim=True) - 2 * sb @ ref.T + rn[None]
+        if skip is not None:
+            rows = torch.arange(len(sb))
+            own = torch.from_numpy(np.asarray(skip[lo:lo + 512], dtype=np.int64))
+            keep = own >= 0
+            d2[rows[keep], own[keep]] = float("inf")
+            d2[rows[keep], own[keep] + len(train)] = float("inf")
+        best[lo:lo + len(sb)] = d2.argmin(1).numpy()
+    diff = s.double() - ref[torch.from_numpy(best)].double()
+    return np.sqrt((diff ** 2).mean(1).numpy())
+
+
+# ---------------------------------------------------------------- the model under test
+
+def load_eval_model(path, weights: str = "ema"):
+    """(model, meta) like checkpoint.load_model, with a choice of weights: "ema" (or a file's only
+    set) or "raw", the trained weights of a checkpoint that holds both ("model" and "ema", as
+    `ditweb train` writes). meta["weights"] says which were loaded."""
+    from .checkpoint import CheckpointError, _torch_load, infer_config, load_model
+    from .model import DiT, DiTConfig
+    if weights not in ("ema", "raw"):
+        raise EvalError(f"unknown --weights {weights!r}; choose ema or raw")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    obj = _torch_load(path)
+    pair = isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("ema"), dict)
+    if weights == "ema":
+        model, meta = load_model(path)
+        meta["weights"] = "EMA" if pair else "the file's only set"
+        return model, meta
+    if not pair:
+        raise EvalError(f"{path}: holds one set of weights, not raw and EMA; --weights raw needs a training "
+                        f"checkpoint (runs/NAME/ckpt.pt) or the raw weights file itself")
+    sd = obj["model"]
+    try:
+        cfg = DiTConfig.from_dict(obj["config"]) if isinstance(obj.get("config"), dict) else infer_config(sd, path)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    model = DiT(cfg)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: raw weights do not fit the config ({str(e).strip().splitlines()[0]})") from None
+    names = obj.get("class_names")
+    if not names or len(names) != cfg.num_classes:
+        names = [str(i) for i in range(cfg.num_classes)]
+    return model.eval(), {"config": cfg, "class_names": list(names), "step": obj.get("step"), "weights": "raw"}
+
+
+# ---------------------------------------------------------------- the evaluation
+
+def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: int = 50, sampler: str = "ddim",
+             scales=(1.0, 2.0, 4.0, 6.0), seed: int = 0, weights: str = "ema", judge: str | None = None,
+             retrain_judge: bool = False, floor_pairs: int = FLOOR_PAIRS, log=print) -> dict:
+    """Everything `ditweb eval` reports, as a dict (see table() for the printed form)."""
     from tqdm import tqdm
-    from .checkpoint import load_model
     from .data import load_data
-    from .sample import sample_images
     from .guidance import Guide
-    model, meta = load_model(ckpt)
+    from .sample import sample_images
+    model, meta = load_eval_model(ckpt, weights)
     cfg, names = meta["config"], meta["class_names"]
     real = load_data(data, size=cfg.input_size, subcategories=len(names) > 9 and data is None)
     if real.class_names != names:
-        raise ValueError(f"the checkpoint's classes ({', '.join(names)}) differ from the data's "
-                         f"({', '.join(real.class_names)}); pass the training data with --data")
-    x, y = real.tensor(), torch.from_numpy(real.labels)
-    tr, te = split(real.labels)
-    clf, clf_path = cached_classifier(x[tr], y[tr], len(names), log)
-    pred, feat_test = predict(clf, x[te])
-    ceiling = float((pred == y[te].numpy()).mean())
-    G = n_per_class * len(names)
-    rng = np.random.default_rng(1)
-    floor_idx = rng.permutation(len(x))
-    half = min(G, len(x) // 2)
-    _, fa = predict(clf, x[floor_idx[:half]])
-    _, fb = predict(clf, x[floor_idx[half:2 * half]])
-    floor = frechet_distance(fa, fb)
-    rows = [["real held-out", len(te), f"{100 * ceiling:.1f}", "-", f"{floor:.2f} (real vs real, n={half})", "-"]]
-    class_ids = [c for c in range(len(names)) for _ in range(n_per_class)]
+        raise EvalError(f"the checkpoint's classes ({', '.join(names)}) differ from the data's "
+                        f"({', '.join(real.class_names)}); pass the training data with --data")
+    x, y = real.tensor(), real.labels
+    tr, te = split(y)
+    fingerprint = data_fingerprint(real.images, y)
+    judge_path = Path(judge) if judge else JUDGE
+    if retrain_judge:
+        log(f"training the judge on {len(tr)} real images ...")
+        epochs = 30
+        clf = train_classifier(x[tr], torch.from_numpy(y[tr]), len(names), epochs=epochs, log=log)
+        save_judge(clf, judge_path, names, cfg.input_size, fingerprint, len(tr), epochs)
+        log(f"wrote {judge_path}")
+    clf, jmeta = load_judge(judge_path, names, cfg.input_size, cfg.in_channels)
+    same_data = jmeta.get("data_fingerprint") == fingerprint
+    if not same_data:
+        log(f"warning: {judge_path} was trained on other images than these (fingerprint "
+            f"{jmeta.get('data_fingerprint')} vs {fingerprint}); its ceiling may be optimistic")
+    pred_real, feat_real = predict(clf, x)
+    ceiling = balanced_accuracy(pred_real[te], y[te])
+    ref = Reference(feat_real, y, n_per_class, floor_pairs, names)
+    real_near = nearest_rmse(x, x, skip=np.arange(len(x)))            # each real image against all the others
+    result = {
+        "ckpt": str(ckpt), "step": meta.get("step"), "weights": meta["weights"], "prediction": getattr(cfg, "prediction", "eps"),
+        "n_per_class": n_per_class, "classes": len(names), "steps": steps, "sampler": sampler, "seed": seed,
+        "judge": str(judge_path), "judge_same_data": same_data, "judge_train_images": int(jmeta.get("train_images", 0)),
+        "held_out": len(te), "real_images": len(x), "ceiling": 100 * ceiling,
+        "floor": {"mean": ref.floor, "std": ref.spread, "pairs": floor_pairs, "n": n_per_class * len(names)},
+        "real_near_copy": 100 * float((real_near < NEAR_RMSE).mean()), "real_near_median": float(np.median(real_near)),
+        "rows": [],
+    }
+    class_ids = np.repeat(np.arange(len(names)), n_per_class)
     for s in scales:
         t0 = time.time()
         imgs = []
@@ -153,50 +332,81 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 16, steps: i
         for c in range(len(names)):                                           # one class per batch: fixed seeds
             imgs.append(sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size,
                                       num_classes=cfg.num_classes, class_ids=[c] * n_per_class, guide=Guide(scale=s),
-                                      steps=steps, sampler=sampler, seed=seed + c, on_step=lambda *a: bar.update(1)))
+                                      steps=steps, sampler=sampler, seed=seed + c,
+                                      prediction=getattr(cfg, "prediction", "eps"), on_step=lambda *a: bar.update(1)))
         bar.close()
         gen = torch.cat(imgs)
         p, f = predict(clf, gen)
-        acc = float((p == np.array(class_ids)).mean())
-        fd = frechet_distance(f, feat_test[:G] if len(feat_test) >= G else feat_test)
-        near = nearest_rmse(gen, x[tr])
-        rows.append([f"generated cfg {s:g}" + (" (no guidance)" if s == 1 else ""), G, f"{100 * acc:.1f}",
-                     f"{100 * acc / ceiling:.0f}%", f"{fd:.2f} ({fd / floor:.1f}x floor)",
-                     f"{100 * (near < NEAR_RMSE).mean():.1f}% (median {np.median(near):.3f})"])
-        log(f"cfg {s:g}: accuracy {100 * acc:.1f}%, FD {fd:.2f}, {time.time() - t0:.0f}s")
-    real_near = nearest_rmse(x[te], x[tr])
-    header = ["images", "n", "class accuracy %", "of ceiling", "Frechet distance (classifier features)",
-              f"nearest train RMSE < {NEAR_RMSE}"]
-    rows[0][5] = f"{100 * (real_near < NEAR_RMSE).mean():.1f}% (median {np.median(real_near):.3f})"
-    notes = (f"checkpoint {ckpt} (step {meta.get('step')}), {cfg.input_size}x{cfg.input_size}x{cfg.in_channels}, "
-             f"{len(names)} classes; {n_per_class} samples per class, seeds {seed}..{seed + len(names) - 1} "
-             f"(one per class), {steps} {sampler.upper()} steps, eta 0, x0 clipped; classifier {clf_path}, "
-             f"trained on {len(tr)} real images, held-out {len(te)}. FD of generated vs {min(G, len(te))} held-out "
-             f"real images; floor = two disjoint real sets of {half}. Memorisation: nearest training image "
-             f"(flips included) by RGBA RMSE in [0,1]; the real held-out row is the same measure for real images.")
+        acc = balanced_accuracy(p, class_ids)
+        fd, fd_std = ref.score(f)
+        near = nearest_rmse(gen, x)
+        row = {"scale": s, "n": len(gen), "balanced_accuracy": 100 * acc, "of_ceiling": 100 * acc / ceiling,
+               "fd": fd, "fd_std": fd_std, "fd_over_floor": fd / ref.floor,
+               "near_copy": 100 * float((near < NEAR_RMSE).mean()), "near_median": float(np.median(near))}
+        result["rows"].append(row)
+        log(f"cfg {s:g}: balanced accuracy {row['balanced_accuracy']:.1f}%, FD {fd:.2f} "
+            f"({row['fd_over_floor']:.1f}x floor), {time.time() - t0:.0f}s")
+    return result
+
+
+def table(r: dict) -> tuple[str, list[str], list[list], str]:
+    """(title, header, rows, notes) for bench.publish."""
+    fl = r["floor"]
+    header = ["images", "n", "balanced class accuracy %", "of ceiling", "Frechet distance (judge features)",
+              "FD / floor", f"near copies (RMSE < {NEAR_RMSE})"]
+    rows = [["real held-out (the ceiling)", r["held_out"], f"{r['ceiling']:.1f}", "-", "-", "-", "-"],
+            [f"real vs real, balanced (the floor)", fl["n"], "-", "-",
+             f"{fl['mean']:.2f} ± {fl['std']:.2f} ({fl['pairs']} pairs)", f"1.0 ± {fl['std'] / fl['mean']:.1f}",
+             f"{r['real_near_copy']:.1f}% of {r['real_images']} (median {r['real_near_median']:.3f})"]]
+    for w in r["rows"]:
+        rows.append([f"generated cfg {w['scale']:g}" + (" (no guidance)" if w["scale"] == 1 else ""), w["n"],
+                     f"{w['balanced_accuracy']:.1f}", f"{w['of_ceiling']:.0f}%", f"{w['fd']:.2f} ± {w['fd_std']:.2f}",
+                     f"{w['fd_over_floor']:.1f}x", f"{w['near_copy']:.1f}% (median {w['near_median']:.3f})"])
+    k = r["classes"]
+    notes = (f"checkpoint {r['ckpt']} (step {r['step']}, {r['weights']} weights, predicts {r['prediction']}), {k} classes; "
+             f"{r['n_per_class']} samples per class, seeds {r['seed']}..{r['seed'] + k - 1} (one per class), "
+             f"{r['steps']} {r['sampler'].upper()} steps, eta 0, x0 clipped. Judge {Path(r['judge']).name} "
+             f"(trained on {r['judge_train_images']} real images{'' if r['judge_same_data'] else ', OTHER DATA than these'}); "
+             f"accuracy is class-averaged (balanced); the ceiling is the judge's on {r['held_out']} held-out real images. "
+             f"FD: mean (± std) over {2 * fl['pairs']} class-balanced real reference sets of {r['n_per_class']} per class "
+             f"(all {r['real_images']} real images); floor: FD between the two disjoint halves of {fl['pairs']} such pairs, "
+             f"mean ± std. Near copies: nearest of all {r['real_images']} training images and their flips; "
+             f"the floor row is each real image against all the others. See docs/evaluation.md.")
     return "Sample quality (ditweb eval)", header, rows, notes
 
 
 def register(sub):
-    p = sub.add_parser("eval", help="sample quality: classifier accuracy, Frechet distance, memorisation")
-    p.add_argument("ckpt")
+    p = sub.add_parser("eval", help="sample quality: balanced class accuracy, Frechet distance, near copies")
+    p.add_argument("ckpt", help="weights: .safetensors, a published state dict, or a training checkpoint runs/NAME/ckpt.pt")
+    p.add_argument("--weights", default="ema", choices=["ema", "raw"],
+                   help="for a training checkpoint: its EMA (default) or raw trained weights")
     p.add_argument("--data", help="the training data (default: Twemoji)")
-    p.add_argument("--n-per-class", type=int, default=16)
+    p.add_argument("--n-per-class", type=int, default=32, help="samples per class (and reference images per class)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
     p.add_argument("--scales", default="1,2,4,6", help="guidance scales, comma-separated (1 = no guidance)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", help=f"the judge's weights (default {JUDGE.relative_to(ROOT)})")
+    p.add_argument("--retrain-judge", action="store_true",
+                   help="train the judge on this data's 80%% split and write it to --judge before evaluating")
+    p.add_argument("--floor-pairs", type=int, default=FLOOR_PAIRS, help="real-vs-real pairs behind the floor")
+    p.add_argument("--json", help="also write the results (one row per scale) as JSON to this file")
     p.add_argument("--out", default=None, help="folder for the table (default bench/results)")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args):
-    from .bench import RESULTS, publish
+    from .bench import RESULTS, publish, save_text
     try:
         scales = [float(s) for s in args.scales.split(",")]
     except ValueError:
-        raise ValueError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
+        raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.n_per_class < 2:
-        raise ValueError("--n-per-class must be at least 2")
-    table = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed)
-    publish("eval", *table, args.out or RESULTS)
+        raise EvalError("--n-per-class must be at least 2")
+    if args.steps < 1 or args.floor_pairs < 2:
+        raise EvalError("--steps must be at least 1 and --floor-pairs at least 2")
+    result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,
+                      args.weights, args.judge, args.retrain_judge, args.floor_pairs)
+    publish("eval", *table(result), args.out or RESULTS)
+    if args.json:
+        print(f"saved {save_text(Path(args.json), json.dumps(result, indent=1) + chr(10))}")
