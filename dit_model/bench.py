@@ -1,28 +1,12 @@
-"""`ditweb bench TARGET`: benchmarks print a table and save it under bench/results/. Never tests."""
+"""Result tables: benchmarks and evaluations print a table and save it under bench/results/.
+The `ditweb bench TARGET` verb that runs them is ditweb/bench.py (tooling above the runtimes)."""
 from __future__ import annotations
 
-import importlib
 import platform
 import time
 from pathlib import Path
 
-# target -> "module:function(args)"; each returns (title, header, rows, notes)
-TARGETS = {
-    "train": "dit_model.train:bench_train",
-    "kernels": "runtime_py.bench:bench_kernels",
-    "step": "runtime_py.bench:bench_step",
-}
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
-
-
-def register(sub):
-    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(TARGETS))
-    p.add_argument("target", choices=list(TARGETS))
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    p.add_argument("--out", default=str(RESULTS), help="folder for the result table")
-    p.add_argument("--bundle", help="bundle folder (kernels, step)")
-    p.add_argument("--preset", help="preset to benchmark (kernels, step)")
-    p.set_defaults(func=cmd_bench)
 
 
 def format_table(header: list[str], rows: list[list]) -> str:
@@ -47,8 +31,3 @@ def publish(name: str, title: str, header: list[str], rows: list[list], notes: s
     path = save_text(Path(out_dir) / f"{name}.md", text)
     print(f"saved {path}")
     return path
-
-
-def cmd_bench(args):
-    module, func = TARGETS[args.target].split(":")
-    publish(args.target, *getattr(importlib.import_module(module), func)(args), args.out)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
+from ditformat.errors import DitwebError
+
 from .model import PRESETS, DiT, DiTConfig, preset_config
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DitwebError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 

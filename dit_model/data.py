@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ditformat.errors import DitwebError
+
 ROOT = Path(__file__).resolve().parent.parent
 TWEMOJI = ROOT / "data" / "npm" / "node_modules" / "emoji-datasource-twitter"
 SETUP_HINT = "run `make run` (or `./scripts/setup.sh`) to install it with npm into data/npm/"
@@ -26,7 +28,7 @@ SKIP_CATEGORIES = ("Component",)          # skin-tone swatches and hair styles, 
 PACK_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(DitwebError):
     """Data that cannot be used; the message names the file or folder and what to do."""
 
 

@@ -14,8 +14,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditformat.errors import DitwebError
+
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attn", "in-context")
 PREDICTIONS = ("eps", "v")            # eps: the paper's noise prediction; v = sqrt(abar) eps - sqrt(1 - abar) x0
+
+
+class ConfigError(DitwebError):
+    """A model configuration no DiT can have (the `ditweb` command prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,17 @@ class DiTConfig:
 
     def validate(self) -> "DiTConfig":
         if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
+            raise ConfigError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
         if self.prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+            raise ConfigError(f"unknown prediction {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         if self.input_size <= 0 or self.input_size % self.patch_size:
-            raise ValueError(f"input size {self.input_size} is not divisible by patch size {self.patch_size}")
+            raise ConfigError(f"input size {self.input_size} is not divisible by patch size {self.patch_size}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+            raise ConfigError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
         if self.hidden_size % 4:
-            raise ValueError(f"hidden size {self.hidden_size} must be a multiple of 4 (2D sin-cos embedding)")
+            raise ConfigError(f"hidden size {self.hidden_size} must be a multiple of 4 (2D sin-cos embedding)")
         if self.in_channels <= 0 or self.num_classes <= 0 or self.depth <= 0:
-            raise ValueError("in_channels, num_classes and depth must be positive")
+            raise ConfigError("in_channels, num_classes and depth must be positive")
         return self
 
     def to_dict(self) -> dict:
@@ -85,7 +91,7 @@ DEFAULT_PRESET = "Favicon-T/2"
 
 def preset_config(name: str, **overrides) -> DiTConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     fields = dict(PRESETS[name])
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return DiTConfig(**fields).validate()

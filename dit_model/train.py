@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ditformat.errors import UsageError
+
 from .checkpoint import CheckpointError, _torch_load, atomic_save
 from .data import FaviconData, add_data_options, load_data, to_model
 from .diffusion import Diffusion
@@ -82,7 +84,7 @@ def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, 
     elif t_sampling == "uniform":
         t = ((h0.astype(np.uint64) * np.uint64(1000)) >> np.uint64(32)).astype(np.int64)   # uniform in [0, 1000)
     else:
-        raise ValueError(f"unknown timestep sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLINGS)}")
+        raise UsageError(f"unknown timestep sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLINGS)}")
     drop = h1.astype(np.float64) < drop_prob * 2.0 ** 32
     flips = (h2 >> np.uint32(31)).astype(bool) & flip
     return idx, t, drop, flips
@@ -177,7 +179,7 @@ def resolve_precision(precision: str, device, cfg: DiTConfig) -> tuple[str, str]
     from .model import forward_gflops
     device = torch.device(device)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision, "asked for"
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -299,7 +301,7 @@ def parse_duration(text: str | None) -> float | None:
         return None
     m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text))
     if not m or not any(m.groups()):
-        raise ValueError(f"bad --time-limit {text!r} (want e.g. 3600, 90m, 2h, 1h30m)")
+        raise UsageError(f"bad --time-limit {text!r} (want e.g. 3600, 90m, 2h, 1h30m)")
     h, mi, s = (float(v) if v else 0.0 for v in m.groups())
     return h * 3600 + mi * 60 + s
 
@@ -309,12 +311,12 @@ def register(sub):
     p = sub.add_parser(
         "train", help="train a DiT on favicons (AdamW, EMA, hybrid loss; torchrun for data parallel)",
         argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a DiT. Data parallel: torchrun --nproc_per_node=N -m dit_model.cli train ... "
+        description="Train a DiT. Data parallel: torchrun --nproc_per_node=N -m ditweb train ... "
                     "(the global --batch-size is split over the processes).",
         epilog="examples:\n"
                "  ditweb train Favicon-T/2 --run-dir runs/t2 --ema 0.999 --time-limit 3h\n"
                "  ditweb train --resume runs/t2 --max-steps 100000    # continue exactly where it stopped\n"
-               "  torchrun --nproc_per_node=2 -m dit_model.cli train Favicon-S/2 --data twemoji.npz")
+               "  torchrun --nproc_per_node=2 -m ditweb train Favicon-S/2 --data twemoji.npz")
     p.add_argument("preset", nargs="?", help=f"model preset (default {d['preset']}); see `ditweb info`")
     add_data_options(p)
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
@@ -431,7 +433,7 @@ def resolve_args(args) -> tuple[dict, dict | None, Path]:
     run_dir = Path(opts["run_dir"] or Path("runs") / opts["preset"].lower().replace("/", "_"))
     opts["run_dir"] = str(run_dir)
     if opts["batch_size"] < 1 or opts["lr"] <= 0 or not 0.0 <= opts["ema"] < 1.0:
-        raise ValueError("need --batch-size >= 1, --lr > 0 and 0 <= --ema < 1")
+        raise UsageError("need --batch-size >= 1, --lr > 0 and 0 <= --ema < 1")
     return opts, saved, run_dir
 
 
@@ -449,10 +451,10 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     from tqdm import tqdm
     B = opts["batch_size"]
     if B % ctx.world:
-        raise ValueError(f"--batch-size {B} is not divisible by the {ctx.world} processes")
+        raise UsageError(f"--batch-size {B} is not divisible by the {ctx.world} processes")
     ckpt_path = run_dir / "ckpt.pt"
     if saved is None and ckpt_path.exists():
-        raise ValueError(f"{ckpt_path} exists; continue it with `ditweb train --resume {run_dir}` or pick another --run-dir")
+        raise UsageError(f"{ckpt_path} exists; continue it with `ditweb train --resume {run_dir}` or pick another --run-dir")
 
     data = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"])
     cfg = preset_config(opts["preset"], input_size=data.size, in_channels=4, num_classes=len(data.class_names),

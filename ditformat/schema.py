@@ -82,7 +82,7 @@ def check(value, spec, where: str) -> None:
             check(value[k], sub, f"{where}.{k}")
     elif "tagged" in spec:
         tag = value.get(spec["tagged"]) if isinstance(value, dict) else None
-        if tag not in spec["cases"]:
+        if not isinstance(tag, str) or tag not in spec["cases"]:
             fail(f"{spec['tagged']} {json.dumps(tag)[:40]} is not one of {', '.join(spec['cases'])}")
         check(value, spec["cases"][tag], where)
     else:

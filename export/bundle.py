@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dit_model.model import DiT
+from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import linear_betas, sampler_tables
 from ditformat.step import MAX_BRANCHES
@@ -27,7 +28,7 @@ MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
 ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
 
 
-class ExportError(ValueError):
+class ExportError(DitwebError):
     """The model cannot be exported (the message says why)."""
 
 

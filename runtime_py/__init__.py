@@ -1,0 +1,21 @@
+"""The wgpu-py runtime: load a verified bundle and run it, with numpy + wgpu only (no torch).
+
+    from runtime_py import Bundle
+    bundle = Bundle.load("bundles/default")
+    x0 = bundle.sample(2, seed=0, steps=50, cfg=4.0)        # (1, C, I, I) in [-1, 1]
+    out = bundle.forward(x, t, y)                           # one model call, (B, C_out, I, I)
+
+Names are imported lazily, so `runtime_py.verify` (used by the site publisher) does not load wgpu."""
+import importlib
+
+_LAZY = {"Bundle": "bundle", "BundleError": "verify", "verify_bundle": "verify", "DeviceLimitError": "gpu",
+         "NoAdapterError": "gpu"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from dit_model.guidance import Guide, make_plan
+from ditformat.errors import UsageError
 from ditformat.forms import evaluate
 from ditformat.schedule import sampler_tables
 from ditformat.step import STEP_BYTES, pack_step, step_fields
@@ -135,17 +136,17 @@ class Bundle:
         """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids -> model output (B, C_out, I, I)."""
         x = np.ascontiguousarray(x, np.float32)
         if x.ndim != 4 or x.shape[0] < 1:
-            raise ValueError(f"x must be (B >= 1, C, I, I), got shape {x.shape}")
+            raise UsageError(f"x must be (B >= 1, C, I, I), got shape {x.shape}")
         B = x.shape[0]
         io = self.manifest["io"]
         if tuple(x.shape[1:]) != tuple(io["x_shape"]):
-            raise ValueError(f"x has shape {x.shape}, the bundle expects (B, {', '.join(map(str, io['x_shape']))})")
+            raise UsageError(f"x has shape {x.shape}, the bundle expects (B, {', '.join(map(str, io['x_shape']))})")
         t = np.broadcast_to(np.asarray(t, np.int64), (B,))
         y = np.broadcast_to(np.asarray(y, np.int64), (B,))
         if (t < 0).any() or (t > 999).any():
-            raise ValueError("timesteps must be in [0, 1000)")
+            raise UsageError("timesteps must be in [0, 1000)")
         if (y < 0).any() or (y > self.cfg["num_classes"]).any():
-            raise ValueError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
+            raise UsageError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
         cap = self.max_batch()
         if cap < 1:
             raise DeviceLimitError(f"{self.path}: even one image exceeds this adapter's buffer or dispatch limits")
@@ -170,17 +171,17 @@ class Bundle:
         nc = self.cfg["num_classes"]
         ids = [int(c) for c in (class_id if isinstance(class_id, (list, tuple, np.ndarray)) else [class_id] * (n or 1))]
         if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
+            raise UsageError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
         if not 1 <= steps <= 1000:
-            raise ValueError(f"steps must be in [1, 1000], got {steps}")
+            raise UsageError(f"steps must be in [1, 1000], got {steps}")
         for c in ids:
             if not 0 <= c < nc:
-                raise ValueError(f"class id {c} out of range [0, {nc})")
+                raise UsageError(f"class id {c} out of range [0, {nc})")
         guide = (guide or Guide(scale=cfg, negative_class=negative_class)).validate(nc)
         plan = make_plan(guide, ids, nc)
         K, J, N = guide.copies, len(plan.labels), len(ids)
         if J > self.manifest.get("guidance", {}).get("max_branches", 8):
-            raise ValueError(f"{J} guidance branches; the step uniform holds at most 8")
+            raise UsageError(f"{J} guidance branches; the step uniform holds at most 8")
         B = K * J * N
         if B > self.max_batch():
             raise DeviceLimitError(f"{N} images x {J} guidance branches x {K} copies = {B} model rows exceed this "

@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 import wgpu
 
+from ditformat.errors import DitwebError
+
 # Limits the bundles can need beyond WebGPU's defaults: requested at the adapter's values.
 WANTED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size", "max-compute-workgroup-storage-size",
                  "max-compute-invocations-per-workgroup", "max-storage-buffers-per-shader-stage",
@@ -18,12 +20,12 @@ BINDING_TYPES = {"uniform": wgpu.BufferBindingType.uniform,
                  "storage": wgpu.BufferBindingType.storage}
 
 
-class DeviceLimitError(ValueError):
+class DeviceLimitError(DitwebError):
     """The bundle or the batch needs more than this adapter allows."""
 
 
-class NoAdapterError(ValueError):
-    """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers). A ValueError so
+class NoAdapterError(DitwebError):
+    """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers). A DitwebError so
     that the CLI reports it in one line."""
 
 

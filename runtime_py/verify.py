@@ -27,7 +27,11 @@ PROGRAMS = tuple(SCHEMA["programs"])
 
 
 class BundleError(DitwebError):
-    """Base class: the bundle cannot be used."""
+    """Base class: the bundle cannot be used. The message is one printable line whatever names the
+    bundle puts in it (control characters are escaped)."""
+
+    def __init__(self, message: str):
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
 
 
 class ManifestError(BundleError):

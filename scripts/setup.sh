@@ -20,7 +20,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: a bare 'torch' requirement could pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0 2> >(grep -v "^WARNING: Location" >&2)
-.venv/bin/pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+# torch is an extra (the runtime needs numpy + wgpu only); the pinned wheel above satisfies it.
+.venv/bin/pip install -q -e ".[torch,dev]" 2> >(grep -v "^WARNING: Location" >&2)
 
 if [ ! -f data/npm/node_modules/emoji-datasource-twitter/emoji.json ]; then
   echo "[setup] npm install emoji-datasource-twitter@16.0.0 (Twemoji, CC-BY 4.0) -> data/npm"

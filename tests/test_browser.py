@@ -70,7 +70,7 @@ def test_site_writes_a_static_folder_and_refuses_bad_input(tmp_path):
 
 def test_serve_verb_serves_page_and_bundle(tmp_path):
     bundle = fake_bundle(tmp_path / "b")
-    cmd = [sys.executable, "-c", "import sys; from dit_model.cli import main; sys.exit(main())"]
+    cmd = [sys.executable, "-c", "import sys; from ditweb.cli import main; sys.exit(main())"]
     bad = subprocess.run(cmd + ["serve", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr, bad.stderr
     proc = subprocess.Popen(cmd + ["serve", str(bundle), "--port", "0"], stdout=subprocess.PIPE, text=True)

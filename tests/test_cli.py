@@ -5,13 +5,13 @@ import sys
 import pytest
 import torch
 
-from dit_model.cli import main
+from ditweb.cli import main
 from dit_model.checkpoint import atomic_save
 from dit_model.model import DiT
 
 
 def ditweb(*argv):
-    return subprocess.run([sys.executable, "-m", "dit_model.cli", *argv], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ditweb", *argv], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from PIL import Image
 
 from _train_helpers import emoji_like, make_fake_twemoji, make_png_folder
 from dit_model import data as D
-from dit_model.cli import main
+from ditweb.cli import main
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 from _gpu_helpers import random_model, small_cfg
 from dit_model.checkpoint import atomic_save
 from ditformat import FORMAT_VERSION
-from dit_model.cli import main
+from ditweb.cli import main
 from dit_model.model import DiTConfig, preset_config
 from export.bundle import export_bundle
 from runtime_py.verify import read_safetensors_header, verify_bundle

@@ -28,3 +28,12 @@ def test_step_uniform_layout():
     assert u[:9] == (tab["t"][3], 3, 7, 0, 2, 3, 4, 1, 1 | FLAG_V)
     assert struct.unpack("<f", raw[48:52])[0] == np.float32(tab["sqrt_abar"][3])
     assert struct.unpack("<3f", raw[96:108]) == (1.0, -3.0, 4.0)
+
+
+def test_versions_have_one_source():
+    """The exporter version in the schema is the package version; the page reads the same schema."""
+    import re
+    from pathlib import Path
+    from ditformat import EXPORTER_VERSION
+    root = Path(__file__).resolve().parent.parent
+    assert re.search(rf'^version = "{re.escape(EXPORTER_VERSION)}"$', (root / "pyproject.toml").read_text(), re.M)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _train_helpers import make_png_folder
-from dit_model.cli import main
+from ditweb.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_train.sh"

@@ -122,7 +122,7 @@ def test_v_prediction_sampling_parity(gpu, tmp_path, guide, sampler, eta):
 def test_cli_sample_wgpu_matches_torch(gpu, tmp_path):
     from PIL import Image
     from dit_model.checkpoint import atomic_save
-    from dit_model.cli import main
+    from ditweb.cli import main
     cfg = preset_config("Favicon-N/2")
     model = random_model(cfg, seed=2)
     ckpt = tmp_path / "m.pt"
@@ -139,7 +139,7 @@ def test_cli_sample_wgpu_matches_torch(gpu, tmp_path):
 
 def test_validate_cli(gpu, tmp_path, capsys):
     from dit_model.checkpoint import atomic_save
-    from dit_model.cli import main
+    from ditweb.cli import main
     model = random_model(small_cfg(), seed=5)
     export_bundle(model, tmp_path / "b", "f32")
     assert main(["validate", str(tmp_path / "b")]) == 0
@@ -238,7 +238,7 @@ def test_bad_bundle(tmp_path, good_bundle, monkeypatch, name):
 
 
 def test_bad_bundle_cli_is_one_line(tmp_path, good_bundle, capsys):
-    from dit_model.cli import main
+    from ditweb.cli import main
     path = tmp_path / "b"
     shutil.copytree(good_bundle, path)
     truncate_weights(path)

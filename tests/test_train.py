@@ -12,7 +12,7 @@ import torch
 
 from _train_helpers import make_png_folder
 from dit_model import train as T
-from dit_model.cli import main
+from ditweb.cli import main
 from dit_model.model import DiTConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def test_sigint_finishes_the_step_and_saves(folder, tmp_path):
     import time
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "dit_model.cli", "train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "ditweb", "train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(run),
            *FAST, "--log-every", "1"]                                   # no stopping rule: runs until told
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -150,7 +150,7 @@ def test_sigint_finishes_the_step_and_saves(folder, tmp_path):
 
 def test_resume_keeps_the_saved_options(tmp_path):
     from dit_model.checkpoint import atomic_save
-    from dit_model.cli import build_parser
+    from ditweb.cli import build_parser
     saved = dict(T.DEFAULTS, skin_tones=True, subcategories=True, size=16, batch_size=4, lr=3e-4, max_steps=10)
     atomic_save({"model": {}, "ema": {}, "opt": {}, "step": 5, "config": {}, "class_names": [], "train_args": saved},
                 tmp_path / "run" / "ckpt.pt")
@@ -165,7 +165,7 @@ def test_resume_keeps_the_saved_options(tmp_path):
 def test_two_processes_match_one(folder, tmp_path):
     assert train(folder, tmp_path / "one", "--max-steps", 4) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dit_model.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ditweb",
            "train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(tmp_path / "two"), *FAST, "--max-steps", "4"]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -264,7 +264,7 @@ def test_auto_precision_by_capability(tmp_path):
 
 def test_precision_is_recorded_and_old_bf16_flag_still_works(folder, tmp_path):
     from dit_model.checkpoint import atomic_save
-    from dit_model.cli import build_parser
+    from ditweb.cli import build_parser
     assert train(folder, tmp_path / "a", "--max-steps", 2, "--precision", "bf16") == 0
     args = load(tmp_path / "a" / "ckpt.pt")["train_args"]
     assert args["precision"] == "bf16" and args["precision_used"] == "bf16"

@@ -18,7 +18,8 @@ const short = (v) => String(JSON.stringify(v)).slice(0, 40);
 
 export class BundleError extends Error {
   constructor(file, message) {
-    super(`${file}: ${message}`);
+    // one printable line whatever names the bundle puts in the message (verify.py escapes the same way)
+    super(`${file}: ${message}`.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
     this.name = "BundleError";
     this.file = file;
   }

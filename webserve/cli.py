@@ -1,4 +1,4 @@
-"""The `serve` and `site` verbs (registered in dit_model/cli.py VERBS)."""
+"""The `serve` and `site` verbs (registered in ditweb/cli.py VERBS)."""
 from __future__ import annotations
 
 import os

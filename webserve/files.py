@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ditformat.errors import DitwebError
 from runtime_py.verify import sha256_file
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -15,7 +16,7 @@ PAGE_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico"}
 MANIFEST = "manifest.json"
 
 
-class SiteError(ValueError):
+class SiteError(DitwebError):
     """A bundle or output folder that cannot be served or published (one line, names the path)."""
 
 

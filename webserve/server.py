@@ -11,6 +11,8 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from ditformat.errors import UsageError
+
 MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
         ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
         ".json": "application/json", ".wgsl": "text/plain; charset=utf-8", ".wasm": "application/wasm",
@@ -73,7 +75,7 @@ def make_server(routes: dict[str, Path], port: int = 0, log: bool = False,
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as e:
-        raise ValueError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None
     server.daemon_threads = True
     return server
 

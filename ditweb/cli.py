@@ -1,0 +1,61 @@
+"""`ditweb`: one console script, one sub-command per verb. Each verb lives next to its code and
+registers itself here through a `register(subparsers)` function; this module is the only place that
+knows them all, so it sits above every layer.
+
+Errors: a DitwebError (bad bundle, checkpoint, data or argument) is printed as one line, exit status
+2; anything else is a bug and keeps its traceback. --debug shows the traceback of a DitwebError too."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from ditformat.errors import DitwebError
+
+# Modules that add sub-commands (each has register(subparsers)); order = order in --help.
+VERBS = [
+    "dit_model.cli:register_info",
+    "ditweb.sample:register",
+    "dit_model.data:register",
+    "dit_model.train:register",
+    "dit_model.evaluate:register",
+    "ditweb.bench:register",
+    "export.cli:register",
+    "runtime_py.validate:register",
+    "webserve.cli:register_serve",
+    "webserve.cli:register_site",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ditweb", description="DiT from PyTorch to the web")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for spec in VERBS:
+        module, func = spec.split(":")
+        getattr(importlib.import_module(module), func)(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv                 # also after the verb: `ditweb sample ... --debug`
+    if debug:
+        argv.remove("--debug")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (DitwebError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        # bad input: CheckpointError, BundleError, DataError, UsageError, ... or a path that is not there
+        if debug:
+            traceback.print_exc()
+        print(f"ditweb {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""One corpus of tampered bundles against both verifiers: runtime_py/verify.py and the page's
+web/bundle.js (run by node, file for file what loadBundle checks before its first GPU call).
+
+Hypothesis (fixed seed, no database) draws damage to the manifest (any field deleted or replaced by
+any JSON value, numbers nudged, raw bytes cut or flipped), to the safetensors header and its offsets,
+and to the WGSL sources; edited files are re-hashed in the manifest half of the time so the damage
+gets past the sha256 check to the checks behind it. Every case must end in a named one-line
+BundleError or a clean accept, never a traceback, a hang or a GPU call, and the two runtimes must
+agree on accept / reject."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runtime_py.verify import BundleError, verify_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = int(os.environ.get("DITWEB_FUZZ_CASES", "1000"))
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 64, 2 ** 64),
+                      st.sampled_from([0, -1, 1, 2 ** 31, 2 ** 32, 2 ** 53 + 1, 10 ** 30]),
+                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+                      st.sampled_from(["uniform", "storage", "bogus", "f16", "F16", "weights.safetensors", "../x",
+                                       "/etc/passwd", "step", "weight", "activation", "v", "eps"]))
+json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                          max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    from _gpu_helpers import random_model
+    from dit_model.model import preset_config
+    from export.bundle import export_bundle
+    return export_bundle(random_model(preset_config("Favicon-N/2"), seed=1), tmp_path_factory.mktemp("good") / "b", "f16")
+
+
+def paths(v, prefix=()):
+    """Every path into a JSON value (dict keys, list indices), the value itself excluded."""
+    out = []
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+    for k, sub in items:
+        out.append(prefix + (k,))
+        out += paths(sub, prefix + (k,))
+    return out
+
+
+def mutate_json(data, v):
+    """One structural edit somewhere in v (in place): delete, replace, or nudge a number."""
+    ps = paths(v)
+    if not ps:
+        return data.draw(json_value)
+    p = data.draw(st.sampled_from(ps))
+    parent = v
+    for k in p[:-1]:
+        parent = parent[k]
+    action = data.draw(st.sampled_from(["delete", "replace", "nudge"]))
+    old = parent[p[-1]]
+    if action == "delete":
+        if isinstance(parent, dict):
+            del parent[p[-1]]
+        else:
+            parent.pop(p[-1])
+    elif action == "nudge" and isinstance(old, int) and not isinstance(old, bool):
+        parent[p[-1]] = data.draw(st.sampled_from([old + 1, old - 1, 2 * old, -old, old + 2 ** 32, 0]))
+    else:
+        parent[p[-1]] = data.draw(json_value)
+    return v
+
+
+def rehash(folder: Path, rel: str) -> None:
+    m = json.loads((folder / "manifest.json").read_text())
+    data = (folder / rel).read_bytes()
+    m["files"][rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def damage(data, good: Path, folder: Path) -> str:
+    """Copy the good bundle (links for files left alone) and damage one file. Returns what was done."""
+    folder.mkdir()
+    (folder / "kernels").mkdir()
+    for f in good.rglob("*"):
+        if f.is_file() and f.name != "manifest.json":
+            os.link(f, folder / f.relative_to(good))
+    shutil.copy(good / "manifest.json", folder / "manifest.json")
+    target = data.draw(st.sampled_from(["manifest", "manifest", "manifest", "manifest-bytes", "header", "header-bytes",
+                                        "weights-cut", "wgsl"]))
+    m = json.loads((good / "manifest.json").read_text())
+
+    def replace(rel, raw: bytes):
+        (folder / rel).unlink()
+        (folder / rel).write_bytes(raw)
+        if data.draw(st.booleans()):
+            rehash(folder, rel)
+
+    if target == "manifest":
+        section = data.draw(st.sampled_from(["model", "io", "files", "kernels", "buffers", "programs", "sampler",
+                                             "class_names", "guidance", None]))
+        if section is None:
+            mutate_json(data, m)
+        else:
+            m[section] = mutate_json(data, m[section])
+        (folder / "manifest.json").write_text(json.dumps(m))
+    elif target == "manifest-bytes":
+        raw = bytearray((good / "manifest.json").read_bytes())
+        i = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            raw = raw[:i]
+        else:
+            raw[i] = data.draw(st.integers(0, 255))
+        (folder / "manifest.json").write_bytes(bytes(raw))
+    elif target in ("header", "header-bytes", "weights-cut"):
+        raw = (good / "weights.safetensors").read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header, body = json.loads(raw[8:8 + n]), raw[8 + n:]
+        if target == "header":
+            mutate_json(data, header)
+            text = json.dumps(header, separators=(",", ":")).encode()
+            text += b" " * (-(8 + len(text)) % 8)
+            new = struct.pack("<Q", len(text)) + text + body
+        elif target == "header-bytes":
+            new = struct.pack("<Q", data.draw(st.sampled_from([0, 1, n - 1, n + 1, len(raw), 2 ** 63, 2 ** 64 - 1])))
+            new += raw[8:]
+        else:
+            new = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        replace("weights.safetensors", new)
+    else:
+        rel = data.draw(st.sampled_from(sorted(k["file"] for k in m["kernels"].values())))
+        code = (good / rel).read_text()
+        edits = [("var<storage, read>", "var<storage, read_write>"), ("var<storage, read_write>", "var<storage, read>"),
+                 ("@binding(1)", "@binding(7)"), ("@binding(0) var<uniform>", "@binding(0) var<storage, read>"),
+                 ("@workgroup_size(", "@workgroup_size(2, "), ("@workgroup_size(", "@workgroup_size(N, "),
+                 ("@group(0) @binding(", "// @group(0) @binding(")]
+        a, b = data.draw(st.sampled_from(edits))
+        replace(rel, code.replace(a, b, 1).encode())
+    return target
+
+
+def test_tampered_bundles_fail_alike_in_both_runtimes(good, tmp_path, monkeypatch):
+    import runtime_py.bundle as rb
+
+    def no_gpu(*a, **k):
+        raise AssertionError("a GPU call was made before verification finished")
+    monkeypatch.setattr(rb, "get_gpu", no_gpu)
+    py: dict[str, str] = {}
+    counter = iter(range(10 ** 9))
+
+    @settings(max_examples=CASES, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one(data):
+        folder = tmp_path / f"case{next(counter)}"
+        what = damage(data, good, folder)
+        try:
+            verify_bundle(folder)
+            py[str(folder)] = "ok"
+        except BundleError as e:
+            msg = str(e)
+            assert "\n" not in msg and msg, (what, msg)
+            py[str(folder)] = f"{type(e).__name__}: {msg}"
+        # anything else (KeyError, TypeError, ...) propagates: a traceback is a failure
+
+    one()
+    assert len(py) >= CASES
+    r = subprocess.run(["node", str(ROOT / "tests" / "_verify_node.mjs")], input=json.dumps(list(py)),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    js = json.loads(r.stdout)
+    crashes = {k: v for k, v in js.items() if not (v == "ok" or v.startswith("BundleError: "))}
+    assert not crashes, f"{len(crashes)} JS crashes, e.g. {next(iter(crashes.values()))}"
+    assert all("\n" not in v for v in js.values())
+    disagree = {k: (py[k], js[k]) for k in py if (py[k] == "ok") != (js[k] == "ok")}
+    assert not disagree, f"{len(disagree)} verdicts differ, e.g. {list(disagree.values())[:3]}"
+    rejected = sum(v != "ok" for v in py.values())
+    print(f"{len(py)} tampered bundles: {rejected} rejected by both runtimes, {len(py) - rejected} accepted by both")
+    assert rejected >= 0.5 * len(py)
+
+
+def test_corpus_of_named_damage(good, tmp_path):
+    """The issue's cases, by name, against both runtimes."""
+    def edit(fn):
+        def run(folder):
+            m = json.loads((folder / "manifest.json").read_text())
+            fn(m)
+            (folder / "manifest.json").write_text(json.dumps(m))
+        return run
+    corpus = {
+        "bogus binding type": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][2].update(type="bogus")), "bogus"),
+        "workgroup_size 100000": (edit(lambda m: m["kernels"]["sampler_step"].update(workgroup_size=[100000, 1, 1])), "workgroup_size"),
+        "workgroup_size vs shader": (edit(lambda m: m["kernels"]["sampler_step"].update(workgroup_size=[64, 1, 1])), "@workgroup_size"),
+        "binding 0 not uniform": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][0].update(type="storage")), "binding 0"),
+        "binding numbers": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][2].update(binding=5)), "bindings"),
+        "io name": (edit(lambda m: m["io"].update(out="nope")), "io.out"),
+        "old version": (edit(lambda m: m.update(format_version=1)), "re-export it with ditweb"),
+        "newer version": (edit(lambda m: m.update(format_version=3, exporter="ditweb 9.0")), "re-export it with ditweb"),
+        "prediction": (edit(lambda m: m["sampler"].update(prediction="x0")), "prediction"),
+    }
+    folders = {}
+    for name, (fn, _) in corpus.items():
+        folder = tmp_path / name.replace(" ", "_")
+        shutil.copytree(good, folder)
+        fn(folder)
+        folders[name] = folder
+        with pytest.raises(BundleError) as e:
+            verify_bundle(folder)
+        assert corpus[name][1] in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
+    r = subprocess.run(["node", str(ROOT / "tests" / "_verify_node.mjs")], input=json.dumps([str(f) for f in folders.values()]),
+                       capture_output=True, text=True, timeout=60)
+    js = json.loads(r.stdout)
+    for name, folder in folders.items():
+        msg = js[str(folder)]
+        assert msg.startswith("BundleError: ") and corpus[name][1] in msg, (name, msg)
+
+
+def test_web_schema_is_generated_from_the_python_schema():
+    from ditformat.schema import js_module
+    assert (ROOT / "web" / "bundle-schema.js").read_text() == js_module(), "run: python -m ditformat"
