@@ -165,9 +165,17 @@ def test_report_sweep():
 
 # ------------------------------------------------------------------ the report
 
+def cpu_name() -> str:
+    import platform
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return text.split("model name")[1].split(":", 1)[1].split("\n")[0].strip()
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
 def report(out: Path) -> str:
     """Max observed / bound per op over the parity cases of test_kernels.py and the property sweep."""
-    import platform
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import test_kernels as tk
@@ -187,7 +195,7 @@ def report(out: Path) -> str:
         sweep.setdefault(op, []).append((r.ratio, f"{variant} {wdtype} {params}"))
     lines = ["# Observed error / derived bound, per op", "",
              "Made by `.venv/bin/python tests/test_tolerances.py` (bounds: wgsl/bounds.py, derivation: "
-             "docs/tolerances.md).", f"Adapter: {g.name}; CPU: {platform.processor() or platform.machine()}.",
+             "docs/tolerances.md).", f"Adapter: {g.name}; CPU: {cpu_name()}.",
              "Ratio = max over output elements of |gpu - torch float64| / bound; <= 1 passes, the aim is <= 0.5.",
              "Sweep: 240 random cases (shapes, input scales, half of them with cancellation), seed 0.", "",
              "| op | parity cases | max ratio | property sweep | max ratio |", "|---|---|---|---|---|"]
@@ -209,3 +217,13 @@ if __name__ == "__main__":
     import os
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(report(Path(__file__).resolve().parent.parent / "bench" / "results" / "tolerances.md"))
+
+
+def test_bound_constants_match_the_templates():
+    """The timestep bound uses the polynomial and pi/2 split of the template; the attention bound its tile."""
+    from wgsl import bounds, ops
+    text = (Path(ops.TEMPLATES) / "timestep_embed.wgsl.j2").read_text()
+    for c in bounds.SIN_COEFS + bounds.COS_COEFS + bounds.PIO2_PARTS:
+        assert c in text, c
+    assert "const TK: u32 = {{ tk }}u;" in (Path(ops.TEMPLATES) / "attention.wgsl.j2").read_text()
+    assert f"array<vec4<f32>, {bounds.ATTENTION_TILE * 2}>" in ops.OPS["attention"].render({"head_dim": 8}, "f32")
