@@ -5,9 +5,10 @@ same image whatever the batch, the device or the order of evaluation:
   1. pcg4d (Jarzynski & Olano 2020, "Hash Functions for GPU Rendering") mixes
      (index, step, seed, stream) into four uint32 words; only wrapping u32 arithmetic.
   2. Box-Muller in float32, z = sqrt(-2 ln u1) cos(2 pi u2), with ln, cos/sin and sqrt written
-     as fixed polynomials and Newton steps using only +, -, * (each correctly rounded in IEEE
-     and in WGSL), so WGSL (wgsl/rng.wgsl.j2) can reproduce every bit. The WGSL twin keeps
-     each product out of a fused multiply-add (see rng template), numpy never fuses.
+     as fixed polynomials and Newton steps using only +, -, * (each rounded to nearest in numpy
+     and on every adapter we know; WGSL allows either neighbour, so the parity tests check the bits
+     per adapter), so WGSL (wgsl/_rng.wgsl.j2) can reproduce every bit. The WGSL twin keeps
+     each product out of a fused multiply-add, numpy never fuses (docs/noise.md: why the bits agree).
 Element `index` is the flat index in the (N, C, H, W) tensor being filled.
 """
 from __future__ import annotations
@@ -29,7 +30,6 @@ LN2 = "0.6931472"
 SQRT2 = "1.4142135"
 
 _f = np.float32
-_M = np.uint32(0xFFFFFFFF)
 
 
 def pcg4d(x, y, z, w):
