@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from ditformat.errors import DitwebError
+from ditformat.schema import SchemaMismatch, check_model_config
 
-from .model import PRESETS, DiT, DiTConfig, preset_config
+from .model import PRESETS, DiT, DiTConfig, build_meta, preset_config
 
 
 class CheckpointError(DitwebError):
@@ -130,14 +131,40 @@ def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict
     obj = _torch_load(path)
     sd, meta = extract_state_dict(obj, path)
     cfg_dict = meta.get("config") if isinstance(meta, dict) else None
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: the state dict holds something other than named tensors")
     try:
-        cfg = DiTConfig.from_dict(cfg_dict) if isinstance(cfg_dict, dict) else infer_config(sd, path, preset)
-    except ValueError as e:
+        if isinstance(cfg_dict, dict):
+            check_model_config(cfg_dict, "config")       # types and ranges before any allocation
+            cfg = DiTConfig.from_dict(cfg_dict)
+        else:
+            cfg = infer_config(sd, path, preset)
+    except (IndexError, ZeroDivisionError):
+        raise CheckpointError(f"{path}: tensor shapes that no DiT has; not a DiT state dict") from None
+    except (SchemaMismatch, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
+    # shapes first, on the meta device: a config that disagrees with the tensors (or asks for a
+    # model far larger than the file) fails here, before anything is allocated
+    pos = (1, cfg.num_patches, cfg.hidden_size)          # bounds the model by a tensor the file really holds
+    if "pos_embed" not in sd or tuple(sd["pos_embed"].shape) != pos:
+        got = list(sd["pos_embed"].shape) if "pos_embed" in sd else "missing"
+        raise CheckpointError(f"{path}: incompatible with its config (d={cfg.hidden_size}, input {cfg.input_size}, "
+                              f"patch {cfg.patch_size}): pos_embed is {got}, the config needs {list(pos)}")
+    want = {k: tuple(v.shape) for k, v in build_meta(cfg).state_dict().items()}
+    bad = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): "
+                              f"tensor {k} is {list(sd[k].shape)}, the config needs {list(want[k])}")
+    if set(want) != set(sd):
+        missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+        raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): "
+                              + (f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {extra[0]!r}")
+                              + f" ({len(missing)} missing, {len(extra)} unexpected)")
     model = DiT(cfg)
     try:
         model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): {lines[1] if len(lines) > 1 else lines[0]}") from None
     names = meta.get("class_names") if isinstance(meta, dict) else None

@@ -89,6 +89,17 @@ def check(value, spec, where: str) -> None:
         raise AssertionError(f"bad schema spec at {where}: {spec}")
 
 
+def check_model_config(d, where: str) -> None:
+    """A model config (a checkpoint's or a manifest's) against the schema's types and ranges; fields
+    it lacks are allowed (older checkpoints; the config's defaults fill them)."""
+    if not isinstance(d, dict):
+        raise SchemaMismatch(f"{where}: expected an object, got {_kind(d)}")
+    fields = SCHEMA["manifest"]["fields"]["model"]["fields"]
+    for k, sub in fields.items():
+        if k in d:
+            check(d[k], sub, f"{where}.{k}")
+
+
 def check_manifest(m) -> None:
     check(m, SCHEMA["manifest"], "manifest.json")
 
