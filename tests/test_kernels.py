@@ -184,3 +184,13 @@ def test_rng_matches_numpy_bit_for_bit_in_sampler_noise(gpu):
                      dict(guided=rnd(4 * 65), x=rnd(4 * 65)), rounded(f), PIPELINES)["x"]
     want = noise.normal(12345, noise.STREAM_STEP, 3, 4 * 65)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_op_table_offers_its_variants():
+    """The variants an op offers are data of the op table; a kernel outside them is refused by name."""
+    assert OPS["matmul"].variants["act"] == ("none", "gelu", "silu")
+    with pytest.raises(ValueError, match="act='relu'"):
+        OPS["matmul"].kernel_name({"in_act": "none", "act": "relu", "vec4": "scalar"}, "f32")
+    from wgsl.ops import workgroup_bytes
+    assert workgroup_bytes("attention", {"head_dim": 64}) == 2 * 16 * 16 * 16 <= 16384
+    assert max(op.workgroup_storage({"head_dim": 128}) for op in ALL_OPS.values()) <= 16384   # WebGPU default

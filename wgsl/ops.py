@@ -78,6 +78,10 @@ class Op:
                                                # (benchmark; None: the op's float32 reference)
 
     def kernel_name(self, variant: dict, wdtype: str) -> str:
+        for k, offered in self.variants.items():
+            if k not in variant or (offered is not None and variant[k] not in offered):
+                raise ValueError(f"op {self.name}: variant {k}={variant.get(k)!r} is not one it offers "
+                                 f"({', '.join(map(str, offered)) if offered else 'an integer'})")
         parts = [self.name] + ([wdtype] if self.uses_weights else []) + [str(variant[k]) for k in self.variants]
         return "_".join(parts)
 
