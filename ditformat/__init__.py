@@ -7,7 +7,8 @@ more than one side needs to agree on lives here, once.
   schedule  the noise schedule and the respaced sampler tables, float64 numpy
   step      the 128-byte step uniform: field layout, flags, packing
   forms     linear forms [b, n, c] = b*B + n*N + c (batch-dependent sizes in the manifest)
-  schema    docs/bundle-schema.json: the declarative manifest schema both verifiers read
+  schema    bundle-schema.json: the declarative manifest schema both verifiers read (the page through
+            web/bundle-schema.js, written by `python -m ditformat`)
 """
 from .version import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 

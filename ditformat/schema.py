@@ -105,10 +105,7 @@ def check_manifest(m) -> None:
 
 
 def js_module() -> str:
-    """web/bundle-schema.js: the same schema as an ES module (written by `python -m ditformat.schema`)."""
-    return ("// Generated from ditformat/bundle-schema.json by `python -m ditformat.schema`; do not edit.\n"
+    """web/bundle-schema.js: the same schema as an ES module (written by `python -m ditformat`)."""
+    return ("// Generated from ditformat/bundle-schema.json by `python -m ditformat`; do not edit.\n"
             f"export const SCHEMA = {json.dumps(SCHEMA, indent=1)};\n")
 
-
-if __name__ == "__main__":
-    (Path(__file__).resolve().parents[1] / "web" / "bundle-schema.js").write_text(js_module())

@@ -13,7 +13,7 @@ from dit_model.guidance import Guide, make_plan
 from ditformat.errors import UsageError
 from ditformat.forms import evaluate
 from ditformat.schedule import sampler_tables
-from ditformat.step import STEP_BYTES, pack_step, step_fields
+from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 
 from .gpu import GPU, DeviceLimitError, get_gpu
 from .verify import verify_bundle
@@ -180,8 +180,8 @@ class Bundle:
         guide = (guide or Guide(scale=cfg, negative_class=negative_class)).validate(nc)
         plan = make_plan(guide, ids, nc)
         K, J, N = guide.copies, len(plan.labels), len(ids)
-        if J > self.manifest.get("guidance", {}).get("max_branches", 8):
-            raise UsageError(f"{J} guidance branches; the step uniform holds at most 8")
+        if J > self.manifest.get("guidance", {}).get("max_branches", MAX_BRANCHES):
+            raise UsageError(f"{J} guidance branches; the step uniform holds at most {MAX_BRANCHES}")
         B = K * J * N
         if B > self.max_batch():
             raise DeviceLimitError(f"{N} images x {J} guidance branches x {K} copies = {B} model rows exceed this "

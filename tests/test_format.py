@@ -37,3 +37,32 @@ def test_versions_have_one_source():
     from ditformat import EXPORTER_VERSION
     root = Path(__file__).resolve().parent.parent
     assert re.search(rf'^version = "{re.escape(EXPORTER_VERSION)}"$', (root / "pyproject.toml").read_text(), re.M)
+
+
+def test_page_packs_the_same_step_uniform(tmp_path):
+    """web/schedule.js stepUniform == ditformat.step.pack_step byte for byte (eps and v, DDIM with eta, DDPM)."""
+    import json
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    cases = [dict(prediction=p, sampler=s, eta=e, i=i) for p in ("eps", "v") for s, e in (("ddim", 0.0), ("ddim", 0.5),
+                                                                                             ("ddpm", 0.0)) for i in (0, 7)]
+    tab = sampler_tables(20)
+    script = tmp_path / "pack.mjs"
+    script.write_text(f"""
+import {{ samplerTables, stepUniform }} from "{root / 'web' / 'schedule.js'}";
+const cases = {json.dumps(cases)};
+const manifest = {{ sampler_tables: {{ "20": {json.dumps(tab)} }} }};
+const tables = samplerTables(manifest, 20);
+const guide = {{ schedule: "constant", scale: 3.0, batchTau: 0.25 }};
+const plan = {{ base: [1.0, 0.0], slope: [-1.0, 1.0], varBranch: 1 }};
+const out = cases.map((c) => Buffer.from(stepUniform({{ tables, i: c.i, nDone: 19 - c.i, steps: 20, seed: 12345, K: 2, J: 2,
+  N: 3, plan, guide, sampler: c.sampler, eta: c.eta, clipX0: true, prediction: c.prediction }})).toString("hex"));
+console.log(JSON.stringify(out));
+""")
+    r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for c, js in zip(cases, json.loads(r.stdout)):
+        f = step_fields(tab, c["i"], seed=12345, K=2, J=2, N=3, var_branch=1, coef=(1.0 - 3.0, 3.0), sampler=c["sampler"],
+                        eta=c["eta"], clip_x0=True, tau=0.25, prediction=c["prediction"])
+        assert pack_step(f).hex() == js, c

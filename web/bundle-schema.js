@@ -1,6 +1,6 @@
-// Generated from ditformat/bundle-schema.json by `python -m ditformat.schema`; do not edit.
+// Generated from ditformat/bundle-schema.json by `python -m ditformat`; do not edit.
 export const SCHEMA = {
- "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through the generated web/bundle-schema.js). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
+ "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
  "format_version": 2,
  "exporter_version": "0.2.0",

@@ -2,10 +2,12 @@
 // dit_model/guidance.py (make_plan, scale_at) and the step uniform of docs/bundle-format.md.
 // Everything is float64 JS numbers, rounded to f32 only when written to the uniform.
 
+import { SCHEMA } from "./bundle-schema.js";
+
 const T = 1000;
 const SCHEDULES = ["constant", "linear", "interval"];
 export const SAMPLERS = ["ddim", "ddpm"];
-export const MAX_BRANCHES = 8;
+export const MAX_BRANCHES = SCHEMA.max_branches;          // 8 guidance coefficients in the step uniform
 
 // numpy's round(): half to even (S_i = round(i (T-1) / (N-1)) hits .5 for some N, e.g. N = 7)
 function roundHalfEven(v) {
@@ -118,7 +120,7 @@ function ddimSigma(tables, i, eta) {
   return eta * Math.sqrt((1 - ap) / (1 - a)) * Math.sqrt(1 - a / ap);
 }
 
-export const STEP_UNIFORM_BYTES = 128;
+export const STEP_UNIFORM_BYTES = SCHEMA.step_bytes;    // 128
 
 // The 128-byte step uniform (docs/bundle-format.md, "The step uniform").
 // i = null writes the init record (t = 0, i = 0, no tables).
