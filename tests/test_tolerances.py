@@ -147,7 +147,7 @@ def draw_case(kind: str, seed: int, cancel: bool):
 KINDS = ["matmul", "matmul_shared", "layernorm_mod", "attention", "gated_residual", "sampler_step"]
 
 
-@settings(derandomize=True, max_examples=50, deadline=None, database=None,
+@settings(derandomize=True, max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2 ** 32 - 1), cancel=st.booleans())
 def test_property_within_bound(gpu, kind, seed, cancel):
