@@ -33,6 +33,7 @@ JUDGE = ROOT / "models" / "judge.safetensors"
 JUDGE_FORMAT = "ditweb-judge/1"
 NEAR_RMSE = 0.05          # RGBA RMSE in [0, 1] below which two images count as nearly identical
 FLOOR_PAIRS = 20          # disjoint real-vs-real pairs behind the floor's mean and spread
+JUDGE_RECIPE = "30 epochs, AdamW one-cycle 3e-3, batch 64, flips, shifts <= 2 px, class-weighted loss, smoothing 0.1, seed 0"
 FLOOR_SEED = 12345        # fixed, so every model is compared with the same reference draws
 
 
@@ -71,13 +72,32 @@ def split(labels: np.ndarray, held_out: float = 0.2, seed: int = 0) -> tuple[np.
     return np.sort(np.array(train)), np.sort(np.array(test))
 
 
+def shift(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Each image moved by (dx, dy) pixels, the uncovered border transparent (-1 in every channel)."""
+    n, _, h, w = x.shape
+    p = int(max(dx.abs().max(), dy.abs().max(), 0))
+    if p == 0:
+        return x
+    big = F.pad(x, (p, p, p, p), value=-1.0)
+    rows = (torch.arange(h)[None, :] + p - dy[:, None]).clamp(0, h + 2 * p - 1)          # (N, H)
+    cols = (torch.arange(w)[None, :] + p - dx[:, None]).clamp(0, w + 2 * p - 1)          # (N, W)
+    idx = torch.arange(n)[:, None, None]
+    return big.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 def train_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int = 30, seed: int = 0,
-                     log=print) -> Classifier:
+                     max_shift: int = 2, balance: bool = True, log=print) -> Classifier:
+    """Flips and shifts of up to `max_shift` pixels keep the judge from memorising its training
+    images, so real images it never saw get features like those it trained on (the reference
+    pool holds both); the class-weighted loss (`balance`) removes its prior for big classes,
+    which would otherwise leak into the balanced accuracy of the small ones."""
     torch.manual_seed(seed)
     model = Classifier(x.shape[1], num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(x) + 63) // 64))
     g = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(y, minlength=num_classes).float()
+    weight = (counts.sum() / (num_classes * counts.clamp(min=1))) if balance else None
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(x), generator=g)
@@ -85,8 +105,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs:
             b = perm[s:s + 64]
             xb = x[b]
             flip = torch.rand(len(b), generator=g) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)        # the training augmentation
-            loss = F.cross_entropy(model(xb), y[b], label_smoothing=0.1)
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)        # the DiT's own augmentation
+            if max_shift:
+                d = torch.randint(-max_shift, max_shift + 1, (2, len(b)), generator=g)
+                xb = shift(xb, d[0], d[1])
+            loss = F.cross_entropy(model(xb), y[b], weight=weight, label_smoothing=0.1)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         if (epoch + 1) % 10 == 0:
             log(f"  judge epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
@@ -115,13 +138,13 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def save_judge(model: Classifier, path, class_names: list[str], input_size: int, fingerprint: str, n_train: int,
-               epochs: int) -> None:
+               recipe: str) -> None:
     from safetensors.torch import save
     from .checkpoint import atomic_write
     meta = {"format": JUDGE_FORMAT, "class_names": json.dumps(list(class_names)), "input_size": str(input_size),
             "in_channels": str(model.body[0].in_channels), "width": str(model.body[0].out_channels),
             "feat": str(model.head.in_features), "data_fingerprint": fingerprint, "train_images": str(n_train),
-            "epochs": str(epochs), "split": "stratified, 20% held out, seed 0"}
+            "recipe": recipe, "split": "stratified, 20% held out, seed 0"}
     data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
     atomic_write(path, lambda f: f.write(data), "the judge's weights", EvalError)
 
@@ -302,9 +325,8 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
     judge_path = Path(judge) if judge else JUDGE
     if retrain_judge:
         log(f"training the judge on {len(tr)} real images ...")
-        epochs = 30
-        clf = train_classifier(x[tr], torch.from_numpy(y[tr]), len(names), epochs=epochs, log=log)
-        save_judge(clf, judge_path, names, cfg.input_size, fingerprint, len(tr), epochs)
+        clf = train_classifier(x[tr], torch.from_numpy(y[tr]), len(names), log=log)
+        save_judge(clf, judge_path, names, cfg.input_size, fingerprint, len(tr), JUDGE_RECIPE)
         log(f"wrote {judge_path}")
     clf, jmeta = load_judge(judge_path, names, cfg.input_size, cfg.in_channels)
     same_data = jmeta.get("data_fingerprint") == fingerprint
