@@ -344,7 +344,7 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
         "held_out": len(te), "real_images": len(x), "ceiling": 100 * ceiling,
         "floor": {"mean": ref.floor, "std": ref.spread, "pairs": floor_pairs, "n": n_per_class * len(names)},
         "real_near_copy": 100 * float((real_near < NEAR_RMSE).mean()), "real_near_median": float(np.median(real_near)),
-        "rows": [],
+        "threads": torch.get_num_threads(), "rows": [],
     }
     class_ids = np.repeat(np.arange(len(names)), n_per_class)
     for s in scales:
@@ -364,7 +364,8 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
         near = nearest_rmse(gen, x)
         row = {"scale": s, "n": len(gen), "balanced_accuracy": 100 * acc, "of_ceiling": 100 * acc / ceiling,
                "fd": fd, "fd_std": fd_std, "fd_over_floor": fd / ref.floor,
-               "near_copy": 100 * float((near < NEAR_RMSE).mean()), "near_median": float(np.median(near))}
+               "near_copy": 100 * float((near < NEAR_RMSE).mean()), "near_median": float(np.median(near)),
+               "seconds": round(time.time() - t0, 1)}
         result["rows"].append(row)
         log(f"cfg {s:g}: balanced accuracy {row['balanced_accuracy']:.1f}%, FD {fd:.2f} "
             f"({row['fd_over_floor']:.1f}x floor), {time.time() - t0:.0f}s")
@@ -385,6 +386,7 @@ def table(r: dict) -> tuple[str, list[str], list[list], str]:
                      f"{w['balanced_accuracy']:.1f}", f"{w['of_ceiling']:.0f}%", f"{w['fd']:.2f} ± {w['fd_std']:.2f}",
                      f"{w['fd_over_floor']:.1f}x", f"{w['near_copy']:.1f}% (median {w['near_median']:.3f})"])
     k = r["classes"]
+    secs = ", ".join(f"{w['seconds']:.0f}" for w in r["rows"])
     notes = (f"checkpoint {r['ckpt']} (step {r['step']}, {r['weights']} weights, predicts {r['prediction']}), {k} classes; "
              f"{r['n_per_class']} samples per class, seeds {r['seed']}..{r['seed'] + k - 1} (one per class), "
              f"{r['steps']} {r['sampler'].upper()} steps, eta 0, x0 clipped. Judge {Path(r['judge']).name} "
@@ -393,7 +395,8 @@ def table(r: dict) -> tuple[str, list[str], list[list], str]:
              f"FD: mean (± std) over {2 * fl['pairs']} class-balanced real reference sets of {r['n_per_class']} per class "
              f"(all {r['real_images']} real images); floor: FD between the two disjoint halves of {fl['pairs']} such pairs, "
              f"mean ± std. Near copies: nearest of all {r['real_images']} training images and their flips; "
-             f"the floor row is each real image against all the others. See docs/evaluation.md.")
+             f"the floor row is each real image against all the others. Sampling and judging took "
+             f"{secs} s per scale on {r['threads']} thread(s). See docs/evaluation.md.")
     return "Sample quality (ditweb eval)", header, rows, notes
 
 
