@@ -30,7 +30,8 @@ VERBS = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ditweb", description="DiT from PyTorch to the web")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug is taken out of argv by main() (before or after the verb), so verbs never see it
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True)
     for spec in VERBS:
         module, func = spec.split(":")

@@ -77,3 +77,24 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, ckpt, tmp_path)
     lines = r.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    """A DitwebError is one line (exit 2); --debug (before or after the verb) adds its traceback."""
+    r = ditweb("info", "DiT-Z/2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    for argv in (["--debug", "info", "DiT-Z/2"], ["info", "DiT-Z/2", "--debug"]):
+        r = ditweb(*argv)
+        assert r.returncode == 2 and "Traceback" in r.stderr and "ConfigError" in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("ditweb info: error: unknown preset")
+
+
+def test_a_bug_is_not_reported_as_bad_input(monkeypatch, capsys):
+    """Only the project's own errors become one line: a plain ValueError from a bug keeps its traceback."""
+    import dit_model.cli as model_cli
+
+    def buggy(args):
+        raise ValueError("a bug, not bad input")
+    monkeypatch.setattr(model_cli, "cmd_info", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["info"])
