@@ -13,19 +13,30 @@ import traceback
 
 from ditformat.errors import DitwebError
 
-# Modules that add sub-commands (each has register(subparsers)); order = order in --help.
+# (verb, "module:register function"); order = order in --help.
 VERBS = [
-    "dit_model.cli:register_info",
-    "ditweb.sample:register",
-    "dit_model.data:register",
-    "dit_model.train:register",
-    "dit_model.evaluate:register",
-    "ditweb.bench:register",
-    "export.cli:register",
-    "runtime_py.validate:register",
-    "webserve.cli:register_serve",
-    "webserve.cli:register_site",
+    ("info", "dit_model.cli:register_info"),
+    ("sample", "ditweb.sample:register"),
+    ("data", "dit_model.data:register"),
+    ("train", "dit_model.train:register"),
+    ("eval", "dit_model.evaluate:register"),
+    ("bench", "ditweb.bench:register"),
+    ("export", "export.cli:register"),
+    ("validate", "runtime_py.validate:register"),
+    ("serve", "webserve.cli:register_serve"),
+    ("site", "webserve.cli:register_site"),
 ]
+
+
+class MissingExtra(DitwebError):
+    """A verb whose module needs a package that is not installed (torch is an extra)."""
+
+
+def _unavailable(verb: str, package: str):
+    def run(args):
+        raise MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install -e '.[torch]' "
+                           f"(sampling a bundle with --runtime wgpu, serve and site need no torch)")
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     # --debug is taken out of argv by main() (before or after the verb), so verbs never see it
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for spec in VERBS:
+    for verb, spec in VERBS:
         module, func = spec.split(":")
-        getattr(importlib.import_module(module), func)(sub)
+        try:
+            register = getattr(importlib.import_module(module), func)
+        except ModuleNotFoundError as e:            # e.g. torch, an install extra: the other verbs still work
+            if e.name is None or e.name.split(".")[0] not in ("torch", "onnx", "onnxruntime"):
+                raise
+            p = sub.add_parser(verb, help=f"(needs {e.name.split('.')[0]}: pip install -e '.[torch]')")
+            p.add_argument("args", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_unavailable(verb, e.name.split(".")[0]))
+            continue
+        register(sub)
     return parser
 
 

@@ -101,7 +101,7 @@ import sys
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"torch is not installed here ({name})")
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 sys.meta_path.insert(0, NoTorch())
 from runtime_py import Bundle
 bundle = Bundle.load(sys.argv[1], verbose=False)
@@ -115,6 +115,29 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "bundles" / "default")], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_the_command_samples_a_bundle_without_torch(tmp_path):
+    """`ditweb sample BUNDLE --runtime wgpu` (what a site's build runs) works where torch is not installed;
+    a verb that needs torch says so in one line."""
+    code = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, NoTorch())
+from ditweb.cli import main
+assert main(["sample", sys.argv[1], "--runtime", "wgpu", "--n", "2", "--steps", "2", "--out", sys.argv[2]]) == 0
+assert main(["train", "Favicon-N/2"]) == 2
+assert "torch" not in sys.modules
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "bundles" / "default"), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    assert (tmp_path / "out" / "grid.png").is_file()
+    assert "`ditweb train` needs torch" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_public_api():
