@@ -7,6 +7,7 @@ more than one side needs to agree on lives here, once.
   schedule  the noise schedule and the respaced sampler tables, float64 numpy
   step      the 128-byte step uniform: field layout, flags, packing
   forms     linear forms [b, n, c] = b*B + n*N + c (batch-dependent sizes in the manifest)
+  noise     the counter-based Gaussian generator every runtime reproduces bit for bit
   schema    bundle-schema.json: the declarative manifest schema both verifiers read (the page through
             web/bundle-schema.js, written by `python -m ditformat`)
 """
