@@ -126,9 +126,12 @@ def infer_config(sd: dict, path="checkpoint", preset: str | None = None) -> DiTC
 def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict]:
     """A DiT with the checkpoint's (EMA) weights, and its metadata (config, class_names, ...)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    obj = _torch_load(path)
+    from .convert import convert_object, read_published    # the diffusers DiT layout -> ours
+    obj = read_published(path)
+    if obj is None:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        obj = convert_object(_torch_load(path), path)
     sd, meta = extract_state_dict(obj, path)
     cfg_dict = meta.get("config") if isinstance(meta, dict) else None
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
