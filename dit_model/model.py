@@ -38,6 +38,10 @@ class DiTConfig:
     learn_sigma: bool = True
     conditioning: str = "adaln-zero"
     prediction: str = "eps"       # what the first C output channels are: the noise eps, or v (Salimans & Ho)
+    # diffusers' DiTTransformer2DModel computes two things differently from the reference code;
+    # these reproduce it for converted files (dit_model/convert.py): its values are 1 and 1e-5
+    freq_shift: float = 0.0       # timestep frequencies exp(-ln(10000) i / (dim/2 - freq_shift))
+    norm_eps: float = 1e-6        # eps of the LayerNorm before the MLP
 
     @property
     def out_channels(self) -> int:
@@ -60,10 +64,20 @@ class DiTConfig:
             raise ConfigError(f"hidden size {self.hidden_size} must be a multiple of 4 (2D sin-cos embedding)")
         if self.in_channels <= 0 or self.num_classes <= 0 or self.depth <= 0:
             raise ConfigError("in_channels, num_classes and depth must be positive")
+        for name, lo, hi in (("freq_shift", 0.0, 1.0), ("norm_eps", 1e-12, 1e-2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # the diffusers-numerics options are written only when set, so the files (checkpoints,
+        # manifests) of every reference-numerics model stay as they were
+        for k in ("freq_shift", "norm_eps"):
+            if d[k] == DiTConfig.__dataclass_fields__[k].default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
@@ -112,10 +126,10 @@ def sincos_2d(dim: int, grid_size: int) -> np.ndarray:
     return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
 
 
-def timestep_frequencies(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
-    """[cos(t * f) | sin(t * f)], f_i = exp(-ln(10000) * i / (dim/2))."""
+def timestep_frequencies(t: torch.Tensor, dim: int = 256, freq_shift: float = 0.0) -> torch.Tensor:
+    """[cos(t * f) | sin(t * f)], f_i = exp(-ln(10000) * i / (dim/2 - freq_shift))."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - freq_shift))
     args = t.float()[:, None] * freqs[None]                              # (N, dim/2)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)        # (N, dim)
 
@@ -132,13 +146,13 @@ class PatchEmbed(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, hidden_size: int, freq_dim: int = 256):
+    def __init__(self, hidden_size: int, freq_dim: int = 256, freq_shift: float = 0.0):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.freq_dim, self.freq_shift = freq_dim, freq_shift
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, t):
-        return self.mlp(timestep_frequencies(t, self.freq_dim).to(self.mlp[0].weight.dtype))  # (N, D)
+        return self.mlp(timestep_frequencies(t, self.freq_dim, self.freq_shift).to(self.mlp[0].weight.dtype))  # (N, D)
 
 
 class LabelEmbedder(nn.Module):
@@ -201,8 +215,8 @@ def modulate(x, shift, scale):
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
-def layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+def layer_norm(dim: int, eps: float = 1e-6) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
 
 
 class DiTBlock(nn.Module):
@@ -214,7 +228,7 @@ class DiTBlock(nn.Module):
         self.conditioning = cfg.conditioning
         self.norm1 = layer_norm(D)
         self.attn = Attention(D, cfg.num_heads)
-        self.norm2 = layer_norm(D)
+        self.norm2 = layer_norm(D, cfg.norm_eps)
         self.mlp = Mlp(D, int(D * cfg.mlp_ratio))
         if cfg.conditioning == "adaln-zero":      # shift, scale, gate for attention and MLP
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
@@ -262,7 +276,7 @@ class DiT(nn.Module):
         self.cfg = cfg.validate()
         D = cfg.hidden_size
         self.x_embedder = PatchEmbed(cfg)
-        self.t_embedder = TimestepEmbedder(D)
+        self.t_embedder = TimestepEmbedder(D, freq_shift=cfg.freq_shift)
         self.y_embedder = LabelEmbedder(cfg.num_classes, D)
         grid = cfg.input_size // cfg.patch_size
         # Fixed 2D sin-cos table, stored (and counted) like the published checkpoints.
