@@ -1,0 +1,494 @@
+// kernels.c: the ditweb bundle's ops for WebAssembly SIMD128 (wasm32, one thread).
+//
+// The twin of wgsl/*.wgsl.j2: one function per op of the manifest's op table, same params (a u32
+// array in the manifest's order), same bindings (pointers into linear memory, in binding order; the
+// step uniform is a 128-byte record laid out as docs/bundle-format.md says). web/wasm-runtime.js
+// interprets the manifest's programs and calls these by op name. No libc: exp, sin/cos and the
+// noise come from this file, so every browser computes the same bits.
+//
+// Weights arrive as f32: the runtime unpacks f16 once at load (f16_to_f32 below) and stores each
+// matmul weight transposed, (K, N) instead of torch's (N, K), so the inner loop reads rows of w
+// with vector loads and broadcasts one element of a.
+
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(#name))) name
+
+typedef float f32;
+typedef uint32_t u32;
+
+// ------------------------------------------------------------------ step uniform (128 bytes)
+typedef struct {
+  u32 t, i, seed, zero;
+  u32 K, J, N, var_branch;
+  u32 flags, _p0, _p1, _p2;
+  f32 sqrt_abar, sqrt_1m_abar, coef1, coef2;
+  f32 log_beta, log_post_var, sqrt_abar_prev, ddim_dir;
+  f32 sigma, perturb, _p3, _p4;
+  f32 coef[8];
+} Step;
+
+static inline u32 f2u(f32 x) { union { f32 f; u32 u; } v = { .f = x }; return v.u; }
+static inline f32 u2f(u32 x) { union { u32 u; f32 f; } v = { .u = x }; return v.f; }
+
+// ------------------------------------------------------------------ f16 -> f32 (exact)
+void EXPORT(f16_to_f32)(const uint16_t *src, f32 *dst, u32 count) {
+  for (u32 i = 0; i < count; i++) {
+    u32 h = src[i], sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    u32 bits;
+    if (e == 0x1Fu) bits = sign | 0x7F800000u | (m << 13);          // inf / nan
+    else if (e != 0) bits = sign | ((e + 112u) << 23) | (m << 13);   // normal: rebias 15 -> 127
+    else if (m == 0) bits = sign;                                    // +-0
+    else {                                                           // subnormal: normalise
+      e = 113u;
+      while (!(m & 0x400u)) { m <<= 1; e--; }
+      bits = sign | (e << 23) | ((m & 0x3FFu) << 13);
+    }
+    dst[i] = u2f(bits);
+  }
+}
+
+// (N, K) -> (K, N): the layout the matmul inner loop wants
+void EXPORT(transpose)(const f32 *src, f32 *dst, u32 rows, u32 cols) {
+  for (u32 r = 0; r < rows; r++)
+    for (u32 c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
+// ------------------------------------------------------------------ math (no libm in wasm32)
+// exp: x = n ln2 + r, |r| <= ln2/2, Cephes single-precision polynomial; ~1 ulp
+static inline f32 expf_(f32 x) {
+  if (x > 88.72f) return u2f(0x7F800000u);
+  if (x < -103.9f) return 0.0f;
+  f32 n = __builtin_rintf(x * 1.44269504088896341f);
+  f32 r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  f32 p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int ni = (int)n;
+  // 2^n in two halves so that n down to -149 (subnormal results) stays representable
+  int n1 = ni / 2, n2 = ni - n1;
+  return p * u2f((u32)(n1 + 127) << 23) * u2f((u32)(n2 + 127) << 23);
+}
+
+static inline v128_t exp4(v128_t x) {   // the same formula, four lanes
+  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f)), wasm_f32x4_splat(88.0f));
+  v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
+  v128_t r = wasm_f32x4_add(wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f))),
+                            wasm_f32x4_mul(n, wasm_f32x4_splat(2.12194440e-4f)));
+  v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.3981999507e-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(8.3334519073e-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(4.1665795894e-2f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.6666665459e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), r), wasm_f32x4_splat(1.0f));
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(p, e);
+}
+
+static inline f32 silu(f32 x) { return x / (1.0f + expf_(-x)); }
+
+static inline v128_t silu4(v128_t x) {
+  return wasm_f32x4_div(x, wasm_f32x4_add(wasm_f32x4_splat(1.0f), exp4(wasm_f32x4_neg(x))));
+}
+
+static inline v128_t gelu4(v128_t x) {   // gelu_tanh below, four lanes
+  v128_t u = wasm_f32x4_mul(wasm_f32x4_splat(0.7978845608028654f),
+                            wasm_f32x4_add(x, wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.044715f), x), x), x)));
+  v128_t e = exp4(wasm_f32x4_mul(wasm_f32x4_splat(2.0f), wasm_f32x4_abs(u)));
+  v128_t t = wasm_f32x4_sub(wasm_f32x4_splat(1.0f), wasm_f32x4_div(wasm_f32x4_splat(2.0f), wasm_f32x4_add(e, wasm_f32x4_splat(1.0f))));
+  t = wasm_v128_bitselect(wasm_f32x4_neg(t), t, wasm_f32x4_lt(u, wasm_f32x4_splat(0.0f)));
+  return wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.5f), x), wasm_f32x4_add(wasm_f32x4_splat(1.0f), t));
+}
+
+static inline v128_t act4(v128_t v, u32 act) { return act == 1 ? gelu4(v) : act == 2 ? silu4(v) : v; }
+
+static inline f32 gelu_tanh(f32 x) {   // as matmul.wgsl.j2: tanh via exp of |u|, sign restored
+  f32 u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  f32 au = u < 0 ? -u : u;
+  f32 t = 1.0f - 2.0f / (expf_(2.0f * au) + 1.0f);
+  if (u < 0) t = -t;
+  return 0.5f * x * (1.0f + t);
+}
+
+// ------------------------------------------------------------------ the counter-based noise
+// dit_model/noise.py / wgsl/_rng.wgsl.j2 bit for bit. wasm has no fused multiply-add for f32 and
+// the build passes -ffp-contract=off, so every product below is rounded before the add, as in numpy.
+static inline void pcg4d(u32 v[4]) {
+  for (int e = 0; e < 4; e++) v[e] = v[e] * 1664525u + 1013904223u;
+  v[0] += v[1] * v[3]; v[1] += v[2] * v[0]; v[2] += v[0] * v[1]; v[3] += v[1] * v[2];
+  for (int e = 0; e < 4; e++) v[e] ^= v[e] >> 16;
+  v[0] += v[1] * v[3]; v[1] += v[2] * v[0]; v[2] += v[0] * v[1]; v[3] += v[1] * v[2];
+}
+
+static const f32 LOG1P[] = {0.0f, 1.0f, -0.49999976f, 0.3333337f, -0.25002462f, 0.20000857f, -0.16591594f,
+                            0.1418735f, -0.13369992f, 0.12928559f, -0.073820256f};
+static const f32 COS_Q[] = {1.0f, 0.00000013102257f, -1.233704f, 0.000034794986f, 0.25349486f, 0.00048672303f,
+                            -0.02164285f, 0.0006913764f, 0.00063896226f};
+static const f32 SIN_Q[] = {0.0f, 1.5707963f, 0.000003296861f, -0.6460008f, 0.00019882838f, 0.07909309f,
+                            0.0010624186f, -0.005788612f, 0.00063555944f};
+
+static inline f32 horner(const f32 *c, int n, f32 x) {
+  f32 p = c[n - 1];
+  for (int k = n - 2; k >= 0; k--) p = p * x + c[k];
+  return p;
+}
+
+static inline f32 ln_u24(u32 k) {   // ln(k 2^-24), k in [1, 2^24]
+  int e = 31 - __builtin_clz(k);
+  f32 m = (f32)k * u2f((u32)(127 - e) << 23);                        // in [1, 2), exact
+  if (m > 1.4142135f) { m = m * 0.5f; e += 1; }
+  return (f32)(e - 24) * 0.6931472f + horner(LOG1P, 11, m - 1.0f);
+}
+
+static inline f32 sqrt_newton(f32 a) {
+  f32 y = u2f(0x5F3759DFu - (f2u(a) >> 1));
+  for (int n = 0; n < 3; n++) y = y * (1.5f - 0.5f * a * y * y);
+  return a * y;
+}
+
+static inline f32 cos_2pi_u24(u32 j) {
+  u32 q = j >> 22;
+  f32 r = (f32)(j & 0x3FFFFFu) * 2.384185791015625e-7f;
+  f32 c = horner(COS_Q, 9, r), s = horner(SIN_Q, 9, r);
+  return q == 0 ? c : q == 1 ? -s : q == 2 ? -c : s;
+}
+
+static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
+  u32 h[4] = {index, step_i, seed, stream};
+  pcg4d(h);
+  u32 k = (h[0] >> 8) + 1u, j = h[1] >> 8;
+  f32 radius = sqrt_newton(-2.0f * ln_u24(k));
+  return radius * cos_2pi_u24(j);
+}
+
+// ------------------------------------------------------------------ matmul
+// dst[row(m), n] = act(in_act(a[m, :]) . w[:, n] + bias[n]), w transposed to (K, N).
+// 4 rows x 8 columns of outputs in 8 vector accumulators: per k, 4 broadcasts of a and 2 vector
+// loads of w feed 8 vector multiply-adds (16 registers on x86, so nothing spills).
+// act: 0 none, 1 gelu, 2 silu; in_act: 0 none, 1 silu (applied to a copy of a, in scratch).
+static inline f32 apply_act(f32 v, u32 act) { return act == 1 ? gelu_tanh(v) : act == 2 ? silu(v) : v; }
+
+void EXPORT(op_matmul)(const u32 *P, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
+                       u32 in_act, u32 act, f32 *scratch) {
+  const u32 M = P[0], N = P[1], K = P[2], group = P[3], stride = P[4];
+  if (in_act == 1) {   // SiLU on the (small) input once, not per output tile
+    for (u32 i = 0; i < M * K; i++) scratch[i] = silu(a[i]);
+    a = scratch;
+  }
+  u32 m = 0;
+  for (; m < M; m += 4) {
+    const u32 rows = M - m < 4 ? M - m : 4;
+    const f32 *a0 = a + m * K, *a1 = a + (m + (rows > 1)) * K, *a2 = a + (m + (rows > 2) * 2) * K,
+              *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
+    u32 n = 0;
+    for (; n + 8 <= N; n += 8) {
+      v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+      const f32 *w = wt + n;
+      for (u32 k = 0; k < K; k++, w += N) {
+        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
+        v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
+        v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
+        c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
+        c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
+        c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
+        c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
+      }
+      v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      v128_t b0 = wasm_v128_load(bias + n), b1 = wasm_v128_load(bias + n + 4);
+      for (u32 r = 0; r < rows; r++) {
+        u32 mm = m + r;
+        f32 *o = dst + ((mm / group) * stride + mm % group) * N + n;
+        v128_t v0 = wasm_f32x4_add(acc[r][0], b0), v1 = wasm_f32x4_add(acc[r][1], b1);
+        wasm_v128_store(o, act4(v0, act));
+        wasm_v128_store(o + 4, act4(v1, act));
+      }
+    }
+    for (; n < N; n++) {   // N % 8 columns, scalar
+      const f32 *ar[4] = {a0, a1, a2, a3};
+      for (u32 r = 0; r < rows; r++) {
+        f32 s = 0;
+        for (u32 k = 0; k < K; k++) s += ar[r][k] * wt[k * N + n];
+        u32 mm = m + r;
+        dst[((mm / group) * stride + mm % group) * N + n] = apply_act(s + bias[n], act);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ layernorm + modulation
+void EXPORT(op_layernorm_mod)(const u32 *P, const f32 *x, const f32 *ada, f32 *dst) {
+  const u32 rows = P[0], D = P[1], T = P[2], T_in = P[3], has_mod = P[4], mod_stride = P[5],
+            shift_off = P[6], scale_off = P[7];
+  for (u32 r = 0; r < rows; r++) {
+    const u32 b = r / T;
+    const f32 *xr = x + (b * T_in + r % T) * D;
+    f32 s = 0;
+    for (u32 d = 0; d < D; d++) s += xr[d];
+    const f32 mean = s / (f32)D;
+    f32 v = 0;
+    for (u32 d = 0; d < D; d++) { f32 c = xr[d] - mean; v += c * c; }
+    const f32 rstd = 1.0f / __builtin_sqrtf(v / (f32)D + 1e-6f);
+    const f32 *shift = ada + b * mod_stride + shift_off, *scale = ada + b * mod_stride + scale_off;
+    f32 *o = dst + r * D;
+    for (u32 d = 0; d < D; d++) {
+      f32 y = (xr[d] - mean) * rstd;
+      if (has_mod == 1) y = y * (1.0f + scale[d]) + shift[d];
+      o[d] = y;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ attention
+// softmax(q k^T / sqrt(HD)) v per (batch, head, query). Keys are taken 256 at a time with the running
+// max / sum rescale of the WGSL kernel (online softmax), so any T_kv works in fixed scratch.
+// Head dims 32 and 64 (HD / 4 = 8 or 16 vectors) get a copy with q and the accumulator in registers.
+#define KEYS 256
+
+typedef struct {
+  u32 batch, T_q, T_kv, H, q_stride, q_off, kv_stride, k_off, v_off, out_stride;
+} AttnParams;
+
+static inline __attribute__((always_inline)) void attention_vec(const AttnParams *A, const f32 *q, const f32 *kv,
+                                                                  f32 *dst, const u32 HDV) {
+  const u32 HD = 4 * HDV;
+  const f32 scale = 1.0f / __builtin_sqrtf((f32)HD);
+  f32 s[KEYS];
+  for (u32 b = 0; b < A->batch; b++)
+    for (u32 h = 0; h < A->H; h++)
+      for (u32 i = 0; i < A->T_q; i++) {
+        const f32 *qr = q + (b * A->T_q + i) * A->q_stride + A->q_off + h * HD;
+        v128_t qv[16], acc[16];
+        for (u32 d = 0; d < HDV; d++) {
+          qv[d] = wasm_f32x4_mul(wasm_v128_load(qr + 4 * d), wasm_f32x4_splat(scale));
+          acc[d] = wasm_f32x4_splat(0);
+        }
+        f32 m = -3.0e38f, l = 0;
+        for (u32 j0 = 0; j0 < A->T_kv; j0 += KEYS) {
+          const u32 n = A->T_kv - j0 < KEYS ? A->T_kv - j0 : KEYS;
+          const f32 *kbase = kv + (b * A->T_kv + j0) * A->kv_stride + A->k_off + h * HD;
+          const f32 *vbase = kv + (b * A->T_kv + j0) * A->kv_stride + A->v_off + h * HD;
+          f32 m_new = m;
+          for (u32 jj = 0; jj < n; jj++) {
+            const f32 *kr = kbase + jj * A->kv_stride;
+            v128_t dv = wasm_f32x4_mul(qv[0], wasm_v128_load(kr));
+            for (u32 d = 1; d < HDV; d++) dv = wasm_f32x4_add(dv, wasm_f32x4_mul(qv[d], wasm_v128_load(kr + 4 * d)));
+            const f32 dot = (wasm_f32x4_extract_lane(dv, 0) + wasm_f32x4_extract_lane(dv, 1)) +
+                            (wasm_f32x4_extract_lane(dv, 2) + wasm_f32x4_extract_lane(dv, 3));
+            s[jj] = dot;
+            if (dot > m_new) m_new = dot;
+          }
+          const v128_t corr = wasm_f32x4_splat(expf_(m - m_new));
+          l *= wasm_f32x4_extract_lane(corr, 0);
+          for (u32 d = 0; d < HDV; d++) acc[d] = wasm_f32x4_mul(acc[d], corr);
+          for (u32 jj = 0; jj < n; jj += 4) wasm_v128_store(s + jj, exp4(wasm_f32x4_sub(wasm_v128_load(s + jj), wasm_f32x4_splat(m_new))));
+          for (u32 jj = 0; jj < n; jj++) {
+            const f32 pj = s[jj];
+            l += pj;
+            const v128_t pv = wasm_f32x4_splat(pj);
+            const f32 *vr = vbase + jj * A->kv_stride;
+            for (u32 d = 0; d < HDV; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vr + 4 * d)));
+          }
+          m = m_new;
+        }
+        f32 *o = dst + (b * A->T_q + i) * A->out_stride + h * HD;
+        const v128_t inv_l = wasm_f32x4_splat(1.0f / l);
+        for (u32 d = 0; d < HDV; d++) wasm_v128_store(o + 4 * d, wasm_f32x4_mul(acc[d], inv_l));
+      }
+}
+
+static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+  const f32 scale = 1.0f / __builtin_sqrtf((f32)HD);
+  f32 s[KEYS], acc[256], qs[256];
+  if (HD > 256) return;   // the exporter's head dims are far below
+  for (u32 b = 0; b < A->batch; b++)
+    for (u32 h = 0; h < A->H; h++)
+      for (u32 i = 0; i < A->T_q; i++) {
+        const f32 *qr = q + (b * A->T_q + i) * A->q_stride + A->q_off + h * HD;
+        for (u32 d = 0; d < HD; d++) { qs[d] = qr[d] * scale; acc[d] = 0; }
+        f32 m = -3.0e38f, l = 0;
+        for (u32 j0 = 0; j0 < A->T_kv; j0 += KEYS) {
+          const u32 n = A->T_kv - j0 < KEYS ? A->T_kv - j0 : KEYS;
+          f32 m_new = m;
+          for (u32 jj = 0; jj < n; jj++) {
+            const f32 *kr = kv + (b * A->T_kv + j0 + jj) * A->kv_stride + A->k_off + h * HD;
+            f32 dot = 0;
+            for (u32 d = 0; d < HD; d++) dot += qs[d] * kr[d];
+            s[jj] = dot;
+            if (dot > m_new) m_new = dot;
+          }
+          const f32 corr = expf_(m - m_new);
+          l *= corr;
+          for (u32 d = 0; d < HD; d++) acc[d] *= corr;
+          for (u32 jj = 0; jj < n; jj++) {
+            const f32 pj = expf_(s[jj] - m_new);
+            l += pj;
+            const f32 *vr = kv + (b * A->T_kv + j0 + jj) * A->kv_stride + A->v_off + h * HD;
+            for (u32 d = 0; d < HD; d++) acc[d] += pj * vr[d];
+          }
+          m = m_new;
+        }
+        f32 *o = dst + (b * A->T_q + i) * A->out_stride + h * HD;
+        for (u32 d = 0; d < HD; d++) o[d] = acc[d] / l;
+      }
+}
+
+void EXPORT(op_attention)(const u32 *P, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+  const AttnParams *A = (const AttnParams *)P;
+  // the vector loads need 4-float alignment of every row start (strides and offsets)
+  const int aligned = ((A->q_stride | A->q_off | A->kv_stride | A->k_off | A->v_off | A->out_stride) % 4) == 0;
+  if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8);
+  else if (aligned && HD == 64) attention_vec(A, q, kv, dst, 16);
+  else attention_scalar(A, q, kv, dst, HD);
+}
+
+// ------------------------------------------------------------------ elementwise ops
+void EXPORT(op_gated_residual)(const u32 *P, f32 *h, const f32 *y, const f32 *ada) {
+  const u32 count = P[0], D = P[1], T = P[2], has_gate = P[3], mod_stride = P[4], gate_off = P[5];
+  if (has_gate != 1) { for (u32 i = 0; i < count; i++) h[i] += y[i]; return; }
+  for (u32 r = 0; r * D < count; r++) {
+    const f32 *g = ada + (r / T) * mod_stride + gate_off;
+    f32 *hr = h + r * D;
+    const f32 *yr = y + r * D;
+    for (u32 d = 0; d < D; d++) hr[d] = hr[d] + g[d] * yr[d];
+  }
+}
+
+void EXPORT(op_patchify)(const u32 *P, const f32 *img, f32 *dst) {
+  // dst index = ((((b G + gr) G + gc) C + c) p + pr) p + pc, in that order: one running index
+  const u32 count = P[0], C = P[1], I = P[2], p = P[3], G = I / p, B = count / (C * I * I);
+  u32 idx = 0;
+  for (u32 b = 0; b < B; b++)
+    for (u32 gr = 0; gr < G; gr++)
+      for (u32 gc = 0; gc < G; gc++)
+        for (u32 c = 0; c < C; c++)
+          for (u32 pr = 0; pr < p; pr++) {
+            const f32 *src = img + ((b * C + c) * I + gr * p + pr) * I + gc * p;
+            for (u32 pc = 0; pc < p; pc++) dst[idx++] = src[pc];
+          }
+}
+
+void EXPORT(op_unpatchify)(const u32 *P, const f32 *src, f32 *dst) {
+  const u32 count = P[0], C = P[1], I = P[2], p = P[3], G = I / p, B = count / (C * I * I);
+  u32 idx = 0;
+  for (u32 b = 0; b < B; b++)
+    for (u32 c = 0; c < C; c++)
+      for (u32 yy = 0; yy < I; yy++)
+        for (u32 xx = 0; xx < I; xx++) {
+          const u32 token = (b * G + yy / p) * G + xx / p;
+          dst[idx++] = src[((token * p + yy % p) * p + xx % p) * C + c];
+        }
+}
+
+void EXPORT(op_pos_embed_add)(const u32 *P, f32 *h, const f32 *pos) {
+  const u32 count = P[0], T = P[1], D = P[2], T_buf = P[3];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 d = idx % D, t = (idx / D) % T, b = idx / (D * T);
+    h[(b * T_buf + t) * D + d] += pos[t * D + d];
+  }
+}
+
+// cos/sin as timestep_embed.wgsl.j2: Cody-Waite reduction by pi/2, Cephes polynomials
+void EXPORT(op_timestep_embed)(const u32 *P, const u32 *t, const f32 *freqs, f32 *dst) {
+  const u32 count = P[0], half = P[1];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 j = idx % (2 * half), b = idx / (2 * half);
+    const f32 x = (f32)t[b] * freqs[j % half];
+    const f32 k = __builtin_rintf(x * 0.63661977236758134f);
+    const f32 r = ((x - k * 1.5703125f) - k * 4.837512969970703125e-4f) - k * 7.549789948768648e-8f;
+    const f32 z = r * r;
+    const f32 s = r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+    const f32 c = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+    const u32 qd = (u32)((int)k & 3);
+    f32 cs_c = c, cs_s = s;
+    if (qd == 1) { cs_c = -s; cs_s = c; }
+    if (qd == 2) { cs_c = -c; cs_s = -s; }
+    if (qd == 3) { cs_c = s; cs_s = -c; }
+    dst[idx] = j < half ? cs_c : cs_s;
+  }
+}
+
+void EXPORT(op_label_embed)(const u32 *P, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
+  const u32 count = P[0], D = P[1], rows = P[2];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 b = idx / D;
+    const u32 row = y[b] < rows - 1 ? y[b] : rows - 1;   // an id >= rows reads the null row
+    const f32 e = table[row * D + idx % D];
+    y_emb[idx] = e;
+    c[idx] = t_emb[idx] + e;
+  }
+}
+
+void EXPORT(op_cond_tokens)(const u32 *P, const f32 *t_emb, const f32 *y_emb, f32 *dst) {
+  const u32 count = P[0], D = P[1], T_dst = P[2], tok0 = P[3];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 d = idx % D, which = (idx / D) % 2, b = idx / (2 * D);
+    dst[(b * T_dst + tok0 + which) * D + d] = which == 0 ? t_emb[b * D + d] : y_emb[b * D + d];
+  }
+}
+
+void EXPORT(op_rng_normal)(const u32 *P, const Step *st, f32 *dst) {
+  const u32 count = P[0], stream = P[1], step = P[2] == 1 ? st->i : 0;
+  for (u32 idx = 0; idx < count; idx++) dst[idx] = normal(st->seed, stream, step, idx);
+}
+
+void EXPORT(op_expand_batch)(const u32 *P, const Step *st, const f32 *x, f32 *x_in, u32 *t_in) {
+  const u32 count = P[0], PP = P[1], B = P[2];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 e = idx % PP, row = idx / PP, n = row % st->N, k = row / (st->J * st->N);
+    f32 v = x[n * PP + e];
+    if (st->K > 1) v = v + st->perturb * normal(st->seed, 2, st->i, (k * st->N + n) * PP + e);
+    x_in[idx] = v;
+  }
+  for (u32 b = 0; b < B && b < count; b++) t_in[b] = st->t;
+}
+
+void EXPORT(op_guide_combine)(const u32 *P, const Step *st, const f32 *out, f32 *guided) {
+  const u32 count = P[0], C = P[1], C_out = P[2], P2 = P[3];
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 pix = idx % P2, ch = (idx / P2) % C_out, n = idx / (P2 * C_out);
+    f32 total = 0;
+    for (u32 k = 0; k < st->K; k++) {
+      if (ch < C) {
+        f32 s = 0;
+        for (u32 j = 0; j < st->J; j++) s += st->coef[j] * out[(((k * st->J + j) * st->N + n) * C_out + ch) * P2 + pix];
+        total += s;
+      } else {
+        total += out[(((k * st->J + st->var_branch) * st->N + n) * C_out + ch) * P2 + pix];
+      }
+    }
+    guided[idx] = total / (f32)st->K;
+  }
+}
+
+// one DDPM / DDIM step; flags: 1 clip x0, 2 DDPM, 4 add noise, 8 the output is v (else eps)
+void EXPORT(op_sampler_step)(const u32 *P, const Step *st, const f32 *guided, f32 *x) {
+  const u32 count = P[0], C = P[1], P2 = P[2], learn_sigma = P[3];
+  const u32 c_out = learn_sigma == 1 ? 2 * C : C;
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 pix = idx % P2, c = (idx / P2) % C, n = idx / (P2 * C);
+    const f32 out = guided[(n * c_out + c) * P2 + pix];
+    const f32 xt = x[idx];
+    f32 x0 = (st->flags & 8) ? st->sqrt_abar * xt - st->sqrt_1m_abar * out : (xt - st->sqrt_1m_abar * out) / st->sqrt_abar;
+    if (st->flags & 1) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
+    const f32 z = (st->flags & 4) ? normal(st->seed, 1, st->i, idx) : 0.0f;
+    f32 result;
+    if (st->flags & 2) {
+      f32 logvar = st->log_post_var;
+      if (learn_sigma == 1) {
+        const f32 f = (guided[(n * c_out + C + c) * P2 + pix] + 1.0f) / 2.0f;
+        logvar = f * st->log_beta + (1.0f - f) * st->log_post_var;
+      }
+      result = st->coef1 * x0 + st->coef2 * xt + expf_(0.5f * logvar) * z;
+    } else {
+      const f32 eps2 = (xt - st->sqrt_abar * x0) / st->sqrt_1m_abar;
+      result = st->sqrt_abar_prev * x0 + st->ddim_dir * eps2 + st->sigma * z;
+    }
+    x[idx] = result;
+  }
+}

@@ -1,0 +1,154 @@
+// wasm-runtime.js: run a verified ditweb bundle's programs with the WebAssembly SIMD kernels
+// (wasm/kernels.c, built into ditweb-kernels.wasm). No DOM and no worker code here: the Web Worker
+// (ditweb-worker.js) and tests drive it.
+//
+// The same manifest program as the WebGPU path: every dispatch names a kernel, the kernel names an op,
+// and the op's function op_<name> in the wasm module takes (params, bindings...) with the dispatch's
+// params evaluated at the batch (B, N) and its buffers as pointers into the module's memory.
+// Nothing here knows the model.
+
+const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
+const ACT = { none: 0, gelu: 1, silu: 2 };
+const IN_ACT = { none: 0, silu: 1 };
+// ops that share a function: the tiled matmul variants compute the same product
+const OP_FUNCTION = { matmul_shared: "matmul" };
+
+export class WasmEngine {
+  // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
+  // bundle.js; weights: the ArrayBuffer of weights.safetensors.
+  static async create(wasmModule, manifest, weights, tensors) {
+    const { instance } = await WebAssembly.instantiate(wasmModule instanceof WebAssembly.Module ? wasmModule : new Uint8Array(wasmModule), {});
+    const engine = new WasmEngine(instance.exports, manifest);
+    engine.loadWeights(weights, tensors);
+    return engine;
+  }
+
+  constructor(exports, manifest) {
+    this.x = exports;
+    this.memory = exports.memory;
+    this.manifest = manifest;
+    this.top = (exports.__heap_base.value + 15) & ~15;
+    this.batch = null;
+    // every dispatch's function, checked once: an op without a wasm kernel is a one-line error
+    for (const [prog, dispatches] of Object.entries(manifest.programs)) {
+      dispatches.forEach((d, i) => {
+        const op = manifest.kernels[d.kernel].op;
+        if (typeof exports[`op_${OP_FUNCTION[op] || op}`] !== "function") {
+          throw new Error(`programs.${prog}[${i}] (${d.label}): op ${op} has no WebAssembly kernel in this version of ditweb`);
+        }
+      });
+    }
+  }
+
+  // bump allocator over the module's memory, 16-byte aligned, growing the memory as needed
+  alloc(bytes) {
+    const ptr = this.top;
+    this.top = (this.top + bytes + 15) & ~15;
+    const need = this.top - this.memory.buffer.byteLength;
+    if (need > 0) this.memory.grow(Math.ceil(need / 65536));
+    return ptr;
+  }
+
+  f32(ptr, count) { return new Float32Array(this.memory.buffer, ptr, count); }
+  u32(ptr, count) { return new Uint32Array(this.memory.buffer, ptr, count); }
+
+  // Weights as f32 (f16 unpacked here, once); matmul weights also transposed to (K, N).
+  loadWeights(weights, tensors) {
+    const m = this.manifest;
+    const matmulShape = {};   // weight buffer -> [N, K] of the matmuls that read it as w
+    for (const dispatches of Object.values(m.programs)) {
+      for (const d of dispatches) {
+        const op = m.kernels[d.kernel].op;
+        if (op === "matmul" || op === "matmul_shared") matmulShape[d.bindings[1]] = [lin(d.params[1], 1, 1), lin(d.params[2], 1, 1)];
+      }
+    }
+    this.weights = {};
+    let staging = 0, stagingBytes = 0;
+    const mark = this.top;
+    for (const [name, spec] of Object.entries(m.buffers)) {
+      if (spec.kind !== "weight") continue;
+      const t = tensors[spec.tensor];
+      const half = spec.dtype === "f16";
+      const count = t.nbytes / (half ? 2 : 4);
+      const ptr = this.alloc(4 * count + 16);
+      if (half) {
+        if (t.nbytes > stagingBytes) { stagingBytes = t.nbytes; staging = this.alloc(stagingBytes); }
+        new Uint8Array(this.memory.buffer, staging, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
+        this.x.f16_to_f32(staging, ptr, count);
+      } else {
+        new Uint8Array(this.memory.buffer, ptr, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
+      }
+      const shape = matmulShape[name];
+      if (shape) {
+        const [N, K] = shape;
+        if (N * K !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${N} x ${K}`);
+        const wt = this.alloc(4 * count + 16);
+        this.x.transpose(ptr, wt, N, K);
+        this.weights[name] = { ptr, wt };
+      } else {
+        this.weights[name] = { ptr };
+      }
+    }
+    void mark;
+    this.weightsTop = this.top;   // activations of a batch size live above this line
+  }
+
+  // Activation buffers and the compiled dispatch lists for batch (B, N); one batch size resident.
+  state(B, N) {
+    if (this.batch && this.batch.B === B && this.batch.N === N) return this.batch;
+    this.top = this.weightsTop;
+    const m = this.manifest;
+    const buffers = {};
+    for (const [name, spec] of Object.entries(m.buffers)) {
+      if (spec.kind === "weight") buffers[name] = this.weights[name].ptr;
+      else if (spec.kind === "step") buffers[name] = this.alloc(Math.max(spec.bytes, 128));
+      else buffers[name] = this.alloc(4 * lin(spec.elements, B, N) + 16);
+    }
+    let scratchFloats = 0;
+    const programs = {};
+    const pending = [];
+    for (const [prog, dispatches] of Object.entries(m.programs)) {
+      programs[prog] = dispatches.map((d) => {
+        const kernel = m.kernels[d.kernel];
+        const op = OP_FUNCTION[kernel.op] || kernel.op;
+        const params = d.params.map((f) => lin(f, B, N));
+        const paramsPtr = this.alloc(4 * Math.max(params.length, 1));
+        pending.push([paramsPtr, params]);
+        const args = [paramsPtr, ...d.bindings.map((n) => buffers[n])];
+        if (op === "matmul") {
+          args[2] = this.weights[d.bindings[1]].wt;
+          const v = kernel.variant || {};
+          const inAct = IN_ACT[v.in_act || "none"], act = ACT[v.act || "none"];
+          if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
+          if (inAct) scratchFloats = Math.max(scratchFloats, params[0] * params[2]);
+          args.push(inAct, act, 0);   // scratch pointer filled in below
+        } else if (op === "attention") {
+          args.push(kernel.variant.head_dim);
+        }
+        return { fn: this.x[`op_${op}`], args, label: d.label };
+      });
+    }
+    const scratch = this.alloc(4 * scratchFloats + 16);
+    for (const dispatches of Object.values(programs)) for (const d of dispatches) if (d.fn === this.x.op_matmul) d.args[7] = scratch;
+    for (const [ptr, params] of pending) this.u32(ptr, params.length).set(params);
+    const stepName = Object.keys(m.buffers).find((n) => m.buffers[n].kind === "step");
+    this.batch = { B, N, buffers, programs, step: stepName ? buffers[stepName] : 0 };
+    return this.batch;
+  }
+
+  run(names) {
+    for (const name of names) for (const d of this.batch.programs[name]) d.fn(...d.args);
+  }
+
+  writeStep(record) {
+    new Uint8Array(this.memory.buffer, this.batch.step, record.byteLength).set(new Uint8Array(record));
+  }
+
+  write(name, typed) {
+    new Uint8Array(this.memory.buffer, this.batch.buffers[name], typed.byteLength).set(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+  }
+
+  read(name, count) {
+    return this.f32(this.batch.buffers[name], count).slice();
+  }
+}
