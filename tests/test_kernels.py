@@ -4,7 +4,7 @@
 Each output element must lie within its error bound (wgsl/bounds.py, derived in docs/tolerances.md):
 what the WGSL spec lets f32 arithmetic do to that element, computed from the actual inputs, never
 tuned to one machine's rounding. f16 weights are compared with torch on the same f16-rounded values.
-The RNG must be bit-identical to dit_model/noise.py (lavapipe: checks that no FMA was contracted).
+The RNG must be bit-identical to ditformat/noise.py (lavapipe: checks that no FMA was contracted).
 tests/test_tolerances.py holds the committed fixtures and the property test over shapes and scales."""
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ def bound_exact(x, p, v, step, names=("dst",)):
 
 
 def bound_expand_batch(x, p, v, step):
-    from dit_model import noise
+    from ditformat import noise
     Pn, Bn = p["P"], p["B"]
     K, J, N = step["K"], step["J"], step["N"]
     xs = x["x"][: N * Pn].reshape(1, N, Pn).expand(K, N, Pn)
@@ -255,7 +255,7 @@ def bound_guide_combine(x, p, v, step):
 
 def bound_sampler_step(x, p, v, step):
     """One DDPM / DDIM update (docs/tolerances.md, "Sampler step"); flags: 1 clip, 2 DDPM, 4 noise, 8 v-prediction."""
-    from dit_model import noise
+    from ditformat import noise
     count, C, P2 = p["count"], p["C"], p["P2"]
     N = count // (C * P2)
     Co = 2 * C if p["learn_sigma"] else C

@@ -18,7 +18,7 @@ from typing import Callable
 
 import jinja2
 
-from dit_model import noise
+from ditformat import noise
 
 from . import bounds
 from .reference import (ref_attention, ref_cond_tokens, ref_expand_batch, ref_gated_residual, ref_guide_combine,

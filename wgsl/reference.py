@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dit_model import noise
+from ditformat import noise
 
 
 def _act(x, kind):
