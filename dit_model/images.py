@@ -42,7 +42,7 @@ def write_samples(images: np.ndarray, out_dir: Path, stem: str = "sample") -> li
         png = out_dir / f"{stem}_{i:03d}.png"
         _pil(im).save(png)
         paths.append(png)
-        if im.shape[-1] in (3, 4):
+        if im.shape[-1] in (3, 4) and max(im.shape[:2]) <= 256:     # the .ico format stops at 256 px
             ico = out_dir / f"{stem}_{i:03d}.ico"
             _pil(im).convert("RGBA").save(ico, sizes=[(im.shape[1], im.shape[0])])
             paths.append(ico)
