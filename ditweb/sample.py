@@ -28,6 +28,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-clip", dest="clip", action="store_false", help="do not clip x0 to [-1, 1] (latent models)")
     p.add_argument("--preset", help="preset for a checkpoint whose shapes match none")
+    p.add_argument("--vae", help="latent models: decode with this VAE (a diffusers folder, .safetensors or .ckpt) "
+                                 "into RGB PNGs; x0 is then not clipped (torch runtime)")
     p.add_argument("--runtime", default="torch", choices=["torch", "wgpu"])
     p.add_argument("--out", default="samples", help="output folder")
     p.set_defaults(func=cmd_sample)
@@ -79,7 +81,7 @@ def load_source(source: str, preset: str | None):
     import torch
     from dit_model.checkpoint import load_model
     from dit_model.model import PRESETS, DiT
-    if Path(source).is_file():
+    if Path(source).is_file() or Path(source).is_dir():      # a folder: the diffusers DiT layout
         model, meta = load_model(source, preset)
         return model, meta["config"], meta["class_names"]
     if source in PRESETS:
@@ -95,6 +97,8 @@ def cmd_sample(args):
     if args.n < 1 or not 1 <= args.steps <= 1000:
         raise UsageError("--n must be at least 1 and --steps in [1, 1000]")
     bar = lambda desc: tqdm(total=args.steps, desc=desc, unit="step", file=sys.stderr)
+    if args.vae and args.runtime == "wgpu":
+        raise UsageError("--vae decodes with the torch runtime; drop --runtime wgpu")
     if args.runtime == "wgpu":
         from runtime_py.bundle import Bundle
         if not Path(args.source, "manifest.json").is_file():
@@ -108,13 +112,25 @@ def cmd_sample(args):
         where = f", adapter {bundle.gpu.name}"
     else:
         from dit_model.sample import sample_images
+        vae = None
+        if args.vae:
+            import torch
+            from dit_model.vae import load_vae
+            vae = load_vae(args.vae)
+            args.clip = False                                 # latents are not bounded to [-1, 1]
         model, cfg, names = load_source(args.source, args.preset)
+        if vae is not None and vae.cfg.latent_channels != cfg.in_channels:
+            raise UsageError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes {cfg.in_channels}")
         cls, guide = resolve_class(args.cls, names), guide_from_args(args, names)
         b = bar("sampling")
         x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                           class_ids=[cls] * args.n, guide=guide, steps=args.steps, sampler=args.sampler, eta=args.eta,
                           seed=args.seed, clip_x0=args.clip, prediction=cfg.prediction, on_step=lambda i, n: b.update(1))
         where = ""
+        if vae is not None:
+            b.close()
+            x = torch.cat([vae.decode(xi[None]) for xi in tqdm(x, desc="decoding", unit="image", file=sys.stderr)])  # (N, 3, H, W)
+            where = f", decoded with {args.vae}"
     b.close()
     paths = write_samples(to_uint8(x), Path(args.out))
     what = f"composition {args.compose!r}" if guide.compose else f"class {names[cls]!r}"
