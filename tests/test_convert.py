@@ -126,3 +126,10 @@ def test_broken_diffusers_files_fail_with_one_line(converted, tmp_path):
     save_file(sd, tmp_path / "bare.safetensors")
     with pytest.raises(CheckpointError, match="without its config.json"):
         load_model(tmp_path / "bare.safetensors")
+
+
+def test_sample_reads_a_diffusers_folder(converted, tmp_path):
+    from ditweb.cli import main
+    _, _, _, folder = converted
+    assert main(["sample", str(folder), "--n", "1", "--steps", "2", "--no-clip", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "sample_000.png").is_file()

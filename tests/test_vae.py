@@ -247,3 +247,41 @@ def test_decode_gmacs_counts_what_torch_counts(side):
         model(torch.empty(1, 4, side, side, device="meta"))
     assert decode_gmacs(SD_VAE, side) * 1e9 == counter.get_total_flops() / 2
     assert round(decode_gmacs(SD_VAE, 32)) == 311       # "roughly 310 GMAC for a 256x256 image"
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_sample_with_vae_writes_decoded_rgb_pngs(tmp_path, tiny_cfg, capsys):
+    """A latent DiT + a VAE folder: PNGs of the decoded images, the latents sampled without clipping."""
+    import numpy as np
+    from PIL import Image
+    from dit_model.checkpoint import atomic_save
+    from dit_model.model import DiT
+    from dit_model.sample import sample_images
+    from ditweb.cli import main
+    model = randomize(DiT(tiny_cfg), seed=5).eval()                       # 4x8x8 latents
+    atomic_save({"ema": model.state_dict(), "config": tiny_cfg.to_dict()}, tmp_path / "dit.pt")
+    reference_vae(SMALL[0]).save_pretrained(tmp_path / "vae")             # 8x8 latent -> 16x16 image
+    args = ["sample", str(tmp_path / "dit.pt"), "--vae", str(tmp_path / "vae"), "--n", "2", "--steps", "3", "--seed", "4"]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 0
+    png = np.asarray(Image.open(tmp_path / "out" / "sample_001.png"))
+    assert png.shape == (16, 16, 3)
+    x = sample_images(model, in_channels=4, input_size=8, num_classes=3, class_ids=[0, 0], steps=3, seed=4, clip_x0=False)
+    want = np.clip((load_vae(tmp_path / "vae").decode(x)[1].permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5, 0, 255)
+    assert np.abs(png.astype(np.float64) - want.astype(np.uint8)).max() <= 1      # rounding of a float32 decode
+    assert "decoded with" in capsys.readouterr().out
+
+    assert main(args + ["--vae", str(tmp_path / "nothing"), "--out", str(tmp_path / "bad")]) == 2
+    assert main(args + ["--runtime", "wgpu", "--out", str(tmp_path / "bad")]) == 2
+    reference_vae(SMALL[1]).save_pretrained(tmp_path / "vae3")            # 3 latent channels
+    assert main(args[:3] + [str(tmp_path / "vae3"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "no such VAE file" in err and "drop --runtime wgpu" in err and "3-channel latents, the model makes 4" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_info_shows_the_vae_gflops(capsys):
+    from ditweb.cli import main
+    assert main(["info", "DiT-XL/2"]) == 0
+    out = capsys.readouterr().out
+    assert "118.638" in out and f"{decode_gmacs(SD_VAE, 32):.1f}" in out and f"{decode_gmacs(SD_VAE, 64):.1f}" in out
