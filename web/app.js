@@ -1,11 +1,13 @@
 // The demo page: pickers filled from the manifest, a big canvas and the live tab favicon.
-// body[data-state] says where the page is (loading, no-webgpu, no-adapter, bundle-error,
+// body[data-state] says where the page is (loading, unsupported, no-webgpu, no-adapter, bundle-error,
 // ready, running, done, stopped, error); the browser tests read it, people read #message.
+// ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
 import { checkWebGPU, loadBundle, diffuseFavicon } from "./ditweb.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const bundleUrl = new URL(params.get("bundle") || "bundle/", location.href);
+const runtime = params.get("runtime") || "auto";
 let bundle = null;
 let controller = null;
 
@@ -52,7 +54,7 @@ async function generate() {
       canvas: $("big"),
       onStep: ({ step, steps, msPerStep, dataURL }) => {
         $("step").textContent = `${step} / ${steps}`;
-        $("ms").textContent = `${msPerStep.toFixed(1)} ms (mean over the steps so far)`;
+        $("ms").textContent = `${msPerStep.toFixed(1)} ms (${bundle.runtime}, mean over the steps so far)`;
         if (dataURL) $("live").src = dataURL;
       },
     });
@@ -76,26 +78,38 @@ async function generate() {
 }
 
 async function main() {
-  const support = await checkWebGPU();
-  if (!support.ok) {
-    show(`${support.message} The page keeps its static favicon.`, "error");
-    setState(support.reason);
-    return;
+  if (runtime === "webgpu") {   // WebGPU asked for: say so plainly when it is missing
+    const support = await checkWebGPU();
+    if (!support.ok) {
+      show(`${support.message} The page keeps its static favicon.`, "error");
+      setState(support.reason);
+      return;
+    }
   }
   try {
     show(`loading the bundle from ${bundleUrl.pathname} ...`);
     bundle = await loadBundle(bundleUrl, {
+      runtime,
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
   } catch (e) {
     console.error(e);
-    show(`The bundle at ${bundleUrl.pathname} failed verification: ${e.message}`, "error");
-    setState(e.name === "BundleError" ? "bundle-error" : "error");
+    if (e.name === "UnsupportedError") {
+      show(`${e.message} The page keeps its static favicon.`, "error");
+      setState("unsupported");
+    } else if (e.name === "BundleError") {
+      show(`The bundle at ${bundleUrl.pathname} failed verification: ${e.message}`, "error");
+      setState("bundle-error");
+    } else {
+      show(`The bundle at ${bundleUrl.pathname} could not be loaded: ${e.message}`, "error");
+      setState("error");
+    }
     return;
   }
   window.ditwebBundle = bundle;
   show("");
+  $("runtime").textContent = `${bundle.runtime} (${bundle.runtimeReason})`;
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
   bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });

@@ -1,13 +1,18 @@
-// ditweb.js: run a ditweb shader bundle (docs/bundle-format.md) with WebGPU.
+// ditweb.js: run a ditweb shader bundle (docs/bundle-format.md) with WebGPU, or with the
+// WebAssembly SIMD kernels (ditweb-kernels.wasm, in a Web Worker) where WebGPU is missing or runs
+// on a software adapter.
 //
 // The twin of runtime_py, in the same order: load bundle (fetch, verify, cache) -> create
 // pipelines (one per kernel, from the bundle's own .wgsl bytes) -> run a step (one command
 // buffer: step_begin + forward + step_end) -> sample (init, the steps, one read-back).
 // No model-specific code: shapes, bindings and workgroup counts all come from the manifest.
 //
-//   const b = await loadBundle("bundle/");
-//   const { rgba, width, height } = await b.sample({ className: "hippo", seed: 7, steps: 25, cfg: 4 });
+//   const b = await loadBundle("bundle/");              // {runtime: "auto" | "webgpu" | "wasm"}
+//   const { rgba, width, height, runtime } = await b.sample({ className: "hippo", seed: 7, steps: 25, cfg: 4 });
 //   await diffuseFavicon(b, { classId: 0, seed: 7 });   // animates <link rel="icon">
+//
+// Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
+// gives the same image on either; b.runtime and every sample result say which one ran.
 
 import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
 import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
@@ -33,6 +38,43 @@ export async function checkWebGPU() {
   return { ok: true, reason: null, message: "", adapter };
 }
 
+// A software WebGPU adapter (SwiftShader, lavapipe/llvmpipe, WARP) computes on the CPU through a
+// shader emulator, 10x slower than the WebAssembly kernels: "auto" counts it as no GPU.
+const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|software|basic render|warp/i;
+
+export function isSoftwareAdapter(adapter) {
+  const info = adapter.info || {};
+  if (adapter.isFallbackAdapter || info.isFallbackAdapter) return true;
+  return SOFTWARE_ADAPTER.test([info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" "));
+}
+
+// The smallest module with a SIMD instruction: (func (result v128) i32.const 0 i8x16.splat).
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 15, 11]);
+
+// {ok, message}: WebAssembly with SIMD128 (every current browser; older Safari lacks it).
+export function checkWasmSimd() {
+  try {
+    if (typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE)) return { ok: true, message: "" };
+  } catch { /* treated as missing */ }
+  return { ok: false, message: "This browser has no WebAssembly SIMD." };
+}
+
+export const RUNTIMES = ["auto", "webgpu", "wasm"];
+
+// "webgpu" on a hardware adapter; "wasm" without WebGPU, without an adapter or on a software one.
+// Throws (name "UnsupportedError") when neither can run.
+export async function chooseRuntime() {
+  const gpu = await checkWebGPU();
+  if (gpu.ok && !isSoftwareAdapter(gpu.adapter)) return { runtime: "webgpu", reason: "a hardware GPU adapter" };
+  const simd = checkWasmSimd();
+  if (simd.ok) return { runtime: "wasm", reason: gpu.ok ? "the WebGPU adapter is a software one" : gpu.message };
+  if (gpu.ok) return { runtime: "webgpu", reason: "no WebAssembly SIMD; the software adapter is all there is" };
+  const e = new Error(`${gpu.message} ${simd.message}`);
+  e.name = "UnsupportedError";
+  e.reason = gpu.reason;
+  throw e;
+}
+
 // ------------------------------------------------------------------ batch-size arithmetic
 
 const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
@@ -46,9 +88,13 @@ function bufferBytes(spec, B, N) {
 
 // ------------------------------------------------------------------ load bundle
 
-// Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device.
-// opts: {signal, useCache = true, onDeviceLost(info), onProgress({file, done, total}), features: [...]}
+// Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device (WebGPU)
+// or start the worker (WebAssembly).
+// opts: {runtime: "auto" (default) | "webgpu" | "wasm", signal, useCache = true, onDeviceLost(info),
+//        onProgress({file, done, total}), features: [...]}
 export async function loadBundle(url, opts = {}) {
+  const runtime = opts.runtime || "auto";
+  if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);
   const base = new URL(url, globalThis.location ? location.href : undefined);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const manifest = await fetchManifest(base, opts.signal);
@@ -72,9 +118,50 @@ export async function loadBundle(url, opts = {}) {
     }
   }));
   const { tensors, kernels } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest
+  let chosen = { runtime, reason: "asked for" };
+  if (runtime === "auto") chosen = await chooseRuntime();
+  if (chosen.runtime === "wasm") {
+    const simd = checkWasmSimd();
+    if (!simd.ok) { const e = new Error(simd.message); e.name = "UnsupportedError"; throw e; }
+    const bundle = new WasmBundle(base, manifest, files["weights.safetensors"], tensors, stats, opts);
+    bundle.runtimeReason = chosen.reason;
+    await bundle.start();
+    return bundle;
+  }
   const bundle = new Bundle(base, manifest, files["weights.safetensors"], tensors, kernels, stats, opts);
+  bundle.runtimeReason = chosen.reason;
   await bundle.createDevice();
   return bundle;
+}
+
+// Everything a sampling run needs before any compute, from sample()'s options (both runtimes).
+function planRun(bundle, opts) {
+  const m = bundle.manifest;
+  const { in_channels: C, input_size: I, num_classes: numClasses } = m.model;
+  let classIds = opts.classIds;
+  if (!classIds) {
+    const one = opts.className !== undefined ? opts.className : (opts.classId ?? 0);
+    classIds = Array(opts.n ?? 1).fill(one);
+  }
+  const guide = makeGuide(opts, bundle.classNames);
+  classIds = classIds.map((c, n) => resolveClass(c, bundle.classNames, `class of image ${n}`));
+  const steps = opts.steps ?? 25;
+  const sampler = opts.sampler || "ddim";
+  if (!SAMPLERS.includes(sampler)) throw new RangeError(`unknown sampler ${JSON.stringify(sampler)}; choose one of ${SAMPLERS.join(", ")}`);
+  const seed = opts.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
+  const tables = samplerTables(m, steps);
+  const plan = makePlan(guide, classIds, numClasses);
+  const N = classIds.length, K = guide.copies, J = plan.labels.length;
+  if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
+  const B = K * J * N;
+  const y = new Uint32Array(B);                                     // [k][j][n]
+  for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
+  const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true,
+                   prediction: m.sampler.prediction };
+  const signal = opts.signal;
+  const aborted = () => { if (signal && signal.aborted) throw new DOMException("sampling was stopped", "AbortError"); };
+  return { C, I, steps, tables, B, K, J, N, y, common, aborted };
 }
 
 export class Bundle {
@@ -90,6 +177,7 @@ export class Bundle {
     this.device = null;
     this.deviceLosses = 0;
     this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
+    this.runtime = "webgpu";
   }
 
   get classNames() { return this.manifest.class_names; }
@@ -331,36 +419,13 @@ export class Bundle {
 
   async sampleOnce(opts) {
     const m = this.manifest;
-    const { in_channels: C, input_size: I, num_classes: numClasses } = m.model;
-    let classIds = opts.classIds;
-    if (!classIds) {
-      const one = opts.className !== undefined ? opts.className : (opts.classId ?? 0);
-      classIds = Array(opts.n ?? 1).fill(one);
-    }
-    const guide = makeGuide(opts, this.classNames);
-    classIds = classIds.map((c, n) => resolveClass(c, this.classNames, `class of image ${n}`));
-    const steps = opts.steps ?? 25;
-    const sampler = opts.sampler || "ddim";
-    if (!SAMPLERS.includes(sampler)) throw new RangeError(`unknown sampler ${JSON.stringify(sampler)}; choose one of ${SAMPLERS.join(", ")}`);
-    const seed = opts.seed ?? 0;
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
-    const tables = this.tables(steps);
-    const plan = makePlan(guide, classIds, numClasses);
-    const N = classIds.length, K = guide.copies, J = plan.labels.length;
-    if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
-    const B = K * J * N;
-    const signal = opts.signal;
-    const aborted = () => { if (signal && signal.aborted) throw new DOMException("sampling was stopped", "AbortError"); };
+    const { C, I, steps, tables, B, N, y, common, aborted } = planRun(this, opts);
     aborted();
 
     await this.ensureDevice();
     const device = this.device;
     this.state(B, N);
-    const y = new Uint32Array(B);                                     // [k][j][n]
-    for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
     device.queue.writeBuffer(this.batch.buffers[m.io.y], 0, y);
-    const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true,
-                     prediction: m.sampler.prediction };
     device.queue.writeBuffer(this.batch.step, 0, stepUniform({ ...common, i: null, nDone: 0 }));
     device.queue.submit([this.encode(["init"]).finish()]);
 
@@ -382,7 +447,8 @@ export class Bundle {
     }
     const x = await this.readBuffer(m.io.sample, bytes);
     if (this.device !== device) throw new DeviceLostError("the GPU device was lost during sampling");
-    return { x, ...this.images(x, C, I), channels: C, msPerStep: (performance.now() - started) / steps, B, K, J, N };
+    return { x, ...this.images(x, C, I), channels: C, msPerStep: (performance.now() - started) / steps, B, K: common.K, J: common.J, N,
+             runtime: this.runtime };
   }
 
   images(x, C, I) {
@@ -399,6 +465,129 @@ export class Bundle {
   }
 }
 
+// ------------------------------------------------------------------ the WebAssembly runtime
+
+// The same interface as Bundle (sample, forward, describe, dispose), computed by ditweb-kernels.wasm
+// in a Web Worker: one message per step, so the page stays responsive and an abort or a time budget
+// takes effect between steps. Single-threaded: it runs on every page, cross-origin isolated or not.
+export class WasmBundle {
+  constructor(base, manifest, weights, tensors, stats, opts) {
+    this.url = base.href;
+    this.manifest = manifest;
+    this.weights = weights;
+    this.tensors = tensors;
+    this.stats = stats;
+    this.opts = opts;
+    this.runtime = "wasm";
+    this.adapterDescription = "WebAssembly SIMD, 1 thread (Web Worker)";
+    this.worker = null;
+    this.calls = new Map();
+    this.nextId = 1;
+    this.busy = Promise.resolve();
+  }
+
+  get classNames() { return this.manifest.class_names; }
+  get config() { return this.manifest.model; }
+  describe() { return Bundle.prototype.describe.call(this); }
+  tables(steps) { return samplerTables(this.manifest, steps); }
+  images(x, C, I) { return Bundle.prototype.images.call(this, x, C, I); }
+
+  // Fetch the kernels (next to this file), start the worker and unpack the weights there.
+  async start() {
+    const wasmUrl = this.opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
+    let module;
+    try {
+      const response = await fetch(wasmUrl, { signal: this.opts.signal });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      module = await WebAssembly.compile(await response.arrayBuffer());
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new Error(`the WebAssembly kernels (${wasmUrl}) could not be loaded: ${e.message}`);
+    }
+    this.worker = new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
+    this.worker.onmessage = ({ data }) => {
+      const call = this.calls.get(data.id);
+      if (!call) return;
+      this.calls.delete(data.id);
+      if (data.error) {
+        const e = new Error(data.error.message);
+        e.name = data.error.name;
+        call.reject(e);
+      } else {
+        call.resolve(data.result);
+      }
+    };
+    this.worker.onerror = (ev) => {
+      const e = new Error(`the WebAssembly worker failed: ${ev.message || "could not start"}`);
+      for (const call of this.calls.values()) call.reject(e);
+      this.calls.clear();
+    };
+    await this.call("init", { module, manifest: this.manifest, weights: this.weights, tensors: this.tensors });
+  }
+
+  call(cmd, args = {}, transfer = []) {
+    if (!this.worker) return Promise.reject(new Error("the WebAssembly runtime was disposed"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      this.worker.postMessage({ id, cmd, ...args }, transfer);
+    });
+  }
+
+  async forward(x, t, y) {
+    const io = this.manifest.io;
+    const B = t.length;
+    const per = io.x_shape.reduce((a, b) => a * b, 1);
+    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
+    return this.call("forward", { x: Float32Array.from(x), t: Uint32Array.from(t), y: Uint32Array.from(y) });
+  }
+
+  sample(opts = {}) {
+    const run = this.busy.then(() => this.sampleOnce(opts));
+    this.busy = run.catch(() => {});
+    return run;
+  }
+
+  async sampleOnce(opts) {
+    const m = this.manifest;
+    const { C, I, steps, tables, B, N, y, common, aborted } = planRun(this, opts);
+    aborted();
+    await this.call("state", { B, N, y });
+    await this.call("run", { programs: ["init"], record: stepUniform({ ...common, i: null, nDone: 0 }) });
+    const count = N * C * I * I;
+    const started = performance.now();
+    const kernelMs = [];
+    let x = null;
+    for (let nDone = 0; nDone < steps; nDone++) {
+      const i = steps - 1 - nDone;
+      const last = nDone + 1 === steps;
+      const reply = await this.call("run", {
+        programs: ["step_begin", "forward", "step_end"],
+        record: stepUniform({ ...common, i, nDone }),
+        read: opts.preview || last ? { name: m.io.sample, count } : null,
+      });
+      kernelMs.push(reply.ms);
+      x = reply.x;
+      aborted();
+      if (opts.onStep) {
+        const msPerStep = (performance.now() - started) / (nDone + 1);
+        const preview = last ? null : x;
+        opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? this.images(preview, C, I) : {}) });
+      }
+    }
+    return { x, ...this.images(x, C, I), channels: C, msPerStep: (performance.now() - started) / steps, kernelMs,
+             B, K: common.K, J: common.J, N, runtime: this.runtime };
+  }
+
+  dispose() {
+    this.disposed = true;
+    if (this.worker) this.worker.terminate();
+    this.worker = null;
+    for (const call of this.calls.values()) call.reject(new Error("the WebAssembly runtime was disposed"));
+    this.calls.clear();
+  }
+}
+
 export class DeviceLostError extends Error {
   constructor(message) { super(message); this.name = "DeviceLostError"; }
 }
@@ -406,14 +595,29 @@ export class DeviceLostError extends Error {
 // ------------------------------------------------------------------ the favicon
 
 // Animate the page's <link rel="icon"> through the denoising steps (x_t after each step) and
-// leave the final image as the favicon. opts: everything sample() takes, plus canvas (drawn
-// too). Without WebGPU or on failure the static favicon is kept and the error is thrown.
+// leave the final image as the favicon; the same on both runtimes. opts: everything sample() takes,
+// plus canvas (drawn too), timeBudgetMs (stop with a "TimeoutError" once a run takes longer; the
+// signal aborts as before) and remember (default true: the drawn favicon is kept in localStorage per
+// bundle and shown at once on the next visit, before a new one is drawn).
+// On failure the previous favicon (the remembered one, else the static one) is kept and the error thrown.
 export async function diffuseFavicon(bundle, opts = {}) {
   faviconLink();   // remember the static favicon before the first frame
-  const { canvas, onStep } = opts;
+  const { canvas, onStep, timeBudgetMs } = opts;
+  const remember = opts.remember !== false;
+  const key = `ditweb-favicon:${bundle.url}`;
+  const stored = remember ? rememberedFavicon(key) : null;
+  if (stored) faviconLink().href = stored;
+  const controller = new AbortController();
+  const stop = (reason) => controller.abort(reason);
+  if (opts.signal) {
+    if (opts.signal.aborted) stop(opts.signal.reason);
+    else opts.signal.addEventListener("abort", () => stop(opts.signal.reason), { once: true });
+  }
+  const timer = timeBudgetMs > 0 ? setTimeout(() => stop("budget"), timeBudgetMs) : null;
   try {
     const result = await bundle.sample({
       ...opts,
+      signal: controller.signal,
       n: 1,
       preview: true,
       onStep: (info) => {
@@ -422,16 +626,33 @@ export async function diffuseFavicon(bundle, opts = {}) {
           dataURL = setFavicon(info.rgba[0], info.width, info.height);
           if (canvas) drawRGBA(canvas, info.rgba[0], info.width, info.height);
         }
-        if (onStep) onStep({ ...info, dataURL });
+        if (onStep) onStep({ ...info, dataURL, runtime: bundle.runtime });
       },
     });
     result.dataURL = setFavicon(result.rgba[0], result.width, result.height);
     if (canvas) drawRGBA(canvas, result.rgba[0], result.width, result.height);
-    if (onStep) onStep({ step: opts.steps ?? 25, steps: opts.steps ?? 25, msPerStep: result.msPerStep, dataURL: result.dataURL });
+    if (onStep) onStep({ step: opts.steps ?? 25, steps: opts.steps ?? 25, msPerStep: result.msPerStep, dataURL: result.dataURL, runtime: result.runtime });
+    if (remember) {
+      try { localStorage.setItem(key, result.dataURL); } catch { /* storage full or blocked: nothing to remember */ }
+    }
     return result;
   } catch (e) {
-    restoreStaticFavicon();
+    if (stored) faviconLink().href = stored; else restoreStaticFavicon();
+    if (e.name === "AbortError" && controller.signal.reason === "budget") {
+      throw new DOMException(`the favicon took longer than its time budget of ${timeBudgetMs} ms`, "TimeoutError");
+    }
     throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function rememberedFavicon(key) {
+  try {
+    const v = localStorage.getItem(key);
+    return v && v.startsWith("data:image/png;base64,") ? v : null;
+  } catch {
+    return null;
   }
 }
 

@@ -17,7 +17,8 @@ export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
   // bundle.js; weights: the ArrayBuffer of weights.safetensors.
   static async create(wasmModule, manifest, weights, tensors) {
-    const { instance } = await WebAssembly.instantiate(wasmModule instanceof WebAssembly.Module ? wasmModule : new Uint8Array(wasmModule), {});
+    const module = wasmModule instanceof WebAssembly.Module ? wasmModule : await WebAssembly.compile(wasmModule);
+    const instance = await WebAssembly.instantiate(module, {});
     const engine = new WasmEngine(instance.exports, manifest);
     engine.loadWeights(weights, tensors);
     return engine;
@@ -64,7 +65,6 @@ export class WasmEngine {
     }
     this.weights = {};
     let staging = 0, stagingBytes = 0;
-    const mark = this.top;
     for (const [name, spec] of Object.entries(m.buffers)) {
       if (spec.kind !== "weight") continue;
       const t = tensors[spec.tensor];
@@ -89,7 +89,6 @@ export class WasmEngine {
         this.weights[name] = { ptr };
       }
     }
-    void mark;
     this.weightsTop = this.top;   // activations of a batch size live above this line
   }
 

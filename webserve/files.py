@@ -12,7 +12,7 @@ from ditformat.errors import DitwebError
 from runtime_py.verify import sha256_file
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-PAGE_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico"}
+PAGE_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico", ".wasm"}
 MANIFEST = "manifest.json"
 
 

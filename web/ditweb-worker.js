@@ -1,0 +1,48 @@
+// ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
+// page. The page (ditweb.js, WasmBundle) sends one request per step; each reply carries the time the
+// kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
+//   init    {module, manifest, weights, tensors}   compile and unpack the weights
+//   state   {B, N, y}                                batch buffers; y: the label of every row
+//   run     {programs, record, read}                 step record -> programs in order; read: a buffer to return
+//   forward {x, t, y}                                a plain forward pass -> out
+import { WasmEngine } from "./wasm-runtime.js";
+
+let engine = null;
+
+const handlers = {
+  async init({ module, manifest, weights, tensors }) {
+    engine = await WasmEngine.create(module, manifest, weights, tensors);
+    return { memoryBytes: engine.memory.buffer.byteLength };
+  },
+  state({ B, N, y }) {
+    engine.state(B, N);
+    if (y) engine.write(engine.manifest.io.y, y);
+    return null;
+  },
+  run({ programs, record, read }) {
+    const started = performance.now();
+    if (record) engine.writeStep(record);
+    engine.run(programs);
+    const ms = performance.now() - started;
+    return { ms, x: read ? engine.read(read.name, read.count) : null };
+  },
+  forward({ x, t, y }) {
+    const io = engine.manifest.io;
+    engine.state(t.length, t.length);
+    engine.write(io.x, x);
+    engine.write(io.t, t);
+    engine.write(io.y, y);
+    engine.run(["forward"]);
+    return engine.read(io.out, t.length * io.out_shape.reduce((a, b) => a * b, 1));
+  },
+};
+
+self.onmessage = async ({ data }) => {
+  try {
+    const result = await handlers[data.cmd](data);
+    const transfer = result && result.x ? [result.x.buffer] : result instanceof Float32Array ? [result.buffer] : [];
+    self.postMessage({ id: data.id, result }, transfer);
+  } catch (e) {
+    self.postMessage({ id: data.id, error: { name: e.name || "Error", message: e.message || String(e) } });
+  }
+};
