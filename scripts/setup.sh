@@ -8,6 +8,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need_apt=()
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# clang + lld: wasm/build.sh rebuilds web/ditweb-kernels.wasm (tests/test_wasm.py checks the committed one)
+for pkg in clang lld; do dpkg -s $pkg >/dev/null 2>&1 || need_apt+=($pkg); done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -1,0 +1,45 @@
+// The WebAssembly engine (web/wasm-runtime.js + web/ditweb-kernels.wasm) run by node for
+// tests/test_wasm.py: reads one JSON request on stdin, prints one JSON reply.
+//   {cmd: "noise", seed, stream, step, count}                  -> {x}   op_rng_normal through the engine
+//   {cmd: "forward", bundle, x, t, y}                           -> {out} the bundle's forward program
+import { readFileSync } from "node:fs";
+import { parseSafetensors, verifyManifest } from "../web/bundle.js";
+import { WasmEngine } from "../web/wasm-runtime.js";
+
+const WASM = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
+const req = JSON.parse(readFileSync(0, "utf-8"));
+
+async function engineFor(dir) {
+  const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
+  verifyManifest(manifest);
+  const raw = readFileSync(`${dir}/weights.safetensors`);
+  const weights = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+  return WasmEngine.create(WASM, manifest, weights, parseSafetensors(weights));
+}
+
+let reply;
+if (req.cmd === "noise") {
+  // a one-dispatch program: rng_normal over `count` elements with the step record's seed and i
+  const manifest = {
+    kernels: { rng: { op: "rng_normal", variant: {} } },
+    buffers: { step: { kind: "step", bytes: 128 }, dst: { kind: "activation", dtype: "f32", elements: [0, 0, req.count] } },
+    programs: { p: [{ kernel: "rng", label: "rng", bindings: ["step", "dst"], params: [[0, 0, req.count], [0, 0, req.stream], [0, 0, 1]] }] },
+  };
+  const e = await WasmEngine.create(WASM, manifest, new ArrayBuffer(0), {});
+  e.state(1, 1);
+  const record = new Uint32Array(32);
+  record[1] = req.step; record[2] = req.seed;
+  e.writeStep(record.buffer);
+  e.run(["p"]);
+  reply = { x: Array.from(e.read("dst", req.count)) };
+} else if (req.cmd === "forward") {
+  const e = await engineFor(req.bundle);
+  const io = e.manifest.io;
+  e.state(req.t.length, req.t.length);
+  e.write(io.x, Float32Array.from(req.x));
+  e.write(io.t, Uint32Array.from(req.t));
+  e.write(io.y, Uint32Array.from(req.y));
+  e.run(["forward"]);
+  reply = { out: Array.from(e.read(io.out, req.t.length * io.out_shape.reduce((a, b) => a * b, 1))) };
+}
+process.stdout.write(JSON.stringify(reply));

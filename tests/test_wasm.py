@@ -1,0 +1,70 @@
+"""The WebAssembly SIMD runtime without a browser: the committed web/ditweb-kernels.wasm is what
+wasm/build.sh makes from wasm/kernels.c (byte for byte), its noise is dit_model/noise.py bit for bit,
+and its forward pass of an exported bundle matches torch in float64 (node runs web/wasm-runtime.js,
+the same engine the page's Web Worker runs). Pixel parity in Chromium: tests/test_browser.py.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_SCRIPT = REPO / "tests" / "_wasm_node.mjs"
+
+
+def node(request: dict) -> dict:
+    r = subprocess.run(["node", str(NODE_SCRIPT)], input=json.dumps(request), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_committed_wasm_is_a_fresh_build(tmp_path):
+    if shutil.which("clang") is None or shutil.which("wasm-ld") is None:
+        pytest.fail("clang and lld are needed to rebuild the WebAssembly kernels: run scripts/setup.sh")
+    out = tmp_path / "kernels.wasm"
+    r = subprocess.run([str(REPO / "wasm" / "build.sh"), str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    committed = (REPO / "web" / "ditweb-kernels.wasm").read_bytes()
+    assert out.read_bytes() == committed, "web/ditweb-kernels.wasm is stale: run wasm/build.sh and commit it"
+
+
+@pytest.mark.parametrize("seed,stream,step", [(0, 0, 0), (7, 1, 3), (4294967295, 2, 999)])
+def test_noise_is_bit_identical_to_python(seed, stream, step):
+    from dit_model.noise import normal_tensor
+    count = 4099                                              # not a multiple of anything the kernels group by
+    got = np.asarray(node({"cmd": "noise", "seed": seed, "stream": stream, "step": step, "count": count})["x"],
+                     np.float32)
+    ref = normal_tensor(seed, stream, step, (count,)).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("heads", [2, 1])
+def test_forward_matches_torch(tmp_path, heads):
+    """A tiny random-weight bundle (every weight drawn, so nothing is trivially zero), f32 and f16.
+    Head dim 16 takes the scalar attention, 32 the one with the head in vector registers."""
+    import torch
+    from dit_model.model import DiT
+    from export.bundle import export_bundle
+    torch.manual_seed(0)
+    model = DiT.from_preset("Favicon-N/2", num_heads=heads).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
+    t, y = torch.tensor([0, 500, 999]), torch.tensor([0, 2, cfg.num_classes])   # the null class too
+    with torch.no_grad():
+        ref = model.double()(x.double(), t, y).numpy().reshape(-1)
+    for dtype, tol in (("f32", 1e-4), ("f16", 5e-2)):
+        bundle = export_bundle(model.float(), tmp_path / dtype, dtype, ["hippo", "flag", "rocket"])
+        got = np.asarray(node({"cmd": "forward", "bundle": str(bundle), "x": x.reshape(-1).tolist(),
+                               "t": t.tolist(), "y": y.tolist()})["out"])
+        err = np.abs(got - ref).max() / np.abs(ref).max()
+        assert err < tol, f"{dtype}: max error {err:.2e} of the output's range"
