@@ -10,12 +10,18 @@ file whose copies differ is refused. See docs/vae.md ("Published DiT layouts")."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
+from ditformat.errors import DitwebError
+
 from .model import sincos_2d
+
+
+class ConvertError(DitwebError):
+    """A published file that cannot be converted; the message names the file and what is wrong."""
 
 CLASS_NAMES = ("DiTTransformer2DModel", "Transformer2DModel")
 DIFFUSERS_FREQ_SHIFT = 1.0            # diffusers' Timesteps(downscale_freq_shift=1) in its DiT
@@ -30,17 +36,50 @@ def is_diffusers_dit(sd: dict) -> bool:
     return "transformer_blocks.0.norm1.linear.weight" in sd or "pos_embed.proj.weight" in sd
 
 
+def _unpickle_reason(e: Exception) -> str:
+    """The one informative line of torch's many-line weights_only error."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"it names code ({m[1]}), which is never run"
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return m[1].strip() if m else (lines[0][:160] if lines else type(e).__name__)
+
+
+def read_tensors(path: Path, error: type = ConvertError) -> dict:
+    """Named tensors from a .safetensors file or a torch file (.ckpt, .bin; weights_only, so no
+    pickle code runs), also under "state_dict" (latent-diffusion / Lightning files)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise error(f"{path}: not a readable safetensors file ({first})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise error(f"{path}: not a loadable checkpoint (weights_only load failed: {_unpickle_reason(e)})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise error(f"{path}: expected a dict of named tensors (or one under 'state_dict')")
+    return obj
+
+
 def _locate(path: Path) -> tuple[Path, Path] | None:
     """(weights, config.json) of a diffusers DiT folder (or a pipeline folder holding transformer/)."""
     if not path.is_dir():
         return None
     folder = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{path}: a folder without config.json; not a diffusers DiT folder")
+        raise ConvertError(f"{path}: a folder without config.json; not a diffusers DiT folder")
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name, folder / "config.json"
-    raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors beside config.json")
+    raise ConvertError(f"{folder}: no diffusion_pytorch_model.safetensors beside config.json")
 
 
 def _read_config(path: Path) -> dict:
@@ -48,11 +87,11 @@ def _read_config(path: Path) -> dict:
     try:
         d = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable JSON config ({e})") from None
+        raise ConvertError(f"{path}: not a readable JSON config ({e})") from None
     if not isinstance(d, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+        raise ConvertError(f"{path}: expected a JSON object")
     if d.get("_class_name", CLASS_NAMES[0]) not in CLASS_NAMES:
-        raise CheckpointError(f"{path}: describes a {d['_class_name']!r}, not a DiTTransformer2DModel")
+        raise ConvertError(f"{path}: describes a {d['_class_name']!r}, not a DiTTransformer2DModel")
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
     must = {"num_attention_heads": lambda v: is_int(v) and 1 <= v <= 1024,
             "attention_head_dim": lambda v: is_int(v) and 1 <= v <= 4096,
@@ -62,10 +101,10 @@ def _read_config(path: Path) -> dict:
            "norm_elementwise_affine": lambda v: v is False, "attention_bias": lambda v: v is True}
     for k, ok in must.items():
         if k not in d:
-            raise CheckpointError(f"{path}: missing field {k!r}")
+            raise ConvertError(f"{path}: missing field {k!r}")
     for k, ok in {**must, **may}.items():
         if k in d and not ok(d[k]):
-            raise CheckpointError(f"{path}: field {k!r} has an unsupported value {json.dumps(d[k])[:60]}")
+            raise ConvertError(f"{path}: field {k!r} has an unsupported value {json.dumps(d[k])[:60]}")
     return d
 
 
@@ -75,14 +114,14 @@ def from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
 
     def get(name):
         if name not in sd:
-            raise CheckpointError(f"{where}: missing tensor {name!r} (diffusers DiT layout)")
+            raise ConvertError(f"{where}: missing tensor {name!r} (diffusers DiT layout)")
         used.add(name)
         return sd[name]
 
     D, C, p, _ = get("pos_embed.proj.weight").shape
     heads = config["num_attention_heads"]
     if heads * config["attention_head_dim"] != D:
-        raise CheckpointError(f"{where}: config says {heads} heads x {config['attention_head_dim']} = "
+        raise ConvertError(f"{where}: config says {heads} heads x {config['attention_head_dim']} = "
                               f"{heads * config['attention_head_dim']} channels, the tensors have {D}")
     depth = len({k.split(".")[1] for k in sd if k.startswith("transformer_blocks.")})
     # the reference shares one timestep/class embedder; diffusers keeps a copy per block
@@ -91,12 +130,12 @@ def from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
         for i in range(1, depth):
             other = get(_EMB.format(i=i) + name)
             if other.shape != first.shape or not torch.equal(other, first):
-                raise CheckpointError(f"{where}: block {i}'s {name.split('.')[0]} differs from block 0's; the reference "
+                raise ConvertError(f"{where}: block {i}'s {name.split('.')[0]} differs from block 0's; the reference "
                                       "DiT shares one embedder, so this file cannot be converted")
     grid = config["sample_size"] // p
     params = sum(v.numel() for v in sd.values())
     if grid * grid * D > params:      # a real DiT's position table is far smaller than its weights
-        raise CheckpointError(f"{where}: sample_size {config['sample_size']} asks for a {grid * grid} x {D} position "
+        raise ConvertError(f"{where}: sample_size {config['sample_size']} asks for a {grid * grid} x {D} position "
                               f"table, larger than all {params} weights in the file")
     emb = _EMB.format(i=0)
     out = {"x_embedder.proj.weight": get("pos_embed.proj.weight"), "x_embedder.proj.bias": get("pos_embed.proj.bias"),
@@ -112,7 +151,7 @@ def from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
         for kind in ("weight", "bias"):
             q, k, v = (get(f"{b}attn1.to_{n}.{kind}") for n in "qkv")
             if not q.shape == k.shape == v.shape:
-                raise CheckpointError(f"{where}: {b}attn1.to_q/to_k/to_v.{kind} differ in shape")
+                raise ConvertError(f"{where}: {b}attn1.to_q/to_k/to_v.{kind} differ in shape")
             out[f"{o}attn.qkv.{kind}"] = torch.cat([q, k, v], dim=0)                            # (3D, D) or (3D,)
             out[f"{o}adaLN_modulation.1.{kind}"] = get(f"{b}norm1.linear.{kind}")
             out[f"{o}attn.proj.{kind}"] = get(f"{b}attn1.to_out.0.{kind}")
@@ -123,10 +162,10 @@ def from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
         out[f"final_layer.linear.{kind}"] = get(f"proj_out_2.{kind}")
     extra = sorted(set(sd) - used)
     if extra:
-        raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r} in a diffusers DiT ({len(extra)} unexpected)")
+        raise ConvertError(f"{where}: unexpected tensor {extra[0]!r} in a diffusers DiT ({len(extra)} unexpected)")
     c_out = out["final_layer.linear.weight"].shape[0] // (p * p)
     if c_out not in (C, 2 * C):
-        raise CheckpointError(f"{where}: {c_out} output channels for {C} input channels; a DiT has C or 2C")
+        raise ConvertError(f"{where}: {c_out} output channels for {C} input channels; a DiT has C or 2C")
     hidden = out["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * D
     cfg = dict(input_size=config["sample_size"], patch_size=p, in_channels=C, hidden_size=D, depth=depth,
                num_heads=heads, mlp_ratio=hidden / D, num_classes=out["y_embedder.embedding_table.weight"].shape[0] - 1,
@@ -143,12 +182,9 @@ def read_published(path: Path):
         return None
     weights, config_path = found
     config = _read_config(config_path)
-    from .checkpoint import _torch_load
-    sd = _torch_load(weights)
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"{weights}: expected a dict of named tensors")
+    sd = read_tensors(weights)
     if not is_diffusers_dit(sd):
-        raise CheckpointError(f"{weights}: not in the diffusers DiT layout (no pos_embed.proj / transformer_blocks tensors)")
+        raise ConvertError(f"{weights}: not in the diffusers DiT layout (no pos_embed.proj / transformer_blocks tensors)")
     ours, cfg = from_diffusers(sd, config, weights)
     return {"ema": ours, "config": cfg}
 
@@ -157,6 +193,6 @@ def convert_object(obj, path):
     """A loaded checkpoint file, unchanged unless it is a bare diffusers DiT state dict, which
     cannot be used without its config.json (the image size and head count are not in the tensors)."""
     if isinstance(obj, dict) and is_diffusers_dit(obj) and "blocks.0.attn.qkv.weight" not in obj:
-        raise CheckpointError(f"{path}: a diffusers DiT state dict without its config.json (the image size and "
+        raise ConvertError(f"{path}: a diffusers DiT state dict without its config.json (the image size and "
                               "heads are not in the tensors); pass the folder that holds both")
     return obj

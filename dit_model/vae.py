@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from ditformat.errors import DitwebError
 
+from .convert import read_tensors
+
 
 class VAEError(DitwebError):
     """A VAE file or folder that cannot be used; the message names the file and what is wrong."""
@@ -341,37 +343,6 @@ def config_from_json(path: Path) -> VAEConfig:
 
 # ---------------------------------------------------------------- loading
 
-def _unpickle_reason(e: Exception) -> str:
-    """The one informative line of torch's many-line weights_only error."""
-    text = str(e)
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if m:
-        return f"it names code ({m[1]}), which is never run"
-    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    return m[1].strip() if m else (lines[0][:160] if lines else type(e).__name__)
-
-
-def _read_tensors(path: Path) -> dict:
-    """Named tensors from a .safetensors file or a torch file (weights_only: no pickle code runs)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise VAEError(f"{path}: not a readable safetensors file ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise VAEError(f"{path}: not a loadable checkpoint (weights_only load failed: {_unpickle_reason(e)})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):   # latent-diffusion / Lightning
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise VAEError(f"{path}: expected a dict of named tensors (or one under 'state_dict')")
-    return obj
-
-
 def _locate(path: Path) -> tuple[Path, Path | None]:
     """(weights file, config.json or None): a diffusers VAE folder (or a pipeline folder with
     vae/ in it), or a bare file."""
@@ -393,7 +364,7 @@ def load_vae(path, device="cpu", dtype: torch.dtype = torch.float32, quiet: bool
     """The decoder of a published VAE file; layouts in the module docstring. Untrusted input:
     every problem is a one-line VAEError, and shapes are checked before anything is allocated."""
     weights, config = _locate(Path(path))
-    sd, layout = to_diffusers_layout(_read_tensors(weights), str(weights))
+    sd, layout = to_diffusers_layout(read_tensors(weights, VAEError), str(weights))
     if config is not None:
         cfg = config_from_json(config)
     else:

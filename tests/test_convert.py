@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import randomize
-from dit_model.checkpoint import CheckpointError, load_model
+from dit_model.checkpoint import load_model
+from dit_model.convert import ConvertError
+from ditformat.errors import DitwebError
 from dit_model.model import DiT, DiTConfig
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers (the test oracle, in the dev extra) is not installed")
@@ -95,7 +97,7 @@ def test_config_round_trip_keeps_reference_files_unchanged(converted):
 
 def test_refuses_per_block_embedders_that_differ(tmp_path):
     reference_dit(tie=False).save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="block 1's timestep_embedder differs from block 0's") as e:
+    with pytest.raises(ConvertError, match="block 1's timestep_embedder differs from block 0's") as e:
         load_model(tmp_path)
     assert "\n" not in str(e.value)
 
@@ -109,7 +111,7 @@ def test_broken_diffusers_files_fail_with_one_line(converted, tmp_path):
     def fails(tensors, match, config=good):
         (tmp_path / "config.json").write_text(json.dumps(config))
         save_file(tensors, tmp_path / "diffusion_pytorch_model.safetensors")
-        with pytest.raises(CheckpointError) as e:
+        with pytest.raises(DitwebError) as e:       # ConvertError, or CheckpointError from load_model's checks
             load_model(tmp_path)
         assert match in str(e.value) and "\n" not in str(e.value), str(e.value)
 
@@ -124,7 +126,7 @@ def test_broken_diffusers_files_fail_with_one_line(converted, tmp_path):
     fails(sd, "not a DiTTransformer2DModel", {**good, "_class_name": "AutoencoderKL"})
     fails(sd, "norm_eps must be a number", {**good, "norm_eps": 0.5})
     save_file(sd, tmp_path / "bare.safetensors")
-    with pytest.raises(CheckpointError, match="without its config.json"):
+    with pytest.raises(ConvertError, match="without its config.json"):
         load_model(tmp_path / "bare.safetensors")
 
 
