@@ -1,5 +1,7 @@
-"""The browser runtime (web/ditweb.js) and the favicon page in real headless Chromium (SwiftShader
-WebGPU), plus `ditweb serve` / `ditweb site`.
+"""The browser runtime (web/ditweb.js) and the favicon page in real headless Chromium, on both
+runtimes: WebGPU (SwiftShader) and WebAssembly SIMD (web/ditweb-kernels.wasm in a Web Worker), plus
+`ditweb serve` / `ditweb site`. runtime=auto picks WebAssembly on SwiftShader (a software adapter), so
+the WebGPU tests ask for webgpu by name.
 
 SwiftShader computes at ~0.1-0.3 GFLOP/s, so the parity tests use a tiny random-weight
 Favicon-N/2 bundle (8x8x4, hidden 32, depth 2, 3 classes) and few steps. Every weight is
@@ -92,14 +94,19 @@ def test_serve_verb_serves_page_and_bundle(tmp_path):
 
 # ------------------------------------------------------------------ in Chromium: no bundle needed
 
-def test_no_webgpu_shows_fallback_and_keeps_static_favicon():
+def test_without_webgpu_or_wasm_simd_the_static_favicon_stays():
     with local_server({"/": WEB_DIR}) as url, chromium(gpu=False) as ctx:
         page = ctx.new_page()
+        page.add_init_script("WebAssembly.validate = () => false;")   # an old browser: no SIMD either
         page.goto(url)
-        assert wait_state(page, ("no-webgpu", "no-adapter", "ready", "error", "bundle-error"), 30) == "no-webgpu"
-        assert "no WebGPU" in page.text_content("#message")
+        assert wait_state(page, ("unsupported", "no-webgpu", "no-adapter", "ready", "error", "bundle-error"), 30) == "unsupported"
+        msg = page.text_content("#message")
+        assert "no WebGPU" in msg and "no WebAssembly SIMD" in msg and "static favicon" in msg, msg
         assert page.is_visible("#message")
         assert page.get_attribute('link[rel~="icon"]', "href") == "favicon.svg"
+        page.goto(url + "?runtime=webgpu")                             # WebGPU asked for by name
+        assert wait_state(page, ("unsupported", "no-webgpu", "no-adapter", "ready", "error", "bundle-error"), 30) == "no-webgpu"
+        assert "no WebGPU" in page.text_content("#message")
 
 
 def test_sampler_tables_match_python():
@@ -211,7 +218,7 @@ def torch_sample(model, guide: dict, sampler: str, eta: float) -> np.ndarray:
 
 
 def test_page_loads_finds_adapter_and_lists_classes(site):
-    page = open_page(site, "?bundle=f32/")
+    page = open_page(site, "?bundle=f32/&runtime=webgpu")
     assert "swiftshader" in page.text_content("#adapter").lower()
     assert page.eval_on_selector_all("#class option", "os => os.map(o => o.textContent)") == ["hippo", "flag", "rocket"]
     assert page.is_hidden("#message")
@@ -227,37 +234,54 @@ def runtime_py_bundle(bundles):
 @pytest.fixture(scope="module")
 def f32_page(site):
     """One page on the f32 bundle for the parity cases (building pipelines in SwiftShader takes ~4 s)."""
-    page = open_page(site, "?bundle=f32/")
+    page = open_page(site, "?bundle=f32/&runtime=webgpu")
     yield page
     page.close()
 
 
+@pytest.fixture(scope="module")
+def wasm_page(site):
+    """The same bundle on the WebAssembly runtime."""
+    page = open_page(site, "?bundle=f32/&runtime=wasm")
+    assert page.evaluate("window.ditwebBundle.runtime") == "wasm"
+    yield page
+    page.close()
+
+
+RUNTIME_PAGES = {"webgpu": "f32_page", "wasm": "wasm_page"}
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIME_PAGES))
 @pytest.mark.parametrize("case", list(CASES))
-def test_browser_pixels_match_runtime_py_and_torch(f32_page, bundles, runtime_py_bundle, case):
-    """The same bundle, seed and settings: Chromium (SwiftShader) vs runtime_py (wgpu-py) vs torch."""
+def test_browser_pixels_match_runtime_py_and_torch(request, bundles, runtime_py_bundle, case, runtime):
+    """The same bundle, seed and settings: Chromium (SwiftShader WebGPU, or WebAssembly) vs runtime_py
+    (wgpu-py) vs torch."""
     from dit_model.guidance import Guide
     js_opts, guide, sampler, eta = CASES[case]
-    got = browser_sample(f32_page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
+    page = request.getfixturevalue(RUNTIME_PAGES[runtime])
+    got = browser_sample(page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})
+    assert page.evaluate("window.ditwebBundle.runtime") == runtime
     py = runtime_py_bundle.sample(CLASS_ID, seed=SEED, steps=STEPS, guide=Guide(**guide), sampler=sampler,
                                   eta=eta).reshape(-1)
     ref = torch_sample(bundles["model"], guide, sampler, eta)
     inside = float(np.mean(np.abs(ref) < 0.999))
     assert inside > 0.3, f"only {inside:.0%} of reference pixels are unclipped: the comparison would be weak"
     vs_py, vs_torch = psnr(to_unit(got), to_unit(py)), psnr(to_unit(got), to_unit(ref))
-    print(f"\n[{case}] PSNR browser vs runtime_py: {vs_py:.1f} dB, vs torch float64: {vs_torch:.1f} dB "
+    print(f"\n[{case}, {runtime}] PSNR browser vs runtime_py: {vs_py:.1f} dB, vs torch float64: {vs_torch:.1f} dB "
           f"(max |browser - runtime_py| {np.abs(got - py).max():.2e}, {inside:.0%} of pixels unclipped)")
     assert vs_py >= PSNR_MIN, f"{case}: browser vs runtime_py PSNR {vs_py:.1f} dB < {PSNR_MIN}"
     assert vs_torch >= PSNR_MIN, f"{case}: browser vs torch PSNR {vs_torch:.1f} dB < {PSNR_MIN}"
 
 
-def test_several_images_in_one_batch_match_runtime_py(f32_page, runtime_py_bundle):
+@pytest.mark.parametrize("runtime", list(RUNTIME_PAGES))
+def test_several_images_in_one_batch_match_runtime_py(request, runtime_py_bundle, runtime):
     """N = 2 images of different classes in one CFG batch (B = 4 rows): the [k][j][n] layout."""
-    got = f32_page.evaluate("""async () => {
+    got = request.getfixturevalue(RUNTIME_PAGES[runtime]).evaluate("""async () => {
         const r = await window.ditwebBundle.sample({ classIds: ["hippo", 2], seed: 3, steps: 4, cfg: 4.0 });
-        return { x: Array.from(r.x), n: r.rgba.length, B: r.B };
+        return { x: Array.from(r.x), n: r.rgba.length, B: r.B, runtime: r.runtime };
     }""")
     py = runtime_py_bundle.sample([0, 2], seed=3, steps=4, cfg=4.0)
-    assert got["n"] == 2 and got["B"] == 4
+    assert got["n"] == 2 and got["B"] == 4 and got["runtime"] == runtime
     x = np.asarray(got["x"], np.float32).reshape(py.shape)
     for n in range(2):
         value = psnr(to_unit(x[n]), to_unit(py[n]))
@@ -265,8 +289,9 @@ def test_several_images_in_one_batch_match_runtime_py(f32_page, runtime_py_bundl
     assert psnr(to_unit(x[0]), to_unit(x[1])) < 30, "two classes gave (nearly) the same image"
 
 
-def test_sample_stops_on_abort_and_rejects_bad_options(f32_page):
-    r = f32_page.evaluate("""async () => {
+@pytest.mark.parametrize("runtime", list(RUNTIME_PAGES))
+def test_sample_stops_on_abort_and_rejects_bad_options(request, runtime):
+    r = request.getfixturevalue(RUNTIME_PAGES[runtime]).evaluate("""async () => {
         const b = window.ditwebBundle, ac = new AbortController();
         let steps = 0, name = null;
         try { await b.sample({ classId: 0, steps: 50, signal: ac.signal, onStep: () => { if (++steps === 2) ac.abort(); } }); }
@@ -289,21 +314,23 @@ def test_f16_bundle_matches_f32_bundle(site):
     """f16 weights are unpacked in the shader (SwiftShader has no shader-f16): the image moves only
     by the weights' rounding."""
     opts = {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, "cfg": 4.0}
-    page = open_page(site, "?bundle=f16/")
-    assert page.evaluate("window.ditwebBundle.manifest.dtype") == "f16"
-    assert not page.evaluate("async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16')")
-    got16 = browser_sample(page, opts)
-    page.close()
-    page = open_page(site, "?bundle=f32/")
-    got32 = browser_sample(page, opts)
-    page.close()
-    value = psnr(to_unit(got16), to_unit(got32))
-    print(f"\n[f16] PSNR f16 bundle vs f32 bundle (browser): {value:.1f} dB")
-    assert value >= 30.0, f"f16 bundle drifted: PSNR {value:.1f} dB vs the f32 bundle"
+    for runtime in ("webgpu", "wasm"):   # WebAssembly unpacks f16 once at load
+        page = open_page(site, f"?bundle=f16/&runtime={runtime}")
+        assert page.evaluate("window.ditwebBundle.manifest.dtype") == "f16"
+        assert not page.evaluate("async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16')")
+        got16 = browser_sample(page, opts)
+        page.close()
+        page = open_page(site, f"?bundle=f32/&runtime={runtime}")
+        got32 = browser_sample(page, opts)
+        page.close()
+        value = psnr(to_unit(got16), to_unit(got32))
+        print(f"\n[f16, {runtime}] PSNR f16 bundle vs f32 bundle (browser): {value:.1f} dB")
+        assert value >= 30.0, f"{runtime}: f16 bundle drifted: PSNR {value:.1f} dB vs the f32 bundle"
 
 
-def test_favicon_link_animates_and_ends_on_the_image(site):
-    page = open_page(site, f"?bundle=f32/&steps=4&seed={SEED}&class={CLASS_ID}")
+@pytest.mark.parametrize("runtime", ["webgpu", "wasm"])
+def test_favicon_link_animates_and_ends_on_the_image(site, runtime):
+    page = open_page(site, f"?bundle=f32/&steps=4&seed={SEED}&class={CLASS_ID}&runtime={runtime}")
     page.evaluate("""() => { window.iconHrefs = [];
         new MutationObserver(() => window.iconHrefs.push(document.querySelector('link[rel~="icon"]').href))
           .observe(document.head, { subtree: true, attributes: true, attributeFilter: ['href'] }); }""")
@@ -314,7 +341,9 @@ def test_favicon_link_animates_and_ends_on_the_image(site):
     assert final.startswith("data:image/png;base64,") and final != "favicon.svg"
     assert len(set(hrefs)) >= 3, f"the favicon changed {len(set(hrefs))} times over 4 steps"
     assert hrefs[-1] == final == page.evaluate("window.ditwebLast.dataURL")
-    assert "ms" in page.text_content("#ms") and page.text_content("#step") == "4 / 4"
+    assert "ms" in page.text_content("#ms") and runtime in page.text_content("#ms")
+    assert page.text_content("#step") == "4 / 4" and page.text_content("#runtime").startswith(runtime)
+    assert page.evaluate("window.ditwebLast.runtime") == runtime
     page.close()
 
 
@@ -339,7 +368,7 @@ def test_second_visit_downloads_only_the_manifest(site):
 
 
 def test_device_loss_recreates_the_device_and_goes_on(site):
-    page = open_page(site, "?bundle=f32/")
+    page = open_page(site, "?bundle=f32/&runtime=webgpu")
     opts = {"classId": CLASS_ID, "seed": SEED, "steps": 3, "cfg": 4.0}
     before = browser_sample(page, opts)
     after = page.evaluate("""async (o) => {
@@ -354,13 +383,52 @@ def test_device_loss_recreates_the_device_and_goes_on(site):
     page.close()
 
 
-def test_no_adapter_shows_fallback(site):
+def test_no_adapter_draws_via_wasm(site):
     page = site["ctx"].new_page()
     page.add_init_script("navigator.gpu.requestAdapter = async () => null;")   # WebGPU present, GPU blocklisted
-    page.goto(site["url"] + "?bundle=f32/")
+    page.goto(site["url"] + "?bundle=f32/&runtime=webgpu")
     assert wait_state(page, ("no-adapter", "no-webgpu", "ready", "error", "bundle-error"), 30) == "no-adapter"
     assert "no GPU adapter" in page.text_content("#message")
     assert page.get_attribute('link[rel~="icon"]', "href") == "favicon.svg"
+    page.goto(site["url"] + "?bundle=f32/&steps=2&autorun=1")                 # auto: WebAssembly
+    assert wait_state(page, ("done", "no-adapter", "no-webgpu", "error", "bundle-error"), 60) == "done"
+    assert page.evaluate("window.ditwebBundle.runtime") == "wasm"
+    assert page.get_attribute('link[rel~="icon"]', "href").startswith("data:image/png;base64,")
+    page.close()
+
+
+def test_no_webgpu_page_draws_the_favicon_via_wasm(site):
+    page = site["ctx"].new_page()   # one browser per module: playwright's sync API cannot start a second
+    page.add_init_script("delete Navigator.prototype.gpu;")   # what chromium(gpu=False) does
+    page.goto(site["url"] + f"?bundle=f32/&steps=3&seed={SEED}&autorun=1")
+    assert wait_state(page, ("done", "unsupported", "no-webgpu", "error", "bundle-error"), 60) == "done", \
+        page.text_content("#message")
+    assert page.text_content("#runtime").startswith("wasm") and "no WebGPU" in page.text_content("#runtime")
+    assert page.get_attribute('link[rel~="icon"]', "href").startswith("data:image/png;base64,")
+    # a repeat visit shows the remembered favicon at once, before any drawing
+    page.goto(site["url"] + "?bundle=f32/")
+    assert wait_state(page, ("ready", "error"), 60) == "ready"
+    remembered = page.evaluate("""async () => {
+        const { diffuseFavicon } = await import('/ditweb.js');
+        const ac = new AbortController();
+        ac.abort();
+        try { await diffuseFavicon(window.ditwebBundle, { signal: ac.signal }); } catch (e) { /* stopped at once */ }
+        return document.querySelector('link[rel~="icon"]').href;
+    }""")
+    assert remembered.startswith("data:image/png;base64,")
+    page.close()
+
+
+def test_auto_picks_wasm_on_swiftshader_and_the_time_budget_stops_a_run(site):
+    page = open_page(site, "?bundle=f32/")
+    assert page.evaluate("window.ditwebBundle.runtime") == "wasm"
+    assert "software" in page.text_content("#runtime")
+    r = page.evaluate("""async () => {
+        const { diffuseFavicon } = await import('/ditweb.js');
+        try { await diffuseFavicon(window.ditwebBundle, { steps: 1000, timeBudgetMs: 50, remember: false }); return 'finished'; }
+        catch (e) { return `${e.name}: ${e.message}`; }
+    }""")
+    assert r.startswith("TimeoutError") and "time budget of 50 ms" in r, r
     page.close()
 
 

@@ -2,7 +2,7 @@
 // body[data-state] says where the page is (loading, unsupported, no-webgpu, no-adapter, bundle-error,
 // ready, running, done, stopped, error); the browser tests read it, people read #message.
 // ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
-import { checkWebGPU, loadBundle, diffuseFavicon } from "./ditweb.js";
+import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -86,10 +86,13 @@ async function main() {
       return;
     }
   }
+  // auto: choose before downloading anything, so a browser that can run neither path fetches nothing
+  let chosen = { runtime, reason: "asked for" };
   try {
+    if (runtime === "auto") chosen = await chooseRuntime();
     show(`loading the bundle from ${bundleUrl.pathname} ...`);
     bundle = await loadBundle(bundleUrl, {
-      runtime,
+      runtime: chosen.runtime,
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
@@ -109,7 +112,7 @@ async function main() {
   }
   window.ditwebBundle = bundle;
   show("");
-  $("runtime").textContent = `${bundle.runtime} (${bundle.runtimeReason})`;
+  $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
   bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });
