@@ -110,6 +110,15 @@ def _read_config(path: Path) -> dict:
 
 def from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
     """(our state dict, our config dict) from a diffusers DiT state dict and its config.json."""
+    try:
+        return _from_diffusers(sd, config, where)
+    except ConvertError:
+        raise
+    except (IndexError, ValueError, RuntimeError) as e:      # a tensor with too few dimensions, and the like
+        raise ConvertError(f"{where}: tensor shapes that no DiT has ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _from_diffusers(sd: dict, config: dict, where) -> tuple[dict, dict]:
     used = set()
 
     def get(name):

@@ -286,6 +286,15 @@ def to_diffusers_layout(sd: dict, where: str) -> tuple[dict, str]:
 def infer_vae_config(sd: dict, where: str) -> VAEConfig:
     """Channels and depths from the tensor shapes (diffusers names); GroupNorm groups and eps and
     the scaling factor cannot be seen in shapes: the Stable Diffusion values are assumed."""
+    try:
+        return _infer_vae_config(sd, where)
+    except VAEError as e:
+        raise VAEError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+    except (IndexError, ValueError) as e:                    # a tensor with too few dimensions
+        raise VAEError(f"{where}: tensor shapes that no VAE decoder has ({e})") from None
+
+
+def _infer_vae_config(sd: dict, where: str) -> VAEConfig:
     def shape(name):
         if name not in sd:
             raise VAEError(f"{where}: missing tensor {name!r}")

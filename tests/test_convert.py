@@ -119,6 +119,8 @@ def test_broken_diffusers_files_fail_with_one_line(converted, tmp_path):
     fails({**sd, "transformer_blocks.0.attn1.to_q.weight": torch.zeros(D, D + 1)}, "to_q/to_k/to_v.weight differ in shape")
     fails({**sd, "transformer_blocks.0.norm2.weight": torch.zeros(D)}, "unexpected tensor 'transformer_blocks.0.norm2.weight'")
     fails({**sd, "proj_out_1.weight": torch.zeros(3 * D, D)}, "tensor final_layer.adaLN_modulation.1.weight is [96, 32]")
+    fails({**sd, "pos_embed.proj.weight": torch.zeros(D)}, "tensor shapes that no DiT has")
+    fails({**sd, "proj_out_2.weight": torch.zeros(())}, "tensor shapes that no DiT has")
     fails(sd, "3 heads x 16 = 48 channels, the tensors have 32", {**good, "num_attention_heads": 3})
     fails(sd, "field 'norm_type'", {**good, "norm_type": "ada_norm"})
     fails(sd, "missing field 'sample_size'", {k: v for k, v in good.items() if k != "sample_size"})

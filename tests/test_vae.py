@@ -214,6 +214,13 @@ def test_broken_files_fail_with_one_line(small_ref, tmp_path, capsys):
         load_vae(folder)
     _one_line(e)
 
+    save_file({**sd, "decoder.conv_in.weight": torch.zeros(3)}, tmp_path / "flat.safetensors")     # no config.json
+    with pytest.raises(VAEError, match="flat.safetensors: tensor shapes that no VAE decoder has") as e:
+        load_vae(tmp_path / "flat.safetensors", quiet=True)
+    _one_line(e)
+    save_file({k: v for k, v in sd.items() if "conv_out" not in k}, tmp_path / "cut.safetensors")
+    with pytest.raises(VAEError, match="cut.safetensors: missing tensor 'decoder.conv_out.weight'"):
+        load_vae(tmp_path / "cut.safetensors", quiet=True)
     cases = {"nothing": (None, "no such VAE file"), "garbage.safetensors": (b"\x00" * 40, "not a readable safetensors"),
              "garbage.ckpt": (b"not a zip", "not a loadable checkpoint"), "list.ckpt": ([torch.zeros(1)], "dict of named tensors")}
     for name, (content, match) in cases.items():
