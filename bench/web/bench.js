@@ -1,6 +1,6 @@
 // One denoising step (the CFG batch: B = 2N model rows) with our runtime (several bundle
-// variants) and with onnxruntime-web's WebGPU execution provider on the ONNX export of the same
-// model. The runtimes are timed in turns (ours A, ours B, ..., ORT, then again), so background
+// variants on WebGPU, and the WebAssembly runtime) and with onnxruntime-web's WebGPU and wasm
+// execution providers (one thread each) on the ONNX export of the same model. The runtimes are timed in turns (ours A, ours B, ..., ORT, then again), so background
 // load on the shared CPU hits all of them alike and the ratios hold even when absolute times drift.
 // Each timing runs from submit to onSubmittedWorkDone / session.run resolving; the first run of
 // each (pipeline / shader compilation) is reported separately.
@@ -13,9 +13,9 @@ const median = (a) => { const s = [...a].sort((p, q) => p - q); return s.length 
 
 // Load, warm up with a 2-step CFG sample (allocates the batch, runs every kernel once) and
 // return a function that times one more step: the step record sample() would write at i = 12 of 25.
-async function prepareOurs(bundleUrl, N) {
+async function prepareOurs(bundleUrl, N, runtime = "webgpu") {
   const t0 = now();
-  const b = await loadBundle(bundleUrl, { useCache: false, features: ["timestamp-query"] });
+  const b = await loadBundle(bundleUrl, { runtime, useCache: false, features: ["timestamp-query"] });
   const loadMs = now() - t0;
   const t1 = now();
   await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0, n: N });
@@ -26,7 +26,12 @@ async function prepareOurs(bundleUrl, N) {
   const record = stepUniform({ tables: samplerTables(m, 25), i: 12, nDone: 12, steps: 25, seed: 1, K: 1, J: 2, N,
     plan, guide, sampler: "ddim", eta: 0, clipX0: true });
   const dispatches = ["step_begin", "forward", "step_end"].reduce((a, p) => a + m.programs[p].length, 0);
-  const step = async () => {
+  // WebAssembly: one request to the worker, the time from posting it to its reply (as sample() sees it)
+  const step = runtime === "wasm" ? async () => {
+    const s = now();
+    await b.call("run", { programs: ["step_begin", "forward", "step_end"], record });
+    return now() - s;
+  } : async () => {
     const s = now();
     b.runStep(record);
     await b.device.queue.onSubmittedWorkDone();
@@ -68,13 +73,15 @@ async function profileStep(b, record) {
   return out;
 }
 
-// ORT session on the WebGPU EP, the CFG batch's inputs, one warm-up run (shader compilation).
-async function prepareOrt(cfg) {
-  const ort = await import(cfg.ortModule);
+// ORT session on the WebGPU or wasm EP, the CFG batch's inputs, one warm-up run (shader compilation).
+// The wasm EP comes from onnxruntime-web's plain wasm build (its own module), as a site without
+// WebGPU would load it.
+async function prepareOrt(cfg, ep = "webgpu") {
+  const ort = await import(ep === "wasm" ? cfg.ortWasmModule : cfg.ortModule);
   ort.env.wasm.numThreads = 1;                 // no cross-origin isolation on a plain local server
   ort.env.wasm.wasmPaths = cfg.ortBase;
   const t0 = now();
-  const session = await ort.InferenceSession.create(cfg.onnx, { executionProviders: ["webgpu"] });
+  const session = await ort.InferenceSession.create(cfg.onnx, { executionProviders: [ep] });
   const createMs = now() - t0;
   const B = 2 * cfg.N;
   const feeds = {};
@@ -119,33 +126,34 @@ window.runBench = async (cfg) => {
   const ours = [];
   for (const v of cfg.variants) {
     log(`ditweb ${v.label}: ${v.bundle}`);
-    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N)) });
+    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime)) });
   }
-  let ort = null, ortError = null;
-  if (cfg.onnx) {
-    log(`onnxruntime-web: ${cfg.onnx}`);
+  const orts = {}, ortErrors = {};
+  for (const ep of cfg.onnx ? ["webgpu", "wasm"] : []) {
+    log(`onnxruntime-web ${ep}: ${cfg.onnx}`);
     try {
-      ort = await prepareOrt(cfg);
+      orts[ep] = await prepareOrt(cfg, ep);
     } catch (e) {
-      ortError = String((e && e.message) || e);
+      ortErrors[ep] = String((e && e.message) || e);
     }
   }
   for (let r = 0; r < cfg.reps; r++) {          // in turns: the same background load for everyone
     for (const o of ours) o.stats.times.push(await o.step());
-    if (ort) ort.stats.times.push(await ort.step());
-    log(`round ${r + 1}: ${ours.map((o) => o.stats.times[r].toFixed(1)).join(", ")}${ort ? `, ort ${ort.stats.times[r].toFixed(1)}` : ""}`);
+    for (const ort of Object.values(orts)) ort.stats.times.push(await ort.step());
+    log(`round ${r + 1}: ${ours.map((o) => o.stats.times[r].toFixed(1)).join(", ")}, ort ${Object.values(orts).map((o) => o.stats.times[r].toFixed(1)).join(", ")}`);
   }
-  const out = { ours: {} };
+  const out = { ours: {}, ort: {} };
   for (const o of ours) {
-    out.ours[o.label] = { ...o.stats, stepMs: median(o.stats.times) };
-    if (o.b.device.features.has("timestamp-query")) out.ours[o.label].perKernel = await profileStep(o.b, o.record);
+    out.ours[o.label] = { ...o.stats, stepMs: median(o.stats.times), runtime: o.b.runtime };
+    if (o.b.device && o.b.device.features.has("timestamp-query")) out.ours[o.label].perKernel = await profileStep(o.b, o.record);
   }
-  if (ort) {
-    out.ort = { ...ort.stats, stepMs: median(ort.stats.times), ...(await agreement(ours[0], ort, cfg)) };
+  for (const [ep, ort] of Object.entries(orts)) {
+    // each EP against the runtime of its kind (same forward: the timing compares the same work)
+    const mine = ours.find((o) => o.b.runtime === ep) || ours[0];
+    out.ort[ep] = { ...ort.stats, stepMs: median(ort.stats.times), ...(await agreement(mine, ort, cfg)) };
     await ort.session.release();
-  } else if (ortError) {
-    out.ort = { error: ortError };
   }
+  for (const [ep, error] of Object.entries(ortErrors)) out.ort[ep] = { error };
   for (const o of ours) o.b.dispose();
   document.body.dataset.state = "done";
   return out;

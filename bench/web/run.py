@@ -1,6 +1,7 @@
-"""Browser benchmark (not a test): one denoising step (the CFG batch, B = 2N) of web/ditweb.js vs
-onnxruntime-web's WebGPU EP on the ONNX export of the same model, in one headless Chromium run;
-and the page weight of each (what a visitor downloads).
+"""Browser benchmark (not a test): one denoising step (the CFG batch, B = 2N) of web/ditweb.js on
+WebGPU and on WebAssembly SIMD vs onnxruntime-web's WebGPU and wasm EPs (one thread each) on the ONNX
+export of the same model, in one headless Chromium run; and the bytes of each path (what a visitor
+downloads).
 
     .venv/bin/python bench/web/run.py [--presets Favicon-N/2,Favicon-T/4] [--ckpt CKPT] [--reps 5]
 
@@ -27,7 +28,8 @@ from _browser import chromium, local_server  # noqa: E402
 from dit_model.bench import format_table, save_text  # noqa: E402
 
 ORT_DIST = REPO / "data" / "npm-ort" / "node_modules" / "onnxruntime-web" / "dist"
-OUR_JS = ["ditweb.js", "bundle.js", "schedule.js", "favicon.js"]   # what a site embedding the runtime loads
+OUR_JS = ["ditweb.js", "bundle.js", "bundle-schema.js", "schedule.js", "favicon.js"]   # what a site embedding the runtime loads
+OUR_WASM = ["wasm-runtime.js", "ditweb-worker.js", "ditweb-kernels.wasm"]             # ... and the WebAssembly path too
 RESULTS = REPO / "bench" / "results" / "web.md"
 
 
@@ -88,8 +90,8 @@ def onnx_inputs(model_path: Path, manifest: dict) -> list[dict]:
     return out
 
 
-def page_weight(bundle: Path, manifest: dict) -> dict:
-    js = sum((REPO / "web" / f).stat().st_size for f in OUR_JS)
+def page_weight(bundle: Path, manifest: dict, wasm: bool = False) -> dict:
+    js = sum((REPO / "web" / f).stat().st_size for f in OUR_JS + (OUR_WASM if wasm else []))
     kernels = sum(e["size"] for f, e in manifest["files"].items() if f.startswith("kernels/"))
     weights = manifest["files"]["weights.safetensors"]["size"]
     return {"js": js, "kernels": kernels, "weights": weights, "manifest": (bundle / "manifest.json").stat().st_size}
@@ -98,7 +100,7 @@ def page_weight(bundle: Path, manifest: dict) -> dict:
 def run(args) -> str:
     presets = [p for p in args.presets.split(",") if p] if not args.ckpt else [None]
     work = Path(tempfile.mkdtemp(prefix="ditweb-bench-web-"))
-    step_rows, weight_rows, kernel_rows, details = [], [], [], []
+    step_rows, weight_rows, kernel_rows, details, summary = [], [], [], [], []
     with chromium() as ctx:
         for preset in presets:
             model, names = load_model(preset, args.ckpt)
@@ -118,10 +120,12 @@ def run(args) -> str:
                 page.goto(url)
                 page.wait_for_selector('body[data-state="ready"]', state="attached")
                 cfg = {"variants": [{"label": "f32", "bundle": "/bundle/"}, {"label": "f16", "bundle": "/bundle16/"},
-                                    {"label": "shared", "bundle": "/bundlesh/"}],
+                                    {"label": "shared", "bundle": "/bundlesh/"},
+                                    {"label": "wasm", "bundle": "/bundle16/", "runtime": "wasm"}],
                        "N": args.n, "reps": args.reps,
                        "onnx": "/onnx/model.onnx" if onnx_path.exists() else None,
-                       "ortModule": "/ort/ort.webgpu.min.mjs", "ortBase": url + "ort/",
+                       "ortModule": "/ort/ort.webgpu.min.mjs", "ortWasmModule": "/ort/ort.wasm.bundle.min.mjs",
+                       "ortBase": url + "ort/",
                        "inputs": onnx_inputs(onnx_path, m32) if onnx_path.exists() else []}
                 requested.clear()
                 res = page.evaluate("cfg => window.runBench(cfg)", cfg)
@@ -129,44 +133,63 @@ def run(args) -> str:
                 page.close()
             cfgm = m32["model"]
             name = f"{tag} ({cfgm['in_channels']}x{cfgm['input_size']}x{cfgm['input_size']}, D {cfgm['hidden_size']}, depth {cfgm['depth']})"
-            ours, ours16, oursh, ort = res["ours"]["f32"], res["ours"]["f16"], res["ours"]["shared"], res.get("ort", {})
+            ours, ours16, oursh, ourw = res["ours"]["f32"], res["ours"]["f16"], res["ours"]["shared"], res["ours"]["wasm"]
+            ort, ortw = res["ort"].get("webgpu", {}), res["ort"].get("wasm", {})
             adapter = ours["adapter"]
             rows = 2 * args.n
             step_rows.append([name, f"ditweb f32 ({ours['dispatches']} dispatches)", rows, ours["firstMs"], ours["stepMs"], 1.0])
             step_rows.append([name, "ditweb f16 weights", rows, ours16["firstMs"], ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
             step_rows.append([name, "ditweb f32, --matmul shared", rows, oursh["firstMs"], oursh["stepMs"], oursh["stepMs"] / ours["stepMs"]])
-            if "stepMs" in ort:
-                step_rows.append([name, "onnxruntime-web webgpu", rows, ort["firstMs"], ort["stepMs"], ort["stepMs"] / ours["stepMs"]])
-            else:
-                step_rows.append([name, "onnxruntime-web webgpu", rows, "-", f"failed: {ort.get('error', 'no ONNX file')}", "-"])
+            step_rows.append([name, "ditweb wasm SIMD, 1 thread (f16 bundle)", rows, ourw["firstMs"], ourw["stepMs"], ourw["stepMs"] / ours["stepMs"]])
+            for label, o in [("onnxruntime-web webgpu", ort), ("onnxruntime-web wasm, 1 thread", ortw)]:
+                if "stepMs" in o:
+                    step_rows.append([name, label, rows, o["firstMs"], o["stepMs"], o["stepMs"] / ours["stepMs"]])
+                else:
+                    step_rows.append([name, label, rows, "-", f"failed: {o.get('error', 'no ONNX file')}", "-"])
+            summary.append(f"- {name}: ditweb wasm {ourw['stepMs']:.1f} ms/step vs onnxruntime-web wasm "
+                           f"{ortw.get('stepMs', float('nan')):.1f} ms (x{ourw['stepMs'] / ortw.get('stepMs', float('nan')):.2f}); "
+                           f"vs ditweb WebGPU on {adapter} {ours['stepMs']:.1f} ms")
             if ours.get("perKernel"):
                 total = sum(v["ms"] for v in ours["perKernel"].values())
                 for op, v in sorted(ours["perKernel"].items(), key=lambda kv: -kv[1]["ms"]):
                     kernel_rows.append([name, op, v["count"], v["ms"], f"{100 * v['ms'] / total:.1f}%"])
-            pw32, pw16 = page_weight(b32, m32), page_weight(b16, m16)
-            ort_bytes = sum((ORT_DIST / p[len('/ort/'):]).stat().st_size for p in ort_files)
+            pw32, pw16, pww = page_weight(b32, m32), page_weight(b16, m16), page_weight(b16, m16, wasm=True)
             onnx_bytes = onnx_path.stat().st_size if onnx_path.exists() else 0
-            for label, pw in [("ditweb f32", pw32), ("ditweb f16", pw16)]:
+            for label, pw in [("ditweb webgpu, f32", pw32), ("ditweb webgpu, f16", pw16), ("ditweb wasm, f16", pww)]:
                 total = sum(pw.values())
-                weight_rows.append([name, label, f"{pw['js'] / 1e3:.1f} kB JS + {pw['kernels'] / 1e3:.1f} kB WGSL + {pw['manifest'] / 1e3:.1f} kB manifest",
-                                    f"{pw['weights'] / 1e6:.3f}", f"{total / 1e6:.3f}"])
-            weight_rows.append([name, "onnxruntime-web", f"{ort_bytes / 1e6:.2f} MB ({', '.join(Path(p).name for p in ort_files)})",
-                                f"{onnx_bytes / 1e6:.3f}", f"{(ort_bytes + onnx_bytes) / 1e6:.3f}"])
+                code = f"{pw['js'] / 1e3:.1f} kB JS{' + wasm' if pw is pww else ''} + {pw['kernels'] / 1e3:.1f} kB WGSL + {pw['manifest'] / 1e3:.1f} kB manifest"
+                weight_rows.append([name, label, code, f"{pw['weights'] / 1e6:.3f}", f"{total / 1e6:.3f}"])
+            # which of onnxruntime-web's files each EP fetched: the WebGPU build's (ort.webgpu + its asyncify or
+            # jsep wasm) vs the plain wasm build's (ort.wasm.bundle + ort-wasm-simd-threaded.wasm)
+            webgpu_file = lambda p: any(k in p for k in ("webgpu", "jsep", "asyncify", "jspi"))
+            for label, files in [("onnxruntime-web webgpu", [p for p in ort_files if webgpu_file(p)]),
+                                 ("onnxruntime-web wasm", [p for p in ort_files if not webgpu_file(p)])]:
+                ort_bytes = sum((ORT_DIST / p[len('/ort/'):]).stat().st_size for p in files)
+                weight_rows.append([name, label, f"{ort_bytes / 1e6:.2f} MB ({', '.join(Path(p).name for p in files)})",
+                                    f"{onnx_bytes / 1e6:.3f}", f"{(ort_bytes + onnx_bytes) / 1e6:.3f}"])
             fmt = lambda ts: [round(t, 1) for t in ts]
             details.append(f"- {name}: ditweb load {ours['loadMs']:.0f} ms; step times f32 {fmt(ours['times'])}, "
                            f"f16 {fmt(ours16['times'])}, shared {fmt(oursh['times'])} ms; onnxruntime-web session "
                            f"{ort.get('createMs', 0):.0f} ms, run times {fmt(ort.get('times', []))} ms; same forward, "
                            f"max |ditweb - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} "
-                           f"(max |out| {ort.get('maxRef', float('nan')):.3g}, {ort.get('outLength')} vs {ort.get('oursLength')} values)")
+                           f"(max |out| {ort.get('maxRef', float('nan')):.3g}, {ort.get('outLength')} vs {ort.get('oursLength')} values); "
+                           f"ditweb wasm load {ourw['loadMs']:.0f} ms, step times {fmt(ourw['times'])} ms; onnxruntime-web wasm session "
+                           f"{ortw.get('createMs', 0):.0f} ms, run times {fmt(ortw.get('times', []))} ms, max |ditweb wasm - "
+                           f"onnxruntime-web wasm| = {ortw.get('maxDiff', float('nan')):.2e}")
             print(details[-1], flush=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    text = (f"# Browser: one denoising step, ditweb.js vs onnxruntime-web (WebGPU EP)\n\n"
-            f"{stamp}, headless Chromium `{CHROMIUM_VERSION()}`, adapter: {adapter}; {platform.machine()}\n"
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    text = (f"# Browser: one denoising step, ditweb.js (WebGPU, WebAssembly) vs onnxruntime-web (WebGPU, wasm)\n\n"
+            f"{stamp}, headless Chromium `{CHROMIUM_VERSION()}`, adapter: {adapter}; {platform.machine()}, "
+            f"load average {' '.join(load)} at the end\n"
             f"Command: `.venv/bin/python bench/web/run.py --presets {args.presets} --n {args.n} --reps {args.reps}`\n\n"
+            + "\n".join(summary) + "\n\n"
             "## Time per denoising step (CFG batch: 2N model rows)\n\n"
             + format_table(["model", "runtime", "batch rows", "first step ms (compile)", "median ms/step", "x ditweb f32"], step_rows)
             + "\n\nditweb's step = step_begin + forward + step_end (guidance and the sampler update included), one command "
               "buffer; its first-step column is half of a 2-step sample() (pipelines were built at load). "
+              "ditweb wasm's step is the same program in the Web Worker, timed from the page (the message round "
+              "trip included). "
               "The runtimes are timed in turns (one step each per round), so background load hits them alike. "
               "onnxruntime-web's is one session.run of the forward only (x, t, y in, eps out), so guidance and the "
               "sampler update are not in its number; its first run includes shader compilation.\n\n"
