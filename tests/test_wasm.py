@@ -1,5 +1,5 @@
 """The WebAssembly SIMD runtime without a browser: the committed web/ditweb-kernels.wasm is what
-wasm/build.sh makes from wasm/kernels.c (byte for byte), its noise is dit_model/noise.py bit for bit,
+wasm/build.sh makes from wasm/kernels.c (byte for byte), its noise is ditformat/noise.py bit for bit,
 and its forward pass of an exported bundle matches torch in float64 (node runs web/wasm-runtime.js,
 the same engine the page's Web Worker runs). Pixel parity in Chromium: tests/test_browser.py.
 """
@@ -36,11 +36,11 @@ def test_committed_wasm_is_a_fresh_build(tmp_path):
 
 @pytest.mark.parametrize("seed,stream,step", [(0, 0, 0), (7, 1, 3), (4294967295, 2, 999)])
 def test_noise_is_bit_identical_to_python(seed, stream, step):
-    from dit_model.noise import normal_tensor
+    from ditformat.noise import normal
     count = 4099                                              # not a multiple of anything the kernels group by
     got = np.asarray(node({"cmd": "noise", "seed": seed, "stream": stream, "step": step, "count": count})["x"],
                      np.float32)
-    ref = normal_tensor(seed, stream, step, (count,)).numpy()
+    ref = np.asarray(normal(seed, stream, step, count), np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 

@@ -117,7 +117,7 @@ static inline f32 gelu_tanh(f32 x) {   // as matmul.wgsl.j2: tanh via exp of |u|
 }
 
 // ------------------------------------------------------------------ the counter-based noise
-// dit_model/noise.py / wgsl/_rng.wgsl.j2 bit for bit. wasm has no fused multiply-add for f32 and
+// ditformat/noise.py (the spec, docs/noise.md) and wgsl/_rng.wgsl.j2 bit for bit. wasm has no fused multiply-add for f32 and
 // the build passes -ffp-contract=off, so every product below is rounded before the add, as in numpy.
 static inline void pcg4d(u32 v[4]) {
   for (int e = 0; e < 4; e++) v[e] = v[e] * 1664525u + 1013904223u;
