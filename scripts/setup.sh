@@ -38,4 +38,11 @@ if [ ! -f data/npm-ort/node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs ]; t
   (cd data/npm-ort && [ -f package.json ] || echo '{"name":"ditweb-ort","private":true}' > package.json)
   npm install --prefix data/npm-ort --no-audit --no-fund --silent onnxruntime-web@1.30.0
 fi
+# typescript + the WebGPU typings: tsc --checkJs checks web/'s JSDoc types (tests/test_wasm.py), no build step
+if [ ! -f data/npm-ts/node_modules/@webgpu/types/package.json ] || [ ! -x data/npm-ts/node_modules/.bin/tsc ]; then
+  echo "[setup] npm install typescript@5.9.3 @webgpu/types@0.1.69 -> data/npm-ts"
+  mkdir -p data/npm-ts
+  (cd data/npm-ts && [ -f package.json ] || echo '{"name":"ditweb-ts","private":true}' > package.json)
+  npm install --prefix data/npm-ts --no-audit --no-fund --silent typescript@5.9.3 @webgpu/types@0.1.69
+fi
 echo "[setup] done"

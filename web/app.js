@@ -4,6 +4,7 @@
 // ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 
+/** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const bundleUrl = new URL(params.get("bundle") || "bundle/", location.href);
@@ -58,7 +59,7 @@ async function generate() {
         if (dataURL) $("live").src = dataURL;
       },
     });
-    window.ditwebLast = result;   // for the browser tests: pixels and timings of the last run
+    /** @type {any} */ (window).ditwebLast = result;   // for the browser tests: pixels and timings of the last run
     const seconds = (performance.now() - started) / 1000;
     show(`done: ${opts.steps} steps in ${seconds.toFixed(2)} s`);
     setState("done");
@@ -110,7 +111,7 @@ async function main() {
     }
     return;
   }
-  window.ditwebBundle = bundle;
+  /** @type {any} */ (window).ditwebBundle = bundle;
   show("");
   $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;

@@ -7,7 +7,10 @@
 //   forward {x, t, y}                                a plain forward pass -> out
 import { WasmEngine } from "./wasm-runtime.js";
 
+/** @type {WasmEngine} */
 let engine = null;
+/** @type {any} the worker's global scope (the DOM typings describe a window) */
+const scope = self;
 
 const handlers = {
   async init({ module, manifest, weights, tensors }) {
@@ -37,12 +40,12 @@ const handlers = {
   },
 };
 
-self.onmessage = async ({ data }) => {
+scope.onmessage = async ({ data }) => {
   try {
     const result = await handlers[data.cmd](data);
     const transfer = result && result.x ? [result.x.buffer] : result instanceof Float32Array ? [result.buffer] : [];
-    self.postMessage({ id: data.id, result }, transfer);
+    scope.postMessage({ id: data.id, result }, transfer);
   } catch (e) {
-    self.postMessage({ id: data.id, error: { name: e.name || "Error", message: e.message || String(e) } });
+    scope.postMessage({ id: data.id, error: { name: e.name || "Error", message: e.message || String(e) } });
   }
 };

@@ -69,10 +69,12 @@ export async function chooseRuntime() {
   const simd = checkWasmSimd();
   if (simd.ok) return { runtime: "wasm", reason: gpu.ok ? "the WebGPU adapter is a software one" : gpu.message };
   if (gpu.ok) return { runtime: "webgpu", reason: "no WebAssembly SIMD; the software adapter is all there is" };
-  const e = new Error(`${gpu.message} ${simd.message}`);
-  e.name = "UnsupportedError";
-  e.reason = gpu.reason;
-  throw e;
+  throw new UnsupportedError(`${gpu.message} ${simd.message}`, gpu.reason);
+}
+
+// Neither runtime can run in this browser (reason: checkWebGPU's, e.g. "no-webgpu").
+export class UnsupportedError extends Error {
+  constructor(message, reason = null) { super(message); this.name = "UnsupportedError"; this.reason = reason; }
 }
 
 // ------------------------------------------------------------------ batch-size arithmetic
@@ -109,7 +111,8 @@ export async function loadBundle(url, opts = {}) {
   if (opts.signal) opts.signal.addEventListener("abort", () => stop.abort(opts.signal.reason), { once: true });
   await Promise.all(names.map(async (file) => {
     try {
-      const buf = await fetchVerified(base, file, manifest.files[file].sha256, { signal: stop.signal, stats, useCache: opts.useCache !== false });
+      const fetchOpts = /** @type {any} */ ({ signal: stop.signal, stats, useCache: opts.useCache !== false });
+      const buf = await fetchVerified(base, file, manifest.files[file].sha256, fetchOpts);
       files[file] = buf;
       if (opts.onProgress && !stop.signal.aborted) opts.onProgress({ file, done: ++done, total: names.length });
     } catch (e) {
@@ -122,7 +125,7 @@ export async function loadBundle(url, opts = {}) {
   if (runtime === "auto") chosen = await chooseRuntime();
   if (chosen.runtime === "wasm") {
     const simd = checkWasmSimd();
-    if (!simd.ok) { const e = new Error(simd.message); e.name = "UnsupportedError"; throw e; }
+    if (!simd.ok) throw new UnsupportedError(simd.message);
     const bundle = new WasmBundle(base, manifest, files["weights.safetensors"], tensors, stats, opts);
     bundle.runtimeReason = chosen.reason;
     await bundle.start();
@@ -176,8 +179,10 @@ export class Bundle {
     this.features = opts.features || [];
     this.device = null;
     this.deviceLosses = 0;
+    /** @type {Promise<unknown>} */
     this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
     this.runtime = "webgpu";
+    this.runtimeReason = "";           // why loadBundle chose this runtime
   }
 
   get classNames() { return this.manifest.class_names; }
@@ -197,6 +202,7 @@ export class Bundle {
     const adapter = support.adapter;
     this.checkLimits(adapter);
     const have = adapter.limits;
+    /** @type {Record<string, number>} */
     const requiredLimits = {};
     for (const limit of ["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
       "maxComputeInvocationsPerWorkgroup", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupSizeX"]) {
@@ -205,7 +211,7 @@ export class Bundle {
     // optional features (e.g. "timestamp-query" for profiling) only where the adapter has them
     const requiredFeatures = (this.features || []).filter((f) => adapter.features.has(f));
     const device = await adapter.requestDevice({ label: "ditweb", requiredLimits, requiredFeatures });
-    const info = adapter.info || {};
+    const info = /** @type {any} */ (adapter.info || {});
     this.adapterDescription = [info.vendor, info.architecture, info.description].filter(Boolean).join(" / ") || "WebGPU adapter";
     this.device = device;
     this.batch = null;
@@ -338,7 +344,7 @@ export class Bundle {
       for (const d of this.batch.programs[name]) {
         pass.setPipeline(d.pipeline);
         pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(...d.workgroups);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
       }
     }
     pass.end();
@@ -483,7 +489,9 @@ export class WasmBundle {
     this.worker = null;
     this.calls = new Map();
     this.nextId = 1;
+    /** @type {Promise<unknown>} */
     this.busy = Promise.resolve();
+    this.runtimeReason = "";
   }
 
   get classNames() { return this.manifest.class_names; }

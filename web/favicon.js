@@ -35,7 +35,9 @@ export function toDataURL(rgba, W, H) {
 }
 
 // The page's <link rel="icon">, created when absent; remembers the static favicon it replaced.
+/** @returns {HTMLLinkElement} */
 export function faviconLink(doc = document) {
+  /** @type {HTMLLinkElement | null} */
   let link = doc.querySelector('link[rel~="icon"]');
   if (!link) {
     link = doc.createElement("link");
@@ -54,6 +56,7 @@ export function setFavicon(rgba, W, H, doc = document) {
 }
 
 export function restoreStaticFavicon(doc = document) {
+  /** @type {HTMLLinkElement | null} */
   const link = doc.querySelector('link[rel~="icon"]');
   if (link && link.dataset.staticHref !== undefined) link.href = link.dataset.staticHref;
 }
