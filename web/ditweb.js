@@ -547,7 +547,10 @@ export class WasmBundle {
     const B = t.length;
     const per = io.x_shape.reduce((a, b) => a * b, 1);
     if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
-    return this.call("forward", { x: Float32Array.from(x), t: Uint32Array.from(t), y: Uint32Array.from(y) });
+    // after any running sample(): the worker has one set of batch buffers
+    const run = this.busy.then(() => this.call("forward", { x: Float32Array.from(x), t: Uint32Array.from(t), y: Uint32Array.from(y) }));
+    this.busy = run.catch(() => {});
+    return run;
   }
 
   sample(opts = {}) {
