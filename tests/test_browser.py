@@ -52,7 +52,7 @@ def test_site_writes_a_static_folder_and_refuses_bad_input(tmp_path):
     out = tmp_path / "site"
     written = {str(p) for p in write_site(bundle, out)}
     assert {"index.html", "ditweb.js", "app.js", "bundle/manifest.json", "bundle/weights.safetensors",
-            "bundle/kernels/k.wgsl"} <= written
+            "bundle/kernels/k.wgsl", "ditweb-worker.js", "wasm-runtime.js", "ditweb-kernels.wasm"} <= written
     assert (out / "bundle/kernels/k.wgsl").read_bytes() == (bundle / "kernels/k.wgsl").read_bytes()
     assert (out / MARKER).exists() and not list(tmp_path.glob(".site.*")), "no temporary folder left behind"
     write_site(bundle, out)                                   # a re-run replaces its own folder
@@ -443,6 +443,7 @@ def test_static_site_folder_works_as_is(site, bundles, tmp_path):
         assert wait_state(page, ("ready", "no-webgpu", "no-adapter", "error", "bundle-error"), 90) == "ready", \
             page.text_content("#message")
         assert page.evaluate("window.ditwebBundle.url") == url + "bundle/"
+        assert page.evaluate("window.ditwebBundle.runtime") == "wasm"      # the site's own .wasm and worker
     page.close()
 
 
