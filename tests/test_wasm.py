@@ -44,15 +44,18 @@ def test_noise_is_bit_identical_to_python(seed, stream, step):
     np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
-@pytest.mark.parametrize("heads", [2, 1])
-def test_forward_matches_torch(tmp_path, heads):
-    """A tiny random-weight bundle (every weight drawn, so nothing is trivially zero), f32 and f16.
-    Head dim 16 takes the scalar attention, 32 the one with the head in vector registers."""
+@pytest.mark.parametrize("heads,conditioning,matmul", [(2, "adaln-zero", "registers"), (1, "adaln-zero", "registers"),
+                                                       (2, "cross-attn", "registers"), (2, "in-context", "registers"),
+                                                       (2, "adaln", "shared")])
+def test_forward_matches_torch(tmp_path, heads, conditioning, matmul):
+    """A tiny random-weight bundle (every weight drawn, so nothing is trivially zero), f32 and f16, for
+    every conditioning (each has its own program) and both matmul kernels. Head dim 16 takes the scalar attention, 32 the one
+    with the head in vector registers."""
     import torch
     from dit_model.model import DiT
     from export.bundle import export_bundle
     torch.manual_seed(0)
-    model = DiT.from_preset("Favicon-N/2", num_heads=heads).eval()
+    model = DiT.from_preset("Favicon-N/2", num_heads=heads, conditioning=conditioning).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
@@ -63,7 +66,7 @@ def test_forward_matches_torch(tmp_path, heads):
     with torch.no_grad():
         ref = model.double()(x.double(), t, y).numpy().reshape(-1)
     for dtype, tol in (("f32", 1e-4), ("f16", 5e-2)):
-        bundle = export_bundle(model.float(), tmp_path / dtype, dtype, ["hippo", "flag", "rocket"])
+        bundle = export_bundle(model.float(), tmp_path / dtype, dtype, ["hippo", "flag", "rocket"], matmul=matmul)
         got = np.asarray(node({"cmd": "forward", "bundle": str(bundle), "x": x.reshape(-1).tolist(),
                                "t": t.tolist(), "y": y.tolist()})["out"])
         err = np.abs(got - ref).max() / np.abs(ref).max()
