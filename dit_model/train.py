@@ -140,7 +140,7 @@ def device_noise_ok(device: str) -> bool:
 
 # bf16 autocast pays on a CPU only where its matrix units do bf16 natively (Intel AMX, or the
 # AVX512-BF16 dot products), and only for models whose matrix products dominate the step: measured
-# (bench/results/train.md) 1.3-2.5x for Favicon-T/2, Favicon-S/2 and DiT-S/2, none for Favicon-T/4
+# (bench/results/train.md) 1.3-1.8x for Favicon-T/2, Favicon-S/2 and DiT-S/2, none for Favicon-T/4
 # or the 8x8 Favicon-N/2, where elementwise work and the casts cost as much as the products save.
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPU_BF16_MIN_GFLOPS = 0.25            # forward Gflops per image; T/2 is 0.54, T/4 0.11

@@ -40,7 +40,8 @@ def run_script(tmp_path, *args, **env):
     block = tmp_path / "block"
     block.mkdir(exist_ok=True)
     (block / "sitecustomize.py").write_text(BLOCKER)
-    full = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=f"{block}{os.pathsep}{REPO}", OMP_NUM_THREADS="1")
+    full = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=f"{block}{os.pathsep}{REPO}", OMP_NUM_THREADS="1",
+                TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))   # compiled from scratch, never a stale cache
     full.update(dict(DEVICE="cpu", PRESET="Favicon-N/2", SIZE="16", BATCH="8", RUN_DIR=str(tmp_path / "run")), **env)
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], cwd=REPO, env=full, capture_output=True, text=True,
                           timeout=600)
