@@ -270,7 +270,8 @@ def nearest_rmse(samples: torch.Tensor, train: torch.Tensor, skip: np.ndarray | 
 def load_eval_model(path, weights: str = "ema"):
     """(model, meta) like checkpoint.load_model, with a choice of weights: "ema" (or a file's only
     set) or "raw", the trained weights of a checkpoint that holds both ("model" and "ema", as
-    `ditweb train` writes). meta["weights"] says which were loaded."""
+    `ditweb train` writes). meta["weights"] says which were loaded: "EMA", "raw" or "single"
+    (a file with one set, such as the shipped .safetensors)."""
     from .checkpoint import CheckpointError, _torch_load, infer_config, load_model
     from .model import DiT, DiTConfig
     if weights not in ("ema", "raw"):
@@ -282,7 +283,7 @@ def load_eval_model(path, weights: str = "ema"):
     pair = isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("ema"), dict)
     if weights == "ema":
         model, meta = load_model(path)
-        meta["weights"] = "EMA" if pair else "the file's only set"
+        meta["weights"] = "EMA" if pair else "single"
         return model, meta
     if not pair:
         raise EvalError(f"{path}: holds one set of weights, not raw and EMA; --weights raw needs a training "
@@ -363,7 +364,7 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
         fd, fd_std = ref.score(f)
         near = nearest_rmse(gen, x)
         row = {"scale": s, "n": len(gen), "balanced_accuracy": 100 * acc, "of_ceiling": 100 * acc / ceiling,
-               "fd": fd, "fd_std": fd_std, "fd_over_floor": fd / ref.floor,
+               "fd": fd, "fd_std": fd_std, "fd_over_floor": fd / ref.floor, "fd_excess": fd - ref.floor,
                "near_copy": 100 * float((near < NEAR_RMSE).mean()), "near_median": float(np.median(near)),
                "seconds": round(time.time() - t0, 1)}
         result["rows"].append(row)
@@ -376,25 +377,26 @@ def table(r: dict) -> tuple[str, list[str], list[list], str]:
     """(title, header, rows, notes) for bench.publish."""
     fl = r["floor"]
     header = ["images", "n", "balanced class accuracy %", "of ceiling", "Frechet distance (judge features)",
-              "FD / floor", f"near copies (RMSE < {NEAR_RMSE})"]
-    rows = [["real held-out (the ceiling)", r["held_out"], f"{r['ceiling']:.1f}", "-", "-", "-", "-"],
+              "FD / floor", "FD - floor", f"near copies (RMSE < {NEAR_RMSE})"]
+    rows = [["real held-out (the ceiling)", r["held_out"], f"{r['ceiling']:.1f}", "-", "-", "-", "-", "-"],
             [f"real vs real, balanced (the floor)", fl["n"], "-", "-",
-             f"{fl['mean']:.2f} ± {fl['std']:.2f} ({fl['pairs']} pairs)", f"1.0 ± {fl['std'] / fl['mean']:.1f}",
+             f"{fl['mean']:.2f} ± {fl['std']:.2f} ({fl['pairs']} pairs)", f"1.0 ± {fl['std'] / fl['mean']:.1f}", "0",
              f"{r['real_near_copy']:.1f}% of {r['real_images']} (median {r['real_near_median']:.3f})"]]
     for w in r["rows"]:
         rows.append([f"generated cfg {w['scale']:g}" + (" (no guidance)" if w["scale"] == 1 else ""), w["n"],
                      f"{w['balanced_accuracy']:.1f}", f"{w['of_ceiling']:.0f}%", f"{w['fd']:.2f} ± {w['fd_std']:.2f}",
-                     f"{w['fd_over_floor']:.1f}x", f"{w['near_copy']:.1f}% (median {w['near_median']:.3f})"])
+                     f"{w['fd_over_floor']:.1f}x", f"{w['fd_excess']:.2f}", f"{w['near_copy']:.1f}% (median {w['near_median']:.3f})"])
     k = r["classes"]
     secs = ", ".join(f"{w['seconds']:.0f}" for w in r["rows"])
-    notes = (f"checkpoint {r['ckpt']} (step {r['step']}, {r['weights']} weights, predicts {r['prediction']}), {k} classes; "
+    weights = {"EMA": "EMA weights", "raw": "raw weights"}.get(r["weights"], "the file's one set of weights")
+    notes = (f"checkpoint {r['ckpt']} (step {r['step']}, {weights}, predicts {r['prediction']}), {k} classes; "
              f"{r['n_per_class']} samples per class, seeds {r['seed']}..{r['seed'] + k - 1} (one per class), "
              f"{r['steps']} {r['sampler'].upper()} steps, eta 0, x0 clipped. Judge {Path(r['judge']).name} "
              f"(trained on {r['judge_train_images']} real images{'' if r['judge_same_data'] else ', OTHER DATA than these'}); "
              f"accuracy is class-averaged (balanced); the ceiling is the judge's on {r['held_out']} held-out real images. "
              f"FD: mean (± std) over {2 * fl['pairs']} class-balanced real reference sets of {r['n_per_class']} per class "
              f"(all {r['real_images']} real images); floor: FD between the two disjoint halves of {fl['pairs']} such pairs, "
-             f"mean ± std. Near copies: nearest of all {r['real_images']} training images and their flips; "
+             f"mean ± std. FD / floor depends on the set size (the floor shrinks as n grows); FD - floor much less. Near copies: nearest of all {r['real_images']} training images and their flips; "
              f"the floor row is each real image against all the others. Sampling and judging took "
              f"{secs} s per scale on {r['threads']} thread(s). See docs/evaluation.md.")
     return "Sample quality (ditweb eval)", header, rows, notes
