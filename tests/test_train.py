@@ -351,3 +351,12 @@ def test_export_weights_in_small_files(folder, tmp_path):
     assert train(folder, tmp_path / "warm", "--max-steps", 1, "--init", paths[0]) == 0
     with pytest.raises(ValueError, match="exceed"):
         T.export_weights(run, tmp_path / "none", max_mib=0.01)
+
+
+def test_bench_train_quick_has_the_precision_columns():
+    import argparse
+    title, header, rows, notes = T.bench_train(argparse.Namespace(quick=True, preset="Favicon-N/2"))
+    assert header[4:7] == ["f32 img/s", "bf16 img/s", "bf16 + compile img/s"]
+    assert len(rows) == 1 and rows[0][0] == "Favicon-N/2" and rows[0][6] == "-"   # --quick: no compiling
+    assert float(rows[0][4]) > 0 and float(rows[0][5]) > 0 and rows[0][8] == "f32"
+    assert "load average" in notes and "CPU time" in notes
