@@ -2,6 +2,7 @@
 // tests/test_wasm.py: reads one JSON request on stdin, prints one JSON reply.
 //   {cmd: "noise", seed, stream, step, count}                  -> {x}   op_rng_normal through the engine
 //   {cmd: "forward", bundle, x, t, y}                           -> {out} the bundle's forward program
+// An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
 import { parseSafetensors, verifyManifest } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
@@ -18,10 +19,11 @@ async function engineFor(dir) {
 }
 
 let reply;
+try {
 if (req.cmd === "noise") {
   // a one-dispatch program: rng_normal over `count` elements with the step record's seed and i
   const manifest = {
-    kernels: { rng: { op: "rng_normal", variant: {} } },
+    kernels: { rng: { op: "rng_normal", variant: {}, params: ["count", "stream", "use_step"] } },
     buffers: { step: { kind: "step", bytes: 128 }, dst: { kind: "activation", dtype: "f32", elements: [0, 0, req.count] } },
     programs: { p: [{ kernel: "rng", label: "rng", bindings: ["step", "dst"], params: [[0, 0, req.count], [0, 0, req.stream], [0, 0, 1]] }] },
   };
@@ -41,5 +43,8 @@ if (req.cmd === "noise") {
   e.write(io.y, Uint32Array.from(req.y));
   e.run(["forward"]);
   reply = { out: Array.from(e.read(io.out, req.t.length * io.out_shape.reduce((a, b) => a * b, 1))) };
+}
+} catch (e) {
+  reply = { error: `${e.name}: ${e.message}` };   // what the worker would send the page
 }
 process.stdout.write(JSON.stringify(reply));

@@ -92,3 +92,21 @@ def test_web_package_types_check():
     errors = [line for line in r.stdout.splitlines() if "error TS" in line]
     ours = [e for e in errors if Path(e.split("(")[0]).name not in NOT_YET_TYPED]
     assert not ours, "\n".join(ours)
+
+
+def test_a_manifest_that_overruns_a_buffer_is_refused(tmp_path):
+    """All buffers share the module's memory: params that reach past a buffer are a one-line error
+    before anything runs (WebGPU would clamp the access; here it would read the neighbours)."""
+    import torch
+    from dit_model.model import DiT
+    from export.bundle import export_bundle
+    torch.manual_seed(0)
+    bundle = export_bundle(DiT.from_preset("Favicon-N/2").eval(), tmp_path / "b", "f32", ["a", "b", "c"])
+    m = json.loads((bundle / "manifest.json").read_text())
+    i = next(i for i, d in enumerate(m["programs"]["forward"]) if m["kernels"][d["kernel"]]["op"] == "matmul")
+    m["programs"]["forward"][i]["params"][0] = [0, 0, 4096]          # M: far more rows than the input holds
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    x = [0.0] * int(np.prod(m["io"]["x_shape"]))
+    r = node({"cmd": "forward", "bundle": str(bundle), "x": x, "t": [0], "y": [0]})
+    assert "error" in r and "\n" not in r["error"], r
+    assert f"programs.forward[{i}]" in r["error"] and "reaches" in r["error"], r["error"]

@@ -13,6 +13,44 @@ const IN_ACT = { none: 0, silu: 1 };
 // ops that share a function: the tiled matmul variants compute the same product
 const OP_FUNCTION = { matmul_shared: "matmul" };
 
+// Elements each binding of a dispatch reaches (largest index + 1), from its params (named as in the
+// manifest's kernel) and the batch; the divisors it uses must be positive. WebGPU clamps an access
+// outside a buffer; here every buffer shares one memory, so a manifest whose params overrun a buffer
+// is refused before it runs instead of reading its neighbours. null: nothing to check.
+const cdiv = (a, b) => Math.ceil(a / b);
+const EXTENTS = {
+  matmul: (p, hd) => {
+    const last = p.M - 1;
+    return { divisors: [p.out_group], need: [p.M * p.K, p.N * p.K, p.N, (Math.floor(last / p.out_group) * p.out_stride + last % p.out_group + 1) * p.N] };
+  },
+  layernorm_mod: (p) => {
+    const lastB = Math.floor((p.rows - 1) / p.T);
+    const xRows = Math.max(lastB * p.T_in + (p.rows - 1) % p.T, lastB > 0 ? (lastB - 1) * p.T_in + p.T - 1 : 0) + 1;
+    const ada = p.has_mod === 1 ? lastB * p.mod_stride + Math.max(p.shift_off, p.scale_off) + p.D : 0;
+    return { divisors: [p.T], need: [xRows * p.D, ada, p.rows * p.D] };
+  },
+  attention: (p, hd) => ({
+    divisors: [],
+    need: [(p.batch * p.T_q - 1) * p.q_stride + p.q_off + p.H * hd, (p.batch * p.T_kv - 1) * p.kv_stride + Math.max(p.k_off, p.v_off) + p.H * hd,
+           (p.batch * p.T_q - 1) * p.out_stride + p.H * hd],
+  }),
+  gated_residual: (p) => ({
+    divisors: [p.D, p.T],
+    need: [p.count, p.count, p.has_gate === 1 ? (cdiv(p.count, p.D * p.T) - 1) * p.mod_stride + p.gate_off + p.D : 0],
+  }),
+  patchify: (p) => ({ divisors: [p.p, p.C * p.I * p.I], need: [p.count, p.count] }),
+  unpatchify: (p) => ({ divisors: [p.p, p.C * p.I * p.I], need: [p.count, p.count] }),
+  pos_embed_add: (p) => ({ divisors: [p.D * p.T], need: [(cdiv(p.count, p.D * p.T) - 1) * p.T_buf * p.D + p.T * p.D, p.T * p.D] }),
+  timestep_embed: (p) => ({ divisors: [p.half], need: [cdiv(p.count, 2 * p.half), p.half, p.count] }),
+  label_embed: (p) => ({ divisors: [p.D, p.rows], need: [cdiv(p.count, p.D), p.rows * p.D, p.count, p.count, p.count] }),
+  cond_tokens: (p) => ({ divisors: [p.D], need: [p.count / 2, p.count / 2, (cdiv(p.count, 2 * p.D) - 1) * p.T_dst * p.D + (p.tok0 + 2) * p.D] }),
+  rng_normal: (p) => ({ divisors: [], need: [0, p.count] }),
+  expand_batch: (p, hd, B, N) => ({ divisors: [p.P], need: [0, N * p.P, p.count, p.B] }),
+  guide_combine: (p, hd, B) => ({ divisors: [p.P2, p.C_out], need: [0, B * p.C_out * p.P2, p.count] }),
+  sampler_step: (p, hd, B, N) => ({ divisors: [p.P2, p.C], need: [0, N * (p.learn_sigma === 1 ? 2 : 1) * p.C * p.P2, p.count] }),
+};
+EXTENTS.matmul_shared = EXTENTS.matmul;
+
 export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
   // bundle.js; weights: the ArrayBuffer of weights.safetensors.
@@ -84,9 +122,9 @@ export class WasmEngine {
         if (N * K !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${N} x ${K}`);
         const wt = this.alloc(4 * count + 16);
         this.x.transpose(ptr, wt, N, K);
-        this.weights[name] = { ptr, wt };
+        this.weights[name] = { ptr, wt, count };
       } else {
-        this.weights[name] = { ptr };
+        this.weights[name] = { ptr, count };
       }
     }
     this.weightsTop = this.top;   // activations of a batch size live above this line
@@ -98,19 +136,28 @@ export class WasmEngine {
     this.top = this.weightsTop;
     const m = this.manifest;
     const buffers = {};
+    const elements = {};   // 4-byte elements of each buffer, for the extent check
     for (const [name, spec] of Object.entries(m.buffers)) {
-      if (spec.kind === "weight") buffers[name] = this.weights[name].ptr;
-      else if (spec.kind === "step") buffers[name] = this.alloc(Math.max(spec.bytes, 128));
-      else buffers[name] = this.alloc(4 * lin(spec.elements, B, N) + 16);
+      if (spec.kind === "weight") {
+        buffers[name] = this.weights[name].ptr;
+        elements[name] = this.weights[name].count;
+      } else if (spec.kind === "step") {
+        buffers[name] = this.alloc(Math.max(spec.bytes, 128));
+        elements[name] = Infinity;
+      } else {
+        elements[name] = lin(spec.elements, B, N);
+        buffers[name] = this.alloc(4 * elements[name] + 16);
+      }
     }
     let scratchFloats = 0;
     const programs = {};
     const pending = [];
     for (const [prog, dispatches] of Object.entries(m.programs)) {
-      programs[prog] = dispatches.map((d) => {
+      programs[prog] = dispatches.map((d, index) => {
         const kernel = m.kernels[d.kernel];
         const op = OP_FUNCTION[kernel.op] || kernel.op;
         const params = d.params.map((f) => lin(f, B, N));
+        checkExtents(`programs.${prog}[${index}]`, d, kernel, params, elements, B, N);
         const paramsPtr = this.alloc(4 * Math.max(params.length, 1));
         pending.push([paramsPtr, params]);
         const args = [paramsPtr, ...d.bindings.map((n) => buffers[n])];
@@ -150,4 +197,16 @@ export class WasmEngine {
   read(name, count) {
     return this.f32(this.batch.buffers[name], count).slice();
   }
+}
+
+function checkExtents(where, d, kernel, params, elements, B, N) {
+  const extent = EXTENTS[kernel.op];
+  if (!extent) return;
+  const p = Object.fromEntries(kernel.params.map((name, i) => [name, params[i]]));
+  const { divisors, need } = extent(p, (kernel.variant || {}).head_dim || 0, B, N);
+  if (divisors.some((v) => !(v > 0))) throw new Error(`${where} (${d.label}): a size parameter is 0 in ${JSON.stringify(p)}`);
+  d.bindings.forEach((name, i) => {
+    const n = need[i] || 0;
+    if (!(n <= elements[name])) throw new Error(`${where} (${d.label}): binding ${name} holds ${elements[name]} elements, the dispatch reaches ${n}`);
+  });
 }
