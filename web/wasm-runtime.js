@@ -91,42 +91,48 @@ export class WasmEngine {
   f32(ptr, count) { return new Float32Array(this.memory.buffer, ptr, count); }
   u32(ptr, count) { return new Uint32Array(this.memory.buffer, ptr, count); }
 
-  // Weights as f32 (f16 unpacked here, once); matmul weights also transposed to (K, N).
+  // Weights as f32 (f16 unpacked here, once); matmul weights transposed to (K, N), and kept only in that
+  // layout unless another kernel reads them too. Raw bytes and the untransposed copy pass through a
+  // scratch area above the weights that the activations reuse afterwards.
   loadWeights(weights, tensors) {
     const m = this.manifest;
     const matmulShape = {};   // weight buffer -> [N, K] of the matmuls that read it as w
+    const plain = new Set();  // weight buffers some other binding reads in torch's layout
     for (const dispatches of Object.values(m.programs)) {
       for (const d of dispatches) {
         const op = m.kernels[d.kernel].op;
-        if (op === "matmul" || op === "matmul_shared") matmulShape[d.bindings[1]] = [lin(d.params[1], 1, 1), lin(d.params[2], 1, 1)];
+        const isMatmul = op === "matmul" || op === "matmul_shared";
+        if (isMatmul) matmulShape[d.bindings[1]] = [lin(d.params[1], 1, 1), lin(d.params[2], 1, 1)];
+        d.bindings.forEach((name, i) => { if (!(isMatmul && i === 1)) plain.add(name); });
       }
     }
     this.weights = {};
-    let staging = 0, stagingBytes = 0;
+    const jobs = [];
+    let scratchBytes = 0;
     for (const [name, spec] of Object.entries(m.buffers)) {
       if (spec.kind !== "weight") continue;
       const t = tensors[spec.tensor];
       const half = spec.dtype === "f16";
       const count = t.nbytes / (half ? 2 : 4);
-      const ptr = this.alloc(4 * count + 16);
-      if (half) {
-        if (t.nbytes > stagingBytes) { stagingBytes = t.nbytes; staging = this.alloc(stagingBytes); }
-        new Uint8Array(this.memory.buffer, staging, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
-        this.x.f16_to_f32(staging, ptr, count);
-      } else {
-        new Uint8Array(this.memory.buffer, ptr, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
-      }
       const shape = matmulShape[name];
-      if (shape) {
-        const [N, K] = shape;
-        if (N * K !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${N} x ${K}`);
-        const wt = this.alloc(4 * count + 16);
-        this.x.transpose(ptr, wt, N, K);
-        this.weights[name] = { ptr, wt, count };
-      } else {
-        this.weights[name] = { ptr, count };
-      }
+      if (shape && shape[0] * shape[1] !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${shape[0]} x ${shape[1]}`);
+      const w = { count, ptr: 0, wt: 0 };
+      if (!shape || plain.has(name)) w.ptr = this.alloc(4 * count + 16);
+      if (shape) w.wt = this.alloc(4 * count + 16);
+      if (!w.ptr) w.ptr = w.wt;   // the extent check reads .ptr's count only
+      this.weights[name] = w;
+      jobs.push({ name, t, half, count, shape, w });
+      scratchBytes = Math.max(scratchBytes, t.nbytes + 4 * count + 32);
     }
+    const weightsEnd = this.top;
+    const raw = this.alloc(scratchBytes);
+    for (const { t, half, count, shape, w } of jobs) {
+      const f32 = shape && w.ptr === w.wt ? (raw + t.nbytes + 15) & ~15 : w.ptr;   // untransposed: scratch unless kept
+      new Uint8Array(this.memory.buffer, half ? raw : f32, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
+      if (half) this.x.f16_to_f32(raw, f32, count);
+      if (shape) this.x.transpose(f32, w.wt, shape[0], shape[1]);
+    }
+    this.top = weightsEnd;
     this.weightsTop = this.top;   // activations of a batch size live above this line
   }
 
