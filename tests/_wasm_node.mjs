@@ -2,10 +2,12 @@
 // tests/test_wasm.py: reads one JSON request on stdin, prints one JSON reply.
 //   {cmd: "noise", seed, stream, step, count}                  -> {x}   op_rng_normal through the engine
 //   {cmd: "forward", bundle, x, t, y}                           -> {out} the bundle's forward program
+//   {cmd: "sample", bundle, opts}                               -> {x}   a whole guided run, as WasmBundle.sample
 // An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
 import { parseSafetensors, verifyManifest } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
+import { makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
 
 const WASM = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
 const req = JSON.parse(readFileSync(0, "utf-8"));
@@ -43,6 +45,26 @@ if (req.cmd === "noise") {
   e.write(io.y, Uint32Array.from(req.y));
   e.run(["forward"]);
   reply = { out: Array.from(e.read(io.out, req.t.length * io.out_shape.reduce((a, b) => a * b, 1))) };
+} else if (req.cmd === "sample") {
+  // the run WasmBundle.sampleOnce makes in the worker, with the page's step records (schedule.js)
+  const e = await engineFor(req.bundle);
+  const m = e.manifest, o = req.opts;
+  const guide = makeGuide(o, m.class_names);
+  const plan = makePlan(guide, o.classIds, m.model.num_classes);
+  const N = o.classIds.length, K = guide.copies, J = plan.labels.length;
+  const y = new Uint32Array(K * J * N);
+  for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
+  const common = { tables: samplerTables(m, o.steps), steps: o.steps, seed: o.seed, K, J, N, plan, guide,
+                   sampler: o.sampler || "ddim", eta: o.eta ?? 0, clipX0: true, prediction: m.sampler.prediction };
+  e.state(K * J * N, N);
+  e.write(m.io.y, y);
+  e.writeStep(stepUniform({ ...common, i: null, nDone: 0 }));
+  e.run(["init"]);
+  for (let nDone = 0; nDone < o.steps; nDone++) {
+    e.writeStep(stepUniform({ ...common, i: o.steps - 1 - nDone, nDone }));
+    e.run(["step_begin", "forward", "step_end"]);
+  }
+  reply = { x: Array.from(e.read(m.io.sample, N * m.io.x_shape.reduce((a, b) => a * b, 1))) };
 }
 } catch (e) {
   reply = { error: `${e.name}: ${e.message}` };   // what the worker would send the page

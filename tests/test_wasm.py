@@ -110,3 +110,28 @@ def test_a_manifest_that_overruns_a_buffer_is_refused(tmp_path):
     r = node({"cmd": "forward", "bundle": str(bundle), "x": x, "t": [0], "y": [0]})
     assert "error" in r and "\n" not in r["error"], r
     assert f"programs.forward[{i}]" in r["error"] and "reaches" in r["error"], r["error"]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction):
+    """A whole guided DDPM run with the page's step records: flag 8 (the model predicts v) reaches
+    sampler_step as on WebGPU. runtime_py runs the same bundle's WGSL on lavapipe."""
+    import torch
+    from dit_model.guidance import Guide
+    from dit_model.model import DiT
+    from export.bundle import export_bundle
+    from runtime_py.bundle import Bundle
+    torch.manual_seed(0)
+    model = DiT.from_preset("Favicon-N/2", prediction=prediction).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    bundle = export_bundle(model, tmp_path / prediction, "f32", ["hippo", "flag", "rocket"])
+    opts = {"classIds": [1, 2], "seed": 7, "steps": 5, "cfg": 3.0, "sampler": "ddpm"}
+    got = np.asarray(node({"cmd": "sample", "bundle": str(bundle), "opts": opts})["x"], np.float32)
+    ref = Bundle.load(bundle, verbose=False).sample([1, 2], seed=7, steps=5, guide=Guide(scale=3.0),
+                                                    sampler="ddpm").reshape(-1)
+    from _browser import psnr, to_unit
+    value = psnr(to_unit(got), to_unit(ref))
+    print(f"\n[{prediction}] wasm vs runtime_py: PSNR {value:.1f} dB")
+    assert value >= 40.0, f"{prediction}: PSNR {value:.1f} dB against runtime_py"
