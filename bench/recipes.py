@@ -63,17 +63,23 @@ def train(name: str) -> None:
     subprocess.run(cmd + COMMON + ["--max-steps", str(steps)], check=True, env=env, cwd=ROOT)
 
 
+def run_dir(name: str) -> Path:
+    """Row W continued as the long run; its row is the copy taken at the row's length."""
+    frozen = RUNS / f"{name.split('-')[0]}-at-{ROWS[name][2]}"
+    return frozen if frozen.is_dir() else RUNS / name
+
+
 def evaluate(name: str, n_per_class: int) -> None:
     out = RUNS / f"{name}.eval.json"
-    cmd = [DITWEB, "eval", str(RUNS / name / "ckpt.pt"), "--weights", "ema", "--scales", SCALES,
-           "--n-per-class", str(n_per_class), "--json", str(out), "--out", str(RUNS / name)]
+    cmd = [DITWEB, "eval", str(run_dir(name) / "ckpt.pt"), "--weights", "ema", "--scales", SCALES,
+           "--n-per-class", str(n_per_class), "--json", str(out), "--out", str(run_dir(name))]
     subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")), cwd=ROOT)
 
 
 def cost(name: str) -> tuple[int, float]:
     """(steps, wall-clock minutes) from the run's log.csv."""
-    with open(RUNS / name / "log.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f)]
+    with open(run_dir(name) / "log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= ROWS[name][2]]
     return int(rows[-1]["step"]), float(rows[-1]["elapsed_s"]) / 60
 
 
