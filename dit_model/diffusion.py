@@ -1,4 +1,5 @@
-"""Gaussian diffusion as in DDPM / Improved DDPM / ADM, with DiT.md's 0-based indices.
+"""Gaussian diffusion as in DDPM / Improved DDPM / ADM, with 0-based timesteps
+t = 0 .. T-1 (t = 0 is the least noisy; abar_t = prod_{s<=t} (1 - beta_s)).
 
 Tables are float64 numpy; per-sample values are gathered and cast to the tensor's dtype.
 A `Diffusion` is either the base process (T = 1000) or a respaced one (N steps), whose

@@ -14,6 +14,8 @@ from dit_model.guidance import Guide, make_plan
 from dit_model.model import DiT, DiTConfig
 from wgsl.ops import OPS, evaluate
 
+from ditformat.errors import UsageError
+
 from .bundle import Bundle
 from .parity import Row, compare
 from .step import pack_step, rounded, step_fields
@@ -179,7 +181,7 @@ def register(sub):
 def cmd_validate(args):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if args.batch < 1:
-        raise ValueError("--batch must be at least 1")
+        raise UsageError("--batch must be at least 1")
     bundle = Bundle.load(args.bundle)
     print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
           f"adapter {bundle.gpu.name}")

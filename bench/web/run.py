@@ -60,7 +60,7 @@ def export(model, names, out: Path, dtype: str, onnx: bool, matmul: str = "regis
 
 
 def export_onnx(model, path: Path) -> None:
-    """Forward pass as ONNX, batch dimension dynamic; the legacy exporter at opset 17 (platform-facts.md:
+    """Forward pass as ONNX, batch dimension dynamic; the legacy exporter at opset 17 (measured:
     the dynamo exporter at 17 writes a Split that onnxruntime rejects)."""
     import torch
     cfg = model.cfg
