@@ -88,6 +88,9 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
     if matmul not in MATMUL_OPS:
         raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
+    if cfg.freq_shift != 0.0 or cfg.norm_eps != 1e-6:                  # the kernels bake the reference DiT's values
+        raise ExportError(f"this model uses freq_shift {cfg.freq_shift:g} / norm_eps {cfg.norm_eps:g} (a converted diffusers "
+                          "DiT); bundles support only the reference values 0 / 1e-6 so far")
     names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
     if len(names) != cfg.num_classes:
         raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")

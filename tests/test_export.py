@@ -115,3 +115,15 @@ def test_onnx_parity(tmp_path):
             want = random_model(small_cfg("adaln-zero"), seed=4).double()(x.double(), t, y).numpy()
         assert want.std() > 0.1
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_export_refuses_diffusers_numerics(tmp_path):
+    """The kernels bake the reference timestep frequencies and LayerNorm eps: a converted diffusers DiT is refused."""
+    import pytest
+    from dit_model.model import DiT, DiTConfig
+    from export.bundle import ExportError, export_bundle
+    cfg = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2, num_classes=3,
+                    freq_shift=1.0)
+    with pytest.raises(ExportError, match="freq_shift 1"):
+        export_bundle(DiT(cfg), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
