@@ -69,6 +69,10 @@ async function openCache() {
 // One bundle file, checked against its sha256. Cached under a key that holds the hash, so a
 // re-exported bundle (new hash) is downloaded again and a stale entry can never be used.
 // stats counts {downloaded, cached} bytes for the page and the tests.
+/**
+ * @param {string | URL} baseUrl @param {string} file @param {string} sha256
+ * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean}} [options]
+ */
 export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useCache = true } = {}) {
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new BundleError("manifest.json", `files["${file}"]: sha256 is not 64 hex digits`);
   const url = new URL(file, baseUrl);
