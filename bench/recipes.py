@@ -49,6 +49,10 @@ ROWS = {
     "W-v-minsnr-warm": ("continuation: the previous default (13,168 eps steps) warm-started, v + Min-SNR-5",
                         "Favicon-T/4", STEPS, ["--prediction", "v", "--loss-weighting", "min-snr",
                                                "--init", "runs/study/prev-default-eps-13168.safetensors"]),
+    "L-long": ("the long run: W's start + logit-normal t, EMA 0.999, as long as the session allowed",
+               "Favicon-T/4", 100_000, ["--prediction", "v", "--loss-weighting", "min-snr", "--t-sampling", "logit-normal",
+                                        "--ema", "0.999", "--seed", "1", "--ckpt-every", "250", "--time-limit", "125m",
+                                        "--init", "runs/study/prev-default-eps-13168.safetensors"]),
 }
 COMMON = ["--batch-size", str(BATCH), "--lr", "3e-4", "--ema", "0.995", "--seed", "0", "--sample-every", "0",
           "--log-every", "100", "--ckpt-every", "500"]
@@ -59,8 +63,8 @@ def train(name: str) -> None:
     _, preset, steps, flags = ROWS[name]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     run = RUNS / name
-    cmd = [DITWEB, "train"] + (["--resume", str(run)] if (run / "ckpt.pt").exists() else [preset, "--run-dir", str(run)] + flags)
-    subprocess.run(cmd + COMMON + ["--max-steps", str(steps)], check=True, env=env, cwd=ROOT)
+    cmd = [DITWEB, "train"] + (["--resume", str(run)] if (run / "ckpt.pt").exists() else [preset, "--run-dir", str(run)])
+    subprocess.run(cmd + COMMON + flags + ["--max-steps", str(steps)], check=True, env=env, cwd=ROOT)  # a row's flags win
 
 
 def run_dir(name: str) -> Path:
@@ -83,26 +87,44 @@ def cost(name: str) -> tuple[int, float]:
     return int(rows[-1]["step"]), float(rows[-1]["elapsed_s"]) / 60
 
 
+RESULTS = ROOT / "bench" / "results" / "recipes.json"   # every evaluated row's numbers, kept in the tree
+
+
+def row_result(name: str) -> dict:
+    """The numbers a table row needs, from a fresh `eval` of the row (runs/study/ROW.eval.json)."""
+    ev = json.loads((RUNS / f"{name}.eval.json").read_text())
+    steps, minutes = cost(name)
+    scales = {}
+    for r in ev["rows"]:
+        scales[f"{float(r['scale']):g}"] = {k: r[k] for k in ("balanced_accuracy", "of_ceiling", "fd_over_floor", "fd_excess")}
+    return {"steps": steps, "minutes": round(minutes, 1), "n_per_class": ev.get("n_per_class"), "scales": scales}
+
+
 def table() -> None:
+    """Merge fresh evaluations into bench/results/recipes.json, then write bench/results/recipes.md from it
+    (rows evaluated in earlier sessions keep their numbers when runs/ is gone)."""
     sys.path.insert(0, str(ROOT))
     from dit_model.bench import publish
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in ROWS:
+        if (RUNS / f"{name}.eval.json").exists():
+            results[name] = row_result(name)
+    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     header = ["row", "what it tests", "preset", "steps", "images seen", "train Tflop", "minutes",
               "acc cfg 1 (% ceil)", "FD/floor (FD-floor) cfg 1", "acc cfg 4 (% ceil)", "FD/floor (FD-floor) cfg 4"]
     rows = []
     for name, (what, preset, _, _) in ROWS.items():
-        res = RUNS / f"{name}.eval.json"
-        if not res.exists():
+        if name not in results:
             continue
-        ev = json.loads(res.read_text())
-        steps, minutes = cost(name)
-        by_scale = {float(r["scale"]): r for r in ev["rows"]}
+        res = results[name]
+        steps = res["steps"]
         cells = []
-        for s in (1.0, 4.0):
-            r = by_scale.get(s)
+        for s in ("1", "4"):
+            r = res["scales"].get(s)
             cells += ([f"{r['balanced_accuracy']:.1f} ({r['of_ceiling']:.0f}%)", f"{r['fd_over_floor']:.2f} ({r['fd_excess']:.2f})"]
                       if r else ["-", "-"])
         rows.append([name, what, preset, steps, steps * BATCH, f"{3 * steps * BATCH * GFLOPS[preset] / 1e3:.0f}",
-                     f"{minutes:.0f}"] + cells)
+                     f"{res['minutes']:.0f}"] + cells)
     notes = (f"Each row: `bench/recipes.py train ROW` (flags in bench/recipes.py; batch {BATCH}, lr 3e-4, EMA 0.995, seed 0, "
              f"one thread, two rows side by side on 2 cores while other work ran: minutes are wall clock under load, "
              f"not comparable between rows), then `bench/recipes.py eval ROW` (EMA weights, 50 DDIM steps, fixed seeds). "
