@@ -308,7 +308,8 @@ def load_eval_model(path, weights: str = "ema"):
 
 def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: int = 50, sampler: str = "ddim",
              scales=(1.0, 2.0, 4.0, 6.0), seed: int = 0, weights: str = "ema", judge: str | None = None,
-             retrain_judge: bool = False, floor_pairs: int = FLOOR_PAIRS, log=print) -> dict:
+             retrain_judge: bool = False, floor_pairs: int = FLOOR_PAIRS, interval: tuple[int, int] | None = None,
+             log=print) -> dict:
     """Everything `ditweb eval` reports, as a dict (see table() for the printed form)."""
     from tqdm import tqdm
     from .data import load_data
@@ -345,16 +346,17 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
         "held_out": len(te), "real_images": len(x), "ceiling": 100 * ceiling,
         "floor": {"mean": ref.floor, "std": ref.spread, "pairs": floor_pairs, "n": n_per_class * len(names)},
         "real_near_copy": 100 * float((real_near < NEAR_RMSE).mean()), "real_near_median": float(np.median(real_near)),
-        "threads": torch.get_num_threads(), "rows": [],
+        "interval": list(interval) if interval else None, "threads": torch.get_num_threads(), "rows": [],
     }
     class_ids = np.repeat(np.arange(len(names)), n_per_class)
     for s in scales:
+        guide = Guide(scale=s, schedule="interval", interval=tuple(interval)) if interval else Guide(scale=s)
         t0 = time.time()
         imgs = []
         bar = tqdm(total=len(names) * steps, desc=f"sampling cfg {s:g}", unit="step")
         for c in range(len(names)):                                           # one class per batch: fixed seeds
             imgs.append(sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size,
-                                      num_classes=cfg.num_classes, class_ids=[c] * n_per_class, guide=Guide(scale=s),
+                                      num_classes=cfg.num_classes, class_ids=[c] * n_per_class, guide=guide,
                                       steps=steps, sampler=sampler, seed=seed + c,
                                       prediction=getattr(cfg, "prediction", "eps"), on_step=lambda *a: bar.update(1)))
         bar.close()
@@ -391,7 +393,8 @@ def table(r: dict) -> tuple[str, list[str], list[list], str]:
     weights = {"EMA": "EMA weights", "raw": "raw weights"}.get(r["weights"], "the file's one set of weights")
     notes = (f"checkpoint {r['ckpt']} (step {r['step']}, {weights}, predicts {r['prediction']}), {k} classes; "
              f"{r['n_per_class']} samples per class, seeds {r['seed']}..{r['seed'] + k - 1} (one per class), "
-             f"{r['steps']} {r['sampler'].upper()} steps, eta 0, x0 clipped. Judge {Path(r['judge']).name} "
+             f"{r['steps']} {r['sampler'].upper()} steps, eta 0, x0 clipped"
+             f"{'; guidance only at t in ' + '..'.join(map(str, r['interval'])) if r.get('interval') else ''}. Judge {Path(r['judge']).name} "
              f"(trained on {r['judge_train_images']} real images{'' if r['judge_same_data'] else ', OTHER DATA than these'}); "
              f"accuracy is class-averaged (balanced); the ceiling is the judge's on {r['held_out']} held-out real images. "
              f"FD: mean (± std) over {2 * fl['pairs']} class-balanced real reference sets of {r['n_per_class']} per class "
@@ -412,6 +415,8 @@ def register(sub):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
     p.add_argument("--scales", default="1,2,4,6", help="guidance scales, comma-separated (1 = no guidance)")
+    p.add_argument("--interval", help="guide only while the model's t is in LO:HI (e.g. 0:600), 1 outside it; "
+                                      "default: every step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", help=f"the judge's weights (default {JUDGE.relative_to(ROOT)})")
     p.add_argument("--retrain-judge", action="store_true",
@@ -430,10 +435,18 @@ def cmd_eval(args):
         raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.n_per_class < 2:
         raise EvalError("--n-per-class must be at least 2")
+    interval = None
+    if args.interval:
+        try:
+            interval = tuple(int(v) for v in args.interval.split(":"))
+            if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 999:
+                raise ValueError
+        except ValueError:
+            raise EvalError(f"bad --interval {args.interval!r} (want LO:HI with 0 <= LO <= HI <= 999, e.g. 0:600)") from None
     if args.steps < 1 or args.floor_pairs < 2:
         raise EvalError("--steps must be at least 1 and --floor-pairs at least 2")
     result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,
-                      args.weights, args.judge, args.retrain_judge, args.floor_pairs)
+                      args.weights, args.judge, args.retrain_judge, args.floor_pairs, interval)
     publish("eval", *table(result), args.out or RESULTS)
     if args.json:
         print(f"saved {save_text(Path(args.json), json.dumps(result, indent=1) + chr(10))}")
