@@ -136,7 +136,8 @@ def case_id(c):
 
 
 def test_every_op_has_a_case():
-    assert {c[0] for c in CASES} == set(ALL_OPS)
+    from test_vae_kernels import VAE_OPS         # the VAE decoder's kernels have their cases there
+    assert {c[0] for c in CASES} | VAE_OPS == set(ALL_OPS)
 
 
 def test_matmul_naive_is_not_exported():

@@ -342,3 +342,82 @@ def bound_timestep_embed(x, p, v, step):
     out = _full(x["dst"])
     out[: emb.numel()] = emb
     return {"dst": _finish(out)}
+
+
+# ------------------------------------------------------------------ the VAE decoder's kernels (docs/tolerances.md, "VAE")
+
+def bound_conv2d(x, p, v, step):
+    """Implicit-GEMM convolution: every output is a sum of K = C_in k^2 products, then + bias (+ res):
+    gamma(K + 1) (S + |bias|), or gamma(K + 2) (S + |bias| + |res|), S = conv(|src|, |w|)."""
+    from .reference import conv_batch, conv_weight
+    k, Ci, Co, H, W = v["k"], p["C_in"], p["C_out"], p["H"], p["W"]
+    n = conv_batch(p)
+    src = x["src"][: n * Ci * H * W].reshape(n, Ci, H, W)
+    S = torch.nn.functional.conv2d(src.abs(), conv_weight(x, p, v).abs(), padding=(k - 1) // 2)
+    S = (S + x["bias"][:Co].abs()[None, :, None, None]).reshape(-1)
+    K = Ci * k * k
+    if p["has_res"]:
+        d = gamma(K + 2) * (S + x["res"][: S.numel()].abs())
+    else:
+        d = gamma(K + 1) * S
+    out = _full(x["dst"])
+    out[: d.numel()] = d
+    return {"dst": _finish(out)}
+
+
+def bound_groupnorm(x, p, v, step):
+    """layernorm_mod's two-pass bound over the C / G * HW values of a group (256 invocations: lane sums of
+    ceil(n / 256) terms, an 8-level tree), eps from the params, then the per-channel affine z = y w + b
+    (a product and a sum) and, for act = silu, the activation at z~ within dz of z."""
+    from .reference import f32_bits
+    G, C, HW = p["G"], p["C"], p["HW"]
+    rows = p["rows"]
+    cpg = C // G
+    n = cpg * HW
+    eps = f32_bits(p["eps_bits"])
+    xg = x["src"][: rows * n].reshape(rows, n)
+    n_sum = -(-n // 256) + 8
+    mu = xg.mean(dim=1, keepdim=True)
+    d_mu = gamma(n_sum) * xg.abs().sum(dim=1, keepdim=True) / n + (DIV + 1.0) * U * mu.abs()
+    c = xg - mu
+    var = (c * c).mean(dim=1, keepdim=True)
+    Wv = var + eps
+    dW = var * (3.0 * U + gamma(n_sum) + (DIV + 1.0) * U) + d_mu ** 2 + eps * U + U * Wv
+    rstd = Wv.rsqrt()
+    e_rstd = dW / (2.0 * Wv) + (SQRT + DIV) * U
+    y = c * rstd
+    dy = rstd * (d_mu + U * (c.abs() + d_mu)) + y.abs() * (e_rstd + U)
+    ch = (torch.arange(rows)[:, None] % G) * cpg + torch.arange(n)[None, :] // HW      # channel of each value
+    w, b = x["norm_w"][:C][ch], x["norm_b"][:C][ch]
+    yw = (y * w).abs()
+    dz = dy * w.abs() + U * yw + U * (yw + b.abs())
+    if v.get("act", "none") == "silu":
+        dz = silu_err(y * w + b, dz)
+    out = _full(x["dst"])
+    out[: rows * n] = dz.reshape(-1)
+    return {"dst": _finish(out)}
+
+
+def bound_bmm(x, p, v, step):
+    """K products summed (K roundings each), then the product by alpha: gamma(K + 1) |alpha| |A| |B|^T."""
+    from .reference import bmm_operands, f32_bits
+    A, Bm = bmm_operands(x, p)
+    d = (gamma(p["K"] + 1) * abs(f32_bits(p["alpha_bits"])) * (A.abs() @ Bm.abs().transpose(1, 2))).reshape(-1)
+    out = _full(x["dst"])
+    out[: d.numel()] = d
+    return {"dst": _finish(out)}
+
+
+def bound_softmax_rows(x, p, v, step):
+    """w_j = exp(s_j - m) (m the row max, exact; gap_j = m - s_j >= 0): the subtraction's rounding (U gap_j)
+    and exp's 3 + 2 gap_j ULP give e_j = U (3 + 3 gap_j); l = sum_j w_j (ceil(L / 256) + 8 roundings), then
+    1 / l (2.5 ULP) and the product (U): dp_j = p_j (e_j + sum_k p_k e_k + gamma(ceil(L / 256) + 8) + 3.5 U)."""
+    rows, L = p["rows"], p["L"]
+    s = x["x"][: rows * L].reshape(rows, L)
+    gap = s.amax(dim=1, keepdim=True) - s
+    e = U * (EXP_CONST + (EXP_SLOPE + 1.0) * gap)
+    P = s.softmax(-1)
+    d = P * (e + (P * e).sum(dim=1, keepdim=True) + gamma(-(-L // 256) + 8) + (DIV + 1.0) * U)
+    out = _full(x["x"])
+    out[: rows * L] = d.reshape(-1)
+    return {"x": _finish(out)}

@@ -21,7 +21,8 @@ import jinja2
 from ditformat import noise
 
 from . import bounds
-from .reference import (ref_attention, ref_cond_tokens, ref_expand_batch, ref_gated_residual, ref_guide_combine,
+from .reference import (ref_bmm, ref_conv2d, ref_groupnorm, ref_softmax_rows, ref_upsample_nearest,
+                        ref_attention, ref_cond_tokens, ref_expand_batch, ref_gated_residual, ref_guide_combine,
                         ref_label_embed, ref_layernorm_mod, ref_matmul, ref_matmul_naive, ref_patchify,
                         ref_pos_embed_add, ref_rng_normal, ref_sampler_step, ref_timestep_embed, ref_unpatchify,
                         torch_attention, torch_layernorm_mod, torch_matmul)
@@ -249,6 +250,37 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _elementwise("sampler_step", (B("st", "step", "uniform"), B("guided"), B("x", access="rw")),
                  ("count", "C", "P2", "learn_sigma"), ref_sampler_step, bounds.bound_sampler_step),
 ]}
+
+# The VAE decoder's kernels (docs/vae.md): activations NCHW. conv2d weights are stored transposed,
+# (C_in * k * k, C_out4): four output channels are one vec4 (f16: one vec2<u32>, unpacked without shader-f16).
+def _conv_flops(p):
+    return 2.0 * p["blocks"] * 4 * p["C_out"] * p["C_in"] * p["k"] ** 2      # pixels rounded up to blocks of 4
+
+
+OPS.update({op.name: op for op in [
+    Op(name="conv2d", template="conv2d.wgsl.j2",
+       bindings=(B("src"), B("w", "w"), B("bias", "w"), B("res"), B("dst", access="rw")),
+       params=("blocks", "C_in", "C_out", "C_out4", "H", "W", "has_res"),
+       workgroup_size=(8, 8, 1), groups=(("C_out", 32), ("blocks", 8), (1, 1)),
+       reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "vec4": ("vec4",)},
+       vec4_bindings=("w",), shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
+    Op(name="groupnorm", template="groupnorm.wgsl.j2",
+       bindings=(B("src"), B("norm_w", "w"), B("norm_b", "w"), B("dst", access="rw")),
+       params=("rows", "G", "C", "HW", "eps_bits"), workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
+       reference=ref_groupnorm, bound=bounds.bound_groupnorm, variants={"act": ("none", "silu")},
+       workgroup_storage=lambda v: 256 * 4, shape_keys=("rows", "C", "HW"), reduce="HW"),
+    _elementwise("upsample_nearest", (B("src"), B("dst", access="rw")), ("count", "H", "W"), ref_upsample_nearest,
+                 bounds.bound_exact),
+    Op(name="bmm", template="bmm.wgsl.j2", bindings=(B("a"), B("bm"), B("dst", access="rw")),
+       params=("batch", "M", "N", "K", "a_off", "a_sb", "a_sm", "a_sk", "b_off", "b_sb", "b_sn", "b_sk", "alpha_bits"),
+       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), ("batch", 1)),
+       reference=ref_bmm, bound=bounds.bound_bmm, shape_keys=("M", "N", "K"), reduce="K",
+       flops=lambda p: 2.0 * p["batch"] * p["M"] * p["N"] * p["K"]),
+    Op(name="softmax_rows", template="softmax_rows.wgsl.j2", bindings=(B("x", access="rw"),), params=("rows", "L"),
+       workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
+       reference=ref_softmax_rows, bound=bounds.bound_softmax_rows,
+       workgroup_storage=lambda v: 256 * 4, shape_keys=("rows", "L"), reduce="L"),
+]})
 
 # Not exported, not in OPS: the benchmark's baseline (one invocation per output, no tiling) that shows
 # what register blocking buys; the parity tests check it like the others.

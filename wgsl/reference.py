@@ -235,3 +235,79 @@ def torch_layernorm_mod(p, variant):
     x = torch.rand(p["rows"] // p["T"], p["T"], p["D"])
     s = torch.rand(x.shape[0], 1, p["D"])
     return lambda: torch.nn.functional.layer_norm(x, (p["D"],), eps=1e-6) * (1 + s) + s
+
+
+# ------------------------------------------------------------------ the VAE decoder's kernels (docs/vae.md)
+
+def f32_bits(bits: int) -> float:
+    """The f32 whose bit pattern is the u32 param `bits` (eps, alpha: floats passed in the u32 params)."""
+    import numpy as np
+    return float(np.array([bits], np.uint32).view(np.float32)[0])
+
+
+def conv_batch(p) -> int:
+    return p["blocks"] // (p["H"] * -(-p["W"] // 4))
+
+
+def conv_weight(x, p, v):
+    """(C_out, C_in, k, k) from the kernel's layout (C_in * k * k, C_out4), output channel fastest."""
+    k, Ci, Co, Co4 = v["k"], p["C_in"], p["C_out"], p["C_out4"]
+    return x["w"][: Ci * k * k * Co4].reshape(Ci, k, k, Co4)[..., :Co].permute(3, 0, 1, 2)
+
+
+def ref_conv2d(x, p, v, step):
+    k, Ci, Co, H, W = v["k"], p["C_in"], p["C_out"], p["H"], p["W"]
+    n = conv_batch(p)
+    src = x["src"][: n * Ci * H * W].reshape(n, Ci, H, W)
+    y = torch.nn.functional.conv2d(src, conv_weight(x, p, v), x["bias"][:Co], padding=(k - 1) // 2)
+    y = y.reshape(-1)
+    if p["has_res"]:
+        y = y + x["res"][: y.numel()]
+    out = x["dst"].clone()
+    out[: y.numel()] = y
+    return {"dst": out}
+
+
+def ref_groupnorm(x, p, v, step):
+    G, C, HW = p["G"], p["C"], p["HW"]
+    n = p["rows"] // G
+    xg = x["src"][: n * C * HW].reshape(n, G, -1)        # what F.group_norm computes (it refuses 1 value a group)
+    mu = xg.mean(dim=2, keepdim=True)
+    var = ((xg - mu) ** 2).mean(dim=2, keepdim=True)
+    y = ((xg - mu) / (var + f32_bits(p["eps_bits"])).sqrt()).reshape(n, C, HW)
+    y = y * x["norm_w"][:C, None] + x["norm_b"][:C, None]
+    y = _act(y, v.get("act", "none")).reshape(-1)
+    out = x["dst"].clone()
+    out[: y.numel()] = y
+    return {"dst": out}
+
+
+def ref_upsample_nearest(x, p, v, step):
+    H, W = p["H"], p["W"]
+    src = x["src"][: p["count"] // 4].reshape(-1, 1, H, W)
+    y = torch.nn.functional.interpolate(src, scale_factor=2.0, mode="nearest").reshape(-1)
+    out = x["dst"].clone()
+    out[: y.numel()] = y
+    return {"dst": out}
+
+
+def bmm_operands(x, p):
+    """A (batch, M, K) and B (batch, N, K) gathered through the params' strides."""
+    A = torch.as_strided(x["a"], (p["batch"], p["M"], p["K"]), (p["a_sb"], p["a_sm"], p["a_sk"]), p["a_off"])
+    Bm = torch.as_strided(x["bm"], (p["batch"], p["N"], p["K"]), (p["b_sb"], p["b_sn"], p["b_sk"]), p["b_off"])
+    return A, Bm
+
+
+def ref_bmm(x, p, v, step):
+    A, Bm = bmm_operands(x, p)
+    y = (f32_bits(p["alpha_bits"]) * (A @ Bm.transpose(1, 2))).reshape(-1)
+    out = x["dst"].clone()
+    out[: y.numel()] = y
+    return {"dst": out}
+
+
+def ref_softmax_rows(x, p, v, step):
+    n = p["rows"] * p["L"]
+    out = x["x"].clone()
+    out[:n] = x["x"][:n].reshape(p["rows"], p["L"]).softmax(-1).reshape(-1)
+    return {"x": out}
