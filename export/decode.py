@@ -1,11 +1,21 @@
-"""The VAE decoder as a dispatch program (docs/vae.md): the decoder's weights in the layouts its kernels read.
+"""The VAE decoder (dit_model/vae.py) as a dispatch program run once after sampling (docs/vae.md).
+
+`decoder_tensors` writes the decoder's weights in the layouts its kernels read, `build_decode` the buffers and
+the `decode` program, `decoder_from_tensors` the float64 torch twin of those very tensors (for parity checks).
 
 conv2d kernels (wgsl/conv2d.wgsl.j2) read a (C_out, C_in, k, k) convolution transposed to (C_in * k * k, C_out4),
 output channel fastest, C_out4 = C_out rounded up to a multiple of 4 with zero columns, so that four output
-channels are one vec4 load."""
+channels are one vec4 load. The attention's q, k, v linears are one 1x1 convolution C -> 3C (`to_qkv`), its
+output linear a 1x1 convolution with the residual added in its epilogue. The DiT's latents are divided by the
+scaling factor (and shifted) inside `post_quant_conv`, whose weights are folded: W' = W / s, b' = b + W shift 1.
+Activations are NCHW per image (N images: the linear forms' N), in a pool of buffers reused along the way."""
 from __future__ import annotations
 
 import numpy as np
+
+from ditformat.forms import lin
+
+PREFIX = "vae."
 
 
 def conv_layout(w: np.ndarray) -> np.ndarray:
@@ -15,4 +25,179 @@ def conv_layout(w: np.ndarray) -> np.ndarray:
     t = w.reshape(co, -1).T                                     # (C_in * k * k, C_out)
     out = np.zeros((t.shape[0], -(-co // 4) * 4), w.dtype)
     out[:, :co] = t
+    return out
+
+
+def conv_unlayout(t: np.ndarray, c_out: int, k: int) -> np.ndarray:
+    """conv_layout's inverse: (C_in * k * k, C_out4) -> (C_out, C_in, k, k)."""
+    return np.ascontiguousarray(t[:, :c_out].T).reshape(c_out, -1, k, k)
+
+
+def f32_bits(v: float) -> int:
+    return int(np.array([v], np.float32).view(np.uint32)[0])
+
+
+def _conv_names(sd: dict) -> list[str]:
+    return [k[:-len(".weight")] for k, v in sd.items() if k.endswith(".weight") and v.ndim == 4]
+
+
+def decoder_tensors(vae, dtype: str) -> dict[str, np.ndarray]:
+    """The decoder's tensors as the bundle stores them (names under `vae.`), in f32 or f16."""
+    np_dtype = np.float16 if dtype == "f16" else np.float32
+    cfg = vae.cfg
+    sd = {k: v.detach().cpu().double().numpy() for k, v in vae.state_dict().items()}
+    L = cfg.latent_channels
+    w = sd.pop("post_quant_conv.weight", None)
+    b = sd.pop("post_quant_conv.bias", None)
+    if w is None:                                          # no post_quant_conv: the scaling alone, as a 1x1 conv
+        w, b = np.eye(L).reshape(L, L, 1, 1), np.zeros(L)
+    sd["post_quant_conv.weight"] = w / cfg.scaling_factor
+    sd["post_quant_conv.bias"] = b + w.reshape(L, L).sum(axis=1) * cfg.shift_factor
+    a = "decoder.mid_block.attentions.0."
+    if a + "to_q.weight" in sd:
+        sd[a + "to_qkv.weight"] = np.concatenate([sd.pop(a + f"to_{n}.weight") for n in "qkv"])[:, :, None, None]
+        sd[a + "to_qkv.bias"] = np.concatenate([sd.pop(a + f"to_{n}.bias") for n in "qkv"])
+        sd[a + "to_out.0.weight"] = sd[a + "to_out.0.weight"][:, :, None, None]
+    out = {}
+    for k, v in sd.items():
+        out[PREFIX + k] = (conv_layout(v) if v.ndim == 4 else v).astype(np_dtype)
+    return out
+
+
+def decoder_from_tensors(cfg, tensors: dict):
+    """float64 VAEDecoder holding exactly the bundle's (folded, possibly f16-rounded) weights: its forward on the
+    DiT's raw latents is what the decode program computes (before the clamp)."""
+    import torch
+
+    from dit_model.vae import VAEDecoder, VAEConfig
+    cfg = VAEConfig(**{**cfg.to_dict(), "use_post_quant_conv": True}) if not cfg.use_post_quant_conv else cfg
+    vae = VAEDecoder(cfg).double().eval()
+    sd = vae.state_dict()
+    src = {k[len(PREFIX):]: np.asarray(v, np.float64) for k, v in tensors.items() if k.startswith(PREFIX)}
+    a = "decoder.mid_block.attentions.0."
+    new = {}
+    for k, ref in sd.items():
+        shape = tuple(ref.shape)
+        if k.startswith(a + "to_") and not k.startswith(a + "to_out"):
+            n = "qkv".index(k[len(a) + 3])
+            C = shape[0]
+            t = src[a + "to_qkv." + k.rsplit(".", 1)[1]]
+            v = conv_unlayout(t, 3 * C, 1)[n * C:(n + 1) * C, :, 0, 0] if k.endswith("weight") else t[n * C:(n + 1) * C]
+        elif k == a + "to_out.0.weight":
+            v = conv_unlayout(src[k], shape[0], 1)[:, :, 0, 0]
+        elif len(shape) == 4:
+            v = conv_unlayout(src[k], shape[0], shape[2])
+        else:
+            v = src[k]
+        new[k] = torch.from_numpy(np.ascontiguousarray(v).reshape(shape))
+    vae.load_state_dict(new)
+    return vae
+
+
+def image_shape(cfg, latent_size: int) -> tuple[int, int, int]:
+    side = latent_size * 2 ** (len(cfg.block_out_channels) - 1)
+    return cfg.out_channels, side, side
+
+
+def build_decode(pb, cfg, latent_size: int, latent: str) -> str:
+    """Append the decoder's buffers (names `dec.*`) and dispatches to the ProgramBuilder's current program.
+    `latent`: the buffer holding the N latents (N, L, h, h). Returns the output buffer: (N, 3, H, W), not clamped."""
+    G, eps = cfg.norm_num_groups, f32_bits(cfg.norm_eps)
+    chans = list(reversed(cfg.block_out_channels))
+    # the largest activation of one image, upsampled ones included, sizes every buffer of the pool
+    side, biggest = latent_size, cfg.latent_channels * latent_size ** 2
+    for i, c in enumerate(chans):
+        biggest = max(biggest, c * side * side)
+        if i < len(chans) - 1:
+            side *= 2
+            biggest = max(biggest, c * side * side)
+    biggest = max(biggest, cfg.out_channels * side * side)
+    pool = [pb.act(f"dec.{i}", 0, biggest) for i in range(4)]
+    busy = set()
+
+    def take() -> str:
+        name = next(n for n in pool if n not in busy)
+        busy.add(name)
+        return name
+
+    def free(*names):
+        for n in names:
+            busy.discard(n)
+
+    def w(name):
+        return pb.weight(PREFIX + name)
+
+    def conv(label, src, dst, c_in, c_out, hw, k=3, res=None):
+        blocks = hw * -(-hw // 4)
+        pb.emit("conv2d", label, {"src": src, "w": w(label + ".weight"), "bias": w(label + ".bias"),
+                                  "res": res or src, "dst": dst},
+                {"blocks": lin(0, blocks), "C_in": c_in, "C_out": c_out, "C_out4": -(-c_out // 4) * 4, "H": hw,
+                 "W": hw, "has_res": int(res is not None)}, k=k, vec4="vec4")
+
+    def norm(label, src, dst, c, hw, act="silu"):
+        pb.emit("groupnorm", label, {"src": src, "norm_w": w(label + ".weight"), "norm_b": w(label + ".bias"),
+                                     "dst": dst},
+                {"rows": lin(0, G), "G": G, "C": c, "HW": hw * hw, "eps_bits": eps}, act=act)
+
+    def resnet(label, x, c_in, c_out, hw):
+        t, h = take(), take()
+        norm(label + ".norm1", x, t, c_in, hw)
+        conv(label + ".conv1", t, h, c_in, c_out, hw)
+        norm(label + ".norm2", h, t, c_out, hw)
+        res = x
+        if c_in != c_out:
+            res = take()
+            conv(label + ".conv_shortcut", x, res, c_in, c_out, hw, k=1)
+        conv(label + ".conv2", t, h, c_out, c_out, hw, res=res)      # h is free again after norm2 read it
+        free(x, t, res)
+        return h
+
+    def attention(label, x, c, hw):
+        T = hw * hw
+        t, h = take(), take()
+        qkv = pb.act("dec.qkv", 0, 3 * c * T)
+        scores = pb.act("dec.scores", 0, T * T)
+        norm(label + ".group_norm", x, t, c, hw, act="none")
+        conv(label + ".to_qkv", t, qkv, c, 3 * c, hw, k=1)
+        sb = 3 * c * T
+        pb.emit("bmm", label + ".scores", {"a": qkv, "bm": qkv, "dst": scores},        # q^T k / sqrt(C)
+                {"batch": lin(0, 1), "M": T, "N": T, "K": c, "a_off": 0, "a_sb": sb, "a_sm": 1, "a_sk": T,
+                 "b_off": c * T, "b_sb": sb, "b_sn": 1, "b_sk": T, "alpha_bits": f32_bits(c ** -0.5)})
+        pb.emit("softmax_rows", label + ".softmax", {"x": scores}, {"rows": lin(0, T), "L": T})
+        pb.emit("bmm", label + ".probs_v", {"a": qkv, "bm": scores, "dst": t},         # out[c, i] = sum_j v[c, j] p[i, j]
+                {"batch": lin(0, 1), "M": c, "N": T, "K": T, "a_off": 2 * c * T, "a_sb": sb, "a_sm": T, "a_sk": 1,
+                 "b_off": 0, "b_sb": T * T, "b_sn": T, "b_sk": 1, "alpha_bits": f32_bits(1.0)})
+        conv(label + ".to_out.0", t, h, c, c, hw, k=1, res=x)
+        free(x, t)
+        return h
+
+    hw = latent_size
+    x = take()
+    conv("post_quant_conv", latent, x, cfg.latent_channels, cfg.latent_channels, hw, k=1)
+    y = take()
+    conv("decoder.conv_in", x, y, cfg.latent_channels, chans[0], hw)
+    free(x)
+    x = resnet("decoder.mid_block.resnets.0", y, chans[0], chans[0], hw)
+    if cfg.mid_block_add_attention:
+        x = attention("decoder.mid_block.attentions.0", x, chans[0], hw)
+    x = resnet("decoder.mid_block.resnets.1", x, chans[0], chans[0], hw)
+    for i, c in enumerate(chans):
+        c_in = chans[max(i - 1, 0)]
+        for j in range(cfg.layers_per_block + 1):
+            x = resnet(f"decoder.up_blocks.{i}.resnets.{j}", x, c_in if j == 0 else c, c, hw)
+        if i < len(chans) - 1:
+            up = take()
+            pb.emit("upsample_nearest", f"decoder.up_blocks.{i}.upsample", {"src": x, "dst": up},
+                    {"count": lin(0, c * 4 * hw * hw), "H": hw, "W": hw})
+            free(x)
+            hw *= 2
+            x = take()
+            conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", up, x, c, c, hw)
+            free(up)
+    t = take()
+    norm("decoder.conv_norm_out", x, t, chans[-1], hw)
+    free(x)
+    out = pb.act("dec.image", 0, cfg.out_channels * hw * hw)
+    conv("decoder.conv_out", t, out, chans[-1], cfg.out_channels, hw)
+    free(t)
     return out

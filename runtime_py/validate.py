@@ -196,3 +196,53 @@ def cmd_validate(args):
         print(f"ditweb validate: {len(bad)} check(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+# ------------------------------------------------------------------ the decode program of a latent bundle
+
+def check_decode(runner, kernels: dict, table: dict, wdtype: str, latents: np.ndarray) -> list[Row]:
+    """Run the decode program (runtime_py/decode.py) one dispatch at a time on `latents`; check each against its
+    op's float64 reference on the inputs the GPU itself produced. table: the buffer table (weights and activations
+    as in the manifest); kernels: kernel name -> {"op", "variant"}."""
+    gpu = runner.gpu
+    N = latents.shape[0]
+    runner._prepare(N)
+    gpu.write(runner.buffers[runner.latent], np.ascontiguousarray(latents, np.float32))
+
+    def read(name):
+        b = table[name]
+        if b["kind"] == "weight":
+            return gpu.read(runner.buffers[name], np.float16 if b["dtype"] == "f16" else np.float32,
+                            int(np.prod(b["shape"])))
+        return gpu.read(runner.buffers[name], np.float32, evaluate(b["elements"], N, N))
+
+    rows = []
+    for (pipe, bg, groups), d in zip(runner.seq, runner.program):
+        kernel = kernels[d["kernel"]]
+        op = OPS[kernel["op"]]
+        params = {k: evaluate(f, N, N) for k, f in zip(op.params, d["params"])}
+        inputs = {b.name: read(name) for b, name in zip(op.bindings, d["bindings"])}
+        enc = gpu.device.create_command_encoder(label=d["label"])
+        cp = enc.begin_compute_pass(label=d["label"])
+        cp.set_pipeline(pipe)
+        cp.set_bind_group(0, bg)
+        cp.dispatch_workgroups(*groups)
+        cp.end()
+        gpu.device.queue.submit([enc.finish()])
+        got = {b.name: read(name) for b, name in zip(op.bindings, d["bindings"]) if b.access == "rw"}
+        rows.append(compare(op, f"{d['label']} [{d['kernel']}]", got, inputs, params, kernel.get("variant", {}),
+                            wdtype, None))
+    return rows
+
+
+def whole_decode(runner, vae64, latents: np.ndarray, tol: float = WHOLE_MODEL_TOL) -> Row:
+    """The decode program against the float64 torch decoder holding the same weights (export/decode.py
+    decoder_from_tensors), before the clamp: max |gpu - torch64| <= tol max |torch64| (a budget, like the
+    DiT's whole-model check)."""
+    got = runner.decode(latents)
+    with torch.no_grad():
+        ref = vae64(torch.from_numpy(np.asarray(latents, np.float64))).numpy()
+    err = float(np.abs(got - ref).max())
+    t = tol * float(np.abs(ref).max())
+    return Row("whole decoder", {"N": latents.shape[0]}, None, err, t, err / t if t > 0 else float(err > 0) * np.inf,
+               err <= t)
