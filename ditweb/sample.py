@@ -98,18 +98,26 @@ def cmd_sample(args):
         raise UsageError("--n must be at least 1 and --steps in [1, 1000]")
     bar = lambda desc: tqdm(total=args.steps, desc=desc, unit="step", file=sys.stderr)
     if args.vae and args.runtime == "wgpu":
-        raise UsageError("--vae decodes with the torch runtime; drop --runtime wgpu")
+        raise UsageError("--vae is for checkpoints; a bundle carries its decoder (ditweb export CKPT OUT --vae VAE)")
     if args.runtime == "wgpu":
         from runtime_py.bundle import Bundle
         if not Path(args.source, "manifest.json").is_file():
             raise UsageError(f"--runtime wgpu needs a bundle folder (from ditweb export), got {args.source!r}")
+        import numpy as np
+        from runtime_py.decode import load_decoder
         bundle = Bundle.load(args.source)
+        decoder = load_decoder(bundle)                        # a latent bundle (export --vae): RGB after sampling
+        if decoder is not None:
+            args.clip = False                                 # latents are not bounded to [-1, 1]
         names = bundle.class_names
         cls, guide = resolve_class(args.cls, names), guide_from_args(args, names)
         b = bar("sampling (wgpu)")
         x = bundle.sample([cls] * args.n, seed=args.seed, steps=args.steps, guide=guide, sampler=args.sampler,
                           eta=args.eta, clip_x0=args.clip, on_step=lambda i, n: b.update(1))
         where = f", adapter {bundle.gpu.name}"
+        if decoder is not None:                               # one image at a time bounds the activation memory
+            x = np.concatenate([decoder.decode(xi[None]) for xi in x]).clip(-1.0, 1.0)
+            where += ", decoded by the bundle's VAE decoder"
     else:
         from dit_model.sample import sample_images
         vae = None

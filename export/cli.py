@@ -15,6 +15,8 @@ def register(sub):
     p.add_argument("--matmul", default="registers", choices=["registers", "shared"],
                    help="matmul kernel: 4x4 register blocks (default; best on software adapters) or workgroup-memory tiles")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
+    p.add_argument("--vae", help="a latent model's VAE (diffusers folder, .safetensors or .ckpt): its decoder goes into "
+                                 "the bundle (decoder/), run once after sampling; the bundle then makes RGB images")
     p.set_defaults(func=cmd_export)
 
 
@@ -37,7 +39,19 @@ def cmd_export(args):
     from .bundle import export_bundle
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model, names = load_for_export(args.ckpt, args.preset, args.seed)
+    vae = None
+    if args.vae:
+        from dit_model.vae import load_vae
+        from .bundle import ExportError
+        vae = load_vae(args.vae)
+        if vae.cfg.latent_channels != model.cfg.in_channels:
+            raise ExportError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes "
+                              f"{model.cfg.in_channels}")
     out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul)
+    if vae is not None:
+        from .decode import write_decoder
+        dec = write_decoder(out, vae, args.dtype, model.cfg.input_size)
+        print(f"wrote {dec}: the VAE decoder, {sum(f.stat().st_size for f in dec.rglob('*') if f.is_file()) / 1e6:.2f} MB")
     import json
     m = json.loads((out / "manifest.json").read_text())
     size = sum(f["size"] for f in m["files"].values())

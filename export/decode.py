@@ -201,3 +201,88 @@ def build_decode(pb, cfg, latent_size: int, latent: str) -> str:
     conv("decoder.conv_out", t, out, chans[-1], cfg.out_channels, hw)
     free(t)
     return out
+
+
+# ------------------------------------------------------------------ decoder/ inside a bundle
+
+SHARD_BYTES = 64 * 2 ** 20      # weight shards: browsers cache and resume per file; 64 MiB keeps each download short
+
+
+def shard(tensors: dict[str, np.ndarray], limit: int) -> list[list[str]]:
+    """Tensor names in file order, cut into shards of at most `limit` bytes (a tensor larger than the limit
+    gets a shard of its own)."""
+    out, cur, size = [], [], 0
+    for name in sorted(tensors, key=lambda k: (tensors[k].dtype != np.float32, k)):
+        nbytes = -(-tensors[name].nbytes // 4) * 4
+        if cur and size + nbytes > limit:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(name)
+        size += nbytes
+    if cur:
+        out.append(cur)
+    return out
+
+
+def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: int = SHARD_BYTES):
+    """Write `decoder/` into a bundle folder: manifest.json (ditformat/decoder-schema.json), kernels/*.wgsl and
+    weights-NN.safetensors shards of at most shard_bytes. Written to a temporary folder, then renamed."""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from ditformat import EXPORTER_VERSION
+    from ditformat.schema import SCHEMA_PATH
+    from wgsl.ops import OPS
+
+    from .bundle import ExportError, sha256, write_safetensors
+    from .program import ProgramBuilder
+
+    spec = json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
+    if dtype not in ("f32", "f16"):
+        raise ExportError(f"unknown decoder dtype {dtype!r}; choose f32 or f16")
+    if shard_bytes < 2 ** 20:
+        raise ExportError(f"shard size {shard_bytes} bytes is below 1 MiB")
+    cfg = vae.cfg
+    tensors = decoder_tensors(vae, dtype)
+    pb = ProgramBuilder(None, dtype, {k: v.shape for k, v in tensors.items()})
+    pb.programs = {"decode": []}
+    pb.current = pb.programs["decode"]
+    L = cfg.latent_channels
+    latent = pb.act("dec.latent", 0, L * latent_size ** 2)
+    image = build_decode(pb, cfg, latent_size, latent)
+    root = Path(bundle_dir)
+    tmp = root / f".decoder.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "kernels").mkdir(parents=True)
+    try:
+        buffers = {}
+        for i, names in enumerate(shard(tensors, shard_bytes)):
+            fname = f"weights-{i:02d}.safetensors"
+            write_safetensors({n: tensors[n] for n in names}, tmp / fname)
+            for n in names:
+                a = tensors[n]
+                buffers[n] = {"kind": "weight", "tensor": n, "file": fname, "dtype": dtype, "shape": list(a.shape),
+                              "bytes": int(a.nbytes)}
+        buffers.update(pb.buffers)
+        kernels = {}
+        for kname, k in sorted(pb.kernels.items()):
+            (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], dtype))
+            kernels[kname] = {f: k["entry"][f] for f in ("file", "op", "variant", "workgroup_size", "params", "bindings")}
+        files = {f.relative_to(tmp).as_posix(): {"size": f.stat().st_size, "sha256": sha256(f)}
+                 for f in sorted(tmp.rglob("*")) if f.is_file()}
+        manifest = {"format": spec["format"], "format_version": spec["format_version"],
+                    "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype, "vae": cfg.to_dict(),
+                    "latent_shape": [L, latent_size, latent_size], "image_shape": list(image_shape(cfg, latent_size)),
+                    "io": {"latent": latent, "image": image}, "files": files, "kernels": kernels, "buffers": buffers,
+                    "program": pb.programs["decode"]}
+        manifest["vae"]["block_out_channels"] = list(cfg.block_out_channels)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))
+        out = root / "decoder"
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root / "decoder"

@@ -43,9 +43,17 @@ class DecodeRunner:
         self.check_limits(N)
         gpu = self.gpu
         bufs = dict(self.weights)
-        for name, b in self.buffer_table.items():
-            if b["kind"] == "activation":
-                bufs[name] = gpu.buffer(4 * max(evaluate(b["elements"], N, N), 1), name)
+        self.buffers, self.seq, self._n = None, None, None
+        try:
+            for name, b in self.buffer_table.items():
+                if b["kind"] == "activation":
+                    bufs[name] = gpu.buffer(4 * max(evaluate(b["elements"], N, N), 1), name)
+        except DeviceLimitError:
+            raise
+        except Exception as e:      # wgpu-py reports an out-of-memory allocation as an exception
+            total, _ = bytes_needed(self.buffer_table, N)
+            raise DeviceLimitError(f"allocating {total / 2 ** 20:.0f} MiB of decoder activations for {N} image(s) failed "
+                                   f"on {gpu.name}: {str(e).splitlines()[0][:120]}; decode fewer images at once") from None
         max_groups = gpu.limit("max-compute-workgroups-per-dimension")
         seq = []
         for d in self.program:
@@ -87,3 +95,144 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
     clipped to [0, 255] (the clamp to [-1, 1]), truncated."""
     a = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     return a.transpose(0, 2, 3, 1)
+
+
+# ------------------------------------------------------------------ decoder/ of a bundle: verify, then load
+
+def _schema() -> dict:
+    import json
+
+    from ditformat.schema import SCHEMA_PATH
+    return json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
+
+
+def verify_decoder(root, latent_shape=None) -> dict:
+    """decoder/manifest.json of a bundle, checked like the bundle's own manifest before any GPU call: schema,
+    file sizes and sha256, the WGSL bindings and workgroup sizes against the kernel table, every dispatch's
+    kernel, buffers and param count, the weight shards' headers against the buffer table. `latent_shape`:
+    the DiT's x_shape, which the decoder must take. Returns the manifest (weights get `_offset`)."""
+    import json
+    from pathlib import Path
+
+    from ditformat.schema import SchemaMismatch, check
+
+    from .verify import (HashMismatchError, KernelError, ManifestError, MissingFileError, ProgramError,
+                         SizeMismatchError, WeightsError, DTYPE_NAME, _no_constants, check_kernel_source,
+                         read_safetensors_header, sha256_file)
+    root = Path(root)
+    w = root / "manifest.json"
+    spec = _schema()
+    try:
+        m = json.loads(w.read_bytes().decode("utf-8"), parse_constant=_no_constants)
+    except FileNotFoundError:
+        raise MissingFileError(f"{w}: missing") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ManifestError(f"{w}: not JSON ({str(e).splitlines()[0][:80]})") from None
+    if not isinstance(m, dict) or m.get("format") != spec["format"] or m.get("format_version") != spec["format_version"]:
+        got = (m.get("format"), m.get("format_version")) if isinstance(m, dict) else None
+        raise ManifestError(f"{w}: format {str(got)[:60]} is not {spec['format']} version {spec['format_version']}; "
+                            "re-export the bundle with --vae")
+    try:
+        check(m, spec["manifest"], str(w))
+    except SchemaMismatch as e:
+        raise ManifestError(str(e)) from None
+    if latent_shape is not None and m["latent_shape"] != list(latent_shape):
+        raise ManifestError(f"{w}: latent_shape {m['latent_shape']} differs from the model's x_shape {list(latent_shape)}")
+    for rel, info in m["files"].items():
+        if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or ":" in rel or not rel:
+            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
+        f = root / rel
+        if not f.is_file():
+            raise MissingFileError(f"{f}: listed in {w.name} files but absent")
+        if f.stat().st_size != info["size"]:
+            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, {w.name} files says {info['size']}")
+        if sha256_file(f) != info["sha256"]:
+            raise HashMismatchError(f"{f}: sha256 differs from {w.name}")
+    for kname, k in m["kernels"].items():
+        if k["file"] not in m["files"]:
+            raise KernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
+        b = k["bindings"]
+        if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform" or \
+                any(x["type"] == "uniform" for x in b[1:]):
+            raise ManifestError(f"{w}.kernels.{kname}.bindings: must be 0, 1, ... in order, binding 0 the params uniform "
+                                "and the only uniform")
+        try:
+            code = (root / k["file"]).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
+        check_kernel_source(kname, k, code, str(root / k["file"]))
+    bufs = m["buffers"]
+    for key in ("latent", "image"):
+        if bufs.get(m["io"][key], {}).get("kind") != "activation":
+            raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
+    for n, d in enumerate(m["program"]):
+        where = f"{w}.program[{n}] ({d['label'][:40]})"
+        k = m["kernels"].get(d["kernel"])
+        if k is None:
+            raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
+        if len(d["bindings"]) != len(k["bindings"]) - 1 or len(d["params"]) != len(k["params"]):
+            raise ProgramError(f"{where}: {len(d['bindings'])} bindings / {len(d['params'])} params, kernel "
+                               f"{d['kernel']} declares {len(k['bindings']) - 1} / {len(k['params'])}")
+        for i, bname in enumerate(d["bindings"], 1):
+            if bname not in bufs:
+                raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
+            if bufs[bname]["kind"] == "weight" and k["bindings"][i]["type"] != "read-only-storage":
+                raise ProgramError(f"{where}: binding {i} would write weight buffer {bname!r}")
+    headers = {}
+    for name, b in bufs.items():
+        if b["kind"] != "weight":
+            continue
+        if b["file"] not in m["files"]:
+            raise WeightsError(f"{w}.buffers.{name}.file {b['file'][:60]!r} is not listed in files")
+        if b["file"] not in headers:
+            headers[b["file"]] = read_safetensors_header(root / b["file"])
+        header, start = headers[b["file"]]
+        t = header.get(b["tensor"])
+        if t is None:
+            raise WeightsError(f"{root / b['file']}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
+        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
+                t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
+            raise WeightsError(f"{root / b['file']}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, buffer "
+                               f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
+        b["_offset"] = start + t["data_offsets"][0]
+    return m
+
+
+def load_decoder(bundle, max_images: int = 1):
+    """The bundle's decoder (a DecodeRunner with `.manifest`), or None for a bundle without one. Weights are
+    uploaded shard by shard after checking that the weights and the activations of `max_images` images fit
+    the adapter's buffer limits (a one-line DeviceLimitError otherwise)."""
+    root = bundle.path / "decoder"
+    if not (root / "manifest.json").is_file():
+        return None
+    m = verify_decoder(root, bundle.manifest["io"]["x_shape"])
+    gpu = bundle.gpu
+    cap = min(gpu.limit("max-storage-buffer-binding-size"), gpu.limit("max-buffer-size"))
+    weights = {n: b for n, b in m["buffers"].items() if b["kind"] == "weight"}
+    wbytes = sum(b["bytes"] for b in weights.values())
+    big = max(weights.values(), key=lambda b: b["bytes"], default=None)
+    if big is not None and big["bytes"] > cap:
+        raise DeviceLimitError(f"{root}: weight {big['tensor']!r} needs {big['bytes']} bytes; this adapter "
+                               f"({gpu.name}) binds at most {cap}")
+    total, largest = bytes_needed(m["buffers"], max_images)
+    if largest > cap:
+        raise DeviceLimitError(f"{root}: decoding needs a {largest / 2 ** 20:.1f} MiB activation buffer; this adapter "
+                               f"({gpu.name}) binds at most {cap / 2 ** 20:.1f} MiB per buffer")
+    pipelines = {name: gpu.pipeline((root / k["file"]).read_text(), name, k["bindings"]) for name, k in m["kernels"].items()}
+    buffers = {}
+    try:
+        for fname in sorted({b["file"] for b in weights.values()}):
+            raw = (root / fname).read_bytes()
+            for n, b in weights.items():
+                if b["file"] == fname:
+                    buffers[n] = gpu.buffer(b["bytes"], n, raw[b["_offset"]: b["_offset"] + b["bytes"]])
+    except DeviceLimitError:
+        raise
+    except Exception as e:      # wgpu-py reports an out-of-memory allocation as an exception
+        raise DeviceLimitError(f"{root}: allocating {wbytes / 2 ** 20:.0f} MiB of decoder weights failed on "
+                               f"{gpu.name}: {str(e).splitlines()[0][:120]}") from None
+    runner = DecodeRunner(gpu, pipelines, m["kernels"], buffers, m["buffers"], m["program"], m["io"]["latent"],
+                          m["io"]["image"], m["latent_shape"], m["image_shape"])
+    runner.manifest = m
+    runner.weight_bytes = wbytes
+    return runner

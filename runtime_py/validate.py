@@ -186,6 +186,7 @@ def cmd_validate(args):
     print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
           f"adapter {bundle.gpu.name}")
     rows = validate(bundle, args.ckpt, args.batch)
+    rows += validate_decoder(bundle)                  # a latent bundle's VAE decoder (export --vae)
     print(format_rows(summarize(rows) if args.summary else rows))
     bad = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(bad)}/{len(rows)} checks passed")
@@ -246,3 +247,27 @@ def whole_decode(runner, vae64, latents: np.ndarray, tol: float = WHOLE_MODEL_TO
     t = tol * float(np.abs(ref).max())
     return Row("whole decoder", {"N": latents.shape[0]}, None, err, t, err / t if t > 0 else float(err > 0) * np.inf,
                err <= t)
+
+
+def validate_decoder(bundle: Bundle, seed: int = 0) -> list[Row]:
+    """A latent bundle's decoder (decoder/, export --vae): every dispatch within its bound on one latent, then
+    the whole decoder against the float64 torch decoder with the same weights on two (none for other bundles)."""
+    from safetensors.numpy import load_file
+
+    from dit_model.vae import VAEConfig
+    from export.decode import decoder_from_tensors
+
+    from .decode import load_decoder
+    runner = load_decoder(bundle, max_images=2)
+    if runner is None:
+        return []
+    m = runner.manifest
+    cfg = VAEConfig(**{**m["vae"], "block_out_channels": tuple(m["vae"]["block_out_channels"])})
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(2, *m["latent_shape"], generator=g) * cfg.scaling_factor).numpy()
+    rows = check_decode(runner, m["kernels"], m["buffers"], m["dtype"], z[:1])
+    tensors = {}
+    for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
+        tensors.update(load_file(str(bundle.path / "decoder" / f)))
+    rows.append(whole_decode(runner, decoder_from_tensors(cfg, tensors), z))
+    return rows

@@ -295,7 +295,7 @@ def test_sample_with_vae_writes_decoded_rgb_pngs(tmp_path, tiny_cfg, capsys):
     reference_vae(SMALL[1]).save_pretrained(tmp_path / "vae3")            # 3 latent channels
     assert main(args[:3] + [str(tmp_path / "vae3"), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert "no such VAE file" in err and "drop --runtime wgpu" in err and "3-channel latents, the model makes 4" in err
+    assert "no such VAE file" in err and "a bundle carries its decoder" in err and "3-channel latents, the model makes 4" in err
     assert not (tmp_path / "bad").exists()
 
 

@@ -1,0 +1,128 @@
+"""A latent DiT + VAE through `ditweb export --vae`, `ditweb validate` and `ditweb sample --runtime wgpu`
+(docs/vae.md, "Bundles with a decoder"): decoded RGB PNGs with no --vae, the same pixels as torch, sharded
+decoder weights, a tampered decoder refused in one line, the adapter's limits checked before allocating."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _gpu_helpers import gpu  # noqa: F401  (fixture)
+from conftest import randomize
+from dit_model.vae import VAEConfig, VAEDecoder, load_vae
+
+VAE = VAEConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)   # 8x8 latent -> 16x16
+
+
+def write_vae_folder(path, cfg: VAEConfig, seed=0):
+    """A diffusers-style VAE folder (config.json + diffusion_pytorch_model.safetensors) of the decoder half."""
+    from safetensors.torch import save_file
+    vae = randomize(VAEDecoder(cfg).eval(), seed)
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.add_(1.0)
+    path.mkdir(parents=True)
+    conf = {"_class_name": "AutoencoderKL", **cfg.to_dict(), "block_out_channels": list(cfg.block_out_channels)}
+    (path / "config.json").write_text(json.dumps(conf))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "diffusion_pytorch_model.safetensors")
+    return path
+
+
+@pytest.fixture(scope="module")
+def latent_bundle(tmp_path_factory):
+    from dit_model.checkpoint import atomic_save
+    from dit_model.model import DiT, DiTConfig
+    from ditweb.cli import main
+    tmp = tmp_path_factory.mktemp("latent")
+    cfg = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=3)
+    model = randomize(DiT(cfg), seed=5).eval()
+    atomic_save({"ema": model.state_dict(), "config": cfg.to_dict()}, tmp / "dit.pt")
+    write_vae_folder(tmp / "vae", VAE)
+    assert main(["export", str(tmp / "dit.pt"), str(tmp / "bundle"), "--vae", str(tmp / "vae")]) == 0
+    return tmp, model
+
+
+def test_export_writes_the_decoder(latent_bundle):
+    tmp, _ = latent_bundle
+    m = json.loads((tmp / "bundle" / "decoder" / "manifest.json").read_text())
+    assert m["latent_shape"] == [4, 8, 8] and m["image_shape"] == [3, 16, 16]
+    assert {k["op"] for k in m["kernels"].values()} == {"conv2d", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}
+    assert all((tmp / "bundle" / "decoder" / f).is_file() for f in m["files"])
+
+
+def test_validate_checks_the_decoder(latent_bundle, capsys):
+    from ditweb.cli import main
+    tmp, _ = latent_bundle
+    assert main(["validate", str(tmp / "bundle"), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "whole decoder" in out and "conv2d_f32_3_vec4" in out and "softmax_rows" in out
+
+
+def test_sample_wgpu_writes_decoded_pngs_like_torch(latent_bundle, capsys):
+    from dit_model.sample import sample_images
+    from ditweb.cli import main
+    tmp, model = latent_bundle
+    args = ["sample", str(tmp / "bundle"), "--runtime", "wgpu", "--n", "2", "--steps", "3", "--seed", "4", "--class", "1"]
+    assert main(args + ["--out", str(tmp / "out")]) == 0
+    assert "decoded by the bundle's VAE decoder" in capsys.readouterr().out
+    png = np.asarray(Image.open(tmp / "out" / "sample_001.png")).astype(np.int64)
+    assert png.shape == (16, 16, 3)
+    x = sample_images(model, in_channels=4, input_size=8, num_classes=3, class_ids=[1, 1], steps=3, seed=4, clip_x0=False)
+    with torch.no_grad():
+        img = load_vae(tmp / "vae").decode(x)[1].permute(1, 2, 0).numpy()
+    want = np.clip((img + 1) * 127.5 + 0.5, 0, 255).astype(np.int64)
+    assert np.abs(png - want).max() <= 1                       # a float32 rounding may cross a level boundary
+
+
+def test_decoder_weights_are_sharded(tmp_path):
+    from export.decode import write_decoder
+    from runtime_py.decode import verify_decoder
+    vae = load_vae(write_vae_folder(tmp_path / "vae", VAE))
+    dec = write_decoder(tmp_path, vae, "f32", 8, shard_bytes=2 ** 20)
+    m = verify_decoder(dec, [4, 8, 8])
+    shards = sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"})
+    assert len(shards) >= 2 and all((dec / s).stat().st_size <= 2 ** 20 + 4096 for s in shards)
+
+
+def test_tampered_decoder_is_refused_in_one_line(latent_bundle, tmp_path, capsys):
+    import shutil
+    from ditweb.cli import main
+    tmp, _ = latent_bundle
+    bad = tmp_path / "bundle"
+    shutil.copytree(tmp / "bundle", bad)
+    shard = bad / "decoder" / "weights-00.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-4])
+    assert main(["sample", str(bad), "--runtime", "wgpu", "--n", "1", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights-00.safetensors" in err[0] and "bytes" in err[0]
+    m = json.loads((tmp / "bundle" / "decoder" / "manifest.json").read_text())
+    m["latent_shape"] = [4, 16, 16]
+    (bad / "decoder" / "manifest.json").write_text(json.dumps(m))
+    shutil.copy(tmp / "bundle" / "decoder" / "weights-00.safetensors", shard)
+    assert main(["sample", str(bad), "--runtime", "wgpu", "--n", "1", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "latent_shape [4, 16, 16] differs from the model's x_shape [4, 8, 8]" in capsys.readouterr().err
+
+
+def test_limits_are_checked_before_allocating(latent_bundle):
+    from runtime_py.bundle import Bundle
+    from runtime_py.decode import load_decoder
+    from runtime_py.gpu import DeviceLimitError
+    tmp, _ = latent_bundle
+    bundle = Bundle.load(tmp / "bundle", verbose=False)
+
+    class SmallGPU:                         # an adapter that binds at most 16 KiB: nothing may be allocated
+        name = "small"
+
+        def limit(self, name):
+            return 16384
+
+        def __getattr__(self, name):
+            raise AssertionError(f"GPU used ({name}) before the limits were checked")
+
+    bundle.gpu = SmallGPU()
+    with pytest.raises(DeviceLimitError, match=r"binds at most"):
+        load_decoder(bundle)
