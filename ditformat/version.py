@@ -2,7 +2,9 @@
 browser agree. FORMAT_VERSION changes whenever a bundle written by one version can not be read
 correctly by another; EXPORTER_VERSION names the ditweb release that writes it, so an old or newer
 bundle fails with "re-export with ditweb EXPORTER_VERSION".
-  1: first release. 2: sampler.prediction (eps | v) and step flag 8 (the output is v); exporter recorded."""
+  1: first release. 2: sampler.prediction (eps | v) and step flag 8 (the output is v); exporter recorded.
+  3: no sampler tables (the runtimes compute them from sampler.schedule, bit for bit); kernels declare
+     their workgroup-count rule (`groups`); `candidates`: interchangeable kernels the runtimes time and pick."""
 from .schema import SCHEMA
 
 FORMAT = SCHEMA["format"]

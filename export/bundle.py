@@ -17,13 +17,12 @@ import torch
 from dit_model.model import DiT
 from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
-from ditformat.schedule import linear_betas, sampler_tables
+from ditformat.schedule import SCHEDULE
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
 
 from .program import FREQ_DIM, build
 
-TABLE_STEPS = (10, 20, 25, 50, 100, 250)
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
 ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
 
@@ -80,7 +79,7 @@ def sha256(path: Path) -> str:
 
 
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
-                  onnx: bool = False, matmul: str = "registers") -> Path:
+                  onnx: bool = False, matmul: str = "registers", candidates: bool = True) -> Path:
     """Write the bundle folder atomically (a temporary folder renamed over `out`). matmul: "registers"
     (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer."""
     if dtype not in ("f32", "f16"):
@@ -95,7 +94,7 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
     if len(names) != cfg.num_classes:
         raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
     tensors = bundle_tensors(model, dtype)
-    pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul])
+    pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul], candidates)
 
     out = Path(out).resolve()
     if out.is_file():
@@ -123,8 +122,6 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
         for f in sorted(tmp.rglob("*")):
             if f.is_file():
                 files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256(f)}
-        tables = {str(s): sampler_tables(s) for s in TABLE_STEPS}
-        tables["base_betas"] = linear_betas().tolist()
         C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype,
@@ -138,10 +135,10 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
                            workgroup_bytes(k["op"], k["variant"]) for k in pb.kernels.values()),
                        "max_compute_invocations_per_workgroup": 256,
                        "max_storage_buffers_per_shader_stage": max(len(k["bindings"]) - 1 for k in kernels.values())},
-            "kernels": kernels, "buffers": buffers, "programs": pb.programs,
-            "sampler": {"prediction": cfg.prediction}, "sampler_tables": tables, "guidance": {"max_branches": MAX_BRANCHES},
+            "kernels": kernels, "buffers": buffers, "programs": pb.programs, "candidates": pb.candidates,
+            "sampler": {"prediction": cfg.prediction, **SCHEDULE}, "guidance": {"max_branches": MAX_BRANCHES},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))    # compact: first-visit bytes
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             out.rename(old)

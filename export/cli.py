@@ -14,6 +14,8 @@ def register(sub):
     p.add_argument("--preset", help="preset for a checkpoint whose config is not stored and shapes match no preset")
     p.add_argument("--matmul", default="registers", choices=["registers", "shared"],
                    help="matmul kernel: 4x4 register blocks (default; best on software adapters) or workgroup-memory tiles")
+    p.add_argument("--no-candidates", dest="candidates", action="store_false",
+                   help="write only the default kernel of each step, no candidates for the runtimes to time")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
     p.add_argument("--vae", help="a latent model's VAE (diffusers folder, .safetensors or .ckpt): its decoder goes into "
                                  "the bundle (decoder/), run once after sampling; the bundle then makes RGB images")
@@ -47,7 +49,8 @@ def cmd_export(args):
         if vae.cfg.latent_channels != model.cfg.in_channels:
             raise ExportError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes "
                               f"{model.cfg.in_channels}")
-    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul)
+    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul,
+                        candidates=args.candidates)
     if vae is not None:
         from .decode import write_decoder
         dec = write_decoder(out, vae, args.dtype, model.cfg.input_size)

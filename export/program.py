@@ -5,17 +5,37 @@ Linear forms [b, n, c] = b*B + n*N + c: B rows of the model batch, N images bein
 from __future__ import annotations
 
 from dit_model.model import DiTConfig
-from ditformat.forms import lin
+from ditformat.forms import group_rule, lin
 from ditformat.step import STEP_BYTES
 from wgsl.ops import OPS, binding_type
 
 FREQ_DIM = 256          # timestep sinusoid width (TimestepEmbedder.freq_dim)
 
 
+def candidates_of(op_name: str, variant: dict, params: dict) -> list[tuple[str, dict]]:
+    """The other designs of the same work (docs/bundle-format.md, "candidates"); the runtimes time them
+    on the visitor's device. matmul: register-blocked (vec4 loads where K % 4 == 0) <-> workgroup-memory
+    tiles; layernorm_mod: a workgroup per row <-> an invocation per row; attention: K/V tiles staged in
+    workgroup memory <-> read in place."""
+    acts = {"in_act": variant.get("in_act"), "act": variant.get("act")}
+    if op_name == "matmul":
+        return [("matmul_shared", acts)]
+    if op_name == "matmul_shared":
+        K = params["K"]
+        return [("matmul", {**acts, "vec4": "vec4" if isinstance(K, int) and K % 4 == 0 else "scalar"})]
+    if op_name == "layernorm_mod":
+        return [("layernorm_rows", {})]
+    if op_name == "attention":
+        return [("attention_direct", dict(variant))]
+    return []
+
+
 class ProgramBuilder:
-    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul"):
+    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True):
         self.cfg, self.wdtype, self.weights = cfg, wdtype, weights   # weights: name -> shape
         self.matmul = matmul                                          # op for every Linear layer
+        self.with_candidates = candidates
+        self.candidates: dict[str, list[str]] = {}   # a dispatch's kernel -> the kernels that may replace it
         self.buffers: dict[str, dict] = {}
         self.kernels: dict[str, dict] = {}          # kernel name -> (op, variant) and manifest entry
         self.programs: dict[str, list] = {"forward": [], "init": [], "step_begin": [], "step_end": []}
@@ -31,7 +51,8 @@ class ProgramBuilder:
             raise KeyError(f"the program needs tensor {name!r}, which the checkpoint lacks")
         return name
 
-    def emit(self, op_name: str, label: str, bind: dict, params: dict, **variant) -> None:
+    def kernel(self, op_name: str, variant: dict) -> str:
+        """Declare the kernel of (op, variant) once; its name."""
         op = OPS[op_name]
         kname = op.kernel_name(variant, self.wdtype)
         if kname not in self.kernels:
@@ -39,9 +60,18 @@ class ProgramBuilder:
                 "op": op_name, "variant": variant,
                 "entry": {"file": f"kernels/{kname}.wgsl", "op": op_name, "variant": dict(variant),
                           "workgroup_size": list(op.workgroup_size),
-                          "params": list(op.params),
+                          "params": list(op.params), "groups": group_rule(op.groups),
                           "bindings": [{"binding": 0, "type": "uniform"}] + [
                               {"binding": i, "type": binding_type(b)} for i, b in enumerate(op.bindings, 1)]}}
+        return kname
+
+    def emit(self, op_name: str, label: str, bind: dict, params: dict, **variant) -> None:
+        op = OPS[op_name]
+        kname = self.kernel(op_name, variant)
+        if self.with_candidates and kname not in self.candidates:
+            alts = [self.kernel(o, v) for o, v in candidates_of(op_name, variant, params)]
+            if alts:
+                self.candidates[kname] = [kname] + alts
         forms = {k: (v if isinstance(v, list) else lin(0, 0, v)) for k, v in params.items()}
         missing = set(op.params) - set(forms)
         if missing:
@@ -77,9 +107,10 @@ class ProgramBuilder:
                    "mod_stride": mod_stride, "gate_off": gate})
 
 
-def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul") -> ProgramBuilder:
-    """Buffers and the forward / init / step programs of a DiT in any conditioning design."""
-    pb = ProgramBuilder(cfg, wdtype, weights, matmul)
+def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True) -> ProgramBuilder:
+    """Buffers and the forward / init / step programs of a DiT in any conditioning design; with candidates,
+    the other designs of its matmul / layer-norm / attention kernels."""
+    pb = ProgramBuilder(cfg, wdtype, weights, matmul, candidates)
     C, I, p, D = cfg.in_channels, cfg.input_size, cfg.patch_size, cfg.hidden_size
     T, Co, H = cfg.num_patches, cfg.out_channels, cfg.num_heads
     hid = int(D * cfg.mlp_ratio)

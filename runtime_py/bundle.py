@@ -4,6 +4,7 @@ Function for function the twin of web/ditweb.js: load bundle -> create pipelines
 No model-specific code: buffers, kernels and dispatches all come from the manifest."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -11,51 +12,69 @@ import numpy as np
 
 from dit_model.guidance import Guide, make_plan
 from ditformat.errors import UsageError
-from ditformat.forms import evaluate
+from ditformat.forms import evaluate, workgroup_forms
 from ditformat.schedule import sampler_tables
 from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 
 from .gpu import GPU, DeviceLimitError, get_gpu
+from .tune import PLAN_MODES, load_plan_file, resolve, slot_key
 from .verify import verify_bundle
 
 PROGRAMS = ("forward", "init", "step_begin", "step_end")
 
 
 class BatchState:
-    """Activation buffers, params uniforms and bind groups for one (B, N)."""
+    """Activation buffers, params uniforms and bind groups for one (B, N), with the kernels of a plan
+    (runtime_py/tune.py: slot -> candidate kernel; {} runs every dispatch's own kernel)."""
 
-    def __init__(self, bundle: "Bundle", B: int, N: int):
+    def __init__(self, bundle: "Bundle", B: int, N: int, plan: dict):
         gpu, m = bundle.gpu, bundle.manifest
-        self.B, self.N = B, N
+        self.B, self.N, self.bundle, self.plan = B, N, bundle, plan
         self.buffers = dict(bundle.weights)
         self.buffers["step"] = bundle.step_buffer
-        max_groups = gpu.limit("max-compute-workgroups-per-dimension")
+        self.max_groups = gpu.limit("max-compute-workgroups-per-dimension")
         for name, b in m["buffers"].items():
             if b["kind"] == "activation":
                 self.buffers[name] = gpu.buffer(4 * max(evaluate(b["elements"], B, N), 1), name)
-        self.compiled = {}
+        self.compiled, self.dispatches, self.bound = {}, {}, {}
         for pname in PROGRAMS:
-            seq = []
+            seq, disp, bound = [], [], []
             for d in m["programs"][pname]:
-                kernel = m["kernels"][d["kernel"]]
-                pipe, bgl = bundle.pipelines[d["kernel"]]
                 vals = [evaluate(p, B, N) for p in d["params"]]
                 if any(v >= 2 ** 32 for v in vals):
                     raise DeviceLimitError(f"{d['label']}: a parameter overflows u32 at B={B}; use a smaller batch")
                 raw = np.array(vals + [0] * (-len(vals) % 4), np.uint32)
                 uni = gpu.buffer(raw.nbytes, f"{d['label']}.params", raw, uniform=True)
-                groups = [evaluate(g, B, N) for g in d["workgroups"]]
-                if max(groups) > max_groups:
-                    raise DeviceLimitError(f"{d['label']}: {max(groups)} workgroups exceed this adapter's "
-                                           f"maxComputeWorkgroupsPerDimension {max_groups}; use a smaller batch")
                 bufs = [uni] + [self.buffers[n] for n in d["bindings"]]
-                seq.append((pipe, gpu.bind_group(bgl, bufs, d["label"]), groups, d, kernel))
-            self.compiled[pname] = seq
+                disp.append((d, vals))
+                bound.append(bufs)
+                kname = plan.get(slot_key(d["kernel"], vals), d["kernel"])
+                pipe, bg, groups = self.run_of(d, bufs, kname)
+                seq.append((pipe, bg, groups, d, m["kernels"][kname]))
+            self.compiled[pname], self.dispatches[pname], self.bound[pname] = seq, disp, bound
+
+    def run_of(self, d: dict, bufs: list, kname: str):
+        """(pipeline, bind group, workgroup counts) of dispatch d run by kernel kname (its own or a candidate)."""
+        k = self.bundle.manifest["kernels"][kname]
+        pipe, bgl = self.bundle.pipeline(kname)
+        forms = d["workgroups"] if kname == d["kernel"] else workgroup_forms(k["groups"], k["params"], d["params"])
+        groups = [evaluate(g, self.B, self.N) for g in forms]
+        if max(groups) > self.max_groups:
+            raise DeviceLimitError(f"{d['label']}: {max(groups)} workgroups exceed this adapter's "
+                                   f"maxComputeWorkgroupsPerDimension {self.max_groups}; use a smaller batch")
+        return pipe, self.bundle.gpu.bind_group(bgl, bufs, f"{d['label']} [{kname}]"), groups
+
+    def alternative(self, pname: str, i: int, kname: str):
+        """(pipeline, bind group, groups) of dispatch i of program pname run by kernel kname."""
+        d, _ = self.dispatches[pname][i]
+        return self.run_of(d, self.bound[pname][i], kname)
 
 
 class Bundle:
-    def __init__(self, path: Path, manifest: dict, gpu: GPU):
+    def __init__(self, path: Path, manifest: dict, gpu: GPU, plan="auto"):
         self.path, self.manifest, self.gpu = Path(path), manifest, gpu
+        self.plan_mode = plan                  # "auto" | "default" | {slot: kernel} (runtime_py/tune.py)
+        self.last_tune = None                  # the report of the last timing run (ditweb bench step prints it)
         self.cfg = manifest["model"]
         self.class_names = manifest["class_names"]
         self.prediction = manifest["sampler"]["prediction"]      # what the network outputs: "eps" or "v"
@@ -67,9 +86,14 @@ class Bundle:
 
     # ------------------------------------------------------------- load
     @classmethod
-    def load(cls, path, gpu: GPU | None = None, verbose: bool = True) -> "Bundle":
+    def load(cls, path, gpu: GPU | None = None, verbose: bool = True, plan=None) -> "Bundle":
+        """plan: "auto" (time the candidates on first use of a batch size, cached per adapter), "default"
+        (every dispatch's own kernel), a {slot: kernel} dict or a plan file; None: $DITWEB_PLAN, else "auto"."""
         manifest = verify_bundle(path)          # every check before the first GPU call
-        return cls(Path(path), manifest, gpu or get_gpu(verbose))
+        plan = os.environ.get("DITWEB_PLAN", "auto") if plan is None else plan
+        if isinstance(plan, (str, os.PathLike)) and str(plan) not in PLAN_MODES:
+            plan = load_plan_file(plan, manifest)
+        return cls(Path(path), manifest, gpu or get_gpu(verbose), plan)
 
     def _check_limits(self):
         need = self.manifest.get("limits", {})
@@ -82,11 +106,19 @@ class Bundle:
                                        f"({self.gpu.name}) allows {self.gpu.limit(limit)}")
 
     def create_pipelines(self) -> dict:
+        """Pipelines of the kernels the programs name; candidates are compiled when a plan needs them."""
         out = {}
-        for name, k in self.manifest["kernels"].items():
-            code = (self.path / k["file"]).read_text()
-            out[name] = self.gpu.pipeline(code, name, k["bindings"])
+        used = {d["kernel"] for p in PROGRAMS for d in self.manifest["programs"][p]}
+        for name in sorted(used):
+            k = self.manifest["kernels"][name]
+            out[name] = self.gpu.pipeline((self.path / k["file"]).read_text(), name, k["bindings"])
         return out
+
+    def pipeline(self, name: str):
+        if name not in self.pipelines:
+            k = self.manifest["kernels"][name]
+            self.pipelines[name] = self.gpu.pipeline((self.path / k["file"]).read_text(), name, k["bindings"])
+        return self.pipelines[name]
 
     def upload_weights(self) -> dict:
         raw = (self.path / "weights.safetensors").read_bytes()
@@ -97,11 +129,16 @@ class Bundle:
                 out[name] = self.gpu.buffer(b["bytes"], name, raw[off: off + b["bytes"]])
         return out
 
-    def state(self, B: int, N: int) -> BatchState:
-        if (B, N) not in self._states:
-            self._states.clear()                # keep one batch size resident
-            self._states[(B, N)] = BatchState(self, B, N)
-        return self._states[(B, N)]
+    def state(self, B: int, N: int, plan: dict | None = None) -> BatchState:
+        """The resident batch (B, N) with `plan` (None: the bundle's plan mode, tuned on first use)."""
+        st = self._states.get((B, N))
+        if st is not None and (plan is None or st.plan == plan):
+            return st
+        self._states.clear()                    # keep one batch size resident
+        if plan is None:
+            plan = resolve(self, B, N)
+        self._states[(B, N)] = st = BatchState(self, B, N, plan)
+        return st
 
     def max_batch(self) -> int:
         """Largest batch B (with N <= B) whose buffers and workgroup counts fit this device's limits."""
@@ -161,7 +198,7 @@ class Bundle:
         return self.gpu.read(st.buffers[io["out"]], np.float32, n).reshape(B, *io["out_shape"])
 
     def tables(self, steps: int) -> dict:
-        return self.manifest["sampler_tables"].get(str(steps)) or sampler_tables(steps)
+        return sampler_tables(steps, self.manifest["sampler"])      # the schedule's tables, as the page computes them
 
     def sample(self, class_id, seed: int = 0, steps: int = 50, cfg: float = 4.0, *, n: int | None = None,
                guide: Guide | None = None, negative_class: int | None = None, sampler: str = "ddim",

@@ -36,27 +36,33 @@ def read_binding(bundle: Bundle, state, name: str) -> np.ndarray:
 
 def check_program(bundle: Bundle, state, program: str, step: dict | None) -> list[Row]:
     """Run `program` one dispatch at a time; check each against its op's torch reference on the very
-    inputs the GPU had (so an error is pinned to one kernel, not accumulated)."""
+    inputs the GPU had (so an error is pinned to one kernel, not accumulated). A dispatch with candidate
+    kernels (docs/bundle-format.md, "candidates") is checked with each of them on the same inputs."""
     rows = []
     m = bundle.manifest
-    for pipe, bg, groups, d, kernel in state.compiled[program]:
-        op = OPS[kernel["op"]]
+    for i, (pipe, bg, groups, d, kernel) in enumerate(state.compiled[program]):
         params = {k: evaluate(f, state.B, state.N) for k, f in zip(kernel["params"], d["params"])}
-        inputs = {}
-        for b, name in zip(op.bindings, d["bindings"]):
-            if b.kind != "step":
-                inputs[b.name] = read_binding(bundle, state, name)
-        enc = bundle.gpu.device.create_command_encoder(label=d["label"])
-        cp = enc.begin_compute_pass(label=d["label"])
-        cp.set_pipeline(pipe)
-        cp.set_bind_group(0, bg)
-        cp.dispatch_workgroups(*groups)
-        cp.end()
-        bundle.gpu.device.queue.submit([enc.finish()])
-        got = {b.name: read_binding(bundle, state, name) for b, name in zip(op.bindings, d["bindings"])
-               if b.access == "rw"}
-        rows.append(compare(op, f"{d['label']} [{d['kernel']}]", got, inputs, params, kernel.get("variant", {}),
-                            m["dtype"], step))
+        runs = [(d["kernel"], (pipe, bg, groups))]
+        runs += [(c, state.alternative(program, i, c)) for c in m.get("candidates", {}).get(d["kernel"], [])
+                 if c != d["kernel"]]
+        for kname, (kpipe, kbg, kgroups) in runs:
+            k = m["kernels"][kname]
+            op = OPS[k["op"]]
+            inputs = {}
+            for b, name in zip(op.bindings, d["bindings"]):
+                if b.kind != "step":
+                    inputs[b.name] = read_binding(bundle, state, name)
+            enc = bundle.gpu.device.create_command_encoder(label=d["label"])
+            cp = enc.begin_compute_pass(label=d["label"])
+            cp.set_pipeline(kpipe)
+            cp.set_bind_group(0, kbg)
+            cp.dispatch_workgroups(*kgroups)
+            cp.end()
+            bundle.gpu.device.queue.submit([enc.finish()])
+            got = {b.name: read_binding(bundle, state, name) for b, name in zip(op.bindings, d["bindings"])
+                   if b.access == "rw"}
+            rows.append(compare(op, f"{d['label']} [{kname}]", got, inputs, params, k.get("variant", {}),
+                                m["dtype"], step))
     return rows
 
 
@@ -96,7 +102,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     cfg = bundle.cfg
     nc = cfg["num_classes"]
     g = torch.Generator().manual_seed(1)
-    st = bundle.state(B, B)
+    st = bundle.state(B, B, plan={})          # the dispatches' own kernels; check_program adds the candidates
     io = bundle.manifest["io"]
     x = torch.randn(B, *io["x_shape"], generator=g).numpy()
     bundle.gpu.write(st.buffers[io["x"]], x)
@@ -106,7 +112,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     # the sampling kernels at their real shapes: a CFG plan (J = 2) over N = B / 2 images, DDPM (noise on)
     N = max(B // 2, 1)
     plan = make_plan(Guide(scale=4.0), list(range(N)), nc)
-    sst = bundle.state(2 * N, N)
+    sst = bundle.state(2 * N, N, plan={})
     fields = step_fields(bundle.tables(20), 7, seed=3, K=1, J=2, N=N, var_branch=plan.var_branch,
                          coef=plan.coefficients(4.0), sampler="ddpm")
     bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, pack_step(fields))
@@ -114,7 +120,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     for prog in ("init", "step_begin", "step_end"):
         rows += check_program(bundle, sst, prog, rounded(fields))
     # batch-estimated guidance: K = 2 perturbed copies (the RNG inside expand_batch), DDIM with eta = 1
-    kst = bundle.state(2 * 2 * N, N)
+    kst = bundle.state(2 * 2 * N, N, plan={})
     kfields = step_fields(bundle.tables(20), 7, seed=4, K=2, J=2, N=N, var_branch=plan.var_branch,
                           coef=plan.coefficients(4.0), sampler="ddim", eta=1.0, tau=0.5)
     bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, pack_step(kfields))
@@ -182,7 +188,7 @@ def cmd_validate(args):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
-    bundle = Bundle.load(args.bundle)
+    bundle = Bundle.load(args.bundle, plan="default")      # every candidate is checked dispatch by dispatch
     print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
           f"adapter {bundle.gpu.name}")
     rows = validate(bundle, args.ckpt, args.batch)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ditformat import FORMAT, FORMAT_VERSION
 from ditformat.errors import DitwebError
+from ditformat.forms import parse_group, workgroup_forms
 from ditformat.schema import SCHEMA, SchemaMismatch, check_manifest
 from ditformat.version import reexport_hint
 
@@ -209,6 +210,8 @@ def check_fields(m: dict) -> None:
         raise ManifestError(f"{w}.class_names: {len(m['class_names'])} names for {cfg['num_classes']} classes")
     if m["sampler"]["prediction"] != cfg["prediction"]:
         raise ManifestError(f"{w}.sampler.prediction {m['sampler']['prediction']!r} differs from model.prediction {cfg['prediction']!r}")
+    if m["sampler"]["beta_start"] > m["sampler"]["beta_end"]:
+        raise ManifestError(f"{w}.sampler: beta_start {m['sampler']['beta_start']} exceeds beta_end {m['sampler']['beta_end']}")
     C, I = cfg["in_channels"], cfg["input_size"]
     if m["io"]["x_shape"] != [C, I, I] or m["io"]["out_shape"] != [C * (2 if cfg["learn_sigma"] else 1), I, I]:
         raise ShapeError(f"{w}.io: x_shape {m['io']['x_shape']} / out_shape {m['io']['out_shape']} do not fit the model")
@@ -223,6 +226,22 @@ def check_fields(m: dict) -> None:
         b = k["bindings"]
         if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform":
             raise ManifestError(f"{w}.kernels.{kname}.bindings: must be 0, 1, ... in order, binding 0 the params uniform")
+        for rule in k["groups"]:
+            try:
+                parse_group(rule, k["params"])
+            except ValueError:
+                raise ManifestError(f"{w}.kernels.{kname}.groups: {rule[:40]!r} is neither a count nor PARAM/divisor "
+                                    "of the kernel's params") from None
+    for kname, names in m.get("candidates", {}).items():
+        k = m["kernels"].get(kname)
+        if k is None or kname not in names:
+            raise ManifestError(f"{w}.candidates.{kname[:60]}: must name a kernel and list it among its candidates")
+        for c in names:
+            ck = m["kernels"].get(c)
+            if ck is None:
+                raise ManifestError(f"{w}.candidates.{kname}: unknown kernel {c[:60]!r}")
+            if ck["params"] != k["params"] or [b["type"] for b in ck["bindings"]] != [b["type"] for b in k["bindings"]]:
+                raise ManifestError(f"{w}.candidates.{kname}: kernel {c!r} differs in params or binding types")
     for name, b in m["buffers"].items():
         if b["kind"] == "activation" and 4 * sum(b["elements"]) >= MAX_BYTES:
             raise ShapeError(f"{w}.buffers.{name}: {4 * sum(b['elements'])} bytes at B = N = 1")
@@ -245,6 +264,9 @@ def check_fields(m: dict) -> None:
                     raise ProgramError(f"{where}: binding {i} type {k['bindings'][i]['type']} cannot take buffer {bname!r}")
             if len(d["params"]) != len(k["params"]):
                 raise ProgramError(f"{where}: {len(d['params'])} params, kernel declares {len(k['params'])}")
+            if d["workgroups"] != workgroup_forms(k["groups"], k["params"], d["params"]):
+                raise ProgramError(f"{where}: workgroups {str(d['workgroups'])[:80]} do not follow kernel "
+                                   f"{d['kernel']}'s groups {k['groups']}")
 
 
 def verify_manifest(m) -> dict:

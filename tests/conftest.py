@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+# Bundles run their dispatches' own kernels in tests (a pinned plan: no timing, no plan cache written);
+# tests/test_tune.py exercises the timed plans with its own cache folder.
+os.environ.setdefault("DITWEB_PLAN", "default")
+
 # Two cores shared with other work: tests keep torch single-threaded unless they say otherwise.
 torch.set_num_threads(int(os.environ.get("DITWEB_TEST_THREADS", "1")))
 

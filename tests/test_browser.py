@@ -110,24 +110,20 @@ def test_without_webgpu_or_wasm_simd_the_static_favicon_stays():
 
 
 def test_sampler_tables_match_python():
-    """web/schedule.js computes respaced tables from base_betas exactly as dit_model/diffusion.py
-    (steps 7 and 13 hit numpy's round-half-to-even in S_i)."""
-    from dit_model.diffusion import Diffusion, linear_betas
-    steps_list = [1, 2, 7, 13, 37]
+    """web/schedule.js computes the respaced tables from the manifest's schedule bit for bit as
+    ditformat/schedule.py (steps 7 and 13 hit numpy's round-half-to-even in S_i); node checks every step
+    count (tests/test_format.py), this the browser's engine."""
+    from ditformat.schedule import SCHEDULE, sampler_tables
+    steps_list = [1, 2, 7, 13, 37, 250]
     with local_server({"/": WEB_DIR}) as url, chromium() as ctx:
         page = ctx.new_page()
         page.goto(url + "favicon.svg")
-        got = page.evaluate("""async ([base, stepsList]) => {
+        got = page.evaluate("""async ([schedule, stepsList]) => {
             const m = await import('/schedule.js');
-            return stepsList.map((s) => m.samplerTables({ sampler_tables: { base_betas: base } }, s));
-        }""", [linear_betas().tolist(), steps_list])
+            return stepsList.map((s) => m.samplerTables({ sampler: schedule }, s));
+        }""", [SCHEDULE, steps_list])
     for steps, js in zip(steps_list, got):
-        d = Diffusion(steps)
-        np.testing.assert_array_equal(js["t"], d.timestep_map)
-        for key, ref in [("abar", d.abar), ("coef1", d.coef1), ("coef2", d.coef2), ("log_beta", d.log_betas),
-                         ("log_post_var", d.posterior_log_variance_clipped), ("sqrt_1m_abar", d.sqrt_1m_abar)]:
-            # float64 on both sides; only libm ulps may differ, far below the f32 the uniform stores
-            np.testing.assert_allclose(js[key], ref, rtol=1e-13, atol=0, err_msg=f"{key} at {steps} steps")
+        assert js == sampler_tables(steps), steps
 
 
 # ------------------------------------------------------------------ in Chromium: a tiny real bundle

@@ -34,12 +34,20 @@ def test_bundle_layout_and_hashes(tmp_path):
         assert "{{" not in text and "{%" not in text and "fn main" in text
         assert k["op"] in OPS
     used = {d["kernel"] for prog in m["programs"].values() for d in prog}
-    assert used == set(m["kernels"])
+    offered = {c for names in m["candidates"].values() for c in names}
+    assert used | offered == set(m["kernels"])              # every kernel runs in a program or may replace one
+    assert set(m["candidates"]) <= used
+    assert {m["kernels"][c]["op"] for c in offered} == {"matmul", "matmul_shared", "layernorm_mod", "layernorm_rows",
+                                                         "attention", "attention_direct"}
+    assert "sampler_tables" not in m and m["sampler"]["schedule"] == "linear"
+    assert "\n" not in (out / "manifest.json").read_text()       # compact JSON
     assert verify_bundle(out)["model"] == model.cfg.to_dict()
     # no stale temporary folders, and re-export replaces atomically
     export_bundle(model, out, "f16")
     assert json.loads((out / "manifest.json").read_text())["dtype"] == "f16"
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+    bare = json.loads((export_bundle(model, tmp_path / "b", "f32", candidates=False) / "manifest.json").read_text())
+    assert bare["candidates"] == {} and set(bare["kernels"]) == used
 
 
 def test_safetensors_is_standard_and_4_byte_aligned(tmp_path):

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from ditformat.schedule import sampler_tables
+from ditformat.schedule import SCHEDULE, portable_log, sampler_tables
 from ditformat.step import FLAG_V, STEP_BYTES, pack_step, step_fields
 
 
@@ -14,9 +14,63 @@ def test_tables_are_bit_identical_to_diffusion(steps):
     d, tab = Diffusion(steps), sampler_tables(steps)
     assert tab["t"] == [int(v) for v in d.timestep_map]
     for key, ref in [("sqrt_abar", d.sqrt_abar), ("sqrt_1m_abar", d.sqrt_1m_abar), ("coef1", d.coef1),
-                     ("coef2", d.coef2), ("log_beta", d.log_betas), ("log_post_var", d.posterior_log_variance_clipped),
-                     ("abar", d.abar), ("abar_prev", d.abar_prev)]:
+                     ("coef2", d.coef2), ("abar", d.abar), ("abar_prev", d.abar_prev)]:
         assert np.array_equal(np.array(tab[key]), ref), key
+    # the logarithms: ditformat's portable_log vs the torch side's np.log, a few ulp apart in float64 and
+    # equal in the f32 the step uniform holds
+    for key, ref in [("log_beta", d.log_betas), ("log_post_var", d.posterior_log_variance_clipped)]:
+        a = np.array(tab[key])
+        assert np.all(np.abs(a - ref) <= 4 * np.spacing(np.abs(ref))), key
+        assert np.array_equal(a.astype(np.float32), ref.astype(np.float32)), key
+
+
+def test_tables_f32_equal_to_diffusion_at_every_step_count():
+    from dit_model.diffusion import Diffusion
+    for steps in range(1, 1001):
+        d, tab = Diffusion(steps), sampler_tables(steps)
+        for key, ref in [("log_beta", d.log_betas), ("log_post_var", d.posterior_log_variance_clipped)]:
+            assert np.array_equal(np.array(tab[key], np.float32), ref.astype(np.float32)), (steps, key)
+
+
+def test_portable_log_is_within_two_ulp():
+    x = np.exp(np.random.default_rng(0).uniform(-46, 5, 200_000))
+    ref = np.log(x)
+    assert np.all(np.abs(portable_log(x) - ref) <= 2 * np.spacing(np.abs(ref)))
+    assert portable_log(np.array([1.0]))[0] == 0.0
+
+
+TABLE_KEYS = ("t", "sqrt_abar", "sqrt_1m_abar", "coef1", "coef2", "log_beta", "log_post_var", "abar", "abar_prev")
+
+
+def test_page_tables_are_bit_identical_at_every_step_count(tmp_path):
+    """web/schedule.js computes the exporter's float64 tables bit for bit, for every step count 1..1000
+    (so a manifest carries the schedule, not tables)."""
+    import json
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    py = np.concatenate([np.asarray(sampler_tables(s)[k], np.float64) for s in range(1, 1001) for k in TABLE_KEYS])
+    py.tofile(tmp_path / "py.bin")
+    script = tmp_path / "tables.mjs"
+    script.write_text(f"""
+import {{ samplerTables }} from "{root / 'web' / 'schedule.js'}";
+import fs from "fs";
+const keys = {json.dumps(TABLE_KEYS)};
+const py = new Float64Array(fs.readFileSync("{tmp_path / 'py.bin'}").buffer.slice(0));
+let at = 0, bad = 0, first = "";
+for (let s = 1; s <= 1000; s++) {{
+  const tab = samplerTables({{ sampler: {json.dumps(SCHEDULE)} }}, s);
+  for (const k of keys) for (const v of tab[k]) {{
+    if (!Object.is(v, py[at])) {{ bad++; if (!first) first = `${{k}} at ${{s}} steps: ${{v}} vs ${{py[at]}}`; }}
+    at++;
+  }}
+}}
+console.log(JSON.stringify({{ bad, at, first }}));
+""")
+    r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["at"] == len(py) and out["bad"] == 0, out
 
 
 def test_step_uniform_layout():
@@ -52,7 +106,7 @@ def test_page_packs_the_same_step_uniform(tmp_path):
     script.write_text(f"""
 import {{ samplerTables, stepUniform }} from "{root / 'web' / 'schedule.js'}";
 const cases = {json.dumps(cases)};
-const manifest = {{ sampler_tables: {{ "20": {json.dumps(tab)} }} }};
+const manifest = {{ sampler: {json.dumps(SCHEDULE)} }};
 const tables = samplerTables(manifest, 20);
 const guide = {{ schedule: "constant", scale: 3.0, batchTau: 0.25 }};
 const plan = {{ base: [1.0, 0.0], slope: [-1.0, 1.0], varBranch: 1 }};

@@ -199,9 +199,18 @@ def test_corpus_of_named_damage(good, tmp_path):
         "binding 0 not uniform": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][0].update(type="storage")), "binding 0"),
         "binding numbers": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][2].update(binding=5)), "bindings"),
         "io name": (edit(lambda m: m["io"].update(out="nope")), "io.out"),
-        "old version": (edit(lambda m: m.update(format_version=1)), "re-export it with ditweb"),
-        "newer version": (edit(lambda m: m.update(format_version=3, exporter="ditweb 9.0")), "re-export it with ditweb"),
+        "old version": (edit(lambda m: m.update(format_version=2, exporter="ditweb 0.2.0")), "re-export it with ditweb 0.3.0"),
+        "newer version": (edit(lambda m: m.update(format_version=99, exporter="ditweb 9.0")), "re-export it with ditweb"),
         "prediction": (edit(lambda m: m["sampler"].update(prediction="x0")), "prediction"),
+        "schedule": (edit(lambda m: m["sampler"].update(schedule="cosine")), "sampler.schedule"),
+        "betas reversed": (edit(lambda m: m["sampler"].update(beta_start=0.03)), "beta_start"),
+        "groups param": (edit(lambda m: m["kernels"]["sampler_step"].update(groups=["nope/1024", "1", "1"])), "groups"),
+        "workgroups vs groups": (edit(lambda m: m["kernels"]["sampler_step"].update(groups=["count/256", "1", "1"])),
+                                 "do not follow"),
+        "candidate unknown": (edit(lambda m: m["candidates"].update(layernorm_mod=["layernorm_mod", "nope"])), "candidates"),
+        "candidate params": (edit(lambda m: m["candidates"].update(layernorm_mod=["layernorm_mod", "gated_residual"])),
+                             "differs in params"),
+        "candidate of nothing": (edit(lambda m: m["candidates"].update(nope=["nope"])), "candidates.nope"),
     }
     folders = {}
     for name, (fn, _) in corpus.items():

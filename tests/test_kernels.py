@@ -60,9 +60,10 @@ def cases():
     for rows, D, T, T_in, has_mod in [(1, 1, 1, 1, 0), (17, 65, 17, 17, 1), (34, 257, 17, 19, 1), (3, 17, 1, 1, 0)]:
         B = rows // T
         stride = 3 * D
-        out.append(("layernorm_mod", {}, dict(rows=rows, D=D, T=T, T_in=T_in, has_mod=has_mod, mod_stride=stride,
-                                               shift_off=D, scale_off=2 * D),
-                    dict(x=rnd(B * T_in * D, scale=3.0) + 1.5, ada=rnd(B * stride), dst=zeros(rows * D)), None))
+        for op in ("layernorm_mod", "layernorm_rows"):          # the workgroup design and its candidate
+            out.append((op, {}, dict(rows=rows, D=D, T=T, T_in=T_in, has_mod=has_mod, mod_stride=stride,
+                                     shift_off=D, scale_off=2 * D),
+                        dict(x=rnd(B * T_in * D, scale=3.0) + 1.5, ada=rnd(B * stride), dst=zeros(rows * D)), None))
     for B, Tq, Tk, H, hd, self_attn in [(1, 1, 1, 1, 1, True), (2, 17, 17, 3, 16, True), (1, 257, 257, 2, 8, True), (2, 65, 2, 2, 17, False),
                                         (1, 65, 65, 1, 72, True)]:
         D = H * hd
@@ -75,6 +76,7 @@ def cases():
             p = dict(batch=B, T_q=Tq, T_kv=Tk, H=H, q_stride=D, q_off=0, kv_stride=2 * D, k_off=0, v_off=D, out_stride=D)
             inputs = dict(q=rnd(B * Tq * D, scale=2.0), kv=rnd(B * Tk * 2 * D, scale=2.0), dst=zeros(B * Tq * D))
         out.append(("attention", {"head_dim": hd}, p, inputs, None))
+        out.append(("attention_direct", {"head_dim": hd}, p, inputs, None))
     for rows, D, T, has_gate in [(1, 1, 1, 1), (34, 65, 17, 1), (17, 257, 17, 0)]:
         B = rows // T
         out.append(("gated_residual", {}, dict(count=rows * D, D=D, T=T, has_gate=has_gate, mod_stride=6 * D,

@@ -105,6 +105,7 @@ def test_a_manifest_that_overruns_a_buffer_is_refused(tmp_path):
     m = json.loads((bundle / "manifest.json").read_text())
     i = next(i for i, d in enumerate(m["programs"]["forward"]) if m["kernels"][d["kernel"]]["op"] == "matmul")
     m["programs"]["forward"][i]["params"][0] = [0, 0, 4096]          # M: far more rows than the input holds
+    m["programs"]["forward"][i]["workgroups"][1] = [0, 0, 4096, 32]  # (the workgroups follow the kernel's groups)
     (bundle / "manifest.json").write_text(json.dumps(m))
     x = [0.0] * int(np.prod(m["io"]["x_shape"]))
     r = node({"cmd": "forward", "bundle": str(bundle), "x": x, "t": [0], "y": [0]})

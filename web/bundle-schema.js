@@ -2,8 +2,8 @@
 export const SCHEMA = {
  "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
- "format_version": 2,
- "exporter_version": "0.2.0",
+ "format_version": 3,
+ "exporter_version": "0.3.0",
  "step_bytes": 128,
  "max_branches": 8,
  "max_bytes": 2147483648,
@@ -218,6 +218,10 @@ export const SCHEMA = {
       "bindings": {
        "list": "binding",
        "max": 17
+      },
+      "groups": {
+       "list": "string",
+       "len": 3
       }
      }
     }
@@ -299,10 +303,38 @@ export const SCHEMA = {
        "eps",
        "v"
       ]
+     },
+     "schedule": {
+      "enum": [
+       "linear"
+      ]
+     },
+     "num_timesteps": {
+      "int": [
+       1000,
+       1000
+      ]
+     },
+     "beta_start": {
+      "number": [
+       1e-08,
+       0.5
+      ]
+     },
+     "beta_end": {
+      "number": [
+       1e-08,
+       0.5
+      ]
      }
     }
    },
-   "sampler_tables": "object",
+   "candidates": {
+    "map": {
+     "list": "string",
+     "max": 16
+    }
+   },
    "guidance": {
     "fields": {
      "max_branches": {
@@ -318,7 +350,7 @@ export const SCHEMA = {
    "limits",
    "null_class",
    "guidance",
-   "sampler_tables"
+   "candidates"
   ]
  }
 };

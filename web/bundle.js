@@ -206,6 +206,24 @@ function schemaError(value, spec, where) {
   return schemaError(value, spec.cases[tag], where);
 }
 
+// One entry of a kernel's workgroup-count rule (ditformat/forms.py parse_group): {param index, divisor}
+// for "NAME/d" (ceil(param / d)), {param: -1, count} for a literal count, null if malformed.
+export function parseGroup(rule, params) {
+  if (typeof rule !== "string") return null;
+  if (/^\d{1,9}$/.test(rule)) return { param: -1, count: Number(rule) };
+  const match = /^(.+)\/(\d{1,9})$/.exec(rule);
+  if (!match || !params.includes(match[1]) || Number(match[2]) < 1) return null;
+  return { param: params.indexOf(match[1]), div: Number(match[2]) };
+}
+
+// The [b, n, c, d] workgroup counts of a dispatch with param forms `forms` run by kernel k.
+export function workgroupForms(k, forms) {
+  return k.groups.map((rule) => {
+    const g = parseGroup(rule, k.params);
+    return g.param < 0 ? [0, 0, g.count, 1] : [...forms[g.param].slice(0, 3), g.div];
+  });
+}
+
 // Check everything the format promises, naming the field on failure (docs: "Verification").
 export function verifyManifest(m) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
@@ -216,12 +234,13 @@ export function verifyManifest(m) {
     fail(`format_version ${short(m.format_version)}${by} is not supported: this runtime reads version ${FORMAT_VERSION}; re-export it with ditweb ${EXPORTER_VERSION} (ditweb export CKPT OUT)`);
   }
   const err = schemaError(m, SCHEMA.manifest, "manifest.json");
-  if (err) fail(err.slice("manifest.json".length + 2));
+  if (err) fail(err.replace(/^manifest\.json(\.|: )/, ""));
   const c = m.model;
   if (c.input_size % c.patch_size) fail(`model: input_size ${c.input_size} is not divisible by patch_size ${c.patch_size}`);
   if (c.hidden_size % c.num_heads || c.hidden_size / c.num_heads > 256) fail(`model: hidden_size ${c.hidden_size} over ${c.num_heads} heads is no head size in [1, 256]`);
   if (m.class_names.length !== c.num_classes) fail(`class_names: ${m.class_names.length} names for ${c.num_classes} classes`);
   if (m.sampler.prediction !== c.prediction) fail(`sampler.prediction ${short(m.sampler.prediction)} differs from model.prediction ${short(c.prediction)}`);
+  if (m.sampler.beta_start > m.sampler.beta_end) fail(`sampler: beta_start ${m.sampler.beta_start} exceeds beta_end ${m.sampler.beta_end}`);
   const I = c.input_size, C = c.in_channels;
   if (JSON.stringify(m.io.x_shape) !== JSON.stringify([C, I, I]) || JSON.stringify(m.io.out_shape) !== JSON.stringify([c.learn_sigma ? 2 * C : C, I, I])) {
     fail(`io: x_shape ${short(m.io.x_shape)} / out_shape ${short(m.io.out_shape)} do not fit the model`);
@@ -234,6 +253,20 @@ export function verifyManifest(m) {
     if (!Object.prototype.hasOwnProperty.call(m.files, k.file)) fail(`kernels.${name}.file ${short(k.file)} is not listed in files`);
     if (!k.bindings.length || k.bindings.some((b, i) => b.binding !== i) || k.bindings[0].type !== "uniform") {
       fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform`);
+    }
+    for (const rule of k.groups) {
+      if (!parseGroup(rule, k.params)) fail(`kernels.${name}.groups: ${short(rule)} is neither a count nor PARAM/divisor of the kernel's params`);
+    }
+  }
+  const own = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
+  for (const [name, list] of Object.entries(m.candidates || {})) {
+    if (!own(m.kernels, name) || !list.includes(name)) fail(`candidates.${name.slice(0, 60)}: must name a kernel and list it among its candidates`);
+    const k = m.kernels[name];
+    const types = (kk) => kk.bindings.map((b) => b.type).join(",");
+    for (const c of list) {
+      if (!own(m.kernels, c)) fail(`candidates.${name}: unknown kernel ${short(c)}`);
+      const ck = m.kernels[c];
+      if (ck.params.join(",") !== k.params.join(",") || types(ck) !== types(k)) fail(`candidates.${name}: kernel ${short(c)} differs in params or binding types`);
     }
   }
   for (const [name, b] of Object.entries(m.buffers)) {
@@ -255,6 +288,7 @@ export function verifyManifest(m) {
         if ((buf.kind === "step") !== (k.bindings[j + 1].type === "uniform")) fail(`${where}: binding ${j + 1} type ${k.bindings[j + 1].type} cannot take buffer ${short(bn)}`);
       });
       if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel declares ${k.params.length}`);
+      if (JSON.stringify(d.workgroups) !== JSON.stringify(workgroupForms(k, d.params))) fail(`${where}: workgroups ${short(d.workgroups)} do not follow kernel ${d.kernel}'s groups ${JSON.stringify(k.groups)}`);
     });
   }
 }

@@ -18,14 +18,38 @@ function roundHalfEven(v) {
   return f % 2 === 0 ? f : f + 1;
 }
 
-// Respaced tables for `steps` sampler steps, from the manifest's precomputed copy when it has one.
+// ln x (x > 0, normal) from IEEE +, -, *, / only: the same bits as ditformat/schedule.py portable_log
+// on every engine (Math.log is left to the engine and differs from numpy's log in the last bit).
+const SQRT_HALF = 0.7071067811865476;
+const LN2_HI = 6.93147180369123816490e-01;
+const LN2_LO = 1.90821492927058770002e-10;
+const LOG_TERMS = 12;
+export function portableLog(x) {
+  let m = x, e = 0;
+  while (m >= 1) { m *= 0.5; e += 1; }           // exact scaling by powers of two: m in [0.5, 1) (frexp)
+  while (m < 0.5) { m *= 2; e -= 1; }
+  if (m < SQRT_HALF) { m *= 2; e -= 1; }
+  const s = (m - 1.0) / (m + 1.0);
+  const z = s * s;
+  let r = 2.0 / (2 * LOG_TERMS + 1);
+  for (let k = LOG_TERMS - 1; k > 0; k--) r = r * z + 2.0 / (2 * k + 1);
+  const lnM = 2.0 * s + s * (z * r);
+  return e * LN2_HI + (lnM + e * LN2_LO);
+}
+
+// The base betas the manifest's sampler names: linear from beta_start to beta_end (numpy's linspace).
+export function scheduleBetas(sampler) {
+  if (!sampler || sampler.schedule !== "linear") throw new RangeError(`unknown noise schedule ${JSON.stringify(sampler && sampler.schedule)}`);
+  const n = sampler.num_timesteps, start = sampler.beta_start, end = sampler.beta_end;
+  const step = (end - start) / (n - 1);
+  return Array.from({ length: n }, (_, i) => (i === n - 1 ? end : i * step + start));
+}
+
+// Respaced tables for `steps` sampler steps, computed from the manifest's schedule (manifest.sampler)
+// exactly as ditformat/schedule.py sampler_tables: the same float64 bits.
 export function samplerTables(manifest, steps) {
-  const pre = manifest.sampler_tables && manifest.sampler_tables[String(steps)];
-  if (pre) return pre;
-  const base = manifest.sampler_tables && manifest.sampler_tables.base_betas;
-  if (!Array.isArray(base) || base.length !== T) {
-    throw new RangeError(`the bundle has no sampler tables for ${steps} steps and no base_betas to compute them`);
-  }
+  const base = scheduleBetas(manifest.sampler);
+  if (base.length !== T) throw new RangeError(`the bundle's schedule has ${base.length} timesteps; this runtime knows ${T}`);
   if (!(Number.isInteger(steps) && steps >= 1 && steps <= T)) throw new RangeError(`steps must be an integer in [1, ${T}], got ${steps}`);
   const baseAbar = [];
   let prod = 1.0;
@@ -35,7 +59,7 @@ export function samplerTables(manifest, steps) {
   const abarPrev = [1.0, ...abar.slice(0, -1)];
   const betas = abar.map((a, i) => 1.0 - a / abarPrev[i]);
   const postVar = betas.map((b, i) => (b * (1.0 - abarPrev[i])) / (1.0 - abar[i]));
-  const logPostVar = steps > 1 ? [postVar[1], ...postVar.slice(1)].map(Math.log) : postVar.map((v) => Math.log(Math.max(v, 1e-20)));
+  const logPostVar = steps > 1 ? [postVar[1], ...postVar.slice(1)].map(portableLog) : postVar.map((v) => portableLog(Math.max(v, 1e-20)));
   return {
     t,
     abar,
@@ -44,7 +68,7 @@ export function samplerTables(manifest, steps) {
     sqrt_1m_abar: abar.map((a) => Math.sqrt(1.0 - a)),
     coef1: betas.map((b, i) => (b * Math.sqrt(abarPrev[i])) / (1.0 - abar[i])),
     coef2: betas.map((b, i) => ((1.0 - abarPrev[i]) * Math.sqrt(1.0 - b)) / (1.0 - abar[i])),
-    log_beta: betas.map(Math.log),
+    log_beta: betas.map(portableLog),
     log_post_var: logPostVar,
   };
 }

@@ -134,13 +134,14 @@ def bound_matmul_naive(x, p, v, step):
     return {"dst": _finish(out)}
 
 
-def bound_layernorm_mod(x, p, v, step):
-    """Two-pass layer norm: lane sums of ceil(D/64) terms then a 6-level tree (docs/tolerances.md)."""
+def bound_layernorm_mod(x, p, v, step, n_sum=None):
+    """Two-pass layer norm: lane sums of ceil(D/64) terms then a 6-level tree (docs/tolerances.md); n_sum:
+    another summation's longest chain of roundings (layernorm_rows)."""
     rows, D, T, T_in = p["rows"], p["D"], p["T"], p["T_in"]
     r = torch.arange(rows)
     b, t = r // T, r % T
     xin = x["x"].reshape(-1, D)[b * T_in + t]                   # (rows, D)
-    n_sum = -(-D // 64) + 6
+    n_sum = n_sum or -(-D // 64) + 6
     mu = xin.mean(dim=1, keepdim=True)
     d_mu = gamma(n_sum) * xin.abs().sum(dim=1, keepdim=True) / D + (DIV + 1.0) * U * mu.abs()
     c = xin - mu
@@ -161,6 +162,11 @@ def bound_layernorm_mod(x, p, v, step):
     out[: rows * D] = dy.reshape(-1)
     return {"dst": _finish(out)}
 
+
+
+def bound_layernorm_rows(x, p, v, step):
+    """layernorm_mod's bound with one invocation's sums: 4 interleaved lanes of ceil(D/4) terms, then 2 levels."""
+    return bound_layernorm_mod(x, p, v, step, n_sum=-(-p["D"] // 4) + 2)
 
 ATTENTION_TILE = 16      # keys per workgroup-memory tile (wgsl.ops.ATTENTION_TILE; kept equal by a test)
 

@@ -282,6 +282,22 @@ OPS.update({op.name: op for op in [
        workgroup_storage=lambda v: 256 * 4, shape_keys=("rows", "L"), reduce="L"),
 ]})
 
+# Candidates (docs/bundle-format.md, "candidates"): kernels with the contract of an op above (the same params,
+# bindings and result within the same kind of bound) in another design. The exporter lists them beside the
+# op's kernel and the runtimes time them on the visitor's device: the CPU adapters run barrier-free
+# designs faster, GPUs the workgroup-memory ones.
+OPS.update({op.name: op for op in [
+    Op(name="layernorm_rows", template="layernorm_rows.wgsl.j2", bindings=(B("x"), B("ada"), B("dst", access="rw")),
+       params=OPS["layernorm_mod"].params, workgroup_size=(16, 1, 1), groups=(("rows", 16), (1, 1), (1, 1)),
+       reference=ref_layernorm_mod, bound=bounds.bound_layernorm_rows, shape_keys=("rows", "D"), reduce="D",
+       torch_equivalent=torch_layernorm_mod),
+    Op(name="attention_direct", template="attention_direct.wgsl.j2", bindings=OPS["attention"].bindings,
+       params=OPS["attention"].params, workgroup_size=(16, 1, 1), groups=(("T_q", 16), ("H", 1), ("batch", 1)),
+       reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
+       shape_keys=("T_q", "T_kv", "H"), reduce="T_kv", flops=OPS["attention"].flops,
+       torch_equivalent=torch_attention),
+]})
+
 # Not exported, not in OPS: the benchmark's baseline (one invocation per output, no tiling) that shows
 # what register blocking buys; the parity tests check it like the others.
 BASELINE_OPS: dict[str, Op] = {op.name: op for op in [

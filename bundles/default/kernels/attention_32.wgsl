@@ -7,7 +7,7 @@
 // Workgroup (x, h, b): invocation lx owns query i = x*64 + lx, holds q and the output accumulator in
 // registers as 8 vec4 (head dim zero-padded to a multiple of 4), and keeps a running max m and sum l
 // (online softmax): the T_q x T_kv scores are never written to memory. Keys/values are staged 16 rows
-// at a time in workgroup memory (wgsl/ops.py attention_tile).
+// at a time in workgroup memory (wgsl/ops.py ATTENTION_TILE).
 struct Params {
   batch: u32,
   T_q: u32,

@@ -23,7 +23,7 @@ struct Step {
 @group(0) @binding(3) var<storage, read_write> x_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> t_in: array<u32>;
 
-// --- the project's counter-based normal generator (dit_model/noise.py), bit for bit ---
+// --- the project's counter-based normal generator (ditformat/noise.py, docs/noise.md), bit for bit ---
 // Every f32 product goes through fmul: xor with a runtime zero hides the product from the compiler,
 // which then cannot contract it with the following add into a fused multiply-add (numpy never fuses).
 fn fmul(a: f32, b: f32) -> f32 { return bitcast<f32>(bitcast<u32>(a * b) ^ st.zero); }

@@ -1,4 +1,4 @@
-// rng_normal: dst[idx] = normal(seed, stream, step, idx), the counter-based N(0, 1) of dit_model/noise.py.
+// rng_normal: dst[idx] = normal(seed, stream, step, idx), the counter-based N(0, 1) of ditformat/noise.py.
 // bindings: 0 params {count, stream, use_step}; 1 st (step uniform: seed, i, zero); 2 dst (count,).
 // step = st.i if use_step = 1 else 0 (x_T uses stream 0, step 0). Invocation: 4 elements.
 struct Params {
@@ -20,7 +20,7 @@ struct Step {
 @group(0) @binding(1) var<uniform> st: Step;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// --- the project's counter-based normal generator (dit_model/noise.py), bit for bit ---
+// --- the project's counter-based normal generator (ditformat/noise.py, docs/noise.md), bit for bit ---
 // Every f32 product goes through fmul: xor with a runtime zero hides the product from the compiler,
 // which then cannot contract it with the following add into a fused multiply-add (numpy never fuses).
 fn fmul(a: f32, b: f32) -> f32 { return bitcast<f32>(bitcast<u32>(a * b) ^ st.zero); }
