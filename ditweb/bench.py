@@ -21,9 +21,26 @@ def register(sub):
     p.add_argument("--out", default=str(RESULTS), help="folder for the result table")
     p.add_argument("--bundle", help="bundle folder (kernels, step)")
     p.add_argument("--preset", help="preset to benchmark (kernels, step)")
+    p.add_argument("--dtypes", default="f32,f16", help="step: bundle weight dtypes to time (comma-separated)")
+    p.add_argument("--images", default="1,4", help="step: image counts N to time (comma-separated; batch B = 2N)")
+    p.add_argument("--no-torch", action="store_true", help="kernels, step: no torch / onnxruntime CPU rows (large models)")
+    p.add_argument("--sizes", default="", help="kernels: also square f32 matmuls of these sizes, e.g. 1024,4096")
     p.set_defaults(func=cmd_bench)
 
 
+def _ints(text: str, what: str) -> str:
+    from ditformat.errors import UsageError
+    for v in filter(None, text.split(",")):
+        if not v.isdigit() or not 1 <= int(v) <= 65536:
+            raise UsageError(f"{what}: {v[:20]!r} is not an integer in [1, 65536]")
+    return text
+
+
 def cmd_bench(args):
+    from ditformat.errors import UsageError
+    if any(d not in ("f32", "f16") for d in filter(None, args.dtypes.split(","))):
+        raise UsageError(f"--dtypes: choose from f32, f16 (comma-separated), got {args.dtypes[:40]!r}")
+    _ints(args.images, "--images")
+    _ints(args.sizes, "--sizes")
     module, func = TARGETS[args.target].split(":")
     publish(args.target, *getattr(importlib.import_module(module), func)(args), args.out)

@@ -31,6 +31,9 @@ def register(sub):
     p.add_argument("--vae", help="latent models: decode with this VAE (a diffusers folder, .safetensors or .ckpt) "
                                  "into RGB PNGs; x0 is then not clipped (torch runtime)")
     p.add_argument("--runtime", default="torch", choices=["torch", "wgpu"])
+    p.add_argument("--plan", help="--runtime wgpu: the kernel plan: auto (time the bundle's candidate kernels on this "
+                                  "adapter once, cached; the default), default (each dispatch's own kernel) or a plan "
+                                  "JSON file {slot: kernel}")
     p.add_argument("--out", default="samples", help="output folder")
     p.set_defaults(func=cmd_sample)
 
@@ -105,7 +108,7 @@ def cmd_sample(args):
             raise UsageError(f"--runtime wgpu needs a bundle folder (from ditweb export), got {args.source!r}")
         import numpy as np
         from runtime_py.decode import load_decoder
-        bundle = Bundle.load(args.source)
+        bundle = Bundle.load(args.source, plan=args.plan)
         decoder = load_decoder(bundle)                        # a latent bundle (export --vae): RGB after sampling
         if decoder is not None:
             args.clip = False                                 # latents are not bounded to [-1, 1]

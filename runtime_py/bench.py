@@ -14,60 +14,29 @@ from wgsl.ops import ALL_OPS, OPS, evaluate, shape_of
 
 from .bundle import Bundle
 from .parity import prepare, reference
+from .tune import Timer, tune
+
+
+def _load_note() -> str:
+    import os
+    try:
+        one, five, _ = os.getloadavg()
+        return f"Load average {one:.2f} (1 min), {five:.2f} (5 min) when the table was written. "
+    except OSError:
+        return ""
 
 
 def _bundle(args, dtype: str = "f32", onnx: bool = False):
     """The bundle to time: --bundle, else a random-weight export of --preset (default Favicon-T/2)."""
     if getattr(args, "bundle", None):
-        return Bundle.load(args.bundle), None
+        return Bundle.load(args.bundle, plan="default"), None
     from export.bundle import export_bundle
     from export.cli import load_for_export
     from dit_model.model import DEFAULT_PRESET
     model, names = load_for_export(getattr(args, "preset", None) or DEFAULT_PRESET, None, 0)
     tmp = tempfile.mkdtemp(prefix="ditweb-bench-")
     path = export_bundle(model, Path(tmp) / "bundle", dtype, names, onnx=onnx)
-    return Bundle.load(path), model
-
-
-class Timer:
-    """GPU time of one compute pass from timestamp queries (ns) when the adapter has them, else wall time
-    around submit + wait."""
-
-    def __init__(self, gpu):
-        self.gpu = gpu
-        self.qs = gpu.device.create_query_set(type="timestamp", count=2) if gpu.timestamps else None
-        if self.qs:
-            import wgpu
-            self.resolve = gpu.device.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-
-    @property
-    def source(self) -> str:
-        return "timestamp queries" if self.qs else "wall clock"
-
-    def run(self, dispatches, repeat: int) -> float:
-        """Seconds per repetition of `dispatches` [(pipeline, bind group, groups)], recorded `repeat` times in one pass."""
-        dev = self.gpu.device
-        enc = dev.create_command_encoder()
-        desc = {}
-        if self.qs:
-            desc["timestamp_writes"] = {"query_set": self.qs, "beginning_of_pass_write_index": 0,
-                                        "end_of_pass_write_index": 1}
-        cp = enc.begin_compute_pass(**desc)
-        for _ in range(repeat):
-            for pipe, bg, groups in dispatches:
-                cp.set_pipeline(pipe)
-                cp.set_bind_group(0, bg)
-                cp.dispatch_workgroups(*groups)
-        cp.end()
-        if self.qs:
-            enc.resolve_query_set(self.qs, 0, 2, self.resolve, 0)
-        t0 = time.perf_counter()
-        dev.queue.submit([enc.finish()])
-        if self.qs:
-            ts = np.frombuffer(dev.queue.read_buffer(self.resolve), np.uint64)
-            return float(ts[1] - ts[0]) * 1e-9 / repeat
-        dev.queue.on_submitted_work_done_sync()
-        return (time.perf_counter() - t0) / repeat
+    return Bundle.load(path, plan="default"), model
 
 
 def _torch_time(fn, repeat: int) -> float:
@@ -86,6 +55,8 @@ def bench_kernels(args):
     # sub-millisecond ops (measured: 16 ms for a 32x32x16 F.linear with 2 threads under load)
     torch.set_num_threads(1)
     repeat = 2 if args.quick else 10
+    no_torch = getattr(args, "no_torch", False)
+    sizes = [int(v) for v in (getattr(args, "sizes", "") or "").split(",") if v]
     bundle, _ = _bundle(args)
     gpu, m = bundle.gpu, bundle.manifest
     B = 2                                               # one image with CFG
@@ -108,7 +79,7 @@ def bench_kernels(args):
             n = int(np.prod(buf["shape"])) if buf["kind"] == "weight" else evaluate(buf["elements"], B, 1)
             inputs[b.name] = (np.zeros(n, np.uint32) if buf.get("dtype") == "u32" else np.random.rand(n).astype(np.float32))
         variant = kernel.get("variant", {})
-        t_torch = _torch_time(_torch_equivalent(op, params, variant, inputs), repeat)
+        t_torch = None if no_torch else _torch_time(_torch_equivalent(op, params, variant, inputs), repeat)
         flops = op.flops({**params, **variant}) if op.flops else None
         shape = ",".join(f"{k}={v}" for k, v in shape_of(op, params).items())
         extra = ["", "", "", ""]
@@ -120,8 +91,19 @@ def bench_kernels(args):
             ts = _op_time(gpu, timer, other, {**params}, ov, {**a}, naive_cache, repeat)
             tn = _op_time(gpu, timer, "matmul_naive", p, {}, a, naive_cache, repeat)     # wgsl.ops.BASELINE_OPS
             extra = [ts * 1e3, flops / ts / 1e9, tn * 1e3, flops / tn / 1e9]
-        rows.append([d["label"], d["kernel"], shape, t_gpu * 1e3, t_torch * 1e3,
-                     flops / t_gpu / 1e9 if flops else "", flops / t_torch / 1e9 if flops else "", *extra])
+        rows.append([d["label"], d["kernel"], shape, t_gpu * 1e3, "" if t_torch is None else t_torch * 1e3,
+                     flops / t_gpu / 1e9 if flops else "", flops / t_torch / 1e9 if flops and t_torch else "", *extra])
+    for S in sizes:                    # square f32 matmuls: what the matmul designs reach on this device
+        p = dict(M=S, N=S, K=S, out_group=S, out_stride=S)
+        rng = np.random.default_rng(0)
+        a = {"a": rng.random(S * S, np.float32), "w": rng.random(S * S, np.float32), "bias": np.zeros(S, np.float32),
+             "dst": np.zeros(S * S, np.float32)}
+        flops = 2.0 * S ** 3
+        reps = max(1, min(repeat, int(2e10 // flops) or 1))
+        t1 = _op_time(gpu, timer, "matmul", p, {"in_act": "none", "act": "none", "vec4": "vec4"}, a, {}, reps)
+        t2 = _op_time(gpu, timer, "matmul_shared", p, {"in_act": "none", "act": "none"}, a, {}, reps)
+        rows.append([f"square matmul {S}", "matmul_f32_none_none_vec4", f"M=N=K={S}", t1 * 1e3, "", flops / t1 / 1e9, "",
+                     t2 * 1e3, flops / t2 / 1e9, "", ""])
     header = ["first dispatch", "kernel", "shape (B=2)", "wgpu ms", "torch CPU ms", "wgpu GFLOP/s", "torch GFLOP/s",
               "other matmul ms", "other GFLOP/s", "naive matmul ms", "naive GFLOP/s"]
     notes = (f"Adapter: {gpu.name}; GPU time from {timer.source}, {repeat} repetitions recorded in one pass. "
@@ -131,7 +113,8 @@ def bench_kernels(args):
              "elementwise ops' float32 references), 1 thread, median. "
              "other matmul: the same shape with the other matmul kernel of the op table (register-blocked matmul "
              "<-> workgroup-memory matmul_shared); naive matmul: one invocation per output, no tiling "
-             "(wgsl/matmul_naive.wgsl.j2).")
+             "(wgsl/matmul_naive.wgsl.j2). square matmul S: f32 A (S x S) W^T, register-blocked vec4 vs "
+             "workgroup-memory tiles (other columns). " + _load_note())
     return f"ditweb bench kernels ({gpu.name})", header, rows, notes
 
 
@@ -149,7 +132,18 @@ def _op_time(gpu, timer, op_name, params, variant, inputs, cache, repeat):
     return timer.run([(pipe, bg, groups)], repeat)
 
 
+def _step_time(bundle, N: int, plan: dict, steps: int) -> float:
+    """Seconds per DDIM step (CFG 4, N images) of Bundle.sample with `plan`, wall clock, one read-back."""
+    bundle.state(2 * N, N, plan=plan)                       # the plan's kernels (built outside the timing)
+    t0 = time.perf_counter()
+    bundle.sample(list(range(N)), seed=0, steps=steps, cfg=4.0)
+    return (time.perf_counter() - t0) / steps
+
+
 def bench_step(args):
+    """Per dtype and image count: the timed plan (`runtime_py/tune.py`: every candidate of every slot, the
+    plan chosen, the selection time) and the whole step under the default, the tuned and the all-alternatives
+    plans, interleaved; torch CPU and onnxruntime rows unless --no-torch."""
     # one thread for torch and onnxruntime: on this shared 2-core machine torch with 2 threads measured
     # 786-1111 ms for a Favicon-T/2 B=2 forward that takes 32-38 ms with 1 (spin-waiting under load)
     torch.set_num_threads(1)
@@ -157,46 +151,79 @@ def bench_step(args):
     from dit_model.guidance import Guide, combine, make_plan
     from dit_model.model import DiTConfig, forward_gflops
     steps = 3 if args.quick else 10
-    rows = []
-    for dtype in ("f32", "f16"):
-        bundle, model = _bundle(args, dtype, onnx=(dtype == "f32"))
+    rounds = 3 if args.quick else 5
+    with_torch = not getattr(args, "no_torch", False)
+    dtypes = [d for d in (getattr(args, "dtypes", None) or "f32,f16").split(",") if d]
+    images = [int(n) for n in (getattr(args, "images", None) or "1,4").split(",") if n]
+    rows, cand_rows = [], []
+    for dtype in dtypes:
+        bundle, model = _bundle(args, dtype, onnx=(dtype == "f32" and with_torch and not getattr(args, "bundle", None)))
         cfg = DiTConfig.from_dict(bundle.manifest["model"])
         gflop = 2 * forward_gflops(cfg)                       # per image forward, FLOPs = 2 x MACs
-        for N in (1, 4):
+        name = f"{cfg.input_size}px D={cfg.hidden_size} depth {cfg.depth} p{cfg.patch_size}"
+        for N in images:
             B = 2 * N                                         # CFG doubles the batch
-            bundle.sample(list(range(N)), seed=0, steps=2, cfg=4.0)     # warm-up: buffers, pipelines
-            t0 = time.perf_counter()
-            bundle.sample(list(range(N)), seed=0, steps=steps, cfg=4.0)
-            t_gpu = (time.perf_counter() - t0) / steps
-            rows.append([f"{cfg.input_size}px D={cfg.hidden_size} depth {cfg.depth}", N, B, f"wgpu {dtype}",
-                         t_gpu * 1e3, gflop * B / t_gpu])
-            if dtype != "f32" or model is None:
+            plan, rep = tune(bundle, B, N)
+            for key, times in rep["slots"].items():
+                for k, t in sorted(times.items(), key=lambda kv: kv[1]):
+                    cand_rows.append([f"{name} {dtype}", N, key, rep["counts"][key], k, t * 1e3,
+                                      "chosen" if plan[key] == k else ""])
+            cand_rows.append([f"{name} {dtype}", N, "(selection)", "", f"{rep['timing_s'] * 1e3:.0f} ms timing + "
+                              f"{rep['pipelines_s'] * 1e3:.0f} ms pipelines", "", ""])
+            other = {key: next((k for k in bundle.manifest["candidates"][key.split("|")[0]] if k != key.split("|")[0]),
+                               key.split("|")[0]) for key in plan}
+            plans = {"default": {}, "tuned": plan, "alternatives": other}
+            _step_time(bundle, N, {}, 2)                      # warm-up: buffers, pipelines, first submit
+            times: dict[str, list[float]] = {k: [] for k in plans}
+            for r in range(rounds):                           # interleaved: round r starts at plan r mod 3
+                order = list(plans)[r % 3:] + list(plans)[:r % 3]
+                for pname in order:
+                    times[pname].append(_step_time(bundle, N, plans[pname], steps))
+            best = min(float(np.median(v)) for v in times.values())
+            for pname, v in times.items():
+                t = float(np.median(v))
+                rows.append([name, N, B, f"wgpu {dtype}, plan {pname}", t * 1e3, gflop * B / t,
+                             f"{t / best:.2f}x"])
+            bundle.state(B, N, plan={})
+            if dtype != "f32" or model is None or not with_torch:
                 continue
             x = torch.randn(N, cfg.in_channels, cfg.input_size, cfg.input_size)
-            plan = make_plan(Guide(4.0), list(range(N)), cfg.num_classes)
-            y = torch.tensor([c for br in plan.labels for c in br])
+            gplan = make_plan(Guide(4.0), list(range(N)), cfg.num_classes)
+            y = torch.tensor([c for br in gplan.labels for c in br])
             diff = Diffusion(steps)
 
             def torch_step():
                 with torch.no_grad():
                     out = model(x.repeat(2, 1, 1, 1), torch.full((B,), 500), y).reshape(1, 2, N, -1, cfg.input_size,
                                                                                          cfg.input_size)
-                    g = combine(out, plan.coefficients(4.0), plan.var_branch, cfg.in_channels)
+                    g = combine(out, gplan.coefficients(4.0), gplan.var_branch, cfg.in_channels)
                     diff.ddim_step(g, x, steps // 2, torch.zeros_like(x), 0.0, True)
             t_torch = _torch_time(torch_step, steps)
-            rows.append(["", N, B, "torch CPU (f32, 1 thread)", t_torch * 1e3, gflop * B / t_torch])
+            rows.append(["", N, B, "torch CPU (f32, 1 thread)", t_torch * 1e3, gflop * B / t_torch, ""])
             import onnxruntime as ort
             so = ort.SessionOptions()
             so.intra_op_num_threads = 1
             sess = ort.InferenceSession(str(bundle.path / "model.onnx"), so, providers=["CPUExecutionProvider"])
             feed = {"x": x.repeat(2, 1, 1, 1).numpy(), "t": np.full(B, 500, np.int64), "y": y.numpy()}
             t_ort = _torch_time(lambda: sess.run(None, feed), steps)
-            rows.append(["", N, B, "onnxruntime CPU (model only, 1 thread)", t_ort * 1e3, gflop * B / t_ort])
-    header = ["model", "images N", "batch B", "runtime", "ms / denoising step", "GFLOP/s"]
-    notes = (f"Adapter: {bundle.gpu.name}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
+            rows.append(["", N, B, "onnxruntime CPU (model only, 1 thread)", t_ort * 1e3, gflop * B / t_ort, ""])
+    gpu = bundle.gpu
+    cand_notes = (f"Adapter: {gpu.name}. Each slot (dispatches sharing a kernel and params at batch B = 2N) with its "
+                  f"candidate kernels (docs/bundle-format.md, 'candidates'): median time of one dispatch from "
+                  f"{rep['source']}, interleaved repetitions (runtime_py/tune.py; a candidate 2x slower than the best "
+                  "stops being timed); 'chosen' is the plan's pick. Selection time: the timing itself, and the "
+                  "pipeline creation of the candidates (once per load). " + _load_note())
+    from dit_model.bench import publish
+    publish("step-plans", f"ditweb bench step: candidates and plans ({gpu.name})",
+            ["model", "images N", "slot (kernel|params)", "dispatches", "candidate", "median ms", ""], cand_rows, cand_notes,
+            getattr(args, "out", None) or "bench/results")
+    header = ["model", "images N", "batch B", "runtime", "ms / denoising step", "GFLOP/s", "vs fastest plan"]
+    notes = (f"Adapter: {gpu.name}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
              "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
-             f"{steps} steps of Bundle.sample (wall clock, includes submit overhead). torch CPU: the same model "
+             f"{steps} steps of Bundle.sample (wall clock, includes submit overhead), median of {rounds} interleaved "
+             "rounds per plan: default = every dispatch's own kernel, tuned = the timed plan "
+             "(step-plans.md), alternatives = every slot's other candidate. torch CPU: the same model "
              "forward + combine + ddim_step. onnxruntime: the exported model.onnx forward only. GFLOP/s = "
              "2 x forward MACs x B / time (dit_model.model.forward_gflops). Random weights (speed does not "
-             "depend on them).")
-    return f"ditweb bench step ({bundle.gpu.name})", header, rows, notes
+             "depend on them). " + _load_note())
+    return f"ditweb bench step ({gpu.name})", header, rows, notes

@@ -114,6 +114,7 @@ class Timer:
         import wgpu
         self.gpu = gpu
         self.qs = gpu.device.create_query_set(type="timestamp", count=2) if gpu.timestamps else None
+        self.qs_count = 2 if self.qs else 0
         if self.qs:
             self.resolve = gpu.device.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
 
@@ -123,12 +124,40 @@ class Timer:
 
     def run(self, dispatches, repeat: int) -> float:
         """Seconds per repetition of `dispatches` [(pipeline, bind group, groups)], recorded `repeat` times in one pass."""
+        return self.run_many([(dispatches, repeat)])[0]
+
+    def run_many(self, items) -> list[float]:
+        """Seconds per repetition of each (dispatches, repeat), one compute pass each. With timestamp queries
+        all passes go in one command buffer and one read-back; on wall clock each pass is submitted and
+        waited for alone."""
         dev = self.gpu.device
+        if not self.qs:
+            out = []
+            for dispatches, repeat in items:
+                enc = dev.create_command_encoder()
+                self._pass(enc, dispatches, repeat, {})
+                t0 = time.perf_counter()
+                dev.queue.submit([enc.finish()])
+                dev.queue.on_submitted_work_done_sync()
+                out.append((time.perf_counter() - t0) / repeat)
+            return out
+        import wgpu
+        n = len(items)
+        if self.qs_count < 2 * n:
+            self.qs = dev.create_query_set(type="timestamp", count=2 * n)
+            self.resolve = dev.create_buffer(size=16 * n, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+            self.qs_count = 2 * n
         enc = dev.create_command_encoder()
-        desc = {}
-        if self.qs:
-            desc["timestamp_writes"] = {"query_set": self.qs, "beginning_of_pass_write_index": 0,
-                                        "end_of_pass_write_index": 1}
+        for i, (dispatches, repeat) in enumerate(items):
+            self._pass(enc, dispatches, repeat, {"timestamp_writes": {
+                "query_set": self.qs, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}})
+        enc.resolve_query_set(self.qs, 0, 2 * n, self.resolve, 0)
+        dev.queue.submit([enc.finish()])
+        ts = np.frombuffer(dev.queue.read_buffer(self.resolve), np.uint64)[: 2 * n].astype(np.float64)
+        return [max(ts[2 * i + 1] - ts[2 * i], 0.0) * 1e-9 / items[i][1] for i in range(n)]
+
+    @staticmethod
+    def _pass(enc, dispatches, repeat, desc):
         cp = enc.begin_compute_pass(**desc)
         for _ in range(repeat):
             for pipe, bg, groups in dispatches:
@@ -136,16 +165,6 @@ class Timer:
                 cp.set_bind_group(0, bg)
                 cp.dispatch_workgroups(*groups)
         cp.end()
-        if self.qs:
-            enc.resolve_query_set(self.qs, 0, 2, self.resolve, 0)
-        t0 = time.perf_counter()
-        dev.queue.submit([enc.finish()])
-        if self.qs:
-            ts = np.frombuffer(dev.queue.read_buffer(self.resolve), np.uint64)
-            if ts[1] > ts[0]:
-                return float(ts[1] - ts[0]) * 1e-9 / repeat
-        dev.queue.on_submitted_work_done_sync()
-        return (time.perf_counter() - t0) / repeat
 
 
 def slots_of(bundle, state) -> dict:
@@ -164,10 +183,11 @@ def slots_of(bundle, state) -> dict:
     return out
 
 
-def tune(bundle, B: int, N: int, repeats: int = 5, budget_s: float = 2.0) -> tuple[dict, dict]:
+def tune(bundle, B: int, N: int, repeats: int = 4, budget_s: float = 2.0) -> tuple[dict, dict]:
     """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key:
-    {kernel: median seconds}}, "pipelines_s", "timing_s", "source"}. Times each candidate `repeats`
-    times, interleaved (round r starts at candidate r mod n), fewer if the budget runs out."""
+    {kernel: median seconds}}, "pipelines_s", "timing_s", "source"}. Times each candidate up to `repeats`
+    times, interleaved (round r starts at candidate r mod n), after one warm-up run each; fewer if the
+    budget runs out. A candidate dropped early reports its warm-up time or the median of its runs."""
     t0 = time.perf_counter()
     state = bundle.state(B, N, plan={})                       # the default kernels' buffers and params
     slots = slots_of(bundle, state)
@@ -177,29 +197,32 @@ def tune(bundle, B: int, N: int, repeats: int = 5, budget_s: float = 2.0) -> tup
     t1 = time.perf_counter()
     timer = Timer(bundle.gpu)
     runs = {key: {k: state.alternative(*s["entry"], k) for k in s["candidates"]} for key, s in slots.items()}
+    pairs = [(key, k) for key, alts in runs.items() for k in alts]
     # one warm-up each (first use of a pipeline), which also sizes the repetitions per measurement
-    reps = {}
-    for key, alts in runs.items():
-        for k, run in alts.items():
-            t = timer.run([run], 1)
-            reps[(key, k)] = int(min(8, max(1, 2e-4 / max(t, 1e-7))))     # about 0.2 ms of work per sample
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in reps}
-    live = {key: list(alts) for key, alts in runs.items()}
+    warm = timer.run_many([([runs[key][k]], 1) for key, k in pairs])
+    reps = {pk: int(min(8, max(1, 2e-4 / max(t, 1e-7)))) for pk, t in zip(pairs, warm)}   # ~0.2 ms of work a sample
+    times: dict[tuple[str, str], list[float]] = {pk: [] for pk in pairs}
+    # a candidate 3x slower than the best in the warm-up is out at once (e.g. workgroup-memory tiles on a
+    # CPU adapter); from the second round on, those 1.5x slower than the best median: only close contests
+    # are timed to the end (and between two within 10% either pick is good)
+    fastest = {key: min(t for (k2, _), t in zip(pairs, warm) if k2 == key) for key in runs}
+    live = {key: [k for k in alts if warm[pairs.index((key, k))] <= 3.0 * fastest[key]] for key, alts in runs.items()}
     for r in range(repeats):
-        for key, alts in runs.items():
-            names = live[key]
-            for j in range(len(names)):
-                k = names[(j + r) % len(names)]
-                times[(key, k)].append(timer.run([alts[k]], reps[(key, k)]))
-            if r >= 1:       # a candidate 2x slower than the best so far cannot win: stop timing it
+        batch = []
+        for key, names in live.items():            # interleaved: round r starts at candidate r mod n
+            batch += [(key, names[(j + r) % len(names)]) for j in range(len(names))]
+        for pk, t in zip(batch, timer.run_many([([runs[key][k]], reps[(key, k)]) for key, k in batch])):
+            times[pk].append(t)
+        if r >= 1:
+            for key, names in live.items():
                 med = {k: float(np.median(times[(key, k)])) for k in names}
-                best = min(med.values())
-                live[key] = [k for k in names if med[k] <= 2.0 * best]
+                live[key] = [k for k in names if med[k] <= 1.5 * min(med.values())]
+            live = {key: names for key, names in live.items() if len(names) > 1}
         if time.perf_counter() - t1 > budget_s and r >= 2:
             break
     plan, report = {}, {}
     for key in runs:
-        med = {k: float(np.median(times[(key, k)])) for k in runs[key] if times[(key, k)]}
+        med = {k: float(np.median(times[(key, k)] or [warm[pairs.index((key, k))]])) for k in runs[key]}
         report[key] = med
         plan[key] = min(med, key=med.get)
     t2 = time.perf_counter()
