@@ -88,3 +88,13 @@ def test_decode_refuses_wrong_latents(gpu):
     runner, _, _, _ = make_runner(gpu, random_vae(SMALL), 4, "f32")
     with pytest.raises(UsageError, match=r"latents must be \(N >= 1, 4, 4, 4\)"):
         runner.decode(np.zeros((1, 4, 5, 5), np.float32))
+
+
+def test_real_size_decoder_on_a_2x2_latent(gpu):
+    """The SD config (512 channels, 32 groups, four up blocks: every weight at its real shape), f16 weights, a
+    2x2 latent (a 16x16 image; bench/vae.py runs 8x8, ~40 s on lavapipe): the whole decoder within the budget."""
+    from dit_model.vae import SD_VAE
+    vae = random_vae(SD_VAE, seed=7)
+    runner, tensors, _, _ = make_runner(gpu, vae, 2, "f16")
+    row = whole_decode(runner, decoder_from_tensors(SD_VAE, tensors), latents(SD_VAE, 1, 2))
+    assert row.passed, f"{row.max_abs:.3e} > {row.tol:.3e}"
