@@ -184,6 +184,15 @@ def bench_step(args):
                 t = float(np.median(v))
                 rows.append([name, N, B, f"wgpu {dtype}, plan {pname}", t * 1e3, gflop * B / t,
                              f"{t / best:.2f}x"])
+            # a whole 25-step favicon with the tuned plan: init, 25 command buffers, the one read-back
+            bundle.state(B, N, plan=plan)
+            t25 = []
+            for _ in range(1 if args.quick else 3):
+                t0 = time.perf_counter()
+                bundle.sample(list(range(N)), seed=0, steps=25, cfg=4.0)
+                t25.append(time.perf_counter() - t0)
+            rows.append([name, N, B, f"wgpu {dtype}, plan tuned: a whole 25-step sample, one read-back",
+                         float(np.median(t25)) * 1e3, "", ""])
             bundle.state(B, N, plan={})
             if dtype != "f32" or model is None or not with_torch:
                 continue
@@ -222,7 +231,8 @@ def bench_step(args):
              "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
              f"{steps} steps of Bundle.sample (wall clock, includes submit overhead), median of {rounds} interleaved "
              "rounds per plan: default = every dispatch's own kernel, tuned = the timed plan "
-             "(step-plans.md), alternatives = every slot's other candidate. torch CPU: the same model "
+             "(step-plans.md), alternatives = every slot's other candidate; 'a whole 25-step sample': "
+             "Bundle.sample wall clock, ms for all 25 steps (not per step). torch CPU: the same model "
              "forward + combine + ddim_step. onnxruntime: the exported model.onnx forward only. GFLOP/s = "
              "2 x forward MACs x B / time (dit_model.model.forward_gflops). Random weights (speed does not "
              "depend on them). " + _load_note())
