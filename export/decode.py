@@ -226,7 +226,8 @@ def shard(tensors: dict[str, np.ndarray], limit: int) -> list[list[str]]:
 
 def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: int = SHARD_BYTES):
     """Write `decoder/` into a bundle folder: manifest.json (ditformat/decoder-schema.json), kernels/*.wgsl and
-    weights-NN.safetensors shards of at most shard_bytes. Written to a temporary folder, then renamed."""
+    weights-NN.safetensors shards of at most shard_bytes, written to a temporary folder, then renamed; then list
+    them in the bundle's manifest.json `files`."""
     import json
     import os
     import shutil
@@ -285,4 +286,16 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return root / "decoder"
+    # the bundle's manifest lists every decoder file (size, sha256): its verification covers them, the
+    # runtimes look for a decoder only where "decoder/manifest.json" is listed, `ditweb site` copies them
+    if not (root / "manifest.json").is_file():          # a bare folder (tests): nothing to register in
+        return out
+    bundle_manifest = json.loads((root / "manifest.json").read_text())
+    for rel in sorted(out.rglob("*")):
+        if rel.is_file():
+            bundle_manifest["files"][f"decoder/{rel.relative_to(out).as_posix()}"] = {"size": rel.stat().st_size,
+                                                                                  "sha256": sha256(rel)}
+    part = root / f".manifest.json.partial-{os.getpid()}"
+    part.write_text(json.dumps(bundle_manifest, separators=(",", ":")))
+    part.replace(root / "manifest.json")
+    return out

@@ -203,7 +203,7 @@ def load_decoder(bundle, max_images: int = 1):
     uploaded shard by shard after checking that the weights and the activations of `max_images` images fit
     the adapter's buffer limits (a one-line DeviceLimitError otherwise)."""
     root = bundle.path / "decoder"
-    if not (root / "manifest.json").is_file():
+    if "decoder/manifest.json" not in bundle.manifest["files"]:      # listed (and hash-checked) by the bundle
         return None
     m = verify_decoder(root, bundle.manifest["io"]["x_shape"])
     gpu = bundle.gpu

@@ -52,6 +52,8 @@ def test_export_writes_the_decoder(latent_bundle):
     assert m["latent_shape"] == [4, 8, 8] and m["image_shape"] == [3, 16, 16]
     assert {k["op"] for k in m["kernels"].values()} == {"conv2d", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}
     assert all((tmp / "bundle" / "decoder" / f).is_file() for f in m["files"])
+    files = json.loads((tmp / "bundle" / "manifest.json").read_text())["files"]
+    assert {f"decoder/{f}" for f in m["files"]} | {"decoder/manifest.json"} <= set(files)
 
 
 def test_validate_checks_the_decoder(latent_bundle, capsys):
@@ -99,12 +101,19 @@ def test_tampered_decoder_is_refused_in_one_line(latent_bundle, tmp_path, capsys
     assert main(["sample", str(bad), "--runtime", "wgpu", "--n", "1", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights-00.safetensors" in err[0] and "bytes" in err[0]
-    m = json.loads((tmp / "bundle" / "decoder" / "manifest.json").read_text())
-    m["latent_shape"] = [4, 16, 16]
-    (bad / "decoder" / "manifest.json").write_text(json.dumps(m))
+    from runtime_py.decode import verify_decoder
+    from runtime_py.verify import BundleError
     shutil.copy(tmp / "bundle" / "decoder" / "weights-00.safetensors", shard)
+    with pytest.raises(BundleError, match=r"latent_shape \[4, 8, 8\] differs from the model's x_shape \[4, 16, 16\]"):
+        verify_decoder(bad / "decoder", [4, 16, 16])
+    m = json.loads((bad / "decoder" / "manifest.json").read_text())
+    m["program"][0]["bindings"][-1] = m["program"][0]["bindings"][1]             # write into a weight
+    (bad / "decoder" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"would write weight buffer"):
+        verify_decoder(bad / "decoder")
     assert main(["sample", str(bad), "--runtime", "wgpu", "--n", "1", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
-    assert "latent_shape [4, 16, 16] differs from the model's x_shape [4, 8, 8]" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()          # the bundle's own manifest lists the decoder's files
+    assert len(err) == 1 and "decoder/manifest.json" in err[0] and "manifest.json files says" in err[0]
 
 
 def test_limits_are_checked_before_allocating(latent_bundle):

@@ -15,6 +15,7 @@
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
 import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
+import { Decoder, fetchDecoder } from "./decode.js";
 import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
 import { drawRGBA, faviconLink, restoreStaticFavicon, setFavicon, toDataURL, toRGBA } from "./favicon.js";
 
@@ -121,8 +122,14 @@ export async function loadBundle(url, opts = {}) {
     }
   }));
   const { tensors, kernels } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest
+  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, WebGPU only
+  const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
   let chosen = { runtime, reason: "asked for" };
-  if (runtime === "auto") chosen = await chooseRuntime();
+  if (decoderFiles) {                // WebGPU whatever was asked: the WebAssembly runtime has no decoder kernels
+    const support = await checkWebGPU();
+    if (!support.ok) throw new UnsupportedError(`this bundle's VAE decoder needs WebGPU: ${support.message}`);
+    chosen = { runtime: "webgpu", reason: "the bundle's VAE decoder runs on WebGPU only" };
+  } else if (runtime === "auto") chosen = await chooseRuntime();
   if (chosen.runtime === "wasm") {
     const simd = checkWasmSimd();
     if (!simd.ok) throw new UnsupportedError(simd.message);
@@ -133,6 +140,7 @@ export async function loadBundle(url, opts = {}) {
   }
   const bundle = new Bundle(base, manifest, files["weights.safetensors"], tensors, kernels, stats, opts);
   bundle.runtimeReason = chosen.reason;
+  bundle.decoderFiles = decoderFiles;
   await bundle.createDevice();
   return bundle;
 }
@@ -160,7 +168,8 @@ function planRun(bundle, opts) {
   const B = K * J * N;
   const y = new Uint32Array(B);                                     // [k][j][n]
   for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
-  const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? true,
+  // latent bundles (with a decoder) sample without x0 clipping: latents are not bounded like pixels
+  const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? !bundle.decoderFiles,
                    prediction: m.sampler.prediction };
   const signal = opts.signal;
   const aborted = () => { if (signal && signal.aborted) throw new DOMException("sampling was stopped", "AbortError"); };
@@ -183,6 +192,8 @@ export class Bundle {
     this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
     this.runtime = "webgpu";
     this.runtimeReason = "";           // why loadBundle chose this runtime
+    this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
+    this.decoder = null;               // its Decoder on the current device
   }
 
   get classNames() { return this.manifest.class_names; }
@@ -224,6 +235,7 @@ export class Bundle {
     device.addEventListener("uncapturederror", (e) => { this.lastGPUError = e.error.message; console.error("ditweb:", e.error.message); });
     await this.createPipelines();
     this.uploadWeights();
+    this.decoder = this.decoderFiles ? await Decoder.create(device, this.decoderFiles) : null;
   }
 
   // What the bundle needs vs what this adapter allows: a clear message instead of a driver error.
@@ -401,8 +413,10 @@ export class Bundle {
   //   negativeClass, compose [[class, weight], ...], schedule, interval [lo, hi],
   //   batchEstimate {k, tau}, sampler "ddim" | "ddpm", eta, clipX0, signal, onStep, preview.
   // Returns {rgba: [Uint8ClampedArray (H, W, 4) per image], x: Float32Array (N, C, I, I), width,
-  //   height, channels, msPerStep}. A device lost on the way is recreated and the run starts again
-  //   (the result is a pure function of the options, so nothing is lost but time).
+  //   height, channels, msPerStep}; a latent bundle (decoder/) also returns image: Float32Array (N, 3, H, W)
+  //   from its VAE decoder, and rgba / width / height are the decoded pictures. A device lost on the way
+  //   is recreated and the run starts again (the result is a pure function of the options, so nothing is
+  //   lost but time).
   sample(opts = {}) {
     const run = this.busy.then(() => this.sampleWithRecovery(opts));
     this.busy = run.catch(() => {});
@@ -453,7 +467,17 @@ export class Bundle {
     }
     const x = await this.readBuffer(m.io.sample, bytes);
     if (this.device !== device) throw new DeviceLostError("the GPU device was lost during sampling");
-    return { x, ...this.images(x, C, I), channels: C, msPerStep: (performance.now() - started) / steps, B, K: common.K, J: common.J, N,
+    const msPerStep = (performance.now() - started) / steps;
+    if (this.decoder) {                // a latent bundle: RGB images from its VAE decoder, run once
+      const image = await this.decoder.decode(x, N);
+      if (this.device !== device) throw new DeviceLostError("the GPU device was lost during decoding");
+      const [Ci, H, W] = this.decoder.manifest.image_shape;
+      const per = Ci * H * W;
+      const rgba = [];
+      for (let n = 0; n < N; n++) rgba.push(toRGBA(image.subarray(n * per, (n + 1) * per), Ci, H, W));
+      return { x, image, rgba, width: W, height: H, channels: C, msPerStep, B, K: common.K, J: common.J, N, runtime: this.runtime };
+    }
+    return { x, ...this.images(x, C, I), channels: C, msPerStep, B, K: common.K, J: common.J, N,
              runtime: this.runtime };
   }
 

@@ -1,0 +1,80 @@
+"""A latent bundle (export --vae) in headless Chromium (SwiftShader WebGPU): web/decode.js verifies decoder/
+and decodes after sampling; the pixels match runtime_py's decoded images (PSNR >= 40 dB, docs/vae.md)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from _browser import WEB_DIR, chromium, local_server, psnr, to_unit, wait_state
+from conftest import randomize
+
+PSNR_MIN = 40.0
+CLASS_ID, SEED, STEPS = 1, 7, 3
+
+
+@pytest.fixture(scope="module")
+def latent(tmp_path_factory):
+    import torch
+    from dit_model.model import DiT, DiTConfig
+    from dit_model.vae import VAEConfig, VAEDecoder
+    from export.bundle import export_bundle
+    from export.decode import write_decoder
+    root = tmp_path_factory.mktemp("latent-browser")
+    cfg = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=3)
+    model = randomize(DiT(cfg), seed=5).eval()
+    vae = randomize(VAEDecoder(VAEConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)).eval(), 1)
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.add_(1.0)
+    bundle = export_bundle(model, root / "lat", "f16", ["a", "b", "c"])
+    write_decoder(bundle, vae, "f16", 8)
+    bad = root / "bad"
+    shutil.copytree(bundle, bad)
+    data = bytearray((bad / "decoder" / "weights-00.safetensors").read_bytes())
+    data[-3] ^= 0x10
+    (bad / "decoder" / "weights-00.safetensors").write_bytes(bytes(data))
+    return {"lat": bundle, "bad": bad}
+
+
+@pytest.fixture(scope="module")
+def site(latent):
+    with local_server({"/": WEB_DIR, "/lat/": latent["lat"], "/bad/": latent["bad"]}) as url, chromium() as ctx:
+        yield {"url": url, "ctx": ctx}
+
+
+def open_page(site, query, states=("ready",)):
+    page = site["ctx"].new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site["url"] + query)
+    state = wait_state(page, states + ("no-webgpu", "no-adapter", "error", "bundle-error", "unsupported"), 120)
+    assert state in states, f"page state {state}: {page.text_content('#message')} {errors}"
+    return page
+
+
+def test_browser_decodes_like_runtime_py(site, latent):
+    from runtime_py.bundle import Bundle
+    from runtime_py.decode import load_decoder
+    page = open_page(site, "?bundle=lat/")                 # auto: SwiftShader would pick wasm; the decoder needs WebGPU
+    got = page.evaluate("""async (o) => { const r = await window.ditwebBundle.sample(o);
+        return {image: Array.from(r.image), w: r.width, h: r.height, rt: r.runtime, n: r.rgba.length, len: r.rgba[0].length}; }""",
+                        {"classId": CLASS_ID, "seed": SEED, "steps": STEPS})
+    page.close()
+    assert (got["rt"], got["w"], got["h"], got["n"], got["len"]) == ("webgpu", 16, 16, 1, 16 * 16 * 4)
+    bundle = Bundle.load(latent["lat"], verbose=False)
+    x = bundle.sample(CLASS_ID, seed=SEED, steps=STEPS, clip_x0=False)
+    want = load_decoder(bundle).decode(x).reshape(-1)
+    img = np.asarray(got["image"], np.float32)
+    value = psnr(to_unit(img), to_unit(want))
+    print(f"\n[latent bundle] PSNR browser vs runtime_py (decoded 16x16): {value:.1f} dB, max abs {np.abs(img - want).max():.2e}")
+    assert value >= PSNR_MIN
+
+
+def test_corrupted_decoder_shard_is_a_bundle_error(site):
+    page = open_page(site, "?bundle=bad/&runtime=webgpu", states=("bundle-error",))
+    assert "decoder/weights-00.safetensors" in page.text_content("#message") and "sha256" in page.text_content("#message")
+    page.close()

@@ -1,0 +1,241 @@
+// The VAE decoder of a latent bundle (decoder/, written by `ditweb export CKPT OUT --vae VAE`) on WebGPU:
+// fetch and verify decoder/ before any GPU work, then decode the sampled latents into RGB images once
+// after sampling. The twin of runtime_py/decode.py; the format is ditformat/decoder-schema.json
+// (docs/vae.md, "Bundles with a decoder"). Its weights come in shards of at most 64 MiB, each verified
+// (sha256) and cached by fetchVerified, so an interrupted download resumes shard by shard.
+import { BundleError, fetchVerified, parseSafetensors, verifyKernelSource } from "./bundle.js";
+
+export const DECODER_FORMAT = "ditweb-decoder";
+export const DECODER_VERSION = 1;
+const MAX_BYTES = 2 ** 31;
+const lin = (form, N) => form[0] * N + form[1] * N + form[2];
+const ceilDiv = (a, d) => Math.ceil(a / d);
+const isInt = (v) => Number.isInteger(v) && v >= 0 && v < MAX_BYTES;
+const isForm = (f, n) => Array.isArray(f) && f.length === n && f.every(isInt) && (n < 4 || f[3] >= 1);
+
+// The fields the runtime relies on, with their types (the same checks as the Python schema's).
+function verifyDecoderManifest(m, xShape) {
+  const W = "decoder/manifest.json";
+  const fail = (msg) => { throw new BundleError(W, msg); };
+  const obj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!obj(m)) fail("the top level must be a JSON object");
+  if (m.format !== DECODER_FORMAT || m.format_version !== DECODER_VERSION) {
+    fail(`format ${String(JSON.stringify([m.format, m.format_version])).slice(0, 60)} is not ${DECODER_FORMAT} version ${DECODER_VERSION}; re-export the bundle with --vae`);
+  }
+  if (!["f32", "f16"].includes(m.dtype)) fail("dtype must be f32 or f16");
+  for (const key of ["latent_shape", "image_shape"]) {
+    if (!Array.isArray(m[key]) || m[key].length !== 3 || !m[key].every((v) => Number.isInteger(v) && v >= 1 && v <= 16384)) fail(`${key} must be 3 integers in [1, 16384]`);
+  }
+  if (xShape && m.latent_shape.join(",") !== xShape.join(",")) fail(`latent_shape [${m.latent_shape.join(", ")}] differs from the model's x_shape [${xShape.join(", ")}]`);
+  if (!obj(m.io) || typeof m.io.latent !== "string" || typeof m.io.image !== "string") fail("io must name the latent and image buffers");
+  for (const key of ["files", "kernels", "buffers"]) if (!obj(m[key])) fail(`${key} must be an object`);
+  if (!Array.isArray(m.program)) fail("program must be a list");
+  for (const [rel, f] of Object.entries(m.files)) {
+    if (!rel || rel.startsWith("/") || rel.includes("\\") || rel.includes(":") || rel.split("/").includes("..")) fail(`files: unsafe path ${JSON.stringify(rel).slice(0, 60)}`);
+    if (!obj(f) || !isInt(f.size) || typeof f.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(f.sha256)) fail(`files["${rel}"]: needs size and sha256`);
+  }
+  for (const [name, k] of Object.entries(m.kernels)) {
+    if (!obj(k) || typeof k.file !== "string" || !(k.file in m.files)) fail(`kernels.${name}.file is not listed in files`);
+    if (!Array.isArray(k.bindings) || !k.bindings.length || !Array.isArray(k.params) || !Array.isArray(k.workgroup_size)) fail(`kernels.${name}: needs bindings, params and workgroup_size`);
+    k.bindings.forEach((b, i) => {
+      if (!obj(b) || b.binding !== i || (i === 0) !== (b.type === "uniform") || !["uniform", "read-only-storage", "storage"].includes(b.type)) {
+        fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform and the only uniform`);
+      }
+    });
+  }
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (!obj(b)) fail(`buffers.${name} must be an object`);
+    if (b.kind === "weight") {
+      if (typeof b.file !== "string" || !(b.file in m.files) || typeof b.tensor !== "string" || !["f32", "f16"].includes(b.dtype)
+          || !Array.isArray(b.shape) || !b.shape.every(isInt) || !isInt(b.bytes) || b.bytes < 1) fail(`buffers.${name}: a weight needs file, tensor, dtype, shape and bytes`);
+    } else if (b.kind === "activation") {
+      if (!isForm(b.elements, 3)) fail(`buffers.${name}.elements must be [b, n, c]`);
+    } else fail(`buffers.${name}: kind ${String(JSON.stringify(b.kind)).slice(0, 30)} is not weight or activation`);
+  }
+  for (const key of ["latent", "image"]) if ((m.buffers[m.io[key]] || {}).kind !== "activation") fail(`io.${key} names no activation buffer`);
+  m.program.forEach((d, n) => {
+    const where = `program[${n}]`;
+    if (!obj(d) || typeof d.label !== "string" || !Array.isArray(d.bindings) || !Array.isArray(d.params) || !Array.isArray(d.workgroups)) fail(`${where}: needs kernel, label, bindings, params, workgroups`);
+    const k = m.kernels[d.kernel];
+    if (!k) fail(`${where}: unknown kernel ${String(JSON.stringify(d.kernel)).slice(0, 60)}`);
+    if (d.bindings.length !== k.bindings.length - 1 || d.params.length !== k.params.length) fail(`${where} (${d.label.slice(0, 40)}): bindings / params do not fit kernel ${d.kernel}`);
+    if (!d.params.every((f) => isForm(f, 3)) || d.workgroups.length !== 3 || !d.workgroups.every((f) => isForm(f, 4))) fail(`${where}: params must be [b, n, c] and workgroups three [b, n, c, d]`);
+    d.bindings.forEach((name, i) => {
+      const b = m.buffers[name];
+      if (!b) fail(`${where}: binding ${i + 1} names unknown buffer ${String(JSON.stringify(name)).slice(0, 60)}`);
+      if (b.kind === "weight" && k.bindings[i + 1].type !== "read-only-storage") fail(`${where}: binding ${i + 1} would write weight buffer ${name}`);
+    });
+  });
+}
+
+// decoder/ of the bundle at baseUrl, downloaded and verified; null when the bundle lists none (its manifest's
+// files name "decoder/manifest.json" with its sha256, so the bundle's own manifest vouches for the decoder's).
+// -> {manifest, tensors: {name: {buf, offset, nbytes}}, kernels: {name: WGSL}}
+/**
+ * @param {string | URL} baseUrl @param {any} bundleManifest
+ * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean,
+ *          onProgress?: (p: {file: string, done: number, total: number}) => void}} [options]
+ */
+export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, useCache = true, onProgress } = {}) {
+  const entry = bundleManifest.files["decoder/manifest.json"];
+  if (!entry) return null;
+  const xShape = bundleManifest.io.x_shape;
+  const raw = await fetchVerified(baseUrl, "decoder/manifest.json", entry.sha256, { signal, stats, useCache });
+  let m;
+  try {
+    m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+  } catch (e) {
+    throw new BundleError("decoder/manifest.json", `not valid JSON (${e.message})`);
+  }
+  verifyDecoderManifest(m, xShape);
+  const names = Object.keys(m.files);
+  const files = {};
+  let done = 0;
+  for (const file of names) {        // one at a time: a 99 MB decoder need not be in flight all at once
+    const buf = await fetchVerified(baseUrl, `decoder/${file}`, m.files[file].sha256, { signal, stats, useCache });
+    if (buf.byteLength !== m.files[file].size) throw new BundleError(`decoder/${file}`, `${buf.byteLength} bytes, decoder/manifest.json says ${m.files[file].size}`);
+    files[file] = buf;
+    if (onProgress) onProgress({ file: `decoder/${file}`, done: ++done, total: names.length });
+  }
+  const kernels = {};
+  for (const [name, k] of Object.entries(m.kernels)) {
+    let code;
+    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
+    verifyKernelSource(name, k, code);
+    kernels[name] = code;
+  }
+  const headers = {};
+  const tensors = {};
+  const DT = { f32: "F32", f16: "F16" };
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind !== "weight") continue;
+    headers[b.file] ||= parseSafetensors(files[b.file], `decoder/${b.file}`);
+    const t = headers[b.file][b.tensor];
+    if (!t || t.dtype !== DT[b.dtype] || t.shape.join(",") !== b.shape.join(",") || t.nbytes !== b.bytes) {
+      throw new BundleError(`decoder/${b.file}`, `tensor ${b.tensor} does not match decoder/manifest.json buffer ${name} (${b.dtype} [${b.shape.join(", ")}], ${b.bytes} bytes)`);
+    }
+    tensors[name] = { buf: files[b.file], offset: t.offset, nbytes: t.nbytes };
+  }
+  return { manifest: m, tensors, kernels };
+}
+
+const bytesOf = (b, N) => (b.kind === "weight" ? Math.ceil(b.bytes / 4) * 4 : Math.max(16, Math.ceil((4 * lin(b.elements, N)) / 16) * 16));
+
+// Before any allocation: every buffer of the decoder against this device's binding and buffer sizes.
+export function checkDecoderLimits(m, device, N) {
+  const cap = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  let total = 0;
+  let largest = 0;
+  let largestName = "";
+  for (const [name, b] of Object.entries(m.buffers)) {
+    const size = bytesOf(b, N);
+    total += size;
+    if (size > largest) { largest = size; largestName = name; }
+  }
+  const mib = (v) => (v / 2 ** 20).toFixed(1);
+  if (largest > cap) {
+    throw new RangeError(`decoding ${N} image(s) needs a ${mib(largest)} MiB buffer (${largestName}; ${mib(total)} MiB in all), above this GPU's ${mib(cap)} MiB per buffer`);
+  }
+  return total;
+}
+
+export class Decoder {
+  constructor() {
+    /** @type {any} */
+    this.device = null;
+    /** @type {any} */
+    this.manifest = null;
+    /** @type {Record<string, {pipeline: any, layout: any}>} */
+    this.pipelines = {};
+    /** @type {Record<string, any>} */
+    this.weights = {};
+  }
+
+  // files: fetchDecoder's result; device: the bundle's GPUDevice (a new one after a device loss: build a new Decoder)
+  static async create(device, files) {
+    const d = new Decoder();
+    d.device = device;
+    d.manifest = files.manifest;
+    const m = d.manifest;
+    checkDecoderLimits(m, device, 1);
+    d.pipelines = {};
+    for (const [name, k] of Object.entries(m.kernels)) {
+      const module = device.createShaderModule({ label: name, code: files.kernels[name] });
+      const layout = device.createBindGroupLayout({
+        label: name,
+        entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.type } })),
+      });
+      try {
+        const pipeline = await device.createComputePipelineAsync({ label: name, layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" } });
+        d.pipelines[name] = { pipeline, layout };
+      } catch (e) {
+        throw new BundleError(`decoder/${k.file}`, `pipeline ${name} could not be created: ${e.message}`);
+      }
+    }
+    device.pushErrorScope("out-of-memory");
+    d.weights = {};
+    for (const [name, t] of Object.entries(files.tensors)) {
+      const size = Math.ceil(t.nbytes / 4) * 4;
+      const buffer = device.createBuffer({ label: name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+      const bytes = new Uint8Array(size);
+      bytes.set(new Uint8Array(t.buf, t.offset, t.nbytes));
+      device.queue.writeBuffer(buffer, 0, bytes);
+      d.weights[name] = buffer;
+    }
+    const oom = await device.popErrorScope();
+    if (oom) throw new RangeError(`the decoder's weights do not fit this GPU's memory (${oom.message})`);
+    return d;
+  }
+
+  // latents: Float32Array (N, L, h, w) as sampled -> Float32Array (N, 3, H, W), not clamped
+  async decode(latents, N) {
+    const m = this.manifest;
+    const device = this.device;
+    const per = m.latent_shape.reduce((a, b) => a * b, 1);
+    if (latents.length !== N * per) throw new RangeError(`decode: ${latents.length} values for ${N} latents of ${per}`);
+    checkDecoderLimits(m, device, N);
+    const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
+    const owned = [];
+    device.pushErrorScope("out-of-memory");
+    try {
+      const buffers = { ...this.weights };
+      for (const [name, b] of Object.entries(m.buffers)) {
+        if (b.kind !== "activation") continue;
+        buffers[name] = device.createBuffer({ label: name, size: bytesOf(b, N), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+        owned.push(buffers[name]);
+      }
+      const oom = await device.popErrorScope();
+      if (oom) throw new RangeError(`decoding ${N} image(s): the activations do not fit this GPU's memory (${oom.message}); decode fewer at once`);
+      device.queue.writeBuffer(buffers[m.io.latent], 0, Float32Array.from(latents));
+      const encoder = device.createCommandEncoder({ label: "decode" });
+      const pass = encoder.beginComputePass({ label: "decode" });
+      for (const d of m.program) {
+        const words = new Uint32Array(Math.max(4, Math.ceil(d.params.length / 4) * 4));
+        d.params.forEach((form, i) => { words[i] = lin(form, N); });
+        const params = device.createBuffer({ label: `${d.label} params`, size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(params, 0, words);
+        owned.push(params);
+        const groups = d.workgroups.map((f) => ceilDiv(lin(f, N), f[3]));
+        if (groups.some((g) => g > maxGroups)) throw new RangeError(`decoding ${N} image(s): ${d.label} needs ${groups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
+        const { pipeline, layout } = this.pipelines[d.kernel];
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, device.createBindGroup({ label: d.label, layout, entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
+        pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+      }
+      pass.end();
+      const bytes = 4 * N * m.image_shape.reduce((a, b) => a * b, 1);
+      const staging = device.createBuffer({ label: "read image", size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      owned.push(staging);
+      encoder.copyBufferToBuffer(buffers[m.io.image], 0, staging, 0, bytes);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      return new Float32Array(staging.getMappedRange().slice(0));
+    } finally {
+      for (const b of owned) b.destroy();
+    }
+  }
+
+  dispose() {
+    for (const b of Object.values(this.weights || {})) b.destroy();
+  }
+}
