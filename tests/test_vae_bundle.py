@@ -54,6 +54,9 @@ def test_export_writes_the_decoder(latent_bundle):
     assert all((tmp / "bundle" / "decoder" / f).is_file() for f in m["files"])
     files = json.loads((tmp / "bundle" / "manifest.json").read_text())["files"]
     assert {f"decoder/{f}" for f in m["files"]} | {"decoder/manifest.json"} <= set(files)
+    from webserve.site import write_site                       # ditweb site publishes the decoder too
+    write_site(tmp / "bundle", tmp / "site")
+    assert all((tmp / "site" / "bundle" / f).is_file() for f in files if f.startswith("decoder/"))
 
 
 def test_validate_checks_the_decoder(latent_bundle, capsys):
