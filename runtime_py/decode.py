@@ -99,6 +99,9 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ decoder/ of a bundle: verify, then load
 
+DECODER_OPS = {"conv2d", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}   # wgsl/ops.py (no torch here)
+
+
 def _schema() -> dict:
     import json
 
@@ -151,6 +154,8 @@ def verify_decoder(root, latent_shape=None) -> dict:
     for kname, k in m["kernels"].items():
         if k["file"] not in m["files"]:
             raise KernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
+        if k["op"] not in DECODER_OPS:
+            raise KernelError(f"{w}.kernels.{kname}.op {k['op'][:40]!r} is not a decoder kernel ({', '.join(sorted(DECODER_OPS))})")
         b = k["bindings"]
         if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform" or \
                 any(x["type"] == "uniform" for x in b[1:]):

@@ -138,3 +138,27 @@ def test_limits_are_checked_before_allocating(latent_bundle):
     bundle.gpu = SmallGPU()
     with pytest.raises(DeviceLimitError, match=r"binds at most"):
         load_decoder(bundle)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m: m["program"][3]["params"].pop(), r"program\[3\] .*params"),
+    (lambda m: m["program"][0].update(kernel="nope"), r"unknown kernel 'nope'"),
+    (lambda m: next(iter(m["kernels"].values())).update(op="matmul"), r"op 'matmul' is not a decoder kernel"),
+    (lambda m: m["files"].update({"../x": {"size": 1, "sha256": "0" * 64}}), r"unsafe path '../x'"),
+    (lambda m: m["buffers"]["dec.0"].update(elements=[0, "big", 0]), r"buffers.dec.0.elements"),
+    (lambda m: m.update(format_version=2), r"is not ditweb-decoder version 1"),
+    (lambda m: m["io"].update(image="vae.post_quant_conv.weight"), r"io.image: .* names no activation buffer"),
+])
+def test_bad_decoder_manifests_fail_in_one_line(latent_bundle, tmp_path, edit, match):
+    import shutil
+    from runtime_py.decode import verify_decoder
+    from runtime_py.verify import BundleError
+    tmp, _ = latent_bundle
+    dec = tmp_path / "decoder"
+    shutil.copytree(tmp / "bundle" / "decoder", dec)
+    m = json.loads((dec / "manifest.json").read_text())
+    edit(m)
+    (dec / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=match) as e:
+        verify_decoder(dec, [4, 8, 8])
+    assert "\n" not in str(e.value)

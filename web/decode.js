@@ -8,6 +8,7 @@ import { BundleError, fetchVerified, parseSafetensors, verifyKernelSource } from
 export const DECODER_FORMAT = "ditweb-decoder";
 export const DECODER_VERSION = 1;
 const MAX_BYTES = 2 ** 31;
+const DECODER_OPS = ["bmm", "conv2d", "groupnorm", "softmax_rows", "upsample_nearest"];   // wgsl/ops.py
 const lin = (form, N) => form[0] * N + form[1] * N + form[2];
 const ceilDiv = (a, d) => Math.ceil(a / d);
 const isInt = (v) => Number.isInteger(v) && v >= 0 && v < MAX_BYTES;
@@ -36,6 +37,7 @@ function verifyDecoderManifest(m, xShape) {
   }
   for (const [name, k] of Object.entries(m.kernels)) {
     if (!obj(k) || typeof k.file !== "string" || !(k.file in m.files)) fail(`kernels.${name}.file is not listed in files`);
+    if (!DECODER_OPS.includes(k.op)) fail(`kernels.${name}.op ${String(JSON.stringify(k.op)).slice(0, 40)} is not a decoder kernel (${DECODER_OPS.join(", ")})`);
     if (!Array.isArray(k.bindings) || !k.bindings.length || !Array.isArray(k.params) || !Array.isArray(k.workgroup_size)) fail(`kernels.${name}: needs bindings, params and workgroup_size`);
     k.bindings.forEach((b, i) => {
       if (!obj(b) || b.binding !== i || (i === 0) !== (b.type === "uniform") || !["uniform", "read-only-storage", "storage"].includes(b.type)) {
