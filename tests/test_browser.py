@@ -507,3 +507,41 @@ def test_bad_bundles_fail_with_one_named_error_before_any_gpu_call(site, bundles
         assert msg.startswith("BundleError: ") and "\n" not in msg, f"{name}: {msg}"
         assert all(w in msg for w in words), f"{name}: {msg!r} should name {words}"
     assert errors["adapterCalls"] == 0
+
+
+def test_webgpu_plans_timed_cached_forced_and_checked(site):
+    """web/tune.js: plan "auto" times the candidates on SwiftShader and caches the plan in localStorage
+    (a second load times nothing); a forced plan runs its kernels; plans differ only within the
+    kernels' bounds (>= 40 dB); a plan naming a non-candidate is refused."""
+    page = site["ctx"].new_page()
+    page.goto(site["url"] + "favicon.svg")
+    r = page.evaluate("""async () => {
+        const m = await import('/ditweb.js');
+        localStorage.clear();
+        const opts = { classId: 1, seed: 7, steps: 4, cfg: 3 };
+        const auto = await m.loadBundle('/f32/', { runtime: 'webgpu', plan: 'auto' });
+        const a = await auto.sample(opts);
+        const plan = auto.plans['2,1'];
+        const keys = Object.keys(localStorage).filter((k) => k.startsWith('ditweb-plan:'));
+        const again = await m.loadBundle('/f32/', { runtime: 'webgpu', plan: 'auto' });
+        await again.sample(opts);
+        const man = auto.manifest;
+        const alt = Object.fromEntries(Object.keys(plan).map((s) => [s, man.candidates[s.split('|')[0]].find((c) => c !== s.split('|')[0])]));
+        const forced = await m.loadBundle('/f32/', { runtime: 'webgpu', plan: alt });
+        const f = await forced.sample(opts);
+        const plain = await m.loadBundle('/f32/', { runtime: 'webgpu', plan: 'default' });
+        const d = await plain.sample(opts);
+        let refused = '';
+        try { await m.loadBundle('/f32/', { runtime: 'webgpu', plan: { [Object.keys(plan)[0]]: 'gated_residual' } }); }
+        catch (e) { refused = e.message; }
+        const used = forced.batch.programs.forward.map((x) => x.kernel.file);
+        return { plan, tuned: auto.lastTune, again: again.lastTune, keys: keys.length, a: Array.from(a.x), f: Array.from(f.x),
+                 d: Array.from(d.x), refused, usedAlt: Object.values(alt).every((k) => used.includes(`kernels/${k}.wgsl`)),
+                 againPlan: again.plans['2,1'] };
+    }""")
+    page.close()
+    assert r["tuned"] and r["tuned"]["timingMs"] > 0 and r["plan"] and r["keys"] == 1
+    assert r["again"] is None and r["againPlan"] == r["plan"]          # from the cache: nothing timed
+    assert r["usedAlt"] and "not a candidate" in r["refused"]
+    for other in ("f", "d"):
+        assert psnr(to_unit(r["a"]), to_unit(r[other])) >= PSNR_MIN, other

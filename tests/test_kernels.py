@@ -51,6 +51,13 @@ def cases():
         for in_act, act in [("none", "none"), ("none", "gelu"), ("silu", "silu")]:
             out.append(matmul_case(M, N, K, in_act, act, vec4="vec4"))
     out.append(matmul_case(34, 65, 16, group=17, stride=19, vec4="vec4"))
+    for tile in ("8x4", "8x8"):                                            # the wider-block candidates
+        for M, N, K in [(1, 1, 4), (65, 17, 32), (257, 33, 64)]:
+            for in_act, act in [("none", "none"), ("silu", "gelu")]:
+                c = matmul_case(M, N, K, in_act, act)
+                out.append((f"matmul_{tile}", {"in_act": in_act, "act": act, "tile": tile, "vec4": "vec4"}, *c[2:]))
+        c = matmul_case(34, 65, 16, group=17, stride=19)
+        out.append((f"matmul_{tile}", {"in_act": "none", "act": "none", "tile": tile, "vec4": "vec4"}, *c[2:]))
     for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 17, 65)]:
         out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared"))
     out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared"))

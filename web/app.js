@@ -2,6 +2,7 @@
 // body[data-state] says where the page is (loading, unsupported, no-webgpu, no-adapter, bundle-error,
 // ready, running, done, stopped, error); the browser tests read it, people read #message.
 // ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
+// ?plan=default runs each dispatch's own kernel instead of the plan timed on this adapter (web/tune.js).
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 
 /** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
@@ -94,6 +95,7 @@ async function main() {
     show(`loading the bundle from ${bundleUrl.pathname} ...`);
     bundle = await loadBundle(bundleUrl, {
       runtime: chosen.runtime,
+      plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });

@@ -14,7 +14,8 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
+import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest, workgroupForms } from "./bundle.js";
+import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
 import { Decoder, fetchDecoder } from "./decode.js";
 import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
 import { drawRGBA, faviconLink, restoreStaticFavicon, setFavicon, toDataURL, toRGBA } from "./favicon.js";
@@ -94,7 +95,9 @@ function bufferBytes(spec, B, N) {
 // Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device (WebGPU)
 // or start the worker (WebAssembly).
 // opts: {runtime: "auto" (default) | "webgpu" | "wasm", signal, useCache = true, onDeviceLost(info),
-//        onProgress({file, done, total}), features: [...]}
+//        onProgress({file, done, total}), features: [...],
+//        plan: "auto" (default: time the bundle's candidate kernels on this adapter at the first batch of
+//        each size, cached in localStorage) | "default" (each dispatch's own kernel) | {slot: kernel}}
 export async function loadBundle(url, opts = {}) {
   const runtime = opts.runtime || "auto";
   if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);
@@ -192,6 +195,11 @@ export class Bundle {
     this.busy = Promise.resolve();     // sample() calls run one at a time: they share the batch buffers
     this.runtime = "webgpu";
     this.runtimeReason = "";           // why loadBundle chose this runtime
+    this.planMode = opts.plan ?? "auto";   // web/tune.js; docs/bundle-format.md "candidates and plans"
+    if (typeof this.planMode === "object") checkPlan(this.planMode, manifest);
+    else if (!["auto", "default"].includes(this.planMode)) throw new RangeError(`plan must be "auto", "default" or an object, got ${JSON.stringify(this.planMode)}`);
+    this.plans = {};                   // "B,N" -> the plan in use
+    this.lastTune = null;              // the report of the last timing run
     this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
     this.decoder = null;               // its Decoder on the current device
   }
@@ -220,7 +228,8 @@ export class Bundle {
       requiredLimits[limit] = have[limit];
     }
     // optional features (e.g. "timestamp-query" for profiling) only where the adapter has them
-    const requiredFeatures = (this.features || []).filter((f) => adapter.features.has(f));
+    const wanted = [...(this.features || []), ...(this.planMode === "auto" ? ["timestamp-query"] : [])];
+    const requiredFeatures = [...new Set(wanted)].filter((f) => adapter.features.has(f));
     const device = await adapter.requestDevice({ label: "ditweb", requiredLimits, requiredFeatures });
     const info = /** @type {any} */ (adapter.info || {});
     this.adapterDescription = [info.vendor, info.architecture, info.description].filter(Boolean).join(" / ") || "WebGPU adapter";
@@ -258,31 +267,66 @@ export class Bundle {
   }
 
   // ---------------------------------------------------------------- create pipelines
+  // The kernels the programs name; candidates are compiled when a plan needs them (pipeline()).
   async createPipelines() {
-    const device = this.device;
     this.pipelines = {};
-    await Promise.all(Object.entries(this.manifest.kernels).map(async ([name, k]) => {
-      const module = device.createShaderModule({ label: name, code: this.kernelSources[name] });
-      const info = await module.getCompilationInfo();
-      const errors = info.messages.filter((msg) => msg.type === "error");
-      if (errors.length) {
-        throw new BundleError(k.file, `WGSL does not compile: ${errors.map((e) => `line ${e.lineNum}: ${e.message}`).join("; ")}`);
-      }
-      const layout = device.createBindGroupLayout({
+    this.pipelinePromises = {};
+    this.plans = {};                   // a new device: plans stay cached, their pipelines are rebuilt
+    const used = new Set(Object.values(this.manifest.programs).flatMap((list) => list.map((d) => d.kernel)));
+    await Promise.all([...used].map((name) => this.pipeline(name)));
+  }
+
+  pipeline(name) {
+    if (!this.pipelinePromises[name]) this.pipelinePromises[name] = this.createPipeline(name);
+    return this.pipelinePromises[name];
+  }
+
+  async createPipeline(name) {
+    const device = this.device;
+    const k = this.manifest.kernels[name];
+    const module = device.createShaderModule({ label: name, code: this.kernelSources[name] });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((msg) => msg.type === "error");
+    if (errors.length) {
+      throw new BundleError(k.file, `WGSL does not compile: ${errors.map((e) => `line ${e.lineNum}: ${e.message}`).join("; ")}`);
+    }
+    const layout = device.createBindGroupLayout({
+      label: name,
+      entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.type } })),
+    });
+    try {
+      const pipeline = await device.createComputePipelineAsync({
         label: name,
-        entries: k.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.type } })),
+        layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: "main" },
       });
-      try {
-        const pipeline = await device.createComputePipelineAsync({
-          label: name,
-          layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
-          compute: { module, entryPoint: "main" },
-        });
-        this.pipelines[name] = { pipeline, layout };
-      } catch (e) {
-        throw new BundleError(k.file, `pipeline ${name} could not be created: ${e.message}`);
+      this.pipelines[name] = { pipeline, layout };
+      return this.pipelines[name];
+    } catch (e) {
+      throw new BundleError(k.file, `pipeline ${name} could not be created: ${e.message}`);
+    }
+  }
+
+  // The plan of batch (B, N) under the plan mode: the forced one, the cached one, or timed now (the first
+  // batch of each size on this adapter; this.lastTune holds the report).
+  async ensurePlan(B, N) {
+    const id = `${B},${N}`;
+    if (this.plans[id]) return this.plans[id];
+    let plan = {};
+    if (typeof this.planMode === "object") plan = this.planMode;
+    else if (this.planMode === "auto" && Object.keys(this.manifest.candidates || {}).length) {
+      const key = cacheKey(this.adapterDescription, this.manifest, B, N);
+      plan = readCachedPlan(key, this.manifest);
+      if (!plan) {
+        const tuned = await tunePlan(this, B, N);
+        this.lastTune = tuned.report;
+        plan = tuned.plan;
+        writeCachedPlan(key, plan);
       }
-    }));
+    }
+    await Promise.all(Object.values(plan).map((k) => this.pipeline(k)));
+    this.plans[id] = plan;
+    return plan;
   }
 
   uploadWeights() {
@@ -303,9 +347,11 @@ export class Bundle {
     }
   }
 
-  // Activation buffers, params uniforms and bind groups for batch (B, N); one batch size stays resident.
-  state(B, N) {
-    if (this.batch && this.batch.B === B && this.batch.N === N) return this.batch;
+  // Activation buffers, params uniforms and bind groups for batch (B, N) with a plan ({slot: kernel}; by
+  // default the one ensurePlan chose); one batch size stays resident.
+  state(B, N, plan = undefined) {
+    plan = plan || this.plans[`${B},${N}`] || {};
+    if (this.batch && this.batch.B === B && this.batch.N === N && this.batch.plan === plan) return this.batch;
     if (this.batch) for (const b of this.batch.owned) b.destroy();
     const device = this.device;
     const maxBinding = device.limits.maxStorageBufferBindingSize;
@@ -324,27 +370,44 @@ export class Bundle {
     const programs = {};
     for (const [prog, dispatches] of Object.entries(this.manifest.programs)) {
       programs[prog] = dispatches.map((d) => {
-        const kernel = this.manifest.kernels[d.kernel];
+        const values = d.params.map((form) => lin(form, B, N));
+        const kernelName = plan[slotKey(d.kernel, values)] || d.kernel;
+        const kernel = this.manifest.kernels[kernelName];
         const words = new Uint32Array(Math.max(4, Math.ceil(d.params.length / 4) * 4));
         d.params.forEach((form, i) => { words[i] = lin(form, B, N); });
         const params = device.createBuffer({ label: `${d.label} params`, size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(params, 0, words);
         owned.push(params);
-        const workgroups = d.workgroups.map((f) => ceilDiv(lin(f, B, N), f[3]));
+        const forms = kernelName === d.kernel ? d.workgroups : workgroupForms(kernel, d.params);
+        const workgroups = forms.map((f) => ceilDiv(lin(f, B, N), f[3]));
         if (workgroups.some((w) => w > maxGroups)) {
           throw new RangeError(`batch B=${B}, N=${N}: dispatch ${d.label} needs ${workgroups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
         }
+        const bound = [params, ...d.bindings.map((n) => buffers[n])];
         const bindGroup = device.createBindGroup({
           label: d.label,
-          layout: this.pipelines[d.kernel].layout,
-          entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })),
+          layout: this.pipelines[kernelName].layout,
+          entries: bound.map((buffer, binding) => ({ binding, resource: { buffer } })),
         });
-        return { label: d.label, pipeline: this.pipelines[d.kernel].pipeline, bindGroup, workgroups, kernel };
+        return { label: d.label, pipeline: this.pipelines[kernelName].pipeline, bindGroup, workgroups, kernel,
+                 kernelName: d.kernel, values, bound, dispatch: d };
       });
     }
     const stepBuffer = Object.entries(this.manifest.buffers).find(([, s]) => s.kind === "step");
-    this.batch = { B, N, buffers, programs, owned, step: stepBuffer ? buffers[stepBuffer[0]] : null };
+    this.batch = { B, N, plan, buffers, programs, owned, step: stepBuffer ? buffers[stepBuffer[0]] : null };
     return this.batch;
+  }
+
+  // {pipeline, bindGroup, workgroups} of dispatch i of program prog in the resident batch, run by kernel
+  // kname (a candidate of its kernel; its pipeline must exist).
+  alternative(prog, i, kname) {
+    const { dispatch: d, bound } = this.batch.programs[prog][i];
+    const k = this.manifest.kernels[kname];
+    const { pipeline, layout } = this.pipelines[kname];
+    const forms = kname === d.kernel ? d.workgroups : workgroupForms(k, d.params);
+    const bindGroup = this.device.createBindGroup({ label: `${d.label} [${kname}]`, layout,
+                                                    entries: bound.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+    return { pipeline, bindGroup, workgroups: forms.map((f) => ceilDiv(lin(f, this.batch.B, this.batch.N), f[3])) };
   }
 
   // ---------------------------------------------------------------- run step
@@ -391,6 +454,7 @@ export class Bundle {
     const per = io.x_shape.reduce((a, b) => a * b, 1);
     if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
     await this.ensureDevice();
+    await this.ensurePlan(B, B);
     this.state(B, B);
     const q = this.device.queue;
     q.writeBuffer(this.batch.buffers[io.x], 0, Float32Array.from(x));
@@ -443,6 +507,7 @@ export class Bundle {
     aborted();
 
     await this.ensureDevice();
+    await this.ensurePlan(B, N);
     const device = this.device;
     this.state(B, N);
     device.queue.writeBuffer(this.batch.buffers[m.io.y], 0, y);
