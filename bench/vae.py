@@ -39,6 +39,7 @@ def main():
     from runtime_py.parity import prepare, weight_bytes
     from runtime_py.validate import whole_decode
     from wgsl.ops import OPS
+    from wgsl.reference import CONV_PIXELS
 
     gpu = get_gpu(False)
     rng = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def main():
     f = lambda *s: rng.standard_normal(s).astype(np.float32)
     rows = []
     for ci, co, hw, k in [(512, 512, 8, 3), (512, 512, 32, 3), (128, 128, 64, 3), (512, 512, 8, 1)]:
-        p = dict(blocks=hw * -(-hw // 4), C_in=ci, C_out=co, C_out4=-(-co // 4) * 4, H=hw, W=hw, has_res=0)
+        p = dict(blocks=hw * -(-hw // CONV_PIXELS), C_in=ci, C_out=co, C_out4=-(-co // 4) * 4, H=hw, W=hw, has_res=0)
         x = dict(src=f(ci * hw * hw), w=conv_layout(f(co, ci, k, k) * 0.05), bias=f(co), res=f(1), dst=f(co * hw * hw))
         dt = timeit("conv2d", {"k": k, "vec4": "vec4"}, p, x)
         rows.append((f"conv2d {k}x{k}", f"{ci} -> {co}, {hw}x{hw}", dt, 2 * ci * co * k * k * hw * hw / dt / 1e9))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ditformat.forms import lin
+from wgsl.reference import CONV_PIXELS
 
 PREFIX = "vae."
 
@@ -128,7 +129,7 @@ def build_decode(pb, cfg, latent_size: int, latent: str) -> str:
         return pb.weight(PREFIX + name)
 
     def conv(label, src, dst, c_in, c_out, hw, k=3, res=None):
-        blocks = hw * -(-hw // 4)
+        blocks = hw * -(-hw // CONV_PIXELS)
         pb.emit("conv2d", label, {"src": src, "w": w(label + ".weight"), "bias": w(label + ".bias"),
                                   "res": res or src, "dst": dst},
                 {"blocks": lin(0, blocks), "C_in": c_in, "C_out": c_out, "C_out4": -(-c_out // 4) * 4, "H": hw,

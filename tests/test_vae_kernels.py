@@ -11,6 +11,7 @@ from _gpu_helpers import gpu  # noqa: F401  (fixture)
 from export.decode import conv_layout
 from runtime_py.parity import check_kernel
 from wgsl.ops import ALL_OPS
+from wgsl.reference import CONV_PIXELS
 
 RNG = np.random.default_rng(4321)
 PIPELINES: dict = {}
@@ -31,7 +32,7 @@ def f32_bits(v: float) -> int:
 
 def conv_case(n, ci, co, h, w, k, res=False):
     weight = rnd(co, ci, k, k, scale=(ci * k * k) ** -0.5)
-    blocks = n * h * -(-w // 4)
+    blocks = n * h * -(-w // CONV_PIXELS)
     p = dict(blocks=blocks, C_in=ci, C_out=co, C_out4=-(-co // 4) * 4, H=h, W=w, has_res=int(res))
     src = rnd(n * ci * h * w)
     x = dict(src=src, w=conv_layout(weight), bias=rnd(co, scale=0.2), res=rnd(n * co * h * w) if res else src,

@@ -254,14 +254,14 @@ OPS: dict[str, Op] = {op.name: op for op in [
 # The VAE decoder's kernels (docs/vae.md): activations NCHW. conv2d weights are stored transposed,
 # (C_in * k * k, C_out4): four output channels are one vec4 (f16: one vec2<u32>, unpacked without shader-f16).
 def _conv_flops(p):
-    return 2.0 * p["blocks"] * 4 * p["C_out"] * p["C_in"] * p["k"] ** 2      # pixels rounded up to blocks of 4
+    return 2.0 * p["blocks"] * 8 * p["C_out"] * p["C_in"] * p["k"] ** 2      # pixels rounded up to blocks of 8
 
 
 OPS.update({op.name: op for op in [
     Op(name="conv2d", template="conv2d.wgsl.j2",
        bindings=(B("src"), B("w", "w"), B("bias", "w"), B("res"), B("dst", access="rw")),
        params=("blocks", "C_in", "C_out", "C_out4", "H", "W", "has_res"),
-       workgroup_size=(8, 8, 1), groups=(("C_out", 32), ("blocks", 8), (1, 1)),
+       workgroup_size=(8, 8, 1), groups=(("C_out", 64), ("blocks", 8), (1, 1)),
        reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "vec4": ("vec4",)},
        vec4_bindings=("w",), shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
     Op(name="groupnorm", template="groupnorm.wgsl.j2",

@@ -245,8 +245,11 @@ def f32_bits(bits: int) -> float:
     return float(np.array([bits], np.uint32).view(np.float32)[0])
 
 
+CONV_PIXELS = 8     # conv2d: pixels of a row per invocation (wgsl/conv2d.wgsl.j2); blocks = batch H ceil(W / 8)
+
+
 def conv_batch(p) -> int:
-    return p["blocks"] // (p["H"] * -(-p["W"] // 4))
+    return p["blocks"] // (p["H"] * -(-p["W"] // CONV_PIXELS))
 
 
 def conv_weight(x, p, v):
