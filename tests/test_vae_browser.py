@@ -78,3 +78,13 @@ def test_corrupted_decoder_shard_is_a_bundle_error(site):
     page = open_page(site, "?bundle=bad/&runtime=webgpu", states=("bundle-error",))
     assert "decoder/weights-00.safetensors" in page.text_content("#message") and "sha256" in page.text_content("#message")
     page.close()
+
+
+def test_without_webgpu_a_latent_bundle_is_unsupported(latent):
+    """The WebAssembly runtime has no decoder kernels: without WebGPU the page says so and keeps its favicon."""
+    with local_server({"/": WEB_DIR, "/lat/": latent["lat"]}) as url, chromium(gpu=False) as ctx:
+        page = ctx.new_page()
+        page.goto(url + "?bundle=lat/&runtime=wasm")
+        state = wait_state(page, ("unsupported", "ready", "error", "bundle-error", "no-webgpu"), 60)
+        assert state == "unsupported", page.text_content("#message")
+        assert "VAE decoder needs WebGPU" in page.text_content("#message")
