@@ -202,9 +202,12 @@ class Bundle:
 
     def sample(self, class_id, seed: int = 0, steps: int = 50, cfg: float = 4.0, *, n: int | None = None,
                guide: Guide | None = None, negative_class: int | None = None, sampler: str = "ddim",
-               eta: float = 0.0, clip_x0: bool = True, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+               eta: float = 0.0, clip_x0: bool | None = None, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
         """The whole denoising loop on the GPU: one command buffer per step (all K x J x N rows), one
-        read-back at the end. Returns x_0 (N, C, I, I) in model space."""
+        read-back at the end. Returns x_0 (N, C, I, I) in model space. clip_x0 defaults to True, and to False
+        for a latent bundle (one with a VAE decoder: runtime_py/decode.py), whose latents are not bounded."""
+        if clip_x0 is None:
+            clip_x0 = "decoder/manifest.json" not in self.manifest["files"]
         nc = self.cfg["num_classes"]
         ids = [int(c) for c in (class_id if isinstance(class_id, (list, tuple, np.ndarray)) else [class_id] * (n or 1))]
         if sampler not in ("ddim", "ddpm"):
