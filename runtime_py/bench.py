@@ -154,6 +154,8 @@ def bench_step(args):
     rounds = 3 if args.quick else 5
     with_torch = not getattr(args, "no_torch", False)
     dtypes = [d for d in (getattr(args, "dtypes", None) or "f32,f16").split(",") if d]
+    if getattr(args, "bundle", None):                        # a given bundle has its own dtype
+        dtypes = dtypes[:1]
     images = [int(n) for n in (getattr(args, "images", None) or "1,4").split(",") if n]
     rows, cand_rows = [], []
     for dtype in dtypes:

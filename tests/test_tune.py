@@ -114,3 +114,13 @@ def test_validate_checks_every_candidate(bundle_path):
     checked = {r.kernel.split("[")[-1].rstrip("]") for r in rows if "[" in r.kernel}
     offered = {c for names in b.manifest["candidates"].values() for c in names}
     assert offered <= checked and all(r.passed for r in rows)
+
+
+def test_wall_clock_timing_without_timestamp_queries(gpu, bundle_path, monkeypatch):
+    from runtime_py.bundle import Bundle
+    from runtime_py.tune import tune
+    monkeypatch.setattr(gpu, "timestamps", False)                   # an adapter without timestamp-query
+    b = Bundle.load(bundle_path, gpu=gpu, plan="default")
+    plan, report = tune(b, 2, 1, repeats=2)
+    assert report["source"] == "wall clock" and plan
+    assert all(t > 0 for times in report["slots"].values() for t in times.values())

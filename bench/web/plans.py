@@ -68,6 +68,13 @@ def main():
     changed = {k: v for k, v in r["plan"].items() if v != k.split("|")[0]}
     rows = [["default (each dispatch's own kernel)", d, f"{d / min(d, t):.2f}x", ""],
             ["tuned (web/tune.js)", t, f"{t / min(d, t):.2f}x", f"{len(changed)} of {len(r['plan'])} slots changed"]]
+    import json
+    bundle = Path(args.bundle)
+    man = json.loads((bundle / "manifest.json").read_text())
+    kern = sum(v["size"] for k, v in man["files"].items() if k.startswith("kernels/"))
+    js = sum((WEB_DIR / f).stat().st_size for f in ("ditweb.js", "bundle.js", "bundle-schema.js", "schedule.js",
+                                                     "favicon.js", "tune.js"))
+    first = (bundle / "manifest.json").stat().st_size + man["files"]["weights.safetensors"]["size"] + kern + js
     one, five, _ = os.getloadavg()
     tune = r["tune"] or {}
     notes = (f"Bundle {args.bundle}, one image with CFG (B = 2), {args.steps} DDIM steps per sample, median over "
@@ -75,7 +82,10 @@ def main():
              f"Adapter: {r['adapter']}. Selection: {tune.get('timingMs', 0):.0f} ms timing + "
              f"{tune.get('pipelinesMs', 0):.0f} ms creating the candidates' pipelines ({tune.get('source', '?')}), "
              f"once per adapter and batch size, cached in localStorage. The two plans' images: {psnr:.1f} dB PSNR. "
-             f"Speed-up of the tuned plan: {d / t:.2f}x. Load average {one:.2f} (1 min), {five:.2f} (5 min).")
+             f"Speed-up of the tuned plan: {d / t:.2f}x. First visit, WebGPU path: {first:,} bytes (manifest "
+             f"{(bundle / 'manifest.json').stat().st_size:,}, weights {man['files']['weights.safetensors']['size']:,}, "
+             f"{len(man['kernels'])} kernels {kern:,}, runtime JS {js:,}; uncompressed). "
+             f"Load average {one:.2f} (1 min), {five:.2f} (5 min).")
     publish("web-plans", "WebGPU in headless Chromium: default vs tuned kernel plan", ["plan", "ms / step", "vs best", ""],
             rows, notes, args.out)
     cand = []
