@@ -115,6 +115,7 @@ class Timer:
         self.gpu = gpu
         self.qs = gpu.device.create_query_set(type="timestamp", count=2) if gpu.timestamps else None
         self.qs_count = 2 if self.qs else 0
+        self.fence = None
         if self.qs:
             self.resolve = gpu.device.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
 
@@ -132,13 +133,18 @@ class Timer:
         waited for alone."""
         dev = self.gpu.device
         if not self.qs:
+            import wgpu
+            if self.fence is None:      # reading a buffer back waits for all submitted work (on_submitted_work_done_sync
+                                        # fails in wgpu-py 0.32)
+                self.fence = dev.create_buffer(size=16, usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC)
             out = []
             for dispatches, repeat in items:
                 enc = dev.create_command_encoder()
                 self._pass(enc, dispatches, repeat, {})
+                dev.queue.read_buffer(self.fence)                  # idle before the clock starts
                 t0 = time.perf_counter()
                 dev.queue.submit([enc.finish()])
-                dev.queue.on_submitted_work_done_sync()
+                dev.queue.read_buffer(self.fence)
                 out.append((time.perf_counter() - t0) / repeat)
             return out
         import wgpu
