@@ -189,7 +189,7 @@ def slots_of(bundle, state) -> dict:
     return out
 
 
-def tune(bundle, B: int, N: int, repeats: int = 4, budget_s: float = 2.0) -> tuple[dict, dict]:
+def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 2.0) -> tuple[dict, dict]:
     """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key:
     {kernel: median seconds}}, "pipelines_s", "timing_s", "source"}. Times each candidate up to `repeats`
     times, interleaved (round r starts at candidate r mod n), after one warm-up run each; fewer if the
@@ -208,11 +208,11 @@ def tune(bundle, B: int, N: int, repeats: int = 4, budget_s: float = 2.0) -> tup
     warm = timer.run_many([([runs[key][k]], 1) for key, k in pairs])
     reps = {pk: int(min(8, max(1, 2e-4 / max(t, 1e-7)))) for pk, t in zip(pairs, warm)}   # ~0.2 ms of work a sample
     times: dict[tuple[str, str], list[float]] = {pk: [] for pk in pairs}
-    # a candidate 3x slower than the best in the warm-up is out at once (e.g. workgroup-memory tiles on a
+    # a candidate 2x slower than the best in the warm-up is out at once (e.g. workgroup-memory tiles on a
     # CPU adapter); from the second round on, those 1.5x slower than the best median: only close contests
     # are timed to the end (and between two within 10% either pick is good)
     fastest = {key: min(t for (k2, _), t in zip(pairs, warm) if k2 == key) for key in runs}
-    live = {key: [k for k in alts if warm[pairs.index((key, k))] <= 3.0 * fastest[key]] for key, alts in runs.items()}
+    live = {key: [k for k in alts if warm[pairs.index((key, k))] <= 2.0 * fastest[key]] for key, alts in runs.items()}
     for r in range(repeats):
         batch = []
         for key, names in live.items():            # interleaved: round r starts at candidate r mod n

@@ -95,9 +95,9 @@ async function timeMany(device, items) {
 const median = (v) => { const s = [...v].sort((a, b) => a - b); const h = s.length >> 1; return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2; };
 
 // {plan, report: {slots: {slot: {kernel: seconds}}, counts, pipelinesMs, timingMs, source}} at batch (B, N).
-// The same rounds and drops as runtime_py/tune.py: a warm-up each (sizes the repetitions; a candidate 3x
+// The same rounds and drops as runtime_py/tune.py: a warm-up each (sizes the repetitions; a candidate 2x
 // slower than the best is out), then up to `repeats` interleaved rounds, dropping those 1.5x slower.
-export async function tunePlan(bundle, B, N, { repeats = 4, budgetMs = 3000 } = {}) {
+export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 3000 } = {}) {
   const t0 = performance.now();
   const m = bundle.manifest;
   bundle.state(B, N, {});
@@ -127,7 +127,7 @@ export async function tunePlan(bundle, B, N, { repeats = 4, budgetMs = 3000 } = 
   for (const key of Object.keys(runs)) {
     const w = pairs.map(([k2, k], j) => (k2 === key ? [k, warm[j]] : null)).filter(Boolean);
     const best = Math.min(...w.map(([, t]) => t));
-    live[key] = w.filter(([, t]) => t <= 3 * best).map(([k]) => k);
+    live[key] = w.filter(([, t]) => t <= 2 * best).map(([k]) => k);
   }
   for (let r = 0; r < repeats; r++) {
     const batch = [];
