@@ -81,11 +81,12 @@ def test_corrupted_decoder_shard_is_a_bundle_error(site):
     page.close()
 
 
-def test_without_webgpu_a_latent_bundle_is_unsupported(latent):
+def test_without_webgpu_a_latent_bundle_is_unsupported(site):
     """The WebAssembly runtime has no decoder kernels: without WebGPU the page says so and keeps its favicon."""
-    with local_server({"/": WEB_DIR, "/lat/": latent["lat"]}) as url, chromium(gpu=False) as ctx:
-        page = ctx.new_page()
-        page.goto(url + "?bundle=lat/&runtime=wasm")
-        state = wait_state(page, ("unsupported", "ready", "error", "bundle-error", "no-webgpu"), 60)
-        assert state == "unsupported", page.text_content("#message")
-        assert "VAE decoder needs WebGPU" in page.text_content("#message")
+    page = site["ctx"].new_page()
+    page.add_init_script("delete Navigator.prototype.gpu;")      # this page's visitor has no WebGPU
+    page.goto(site["url"] + "?bundle=lat/&runtime=wasm")
+    state = wait_state(page, ("unsupported", "ready", "error", "bundle-error", "no-webgpu"), 60)
+    assert state == "unsupported", page.text_content("#message")
+    assert "VAE decoder needs WebGPU" in page.text_content("#message")
+    page.close()
