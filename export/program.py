@@ -15,16 +15,17 @@ FREQ_DIM = 256          # timestep sinusoid width (TimestepEmbedder.freq_dim)
 def candidates_of(op_name: str, variant: dict, params: dict) -> list[tuple[str, dict]]:
     """The other designs of the same work (docs/bundle-format.md, "candidates"); the runtimes time them
     on the visitor's device. matmul: register-blocked 4x4 blocks <-> 8x4 / 8x8 blocks (K % 4 == 0) <->
-    workgroup-memory tiles; layernorm_mod: a workgroup per row <-> an invocation per row; attention: K/V
+    workgroup-memory tiles of 32x32 or 64x64 outputs; layernorm_mod: a workgroup per row <-> an invocation per row; attention: K/V
     tiles staged in workgroup memory <-> read in place."""
     acts = {"in_act": variant.get("in_act"), "act": variant.get("act")}
     if op_name == "matmul":
         wide = [(f"matmul_{t}", {**acts, "tile": t, "vec4": "vec4"}) for t in ("8x4", "8x8")] \
             if variant.get("vec4") == "vec4" else []
-        return wide + [("matmul_shared", acts)]
+        return wide + [("matmul_shared", acts), ("matmul_shared64", acts)]
     if op_name == "matmul_shared":
         K = params["K"]
-        return [("matmul", {**acts, "vec4": "vec4" if isinstance(K, int) and K % 4 == 0 else "scalar"})]
+        return [("matmul", {**acts, "vec4": "vec4" if isinstance(K, int) and K % 4 == 0 else "scalar"}),
+                ("matmul_shared64", acts)]
     if op_name == "layernorm_mod":
         return [("layernorm_rows", {})]
     if op_name == "attention":

@@ -100,10 +100,13 @@ def bench_kernels(args):
              "dst": np.zeros(S * S, np.float32)}
         flops = 2.0 * S ** 3
         reps = max(1, min(repeat, int(2e10 // flops) or 1))
-        t1 = _op_time(gpu, timer, "matmul", p, {"in_act": "none", "act": "none", "vec4": "vec4"}, a, {}, reps)
-        t2 = _op_time(gpu, timer, "matmul_shared", p, {"in_act": "none", "act": "none"}, a, {}, reps)
-        rows.append([f"square matmul {S}", "matmul_f32_none_none_vec4", f"M=N=K={S}", t1 * 1e3, "", flops / t1 / 1e9, "",
-                     t2 * 1e3, flops / t2 / 1e9, "", ""])
+        acts = {"in_act": "none", "act": "none"}
+        for op_name, variant in [("matmul", {**acts, "vec4": "vec4"}), ("matmul_8x4", {**acts, "tile": "8x4", "vec4": "vec4"}),
+                                 ("matmul_8x8", {**acts, "tile": "8x8", "vec4": "vec4"}), ("matmul_shared", acts),
+                                 ("matmul_shared64", acts)]:
+            t = _op_time(gpu, timer, op_name, p, variant, a, {}, reps)
+            rows.append([f"square matmul {S}", ALL_OPS[op_name].kernel_name(variant, "f32"), f"M=N=K={S}", t * 1e3, "",
+                         flops / t / 1e9, "", "", "", "", ""])
     header = ["first dispatch", "kernel", "shape (B=2)", "wgpu ms", "torch CPU ms", "wgpu GFLOP/s", "torch GFLOP/s",
               "other matmul ms", "other GFLOP/s", "naive matmul ms", "naive GFLOP/s"]
     notes = (f"Adapter: {gpu.name}; GPU time from {timer.source}, {repeat} repetitions recorded in one pass. "
@@ -113,8 +116,8 @@ def bench_kernels(args):
              "elementwise ops' float32 references), 1 thread, median. "
              "other matmul: the same shape with the other matmul kernel of the op table (register-blocked matmul "
              "<-> workgroup-memory matmul_shared); naive matmul: one invocation per output, no tiling "
-             "(wgsl/matmul_naive.wgsl.j2). square matmul S: f32 A (S x S) W^T, register-blocked vec4 vs "
-             "workgroup-memory tiles (other columns). " + _load_note())
+             "(wgsl/matmul_naive.wgsl.j2). square matmul S: f32 A (S x S) W^T with each matmul design of the op "
+             "table (register blocks of 4x4, 8x4, 8x8 outputs; workgroup-memory tiles of 32x32, 64x64). " + _load_note())
     return f"ditweb bench kernels ({gpu.name})", header, rows, notes
 
 

@@ -37,7 +37,7 @@ def test_bundle_layout_and_hashes(tmp_path):
     offered = {c for names in m["candidates"].values() for c in names}
     assert used | offered == set(m["kernels"])              # every kernel runs in a program or may replace one
     assert set(m["candidates"]) <= used
-    assert {m["kernels"][c]["op"] for c in offered} == {"matmul", "matmul_8x4", "matmul_8x8", "matmul_shared",
+    assert {m["kernels"][c]["op"] for c in offered} == {"matmul", "matmul_8x4", "matmul_8x8", "matmul_shared", "matmul_shared64",
                                                          "layernorm_mod", "layernorm_rows", "attention", "attention_direct"}
     assert "sampler_tables" not in m and m["sampler"]["schedule"] == "linear"
     assert "\n" not in (out / "manifest.json").read_text()       # compact JSON

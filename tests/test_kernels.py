@@ -61,6 +61,9 @@ def cases():
     for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 17, 65)]:
         out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared"))
     out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared"))
+    for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 129, 65)]:            # the 64x64-tile candidate
+        out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared64"))
+    out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared64"))
     for M, N, K in [(1, 1, 1), (17, 65, 257)]:
         out.append(("matmul_naive", {}, dict(M=M, N=N, K=K, MN=M * N),
                     dict(a=rnd(M, K), w=rnd(N, K), bias=rnd(N), dst=zeros(M * N)), None))

@@ -296,6 +296,11 @@ OPS.update({op.name: op for op in [
          reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "tile": (tile,), "vec4": ("vec4",)},
          vec4_bindings=("a", "w"), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
          torch_equivalent=torch_matmul) for tile in ("8x4", "8x8")],
+    Op(name="matmul_shared64", template="matmul_shared64.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
+       workgroup_size=(8, 8, 1), groups=(("N", 64), ("M", 64), (1, 1)),
+       reference=ref_matmul, bound=bounds.bound_matmul, variants=dict(ACTS),
+       workgroup_storage=lambda v: 2 * 16 * 64 * 4,            # As, Ws: 16 x 64 f32 each
+       shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops, torch_equivalent=torch_matmul),
     Op(name="attention_direct", template="attention_direct.wgsl.j2", bindings=OPS["attention"].bindings,
        params=OPS["attention"].params, workgroup_size=(16, 1, 1), groups=(("T_q", 16), ("H", 1), ("batch", 1)),
        reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
