@@ -90,3 +90,15 @@ def test_without_webgpu_a_latent_bundle_is_unsupported(site):
     assert state == "unsupported", page.text_content("#message")
     assert "VAE decoder needs WebGPU" in page.text_content("#message")
     page.close()
+
+
+def test_several_images_decode_one_after_the_other(site, latent):
+    """n = 2 (different classes) through one image's buffers: the same images as runtime_py decodes."""
+    from runtime_py.bundle import Bundle
+    from runtime_py.decode import load_decoder
+    page = open_page(site, "?bundle=lat/&runtime=webgpu")
+    got = page.evaluate("""async () => Array.from((await window.ditwebBundle.sample({classIds: [0, 2], seed: 3, steps: 2})).image)""")
+    page.close()
+    bundle = Bundle.load(latent["lat"], verbose=False)
+    want = load_decoder(bundle).decode(bundle.sample([0, 2], seed=3, steps=2)).reshape(-1)
+    assert psnr(to_unit(np.asarray(got, np.float32)), to_unit(want)) >= PSNR_MIN

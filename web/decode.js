@@ -189,13 +189,16 @@ export class Decoder {
     return d;
   }
 
-  // latents: Float32Array (N, L, h, w) as sampled -> Float32Array (N, 3, H, W), not clamped
+  // latents: Float32Array (N, L, h, w) as sampled -> Float32Array (N, 3, H, W), not clamped. The images are
+  // decoded one after the other through the buffers of one image (the activations of a 256 px image are
+  // ~270 MB: N at once would multiply that), in one command buffer, read back once.
   async decode(latents, N) {
     const m = this.manifest;
     const device = this.device;
     const per = m.latent_shape.reduce((a, b) => a * b, 1);
+    const perImage = m.image_shape.reduce((a, b) => a * b, 1);
     if (latents.length !== N * per) throw new RangeError(`decode: ${latents.length} values for ${N} latents of ${per}`);
-    checkDecoderLimits(m, device, N);
+    checkDecoderLimits(m, device, 1);
     const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
     const owned = [];
     device.pushErrorScope("out-of-memory");
@@ -203,32 +206,40 @@ export class Decoder {
       const buffers = { ...this.weights };
       for (const [name, b] of Object.entries(m.buffers)) {
         if (b.kind !== "activation") continue;
-        buffers[name] = device.createBuffer({ label: name, size: bytesOf(b, N), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+        buffers[name] = device.createBuffer({ label: name, size: bytesOf(b, 1), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
         owned.push(buffers[name]);
       }
+      const staging = device.createBuffer({ label: "read images", size: 4 * N * perImage, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      owned.push(staging);
       const oom = await device.popErrorScope();
-      if (oom) throw new RangeError(`decoding ${N} image(s): the activations do not fit this GPU's memory (${oom.message}); decode fewer at once`);
-      device.queue.writeBuffer(buffers[m.io.latent], 0, Float32Array.from(latents));
-      const encoder = device.createCommandEncoder({ label: "decode" });
-      const pass = encoder.beginComputePass({ label: "decode" });
-      for (const d of m.program) {
+      if (oom) throw new RangeError(`decoding: the activations of one image do not fit this GPU's memory (${oom.message})`);
+      const steps = m.program.map((d) => {
         const words = new Uint32Array(Math.max(4, Math.ceil(d.params.length / 4) * 4));
-        d.params.forEach((form, i) => { words[i] = lin(form, N); });
+        d.params.forEach((form, i) => { words[i] = lin(form, 1); });
         const params = device.createBuffer({ label: `${d.label} params`, size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(params, 0, words);
         owned.push(params);
-        const groups = d.workgroups.map((f) => ceilDiv(lin(f, N), f[3]));
-        if (groups.some((g) => g > maxGroups)) throw new RangeError(`decoding ${N} image(s): ${d.label} needs ${groups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
+        const groups = d.workgroups.map((f) => ceilDiv(lin(f, 1), f[3]));
+        if (groups.some((g) => g > maxGroups)) throw new RangeError(`decoding: ${d.label} needs ${groups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
         const { pipeline, layout } = this.pipelines[d.kernel];
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, device.createBindGroup({ label: d.label, layout, entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
-        pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+        const bindGroup = device.createBindGroup({ label: d.label, layout, entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+        return { pipeline, bindGroup, groups };
+      });
+      const encoder = device.createCommandEncoder({ label: "decode" });
+      const upload = device.createBuffer({ label: "latents", size: 4 * N * per, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      owned.push(upload);
+      device.queue.writeBuffer(upload, 0, Float32Array.from(latents));
+      for (let n = 0; n < N; n++) {
+        encoder.copyBufferToBuffer(upload, 4 * n * per, buffers[m.io.latent], 0, 4 * per);
+        const pass = encoder.beginComputePass({ label: `decode ${n}` });
+        for (const st of steps) {
+          pass.setPipeline(st.pipeline);
+          pass.setBindGroup(0, st.bindGroup);
+          pass.dispatchWorkgroups(st.groups[0], st.groups[1], st.groups[2]);
+        }
+        pass.end();
+        encoder.copyBufferToBuffer(buffers[m.io.image], 0, staging, 4 * n * perImage, 4 * perImage);
       }
-      pass.end();
-      const bytes = 4 * N * m.image_shape.reduce((a, b) => a * b, 1);
-      const staging = device.createBuffer({ label: "read image", size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      owned.push(staging);
-      encoder.copyBufferToBuffer(buffers[m.io.image], 0, staging, 0, bytes);
       device.queue.submit([encoder.finish()]);
       await staging.mapAsync(GPUMapMode.READ);
       return new Float32Array(staging.getMappedRange().slice(0));
