@@ -71,11 +71,14 @@ class DecodeRunner:
         self.buffers, self.seq, self._n = bufs, seq, N
 
     def decode(self, latents) -> np.ndarray:
-        """latents (N, L, h, w) as the DiT samples them -> images (N, 3, H, W) in about [-1, 1] (not clamped)."""
+        """latents (N, L, h, w) as the DiT samples them -> images (N, 3, H, W) in about [-1, 1] (not clamped),
+        decoded one after the other."""
         z = np.ascontiguousarray(latents, np.float32)
         if z.ndim != 4 or z.shape[1:] != self.latent_shape or z.shape[0] < 1:
             raise UsageError(f"latents must be (N >= 1, {', '.join(map(str, self.latent_shape))}), got {z.shape}")
         N = z.shape[0]
+        if N > 1:                   # one image at a time through one image's buffers (~270 MB at 256 px)
+            return np.concatenate([self.decode(z[i:i + 1]) for i in range(N)])
         self._prepare(N)
         self.gpu.write(self.buffers[self.latent], z)
         enc = self.gpu.device.create_command_encoder(label="decode")
