@@ -264,7 +264,7 @@ def validate_decoder(bundle: Bundle, seed: int = 0) -> list[Row]:
     from export.decode import decoder_from_tensors
 
     from .decode import load_decoder
-    runner = load_decoder(bundle, max_images=2)
+    runner = load_decoder(bundle)
     if runner is None:
         return []
     m = runner.manifest
