@@ -65,6 +65,8 @@ def test_validate_checks_the_decoder(latent_bundle, capsys):
     assert main(["validate", str(tmp / "bundle"), "--summary"]) == 0
     out = capsys.readouterr().out
     assert "whole decoder" in out and "conv2d_f32_3_vec4" in out and "softmax_rows" in out
+    assert main(["validate", str(tmp / "bundle"), "--summary", "--no-decoder"]) == 0
+    assert "whole decoder" not in capsys.readouterr().out
 
 
 def test_sample_wgpu_writes_decoded_pngs_like_torch(latent_bundle, capsys):
