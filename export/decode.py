@@ -38,10 +38,6 @@ def f32_bits(v: float) -> int:
     return int(np.array([v], np.float32).view(np.uint32)[0])
 
 
-def _conv_names(sd: dict) -> list[str]:
-    return [k[:-len(".weight")] for k, v in sd.items() if k.endswith(".weight") and v.ndim == 4]
-
-
 def decoder_tensors(vae, dtype: str) -> dict[str, np.ndarray]:
     """The decoder's tensors as the bundle stores them (names under `vae.`), in f32 or f16."""
     np_dtype = np.float16 if dtype == "f16" else np.float32

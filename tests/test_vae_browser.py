@@ -2,7 +2,6 @@
 and decodes after sampling; the pixels match runtime_py's decoded images (PSNR >= 40 dB, docs/vae.md)."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
