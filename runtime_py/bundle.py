@@ -17,7 +17,7 @@ from ditformat.schedule import sampler_tables
 from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 
 from .gpu import GPU, DeviceLimitError, get_gpu
-from .tune import PLAN_MODES, load_plan_file, resolve, slot_key
+from .tune import PLAN_MODES, check_plan, load_plan_file, resolve, slot_key
 from .verify import verify_bundle
 
 PROGRAMS = ("forward", "init", "step_begin", "step_end")
@@ -93,6 +93,8 @@ class Bundle:
         plan = os.environ.get("DITWEB_PLAN", "auto") if plan is None else plan
         if isinstance(plan, (str, os.PathLike)) and str(plan) not in PLAN_MODES:
             plan = load_plan_file(plan, manifest)
+        elif not isinstance(plan, str):
+            plan = check_plan(plan, manifest, "plan")
         return cls(Path(path), manifest, gpu or get_gpu(verbose), plan)
 
     def _check_limits(self):

@@ -124,3 +124,12 @@ def test_wall_clock_timing_without_timestamp_queries(gpu, bundle_path, monkeypat
     plan, report = tune(b, 2, 1, repeats=2)
     assert report["source"] == "wall clock" and plan
     assert all(t > 0 for times in report["slots"].values() for t in times.values())
+
+
+def test_a_forced_plan_dict_is_checked(gpu, bundle_path):
+    from ditformat.errors import UsageError
+    from runtime_py.bundle import Bundle
+    with pytest.raises(UsageError, match="not a candidate"):
+        Bundle.load(bundle_path, gpu=gpu, plan={"layernorm_mod|1,2": "gated_residual"})
+    with pytest.raises(UsageError, match="JSON object"):
+        Bundle.load(bundle_path, gpu=gpu, plan=["matmul"])
