@@ -24,7 +24,7 @@ from wgsl.ops import OPS, workgroup_bytes
 from .program import FREQ_DIM, build
 
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
-ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
+ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int8): "I8"}
 
 
 class ExportError(DitwebError):

@@ -19,6 +19,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
     p.add_argument("--vae", help="a latent model's VAE (diffusers folder, .safetensors or .ckpt): its decoder goes into "
                                  "the bundle (decoder/), run once after sampling; the bundle then makes RGB images")
+    p.add_argument("--vae-dtype", choices=["f32", "f16", "int8"],
+                   help="the decoder's weights (default: --dtype); int8: per-output-channel int8 convolutions")
     p.set_defaults(func=cmd_export)
 
 
@@ -42,6 +44,9 @@ def cmd_export(args):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model, names = load_for_export(args.ckpt, args.preset, args.seed)
     vae = None
+    if args.vae_dtype and not args.vae:
+        from .bundle import ExportError
+        raise ExportError("--vae-dtype needs --vae")
     if args.vae:
         from dit_model.vae import load_vae
         from .bundle import ExportError
@@ -53,7 +58,7 @@ def cmd_export(args):
                         candidates=args.candidates)
     if vae is not None:
         from .decode import write_decoder
-        dec = write_decoder(out, vae, args.dtype, model.cfg.input_size)
+        dec = write_decoder(out, vae, args.vae_dtype or args.dtype, model.cfg.input_size)
         print(f"wrote {dec}: the VAE decoder, {sum(f.stat().st_size for f in dec.rglob('*') if f.is_file()) / 1e6:.2f} MB")
     import json
     m = json.loads((out / "manifest.json").read_text())

@@ -29,6 +29,18 @@ def conv_layout(w: np.ndarray) -> np.ndarray:
     return out
 
 
+def quantize_conv(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C_out, C_in, k, k) float -> (q, scale): per output channel symmetric int8, scale = max |w| / 127 (1 for an
+    all-zero channel), q = round(w / scale) in [-127, 127], q in conv_layout as u32 words of 4 output channels
+    (the first in the low byte): (C_in k^2, C_out4 / 4) uint32, and scale (C_out,) float32."""
+    w = np.asarray(w, np.float64)
+    co = w.shape[0]
+    m = np.abs(w.reshape(co, -1)).max(axis=1)
+    scale = np.where(m > 0, m / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None, None, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(conv_layout(q)).view(np.uint32), scale
+
+
 def conv_unlayout(t: np.ndarray, c_out: int, k: int) -> np.ndarray:
     """conv_layout's inverse: (C_in * k * k, C_out4) -> (C_out, C_in, k, k)."""
     return np.ascontiguousarray(t[:, :c_out].T).reshape(c_out, -1, k, k)
@@ -39,7 +51,8 @@ def f32_bits(v: float) -> int:
 
 
 def decoder_tensors(vae, dtype: str) -> dict[str, np.ndarray]:
-    """The decoder's tensors as the bundle stores them (names under `vae.`), in f32 or f16."""
+    """The decoder's tensors as the bundle stores them (names under `vae.`), in f32 or f16; int8: every convolution
+    quantised per output channel (`X.weight` int8 in conv layout, `X.scale` f32), the rest f32."""
     np_dtype = np.float16 if dtype == "f16" else np.float32
     cfg = vae.cfg
     sd = {k: v.detach().cpu().double().numpy() for k, v in vae.state_dict().items()}
@@ -57,7 +70,12 @@ def decoder_tensors(vae, dtype: str) -> dict[str, np.ndarray]:
         sd[a + "to_out.0.weight"] = sd[a + "to_out.0.weight"][:, :, None, None]
     out = {}
     for k, v in sd.items():
-        out[PREFIX + k] = (conv_layout(v) if v.ndim == 4 else v).astype(np_dtype)
+        if v.ndim == 4 and dtype == "int8":
+            wq, scale = quantize_conv(v)
+            out[PREFIX + k] = wq.view(np.int8)                                  # (C_in k^2, C_out4) signed bytes
+            out[PREFIX + k[:-len("weight")] + "scale"] = scale
+        else:
+            out[PREFIX + k] = (conv_layout(v) if v.ndim == 4 else v).astype(np_dtype)
     return out
 
 
@@ -71,6 +89,10 @@ def decoder_from_tensors(cfg, tensors: dict):
     vae = VAEDecoder(cfg).double().eval()
     sd = vae.state_dict()
     src = {k[len(PREFIX):]: np.asarray(v, np.float64) for k, v in tensors.items() if k.startswith(PREFIX)}
+    for k in [k for k in src if k.endswith(".scale")]:              # int8: dequantise, q * scale per output channel
+        w = k[:-len("scale")] + "weight"
+        q = src[w]
+        src[w] = q * np.concatenate([src[k], np.ones(q.shape[1] - src[k].size)])[None, :]
     a = "decoder.mid_block.attentions.0."
     new = {}
     for k, ref in sd.items():
@@ -96,9 +118,10 @@ def image_shape(cfg, latent_size: int) -> tuple[int, int, int]:
     return cfg.out_channels, side, side
 
 
-def build_decode(pb, cfg, latent_size: int, latent: str) -> str:
+def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> str:
     """Append the decoder's buffers (names `dec.*`) and dispatches to the ProgramBuilder's current program.
-    `latent`: the buffer holding the N latents (N, L, h, h). Returns the output buffer: (N, 3, H, W), not clamped."""
+    `latent`: the buffer holding the N latents (N, L, h, h). q8: int8 convolutions (conv2d_q8). Returns the
+    output buffer: (N, 3, H, W), not clamped."""
     G, eps = cfg.norm_num_groups, f32_bits(cfg.norm_eps)
     chans = list(reversed(cfg.block_out_channels))
     # the largest activation of one image, upsampled ones included, sizes every buffer of the pool
@@ -126,10 +149,14 @@ def build_decode(pb, cfg, latent_size: int, latent: str) -> str:
 
     def conv(label, src, dst, c_in, c_out, hw, k=3, res=None):
         blocks = hw * -(-hw // CONV_PIXELS)
-        pb.emit("conv2d", label, {"src": src, "w": w(label + ".weight"), "bias": w(label + ".bias"),
-                                  "res": res or src, "dst": dst},
-                {"blocks": lin(0, blocks), "C_in": c_in, "C_out": c_out, "C_out4": -(-c_out // 4) * 4, "H": hw,
-                 "W": hw, "has_res": int(res is not None)}, k=k, vec4="vec4")
+        params = {"blocks": lin(0, blocks), "C_in": c_in, "C_out": c_out, "C_out4": -(-c_out // 4) * 4, "H": hw,
+                  "W": hw, "has_res": int(res is not None)}
+        bind = {"src": src, "bias": w(label + ".bias"), "res": res or src, "dst": dst}
+        if q8:
+            pb.emit("conv2d_q8", label, {**bind, "wq": w(label + ".weight"), "scale": w(label + ".scale")}, params,
+                    k=k, q8="q8")
+        else:
+            pb.emit("conv2d", label, {**bind, "w": w(label + ".weight")}, params, k=k, vec4="vec4")
 
     def norm(label, src, dst, c, hw, act="silu"):
         pb.emit("groupnorm", label, {"src": src, "norm_w": w(label + ".weight"), "norm_b": w(label + ".bias"),
@@ -238,18 +265,19 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     from .program import ProgramBuilder
 
     spec = json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
-    if dtype not in ("f32", "f16"):
-        raise ExportError(f"unknown decoder dtype {dtype!r}; choose f32 or f16")
+    if dtype not in ("f32", "f16", "int8"):
+        raise ExportError(f"unknown decoder dtype {dtype!r}; choose f32, f16 or int8")
     if shard_bytes < 2 ** 20:
         raise ExportError(f"shard size {shard_bytes} bytes is below 1 MiB")
     cfg = vae.cfg
     tensors = decoder_tensors(vae, dtype)
-    pb = ProgramBuilder(None, dtype, {k: v.shape for k, v in tensors.items()})
+    kdtype = "f32" if dtype == "int8" else dtype          # the weights of the other kernels (norms) are f32 then
+    pb = ProgramBuilder(None, kdtype, {k: v.shape for k, v in tensors.items()})
     pb.programs = {"decode": []}
     pb.current = pb.programs["decode"]
     L = cfg.latent_channels
     latent = pb.act("dec.latent", 0, L * latent_size ** 2)
-    image = build_decode(pb, cfg, latent_size, latent)
+    image = build_decode(pb, cfg, latent_size, latent, q8=dtype == "int8")
     root = Path(bundle_dir)
     tmp = root / f".decoder.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -261,12 +289,12 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
             write_safetensors({n: tensors[n] for n in names}, tmp / fname)
             for n in names:
                 a = tensors[n]
-                buffers[n] = {"kind": "weight", "tensor": n, "file": fname, "dtype": dtype, "shape": list(a.shape),
-                              "bytes": int(a.nbytes)}
+                buffers[n] = {"kind": "weight", "tensor": n, "file": fname, "shape": list(a.shape), "bytes": int(a.nbytes),
+                              "dtype": {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8"}[a.dtype]}
         buffers.update(pb.buffers)
         kernels = {}
         for kname, k in sorted(pb.kernels.items()):
-            (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], dtype))
+            (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], kdtype))
             kernels[kname] = {f: k["entry"][f] for f in ("file", "op", "variant", "workgroup_size", "params", "bindings")}
         files = {f.relative_to(tmp).as_posix(): {"size": f.stat().st_size, "sha256": sha256(f)}
                  for f in sorted(tmp.rglob("*")) if f.is_file()}

@@ -102,7 +102,7 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ decoder/ of a bundle: verify, then load
 
-DECODER_OPS = {"conv2d", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}   # wgsl/ops.py (no torch here)
+DECODER_OPS = {"conv2d", "conv2d_q8", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}   # wgsl/ops.py (no torch)
 
 
 def _schema() -> dict:

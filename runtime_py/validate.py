@@ -222,6 +222,8 @@ def check_decode(runner, kernels: dict, table: dict, wdtype: str, latents: np.nd
     def read(name):
         b = table[name]
         if b["kind"] == "weight":
+            if b["dtype"] == "i8":                                   # int8 weights: read as the kernel's u32 words
+                return gpu.read(runner.buffers[name], np.uint32, b["bytes"] // 4)
             return gpu.read(runner.buffers[name], np.float16 if b["dtype"] == "f16" else np.float32,
                             int(np.prod(b["shape"])))
         return gpu.read(runner.buffers[name], np.float32, evaluate(b["elements"], N, N))
@@ -274,7 +276,7 @@ def validate_decoder(bundle: Bundle, seed: int = 0) -> list[Row]:
     cfg = VAEConfig(**{**m["vae"], "block_out_channels": tuple(m["vae"]["block_out_channels"])})
     g = torch.Generator().manual_seed(seed)
     z = (torch.randn(2, *m["latent_shape"], generator=g) * cfg.scaling_factor).numpy()
-    rows = check_decode(runner, m["kernels"], m["buffers"], m["dtype"], z[:1])
+    rows = check_decode(runner, m["kernels"], m["buffers"], "f32" if m["dtype"] == "int8" else m["dtype"], z[:1])
     tensors = {}
     for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
         tensors.update(load_file(str(bundle.path / "decoder" / f)))

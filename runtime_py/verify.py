@@ -22,8 +22,8 @@ from ditformat.schema import SCHEMA, SchemaMismatch, check_manifest
 from ditformat.version import reexport_hint
 
 MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above this is absurd
-ST_ITEMSIZE = {"F32": 4, "F16": 2}
-DTYPE_NAME = {"F32": "f32", "F16": "f16"}
+ST_ITEMSIZE = {"F32": 4, "F16": 2, "I8": 1}     # I8: a latent bundle's int8 decoder weights (decoder/)
+DTYPE_NAME = {"F32": "f32", "F16": "f16", "I8": "i8"}
 PROGRAMS = tuple(SCHEMA["programs"])
 
 
@@ -119,7 +119,7 @@ def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") 
             raise WeightsError(f"{path}: tensor {name!r} lacks dtype/shape/data_offsets")
         dt, shape, (a, b) = info.get("dtype"), info["shape"], info["data_offsets"]
         if not isinstance(dt, str) or dt not in ST_ITEMSIZE:
-            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {str(dt)[:20]!r} (F32 or F16)")
+            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {str(dt)[:20]!r} (F32, F16 or I8)")
         if not all(_int(d) and 0 <= d < MAX_BYTES for d in shape) or len(shape) > 8:
             raise WeightsError(f"{path}: tensor {name!r} has a bad shape {str(shape)[:60]}")
         if not (_int(a) and _int(b) and 0 <= a <= b <= data):

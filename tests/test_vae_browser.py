@@ -31,17 +31,20 @@ def latent(tmp_path_factory):
                 p.add_(1.0)
     bundle = export_bundle(model, root / "lat", "f16", ["a", "b", "c"])
     write_decoder(bundle, vae, "f16", 8)
+    lat8 = export_bundle(model, root / "lat8", "f16", ["a", "b", "c"])
+    write_decoder(lat8, vae, "int8", 8)
     bad = root / "bad"
     shutil.copytree(bundle, bad)
     data = bytearray((bad / "decoder" / "weights-00.safetensors").read_bytes())
     data[-3] ^= 0x10
     (bad / "decoder" / "weights-00.safetensors").write_bytes(bytes(data))
-    return {"lat": bundle, "bad": bad}
+    return {"lat": bundle, "bad": bad, "lat8": lat8}
 
 
 @pytest.fixture(scope="module")
 def site(latent):
-    with local_server({"/": WEB_DIR, "/lat/": latent["lat"], "/bad/": latent["bad"]}) as url, chromium() as ctx:
+    with local_server({"/": WEB_DIR, "/lat/": latent["lat"], "/bad/": latent["bad"], "/lat8/": latent["lat8"]}) as url, \
+            chromium() as ctx:
         yield {"url": url, "ctx": ctx}
 
 
@@ -100,4 +103,15 @@ def test_several_images_decode_one_after_the_other(site, latent):
     page.close()
     bundle = Bundle.load(latent["lat"], verbose=False)
     want = load_decoder(bundle).decode(bundle.sample([0, 2], seed=3, steps=2)).reshape(-1)
+    assert psnr(to_unit(np.asarray(got, np.float32)), to_unit(want)) >= PSNR_MIN
+
+
+def test_int8_decoder_in_the_browser_matches_runtime_py(site, latent):
+    from runtime_py.bundle import Bundle
+    from runtime_py.decode import load_decoder
+    page = open_page(site, "?bundle=lat8/&runtime=webgpu")
+    got = page.evaluate("""async () => Array.from((await window.ditwebBundle.sample({classId: 2, seed: 5, steps: 2})).image)""")
+    page.close()
+    bundle = Bundle.load(latent["lat8"], verbose=False)
+    want = load_decoder(bundle).decode(bundle.sample(2, seed=5, steps=2)).reshape(-1)
     assert psnr(to_unit(np.asarray(got, np.float32)), to_unit(want)) >= PSNR_MIN

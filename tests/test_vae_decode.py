@@ -33,18 +33,25 @@ def random_vae(cfg, seed=0):
     return vae
 
 
+DTYPE_NAME = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8"}
+
+
 def make_runner(gpu, vae, latent_size, dtype):
+    """The decode program of `vae` in wgpu-py, as write_decoder would lay it out (int8: conv2d_q8, the rest f32)."""
     cfg = vae.cfg
     tensors = decoder_tensors(vae, dtype)
-    pb = ProgramBuilder(None, dtype, {k: v.shape for k, v in tensors.items()})
+    kdtype = "f32" if dtype == "int8" else dtype
+    pb = ProgramBuilder(None, kdtype, {k: v.shape for k, v in tensors.items()})
     pb.programs = {"decode": []}
     pb.current = pb.programs["decode"]
     latent = pb.act("dec.latent", 0, cfg.latent_channels * latent_size ** 2)
-    image = build_decode(pb, cfg, latent_size, latent)
-    pipes = {n: gpu.pipeline(OPS[k["op"]].render(k["variant"], dtype), n, k["entry"]["bindings"])
+    image = build_decode(pb, cfg, latent_size, latent, q8=dtype == "int8")
+    pipes = {n: gpu.pipeline(OPS[k["op"]].render(k["variant"], kdtype), n, k["entry"]["bindings"])
              for n, k in pb.kernels.items()}
-    weights = {n: gpu.buffer(len(weight_bytes(a, dtype)), n, weight_bytes(a, dtype)) for n, a in tensors.items()}
-    table = {n: {"kind": "weight", "dtype": dtype, "shape": list(a.shape)} for n, a in tensors.items()}
+    raw = {n: a.tobytes() if a.dtype == np.int8 else weight_bytes(a, kdtype) for n, a in tensors.items()}
+    weights = {n: gpu.buffer(len(r), n, r) for n, r in raw.items()}
+    table = {n: {"kind": "weight", "dtype": DTYPE_NAME[a.dtype], "shape": list(a.shape), "bytes": a.nbytes}
+             for n, a in tensors.items()}
     table.update(pb.buffers)
     runner = DecodeRunner(gpu, pipes, pb.kernels, weights, pb.buffers, pb.programs["decode"], latent, image,
                           (cfg.latent_channels, latent_size, latent_size), image_shape(cfg, latent_size))
@@ -98,3 +105,22 @@ def test_real_size_decoder_on_a_2x2_latent(gpu):
     runner, tensors, _, _ = make_runner(gpu, vae, 2, "f16")
     row = whole_decode(runner, decoder_from_tensors(SD_VAE, tensors), latents(SD_VAE, 1, 2))
     assert row.passed, f"{row.max_abs:.3e} > {row.tol:.3e}"
+
+
+def test_int8_decoder_matches_its_dequantised_twin_and_costs_little(gpu):
+    """int8 convolutions (per-output-channel scales): every dispatch within its bound, the whole decoder against
+    float64 torch running the same dequantised weights; the quantisation's own cost measured against f16."""
+    vae = random_vae(DEEPER, seed=4)
+    runner, tensors, table, kernels = make_runner(gpu, vae, 3, "int8")
+    rows = check_decode(runner, kernels, table, "f32", latents(DEEPER, 1, 3))
+    bad = [r for r in rows if not r.passed]
+    assert not bad, "; ".join(f"{r.kernel}: {r.ratio:.3g} x bound at {r.where}" for r in bad)
+    assert "conv2d_q8" in {kernels[d["kernel"]]["op"] for d in runner.program}
+    z = latents(DEEPER, 2, 3, seed=2)
+    row = whole_decode(runner, decoder_from_tensors(DEEPER, tensors), z)
+    assert row.passed, f"{row.max_abs:.3e} > {row.tol:.3e}"
+    f16, _, _, _ = make_runner(gpu, vae, 3, "f16")
+    a, b = np.clip(runner.decode(z), -1, 1), np.clip(f16.decode(z), -1, 1)
+    psnr = 10 * np.log10(4.0 / np.mean((a - b) ** 2))                    # peak-to-peak 2 in [-1, 1]
+    print(f"\nint8 vs f16 decoder (random weights, {DEEPER.block_out_channels}): PSNR {psnr:.1f} dB")
+    assert psnr >= 30.0

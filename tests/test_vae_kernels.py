@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from _gpu_helpers import gpu  # noqa: F401  (fixture)
-from export.decode import conv_layout
+from export.decode import conv_layout, quantize_conv
 from runtime_py.parity import check_kernel
 from wgsl.ops import ALL_OPS
 from wgsl.reference import CONV_PIXELS
 
 RNG = np.random.default_rng(4321)
 PIPELINES: dict = {}
-VAE_OPS = {"conv2d", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}
+VAE_OPS = {"conv2d", "conv2d_q8", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}
 
 
 def rnd(*shape, scale=1.0):
@@ -40,8 +40,18 @@ def conv_case(n, ci, co, h, w, k, res=False):
     return ("conv2d", {"k": k, "vec4": "vec4"}, p, x)
 
 
+def conv_q8_case(n, ci, co, h, w, k, res=False):
+    op, _, p, x = conv_case(n, ci, co, h, w, k, res)
+    weight = rnd(co, ci, k, k, scale=(ci * k * k) ** -0.5)
+    wq, scale = quantize_conv(weight)
+    x = {**{a: b for a, b in x.items() if a != "w"}, "wq": wq, "scale": scale}
+    return ("conv2d_q8", {"k": k, "q8": "q8"}, p, x)
+
+
 def cases():
     out = []
+    for n, ci, co, h, w, k, res in [(1, 1, 1, 1, 1, 3, False), (2, 5, 7, 9, 11, 3, True), (1, 17, 9, 5, 8, 1, False)]:
+        out.append(conv_q8_case(n, ci, co, h, w, k, res))
     for n, ci, co, h, w, k, res in [(1, 1, 1, 1, 1, 3, False), (2, 5, 7, 9, 11, 3, False), (1, 17, 33, 5, 8, 3, True),
                                     (1, 4, 3, 6, 6, 3, False), (3, 2, 9, 2, 3, 3, True), (1, 4, 4, 5, 5, 1, False),
                                     (2, 33, 17, 3, 7, 1, True), (1, 64, 8, 4, 4, 3, False)]:
@@ -96,3 +106,15 @@ def test_conv_layout_round_trip():
     t = conv_layout(w)
     assert t.shape == (27, 8) and not t[:, 5:].any()
     assert np.array_equal(t[:, :5].T.reshape(5, 3, 3, 3), w)
+
+
+def test_quantize_conv_round_trip():
+    from wgsl.reference import unpack_i8
+    import torch
+    w = rnd(6, 3, 3, 3)
+    wq, scale = quantize_conv(w)
+    assert wq.dtype == np.uint32 and wq.shape == (27, 2)
+    q = unpack_i8(torch.from_numpy(wq.astype(np.int64))).numpy().reshape(27, 8)
+    assert not q[:, 6:].any() and np.abs(q).max() == 127
+    deq = q[:, :6].T.reshape(6, 3, 3, 3) * scale[:, None, None, None]
+    assert np.abs(deq - w).max() <= 0.5 * scale.max() + 1e-7           # round to nearest: half a step

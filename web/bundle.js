@@ -103,7 +103,7 @@ export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useC
   return buf;
 }
 
-const DTYPE_BYTES = { F32: 4, F16: 2 };
+const DTYPE_BYTES = { F32: 4, F16: 2, I8: 1 };   // I8: a latent bundle's int8 decoder weights (web/decode.js)
 
 // safetensors: u64 little-endian header length n, n bytes of JSON, then raw tensor data.
 // Returns {name: {dtype, shape, offset, nbytes}} with offsets from the start of the file.
@@ -130,7 +130,7 @@ export function parseSafetensors(buf, file = "weights.safetensors") {
       throw new BundleError(file, `tensor ${name}: lacks dtype/shape/data_offsets`);
     }
     const bytes = Object.prototype.hasOwnProperty.call(DTYPE_BYTES, t.dtype) ? DTYPE_BYTES[t.dtype] : 0;
-    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${short(t.dtype)} (F32 or F16)`);
+    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${short(t.dtype)} (F32, F16 or I8)`);
     if (t.shape.length > 8 || !t.shape.every((d) => Number.isInteger(d) && d >= 0 && d < MAX_BYTES)) {
       throw new BundleError(file, `tensor ${name}: bad shape ${short(t.shape)}`);
     }

@@ -8,7 +8,7 @@ import { BundleError, fetchVerified, parseSafetensors, verifyKernelSource } from
 export const DECODER_FORMAT = "ditweb-decoder";
 export const DECODER_VERSION = 1;
 const MAX_BYTES = 2 ** 31;
-const DECODER_OPS = ["bmm", "conv2d", "groupnorm", "softmax_rows", "upsample_nearest"];   // wgsl/ops.py
+const DECODER_OPS = ["bmm", "conv2d", "conv2d_q8", "groupnorm", "softmax_rows", "upsample_nearest"];   // wgsl/ops.py
 const lin = (form, N) => form[0] * N + form[1] * N + form[2];
 const ceilDiv = (a, d) => Math.ceil(a / d);
 const isInt = (v) => Number.isInteger(v) && v >= 0 && v < MAX_BYTES;
@@ -23,7 +23,7 @@ function verifyDecoderManifest(m, xShape) {
   if (m.format !== DECODER_FORMAT || m.format_version !== DECODER_VERSION) {
     fail(`format ${String(JSON.stringify([m.format, m.format_version])).slice(0, 60)} is not ${DECODER_FORMAT} version ${DECODER_VERSION}; re-export the bundle with --vae`);
   }
-  if (!["f32", "f16"].includes(m.dtype)) fail("dtype must be f32 or f16");
+  if (!["f32", "f16", "int8"].includes(m.dtype)) fail("dtype must be f32, f16 or int8");
   for (const key of ["latent_shape", "image_shape"]) {
     if (!Array.isArray(m[key]) || m[key].length !== 3 || !m[key].every((v) => Number.isInteger(v) && v >= 1 && v <= 16384)) fail(`${key} must be 3 integers in [1, 16384]`);
   }
@@ -48,7 +48,7 @@ function verifyDecoderManifest(m, xShape) {
   for (const [name, b] of Object.entries(m.buffers)) {
     if (!obj(b)) fail(`buffers.${name} must be an object`);
     if (b.kind === "weight") {
-      if (typeof b.file !== "string" || !(b.file in m.files) || typeof b.tensor !== "string" || !["f32", "f16"].includes(b.dtype)
+      if (typeof b.file !== "string" || !(b.file in m.files) || typeof b.tensor !== "string" || !["f32", "f16", "i8"].includes(b.dtype)
           || !Array.isArray(b.shape) || !b.shape.every(isInt) || !isInt(b.bytes) || b.bytes < 1) fail(`buffers.${name}: a weight needs file, tensor, dtype, shape and bytes`);
     } else if (b.kind === "activation") {
       if (!isForm(b.elements, 3)) fail(`buffers.${name}.elements must be [b, n, c]`);
@@ -108,7 +108,7 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   }
   const headers = {};
   const tensors = {};
-  const DT = { f32: "F32", f16: "F16" };
+  const DT = { f32: "F32", f16: "F16", i8: "I8" };
   for (const [name, b] of Object.entries(m.buffers)) {
     if (b.kind !== "weight") continue;
     headers[b.file] ||= parseSafetensors(files[b.file], `decoder/${b.file}`);

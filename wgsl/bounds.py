@@ -354,14 +354,15 @@ def bound_timestep_embed(x, p, v, step):
 
 def bound_conv2d(x, p, v, step):
     """Implicit-GEMM convolution: every output is a sum of K = C_in k^2 products, then + bias (+ res):
-    gamma(K + 1) (S + |bias|), or gamma(K + 2) (S + |bias| + |res|), S = conv(|src|, |w|)."""
+    gamma(K + 1) (S + |bias|), or gamma(K + 2) (S + |bias| + |res|), S = conv(|src|, |w|). conv2d_q8: the
+    products src * q round, the sum is scaled once (scale > 0): one more rounding, K + 1 in place of K."""
     from .reference import conv_batch, conv_weight
     k, Ci, Co, H, W = v["k"], p["C_in"], p["C_out"], p["H"], p["W"]
     n = conv_batch(p)
     src = x["src"][: n * Ci * H * W].reshape(n, Ci, H, W)
     S = torch.nn.functional.conv2d(src.abs(), conv_weight(x, p, v).abs(), padding=(k - 1) // 2)
     S = (S + x["bias"][:Co].abs()[None, :, None, None]).reshape(-1)
-    K = Ci * k * k
+    K = Ci * k * k + ("wq" in x)            # conv2d_q8: + the product by scale[co] after the sum
     if p["has_res"]:
         d = gamma(K + 2) * (S + x["res"][: S.numel()].abs())
     else:

@@ -264,6 +264,14 @@ OPS.update({op.name: op for op in [
        workgroup_size=(8, 8, 1), groups=(("C_out", 64), ("blocks", 8), (1, 1)),
        reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "vec4": ("vec4",)},
        vec4_bindings=("w",), shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
+    # int8 weights: the same template and layout, q as signed bytes (4 output channels a u32), a scale per output
+    # channel applied after the sum; scales and biases f32
+    Op(name="conv2d_q8", template="conv2d.wgsl.j2",
+       bindings=(B("src"), B("wq", "u32"), B("scale"), B("bias"), B("res"), B("dst", access="rw")),
+       params=("blocks", "C_in", "C_out", "C_out4", "H", "W", "has_res"),
+       workgroup_size=(8, 8, 1), groups=(("C_out", 64), ("blocks", 8), (1, 1)),
+       reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "q8": ("q8",)},
+       shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
     Op(name="groupnorm", template="groupnorm.wgsl.j2",
        bindings=(B("src"), B("norm_w", "w"), B("norm_b", "w"), B("dst", access="rw")),
        params=("rows", "G", "C", "HW", "eps_bits"), workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),

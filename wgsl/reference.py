@@ -252,9 +252,20 @@ def conv_batch(p) -> int:
     return p["blocks"] // (p["H"] * -(-p["W"] // CONV_PIXELS))
 
 
+def unpack_i8(words: torch.Tensor) -> torch.Tensor:
+    """u32 words (as int64 values) -> their 4 signed bytes each, low byte first (float64)."""
+    w = words.to(torch.int64)
+    b = torch.stack([(w >> (8 * i)) & 0xFF for i in range(4)], dim=-1)
+    return torch.where(b >= 128, b - 256, b).reshape(-1).to(torch.float64)
+
+
 def conv_weight(x, p, v):
-    """(C_out, C_in, k, k) from the kernel's layout (C_in * k * k, C_out4), output channel fastest."""
+    """(C_out, C_in, k, k) from the kernel's layout (C_in * k * k, C_out4), output channel fastest; int8 kernels
+    (conv2d_q8): the dequantised weights q * scale[co]."""
     k, Ci, Co, Co4 = v["k"], p["C_in"], p["C_out"], p["C_out4"]
+    if "wq" in x:
+        w = unpack_i8(x["wq"][: Ci * k * k * Co4 // 4])
+        return (w.reshape(Ci, k, k, Co4)[..., :Co] * x["scale"][:Co]).permute(3, 0, 1, 2)
     return x["w"][: Ci * k * k * Co4].reshape(Ci, k, k, Co4)[..., :Co].permute(3, 0, 1, 2)
 
 
