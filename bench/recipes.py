@@ -46,6 +46,8 @@ ROWS = {
                 ["--prediction", "v", "--loss-weighting", "min-snr", "--conditioning", "adaln"]),
     "H-in-context": ("Figure 5: in-context conditioning, v + Min-SNR-5", "Favicon-T/4", STEPS,
                      ["--prediction", "v", "--loss-weighting", "min-snr", "--conditioning", "in-context"]),
+    "I-cross-attn": ("Figure 5: cross-attention conditioning, v + Min-SNR-5", "Favicon-T/4", STEPS,
+                     ["--prediction", "v", "--loss-weighting", "min-snr", "--conditioning", "cross-attn"]),
     "W-v-minsnr-warm": ("continuation: the previous default (13,168 eps steps) warm-started, v + Min-SNR-5",
                         "Favicon-T/4", STEPS, ["--prediction", "v", "--loss-weighting", "min-snr",
                                                "--init", "runs/study/prev-default-eps-13168.safetensors"]),
