@@ -174,14 +174,21 @@ def bench_step(args):
                     cand_rows.append([f"{name} {dtype}", N, key, rep["counts"][key], k, t * 1e3,
                                       "chosen" if plan[key] == k else ""])
             cand_rows.append([f"{name} {dtype}", N, "(selection)", "", f"{rep['timing_s'] * 1e3:.0f} ms timing + "
-                              f"{rep['pipelines_s'] * 1e3:.0f} ms pipelines", "", ""])
+                              f"{rep['first_s'] * 1e3:.0f} ms first dispatches + {rep['pipelines_s'] * 1e3:.0f} ms "
+                              "pipelines", "", ""])
             other = {key: next((k for k in bundle.manifest["candidates"][key.split("|")[0]] if k != key.split("|")[0]),
                                key.split("|")[0]) for key in plan}
             plans = {"default": {}, "tuned": plan, "alternatives": other}
+            if rep["partial"]:          # the reference: whole dispatches, more rounds, no time budget
+                whole, wrep = tune(bundle, B, N, repeats=7, budget_s=1e9, partial=False)
+                plans["whole dispatches"] = whole
+                cand_rows.append([f"{name} {dtype}", N, "(reference)", "", f"{wrep['timing_s'] * 1e3:.0f} ms timing whole "
+                                  f"dispatches, 7 rounds: {sum(whole[k] != plan[k] for k in plan)} of {len(plan)} slots "
+                                  "pick another kernel", "", ""])
             _step_time(bundle, N, {}, 2)                      # warm-up: buffers, pipelines, first submit
             times: dict[str, list[float]] = {k: [] for k in plans}
-            for r in range(rounds):                           # interleaved: round r starts at plan r mod 3
-                order = list(plans)[r % 3:] + list(plans)[:r % 3]
+            for r in range(rounds):                           # interleaved: round r starts at plan r mod n
+                order = list(plans)[r % len(plans):] + list(plans)[:r % len(plans)]
                 for pname in order:
                     times[pname].append(_step_time(bundle, N, plans[pname], steps))
             best = min(float(np.median(v)) for v in times.values())
@@ -224,21 +231,29 @@ def bench_step(args):
     gpu = bundle.gpu
     cand_notes = (f"Adapter: {gpu.name}. Each slot (dispatches sharing a kernel and params at batch B = 2N) with its "
                   f"candidate kernels (docs/bundle-format.md, 'candidates'): median time of one dispatch from "
-                  f"{rep['source']}, interleaved repetitions (runtime_py/tune.py; a candidate 2x slower than the best "
-                  "stops being timed); 'chosen' is the plan's pick. Selection time: the timing itself, and the "
-                  "pipeline creation of the candidates (once per load). " + _load_note())
+                  f"{rep['source']}, the fastest of interleaved samples (runtime_py/tune.py: "
+                  + ("on this adapter a sample is the first workgroups of a dispatch, less the fixed time of a sample "
+                     f"({rep['fixed_s'] * 1e3:.3f} ms), scaled to the whole dispatch; " if rep["partial"] else
+                     "whole dispatches; ") +
+                  "a probe of one workgroup drops candidates 2x slower than the best, the rounds those 1.5x slower, "
+                  "so a slow candidate's time is rough); 'chosen' is the plan's pick. Selection time: the timing "
+                  "itself, the candidates' first dispatches (one workgroup each: lavapipe compiles a pipeline on "
+                  "its first dispatch) and their pipeline creation (both once per load). " + _load_note())
     from dit_model.bench import publish
     publish("step-plans", f"ditweb bench step: candidates and plans ({gpu.name})",
-            ["model", "images N", "slot (kernel|params)", "dispatches", "candidate", "median ms", ""], cand_rows, cand_notes,
+            ["model", "images N", "slot (kernel|params)", "dispatches", "candidate", "ms (fastest sample)", ""], cand_rows, cand_notes,
             getattr(args, "out", None) or "bench/results")
     header = ["model", "images N", "batch B", "runtime", "ms / denoising step", "GFLOP/s", "vs fastest plan"]
     notes = (f"Adapter: {gpu.name}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
              "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
              f"{steps} steps of Bundle.sample (wall clock, includes submit overhead), median of {rounds} interleaved "
              "rounds per plan: default = every dispatch's own kernel, tuned = the timed plan "
-             "(step-plans.md), alternatives = every slot's other candidate; 'a whole 25-step sample': "
+             "(step-plans.md), alternatives = every slot's other candidate, whole dispatches (where the timing "
+             "samples parts of dispatches) = the plan the same timing picks from whole dispatches over 7 rounds; "
+             "'a whole 25-step sample': "
              "Bundle.sample wall clock, ms for all 25 steps (not per step). torch CPU: the same model "
              "forward + combine + ddim_step. onnxruntime: the exported model.onnx forward only. GFLOP/s = "
-             "2 x forward MACs x B / time (dit_model.model.forward_gflops). Random weights (speed does not "
-             "depend on them). " + _load_note())
+             "2 x forward MACs x B / time (dit_model.model.forward_gflops). "
+             + (f"Bundle {args.bundle}. " if getattr(args, "bundle", None) else
+                "Random weights (speed does not depend on them). ") + _load_note())
     return f"ditweb bench step ({gpu.name})", header, rows, notes

@@ -189,11 +189,45 @@ def slots_of(bundle, state) -> dict:
     return out
 
 
-def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 2.0) -> tuple[dict, dict]:
-    """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key:
-    {kernel: median seconds}}, "pipelines_s", "timing_s", "source"}. Times each candidate up to `repeats`
-    times, interleaved (round r starts at candidate r mod n), after one warm-up run each; fewer if the
-    budget runs out. A candidate dropped early reports its warm-up time or the median of its runs."""
+def _threads() -> int:
+    """How many workgroups a CPU adapter runs at once, at most: its thread pool is about one thread per core."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(32, n))
+
+
+def part(groups, want: int) -> tuple[tuple, float]:
+    """The first `want` (about) workgroups of a dispatch of `groups`, as a smaller grid, and the fraction of the
+    work it holds: x shrinks first, then y, then z (the leading groups are whole tiles)."""
+    g = [int(v) for v in groups]
+    total = g[0] * g[1] * g[2]
+    for i in range(3):
+        rest = total // g[i] if g[i] else 1
+        g[i] = min(g[i], max(1, -(-want // rest)))
+        total = g[0] * g[1] * g[2]
+    return tuple(g), total / max(1, int(np.prod(groups)))
+
+
+def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target_s: float = 5e-4,
+         partial: bool | None = None) -> tuple[dict, dict]:
+    """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key: {kernel:
+    seconds of one whole dispatch}}, "counts", "pipelines_s" (pipeline creation), "first_s" (the first
+    dispatches), "timing_s" (the selection itself), "source", "partial", "fixed_s"}.
+
+    Each slot (all the dispatches sharing a kernel and shape) is timed once. After pipeline creation every
+    candidate runs one workgroup: drivers that compile a pipeline on its first dispatch (lavapipe) do it there,
+    not in the timing. Where the adapter's time grows with a dispatch's workgroups (CPU adapters: a few threads
+    run them in turn; checked once, `_proportional`), a sample is a part of a dispatch (its first workgroups),
+    its time less the adapter's fixed time per sample scaled to the whole dispatch; elsewhere (GPUs) a sample is
+    the whole dispatch, repeated up to about `target_s`. A probe of one workgroup (one dispatch) of every
+    candidate, twice, drops those 2x slower than the best at once (workgroup-memory tiles on a CPU adapter); then up to
+    `repeats` interleaved rounds (round r starts at candidate r mod n) of samples of about `target_s` (at least
+    8x the fixed time); from the second round on a candidate whose fastest sample is 1.5x the best's is out.
+    The pick is the fastest sample: on a loaded machine the noise only ever adds time (a preempted sample), so
+    the minimum of a few samples resists it better than their median. Rounds stop early past `budget_s`.
+    `partial`: False times whole dispatches on any adapter (the reference `ditweb bench step` compares with)."""
     t0 = time.perf_counter()
     state = bundle.state(B, N, plan={})                       # the default kernels' buffers and params
     slots = slots_of(bundle, state)
@@ -204,36 +238,87 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 2.0) -> tup
     timer = Timer(bundle.gpu)
     runs = {key: {k: state.alternative(*s["entry"], k) for k in s["candidates"]} for key, s in slots.items()}
     pairs = [(key, k) for key, alts in runs.items() for k in alts]
-    # one warm-up each (first use of a pipeline), which also sizes the repetitions per measurement
-    warm = timer.run_many([([runs[key][k]], 1) for key, k in pairs])
-    reps = {pk: int(min(8, max(1, 2e-4 / max(t, 1e-7)))) for pk, t in zip(pairs, warm)}   # ~0.2 ms of work a sample
+    timer.run_many([([(p, bg, (1, 1, 1))], 1) for p, bg, _ in (runs[key][k] for key, k in pairs)])
+    t2 = time.perf_counter()
+    partial, fixed = _proportional(timer, runs) if pairs and partial is not False else (False, 0.0)
+    threads = _threads()
+    groups = {pk: int(np.prod(runs[pk[0]][pk[1]][2])) for pk in pairs}
+
+    def timed(items):
+        """[(pk, n)] -> [(seconds of one whole dispatch, the same without subtracting the fixed time)]: n
+        workgroups (partial) or n repetitions of the whole dispatch."""
+        work = []
+        for (key, k), n in items:
+            p, bg, g = runs[key][k]
+            if partial:
+                gg, frac = part(g, n)
+                work.append(([(p, bg, gg)], 1, frac))
+            else:
+                work.append(([(p, bg, g)], n, 1.0))
+        got = timer.run_many([(d, reps) for d, reps, _ in work])
+        return [(max(t - fixed, 0.05 * t) / frac, t / frac) for t, (_, _, frac) in zip(got, work)]
+
+    # the probe: twice (the second pass in reverse order), the faster of the two
+    first, second = timed([(pk, 1) for pk in pairs]), timed([(pk, 1) for pk in reversed(pairs)])[::-1]
+    probe = {pk: min(a, b) for pk, a, b in zip(pairs, first, second)}
+    est = {pk: v[0] for pk, v in probe.items()}
+    # out at once: a candidate 2x slower (less the fixed time) than the best (with it)
+    live = {}
+    for key in runs:
+        best = min(probe[(key, k)][1] for k in runs[key])
+        names = [k for k in runs[key] if probe[(key, k)][0] <= 2.0 * best]
+        if len(names) > 1:
+            live[key] = names
+
+    def size(pk) -> int:                       # workgroups (partial) or repetitions (whole) of about target_s
+        if partial:
+            n = max(target_s, 8 * fixed) * groups[pk] / max(est[pk], 1e-9)
+            return int(min(groups[pk], threads * max(1, -(-int(n) // threads))))
+        return int(min(8, max(1, target_s / max(est[pk], 1e-7))))
+
     times: dict[tuple[str, str], list[float]] = {pk: [] for pk in pairs}
-    # a candidate 2x slower than the best in the warm-up is out at once (e.g. workgroup-memory tiles on a
-    # CPU adapter); from the second round on, those 1.5x slower than the best median: only close contests
-    # are timed to the end (and between two within 10% either pick is good)
-    fastest = {key: min(t for (k2, _), t in zip(pairs, warm) if k2 == key) for key in runs}
-    live = {key: [k for k in alts if warm[pairs.index((key, k))] <= 2.0 * fastest[key]] for key, alts in runs.items()}
     for r in range(repeats):
+        if not live:
+            break
         batch = []
         for key, names in live.items():            # interleaved: round r starts at candidate r mod n
             batch += [(key, names[(j + r) % len(names)]) for j in range(len(names))]
-        for pk, t in zip(batch, timer.run_many([([runs[key][k]], reps[(key, k)]) for key, k in batch])):
+        for pk, (t, _) in zip(batch, timed([(pk, size(pk)) for pk in batch])):
             times[pk].append(t)
+            est[pk] = min(times[pk])
         if r >= 1:
             for key, names in live.items():
-                med = {k: float(np.median(times[(key, k)])) for k in names}
-                live[key] = [k for k in names if med[k] <= 1.5 * min(med.values())]
+                fastest = min(est[(key, k)] for k in names)
+                live[key] = [k for k in names if est[(key, k)] <= 1.5 * fastest]
             live = {key: names for key, names in live.items() if len(names) > 1}
-        if time.perf_counter() - t1 > budget_s and r >= 2:
+        if time.perf_counter() - t2 > budget_s and r >= 1:
             break
     plan, report = {}, {}
     for key in runs:
-        med = {k: float(np.median(times[(key, k)] or [warm[pairs.index((key, k))]])) for k in runs[key]}
-        report[key] = med
-        plan[key] = min(med, key=med.get)
-    t2 = time.perf_counter()
+        report[key] = {k: est[(key, k)] for k in runs[key]}
+        plan[key] = min(report[key], key=report[key].get)
+    t3 = time.perf_counter()
     return plan, {"slots": report, "counts": {k: s["count"] for k, s in slots.items()}, "pipelines_s": t1 - t0,
-                  "timing_s": t2 - t1, "source": timer.source}
+                  "first_s": t2 - t1, "timing_s": t3 - t2, "source": timer.source, "partial": partial,
+                  "fixed_s": fixed}
+
+
+def _proportional(timer, runs) -> tuple[bool, float]:
+    """(whether this adapter's time grows with a dispatch's workgroups, its fixed time per sample). A CPU
+    adapter runs the workgroups in turn on a few threads; a GPU's time stays flat while the device fills. Timed
+    on the dispatch with the most workgroups: a quarter and the whole of it, twice each (t = fixed + n x per
+    workgroup)."""
+    p, bg, g = max((d for alts in runs.values() for d in alts.values()), key=lambda d: int(np.prod(d[2])))
+    n = int(np.prod(g))
+    if n < 16:
+        return False, 0.0
+    q, frac = part(g, n // 4)
+    t = timer.run_many([([(p, bg, q)], 1), ([(p, bg, g)], 1), ([(p, bg, q)], 1), ([(p, bg, g)], 1)])
+    tq, tf = min(t[0], t[2]), min(t[1], t[3])
+    if tf < 2.5 * tq:
+        return False, 0.0
+    per_group = (tf - tq) / (n - frac * n)
+    return True, max(0.0, tq - per_group * frac * n)
 
 
 def resolve(bundle, B: int, N: int) -> dict:

@@ -2,7 +2,7 @@
 // plans"): a slot is the work of the dispatches that share a kernel and evaluated params at batch
 // (B, N); a plan maps slots to candidate kernels ({} = every dispatch's own kernel). tunePlan times
 // every candidate of every slot on its real buffers (timestamp queries where the device has them, else
-// wall clock around a submitted pass), medians of interleaved rounds, and picks the fastest; plans are
+// wall clock around a submitted pass), interleaved rounds, and picks the fastest; plans are
 // cached per adapter, bundle and batch in localStorage.
 
 const CACHE_PREFIX = "ditweb-plan:v1:";
@@ -54,14 +54,16 @@ export function writeCachedPlan(key, plan) {
   try { if (globalThis.localStorage) localStorage.setItem(key, JSON.stringify(plan)); } catch { /* storage full or blocked */ }
 }
 
-// Seconds per repetition of each item {run: {pipeline, bindGroup, workgroups}, reps}.
+// Seconds per repetition of each item {run: {pipeline, bindGroup, workgroups}, reps, groups?} (groups: a
+// smaller grid than run.workgroups).
 async function timeMany(device, items) {
   const encodePass = (encoder, item, desc) => {
     const pass = encoder.beginComputePass(desc);
+    const g = item.groups || item.run.workgroups;
     for (let r = 0; r < item.reps; r++) {
       pass.setPipeline(item.run.pipeline);
       pass.setBindGroup(0, item.run.bindGroup);
-      pass.dispatchWorkgroups(item.run.workgroups[0], item.run.workgroups[1], item.run.workgroups[2]);
+      pass.dispatchWorkgroups(g[0], g[1], g[2]);
     }
     pass.end();
   };
@@ -92,12 +94,42 @@ async function timeMany(device, items) {
   return items.map((item, i) => Math.max(Number(ts[2 * i + 1] - ts[2 * i]), 0) * 1e-9 / item.reps);
 }
 
-const median = (v) => { const s = [...v].sort((a, b) => a - b); const h = s.length >> 1; return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2; };
+const prod = (g) => g[0] * g[1] * g[2];
 
-// {plan, report: {slots: {slot: {kernel: seconds}}, counts, pipelinesMs, timingMs, source}} at batch (B, N).
-// The same rounds and drops as runtime_py/tune.py: a warm-up each (sizes the repetitions; a candidate 2x
-// slower than the best is out), then up to `repeats` interleaved rounds, dropping those 1.5x slower.
-export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 3000 } = {}) {
+// The first `want` (about) workgroups of a dispatch of `groups` as a smaller grid, and the fraction of the
+// work it holds: x shrinks first, then y, then z (runtime_py/tune.py part()).
+export function part(groups, want) {
+  const g = [groups[0], groups[1], groups[2]];
+  for (let i = 0; i < 3; i++) {
+    const rest = g[i] ? prod(g) / g[i] : 1;
+    g[i] = Math.min(g[i], Math.max(1, Math.ceil(want / rest)));
+  }
+  return [g, prod(g) / Math.max(1, prod(groups))];
+}
+
+// [whether the adapter's time grows with a dispatch's workgroups (a CPU adapter), its fixed time per sample]:
+// a quarter and the whole of the dispatch with the most workgroups, twice each (runtime_py/tune.py).
+async function proportional(device, allRuns) {
+  const run = allRuns.reduce((a, b) => (prod(b.workgroups) > prod(a.workgroups) ? b : a));
+  const n = prod(run.workgroups);
+  if (n < 16) return [false, 0];
+  const [q, frac] = part(run.workgroups, Math.floor(n / 4));
+  const t = await timeMany(device, [{ run, reps: 1, groups: q }, { run, reps: 1 }, { run, reps: 1, groups: q }, { run, reps: 1 }]);
+  const tq = Math.min(t[0], t[2]), tf = Math.min(t[1], t[3]);
+  if (tf < 2.5 * tq) return [false, 0];
+  const perGroup = (tf - tq) / (n - frac * n);
+  return [true, Math.max(0, tq - perGroup * frac * n)];
+}
+
+// {plan, report: {slots: {slot: {kernel: seconds}}, counts, pipelinesMs, firstMs, timingMs, source, partial,
+// fixedMs}} at batch (B, N). The same steps as runtime_py/tune.py tune(): each slot timed once; one workgroup
+// of every candidate after pipeline creation (a driver's compile on first use: firstMs); on an adapter whose
+// time grows with the workgroups (CPU adapters) a sample is the first workgroups of a dispatch, less the
+// fixed time, scaled to the whole (elsewhere the whole dispatch, repeated to about targetS); a probe of one
+// workgroup, twice, drops candidates 2x slower than the best; then up to `repeats` interleaved rounds of
+// samples of about targetS, dropping from the second on those whose fastest sample is 1.5x the best's; the
+// pick is the fastest sample (noise on a loaded machine only adds time).
+export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 1000, targetS = 5e-4 } = {}) {
   const t0 = performance.now();
   const m = bundle.manifest;
   bundle.state(B, N, {});
@@ -113,49 +145,72 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 3000 } = 
   }
   await Promise.all([...new Set(Object.values(slots).flatMap((s) => s.candidates))].map((k) => bundle.pipeline(k)));
   const t1 = performance.now();
-  const runs = {};
-  const pairs = [];
+  const pairs = [];                  // [slot, kernel, run]
   for (const [key, s] of Object.entries(slots)) {
-    runs[key] = {};
-    for (const k of s.candidates) { runs[key][k] = bundle.alternative(s.prog, s.i, k); pairs.push([key, k]); }
+    for (const k of s.candidates) pairs.push([key, k, bundle.alternative(s.prog, s.i, k)]);
   }
   const device = bundle.device;
-  const warm = await timeMany(device, pairs.map(([key, k]) => ({ run: runs[key][k], reps: 1 })));
-  const reps = {}, times = {};
-  pairs.forEach(([key, k], j) => { reps[`${key}\n${k}`] = Math.min(8, Math.max(1, Math.floor(2e-3 / Math.max(warm[j], 1e-7)))); times[`${key}\n${k}`] = []; });
+  await timeMany(device, pairs.map(([, , run]) => ({ run, reps: 1, groups: [1, 1, 1] })));
+  const t2 = performance.now();
+  const [partial, fixed] = pairs.length ? await proportional(device, pairs.map(([, , run]) => run)) : [false, 0];
+  const threads = Math.max(1, Math.min(32, (globalThis.navigator && navigator.hardwareConcurrency) || 1));
+  // [seconds of one whole dispatch, the same without subtracting the fixed time] of each [pair index, n]:
+  // n workgroups (partial) or n repetitions of the whole dispatch
+  const timed = async (items) => {
+    const work = items.map(([j, n]) => {
+      const run = pairs[j][2];
+      if (!partial) return { run, reps: n, frac: 1 };
+      const [groups, frac] = part(run.workgroups, n);
+      return { run, reps: 1, groups, frac };
+    });
+    const got = await timeMany(device, work);
+    return got.map((t, i) => [Math.max(t - fixed, 0.05 * t) / work[i].frac, t / work[i].frac]);
+  };
+  const idx = pairs.map((_, j) => j);
+  const first = await timed(idx.map((j) => [j, 1]));
+  const second = (await timed([...idx].reverse().map((j) => [j, 1]))).reverse();
+  const probe = idx.map((j) => [Math.min(first[j][0], second[j][0]), Math.min(first[j][1], second[j][1])]);
+  const est = probe.map((p) => p[0]);
+  const bySlot = {};
+  pairs.forEach(([key], j) => (bySlot[key] = bySlot[key] || []).push(j));
   let live = {};
-  for (const key of Object.keys(runs)) {
-    const w = pairs.map(([k2, k], j) => (k2 === key ? [k, warm[j]] : null)).filter(Boolean);
-    const best = Math.min(...w.map(([, t]) => t));
-    live[key] = w.filter(([, t]) => t <= 2 * best).map(([k]) => k);
+  for (const [key, js] of Object.entries(bySlot)) {
+    const best = Math.min(...js.map((j) => probe[j][1]));
+    const keep = js.filter((j) => probe[j][0] <= 2 * best);
+    if (keep.length > 1) live[key] = keep;
   }
-  for (let r = 0; r < repeats; r++) {
-    const batch = [];
-    for (const [key, names] of Object.entries(live)) names.forEach((_, j) => batch.push([key, names[(j + r) % names.length]]));
-    const got = await timeMany(device, batch.map(([key, k]) => ({ run: runs[key][k], reps: reps[`${key}\n${k}`] })));
-    batch.forEach(([key, k], j) => times[`${key}\n${k}`].push(got[j]));
+  const size = (j) => {
+    const total = prod(pairs[j][2].workgroups);
+    if (partial) {
+      const n = Math.floor(Math.max(targetS, 8 * fixed) * total / Math.max(est[j], 1e-9));
+      return Math.min(total, threads * Math.max(1, Math.ceil(n / threads)));
+    }
+    return Math.min(8, Math.max(1, Math.floor(targetS / Math.max(est[j], 1e-7))));
+  };
+  const times = pairs.map(() => []);
+  for (let r = 0; r < repeats && Object.keys(live).length; r++) {
+    const batch = [];                 // interleaved: round r starts at candidate r mod n
+    for (const js of Object.values(live)) js.forEach((_, i) => batch.push(js[(i + r) % js.length]));
+    const got = await timed(batch.map((j) => [j, size(j)]));
+    batch.forEach((j, i) => { times[j].push(got[i][0]); est[j] = Math.min(...times[j]); });
     if (r >= 1) {
       const next = {};
-      for (const [key, names] of Object.entries(live)) {
-        const med = names.map((k) => median(times[`${key}\n${k}`]));
-        const best = Math.min(...med);
-        const keep = names.filter((_, j) => med[j] <= 1.5 * best);
+      for (const [key, js] of Object.entries(live)) {
+        const fastest = Math.min(...js.map((j) => est[j]));
+        const keep = js.filter((j) => est[j] <= 1.5 * fastest);
         if (keep.length > 1) next[key] = keep;
       }
       live = next;
     }
-    if (performance.now() - t1 > budgetMs && r >= 2) break;
+    if (performance.now() - t2 > budgetMs && r >= 1) break;
   }
   const plan = {}, report = {};
-  for (const key of Object.keys(runs)) {
-    report[key] = {};
-    for (const k of Object.keys(runs[key])) {
-      const v = times[`${key}\n${k}`];
-      report[key][k] = v.length ? median(v) : warm[pairs.findIndex(([a, b]) => a === key && b === k)];
-    }
-    plan[key] = Object.keys(report[key]).reduce((a, b) => (report[key][b] < report[key][a] ? b : a));
+  for (const [key, js] of Object.entries(bySlot)) {
+    report[key] = Object.fromEntries(js.map((j) => [pairs[j][1], est[j]]));
+    plan[key] = pairs[js.reduce((a, b) => (est[b] < est[a] ? b : a))][1];
   }
   const counts = Object.fromEntries(Object.entries(slots).map(([k, s]) => [k, s.count]));
-  return { plan, report: { slots: report, counts, pipelinesMs: t1 - t0, timingMs: performance.now() - t1,
-                           source: device.features.has("timestamp-query") ? "timestamp queries" : "wall clock" } };
+  return { plan, report: { slots: report, counts, pipelinesMs: t1 - t0, firstMs: t2 - t1, timingMs: performance.now() - t2,
+                           source: device.features.has("timestamp-query") ? "timestamp queries" : "wall clock",
+                           partial, fixedMs: fixed * 1e3 } };
 }

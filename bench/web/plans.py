@@ -80,7 +80,9 @@ def main():
     notes = (f"Bundle {args.bundle}, one image with CFG (B = 2), {args.steps} DDIM steps per sample, median over "
              f"{args.rounds} interleaved rounds of ms per step (sample()'s msPerStep: each step waits for the GPU). "
              f"Adapter: {r['adapter']}. Selection: {tune.get('timingMs', 0):.0f} ms timing + "
-             f"{tune.get('pipelinesMs', 0):.0f} ms creating the candidates' pipelines ({tune.get('source', '?')}), "
+             f"{tune.get('firstMs', 0):.0f} ms first dispatches + "
+             f"{tune.get('pipelinesMs', 0):.0f} ms creating the candidates' pipelines ({tune.get('source', '?')}"
+             f"{', partial dispatches' if tune.get('partial') else ''}), "
              f"once per adapter and batch size, cached in localStorage. The two plans' images: {psnr:.1f} dB PSNR. "
              f"Speed-up of the tuned plan: {d / t:.2f}x. First visit, WebGPU path: {first:,} bytes (manifest "
              f"{(bundle / 'manifest.json').stat().st_size:,}, weights {man['files']['weights.safetensors']['size']:,}, "
@@ -94,7 +96,7 @@ def main():
             cand.append([slot, tune["counts"][slot], k, v * 1e3, "chosen" if r["plan"].get(slot) == k else ""])
     if cand:
         from dit_model.bench import format_table
-        print(format_table(["slot", "dispatches", "candidate", "median ms", ""], cand))
+        print(format_table(["slot", "dispatches", "candidate", "ms", ""], cand))
 
 
 if __name__ == "__main__":
