@@ -1,4 +1,5 @@
-"""Checkpoint -> shader bundle: weights.safetensors (4-byte aligned), kernels/*.wgsl, manifest.json.
+"""Checkpoint -> shader bundle: weight shards (weights.safetensors, or weights-NN.safetensors past 64 MiB; 4-byte
+aligned), kernels/*.wgsl, manifest.json.
 
 See docs/bundle-format.md for the format; export/program.py for the dispatch program."""
 from __future__ import annotations
@@ -8,7 +9,6 @@ import json
 import math
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +18,13 @@ from dit_model.model import DiT
 from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import SCHEDULE
+from ditformat.shards import DEFAULT_FILE, SHARD_BYTES, weight_entry, write_shards
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
 
 from .program import FREQ_DIM, build
 
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
-ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int8): "I8"}
 
 
 class ExportError(DitwebError):
@@ -37,37 +37,37 @@ def t_freqs(dim: int = FREQ_DIM) -> np.ndarray:
     return torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half).numpy()
 
 
+def quantize_linear(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Linear weight (N, ...) -> (q, scale): per output channel symmetric int8 over the flattened row (K values),
+    scale = max |w| / 127 (1 for an all-zero row), q = round(w / scale) in [-127, 127] as (N, K) int8, scale (N,)
+    float32. The same rule as the decoder's convolutions (export/decode.py quantize_conv)."""
+    w = np.asarray(w, np.float64).reshape(len(w), -1)
+    m = np.abs(w).max(axis=1)
+    scale = np.where(m > 0, m / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def linear_layers(model: DiT) -> list[str]:
+    """The prefixes X of the Linear layers the program runs as matmuls (X.weight, X.bias)."""
+    cfg = model.cfg
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()} | {"_ditweb.t_freqs": (FREQ_DIM // 2,)}
+    pb = build(cfg, "f32", shapes, candidates=False)
+    return sorted({d["label"] for p in pb.programs.values() for d in p if pb.kernels[d["kernel"]]["op"] == "matmul"})
+
+
 def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
-    """State-dict tensors in the bundle dtype, plus the exporter's f32 tables."""
-    np_dtype = np.float16 if dtype == "f16" else np.float32
-    out = {k: v.detach().cpu().float().numpy().astype(np_dtype) for k, v in model.state_dict().items()}
+    """State-dict tensors in the bundle dtype, plus the exporter's f32 tables. int8: every Linear weight
+    quantised per output channel (X.weight int8 (N, K), X.scale f32 (N,)), its bias f32, the rest f16."""
+    np_dtype = np.float16 if dtype in ("f16", "int8") else np.float32
+    sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+    out = {k: v.astype(np_dtype) for k, v in sd.items()}
+    if dtype == "int8":
+        for x in linear_layers(model):
+            out[x + ".weight"], out[x + ".scale"] = quantize_linear(sd[x + ".weight"])
+            out[x + ".bias"] = sd[x + ".bias"].astype(np.float32)
     out["_ditweb.t_freqs"] = t_freqs()
     return out
-
-
-def write_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
-    """Standard safetensors whose every tensor starts 4-byte aligned: f32 tensors first, and a 1-element
-    `_ditweb.pad.k` after each odd-length f16 tensor (the format forbids holes between tensors)."""
-    order = sorted(tensors, key=lambda k: (tensors[k].dtype != np.float32, k))
-    header, chunks, offset, pads = {"__metadata__": {"format": "ditweb"}}, [], 0, 0
-    for name in order:
-        a = np.ascontiguousarray(tensors[name])
-        items = [(name, a)]
-        if a.nbytes % 4:
-            items.append((f"_ditweb.pad.{pads}", np.zeros(1, np.float16)))
-            pads += 1
-        for n, arr in items:
-            header[n] = {"dtype": ST_DTYPES[arr.dtype], "shape": list(arr.shape),
-                         "data_offsets": [offset, offset + arr.nbytes]}
-            chunks.append(arr.tobytes())
-            offset += arr.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-(8 + len(raw)) % 8)                   # data starts at a multiple of 8
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for c in chunks:
-            f.write(c)
 
 
 def sha256(path: Path) -> str:
@@ -79,11 +79,16 @@ def sha256(path: Path) -> str:
 
 
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
-                  onnx: bool = False, matmul: str = "registers", candidates: bool = True) -> Path:
+                  onnx: bool = False, matmul: str = "registers", candidates: bool = True,
+                  shard_bytes: int = SHARD_BYTES) -> Path:
     """Write the bundle folder atomically (a temporary folder renamed over `out`). matmul: "registers"
-    (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer."""
-    if dtype not in ("f32", "f16"):
-        raise ExportError(f"unknown --dtype {dtype!r}; choose f32 or f16")
+    (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer. Weights go to
+shards of at most shard_bytes (ditformat/shards.py): one shard is weights.safetensors (its buffers name no
+file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
+    if dtype not in ("f32", "f16", "int8"):
+        raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16 or int8")
+    if shard_bytes < 1:
+        raise ExportError(f"shard size {shard_bytes} bytes")
     if matmul not in MATMUL_OPS:
         raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
@@ -93,8 +98,13 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
     names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
     if len(names) != cfg.num_classes:
         raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
-    tensors = bundle_tensors(model, dtype)
-    pb = build(cfg, dtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul], candidates)
+    kdtype = "f16" if dtype == "int8" else dtype          # the weights of the kernels other than matmul_q8
+    try:
+        tensors = bundle_tensors(model, dtype)
+        pb = build(cfg, kdtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul], candidates,
+                   q8=dtype == "int8")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
     out = Path(out).resolve()
     if out.is_file():
@@ -105,15 +115,14 @@ def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "kernels").mkdir(parents=True)
     try:
-        write_safetensors(tensors, tmp / "weights.safetensors")
+        where = write_shards(tensors, tmp, shard_bytes, single=DEFAULT_FILE)
         kernels = {}
         for kname, k in sorted(pb.kernels.items()):
-            (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], dtype))
+            (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], kdtype))
             kernels[kname] = k["entry"]
         buffers = {}
         for name, a in tensors.items():
-            buffers[name] = {"kind": "weight", "tensor": name, "dtype": "f16" if a.dtype == np.float16 else "f32",
-                             "shape": list(a.shape), "bytes": int(a.nbytes)}
+            buffers[name] = weight_entry(a, name, None if where[name] == DEFAULT_FILE else where[name])
         buffers.update(pb.buffers)
         if onnx:
             from .onnx_export import export_onnx

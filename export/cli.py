@@ -1,4 +1,4 @@
-"""`ditweb export CKPT OUT [--dtype f32|f16] [--onnx] [--preset NAME]`: a checkpoint to a shader bundle."""
+"""`ditweb export CKPT OUT [--dtype f32|f16|int8] [--onnx] [--preset NAME]`: a checkpoint to a shader bundle."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,11 @@ def register(sub):
     p.add_argument("ckpt", help="checkpoint (.pt ours / reference {ema, model} / bare state dict / .safetensors), "
                                 "or a preset name for random weights (tests, benchmarks)")
     p.add_argument("out", help="bundle folder to write (replaced atomically)")
-    p.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="weight storage (math is always f32)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16", "int8"],
+                   help="weight storage (math is always f32); int8: every linear weight int8 per output channel, "
+                        "the other tensors f16")
+    p.add_argument("--shard-mb", type=float, default=64,
+                   help="largest weight shard in MiB (default 64; >= 1): browsers download, cache and resume per shard")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (the forward pass, opset 17)")
     p.add_argument("--preset", help="preset for a checkpoint whose config is not stored and shapes match no preset")
     p.add_argument("--matmul", default="registers", choices=["registers", "shared"],
@@ -42,6 +46,10 @@ def cmd_export(args):
     import torch
     from .bundle import export_bundle
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    from ditformat.shards import MIN_SHARD_BYTES
+    if args.shard_mb * 2 ** 20 < MIN_SHARD_BYTES:
+        from .bundle import ExportError
+        raise ExportError(f"--shard-mb {args.shard_mb:g} is below 1 MiB")
     model, names = load_for_export(args.ckpt, args.preset, args.seed)
     vae = None
     if args.vae_dtype and not args.vae:
@@ -55,7 +63,7 @@ def cmd_export(args):
             raise ExportError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes "
                               f"{model.cfg.in_channels}")
     out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul,
-                        candidates=args.candidates)
+                        candidates=args.candidates, shard_bytes=int(args.shard_mb * 2 ** 20))
     if vae is not None:
         from .decode import write_decoder
         dec = write_decoder(out, vae, args.vae_dtype or args.dtype, model.cfg.input_size)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ditformat.forms import lin
+from ditformat.shards import SHARD_BYTES      # weight shards, shared with the DiT's own weights (ditformat/shards.py)
 from wgsl.reference import CONV_PIXELS
 
 PREFIX = "vae."
@@ -229,25 +230,6 @@ def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> st
 
 # ------------------------------------------------------------------ decoder/ inside a bundle
 
-SHARD_BYTES = 64 * 2 ** 20      # weight shards: browsers cache and resume per file; 64 MiB keeps each download short
-
-
-def shard(tensors: dict[str, np.ndarray], limit: int) -> list[list[str]]:
-    """Tensor names in file order, cut into shards of at most `limit` bytes (a tensor larger than the limit
-    gets a shard of its own)."""
-    out, cur, size = [], [], 0
-    for name in sorted(tensors, key=lambda k: (tensors[k].dtype != np.float32, k)):
-        nbytes = -(-tensors[name].nbytes // 4) * 4
-        if cur and size + nbytes > limit:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(name)
-        size += nbytes
-    if cur:
-        out.append(cur)
-    return out
-
-
 def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: int = SHARD_BYTES):
     """Write `decoder/` into a bundle folder: manifest.json (ditformat/decoder-schema.json), kernels/*.wgsl and
     weights-NN.safetensors shards of at most shard_bytes, written to a temporary folder, then renamed; then list
@@ -261,13 +243,15 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     from ditformat.schema import SCHEMA_PATH
     from wgsl.ops import OPS
 
-    from .bundle import ExportError, sha256, write_safetensors
+    from ditformat.shards import MIN_SHARD_BYTES, weight_entry, write_shards
+
+    from .bundle import ExportError, sha256
     from .program import ProgramBuilder
 
     spec = json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
     if dtype not in ("f32", "f16", "int8"):
         raise ExportError(f"unknown decoder dtype {dtype!r}; choose f32, f16 or int8")
-    if shard_bytes < 2 ** 20:
+    if shard_bytes < MIN_SHARD_BYTES:
         raise ExportError(f"shard size {shard_bytes} bytes is below 1 MiB")
     cfg = vae.cfg
     tensors = decoder_tensors(vae, dtype)
@@ -284,13 +268,9 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     (tmp / "kernels").mkdir(parents=True)
     try:
         buffers = {}
-        for i, names in enumerate(shard(tensors, shard_bytes)):
-            fname = f"weights-{i:02d}.safetensors"
-            write_safetensors({n: tensors[n] for n in names}, tmp / fname)
-            for n in names:
-                a = tensors[n]
-                buffers[n] = {"kind": "weight", "tensor": n, "file": fname, "shape": list(a.shape), "bytes": int(a.nbytes),
-                              "dtype": {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8"}[a.dtype]}
+        where = write_shards(tensors, tmp, shard_bytes)
+        for n, fname in where.items():
+            buffers[n] = weight_entry(tensors[n], n, fname)
         buffers.update(pb.buffers)
         kernels = {}
         for kname, k in sorted(pb.kernels.items()):

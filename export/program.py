@@ -16,7 +16,8 @@ def candidates_of(op_name: str, variant: dict, params: dict) -> list[tuple[str, 
     """The other designs of the same work (docs/bundle-format.md, "candidates"); the runtimes time them
     on the visitor's device. matmul: register-blocked 4x4 blocks <-> 8x4 / 8x8 blocks (K % 4 == 0) <->
     workgroup-memory tiles of 32x32 or 64x64 outputs; layernorm_mod: a workgroup per row <-> an invocation per row; attention: K/V
-    tiles staged in workgroup memory <-> read in place."""
+    tiles staged in workgroup memory <-> read in place <-> 4 queries per invocation (vec4 rows: head dim, strides and
+    offsets multiples of 4)."""
     acts = {"in_act": variant.get("in_act"), "act": variant.get("act")}
     if op_name == "matmul":
         wide = [(f"matmul_{t}", {**acts, "tile": t, "vec4": "vec4"}) for t in ("8x4", "8x8")] \
@@ -29,14 +30,19 @@ def candidates_of(op_name: str, variant: dict, params: dict) -> list[tuple[str, 
     if op_name == "layernorm_mod":
         return [("layernorm_rows", {})]
     if op_name == "attention":
-        return [("attention_direct", dict(variant))]
+        rows = [params[k] for k in ("q_stride", "q_off", "kv_stride", "k_off", "v_off", "out_stride")]
+        q4 = [("attention_q4", {**variant, "vec4": "vec4"})] \
+            if variant["head_dim"] % 4 == 0 and all(isinstance(v, int) and v % 4 == 0 for v in rows) else []
+        return [("attention_direct", dict(variant))] + q4
     return []
 
 
 class ProgramBuilder:
-    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True):
+    def __init__(self, cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True,
+                 q8: bool = False):
         self.cfg, self.wdtype, self.weights = cfg, wdtype, weights   # weights: name -> shape
         self.matmul = matmul                                          # op for every Linear layer
+        self.q8 = q8                      # int8 bundles: every Linear is matmul_q8 (X.weight int8, X.scale f32)
         self.with_candidates = candidates
         self.candidates: dict[str, list[str]] = {}   # a dispatch's kernel -> the kernels that may replace it
         self.buffers: dict[str, dict] = {}
@@ -87,6 +93,15 @@ class ProgramBuilder:
                out_group=None, out_stride=None):
         """dst = act(in_act(a) W^T + b): rows is a linear form (tokens x B)."""
         group = out_group if out_group is not None else rows
+        if self.q8:
+            if n_in % 4:
+                raise ValueError(f"{prefix}: int8 weights need K % 4 == 0 (4 values a u32 word), K is {n_in}")
+            self.emit("matmul_q8", prefix, {"a": a, "wq": self.weight(prefix + ".weight"),
+                                            "scale": self.weight(prefix + ".scale"), "bias": self.weight(prefix + ".bias"),
+                                            "dst": dst},
+                      {"M": rows, "N": n_out, "K": n_in, "out_group": group, "out_stride": out_stride or group},
+                      in_act=in_act, act=act, vec4="vec4")
+            return
         extra = {"vec4": "vec4" if n_in % 4 == 0 else "scalar"} if self.matmul == "matmul" else {}
         self.emit(self.matmul, prefix, {"a": a, "w": self.weight(prefix + ".weight"), "bias": self.weight(prefix + ".bias"),
                                      "dst": dst},
@@ -110,10 +125,12 @@ class ProgramBuilder:
                    "mod_stride": mod_stride, "gate_off": gate})
 
 
-def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True) -> ProgramBuilder:
+def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True,
+          q8: bool = False) -> ProgramBuilder:
     """Buffers and the forward / init / step programs of a DiT in any conditioning design; with candidates,
-    the other designs of its matmul / layer-norm / attention kernels."""
-    pb = ProgramBuilder(cfg, wdtype, weights, matmul, candidates)
+    the other designs of its matmul / layer-norm / attention kernels. q8: every Linear layer runs matmul_q8
+    (int8 weights with a scale per output channel; the other kernels' weights in wdtype)."""
+    pb = ProgramBuilder(cfg, wdtype, weights, matmul, candidates, q8)
     C, I, p, D = cfg.in_channels, cfg.input_size, cfg.patch_size, cfg.hidden_size
     T, Co, H = cfg.num_patches, cfg.out_channels, cfg.num_heads
     hid = int(D * cfg.mlp_ratio)

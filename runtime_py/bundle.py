@@ -17,6 +17,7 @@ from ditformat.schedule import sampler_tables
 from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 
 from .gpu import GPU, DeviceLimitError, get_gpu
+from .shards import check_weight_limits, upload_shards
 from .tune import PLAN_MODES, check_plan, load_plan_file, resolve, slot_key
 from .verify import verify_bundle
 
@@ -79,6 +80,8 @@ class Bundle:
         self.class_names = manifest["class_names"]
         self.prediction = manifest["sampler"]["prediction"]      # what the network outputs: "eps" or "v"
         self._check_limits()
+        weights = {n: b for n, b in manifest["buffers"].items() if b["kind"] == "weight"}
+        check_weight_limits(gpu, weights, self.path, "the weights")     # before any allocation
         self.pipelines = self.create_pipelines()
         self.weights = self.upload_weights()
         self.step_buffer = gpu.buffer(STEP_BYTES, "step", uniform=True)
@@ -123,13 +126,10 @@ class Bundle:
         return self.pipelines[name]
 
     def upload_weights(self) -> dict:
-        raw = (self.path / "weights.safetensors").read_bytes()
-        out = {}
-        for name, b in self.manifest["buffers"].items():
-            if b["kind"] == "weight":
-                off = b["_offset"]
-                out[name] = self.gpu.buffer(b["bytes"], name, raw[off: off + b["bytes"]])
-        return out
+        """Every weight buffer, shard by shard (runtime_py/shards.py), after the limit check."""
+        weights = {n: b for n, b in self.manifest["buffers"].items() if b["kind"] == "weight"}
+        check_weight_limits(self.gpu, weights, self.path, "the weights")
+        return upload_shards(self.gpu, self.path, weights, "weights")
 
     def state(self, B: int, N: int, plan: dict | None = None) -> BatchState:
         """The resident batch (B, N) with `plan` (None: the bundle's plan mode, tuned on first use)."""

@@ -11,6 +11,7 @@ from ditformat.errors import UsageError
 from ditformat.forms import evaluate
 
 from .gpu import GPU, DeviceLimitError
+from .shards import check_weight_limits, upload_shards
 
 
 def bytes_needed(buffers: dict, N: int) -> tuple[int, int]:
@@ -123,8 +124,8 @@ def verify_decoder(root, latent_shape=None) -> dict:
     from ditformat.schema import SchemaMismatch, check
 
     from .verify import (HashMismatchError, KernelError, ManifestError, MissingFileError, ProgramError,
-                         SizeMismatchError, WeightsError, DTYPE_NAME, _no_constants, check_kernel_source,
-                         read_safetensors_header, sha256_file)
+                         SizeMismatchError, WeightsError, _no_constants, check_kernel_source, check_weight_buffers,
+                         sha256_file)
     root = Path(root)
     w = root / "manifest.json"
     spec = _schema()
@@ -186,23 +187,10 @@ def verify_decoder(root, latent_shape=None) -> dict:
                 raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
             if bufs[bname]["kind"] == "weight" and k["bindings"][i]["type"] != "read-only-storage":
                 raise ProgramError(f"{where}: binding {i} would write weight buffer {bname!r}")
-    headers = {}
     for name, b in bufs.items():
-        if b["kind"] != "weight":
-            continue
-        if b["file"] not in m["files"]:
+        if b["kind"] == "weight" and b["file"] not in m["files"]:
             raise WeightsError(f"{w}.buffers.{name}.file {b['file'][:60]!r} is not listed in files")
-        if b["file"] not in headers:
-            headers[b["file"]] = read_safetensors_header(root / b["file"])
-        header, start = headers[b["file"]]
-        t = header.get(b["tensor"])
-        if t is None:
-            raise WeightsError(f"{root / b['file']}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
-        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
-                t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
-            raise WeightsError(f"{root / b['file']}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, buffer "
-                               f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
-        b["_offset"] = start + t["data_offsets"][0]
+    check_weight_buffers(root, bufs, w.name)
     return m
 
 
@@ -215,30 +203,16 @@ def load_decoder(bundle, max_images: int = 1):
         return None
     m = verify_decoder(root, bundle.manifest["io"]["x_shape"])
     gpu = bundle.gpu
-    cap = min(gpu.limit("max-storage-buffer-binding-size"), gpu.limit("max-buffer-size"))
     weights = {n: b for n, b in m["buffers"].items() if b["kind"] == "weight"}
-    wbytes = sum(b["bytes"] for b in weights.values())
-    big = max(weights.values(), key=lambda b: b["bytes"], default=None)
-    if big is not None and big["bytes"] > cap:
-        raise DeviceLimitError(f"{root}: weight {big['tensor']!r} needs {big['bytes']} bytes; this adapter "
-                               f"({gpu.name}) binds at most {cap}")
+    check_weight_limits(gpu, weights, root, "decoder weights")
+    cap = min(gpu.limit("max-storage-buffer-binding-size"), gpu.limit("max-buffer-size"))
     total, largest = bytes_needed(m["buffers"], max_images)
     if largest > cap:
         raise DeviceLimitError(f"{root}: decoding needs a {largest / 2 ** 20:.1f} MiB activation buffer; this adapter "
                                f"({gpu.name}) binds at most {cap / 2 ** 20:.1f} MiB per buffer")
     pipelines = {name: gpu.pipeline((root / k["file"]).read_text(), name, k["bindings"]) for name, k in m["kernels"].items()}
-    buffers = {}
-    try:
-        for fname in sorted({b["file"] for b in weights.values()}):
-            raw = (root / fname).read_bytes()
-            for n, b in weights.items():
-                if b["file"] == fname:
-                    buffers[n] = gpu.buffer(b["bytes"], n, raw[b["_offset"]: b["_offset"] + b["bytes"]])
-    except DeviceLimitError:
-        raise
-    except Exception as e:      # wgpu-py reports an out-of-memory allocation as an exception
-        raise DeviceLimitError(f"{root}: allocating {wbytes / 2 ** 20:.0f} MiB of decoder weights failed on "
-                               f"{gpu.name}: {str(e).splitlines()[0][:120]}") from None
+    buffers = upload_shards(gpu, root, weights, "decoder weights")
+    wbytes = sum(b["bytes"] for b in weights.values())
     runner = DecodeRunner(gpu, pipelines, m["kernels"], buffers, m["buffers"], m["program"], m["io"]["latent"],
                           m["io"]["image"], m["latent_shape"], m["image_shape"])
     runner.manifest = m

@@ -19,6 +19,7 @@ from ditformat import FORMAT, FORMAT_VERSION
 from ditformat.errors import DitwebError
 from ditformat.forms import parse_group, workgroup_forms
 from ditformat.schema import SCHEMA, SchemaMismatch, check_manifest
+from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
 
 MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above this is absurd
@@ -140,6 +141,29 @@ def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") 
     return header, start
 
 
+def check_weight_buffers(root: Path, buffers: dict, manifest_name: str) -> None:
+    """Every weight buffer against the header of its shard (`file`; weights.safetensors when absent): the tensor
+    exists with the listed dtype, shape and byte count. Each shard's header is read once. Sets `_file` and
+    `_offset` (the tensor's first byte in its shard) on each weight buffer. Shared by the bundle and decoder/."""
+    headers = {}
+    for name, b in buffers.items():
+        if b["kind"] != "weight":
+            continue
+        fname = buffer_file(b)
+        wpath = root / fname
+        if fname not in headers:
+            headers[fname] = read_safetensors_header(wpath)
+        header, start = headers[fname]
+        t = header.get(b["tensor"])
+        if t is None:
+            raise WeightsError(f"{wpath}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
+        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
+                t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
+            raise WeightsError(f"{wpath}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, {manifest_name} buffer "
+                               f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
+        b["_file"], b["_offset"] = fname, start + t["data_offsets"][0]
+
+
 def read_safetensors_header(path: Path) -> tuple[dict, int]:
     size = Path(path).stat().st_size
     with open(path, "rb") as f:
@@ -218,8 +242,9 @@ def check_fields(m: dict) -> None:
     for rel in m["files"]:
         if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or ":" in rel or not rel:
             raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
-    if "weights.safetensors" not in m["files"]:
-        raise MissingFileError(f"{w}.files: weights.safetensors is not listed")
+    for name, b in m["buffers"].items():
+        if b["kind"] == "weight" and buffer_file(b) not in m["files"]:
+            raise MissingFileError(f"{w}.buffers.{name[:60]}: its weights file {buffer_file(b)[:60]!r} is not listed in files")
     for kname, k in m["kernels"].items():
         if k["file"] not in m["files"]:
             raise MissingKernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
@@ -321,18 +346,6 @@ def verify_bundle(path) -> dict:
         except UnicodeDecodeError:
             raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
         check_kernel_source(kname, k, code, str(root / k["file"]))
-    # weights: the header, then every weight buffer against its tensor
-    wpath = root / "weights.safetensors"
-    header, start = read_safetensors_header(wpath)
-    for name, b in m["buffers"].items():
-        if b["kind"] != "weight":
-            continue
-        t = header.get(b["tensor"])
-        if t is None:
-            raise WeightsError(f"{wpath}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
-        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
-                t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
-            raise WeightsError(f"{wpath}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, manifest.json buffer "
-                               f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
-        b["_offset"] = start + t["data_offsets"][0]
+    # weights: each shard's header, then every weight buffer against its tensor
+    check_weight_buffers(root, m["buffers"], "manifest.json")
     return m

@@ -1,9 +1,9 @@
 // The browser's verifier (web/bundle.js) run by node on bundle folders, file for file what
-// loadBundle does before any GPU call: manifest, sha256 of the weights and kernels, sizes, the
+// loadBundle does before any GPU call: manifest, sha256 of the weight shards and kernels, sizes, the
 // safetensors header, WGSL against the manifest. Reads a JSON list of folders on stdin, prints one
 // JSON object {folder: "ok" | "BundleError: ..." | "CRASH: ..."}.
 import { readFileSync } from "node:fs";
-import { BundleError, sha256Hex, verifyFiles, verifyManifest } from "../web/bundle.js";
+import { BundleError, sha256Hex, verifyFiles, verifyManifest, weightFiles } from "../web/bundle.js";
 
 async function check(dir) {
   let raw;
@@ -12,7 +12,7 @@ async function check(dir) {
   try { m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)); } catch (e) { throw new BundleError("manifest.json", `not valid JSON (${e.message.slice(0, 80)})`); }
   verifyManifest(m);
   const files = {};
-  for (const file of ["weights.safetensors", ...new Set(Object.values(m.kernels).map((k) => k.file))]) {
+  for (const file of [...weightFiles(m.buffers), ...new Set(Object.values(m.kernels).map((k) => k.file))]) {
     let buf;
     try { buf = readFileSync(`${dir}/${file}`); } catch { throw new BundleError(file, "HTTP 404"); }
     buf = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);

@@ -5,7 +5,7 @@
 //   {cmd: "sample", bundle, opts}                               -> {x}   a whole guided run, as WasmBundle.sample
 // An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
-import { parseSafetensors, verifyManifest } from "../web/bundle.js";
+import { verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
 import { makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
 
@@ -15,9 +15,12 @@ const req = JSON.parse(readFileSync(0, "utf-8"));
 async function engineFor(dir) {
   const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
   verifyManifest(manifest);
-  const raw = readFileSync(`${dir}/weights.safetensors`);
-  const weights = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
-  return WasmEngine.create(WASM, manifest, weights, parseSafetensors(weights));
+  const files = {};
+  for (const f of weightFiles(manifest.buffers)) {
+    const raw = readFileSync(`${dir}/${f}`);
+    files[f] = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+  }
+  return WasmEngine.create(WASM, manifest, verifyShards(manifest.buffers, files));
 }
 
 let reply;
@@ -29,7 +32,7 @@ if (req.cmd === "noise") {
     buffers: { step: { kind: "step", bytes: 128 }, dst: { kind: "activation", dtype: "f32", elements: [0, 0, req.count] } },
     programs: { p: [{ kernel: "rng", label: "rng", bindings: ["step", "dst"], params: [[0, 0, req.count], [0, 0, req.stream], [0, 0, 1]] }] },
   };
-  const e = await WasmEngine.create(WASM, manifest, new ArrayBuffer(0), {});
+  const e = await WasmEngine.create(WASM, manifest, {});
   e.state(1, 1);
   const record = new Uint32Array(32);
   record[1] = req.step; record[2] = req.seed;

@@ -165,8 +165,9 @@ def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")
     model = random_model()
     out = {"model": model}
-    for dtype in ("f32", "f16"):
+    for dtype in ("f32", "f16", "int8"):
         out[dtype] = export_bundle(model, root / dtype, dtype, ["hippo", "flag", "rocket"])
+    out["sharded"] = export_bundle(model, root / "sharded", "f32", ["hippo", "flag", "rocket"], shard_bytes=4096)
     bad = root / "corrupted"
     shutil.copytree(out["f32"], bad)
     data = bytearray((bad / "weights.safetensors").read_bytes())
@@ -180,7 +181,8 @@ def bundles(tmp_path_factory):
 def site(bundles):
     """One server and one Chromium for the module; `requested` logs every path served."""
     requested: list[str] = []
-    routes = {"/": WEB_DIR, "/f32/": bundles["f32"], "/f16/": bundles["f16"], "/corrupted/": bundles["corrupted"]}
+    routes = {"/": WEB_DIR, "/f32/": bundles["f32"], "/f16/": bundles["f16"], "/corrupted/": bundles["corrupted"],
+              "/int8/": bundles["int8"], "/sharded/": bundles["sharded"]}
     with local_server(routes, requested=requested) as url, chromium() as ctx:
         yield {"url": url, "ctx": ctx, "requested": requested}
 
@@ -322,6 +324,41 @@ def test_f16_bundle_matches_f32_bundle(site):
         value = psnr(to_unit(got16), to_unit(got32))
         print(f"\n[f16, {runtime}] PSNR f16 bundle vs f32 bundle (browser): {value:.1f} dB")
         assert value >= 30.0, f"{runtime}: f16 bundle drifted: PSNR {value:.1f} dB vs the f32 bundle"
+
+
+def test_sharded_and_int8_bundles(site, bundles):
+    """Weights in shards (here of 4 kB: ~15 files): each fetched, verified and reported on its own, the image
+    bit-identical to the one-file bundle's. An int8 bundle (matmul_q8) runs on WebGPU even where the WebAssembly
+    runtime is asked for, and matches runtime_py on the same bundle."""
+    from runtime_py.bundle import Bundle
+    m = json.loads((bundles["sharded"] / "manifest.json").read_text())
+    shards = sorted(f for f in m["files"] if f.endswith(".safetensors"))
+    assert len(shards) >= 5
+    opts = {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, "cfg": 4.0}
+    page = open_page(site, "?bundle=f32/&runtime=webgpu")
+    one = browser_sample(page, opts)
+    page.close()
+    site["requested"].clear()
+    page = open_page(site, "?bundle=sharded/&runtime=webgpu")
+    fetched = {p[len("/sharded/"):] for p in site["requested"] if p.startswith("/sharded/")}
+    assert set(shards) <= fetched
+    progress = page.evaluate("""async () => { const steps = [];
+        const b = await (await import('./ditweb.js')).loadBundle('sharded/', { runtime: 'webgpu', useCache: false,
+            onProgress: (p) => steps.push(p.file) });
+        b.dispose(); return steps; }""")
+    assert set(shards) <= set(progress)
+    np.testing.assert_array_equal(browser_sample(page, opts), one)
+    page.close()
+    page = open_page(site, "?bundle=int8/&runtime=wasm")
+    assert page.evaluate("window.ditwebBundle.runtime") == "webgpu"
+    assert page.evaluate("window.ditwebBundle.manifest.dtype") == "int8"
+    got = browser_sample(page, opts)
+    page.close()
+    ref = Bundle.load(bundles["int8"], verbose=False).sample(CLASS_ID, seed=SEED, steps=STEPS, cfg=4.0).reshape(-1)
+    value = psnr(to_unit(got), to_unit(ref))
+    print(f"\n[int8] PSNR browser vs runtime_py (same int8 bundle): {value:.1f} dB; int8 vs f32 bundle: "
+          f"{psnr(to_unit(got), to_unit(one)):.1f} dB")
+    assert value >= 40.0
 
 
 @pytest.mark.parametrize("runtime", ["webgpu", "wasm"])

@@ -107,6 +107,39 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert "not a bundle" in capsys.readouterr().err and (tmp_path / "docs" / "notes.txt").read_text() == "mine"
 
 
+def test_shards_and_int8_export(tmp_path, capsys):
+    """ditformat/shards.py: shards in file order (f32 first), each at most the bound unless one tensor is larger;
+    --shard-mb below 1 refused; int8 stores every Linear as I8 (N, K) + f32 scale and bias, and a Linear with
+    K % 4 != 0 is refused in one line."""
+    from ditformat.shards import plan_shards
+    t = {"a": np.zeros(300, np.float16), "b": np.zeros(10, np.float32), "c": np.zeros(2000, np.float16),
+         "d": np.zeros(100, np.float16)}
+    assert plan_shards(t, 1024) == [["b", "a"], ["c"], ["d"]]          # c (4000 bytes) alone, larger than the bound
+    model = random_model(small_cfg(), seed=2)
+    out = export_bundle(model, tmp_path / "b", "f16", shard_bytes=8192)
+    m = json.loads((out / "manifest.json").read_text())
+    for f in (f for f in m["files"] if f.startswith("weights-")):
+        header, start = read_safetensors_header(out / f)
+        big = max(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
+        assert m["files"][f]["size"] - start <= max(8192, big + 2)
+    assert verify_bundle(out)
+    assert main(["export", "Favicon-N/2", str(tmp_path / "c"), "--shard-mb", "0.5"]) == 2
+    assert "below 1 MiB" in capsys.readouterr().err
+    q = export_bundle(model, tmp_path / "q", "int8")
+    m = json.loads((q / "manifest.json").read_text())
+    qkv = m["buffers"]["blocks.0.attn.qkv.weight"]
+    assert qkv["dtype"] == "i8" and qkv["shape"] == [3 * 64, 64] and qkv["bytes"] == 3 * 64 * 64
+    assert m["buffers"]["blocks.0.attn.qkv.scale"]["dtype"] == m["buffers"]["blocks.0.attn.qkv.bias"]["dtype"] == "f32"
+    assert m["buffers"]["x_embedder.proj.weight"]["shape"] == [64, 4 * 2 * 2]
+    assert m["buffers"]["y_embedder.embedding_table.weight"]["dtype"] == "f16"
+    cfg = DiTConfig(input_size=4, patch_size=1, in_channels=3, hidden_size=16, depth=1, num_heads=2, num_classes=2,
+                    learn_sigma=False)
+    atomic_save({"model": random_model(cfg).state_dict(), "config": cfg.to_dict()}, tmp_path / "k3.pt")
+    assert main(["export", str(tmp_path / "k3.pt"), str(tmp_path / "k3"), "--dtype", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "K % 4 == 0" in err and err.count("\n") == 0
+
+
 def test_onnx_parity(tmp_path):
     import onnxruntime as ort
     model = random_model(small_cfg("adaln-zero"), seed=4)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _gpu_helpers import gpu  # noqa: F401  (fixture)
-from runtime_py.parity import check_kernel, compare
+from runtime_py.parity import check_kernel, compare, run_kernel
 from runtime_py.step import rounded, sampler_tables, step_fields
 from wgsl.ops import ALL_OPS, OPS
 
@@ -41,6 +41,20 @@ def matmul_case(M, N, K, in_act="none", act="none", group=None, stride=None, op=
             dict(a=rnd(M, K), w=rnd(N, K, scale=K ** -0.5), bias=rnd(N), dst=rnd(max(rows_out, M) * N)), None)
 
 
+def matmul_q8_case(M, N, K, in_act="none", act="none"):
+    """matmul_q8: the weights quantised as `ditweb export --dtype int8` does (export/bundle.py quantize_linear), one
+    row all zeros (scale 1) and one with a wide range; the reference runs the dequantised q * scale."""
+    from export.bundle import quantize_linear
+    w = rnd(N, K, scale=K ** -0.5)
+    w[0] = 0.0
+    if N > 2:
+        w[1, 0] *= 50.0
+    q, scale = quantize_linear(w)
+    return ("matmul_q8", {"in_act": in_act, "act": act, "vec4": "vec4"}, dict(M=M, N=N, K=K, out_group=M, out_stride=M),
+            dict(a=rnd(M, K), wq=np.ascontiguousarray(q).view(np.uint32).reshape(-1), scale=scale, bias=rnd(N),
+                 dst=rnd(M * N)), None)
+
+
 def cases():
     out = []
     for M, N, K in [(1, 1, 1), (17, 65, 257), (65, 17, 33), (257, 17, 65)]:
@@ -58,6 +72,13 @@ def cases():
                 out.append((f"matmul_{tile}", {"in_act": in_act, "act": act, "tile": tile, "vec4": "vec4"}, *c[2:]))
         c = matmul_case(34, 65, 16, group=17, stride=19)
         out.append((f"matmul_{tile}", {"in_act": "none", "act": "none", "tile": tile, "vec4": "vec4"}, *c[2:]))
+    for M, N, K, in_act, act in [(1, 1, 4, "none", "none"), (17, 65, 256, "none", "gelu"), (65, 17, 32, "silu", "silu"),
+                                 (2, 257, 4, "silu", "none")]:                  # int8 weights: per-row scales
+        out.append(matmul_q8_case(M, N, K, in_act, act))
+    c = matmul_q8_case(34, 65, 16)
+    c[2].update(out_group=17, out_stride=19)
+    c[3]["dst"] = rnd(38 * 65)
+    out.append(c)
     for M, N, K in [(1, 1, 1), (17, 65, 257), (257, 17, 65)]:
         out.append(matmul_case(M, N, K, "silu", "gelu", op="matmul_shared"))
     out.append(matmul_case(34, 65, 17, group=17, stride=19, op="matmul_shared"))
@@ -75,7 +96,7 @@ def cases():
                                      shift_off=D, scale_off=2 * D),
                         dict(x=rnd(B * T_in * D, scale=3.0) + 1.5, ada=rnd(B * stride), dst=zeros(rows * D)), None))
     for B, Tq, Tk, H, hd, self_attn in [(1, 1, 1, 1, 1, True), (2, 17, 17, 3, 16, True), (1, 257, 257, 2, 8, True), (2, 65, 2, 2, 17, False),
-                                        (1, 65, 65, 1, 72, True)]:
+                                        (1, 65, 65, 1, 72, True), (2, 33, 2, 2, 8, False)]:
         D = H * hd
         if self_attn:
             qkv = rnd(B * Tq * 3 * D, scale=2.0)
@@ -87,6 +108,8 @@ def cases():
             inputs = dict(q=rnd(B * Tq * D, scale=2.0), kv=rnd(B * Tk * 2 * D, scale=2.0), dst=zeros(B * Tq * D))
         out.append(("attention", {"head_dim": hd}, p, inputs, None))
         out.append(("attention_direct", {"head_dim": hd}, p, inputs, None))
+        if hd % 4 == 0:                        # vec4 rows: 4 queries per invocation, T_q not a multiple of 32
+            out.append(("attention_q4", {"head_dim": hd, "vec4": "vec4"}, p, inputs, None))
     for rows, D, T, has_gate in [(1, 1, 1, 1), (34, 65, 17, 1), (17, 257, 17, 0)]:
         B = rows // T
         out.append(("gated_residual", {}, dict(count=rows * D, D=D, T=T, has_gate=has_gate, mod_stride=6 * D,
@@ -168,6 +191,18 @@ def test_kernel_parity(gpu, case, wdtype):
     if ALL_OPS[op].exact:
         assert row.max_abs == 0.0
 
+
+
+def test_attention_q4_same_bits_as_attention_direct(gpu):
+    """attention_q4 does each query's arithmetic in attention_direct's order: a plan switching between them
+    changes no bit."""
+    B, T, H, hd = 2, 37, 2, 16
+    D = H * hd
+    qkv = rnd(B * T * 3 * D, scale=2.0)
+    p = dict(batch=B, T_q=T, T_kv=T, H=H, q_stride=3 * D, q_off=0, kv_stride=3 * D, k_off=D, v_off=2 * D, out_stride=D)
+    got = {op: run_kernel(gpu, ALL_OPS[op], v, "f32", p, dict(q=qkv, kv=qkv, dst=zeros(B * T * D)), None, PIPELINES)["dst"]
+           for op, v in [("attention_direct", {"head_dim": hd}), ("attention_q4", {"head_dim": hd, "vec4": "vec4"})]}
+    assert np.array_equal(got["attention_direct"].view(np.uint32), got["attention_q4"].view(np.uint32))
 
 
 def test_checker_catches_a_small_error():

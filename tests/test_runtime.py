@@ -72,6 +72,46 @@ def test_f16_quantisation_error_is_reported_separately(gpu, tmp_path):
     print(f"f16 quantisation error {err_q / scale:.2e}, kernel error {err_k / scale:.2e} of the output scale")
 
 
+def torch64_int8(model: DiT) -> DiT:
+    """float64 torch with the weights an int8 bundle holds: every Linear dequantised (q * scale per output channel,
+    export/bundle.py quantize_linear), the other tensors f16-rounded."""
+    from export.bundle import linear_layers, quantize_linear
+    ref = torch64(model, f16=True)
+    sd = ref.state_dict()
+    for x in linear_layers(model):
+        w = model.state_dict()[x + ".weight"]
+        q, scale = quantize_linear(w.numpy())
+        sd[x + ".weight"] = torch.from_numpy(q.astype(np.float64) * scale.astype(np.float64)[:, None]).reshape(w.shape)
+        sd[x + ".bias"] = model.state_dict()[x + ".bias"].double()
+    ref.load_state_dict(sd)
+    return ref
+
+
+@pytest.mark.parametrize("conditioning", ["adaln-zero", "cross-attn", "in-context"])
+def test_int8_whole_model_parity(gpu, tmp_path, conditioning):
+    """--dtype int8: every Linear runs matmul_q8; judged against float64 torch running the same dequantised weights
+    (the f16 tolerance: the other weights are f16). `ditweb validate` passes (every dispatch within its bound)."""
+    from runtime_py.validate import validate
+    model = random_model(small_cfg(conditioning), seed=7)
+    out = export_bundle(model, tmp_path / "b", "int8")
+    m = json.loads((out / "manifest.json").read_text())
+    ops = {m["kernels"][d["kernel"]]["op"] for p in m["programs"].values() for d in p}
+    assert "matmul_q8" in ops and not ops & {"matmul", "matmul_shared"} and m["dtype"] == "int8"
+    i8 = [b for b in m["buffers"].values() if b["kind"] == "weight" and b["dtype"] == "i8"]
+    assert len(i8) == len([d for p in m["programs"].values() for d in p if d["kernel"].startswith("matmul_q8")])
+    bundle = Bundle.load(out, gpu)
+    ref = torch64_int8(model)
+    for B in (1, 3):
+        err, scale, std = forward_error(bundle, ref, B, seed=B)
+        assert std > 0.1
+        assert err <= F16_TOL * scale, f"int8 {conditioning} B={B}: max abs err {err:.3e} > {F16_TOL * scale:.3e}"
+    rows = validate(bundle, None, 2)
+    assert all(r.passed for r in rows), [r for r in rows if not r.passed][:3]
+    # the quantisation itself costs more than the kernels' rounding: vs the f32 weights
+    err_q, scale, _ = forward_error(bundle, torch64(model, f16=False), 2)
+    assert err < err_q <= 5e-2 * scale
+
+
 def psnr(a, b):
     a, b = np.clip((a + 1) / 2, 0, 1), np.clip((b + 1) / 2, 0, 1)        # RGBA in [0, 1], peak 1
     return 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-30))
@@ -168,6 +208,36 @@ def test_device_limits_split_or_fail_clearly(gpu, tmp_path, monkeypatch):
     monkeypatch.setattr(gpu, "limit", lambda k: 1024 if k == "max-storage-buffer-binding-size" else real(k))
     with pytest.raises(DeviceLimitError, match="even one image"):
         bundle.forward(x, 0, 0)
+
+
+def test_sharded_weights(gpu, tmp_path, monkeypatch):
+    """Weights in shards of at most 1 MiB (ditformat/shards.py): the same outputs, bit for bit, as one file; a
+    missing shard refused before any GPU call; the largest weight checked against the adapter before allocating."""
+    from dit_model.model import DiTConfig
+    cfg = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=192, depth=2, num_heads=3, num_classes=5)
+    model = random_model(cfg)
+    one = export_bundle(model, tmp_path / "one", "f32")
+    many = export_bundle(model, tmp_path / "many", "f32", shard_bytes=2 ** 20)
+    m1, m = (json.loads((b / "manifest.json").read_text()) for b in (one, many))
+    assert all("file" not in b for b in m1["buffers"].values() if b["kind"] == "weight")     # one shard: as before
+    shards = sorted(f for f in m["files"] if f.endswith(".safetensors"))
+    assert len(shards) >= 3 and shards[0] == "weights-00.safetensors" and "weights.safetensors" not in m["files"]
+    for f in shards:
+        header, start = verify.read_safetensors_header(many / f)
+        assert m["files"][f]["size"] - start <= 2 ** 20
+    assert {b["file"] for b in m["buffers"].values() if b["kind"] == "weight"} == set(shards)
+    x = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    a = Bundle.load(one, gpu).forward(x, [1, 500, 999], [0, 2, 5])
+    b = Bundle.load(many, gpu).forward(x, [1, 500, 999], [0, 2, 5])
+    np.testing.assert_array_equal(a, b)
+    real = gpu.limit                  # an adapter whose buffers hold less than the largest weight (192 x 768 f32)
+    monkeypatch.setattr(gpu, "limit", lambda k: 2 ** 19 if k == "max-buffer-size" else real(k))
+    monkeypatch.setattr(gpu, "buffer", lambda *a, **k: pytest.fail("allocated before the limit check"))
+    with pytest.raises(DeviceLimitError, match=r"the weights \(\d+ MiB\) include .* binds at most 0.5 MiB per buffer"):
+        Bundle.load(many, gpu)
+    (many / shards[1]).unlink()
+    with pytest.raises(verify.MissingFileError, match=shards[1]):
+        Bundle.load(many, gpu)
 
 
 # ------------------------------------------------------------------ bad bundles: one named error each, no GPU

@@ -68,7 +68,8 @@ export const SCHEMA = {
    "dtype": {
     "enum": [
      "f32",
-     "f16"
+     "f16",
+     "int8"
     ]
    },
    "model": {
@@ -236,7 +237,8 @@ export const SCHEMA = {
         "dtype": {
          "enum": [
           "f32",
-          "f16"
+          "f16",
+          "i8"
          ]
         },
         "shape": {
@@ -253,8 +255,12 @@ export const SCHEMA = {
           1,
           2147483647
          ]
-        }
-       }
+        },
+        "file": "string"
+       },
+       "optional": [
+        "file"
+       ]
       },
       "activation": {
        "fields": {

@@ -248,7 +248,9 @@ export function verifyManifest(m) {
   for (const file of Object.keys(m.files)) {
     if (!file || file.startsWith("/") || file.includes("\\") || file.includes(":") || file.split("/").includes("..")) fail(`files: unsafe path ${short(file)}`);
   }
-  if (!m.files["weights.safetensors"]) fail("files: weights.safetensors is not listed");
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind === "weight" && !Object.prototype.hasOwnProperty.call(m.files, weightFile(b))) fail(`buffers.${name.slice(0, 60)}: its weights file ${short(weightFile(b))} is not listed in files`);
+  }
   for (const [name, k] of Object.entries(m.kernels)) {
     if (!Object.prototype.hasOwnProperty.call(m.files, k.file)) fail(`kernels.${name}.file ${short(k.file)} is not listed in files`);
     if (!k.bindings.length || k.bindings.some((b, i) => b.binding !== i) || k.bindings[0].type !== "uniform") {
@@ -315,14 +317,19 @@ export function verifyKernelSource(name, k, code) {
   if (wg.join(",") !== k.workgroup_size.join(",")) fail(`@workgroup_size(${wg.join(", ")}) but manifest.json kernels.${name}.workgroup_size is [${k.workgroup_size.join(", ")}]`);
 }
 
+// The shard file of a weight buffer (ditformat/shards.py): `file`, or weights.safetensors for a bundle in one file.
+export const weightFile = (b) => (typeof b.file === "string" ? b.file : "weights.safetensors");
+
+// The weight files of a manifest's buffers, in name order (the downloads, one progress step each).
+export const weightFiles = (buffers) => [...new Set(Object.values(buffers).filter((b) => b.kind === "weight").map(weightFile))].sort();
+
 // After the downloads: every file's size (the hashes were checked by fetchVerified), the safetensors
-// header against the buffer table, and every kernel's WGSL against its entry. -> {tensors, kernels}
+// headers against the buffer table, and every kernel's WGSL against its entry. -> {tensors, kernels}
 export function verifyFiles(m, files) {
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
   }
-  const tensors = parseSafetensors(files["weights.safetensors"]);
-  verifyWeights(m, tensors);
+  const tensors = verifyShards(m.buffers, files);
   const kernels = {};
   for (const [name, k] of Object.entries(m.kernels)) {
     let code;
@@ -333,15 +340,24 @@ export function verifyFiles(m, files) {
   return { tensors, kernels };
 }
 
-// Weight buffers vs the safetensors header: the tensor exists with the listed dtype, shape and bytes.
-export function verifyWeights(m, tensors) {
-  const DT = { f32: "F32", f16: "F16" };
-  for (const [name, b] of Object.entries(m.buffers)) {
+// Weight buffers vs the headers of their shards (each parsed once): the tensor exists in the buffer's file with
+// the listed dtype, shape and bytes. Shared by the bundle and its decoder/ (web/decode.js; prefix "decoder/").
+// files: {file: ArrayBuffer}. -> {buffer name: {buf, offset, nbytes}} (offset: the tensor's first byte in buf)
+export function verifyShards(buffers, files, prefix = "", manifestName = "manifest") {
+  const DT = { f32: "F32", f16: "F16", i8: "I8" };
+  const headers = {};
+  const out = {};
+  for (const [name, b] of Object.entries(buffers)) {
     if (b.kind !== "weight") continue;
-    const t = Object.prototype.hasOwnProperty.call(tensors, b.tensor) ? tensors[b.tensor] : null;
-    if (!t) throw new BundleError("weights.safetensors", `has no tensor ${b.tensor} (manifest buffer ${name})`);
+    const file = weightFile(b);
+    if (!Object.prototype.hasOwnProperty.call(files, file)) throw new BundleError(prefix + file, `was not downloaded (${manifestName} buffer ${name})`);
+    if (!Object.prototype.hasOwnProperty.call(headers, file)) headers[file] = parseSafetensors(files[file], prefix + file);
+    const t = Object.prototype.hasOwnProperty.call(headers[file], b.tensor) ? headers[file][b.tensor] : null;
+    if (!t) throw new BundleError(prefix + file, `has no tensor ${b.tensor} (${manifestName} buffer ${name})`);
     if (DT[b.dtype] !== t.dtype || JSON.stringify(b.shape) !== JSON.stringify(t.shape) || b.bytes !== t.nbytes) {
-      throw new BundleError("weights.safetensors", `tensor ${b.tensor} is ${t.dtype} ${JSON.stringify(t.shape)} (${t.nbytes} bytes), manifest buffer ${name} says ${b.dtype} ${JSON.stringify(b.shape)} (${b.bytes} bytes)`);
+      throw new BundleError(prefix + file, `tensor ${b.tensor} is ${t.dtype} ${JSON.stringify(t.shape)} (${t.nbytes} bytes), ${manifestName} buffer ${name} says ${b.dtype} ${JSON.stringify(b.shape)} (${b.bytes} bytes)`);
     }
+    out[name] = { buf: files[file], offset: t.offset, nbytes: t.nbytes };
   }
+  return out;
 }

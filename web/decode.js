@@ -3,7 +3,7 @@
 // after sampling. The twin of runtime_py/decode.py; the format is ditformat/decoder-schema.json
 // (docs/vae.md, "Bundles with a decoder"). Its weights come in shards of at most 64 MiB, each verified
 // (sha256) and cached by fetchVerified, so an interrupted download resumes shard by shard.
-import { BundleError, fetchVerified, parseSafetensors, verifyKernelSource } from "./bundle.js";
+import { BundleError, fetchVerified, verifyKernelSource, verifyShards } from "./bundle.js";
 
 export const DECODER_FORMAT = "ditweb-decoder";
 export const DECODER_VERSION = 1;
@@ -106,18 +106,7 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
     verifyKernelSource(name, k, code);
     kernels[name] = code;
   }
-  const headers = {};
-  const tensors = {};
-  const DT = { f32: "F32", f16: "F16", i8: "I8" };
-  for (const [name, b] of Object.entries(m.buffers)) {
-    if (b.kind !== "weight") continue;
-    headers[b.file] ||= parseSafetensors(files[b.file], `decoder/${b.file}`);
-    const t = headers[b.file][b.tensor];
-    if (!t || t.dtype !== DT[b.dtype] || t.shape.join(",") !== b.shape.join(",") || t.nbytes !== b.bytes) {
-      throw new BundleError(`decoder/${b.file}`, `tensor ${b.tensor} does not match decoder/manifest.json buffer ${name} (${b.dtype} [${b.shape.join(", ")}], ${b.bytes} bytes)`);
-    }
-    tensors[name] = { buf: files[b.file], offset: t.offset, nbytes: t.nbytes };
-  }
+  const tensors = verifyShards(m.buffers, files, "decoder/", "decoder/manifest.json");
   return { manifest: m, tensors, kernels };
 }
 

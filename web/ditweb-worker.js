@@ -1,7 +1,7 @@
 // ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
 // page. The page (ditweb.js, WasmBundle) sends one request per step; each reply carries the time the
 // kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
-//   init    {module, manifest, weights, tensors}   compile and unpack the weights
+//   init    {module, manifest, tensors}   compile and unpack the weights (tensors: {buffer: {buf, offset, nbytes}})
 //   state   {B, N, y}                                batch buffers; y: the label of every row
 //   run     {programs, record, read}                 step record -> programs in order; read: a buffer to return
 //   forward {x, t, y}                                a plain forward pass -> out
@@ -13,8 +13,8 @@ let engine = null;
 const scope = self;
 
 const handlers = {
-  async init({ module, manifest, weights, tensors }) {
-    engine = await WasmEngine.create(module, manifest, weights, tensors);
+  async init({ module, manifest, tensors }) {
+    engine = await WasmEngine.create(module, manifest, tensors);
     return { memoryBytes: engine.memory.buffer.byteLength };
   },
   state({ B, N, y }) {

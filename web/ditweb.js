@@ -14,7 +14,7 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest, workgroupForms } from "./bundle.js";
+import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest, weightFiles, workgroupForms } from "./bundle.js";
 import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
 import { Decoder, fetchDecoder } from "./decode.js";
 import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
@@ -107,8 +107,10 @@ export async function loadBundle(url, opts = {}) {
   verifyManifest(manifest);
   const stats = { downloaded: 0, cached: 0 };
   const files = {};
-  // only what the runtime runs: the weights and the kernels (model.onnx and the like stay on the server)
-  const names = ["weights.safetensors", ...new Set(Object.values(manifest.kernels).map((k) => k.file))];
+  // only what the runtime runs: the weight shards and the kernels (model.onnx and the like stay on the server).
+  // Each shard is fetched, sha256-verified and cached on its own (web/bundle.js fetchVerified), one progress
+  // step each: an interrupted download of a big model resumes at the first shard not in the Cache API.
+  const names = [...weightFiles(manifest.buffers), ...new Set(Object.values(manifest.kernels).map((k) => k.file))];
   let done = 0;
   // the first bad file stops the other downloads, and no progress is reported after it
   const stop = new AbortController();
@@ -132,16 +134,20 @@ export async function loadBundle(url, opts = {}) {
     const support = await checkWebGPU();
     if (!support.ok) throw new UnsupportedError(`this bundle's VAE decoder needs WebGPU: ${support.message}`);
     chosen = { runtime: "webgpu", reason: "the bundle's VAE decoder runs on WebGPU only" };
+  } else if (manifest.dtype === "int8") {   // matmul_q8 is WGSL only: the WebAssembly kernels read f32 / f16 weights
+    const support = await checkWebGPU();
+    if (!support.ok) throw new UnsupportedError(`this bundle's int8 weights need WebGPU: ${support.message}`);
+    chosen = { runtime: "webgpu", reason: "int8 weights run on WebGPU only" };
   } else if (runtime === "auto") chosen = await chooseRuntime();
   if (chosen.runtime === "wasm") {
     const simd = checkWasmSimd();
     if (!simd.ok) throw new UnsupportedError(simd.message);
-    const bundle = new WasmBundle(base, manifest, files["weights.safetensors"], tensors, stats, opts);
+    const bundle = new WasmBundle(base, manifest, tensors, stats, opts);
     bundle.runtimeReason = chosen.reason;
     await bundle.start();
     return bundle;
   }
-  const bundle = new Bundle(base, manifest, files["weights.safetensors"], tensors, kernels, stats, opts);
+  const bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
   bundle.runtimeReason = chosen.reason;
   bundle.decoderFiles = decoderFiles;
   await bundle.createDevice();
@@ -180,11 +186,10 @@ function planRun(bundle, opts) {
 }
 
 export class Bundle {
-  constructor(base, manifest, weights, tensors, kernelSources, stats, opts) {
+  constructor(base, manifest, tensors, kernelSources, stats, opts) {
     this.url = base.href;
     this.manifest = manifest;
-    this.weights = weights;            // ArrayBuffer of weights.safetensors
-    this.tensors = tensors;            // {name: {dtype, shape, offset, nbytes}}
+    this.tensors = tensors;            // {weight buffer name: {buf: its shard's ArrayBuffer, offset, nbytes}}
     this.kernelSources = kernelSources;
     this.stats = stats;                // {downloaded, cached} bytes of this load
     this.onDeviceLost = opts.onDeviceLost || null;
@@ -333,14 +338,14 @@ export class Bundle {
     this.weightBuffers = {};
     for (const [name, spec] of Object.entries(this.manifest.buffers)) {
       if (spec.kind !== "weight") continue;
-      const t = this.tensors[spec.tensor];
+      const t = this.tensors[name];
       const size = bufferBytes(spec, 1, 1);
       const buffer = this.device.createBuffer({ label: name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
       if (size === t.nbytes) {
-        this.device.queue.writeBuffer(buffer, 0, this.weights, t.offset, t.nbytes);
+        this.device.queue.writeBuffer(buffer, 0, t.buf, t.offset, t.nbytes);
       } else {   // odd f16 count: pad to a whole u32 word with a zero half
         const padded = new Uint8Array(size);
-        padded.set(new Uint8Array(this.weights, t.offset, t.nbytes));
+        padded.set(new Uint8Array(t.buf, t.offset, t.nbytes));
         this.device.queue.writeBuffer(buffer, 0, padded);
       }
       this.weightBuffers[name] = buffer;
@@ -566,11 +571,10 @@ export class Bundle {
 // in a Web Worker: one message per step, so the page stays responsive and an abort or a time budget
 // takes effect between steps. Single-threaded: it runs on every page, cross-origin isolated or not.
 export class WasmBundle {
-  constructor(base, manifest, weights, tensors, stats, opts) {
+  constructor(base, manifest, tensors, stats, opts) {
     this.url = base.href;
     this.manifest = manifest;
-    this.weights = weights;
-    this.tensors = tensors;
+    this.tensors = tensors;            // {weight buffer name: {buf, offset, nbytes}} (the shards' ArrayBuffers)
     this.stats = stats;
     this.opts = opts;
     this.runtime = "wasm";
@@ -619,7 +623,7 @@ export class WasmBundle {
       for (const call of this.calls.values()) call.reject(e);
       this.calls.clear();
     };
-    await this.call("init", { module, manifest: this.manifest, weights: this.weights, tensors: this.tensors });
+    await this.call("init", { module, manifest: this.manifest, tensors: this.tensors });
   }
 
   call(cmd, args = {}, transfer = []) {

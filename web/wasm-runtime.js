@@ -53,12 +53,12 @@ EXTENTS.matmul_shared = EXTENTS.matmul;
 
 export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
-  // bundle.js; weights: the ArrayBuffer of weights.safetensors.
-  static async create(wasmModule, manifest, weights, tensors) {
+  // bundle.js: {weight buffer name: {buf (its shard's ArrayBuffer), offset, nbytes}}.
+  static async create(wasmModule, manifest, tensors) {
     const module = wasmModule instanceof WebAssembly.Module ? wasmModule : await WebAssembly.compile(wasmModule);
     const instance = await WebAssembly.instantiate(module, {});
     const engine = new WasmEngine(instance.exports, manifest);
-    engine.loadWeights(weights, tensors);
+    engine.loadWeights(tensors);
     return engine;
   }
 
@@ -94,7 +94,7 @@ export class WasmEngine {
   // Weights as f32 (f16 unpacked here, once); matmul weights transposed to (K, N), and kept only in that
   // layout unless another kernel reads them too. Raw bytes and the untransposed copy pass through a
   // scratch area above the weights that the activations reuse afterwards.
-  loadWeights(weights, tensors) {
+  loadWeights(tensors) {
     const m = this.manifest;
     const matmulShape = {};   // weight buffer -> [N, K] of the matmuls that read it as w
     const plain = new Set();  // weight buffers some other binding reads in torch's layout
@@ -111,7 +111,7 @@ export class WasmEngine {
     let scratchBytes = 0;
     for (const [name, spec] of Object.entries(m.buffers)) {
       if (spec.kind !== "weight") continue;
-      const t = tensors[spec.tensor];
+      const t = tensors[name];
       const half = spec.dtype === "f16";
       const count = t.nbytes / (half ? 2 : 4);
       const shape = matmulShape[name];
@@ -128,7 +128,7 @@ export class WasmEngine {
     const raw = this.alloc(scratchBytes);
     for (const { t, half, count, shape, w } of jobs) {
       const f32 = shape && w.ptr === w.wt ? (raw + t.nbytes + 15) & ~15 : w.ptr;   // untransposed: scratch unless kept
-      new Uint8Array(this.memory.buffer, half ? raw : f32, t.nbytes).set(new Uint8Array(weights, t.offset, t.nbytes));
+      new Uint8Array(this.memory.buffer, half ? raw : f32, t.nbytes).set(new Uint8Array(t.buf, t.offset, t.nbytes));
       if (half) this.x.f16_to_f32(raw, f32, count);
       if (shape) this.x.transpose(f32, w.wt, shape[0], shape[1]);
     }

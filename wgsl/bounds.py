@@ -118,10 +118,14 @@ def dot_bound(M, N, K, a, w, bias, in_act, act):
 
 
 def bound_matmul(x, p, v, step):
+    """dot_bound over K products; matmul_q8 (int8 weights): the products a q (q exact integers) and their sum
+    round as for K products, then the sum is multiplied by scale[n] > 0 once: one rounding more, K + 1 in place of
+    K, with w = q * scale (the dequantised weights the reference uses), as conv2d_q8's bound."""
+    from .reference import matmul_weight
     M, Nn, K = p["M"], p["N"], p["K"]
     a = x["a"][: M * K].reshape(M, K)
-    w = x["w"][: Nn * K].reshape(Nn, K)
-    y = dot_bound(M, Nn, K, a, w, x["bias"][:Nn], v.get("in_act", "none"), v.get("act", "none"))
+    w = matmul_weight(x, p)
+    y = dot_bound(M, Nn, K + ("wq" in x), a, w, x["bias"][:Nn], v.get("in_act", "none"), v.get("act", "none"))
     return {"dst": _finish(_scatter_rows(_full(x["dst"]), y, p["out_group"], p["out_stride"]))}
 
 

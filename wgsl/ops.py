@@ -206,6 +206,14 @@ OPS: dict[str, Op] = {op.name: op for op in [
        reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "vec4": ("scalar", "vec4")},
        vec4_bindings=("a", "w"), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
        torch_equivalent=torch_matmul),
+    # int8 weights (`export --dtype int8`): the register-blocked vec4 design, q as 4 signed bytes a u32 (K % 4 == 0),
+    # a scale per output channel applied after the sum; scales and biases f32
+    Op(name="matmul_q8", template="matmul_q8.wgsl.j2",
+       bindings=(B("a"), B("wq", "u32"), B("scale"), B("bias"), B("dst", access="rw")), params=MATMUL_PARAMS,
+       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+       reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "vec4": ("vec4",)},
+       vec4_bindings=("a",), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
+       torch_equivalent=torch_matmul),
     Op(name="matmul_shared", template="matmul_shared.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
        workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
        reference=ref_matmul, bound=bounds.bound_matmul, variants=dict(ACTS),
@@ -314,6 +322,13 @@ OPS.update({op.name: op for op in [
        reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
        shape_keys=("T_q", "T_kv", "H"), reduce="T_kv", flops=OPS["attention"].flops,
        torch_equivalent=torch_attention),
+    # 4 queries per invocation, vec4 rows (head dim, strides and offsets multiples of 4): the same bits as
+    # attention_direct, each key/value load serving 4 queries
+    Op(name="attention_q4", template="attention_q4.wgsl.j2", bindings=OPS["attention"].bindings,
+       params=OPS["attention"].params, workgroup_size=(8, 1, 1), groups=(("T_q", 32), ("H", 1), ("batch", 1)),
+       reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None, "vec4": ("vec4",)},
+       vec4_bindings=("q", "kv", "dst"), shape_keys=("T_q", "T_kv", "H"), reduce="T_kv",
+       flops=OPS["attention"].flops, torch_equivalent=torch_attention),
 ]})
 
 # Not exported, not in OPS: the benchmark's baseline (one invocation per output, no tiling) that shows

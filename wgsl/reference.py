@@ -29,11 +29,19 @@ def _scatter_rows(dst, rows, group, stride):
     return out.reshape(-1)
 
 
+def matmul_weight(x, p):
+    """(N, K) weights of a matmul; int8 kernels (matmul_q8): the dequantised q * scale[n]."""
+    Nn, K = p["N"], p["K"]
+    if "wq" in x:
+        return unpack_i8(x["wq"][: Nn * K // 4]).reshape(Nn, K) * x["scale"][:Nn, None]
+    return x["w"][: Nn * K].reshape(Nn, K)
+
+
 def ref_matmul(x, p, v, step):
     M, Nn, K = p["M"], p["N"], p["K"]
     a = x["a"][: M * K].reshape(M, K)
     a = _act(a, v.get("in_act", "none"))
-    w = x["w"][: Nn * K].reshape(Nn, K)
+    w = matmul_weight(x, p)
     y = _act(a @ w.T + x["bias"][:Nn], v.get("act", "none"))          # (M, N)
     return {"dst": _scatter_rows(x["dst"], y, p["out_group"], p["out_stride"])}
 
