@@ -38,7 +38,8 @@ def test_bundle_layout_and_hashes(tmp_path):
     assert used | offered == set(m["kernels"])              # every kernel runs in a program or may replace one
     assert set(m["candidates"]) <= used
     assert {m["kernels"][c]["op"] for c in offered} == {"matmul", "matmul_8x4", "matmul_8x8", "matmul_shared", "matmul_shared64",
-                                                         "layernorm_mod", "layernorm_rows", "attention", "attention_direct"}
+                                                         "layernorm_mod", "layernorm_rows", "attention", "attention_direct",
+                                                         "attention_q4"}
     assert "sampler_tables" not in m and m["sampler"]["schedule"] == "linear"
     assert "\n" not in (out / "manifest.json").read_text()       # compact JSON
     assert verify_bundle(out)["model"] == model.cfg.to_dict()
