@@ -163,6 +163,7 @@ def bench_step(args):
     rows, cand_rows = [], []
     for dtype in dtypes:
         bundle, model = _bundle(args, dtype, onnx=(dtype == "f32" and with_torch and not getattr(args, "bundle", None)))
+        dtype = bundle.manifest.get("dtype", dtype)           # a given bundle's own
         cfg = DiTConfig.from_dict(bundle.manifest["model"])
         gflop = 2 * forward_gflops(cfg)                       # per image forward, FLOPs = 2 x MACs
         name = f"{cfg.input_size}px D={cfg.hidden_size} depth {cfg.depth} p{cfg.patch_size}"
@@ -179,7 +180,7 @@ def bench_step(args):
             other = {key: next((k for k in bundle.manifest["candidates"][key.split("|")[0]] if k != key.split("|")[0]),
                                key.split("|")[0]) for key in plan}
             plans = {"default": {}, "tuned": plan, "alternatives": other}
-            if rep["partial"]:          # the reference: whole dispatches, more rounds, no time budget
+            if rep["partial"] and not args.quick:    # the reference: whole dispatches, more rounds, no budget
                 whole, wrep = tune(bundle, B, N, repeats=7, budget_s=1e9, partial=False)
                 plans["whole dispatches"] = whole
                 cand_rows.append([f"{name} {dtype}", N, "(reference)", "", f"{wrep['timing_s'] * 1e3:.0f} ms timing whole "
