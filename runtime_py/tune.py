@@ -210,11 +210,11 @@ def part(groups, want: int) -> tuple[tuple, float]:
     return tuple(g), total / max(1, int(np.prod(groups)))
 
 
-def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target_s: float = 5e-4,
+def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target_s: float = 5e-4,
          partial: bool | None = None) -> tuple[dict, dict]:
     """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key: {kernel:
     seconds of one whole dispatch}}, "counts", "pipelines_s" (pipeline creation), "first_s" (the first
-    dispatches), "timing_s" (the selection itself), "source", "partial", "fixed_s"}.
+    dispatches), "timing_s" (the selection itself), "source", "partial", "fixed_s", "probe_s"}.
 
     Each slot (all the dispatches sharing a kernel and shape) is timed once. After pipeline creation every
     candidate runs one workgroup: drivers that compile a pipeline on its first dispatch (lavapipe) do it there,
@@ -222,9 +222,10 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target
     run them in turn; checked once, `_proportional`), a sample is a part of a dispatch (its first workgroups),
     its time less the adapter's fixed time per sample scaled to the whole dispatch; elsewhere (GPUs) a sample is
     the whole dispatch, repeated up to about `target_s`. A probe of one workgroup (one dispatch) of every
-    candidate, twice, drops those 2x slower than the best at once (workgroup-memory tiles on a CPU adapter); then up to
-    `repeats` interleaved rounds (round r starts at candidate r mod n) of samples of about `target_s` (at least
-    8x the fixed time); from the second round on a candidate whose fastest sample is 1.5x the best's is out.
+    candidate drops those 2x slower than the best (workgroup-memory tiles on a CPU adapter): at once where 8x
+    slower, else when a second probe agrees; then up to `repeats` interleaved rounds (round r starts at
+    candidate r mod n) of samples of about `target_s` (at least 8x the fixed time); from the second round on a
+    candidate whose fastest sample is 1.5x the best's is out.
     The pick is the fastest sample: on a loaded machine the noise only ever adds time (a preempted sample), so
     the minimum of a few samples resists it better than their median. Rounds stop early past `budget_s`.
     `partial`: False times whole dispatches on any adapter (the reference `ditweb bench step` compares with)."""
@@ -258,15 +259,19 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target
         got = timer.run_many([(d, reps) for d, reps, _ in work])
         return [(max(t - fixed, 0.05 * t) / frac, t / frac) for t, (_, _, frac) in zip(got, work)]
 
-    # the probe: twice (the second pass in reverse order), the faster of the two
-    first, second = timed([(pk, 1) for pk in pairs]), timed([(pk, 1) for pk in reversed(pairs)])[::-1]
-    probe = {pk: min(a, b) for pk, a, b in zip(pairs, first, second)}
+    # the probe; a candidate it finds 2x slower (less the fixed time) than the best (with it) is out, at once
+    # where 8x slower, else if a second probe (in reverse order) agrees: one preempted sample drops nothing close
+    probe = dict(zip(pairs, timed([(pk, 1) for pk in pairs])))
+    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
+    again = [pk for pk in pairs if 2.0 * best[pk[0]] < probe[pk][0] <= 8.0 * best[pk[0]]]
+    for pk, (t, t_all) in zip(again[::-1], timed([(pk, 1) for pk in again[::-1]])):
+        probe[pk] = (min(t, probe[pk][0]), min(t_all, probe[pk][1]))
+    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
     est = {pk: v[0] for pk, v in probe.items()}
-    # out at once: a candidate 2x slower (less the fixed time) than the best (with it)
+    t_probe = time.perf_counter()
     live = {}
     for key in runs:
-        best = min(probe[(key, k)][1] for k in runs[key])
-        names = [k for k in runs[key] if probe[(key, k)][0] <= 2.0 * best]
+        names = [k for k in runs[key] if est[(key, k)] <= 2.0 * best[key]]
         if len(names) > 1:
             live[key] = names
 
@@ -286,7 +291,7 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target
         for pk, (t, _) in zip(batch, timed([(pk, size(pk)) for pk in batch])):
             times[pk].append(t)
             est[pk] = min(times[pk])
-        if r >= 1:
+        if r >= 1:                             # out: a fastest sample 1.5x the best's
             for key, names in live.items():
                 fastest = min(est[(key, k)] for k in names)
                 live[key] = [k for k in names if est[(key, k)] <= 1.5 * fastest]
@@ -300,7 +305,7 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 1.0, target
     t3 = time.perf_counter()
     return plan, {"slots": report, "counts": {k: s["count"] for k, s in slots.items()}, "pipelines_s": t1 - t0,
                   "first_s": t2 - t1, "timing_s": t3 - t2, "source": timer.source, "partial": partial,
-                  "fixed_s": fixed}
+                  "fixed_s": fixed, "probe_s": t_probe - t2}
 
 
 def _proportional(timer, runs) -> tuple[bool, float]:

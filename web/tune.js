@@ -126,10 +126,10 @@ async function proportional(device, allRuns) {
 // of every candidate after pipeline creation (a driver's compile on first use: firstMs); on an adapter whose
 // time grows with the workgroups (CPU adapters) a sample is the first workgroups of a dispatch, less the
 // fixed time, scaled to the whole (elsewhere the whole dispatch, repeated to about targetS); a probe of one
-// workgroup, twice, drops candidates 2x slower than the best; then up to `repeats` interleaved rounds of
-// samples of about targetS, dropping from the second on those whose fastest sample is 1.5x the best's; the
-// pick is the fastest sample (noise on a loaded machine only adds time).
-export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 1000, targetS = 5e-4 } = {}) {
+// workgroup drops candidates 2x slower than the best (8x at once, else when a second probe agrees); then up
+// to `repeats` interleaved rounds of samples of about targetS, dropping from the second on those whose
+// fastest sample is 1.5x the best's; the pick is the fastest sample (noise on a loaded machine only adds time).
+export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targetS = 5e-4 } = {}) {
   const t0 = performance.now();
   const m = bundle.manifest;
   bundle.state(B, N, {});
@@ -166,17 +166,23 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 1000, tar
     const got = await timeMany(device, work);
     return got.map((t, i) => [Math.max(t - fixed, 0.05 * t) / work[i].frac, t / work[i].frac]);
   };
-  const idx = pairs.map((_, j) => j);
-  const first = await timed(idx.map((j) => [j, 1]));
-  const second = (await timed([...idx].reverse().map((j) => [j, 1]))).reverse();
-  const probe = idx.map((j) => [Math.min(first[j][0], second[j][0]), Math.min(first[j][1], second[j][1])]);
-  const est = probe.map((p) => p[0]);
+  // the probe; a candidate it finds 2x slower (less the fixed time) than the best (with it) is out, at once
+  // where 8x slower, else if a second probe (in reverse order) agrees
+  const probe = await timed(pairs.map((_, j) => [j, 1]));
   const bySlot = {};
   pairs.forEach(([key], j) => (bySlot[key] = bySlot[key] || []).push(j));
+  const bestOf = (key) => Math.min(...bySlot[key].map((j) => probe[j][1]));
+  let best = Object.fromEntries(Object.keys(bySlot).map((key) => [key, bestOf(key)]));
+  const again = pairs.map((_, j) => j).filter((j) => probe[j][0] > 2 * best[pairs[j][0]] && probe[j][0] <= 8 * best[pairs[j][0]]).reverse();
+  (await timed(again.map((j) => [j, 1]))).forEach(([t, tAll], i) => {
+    const j = again[i];
+    probe[j] = [Math.min(t, probe[j][0]), Math.min(tAll, probe[j][1])];
+  });
+  best = Object.fromEntries(Object.keys(bySlot).map((key) => [key, bestOf(key)]));
+  const est = probe.map((p) => p[0]);
   let live = {};
   for (const [key, js] of Object.entries(bySlot)) {
-    const best = Math.min(...js.map((j) => probe[j][1]));
-    const keep = js.filter((j) => probe[j][0] <= 2 * best);
+    const keep = js.filter((j) => est[j] <= 2 * best[key]);
     if (keep.length > 1) live[key] = keep;
   }
   const size = (j) => {
