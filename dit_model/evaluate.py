@@ -437,12 +437,11 @@ def cmd_eval(args):
         raise EvalError("--n-per-class must be at least 2")
     interval = None
     if args.interval:
+        from .guidance import parse_interval
         try:
-            interval = tuple(int(v) for v in args.interval.split(":"))
-            if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 999:
-                raise ValueError
-        except ValueError:
-            raise EvalError(f"bad --interval {args.interval!r} (want LO:HI with 0 <= LO <= HI <= 999, e.g. 0:600)") from None
+            interval = parse_interval(args.interval)
+        except ValueError as e:
+            raise EvalError(f"bad --interval {args.interval!r}: {e}") from None
     if args.steps < 1 or args.floor_pairs < 2:
         raise EvalError("--steps must be at least 1 and --floor-pairs at least 2")
     result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,

@@ -20,6 +20,17 @@ import numpy as np
 SCHEDULES = ("constant", "linear", "interval")
 
 
+def parse_interval(text: str) -> tuple[int, int]:
+    """'LO:HI' -> (LO, HI), the original-t range an interval schedule guides; ValueError names what is wrong."""
+    try:
+        lo, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError("want LO:HI, e.g. 0:700") from None
+    if not 0 <= lo <= hi <= 999:
+        raise ValueError("need 0 <= LO <= HI <= 999")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class Guide:
     scale: float = 4.0

@@ -54,7 +54,7 @@ def resolve_class(value: str, names: list[str]) -> int:
 
 
 def guide_from_args(args, names: list[str]):
-    from dit_model.guidance import Guide
+    from dit_model.guidance import Guide, parse_interval
     compose = ()
     if args.compose:
         pairs = []
@@ -66,9 +66,9 @@ def guide_from_args(args, names: list[str]):
                 raise UsageError(f"bad --compose entry {part!r} (want NAME:WEIGHT): {e}") from None
         compose = tuple(pairs)
     try:
-        lo, hi = (int(v) for v in args.interval.split(":"))
-    except ValueError:
-        raise UsageError(f"bad --interval {args.interval!r} (want LO:HI, e.g. 0:700)") from None
+        lo, hi = parse_interval(args.interval)
+    except ValueError as e:
+        raise UsageError(f"bad --interval {args.interval!r}: {e}") from None
     neg = resolve_class(args.negative_class, names) if args.negative_class is not None else None
     try:
         scale = args.cfg if args.cfg is not None else (1.0 if compose else 4.0)
