@@ -223,7 +223,7 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target
     its time less the adapter's fixed time per sample scaled to the whole dispatch; elsewhere (GPUs) a sample is
     the whole dispatch, repeated up to about `target_s`. A probe of one workgroup (one dispatch) of every
     candidate drops those 2x slower than the best (workgroup-memory tiles on a CPU adapter): at once where 8x
-    slower, else when a second probe agrees; then up to `repeats` interleaved rounds (round r starts at
+    slower, else when a second probe agrees; never where the probe is mostly the fixed time; then up to `repeats` interleaved rounds (round r starts at
     candidate r mod n) of samples of about `target_s` (at least 8x the fixed time); from the second round on a
     candidate whose fastest sample is 1.5x the best's is out.
     The pick is the fastest sample: on a loaded machine the noise only ever adds time (a preempted sample), so
@@ -263,15 +263,16 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target
     # where 8x slower, else if a second probe (in reverse order) agrees: one preempted sample drops nothing close
     probe = dict(zip(pairs, timed([(pk, 1) for pk in pairs])))
     best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
-    again = [pk for pk in pairs if 2.0 * best[pk[0]] < probe[pk][0] <= 8.0 * best[pk[0]]]
+    again = [pk for pk in pairs if 2.0 * best[pk[0]] < probe[pk][0] <= 8.0 * best[pk[0]]
+             and probe[pk][0] >= 0.75 * probe[pk][1]]
     for pk, (t, t_all) in zip(again[::-1], timed([(pk, 1) for pk in again[::-1]])):
         probe[pk] = (min(t, probe[pk][0]), min(t_all, probe[pk][1]))
     best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
     est = {pk: v[0] for pk, v in probe.items()}
     t_probe = time.perf_counter()
     live = {}
-    for key in runs:
-        names = [k for k in runs[key] if est[(key, k)] <= 2.0 * best[key]]
+    for key in runs:                           # a probe mostly fixed time (a small workgroup) drops nothing
+        names = [k for k in runs[key] if est[(key, k)] <= 2.0 * best[key] or est[(key, k)] < 0.75 * probe[(key, k)][1]]
         if len(names) > 1:
             live[key] = names
 

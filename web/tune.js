@@ -126,7 +126,8 @@ async function proportional(device, allRuns) {
 // of every candidate after pipeline creation (a driver's compile on first use: firstMs); on an adapter whose
 // time grows with the workgroups (CPU adapters) a sample is the first workgroups of a dispatch, less the
 // fixed time, scaled to the whole (elsewhere the whole dispatch, repeated to about targetS); a probe of one
-// workgroup drops candidates 2x slower than the best (8x at once, else when a second probe agrees); then up
+// workgroup drops candidates 2x slower than the best (8x at once, else when a second probe agrees; never
+// where the probe is mostly the fixed time); then up
 // to `repeats` interleaved rounds of samples of about targetS, dropping from the second on those whose
 // fastest sample is 1.5x the best's; the pick is the fastest sample (noise on a loaded machine only adds time).
 export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targetS = 5e-4 } = {}) {
@@ -173,7 +174,8 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targ
   pairs.forEach(([key], j) => (bySlot[key] = bySlot[key] || []).push(j));
   const bestOf = (key) => Math.min(...bySlot[key].map((j) => probe[j][1]));
   let best = Object.fromEntries(Object.keys(bySlot).map((key) => [key, bestOf(key)]));
-  const again = pairs.map((_, j) => j).filter((j) => probe[j][0] > 2 * best[pairs[j][0]] && probe[j][0] <= 8 * best[pairs[j][0]]).reverse();
+  const again = pairs.map((_, j) => j).filter((j) => probe[j][0] > 2 * best[pairs[j][0]] && probe[j][0] <= 8 * best[pairs[j][0]]
+                                                    && probe[j][0] >= 0.75 * probe[j][1]).reverse();
   (await timed(again.map((j) => [j, 1]))).forEach(([t, tAll], i) => {
     const j = again[i];
     probe[j] = [Math.min(t, probe[j][0]), Math.min(tAll, probe[j][1])];
@@ -182,7 +184,7 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targ
   const est = probe.map((p) => p[0]);
   let live = {};
   for (const [key, js] of Object.entries(bySlot)) {
-    const keep = js.filter((j) => est[j] <= 2 * best[key]);
+    const keep = js.filter((j) => est[j] <= 2 * best[key] || est[j] < 0.75 * probe[j][1]);   // mostly fixed time: kept
     if (keep.length > 1) live[key] = keep;
   }
   const size = (j) => {
