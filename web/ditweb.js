@@ -248,7 +248,13 @@ export class Bundle {
     });
     device.addEventListener("uncapturederror", (e) => { this.lastGPUError = e.error.message; console.error("ditweb:", e.error.message); });
     await this.createPipelines();
+    device.pushErrorScope("out-of-memory");       // the weight shards' buffers: a refusal becomes one clear error
     this.uploadWeights();
+    const oom = await device.popErrorScope();
+    if (oom) {
+      const total = Object.values(this.manifest.buffers).filter((b) => b.kind === "weight").reduce((a, b) => a + b.bytes, 0);
+      throw new RangeError(`allocating ${(total / 2 ** 20).toFixed(0)} MiB of weights failed on this GPU (out of memory): ${oom.message}`);
+    }
     this.decoder = this.decoderFiles ? await Decoder.create(device, this.decoderFiles) : null;
   }
 
@@ -269,6 +275,9 @@ export class Bundle {
         throw new Error(`the bundle needs ${key} = ${value}, this GPU allows ${limit} = ${have[limit]}`);
       }
     }
+    // the largest weight buffer must also fit one buffer (weights come in shards, but each tensor is one buffer)
+    const largest = Math.max(0, ...Object.values(this.manifest.buffers).filter((b) => b.kind === "weight").map((b) => Math.ceil(b.bytes / 4) * 4));
+    if (largest > have.maxBufferSize) throw new Error(`the bundle's largest weight is ${largest} bytes, this GPU allows maxBufferSize = ${have.maxBufferSize}`);
   }
 
   // ---------------------------------------------------------------- create pipelines
