@@ -28,7 +28,7 @@ def main():
     ap.add_argument("--preset", default="DiT-XL/2")
     ap.add_argument("--dtypes", default="f16,int8")
     ap.add_argument("--validate", action="store_true", help="run `ditweb validate` (float64 torch per dispatch: slow)")
-    ap.add_argument("--no-step", action="store_true", help="export (and validate) only")
+    ap.add_argument("--no-step", action="store_true", help="export (validate) and load only: no denoising step")
     ap.add_argument("--cfg", type=float, default=4.0, help="guidance scale of the timed step (1: one model row, B = 1)")
     ap.add_argument("--runs", type=int, default=2, help="timed steps; the last is reported (the first builds buffers)")
     ap.add_argument("--work", help="folder for the checkpoint and bundles (default: a temporary one)")
@@ -71,27 +71,29 @@ def main():
             t = time.perf_counter()
             row["validate"] = "pass" if ditweb(["validate", str(out), "--summary"]) == 0 else "FAIL"
             row["validate_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bundle = Bundle.load(out, gpu, verbose=False, plan="default")
+        row["load_s"] = time.perf_counter() - t
         if not args.no_step:
-            t = time.perf_counter()
-            bundle = Bundle.load(out, gpu, verbose=False, plan="default")
-            row["load_s"] = time.perf_counter() - t
             times = []
             for _ in range(args.runs):
                 t = time.perf_counter()
                 bundle.sample(0, seed=0, steps=1, cfg=args.cfg)
                 times.append(time.perf_counter() - t)
             row["step_s"] = times[-1]
-            del bundle
+        del bundle
         print(json.dumps(row), flush=True)
         rows.append(row)
     fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else (v or "-"))   # noqa: E731
     lines = [f"# {args.preset} bundles on {gpu.name}", "",
-             f"`.venv/bin/python bench/xl.py --preset {args.preset}{' --validate' if args.validate else ''}`: random "
+             f"`.venv/bin/python bench/xl.py --preset {args.preset} --dtypes {args.dtypes}{' --validate' if args.validate else ''}"
+             f"{' --no-step' if args.no_step else ''}`: random "
              f"weights ({n_params / 1e6:.1f} M parameters) in the reference .pt layout, exported, "
-             + ("validated, " if args.validate else "") + f"loaded, one denoising step timed (cfg {args.cfg:g}: "
-             f"B = {1 if args.cfg == 1 else 2} model row(s); default kernels; the last of {args.runs} run(s), "
-             "init included). "
-             f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+             + ("validated, " if args.validate else "") + "loaded (verified, uploaded shard by shard, pipelines)"
+             + (", no step timed. " if args.no_step else f", one denoising step timed (cfg {args.cfg:g}: "
+                f"B = {1 if args.cfg == 1 else 2} model row(s); default kernels; the last of {args.runs} run(s), "
+                "init included). ")
+             + f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
              f"{os.getloadavg()[0]:.1f} at the end (the machine is shared).", "",
              "| dtype | bundle MB | shards | largest shard MiB | export s | validate | validate s | load s | step s |",
              "|---|---|---|---|---|---|---|---|---|"]
