@@ -9,6 +9,7 @@ Pixels: (x + 1) / 2 clipped to [0, 1] over the RGBA channels (peak 1), as tests/
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+
+def ditweb(argv: list[str]) -> int:
+    """Run one `ditweb` verb as a user would (a subprocess: bench sits below the command shell)."""
+    return subprocess.run([sys.executable, "-m", "ditweb", *argv]).returncode
 
 def psnr(a, b) -> float:
     a, b = np.clip((a + 1) / 2, 0, 1), np.clip((b + 1) / 2, 0, 1)
@@ -34,7 +40,6 @@ def main():
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
-    from ditweb.cli import main as ditweb
     from runtime_py.bundle import Bundle
     from runtime_py.gpu import get_gpu
 

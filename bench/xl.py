@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+
+def ditweb(argv: list[str]) -> int:
+    """Run one `ditweb` verb as a user would (a subprocess: bench sits below the command shell)."""
+    return subprocess.run([sys.executable, "-m", "ditweb", *argv]).returncode
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +45,6 @@ def main():
     import torch
     torch.set_num_threads(1)
     from dit_model.model import DiT
-    from ditweb.cli import main as ditweb
     from export.bundle import randomize_
     from runtime_py.bundle import Bundle
     from runtime_py.gpu import get_gpu

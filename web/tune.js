@@ -56,6 +56,7 @@ export function writeCachedPlan(key, plan) {
 
 // Seconds per repetition of each item {run: {pipeline, bindGroup, workgroups}, reps, groups?} (groups: a
 // smaller grid than run.workgroups).
+/** @returns {Promise<number[]>} */
 async function timeMany(device, items) {
   const encodePass = (encoder, item, desc) => {
     const pass = encoder.beginComputePass(desc);
@@ -94,10 +95,12 @@ async function timeMany(device, items) {
   return items.map((item, i) => Math.max(Number(ts[2 * i + 1] - ts[2 * i]), 0) * 1e-9 / item.reps);
 }
 
+/** @param {number[]} g */
 const prod = (g) => g[0] * g[1] * g[2];
 
 // The first `want` (about) workgroups of a dispatch of `groups` as a smaller grid, and the fraction of the
 // work it holds: x shrinks first, then y, then z (runtime_py/tune.py part()).
+/** @param {number[]} groups @param {number} want @returns {[number[], number]} */
 export function part(groups, want) {
   const g = [groups[0], groups[1], groups[2]];
   for (let i = 0; i < 3; i++) {
@@ -109,6 +112,7 @@ export function part(groups, want) {
 
 // [whether the adapter's time grows with a dispatch's workgroups (a CPU adapter), its fixed time per sample]:
 // a quarter and the whole of the dispatch with the most workgroups, twice each (runtime_py/tune.py).
+/** @returns {Promise<[boolean, number]>} */
 async function proportional(device, allRuns) {
   const run = allRuns.reduce((a, b) => (prod(b.workgroups) > prod(a.workgroups) ? b : a));
   const n = prod(run.workgroups);
