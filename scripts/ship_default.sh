@@ -37,4 +37,4 @@ for c, name in enumerate(meta["class_names"]):
     grid(to_uint8(x), cols=8, scale=2).save(f"docs/samples/{slug}.png")
     print(f"docs/samples/{slug}.png  {name}")
 PYEOF
-$DITWEB eval models/default.safetensors --steps 50 --scales 1,2,4,6
+$DITWEB eval models/default.safetensors --steps 50 --scales 1,2,2.5,3,4,6
