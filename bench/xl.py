@@ -2,13 +2,20 @@
 
     .venv/bin/python bench/xl.py --cfg 1 --runs 1                 # DiT-XL/2, f16 and int8, no validate (~10 min a step on lavapipe)
     .venv/bin/python bench/xl.py --preset DiT-S/2 --validate      # the same path at a size a CPU adapter finishes
+    .venv/bin/python bench/xl.py --dtypes f16 --vae --no-candidates --validate --batch 1 --no-step \
+        --table bench/results/xl-vae.md                           # XL/2 + the SD VAE decoder validated (~1 h here)
 
 Random weights (every tensor, export/bundle.py randomize_) in the reference `.pt` layout (a bare state dict, as
 facebookresearch/DiT publishes DiT-XL-2-256x256.pt), then per dtype: `ditweb export CKPT OUT --dtype D` (weights
 in shards of at most 64 MiB), optionally `ditweb validate OUT --summary` (every dispatch against float64 torch,
 then the whole model), `Bundle.load` (verification, shard-by-shard upload, pipelines) and one timed denoising
 step (classifier-free guidance: B = 2 model rows for one image, --cfg 1: one row; the last of --runs runs, the
-first builds the batch's buffers). Writes bench/results/xl.md (or --table)."""
+first builds the batch's buffers). --vae: a random-weight VAE decoder in the SD config (sd-vae-ft-ema), written as
+a diffusers folder (config.json + diffusion_pytorch_model.safetensors), goes into the bundle (`export --vae`) and
+`validate` checks it too (256x256 decodes: a per-dispatch pass on one latent, the whole decoder on two).
+--no-candidates exports only the default kernel of each step, so validate checks what that plan runs and not the
+alternative matmul tiles too (at XL/2 size on a CPU adapter those alone take hours). Writes bench/results/xl.md
+(or --table)."""
 from __future__ import annotations
 
 import argparse
@@ -25,9 +32,35 @@ sys.path.insert(0, str(ROOT))
 
 
 
-def ditweb(argv: list[str]) -> int:
-    """Run one `ditweb` verb as a user would (a subprocess: bench sits below the command shell)."""
-    return subprocess.run([sys.executable, "-m", "ditweb", *argv]).returncode
+def ditweb(argv: list[str], keep: list[str] | None = None) -> int:
+    """Run one `ditweb` verb as a user would (a subprocess: bench sits below the command shell); its output is
+    printed as it comes and, with `keep`, also collected there."""
+    p = subprocess.Popen([sys.executable, "-m", "ditweb", *argv], stdout=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        print(line, end="", flush=True)
+        if keep is not None:
+            keep.append(line.rstrip("\n"))
+    return p.wait()
+
+def write_sd_vae(path: Path) -> Path:
+    """A diffusers-style VAE folder holding the decoder half of the SD config, random weights (GroupNorm scales
+    near 1 so that activations keep their size through 30 ResNets)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dit_model.vae import SD_VAE, VAEDecoder
+    from export.bundle import randomize_
+    vae = randomize_(VAEDecoder(SD_VAE).eval(), seed=1, gain=0.5)
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.add_(1.0)
+    path.mkdir(parents=True, exist_ok=True)
+    conf = {"_class_name": "AutoencoderKL", **SD_VAE.to_dict(), "block_out_channels": list(SD_VAE.block_out_channels)}
+    (path / "config.json").write_text(json.dumps(conf))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "diffusion_pytorch_model.safetensors")
+    return path
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +68,9 @@ def main():
     ap.add_argument("--dtypes", default="f16,int8")
     ap.add_argument("--validate", action="store_true", help="run `ditweb validate` (float64 torch per dispatch: slow)")
     ap.add_argument("--no-step", action="store_true", help="export (validate) and load only: no denoising step")
+    ap.add_argument("--vae", action="store_true", help="bake a random SD-config VAE decoder into the bundle (export --vae)")
+    ap.add_argument("--no-candidates", action="store_true", help="export only the default kernel of each step")
+    ap.add_argument("--batch", type=int, default=2, help="validate's batch rows B (1 halves its model passes)")
     ap.add_argument("--cfg", type=float, default=4.0, help="guidance scale of the timed step (1: one model row, B = 1)")
     ap.add_argument("--runs", type=int, default=2, help="timed steps; the last is reported (the first builds buffers)")
     ap.add_argument("--work", help="folder for the checkpoint and bundles (default: a temporary one)")
@@ -59,13 +95,17 @@ def main():
     del model
     print(f"{args.preset}: {n_params / 1e6:.1f} M parameters, random weights -> {ckpt} ({time.perf_counter() - t0:.0f} s)",
           flush=True)
+    export_extra = ["--no-candidates"] if args.no_candidates else []
+    if args.vae:
+        export_extra += ["--vae", str(write_sd_vae(work / "vae"))]
+        print(f"SD VAE decoder, random weights -> {work / 'vae'}", flush=True)
     gpu = get_gpu(False)
     rows = []
     for dtype in args.dtypes.split(","):
         out = work / f"bundle-{dtype}"
         row = {"dtype": dtype}
         t = time.perf_counter()
-        assert ditweb(["export", str(ckpt), str(out), "--dtype", dtype, "--preset", args.preset]) == 0
+        assert ditweb(["export", str(ckpt), str(out), "--dtype", dtype, "--preset", args.preset, *export_extra]) == 0
         row["export_s"] = time.perf_counter() - t
         m = json.loads((out / "manifest.json").read_text())
         shards = {f: v["size"] for f, v in m["files"].items() if f.endswith(".safetensors")}
@@ -74,7 +114,9 @@ def main():
         row["largest_mib"] = max(shards.values()) / 2 ** 20
         if args.validate:
             t = time.perf_counter()
-            row["validate"] = "pass" if ditweb(["validate", str(out), "--summary"]) == 0 else "FAIL"
+            row["report"] = []
+            code = ditweb(["validate", str(out), "--summary", "--batch", str(args.batch)], row["report"])
+            row["validate"] = "pass" if code == 0 else "FAIL"
             row["validate_s"] = time.perf_counter() - t
         t = time.perf_counter()
         bundle = Bundle.load(out, gpu, verbose=False, plan="default")
@@ -87,13 +129,18 @@ def main():
                 times.append(time.perf_counter() - t)
             row["step_s"] = times[-1]
         del bundle
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "report"}), flush=True)
         rows.append(row)
     fmt = lambda v, f: (f.format(v) if isinstance(v, (int, float)) else (v or "-"))   # noqa: E731
     lines = [f"# {args.preset} bundles on {gpu.name}", "",
-             f"`.venv/bin/python bench/xl.py --preset {args.preset} --dtypes {args.dtypes}{' --validate' if args.validate else ''}"
+             f"`.venv/bin/python bench/xl.py --preset {args.preset} --dtypes {args.dtypes}{' --vae' if args.vae else ''}"
+             f"{' --no-candidates' if args.no_candidates else ''}{' --validate' if args.validate else ''}"
+             f"{f' --batch {args.batch}' if args.validate and args.batch != 2 else ''}"
              f"{' --no-step' if args.no_step else ''}`: random "
-             f"weights ({n_params / 1e6:.1f} M parameters) in the reference .pt layout, exported, "
+             f"weights ({n_params / 1e6:.1f} M parameters) in the reference .pt layout"
+             + (", a random SD-config VAE decoder as a diffusers folder baked in (export --vae)" if args.vae else "")
+             + (", only the default kernel of each step (export --no-candidates)" if args.no_candidates else "")
+             + ", exported, "
              + ("validated, " if args.validate else "") + "loaded (verified, uploaded shard by shard, pipelines)"
              + (", no step timed. " if args.no_step else f", one denoising step timed (cfg {args.cfg:g}: "
                 f"B = {1 if args.cfg == 1 else 2} model row(s); default kernels; the last of {args.runs} run(s), "
@@ -106,6 +153,10 @@ def main():
         lines.append(f"| {r['dtype']} | {r['mb']:.1f} | {r['shards']} | {r['largest_mib']:.1f} | {r['export_s']:.0f} | "
                      f"{r.get('validate', '-')} | {fmt(r.get('validate_s'), '{:.0f}')} | {fmt(r.get('load_s'), '{:.1f}')} | "
                      f"{fmt(r.get('step_s'), '{:.1f}')} |")
+    for r in rows:
+        if r.get("report"):
+            lines += ["", f"`ditweb validate --summary --batch {args.batch}` on the {r['dtype']} bundle "
+                      f"({r['validate_s'] / 60:.0f} min):", "", "```", *r["report"], "```"]
     Path(args.table).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
