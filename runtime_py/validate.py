@@ -41,13 +41,20 @@ def read_binding(bundle: Bundle, state, name: str) -> np.ndarray:
     return bundle.gpu.read(buf, np.uint32 if b["dtype"] == "u32" else np.float32, n)
 
 
+def progress(items, desc: str):
+    """A progress bar on stderr for the dispatch-by-dispatch checks (minutes to an hour at paper size on a CPU
+    adapter); stdout keeps only the report."""
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="dispatch", file=sys.stderr, leave=False, mininterval=2.0)
+
+
 def check_program(bundle: Bundle, state, program: str, step: dict | None) -> list[Row]:
     """Run `program` one dispatch at a time; check each against its op's torch reference on the very
     inputs the GPU had (so an error is pinned to one kernel, not accumulated). A dispatch with candidate
     kernels (docs/bundle-format.md, "candidates") is checked with each of them on the same inputs."""
     rows = []
     m = bundle.manifest
-    for i, (pipe, bg, groups, d, kernel) in enumerate(state.compiled[program]):
+    for i, (pipe, bg, groups, d, kernel) in enumerate(progress(state.compiled[program], f"validate {program}")):
         params = {k: evaluate(f, state.B, state.N) for k, f in zip(kernel["params"], d["params"])}
         runs = [(d["kernel"], (pipe, bg, groups))]
         runs += [(c, state.alternative(program, i, c)) for c in m.get("candidates", {}).get(d["kernel"], [])
@@ -252,7 +259,7 @@ def check_decode(runner, kernels: dict, table: dict, wdtype: str, latents: np.nd
         return gpu.read(runner.buffers[name], np.float32, evaluate(b["elements"], N, N))
 
     rows = []
-    for (pipe, bg, groups), d in zip(runner.seq, runner.program):
+    for (pipe, bg, groups), d in progress(list(zip(runner.seq, runner.program)), "validate decode"):
         kernel = kernels[d["kernel"]]
         op = OPS[kernel["op"]]
         params = {k: evaluate(f, N, N) for k, f in zip(op.params, d["params"])}

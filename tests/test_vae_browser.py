@@ -33,17 +33,21 @@ def latent(tmp_path_factory):
     write_decoder(bundle, vae, "f16", 8)
     lat8 = export_bundle(model, root / "lat8", "f16", ["a", "b", "c"])
     write_decoder(lat8, vae, "int8", 8)
+    lat32 = export_bundle(model, root / "lat32", "f32", ["a", "b", "c"])       # f32 DiT and decoder
+    write_decoder(lat32, vae, "f32", 8)
+    lat8all = export_bundle(model, root / "lat8all", "int8", ["a", "b", "c"])  # int8 DiT and decoder
+    write_decoder(lat8all, vae, "int8", 8)
     bad = root / "bad"
     shutil.copytree(bundle, bad)
     data = bytearray((bad / "decoder" / "weights-00.safetensors").read_bytes())
     data[-3] ^= 0x10
     (bad / "decoder" / "weights-00.safetensors").write_bytes(bytes(data))
-    return {"lat": bundle, "bad": bad, "lat8": lat8}
+    return {"lat": bundle, "bad": bad, "lat8": lat8, "lat32": lat32, "lat8all": lat8all}
 
 
 @pytest.fixture(scope="module")
 def site(latent):
-    with local_server({"/": WEB_DIR, "/lat/": latent["lat"], "/bad/": latent["bad"], "/lat8/": latent["lat8"]}) as url, \
+    with local_server({"/": WEB_DIR, **{f"/{k}/": v for k, v in latent.items()}}) as url, \
             chromium() as ctx:
         yield {"url": url, "ctx": ctx}
 
@@ -106,12 +110,14 @@ def test_several_images_decode_one_after_the_other(site, latent):
     assert psnr(to_unit(np.asarray(got, np.float32)), to_unit(want)) >= PSNR_MIN
 
 
-def test_int8_decoder_in_the_browser_matches_runtime_py(site, latent):
+@pytest.mark.parametrize("name", ["lat8", "lat32", "lat8all"])
+def test_f32_and_int8_bundles_in_the_browser_match_runtime_py(site, latent, name):
+    """lat8: f16 DiT + int8 decoder; lat32: f32 throughout; lat8all: int8 DiT + int8 decoder (f16 is above)."""
     from runtime_py.bundle import Bundle
     from runtime_py.decode import load_decoder
-    page = open_page(site, "?bundle=lat8/&runtime=webgpu")
+    page = open_page(site, f"?bundle={name}/&runtime=webgpu")
     got = page.evaluate("""async () => Array.from((await window.ditwebBundle.sample({classId: 2, seed: 5, steps: 2})).image)""")
     page.close()
-    bundle = Bundle.load(latent["lat8"], verbose=False)
+    bundle = Bundle.load(latent[name], verbose=False)
     want = load_decoder(bundle).decode(bundle.sample(2, seed=5, steps=2)).reshape(-1)
     assert psnr(to_unit(np.asarray(got, np.float32)), to_unit(want)) >= PSNR_MIN

@@ -85,6 +85,49 @@ def test_sample_wgpu_writes_decoded_pngs_like_torch(latent_bundle, capsys):
     assert np.abs(png - want).max() <= 1                       # a float32 rounding may cross a level boundary
 
 
+@pytest.mark.parametrize("dtype", ["f16", "int8"])
+def test_same_seed_same_image_as_the_torch_twin(latent_bundle, tmp_path, dtype):
+    """A bundle whose DiT and decoder are both f16 (or both int8): wgpu-py's decoded images against float64 torch
+    holding the bundle's very weights (f16-rounded; int8: q * scale per output channel, dequantised), the same
+    seed and sampler: PSNR >= 40 dB (f32 bundles: the PNG test above, within one level)."""
+    from dit_model.sample import sample_images
+    from dit_model.vae import VAEConfig
+    from ditweb.cli import main
+    from export.decode import decoder_from_tensors
+    from runtime_py.bundle import Bundle
+    from runtime_py.decode import load_decoder
+    from runtime_py.validate import torch_model
+    from safetensors.numpy import load_file
+    tmp, model = latent_bundle
+    out = tmp_path / dtype
+    assert main(["export", str(tmp / "dit.pt"), str(out), "--dtype", dtype, "--vae", str(tmp / "vae")]) == 0
+    bundle = Bundle.load(out, verbose=False)
+    runner = load_decoder(bundle)
+    assert runner.manifest["dtype"] == dtype and bundle.manifest["dtype"] == dtype
+    got = runner.decode(bundle.sample([1, 2], seed=4, steps=3))
+    dit64 = torch_model(bundle)                                  # float64, the bundle's weights
+    x = sample_images(lambda x, t, y: dit64(x.double(), t, y).float(), in_channels=4, input_size=8, num_classes=3,
+                      class_ids=[1, 2], steps=3, seed=4, clip_x0=False)
+    m = runner.manifest
+    cfg = VAEConfig(**{**m["vae"], "block_out_channels": tuple(m["vae"]["block_out_channels"])})
+    tensors = {}
+    for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
+        tensors.update(load_file(str(out / "decoder" / f)))
+    with torch.no_grad():
+        want = decoder_from_tensors(cfg, tensors)(x.double()).numpy()
+        x32 = sample_images(model, in_channels=4, input_size=8, num_classes=3, class_ids=[1, 2], steps=3, seed=4,
+                            clip_x0=False)
+        full = load_vae(tmp / "vae").double().decode(x32.double()).numpy()   # the checkpoints' own f32 weights
+
+    def psnr(u, v):
+        u, v = (np.clip(np.asarray(u, np.float64), -1, 1) + 1) / 2, (np.clip(v, -1, 1) + 1) / 2
+        return 10 * np.log10(1.0 / max(float(np.mean((u - v) ** 2)), 1e-20))
+    value, rounding = psnr(got, want), psnr(got, full)
+    print(f"\n[{dtype} latent bundle] PSNR wgpu-py vs torch twin: {value:.1f} dB (vs the f32 weights: {rounding:.1f} dB)")
+    assert got.shape == want.shape and value >= 40.0
+    assert value >= rounding + 20                                 # the twin's weights are what the bundle holds
+
+
 def test_decoder_weights_are_sharded(tmp_path):
     from export.decode import write_decoder
     from runtime_py.decode import verify_decoder
