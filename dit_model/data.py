@@ -39,6 +39,7 @@ class FaviconData:
     class_names: list[str]
     source: str = ""
     names: list[str] = field(default_factory=list)   # per-image file name (for people, not training)
+    parents: dict[str, str] = field(default_factory=dict)   # class -> its coarser class (Twemoji subcategory -> category)
 
     def __post_init__(self):
         n = len(self.images)
@@ -141,7 +142,9 @@ def load_twemoji(root: str | os.PathLike | None = None, size: int = 32, skin_ton
     if missing:
         raise DataError(f"{img_dir}: {len(missing)} images listed in emoji.json are missing (e.g. {missing[0]}); {SETUP_HINT}")
     images = np.stack([load_png(img_dir / f, size) for f in files])
-    return FaviconData(images, np.asarray(labels, np.int64), class_names, source=str(root), names=files)
+    parents = {e["subcategory"]: e["category"] for e in entries} if subcategories else {}
+    return FaviconData(images, np.asarray(labels, np.int64), class_names, source=str(root), names=files,
+                       parents=parents)
 
 
 def load_folder(folder: str | os.PathLike, size: int = 32) -> FaviconData:

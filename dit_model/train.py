@@ -240,17 +240,38 @@ class Trainer:
         """ema <- decay * ema + (1 - decay) * theta."""
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - self.ema_decay)
 
-    def warm_start(self, path) -> None:
+    def warm_start(self, path, class_names: list[str] | None = None, parents: dict[str, str] | None = None) -> str:
         """Model and EMA from a weights file (any format `ditweb sample` loads) whose architecture matches;
-        the prediction type may differ (the output head then re-learns what it predicts)."""
+        the prediction type may differ (the output head then re-learns what it predicts), and so may the label
+        set: each class's embedding starts from the file's class of the same name, else from its parent's
+        (`parents`, e.g. a Twemoji subcategory's category), else from the mean of the file's classes; the null
+        (unconditional) label keeps its own. Returns a line saying what was mapped."""
         from .checkpoint import load_model
         model, meta = load_model(path)
         mine, theirs = self.cfg.to_dict(), meta["config"].to_dict()
-        diff = [f"{k} {theirs.get(k)} vs {mine[k]}" for k in mine if k != "prediction" and mine[k] != theirs.get(k)]
+        diff = [f"{k} {theirs.get(k)} vs {mine[k]}" for k in mine
+                if k not in ("prediction", "num_classes") and mine[k] != theirs.get(k)]
         if diff:
             raise CheckpointError(f"{path}: --init weights do not fit this model ({'; '.join(diff)})")
-        self.model.load_state_dict(model.state_dict())
-        self.ema.load_state_dict(model.state_dict())
+        sd = model.state_dict()
+        old = list(meta.get("class_names") or [])
+        names = list(class_names) if class_names is not None else old
+        note = f"warm start from {path}"
+        if names != old or mine["num_classes"] != theirs["num_classes"]:
+            key = "y_embedder.embedding_table.weight"
+            table, n_old = sd[key], theirs["num_classes"]
+            index = {c: i for i, c in enumerate(old[:n_old])}
+            rows, how = [], {"same name": 0, "parent": 0, "mean": 0}
+            for c in names:
+                src = c if c in index else (parents or {}).get(c)
+                how["same name" if c in index else "parent" if src in index else "mean"] += 1
+                rows.append(table[index[src]] if src in index else table[:n_old].mean(0))
+            sd[key] = torch.stack(rows + [table[n_old]])                    # + the null label
+            note += (f": {len(names)} classes from its {n_old}, label embeddings from the class of the same name "
+                     f"({how['same name']}), the parent class ({how['parent']}), the mean ({how['mean']})")
+        self.model.load_state_dict(sd)
+        self.ema.load_state_dict(sd)
+        return note
 
     def state(self, class_names: list[str], train_args: dict) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
@@ -469,7 +490,9 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         trainer.load(saved, ckpt_path)
         saved = None                                                    # free the host copy
     elif opts["init"]:
-        trainer.warm_start(opts["init"])
+        note = trainer.warm_start(opts["init"], data.class_names, data.parents)
+        if ctx.main:
+            print(note, file=sys.stderr)
 
     n = len(data.images)
     max_steps = opts["max_steps"]

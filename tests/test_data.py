@@ -63,6 +63,7 @@ def test_twemoji_options(twemoji):
     tones = D.load_twemoji(twemoji, skin_tones=True)
     assert len(tones.images) == 8 and tones.labels.tolist().count(1) == 3
     sub = D.load_twemoji(twemoji, subcategories=True)
+    assert all(sub.parents[c] in D.load_twemoji(twemoji).class_names for c in sub.class_names)   # -> its category
     assert sub.class_names == ["face-smiling", "face-affection", "hand-fingers-open", "animal-mammal", "animal-bird"]
     assert sub.labels.tolist() == [0, 1, 2, 3, 3, 4]
     for size in (16, 64):

@@ -353,6 +353,30 @@ def test_export_weights_in_small_files(folder, tmp_path):
         T.export_weights(run, tmp_path / "none", max_mib=0.01)
 
 
+def test_warm_start_onto_a_finer_label_set(folder, tmp_path, capsys):
+    """--init from a 3-class model onto 4 classes: each label embedding from the class of the same name, else its
+    parent's, else the mean of the old classes; the null label and every other weight as saved."""
+    from dit_model.checkpoint import load_model
+    run = tmp_path / "run"
+    assert train(folder, run, "--max-steps", 2) == 0
+    path = T.export_weights(run, tmp_path / "w")[0]
+    old, meta = load_model(path)
+    cfg = DiTConfig.from_dict({**meta["config"].to_dict(), "num_classes": 4})
+    tr = T.Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu"))
+    note = tr.warm_start(path, ["dogs", "kitten", "tabby", "eel"], {"kitten": "cats", "tabby": "cats", "eel": "shark"})
+    assert "4 classes from its 3" in note and "same name (1), the parent class (2), the mean (1)" in note
+    t_old = old.y_embedder.embedding_table.weight.detach()
+    for m in (tr.model, tr.ema):
+        t = m.y_embedder.embedding_table.weight.detach()
+        assert t.shape == (5, t_old.shape[1])
+        for new, src in ((0, t_old[1]), (1, t_old[0]), (2, t_old[0]), (3, t_old[:3].mean(0)), (4, t_old[3])):
+            assert torch.allclose(t[new], src), new
+        assert torch.equal(m.final_layer.linear.weight, old.final_layer.linear.weight)
+    cfg5 = DiTConfig.from_dict({**meta["config"].to_dict(), "num_classes": 4, "depth": 1})
+    with pytest.raises(T.CheckpointError, match="depth"):
+        T.Trainer(cfg5, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu")).warm_start(path)
+
+
 def test_bench_train_quick_has_the_precision_columns():
     import argparse
     title, header, rows, notes = T.bench_train(argparse.Namespace(quick=True, preset="Favicon-N/2"))
