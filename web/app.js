@@ -3,6 +3,7 @@
 // ready, running, done, stopped, error); the browser tests read it, people read #message.
 // ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
 // ?plan=default runs each dispatch's own kernel instead of the plan timed on this adapter (web/tune.js).
+// ?bundle=URL loads another bundle (same origin); bundles.json lists the ones the "model" picker offers.
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 
 /** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
@@ -79,7 +80,55 @@ async function generate() {
   }
 }
 
+/**
+ * The "model" picker: the entries of bundles.json ([{url, label}], URLs relative to the page, same origin) whose
+ * manifest.json answers here. Shown only when two or more do (`ditweb serve` mounts bundles/; a `ditweb site`
+ * folder holds one bundle and no bundles.json). Choosing one reloads the page with ?bundle=URL.
+ * @returns {Promise<number>} how many the picker offers (0: hidden)
+ */
+async function listModels() {
+  let entries;
+  try {
+    const r = await fetch("bundles.json", { cache: "no-cache" });
+    if (!r.ok) return 0;
+    entries = await r.json();
+  } catch {
+    return 0;
+  }
+  if (!Array.isArray(entries)) return 0;
+  /** @type {{url: URL, label: string}[]} */
+  const models = [];
+  for (const e of entries) {
+    if (!e || typeof e.url !== "string" || typeof e.label !== "string") continue;
+    const url = new URL(e.url, location.href);
+    if (url.origin !== location.origin) continue;
+    try {
+      const head = await fetch(new URL("manifest.json", url), { method: "HEAD", cache: "no-cache" });
+      if (head.ok) models.push({ url, label: e.label });
+    } catch {
+      // not served here
+    }
+  }
+  if (models.length < 2) return 0;
+  const select = $("model");
+  models.forEach((m, i) => option(select, i, m.label));
+  const current = models.findIndex((m) => m.url.href === bundleUrl.href);
+  if (current < 0) option(select, models.length, `other: ${bundleUrl.pathname}`);
+  select.value = String(current < 0 ? models.length : current);
+  select.addEventListener("change", () => {
+    const m = models[Number(select.value)];
+    if (!m) return;
+    params.set("bundle", m.url.pathname);
+    params.delete("class");
+    params.delete("negative");
+    location.search = params.toString();
+  });
+  $("model-label").hidden = false;
+  return models.length;
+}
+
 async function main() {
+  /** @type {any} */ (window).ditwebModels = listModels();   // in parallel with loading the bundle; it only adds the picker
   if (runtime === "webgpu") {   // WebGPU asked for: say so plainly when it is missing
     const support = await checkWebGPU();
     if (!support.ok) {

@@ -35,7 +35,10 @@ def cmd_serve(args):
         raise SiteError(f"--port {args.port} is not a TCP port (0..65535)")
     bundle = Path(args.bundle) if args.bundle else default_bundle()
     files = check_bundle(bundle)
-    server = make_server({"/": WEB_DIR, "/bundle/": bundle}, args.port, log=args.log)
+    routes = {"/": WEB_DIR, "/bundle/": bundle}
+    if (REPO / "bundles").is_dir():
+        routes["/bundles/"] = REPO / "bundles"        # the page's model picker (web/bundles.json) offers these too
+    server = make_server(routes, args.port, log=args.log)
     print(f"serving {WEB_DIR} with bundle {bundle} ({len(files)} files) at http://127.0.0.1:{server.server_port}/ "
           "(Ctrl-C stops)", flush=True)
     try:
