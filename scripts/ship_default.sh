@@ -9,17 +9,8 @@ cd "$(dirname "$0")/.."
 CKPT=${1:?usage: scripts/ship_default.sh RUN/ckpt.pt}
 PY=.venv/bin/python
 DITWEB=.venv/bin/ditweb
-mkdir -p models docs/samples
-$PY - "$CKPT" <<'PYEOF'
-import sys
-from dit_model.checkpoint import load_model, save_weights
-model, meta = load_model(sys.argv[1])              # the EMA weights
-save_weights(model, "models/default.safetensors", meta["class_names"], meta["step"])
-print(f"models/default.safetensors: {meta['config']}, step {meta['step']}, classes {meta['class_names']}")
-PYEOF
-$DITWEB export models/default.safetensors bundles/default --dtype f16
-du -sh bundles/default
-$DITWEB validate bundles/default --ckpt models/default.safetensors --summary | tee bench/results/validate-default-f16.md
+mkdir -p docs/samples
+scripts/ship_bundle.sh default "$CKPT"
 $PY - <<'PYEOF'
 # one committed grid per class: 16 samples, 50 DDIM steps, CFG 4, seed 0
 import re
