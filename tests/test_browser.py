@@ -70,34 +70,6 @@ def test_site_writes_a_static_folder_and_refuses_bad_input(tmp_path):
     assert not (tmp_path / "site2").exists() and not (tmp_path / "site3").exists()
 
 
-def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
-    """web/bundles.json lists bundle/ and bundles/subcategories/: where both answer (as under `ditweb serve`) the
-    page offers both, and choosing the second reloads the page with that bundle and its classes; where neither
-    does (this module's server) the picker stays hidden."""
-    from dit_model.model import DiT, DiTConfig
-    from export.bundle import export_bundle
-    five = DiT(DiTConfig(input_size=16, patch_size=4, in_channels=4, hidden_size=32, depth=1, num_heads=2,
-                         num_classes=5)).eval()
-    other = export_bundle(five, tmp_path / "sub", "f32", ["a", "b", "c", "d", "e"])
-    page = open_page(site, "?bundle=f32/&runtime=webgpu")
-    assert page.evaluate("() => window.ditwebModels") == 0 and page.is_hidden("#model-label")
-    page.close()
-    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/subcategories/": other}) as url:
-        page = site["ctx"].new_page()
-        page.goto(url + "?runtime=webgpu")
-        assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
-        assert page.evaluate("() => window.ditwebModels") == 2 and page.is_visible("#model-label")
-        assert page.eval_on_selector_all("#model option", "os => os.map(o => o.textContent)") == \
-            [e["label"] for e in json.loads((WEB_DIR / "bundles.json").read_text())]
-        with page.expect_navigation():
-            page.select_option("#model", "1")
-        assert "bundle=%2Fbundles%2Fsubcategories%2F" in page.url
-        assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
-        assert page.eval_on_selector_all("#class option", "os => os.map(o => o.textContent)") == list("abcde")
-        assert page.eval_on_selector("#model", "s => s.value") == "1"
-        page.close()
-
-
 def test_serve_verb_serves_page_and_bundle(tmp_path):
     bundle = fake_bundle(tmp_path / "b")
     cmd = [sys.executable, "-c", "import sys; from ditweb.cli import main; sys.exit(main())"]
@@ -612,3 +584,31 @@ def test_webgpu_plans_timed_cached_forced_and_checked(site):
     assert r["usedAlt"] and "not a candidate" in r["refused"]
     for other in ("f", "d"):
         assert psnr(to_unit(r["a"]), to_unit(r[other])) >= PSNR_MIN, other
+
+
+def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
+    """web/bundles.json lists bundle/ and bundles/subcategories/: where both answer (as under `ditweb serve`) the
+    page offers both, and choosing the second reloads the page with that bundle and its classes; where neither
+    does (this module's server) the picker stays hidden."""
+    from dit_model.model import DiT, DiTConfig
+    from export.bundle import export_bundle
+    five = DiT(DiTConfig(input_size=16, patch_size=4, in_channels=4, hidden_size=32, depth=1, num_heads=2,
+                         num_classes=5)).eval()
+    other = export_bundle(five, tmp_path / "sub", "f32", ["a", "b", "c", "d", "e"])
+    page = open_page(site, "?bundle=f32/&runtime=webgpu")
+    assert page.evaluate("() => window.ditwebModels") == 0 and page.is_hidden("#model-label")
+    page.close()
+    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/subcategories/": other}) as url:
+        page = site["ctx"].new_page()
+        page.goto(url + "?runtime=webgpu")
+        assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
+        assert page.evaluate("() => window.ditwebModels") == 2 and page.is_visible("#model-label")
+        assert page.eval_on_selector_all("#model option", "os => os.map(o => o.textContent)") == \
+            [e["label"] for e in json.loads((WEB_DIR / "bundles.json").read_text())]
+        with page.expect_navigation():
+            page.select_option("#model", "1")
+        assert "bundle=%2Fbundles%2Fsubcategories%2F" in page.url
+        assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
+        assert page.eval_on_selector_all("#class option", "os => os.map(o => o.textContent)") == list("abcde")
+        assert page.eval_on_selector("#model", "s => s.value") == "1"
+        page.close()
