@@ -1,39 +1,55 @@
-"""The shipped default: models/default.safetensors (EMA weights) and bundles/default (its f16 bundle),
-which `make run` and `ditweb serve` use. They must load, agree with each other and fit the budget."""
+"""The shipped models: models/default.safetensors (9 Twemoji categories; what `make run` and `ditweb serve` use)
+and models/subcategories.safetensors (98 subcategories; the page's model picker offers it), each with its f16
+bundle under bundles/. They must load, agree with their bundle and fit the budget."""
 from pathlib import Path
 
 import numpy as np
-import torch
+import pytest
 
 from dit_model.checkpoint import load_model
 from dit_model.sample import sample_images
 from runtime_py.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "default.safetensors"
-BUNDLE = ROOT / "bundles" / "default"
+SHIPPED = {"default": (9, "Animals & Nature"), "subcategories": (98, "animal-mammal")}
 
 
-def test_shipped_files_exist_and_bundle_is_within_12_mb():
-    assert MODEL.is_file() and (BUNDLE / "manifest.json").is_file()
-    size = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
+def paths(name):
+    return ROOT / "models" / f"{name}.safetensors", ROOT / "bundles" / name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_files_exist_and_bundle_is_within_12_mb(name):
+    model, bundle = paths(name)
+    assert model.is_file() and (bundle / "manifest.json").is_file()
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     assert size <= 12 * 2 ** 20, f"bundle is {size / 2 ** 20:.1f} MB"
 
 
-def test_shipped_model_is_a_trained_favicon_model():
-    model, meta = load_model(MODEL)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_a_trained_favicon_model(name):
+    classes, example = SHIPPED[name]
+    model, meta = load_model(paths(name)[0])
     assert meta["config"].input_size == 32 and meta["config"].in_channels == 4
-    assert len(meta["class_names"]) == 9 and "Animals & Nature" in meta["class_names"]
+    assert len(meta["class_names"]) == classes and example in meta["class_names"]
     assert meta["step"] and meta["step"] >= 1000
     gate = model.blocks[0].adaLN_modulation[-1].weight
     assert gate.abs().max() > 0                      # trained: adaLN-Zero starts at exactly zero
 
 
-def test_shipped_bundle_samples_like_the_shipped_weights():
+def test_the_page_lists_the_shipped_bundles():
+    import json
+    listed = [e["url"] for e in json.loads((ROOT / "web" / "bundles.json").read_text())]
+    assert listed == ["bundle/", "bundles/subcategories/"] and all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_bundle_samples_like_the_shipped_weights(name):
     """Same seed, same guide: the f16 bundle on the GPU vs the f32 weights in torch (PSNR on RGBA in [0, 1])."""
-    model, meta = load_model(MODEL)
+    path, bundle_dir = paths(name)
+    model, meta = load_model(path)
     cfg = meta["config"]
-    bundle = Bundle.load(BUNDLE)
+    bundle = Bundle.load(bundle_dir)
     ref = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                         class_ids=[2], steps=4, seed=3, prediction=cfg.prediction)
     got = bundle.sample(2, seed=3, steps=4, cfg=4.0)
