@@ -53,11 +53,11 @@ def main():
     _, te = split(coarse.labels)
     ceiling = 100 * balanced_accuracy(pred_real[te], coarse.labels[te])
     sub_of = np.repeat(np.arange(len(names)), args.n)
+    chunks = [range(c, min(c + CHUNK, len(names))) for c in range(0, len(names), CHUNK)]
     rows = []
     for s in [float(v) for v in args.scales.split(",")]:
         t0 = time.time()
         imgs = []
-        chunks = [range(c, min(c + CHUNK, len(names))) for c in range(0, len(names), CHUNK)]
         bar = tqdm(total=len(chunks) * args.steps, desc=f"sampling cfg {s:g}", unit="step", file=sys.stderr)
         for k, chunk in enumerate(chunks):                  # CHUNK subcategories a batch, seed = batch index
             imgs.append(sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size,

@@ -46,20 +46,15 @@ def write_sd_vae(path: Path) -> Path:
     """A diffusers-style VAE folder holding the decoder half of the SD config, random weights (GroupNorm scales
     near 1 so that activations keep their size through 30 ResNets)."""
     import torch
-    from safetensors.torch import save_file
 
-    from dit_model.vae import SD_VAE, VAEDecoder
+    from dit_model.vae import SD_VAE, VAEDecoder, save_vae_folder
     from export.bundle import randomize_
     vae = randomize_(VAEDecoder(SD_VAE).eval(), seed=1, gain=0.5)
     with torch.no_grad():
         for name, p in vae.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.add_(1.0)
-    path.mkdir(parents=True, exist_ok=True)
-    conf = {"_class_name": "AutoencoderKL", **SD_VAE.to_dict(), "block_out_channels": list(SD_VAE.block_out_channels)}
-    (path / "config.json").write_text(json.dumps(conf))
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "diffusion_pytorch_model.safetensors")
-    return path
+    return save_vae_folder(vae, path)
 
 
 def main():

@@ -369,6 +369,18 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
+def save_vae_folder(vae: VAEDecoder, path) -> Path:
+    """The decoder half as a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors): what
+    load_vae reads back, e.g. to pass random-weight decoders to `ditweb export --vae` in tests and benchmarks."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    conf = {"_class_name": "AutoencoderKL", **vae.cfg.to_dict(), "block_out_channels": list(vae.cfg.block_out_channels)}
+    (path / "config.json").write_text(json.dumps(conf))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "diffusion_pytorch_model.safetensors")
+    return path
+
+
 def load_vae(path, device="cpu", dtype: torch.dtype = torch.float32, quiet: bool = False) -> VAEDecoder:
     """The decoder of a published VAE file; layouts in the module docstring. Untrusted input:
     every problem is a one-line VAEError, and shapes are checked before anything is allocated."""

@@ -290,25 +290,36 @@ def whole_decode(runner, vae64, latents: np.ndarray, tol: float = WHOLE_MODEL_TO
                err <= t)
 
 
+def decoder_config(runner):
+    """The VAEConfig a decoder part was exported with (its manifest's `vae`)."""
+    from dit_model.vae import VAEConfig
+    v = runner.manifest["vae"]
+    return VAEConfig(**{**v, "block_out_channels": tuple(v["block_out_channels"])})
+
+
+def decoder_twin(bundle: Bundle, runner):
+    """The float64 torch decoder holding the very weights of the bundle's decoder/ shards (folded, f16-rounded or
+    int8-dequantised as stored): its forward on the DiT's raw latents is what the decode program computes."""
+    from safetensors.numpy import load_file
+
+    from export.decode import decoder_from_tensors
+    m = runner.manifest
+    tensors = {}
+    for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
+        tensors.update(load_file(str(bundle.path / "decoder" / f)))
+    return decoder_from_tensors(decoder_config(runner), tensors)
+
+
 def validate_decoder(bundle: Bundle, seed: int = 0) -> list[Row]:
     """A latent bundle's decoder (decoder/, export --vae): every dispatch within its bound on one latent, then
     the whole decoder against the float64 torch decoder with the same weights on two (none for other bundles)."""
-    from safetensors.numpy import load_file
-
-    from dit_model.vae import VAEConfig
-    from export.decode import decoder_from_tensors
-
     from .decode import load_decoder
     runner = load_decoder(bundle)
     if runner is None:
         return []
     m = runner.manifest
-    cfg = VAEConfig(**{**m["vae"], "block_out_channels": tuple(m["vae"]["block_out_channels"])})
     g = torch.Generator().manual_seed(seed)
-    z = (torch.randn(2, *m["latent_shape"], generator=g) * cfg.scaling_factor).numpy()
+    z = (torch.randn(2, *m["latent_shape"], generator=g) * decoder_config(runner).scaling_factor).numpy()
     rows = check_decode(runner, m["kernels"], m["buffers"], "f32" if m["dtype"] == "int8" else m["dtype"], z[:1])
-    tensors = {}
-    for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
-        tensors.update(load_file(str(bundle.path / "decoder" / f)))
-    rows.append(whole_decode(runner, decoder_from_tensors(cfg, tensors), z))
+    rows.append(whole_decode(runner, decoder_twin(bundle, runner), z))
     return rows

@@ -12,24 +12,19 @@ from PIL import Image
 
 from _gpu_helpers import gpu  # noqa: F401  (fixture)
 from conftest import randomize
-from dit_model.vae import VAEConfig, VAEDecoder, load_vae
+from dit_model.vae import VAEConfig, VAEDecoder, load_vae, save_vae_folder
 
 VAE = VAEConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)   # 8x8 latent -> 16x16
 
 
 def write_vae_folder(path, cfg: VAEConfig, seed=0):
     """A diffusers-style VAE folder (config.json + diffusion_pytorch_model.safetensors) of the decoder half."""
-    from safetensors.torch import save_file
     vae = randomize(VAEDecoder(cfg).eval(), seed)
     with torch.no_grad():
         for name, p in vae.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.add_(1.0)
-    path.mkdir(parents=True)
-    conf = {"_class_name": "AutoencoderKL", **cfg.to_dict(), "block_out_channels": list(cfg.block_out_channels)}
-    (path / "config.json").write_text(json.dumps(conf))
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path / "diffusion_pytorch_model.safetensors")
-    return path
+    return save_vae_folder(vae, path)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +86,10 @@ def test_same_seed_same_image_as_the_torch_twin(latent_bundle, tmp_path, dtype):
     holding the bundle's very weights (f16-rounded; int8: q * scale per output channel, dequantised), the same
     seed and sampler: PSNR >= 40 dB (f32 bundles: the PNG test above, within one level)."""
     from dit_model.sample import sample_images
-    from dit_model.vae import VAEConfig
     from ditweb.cli import main
-    from export.decode import decoder_from_tensors
     from runtime_py.bundle import Bundle
     from runtime_py.decode import load_decoder
-    from runtime_py.validate import torch_model
-    from safetensors.numpy import load_file
+    from runtime_py.validate import decoder_twin, torch_model
     tmp, model = latent_bundle
     out = tmp_path / dtype
     assert main(["export", str(tmp / "dit.pt"), str(out), "--dtype", dtype, "--vae", str(tmp / "vae")]) == 0
@@ -108,13 +100,8 @@ def test_same_seed_same_image_as_the_torch_twin(latent_bundle, tmp_path, dtype):
     dit64 = torch_model(bundle)                                  # float64, the bundle's weights
     x = sample_images(lambda x, t, y: dit64(x.double(), t, y).float(), in_channels=4, input_size=8, num_classes=3,
                       class_ids=[1, 2], steps=3, seed=4, clip_x0=False)
-    m = runner.manifest
-    cfg = VAEConfig(**{**m["vae"], "block_out_channels": tuple(m["vae"]["block_out_channels"])})
-    tensors = {}
-    for f in sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"}):
-        tensors.update(load_file(str(out / "decoder" / f)))
     with torch.no_grad():
-        want = decoder_from_tensors(cfg, tensors)(x.double()).numpy()
+        want = decoder_twin(bundle, runner)(x.double()).numpy()
         x32 = sample_images(model, in_channels=4, input_size=8, num_classes=3, class_ids=[1, 2], steps=3, seed=4,
                             clip_x0=False)
         full = load_vae(tmp / "vae").double().decode(x32.double()).numpy()   # the checkpoints' own f32 weights
