@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: system packages, .venv, Python deps,
-# the Twemoji data set (npm, into an ignored folder). Safe to re-run.
+# the emoji data sets (npm, into an ignored folder). Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -25,11 +25,27 @@ fi
 # torch is an extra (the runtime needs numpy + wgpu only); the pinned wheel above satisfies it.
 .venv/bin/pip install -q -e ".[torch,dev]" 2> >(grep -v "^WARNING: Location" >&2)
 
-if [ ! -f data/npm/node_modules/emoji-datasource-twitter/emoji.json ]; then
-  echo "[setup] npm install emoji-datasource-twitter@16.0.0 (Twemoji, CC-BY 4.0) -> data/npm"
+# The emoji data sets (dit_model/data.py, dit_model/emoji.py; licences and attribution: docs/data.md):
+# Twemoji (CC-BY 4.0), Noto (Apache-2.0), Fluent Emoji Flat (MIT), emojibase names + keywords (MIT).
+# OpenMoji (CC BY-SA 4.0) is opt-in and deliberately not installed here.
+EMOJI_NPM=(
+  "emoji-datasource-twitter@16.0.0:emoji-datasource-twitter/emoji.json"
+  "emoji-datasource-google@16.0.0:emoji-datasource-google/emoji.json"
+  "@iconify-json/fluent-emoji-flat@1.2.6:@iconify-json/fluent-emoji-flat/icons.json"
+  "emojibase-data@17.0.0:emojibase-data/en/data.json"
+)
+need_npm=()
+for item in "${EMOJI_NPM[@]}"; do
+  pkg="${item%%:*}"; file="${item#*:}"
+  name="${pkg%@*}"; want="${pkg##*@}"
+  have=$(sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' "data/npm/node_modules/$name/package.json" 2>/dev/null | head -1 || true)
+  if [ ! -f "data/npm/node_modules/$file" ] || [ "$have" != "$want" ]; then need_npm+=("$pkg"); fi
+done
+if [ ${#need_npm[@]} -gt 0 ]; then
+  echo "[setup] npm install ${need_npm[*]} -> data/npm"
   mkdir -p data/npm
   (cd data/npm && [ -f package.json ] || echo '{"name":"ditweb-data","private":true}' > package.json)
-  npm install --prefix data/npm --no-audit --no-fund --silent emoji-datasource-twitter@16.0.0
+  npm install --prefix data/npm --no-audit --no-fund --silent --save-exact "${need_npm[@]}"
 fi
 # onnxruntime-web for the browser benchmark (bench/web), its own ignored folder: served as static files, never bundled.
 if [ ! -f data/npm-ort/node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs ]; then
