@@ -44,13 +44,16 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_weights(model, path, class_names: list[str], step: int | None = None) -> None:
+def save_weights(model, path, class_names: list[str], step: int | None = None, vocab=None) -> None:
     """A model's weights as .safetensors, with its config and class names in the metadata
-    (how the shipped default model travels: no pickle at all). Written atomically."""
+    (how the shipped default model travels: no pickle at all), and a named model's label
+    vocabulary (ditformat.labels). Written atomically."""
     import json
     from safetensors.torch import save
     meta = {"config": json.dumps(model.cfg.to_dict()), "class_names": json.dumps(list(class_names)),
             "step": str(step if step is not None else "")}
+    if vocab is not None:
+        meta["vocabulary"] = vocab.dumps()
     data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
     atomic_write(path, lambda f: f.write(data), "weights")
 
@@ -68,8 +71,11 @@ def _torch_load(path: Path) -> object:
         if "config" not in meta:
             return sd
         try:
-            return {"ema": sd, "config": json.loads(meta["config"]), "class_names": json.loads(meta.get("class_names", "[]")),
-                    "step": int(meta["step"]) if meta.get("step") else None}
+            out = {"ema": sd, "config": json.loads(meta["config"]), "class_names": json.loads(meta.get("class_names", "[]")),
+                   "step": int(meta["step"]) if meta.get("step") else None}
+            if "vocabulary" in meta:
+                out["vocabulary"] = meta["vocabulary"]
+            return out
         except ValueError as e:
             raise CheckpointError(f"{path}: bad metadata in safetensors header ({e})") from None
     try:
@@ -171,6 +177,26 @@ def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): {lines[1] if len(lines) > 1 else lines[0]}") from None
     names = meta.get("class_names") if isinstance(meta, dict) else None
-    if not names or len(names) != cfg.num_classes:
+    if not isinstance(names, list) or len(names) != cfg.num_classes or not all(isinstance(n, str) for n in names):
         names = [str(i) for i in range(cfg.num_classes)]
-    return model.to(device).eval(), {"config": cfg, "class_names": list(names), "step": meta.get("step") if isinstance(meta, dict) else None}
+    vocab = read_vocabulary(meta, cfg, path)
+    return model.to(device).eval(), {"config": cfg, "class_names": list(names), "vocab": vocab,
+                                     "step": meta.get("step") if isinstance(meta, dict) else None}
+
+
+def read_vocabulary(meta, cfg: DiTConfig, path):
+    """A named model's vocabulary (None for a one-level model); it must fit the label table."""
+    from ditformat.labels import Vocabulary, VocabularyError
+    text = meta.get("vocabulary") if isinstance(meta, dict) else None
+    if not cfg.label_levels:
+        return None
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: a model with label levels {list(cfg.label_levels)} but no vocabulary")
+    try:
+        vocab = Vocabulary.loads(text, "its vocabulary")
+    except VocabularyError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if vocab.sizes != tuple(cfg.label_levels) or vocab.nested != cfg.label_nested:
+        raise CheckpointError(f"{path}: its vocabulary (levels {list(vocab.sizes)}, {vocab.nested} nested) disagrees "
+                              f"with the weights (levels {list(cfg.label_levels)}, {cfg.label_nested} nested)")
+    return vocab

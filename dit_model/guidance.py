@@ -34,8 +34,8 @@ def parse_interval(text: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Guide:
     scale: float = 4.0
-    negative_class: int | None = None
-    compose: tuple[tuple[int, float], ...] = ()       # ((class id, weight), ...)
+    negative_class: int | tuple | None = None         # a class id, or a label (one id per level)
+    compose: tuple[tuple[int | tuple, float], ...] = ()   # ((class id or label, weight), ...)
     schedule: str = "constant"
     scale_end: float | None = None                    # linear schedule: scale at the last step
     interval: tuple[int, int] = (0, 999)              # interval schedule: original t range
@@ -53,6 +53,8 @@ class Guide:
         if self.batch_k < 1 or self.batch_tau < 0:
             raise ValueError("batch estimate needs K >= 1 and tau >= 0")
         for c in [self.negative_class] + [c for c, _ in self.compose]:
+            if isinstance(c, tuple):                  # a label of several levels: its vocabulary checked it
+                continue
             if c is not None and not 0 <= c < num_classes:
                 raise ValueError(f"class id {c} is out of range [0, {num_classes})")
         if self.negative_class is not None and self.compose:
@@ -86,9 +88,11 @@ class Plan:
         return self.base + self.slope * s
 
 
-def make_plan(guide: Guide, class_ids: list[int], num_classes: int) -> Plan:
+def make_plan(guide: Guide, class_ids: list, null_label) -> Plan:
+    """The branches of a guide; null_label is the unconditional label (num_classes, or a tuple of the
+    level sizes for a model with label levels)."""
     n = len(class_ids)
-    null = [num_classes] * n
+    null = [null_label] * n
     if guide.compose:
         w = np.array([wt for _, wt in guide.compose], np.float64)
         labels = [null] + [[c] * n for c, _ in guide.compose]

@@ -35,6 +35,12 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int = 1000       # id num_classes is the null class
     class_dropout_prob: float = 0.1
+    # Labels at several levels (named models: emoji, subcategory, category, style): the sizes of the
+    # levels (summing to num_classes); empty = one level of num_classes. The first `label_nested`
+    # levels are a hierarchy, dropped from the finest up; the others are dropped on their own.
+    label_levels: tuple = ()
+    label_nested: int = 1
+    free_dropout_prob: float = 0.5  # how often a free level (style) is left out in training
     learn_sigma: bool = True
     conditioning: str = "adaln-zero"
     prediction: str = "eps"       # what the first C output channels are: the noise eps, or v (Salimans & Ho)
@@ -64,24 +70,53 @@ class DiTConfig:
             raise ConfigError(f"hidden size {self.hidden_size} must be a multiple of 4 (2D sin-cos embedding)")
         if self.in_channels <= 0 or self.num_classes <= 0 or self.depth <= 0:
             raise ConfigError("in_channels, num_classes and depth must be positive")
+        levels = self.label_levels
+        if levels:
+            if (not isinstance(levels, (tuple, list)) or not 1 <= len(levels) <= 8
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in levels)):
+                raise ConfigError(f"label_levels must be 1 to 8 positive integers, got {levels!r}")
+            if sum(levels) != self.num_classes:
+                raise ConfigError(f"label_levels {list(levels)} sum to {sum(levels)}, not num_classes {self.num_classes}")
+        n = len(self.levels)
+        if isinstance(self.label_nested, bool) or not isinstance(self.label_nested, int) or not 1 <= self.label_nested <= n:
+            raise ConfigError(f"label_nested must be an integer in [1, {n}], got {self.label_nested!r}")
+        for name in ("class_dropout_prob", "free_dropout_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {v!r}")
+        if self.class_dropout_prob * self.label_nested > 1.0:
+            raise ConfigError(f"class_dropout_prob {self.class_dropout_prob} x {self.label_nested} nested levels exceeds 1")
         for name, lo, hi in (("freq_shift", 0.0, 1.0), ("norm_eps", 1e-12, 1e-2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ConfigError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
         return self
 
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The label levels' sizes: (num_classes,) for a model with one level."""
+        return tuple(self.label_levels) or (self.num_classes,)
+
+    @property
+    def label_rows(self) -> int:
+        """Rows of the label table: each level's labels followed by its null label."""
+        return self.num_classes + len(self.levels)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        # the diffusers-numerics options are written only when set, so the files (checkpoints,
-        # manifests) of every reference-numerics model stay as they were
-        for k in ("freq_shift", "norm_eps"):
-            if d[k] == DiTConfig.__dataclass_fields__[k].default:
+        d["label_levels"] = list(self.label_levels)
+        # the options added after the first release are written only when set, so the files
+        # (checkpoints, manifests) of every one-level, reference-numerics model stay as they were
+        for k in ("freq_shift", "norm_eps", "label_levels", "label_nested", "free_dropout_prob"):
+            if d[k] == DiTConfig.__dataclass_fields__[k].default or (k == "label_levels" and not d[k]):
                 del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if isinstance(known.get("label_levels"), list):
+            known["label_levels"] = tuple(known["label_levels"])
         return cls(**known).validate()
 
 
@@ -156,20 +191,32 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """num_classes + 1 rows: the last one is the null class of classifier-free guidance."""
+    """One table for all label levels: level l's n_l labels, then its null label (the paper's
+    "null class" of classifier-free guidance), level after level. With one level that is the
+    paper's table of num_classes + 1 rows. A label is one id per level (id n_l: left out); its
+    embedding is the sum of its levels' rows."""
 
-    def __init__(self, num_classes: int, hidden_size: int):
+    def __init__(self, num_classes: int, hidden_size: int, levels: tuple[int, ...] = ()):
         super().__init__()
         self.num_classes = num_classes
-        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+        self.levels = tuple(levels) or (num_classes,)
+        starts = np.cumsum([0] + [n + 1 for n in self.levels[:-1]])
+        self.register_buffer("starts", torch.tensor(starts, dtype=torch.long), persistent=False)
+        self.embedding_table = nn.Embedding(num_classes + len(self.levels), hidden_size)
+
+    def rows(self, y):
+        """Label ids (N,) for one level, or (N, L) -> table rows (N, L)."""
+        return (y if y.ndim == 2 else y[:, None]) + self.starts
 
     def forward(self, y):
-        return self.embedding_table(y)                                  # (N, D)
+        return self.embedding_table(self.rows(y)).sum(1)                # (N, D)
 
 
-def drop_labels(y: torch.Tensor, drop: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Label dropout for CFG training: where drop is True, use the null class."""
-    return torch.where(drop, torch.full_like(y, num_classes), y)
+def drop_labels(y: torch.Tensor, drop: torch.Tensor, num_classes) -> torch.Tensor:
+    """Label dropout for CFG training: where drop is True, use the null label. y (N,) with drop
+    (N,) and num_classes an int, or y (N, L) with drop (N, L) and num_classes the level sizes."""
+    null = torch.as_tensor(num_classes, dtype=y.dtype, device=y.device)
+    return torch.where(drop, null.expand_as(y), y)
 
 
 # ---------------------------------------------------------------- transformer parts
@@ -277,7 +324,7 @@ class DiT(nn.Module):
         D = cfg.hidden_size
         self.x_embedder = PatchEmbed(cfg)
         self.t_embedder = TimestepEmbedder(D, freq_shift=cfg.freq_shift)
-        self.y_embedder = LabelEmbedder(cfg.num_classes, D)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, D, cfg.label_levels)
         grid = cfg.input_size // cfg.patch_size
         # Fixed 2D sin-cos table, stored (and counted) like the published checkpoints.
         self.pos_embed = nn.Parameter(torch.tensor(sincos_2d(D, grid), dtype=torch.float32)[None], requires_grad=False)
@@ -317,7 +364,8 @@ class DiT(nn.Module):
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
     def forward(self, x, t, y):
-        """x (N, C, I, I), integer t (N,) in [0, 1000), class ids y (N,) with num_classes = null."""
+        """x (N, C, I, I), integer t (N,) in [0, 1000), class ids y (N,) with num_classes = null
+        (or, with label levels, one id per level (N, L), each level's size meaning left out)."""
         x = self.x_embedder(x) + self.pos_embed                          # (N, T, D)
         t_emb = self.t_embedder(t)                                        # (N, D)
         y_emb = self.y_embedder(y)                                        # (N, D)

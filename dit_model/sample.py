@@ -17,18 +17,20 @@ SAMPLERS = ("ddim", "ddpm")
 def sample_images(model: Callable, *, in_channels: int, input_size: int, num_classes: int,
                   class_ids: list[int], guide: Guide = Guide(), steps: int = 50, sampler: str = "ddim",
                   eta: float = 0.0, seed: int = 0, clip_x0: bool = True, prediction: str = "eps",
-                  on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                  on_step: Callable[[int, int], None] | None = None, null=None) -> torch.Tensor:
     """Returns x_0 (N, C, I, I) in the model's space; `model(x, t, y)` is any DiT-like callable whose
     first C output channels are `prediction` ("eps" or "v"). Guides combine the raw outputs (they
-    are linear in them), and the sampler converts the guided output with the unperturbed x_t."""
+    are linear in them), and the sampler converts the guided output with the unperturbed x_t.
+    A model with label levels takes labels as tuples of one id per level (`class_ids`, the guide's
+    classes), and `null` is then its unconditional label (the tuple of the level sizes)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     guide.validate(num_classes)
     diff = Diffusion(steps, prediction=prediction)
     N, C, I = len(class_ids), in_channels, input_size
-    plan = make_plan(guide, class_ids, num_classes)
+    plan = make_plan(guide, class_ids, num_classes if null is None else tuple(null))
     K, J = guide.copies, len(plan.labels)
-    y = torch.tensor([c for _ in range(K) for branch in plan.labels for c in branch], dtype=torch.long)  # (K*J*N,)
+    y = torch.tensor([c for _ in range(K) for branch in plan.labels for c in branch], dtype=torch.long)  # (K*J*N[, L])
     x = normal_tensor(seed, STREAM_INIT, 0, (N, C, I, I))                                            # x_T
     for n_done, i in enumerate(reversed(range(steps))):
         t = int(diff.timestep_map[i])

@@ -37,13 +37,15 @@ from .noise import normal, normal_torch, pcg4d
 STREAM_ORDER = 10     # data order: one permutation of the data set per epoch
 STREAM_DRAWS = 11     # per sample k: timestep, label dropout, horizontal flip
 STREAM_NOISE = 12     # per element of the global (B, C, S, S) batch: eps
+STREAM_FREE = 13      # per sample k: dropout of the free label levels (style), one hash word per level
 
 # The recipe; `--resume` restores these from the checkpoint, then applies options given again.
 DEFAULTS = dict(preset=DEFAULT_PRESET, data=None, size=32, skin_tones=False, subcategories=False, flip=True,
                 batch_size=32, lr=1e-4, weight_decay=0.0, ema=0.9999, seed=0, max_steps=None, epochs=None,
                 time_limit=None, run_dir=None, log_every=50, sample_every=1000, ckpt_every=500,
                 sample_per_class=4, sample_steps=50, sample_cfg=4.0, precision="auto", compile=False, device="auto",
-                conditioning=None, init=None, prediction="eps", loss_weighting="none", min_snr_gamma=5.0, t_sampling="uniform", warmup=0)
+                conditioning=None, init=None, prediction="eps", loss_weighting="none", min_snr_gamma=5.0, t_sampling="uniform", warmup=0,
+                styles=None, repeat=None)
 T_SAMPLINGS = ("uniform", "logit-normal")
 PRECISIONS = ("auto", "f32", "bf16")
 
@@ -64,11 +66,17 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, drop_prob: float, flip: bool,
-               t_sampling: str = "uniform"):
+               t_sampling: str = "uniform", levels: tuple[int, int, float] | None = None):
     """Data indices, timesteps, dropped labels and flips for global-batch samples k = lo .. hi-1 of `step`.
 
     Timesteps: uniform on {0 .. 999} (the paper), or logit-normal: t = floor(1000 sigmoid(n)), n ~ N(0, 1)
-    (Esser et al., "Scaling rectified flow transformers"), which spends the steps on mid noise levels."""
+    (Esser et al., "Scaling rectified flow transformers"), which spends the steps on mid noise levels.
+
+    Dropped labels: (m,) bools for a one-level model (the label left out with probability drop_prob);
+    with levels = (L, nested, free_prob), (m, L) bools: the nested levels are left out from the finest
+    up, the finest j of them with probability drop_prob each for j = nested .. 1 (so all of them, i.e.
+    the unconditional label, with drop_prob, as with one level), and each free level on its own with
+    free_prob."""
     k = np.arange(lo, hi)
     g = step * batch_size + k                                           # position in the endless data stream
     idx = np.empty(len(k), np.int64)
@@ -86,6 +94,16 @@ def batch_plan(seed: int, step: int, batch_size: int, lo: int, hi: int, n: int, 
     else:
         raise UsageError(f"unknown timestep sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLINGS)}")
     drop = h1.astype(np.float64) < drop_prob * 2.0 ** 32
+    if levels is not None:
+        L, nested, free_prob = levels
+        u = h1.astype(np.float64) / 2.0 ** 32
+        j = np.floor(u / drop_prob) if drop_prob > 0 else np.full(m, np.inf)
+        cut = np.where(j < nested, nested - j, 0)                     # how many of the finest levels are left out
+        drop = np.zeros((m, L), bool)
+        drop[:, :nested] = np.arange(nested)[None] < cut[:, None]
+        if L > nested:
+            hf = np.stack(pcg4d(_u32(k), _u32(np.full(m, step)), _u32(np.full(m, seed)), _u32(np.full(m, STREAM_FREE))), 1)
+            drop[:, nested:] = hf[:, :L - nested].astype(np.float64) < free_prob * 2.0 ** 32
     flips = (h2 >> np.uint32(31)).astype(bool) & flip
     return idx, t, drop, flips
 
@@ -98,13 +116,16 @@ def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, cfg: DiTConfig, se
     the images cross as uint8 (4x fewer bytes than floats), and on a GPU the noise is computed
     there (noise.normal_torch, the same bits as noise.normal) instead of on the host."""
     device = torch.device(device)
+    multi = labels.ndim == 2
+    levels = (len(cfg.levels), cfg.label_nested, cfg.free_dropout_prob) if multi else None
     idx, t, drop, flips = batch_plan(seed, step, batch_size, lo, hi, len(images_u8), cfg.class_dropout_prob, flip,
-                                     t_sampling)
+                                     t_sampling, levels)
     sel = torch.from_numpy(idx)
     x0 = to_model(images_u8[sel.to(images_u8.device)].to(device))      # (n, C, S, S)
     f = torch.from_numpy(flips).to(device)
     x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)           # the paper's only augmentation
-    y = drop_labels(labels[sel.to(labels.device)].to(device), torch.from_numpy(drop).to(device), cfg.num_classes)
+    y = drop_labels(labels[sel.to(labels.device)].to(device), torch.from_numpy(drop).to(device),
+                    list(cfg.levels) if multi else cfg.num_classes)
     per = cfg.in_channels * cfg.input_size ** 2
     eps = batch_noise(seed, step, lo * per, (hi - lo) * per, device).reshape(x0.shape)
     return x0, y, torch.from_numpy(t).to(device), eps
@@ -240,7 +261,8 @@ class Trainer:
         """ema <- decay * ema + (1 - decay) * theta."""
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - self.ema_decay)
 
-    def warm_start(self, path, class_names: list[str] | None = None, parents: dict[str, str] | None = None) -> str:
+    def warm_start(self, path, class_names: list[str] | None = None, parents: dict[str, str] | None = None,
+                   vocab=None) -> str:
         """Model and EMA from a weights file (any format `ditweb sample` loads) whose architecture matches;
         the prediction type may differ (the output head then re-learns what it predicts), and so may the label
         set: each class's embedding starts from the file's class of the same name, else from its parent's
@@ -250,14 +272,19 @@ class Trainer:
         model, meta = load_model(path)
         mine, theirs = self.cfg.to_dict(), meta["config"].to_dict()
         diff = [f"{k} {theirs.get(k)} vs {mine[k]}" for k in mine
-                if k not in ("prediction", "num_classes") and mine[k] != theirs.get(k)]
+                if k not in ("prediction", "num_classes", "label_levels", "label_nested", "free_dropout_prob")
+                and mine[k] != theirs.get(k)]
         if diff:
             raise CheckpointError(f"{path}: --init weights do not fit this model ({'; '.join(diff)})")
         sd = model.state_dict()
         old = list(meta.get("class_names") or [])
         names = list(class_names) if class_names is not None else old
         note = f"warm start from {path}"
-        if names != old or mine["num_classes"] != theirs["num_classes"]:
+        if vocab is not None and old[:theirs["num_classes"]] != names:
+            sd["y_embedder.embedding_table.weight"], how = level_table(sd["y_embedder.embedding_table.weight"],
+                                                                       old[:theirs["num_classes"]], vocab)
+            note += f": label embeddings mapped onto the levels {', '.join(vocab.levels)} ({how})"
+        elif names != old or mine["num_classes"] != theirs["num_classes"]:
             key = "y_embedder.embedding_table.weight"
             table, n_old = sd[key], theirs["num_classes"]
             index = {c: i for i, c in enumerate(old[:n_old])}
@@ -273,10 +300,13 @@ class Trainer:
         self.ema.load_state_dict(sd)
         return note
 
-    def state(self, class_names: list[str], train_args: dict) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "step": self.step, "config": self.cfg.to_dict(), "class_names": list(class_names),
-                "train_args": train_args}
+    def state(self, class_names: list[str], train_args: dict, vocab=None) -> dict:
+        out = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+               "step": self.step, "config": self.cfg.to_dict(), "class_names": list(class_names),
+               "train_args": train_args}
+        if vocab is not None:
+            out["vocabulary"] = vocab.dumps()
+        return out
 
     def load(self, obj: dict, path) -> None:
         try:
@@ -289,6 +319,46 @@ class Trainer:
         for g in self.opt.param_groups:                                 # lr / wd may be changed on resume
             g["lr"], g["weight_decay"] = self.lr, self.weight_decay
         self.step = int(obj["step"])
+
+
+@torch.no_grad()
+def level_table(table: torch.Tensor, old_names: list[str], vocab) -> tuple[torch.Tensor, str]:
+    """A one-level label table (old classes + null) -> the table of `vocab`'s levels, so that each label
+    starts where the old model was: the old classes are found at one nested level m (the one with
+    most of their names); V_l(i), the mean old row of the level-m labels under label i of level l >= m,
+    becomes e_top = V_top, e_l = V_l - V_{l+1}(parent) below it (sums telescope: any label whose
+    finest kept level is l >= m embeds as V_l, a finer one as V_m), finer levels and free levels 0;
+    the top nested level's null row is the old null row, the other null rows 0."""
+    n_old = len(old_names)
+    nested = vocab.nested
+    hits = [sum(n in set(vocab.names[l]) for n in old_names) for l in range(nested)]
+    m = int(np.argmax(hits))
+    if hits[m] == 0:
+        raise CheckpointError("--init: none of the weights' class names is a label of the new model")
+    old_index = {c: i for i, c in enumerate(old_names)}
+    mean_old = table[:n_old].mean(0)
+    V = [None] * nested
+    V[m] = torch.stack([table[old_index[c]] if c in old_index else mean_old for c in vocab.names[m]])
+    found = torch.tensor([c in old_index for c in vocab.names[m]])
+    up_of = list(range(len(vocab.names[m])))                            # level-m label -> its label at level l
+    for l in range(m + 1, nested):
+        up_of = [vocab.parents[l - 1][i] for i in up_of]
+        rows = []
+        for j in range(len(vocab.names[l])):
+            members = [i for i, u in enumerate(up_of) if u == j and found[i]]
+            rows.append(V[m][members].mean(0) if members else mean_old)
+        V[l] = torch.stack(rows)
+    D = table.shape[1]
+    blocks = []
+    for l, n in enumerate(vocab.sizes):
+        e = torch.zeros(n + 1, D, dtype=table.dtype)
+        if m <= l < nested:
+            e[:n] = V[l] if l == nested - 1 else V[l] - V[l + 1][torch.tensor(vocab.parents[l])]
+        if l == nested - 1:
+            e[n] = table[n_old]
+        blocks.append(e)
+    how = f"{hits[m]} of the {n_old} classes found as {vocab.levels[m]} labels, coarser levels from their means"
+    return torch.cat(blocks), how
 
 
 def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
@@ -340,6 +410,11 @@ def register(sub):
                "  torchrun --nproc_per_node=2 -m ditweb train Favicon-S/2 --data twemoji.npz")
     p.add_argument("preset", nargs="?", help=f"model preset (default {d['preset']}); see `ditweb info`")
     add_data_options(p)
+    p.add_argument("--styles", help="a named model: the emoji of these styles (comma-separated, e.g. "
+                                    "twemoji,noto,fluent), labelled at every level (emoji, subcategory, category, style)")
+    p.add_argument("--repeat", action="append", metavar="NAME:FACTOR",
+                   help="named model: show the images under this label FACTOR times per epoch (repeatable), "
+                        "e.g. 'Animals & Nature:10'")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     p.add_argument("--batch-size", type=int, help=f"global batch size, split over processes (default {d['batch_size']})")
     p.add_argument("--lr", type=float, help=f"AdamW learning rate, constant (default {d['lr']:g}, the paper's)")
@@ -477,9 +552,18 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     if saved is None and ckpt_path.exists():
         raise UsageError(f"{ckpt_path} exists; continue it with `ditweb train --resume {run_dir}` or pick another --run-dir")
 
-    data = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"])
+    if opts["styles"]:                                                  # named emoji: labels at every level
+        from .named import load_named, parse_repeats
+        data = load_named(opts["styles"], opts["size"], True if opts["skin_tones"] is None else opts["skin_tones"],
+                          parse_repeats(opts["repeat"]), opts["data"])
+        vocab = data.vocab
+        levels = dict(label_levels=vocab.sizes, label_nested=vocab.nested)
+    else:
+        if opts["repeat"]:
+            raise UsageError("--repeat needs --styles (a named model)")
+        data, vocab, levels = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"]), None, {}
     cfg = preset_config(opts["preset"], input_size=data.size, in_channels=4, num_classes=len(data.class_names),
-                        prediction=opts["prediction"], conditioning=opts["conditioning"])
+                        prediction=opts["prediction"], conditioning=opts["conditioning"], **levels)
     if saved is not None:
         _check_compatible(saved, cfg, data, ckpt_path)
     precision, why = resolve_precision(opts["precision"], ctx.device, cfg)
@@ -490,7 +574,7 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         trainer.load(saved, ckpt_path)
         saved = None                                                    # free the host copy
     elif opts["init"]:
-        note = trainer.warm_start(opts["init"], data.class_names, data.parents)
+        note = trainer.warm_start(opts["init"], data.class_names, data.parents, vocab)
         if ctx.main:
             print(note, file=sys.stderr)
 
@@ -509,7 +593,7 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
 
     def save():
         if ctx.main:
-            atomic_save(trainer.state(data.class_names, train_args), ckpt_path)
+            atomic_save(trainer.state(data.class_names, train_args, vocab), ckpt_path)
         saved_at["step"] = trainer.step
         ctx.barrier()
 
@@ -556,7 +640,7 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
                     log.write(step, step * B / n, *mean, win_steps * B / dt, time.time() - t_start)
                 window, win_steps, win_t = None, 0, time.time()
             if opts["sample_every"] and step % opts["sample_every"] == 0 and ctx.main:
-                write_sample_grid(trainer.ema, cfg, data.class_names, run_dir / "samples" / f"step_{step:07d}.png", opts)
+                write_sample_grid(trainer.ema, cfg, vocab or data.class_names, run_dir / "samples" / f"step_{step:07d}.png", opts)
                 win_t += time.time() - now                              # images/s counts training only
                 last_t = time.time()
             out_of_time = time_limit is not None and time.time() - t_start >= time_limit
@@ -574,7 +658,7 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     if ctx.main:
         log.close()
         if opts["sample_every"] and trainer.step % opts["sample_every"]:
-            write_sample_grid(trainer.ema, cfg, data.class_names, run_dir / "samples" / f"step_{trainer.step:07d}.png", opts)
+            write_sample_grid(trainer.ema, cfg, vocab or data.class_names, run_dir / "samples" / f"step_{trainer.step:07d}.png", opts)
         print(f"stopped ({reason}) at step {trainer.step}, epoch {trainer.step * B / n:.2f}; checkpoint {ckpt_path}; "
               f"continue with `ditweb train --resume {run_dir}`", file=sys.stderr)
     return 0
@@ -617,18 +701,35 @@ class _Log:
         self.f.close()
 
 
-def write_sample_grid(ema, cfg: DiTConfig, class_names: list[str], path: Path, opts: dict) -> Path:
-    """One row per class (at most 16 classes), `sample_per_class` EMA samples each, fixed seed."""
+GRID_PROMPTS = ("hippopotamus", "cat face", "dog face", "red apple", "pizza", "rocket", "grinning face",
+                "red heart", "Animals & Nature", "Flags")   # a named model's grid rows, each in every style
+
+
+def write_sample_grid(ema, cfg: DiTConfig, classes, path: Path, opts: dict) -> Path:
+    """One row per class (at most 16 classes), `sample_per_class` EMA samples each, fixed seed; for a
+    named model (`classes` a Vocabulary) one row per GRID_PROMPTS entry and style (at most 16 rows)."""
+    from ditformat.labels import Vocabulary, VocabularyError
     from .guidance import Guide
     from .images import grid, to_uint8
     from .sample import sample_images
     k = max(1, opts["sample_per_class"])
-    classes = list(range(min(cfg.num_classes, 16)))
+    null = None
+    if isinstance(classes, Vocabulary):
+        rows = []
+        styles = classes.names[-1] if len(classes.levels) > classes.nested else [None]
+        for prompt in GRID_PROMPTS:
+            try:
+                rows += [classes.resolve(prompt, style).ids for style in styles]
+            except VocabularyError:
+                continue
+        rows, null = rows[:16], classes.sizes
+    else:
+        rows = list(range(min(cfg.num_classes, 16)))
     device = next(ema.parameters()).device
     model = lambda x, t, y: ema(x.to(device), t.to(device), y.to(device)).float().cpu()
     x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
-                      class_ids=[c for c in classes for _ in range(k)], guide=Guide(scale=opts["sample_cfg"]),
-                      steps=opts["sample_steps"], seed=0, prediction=cfg.prediction)
+                      class_ids=[c for c in rows for _ in range(k)], guide=Guide(scale=opts["sample_cfg"]),
+                      steps=opts["sample_steps"], seed=0, prediction=cfg.prediction, null=null)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid(to_uint8(x), cols=k, scale=2).save(path)
     return path
@@ -753,6 +854,8 @@ def export_weights(run: str | os.PathLike, out_dir: str | os.PathLike, max_mib: 
         raise CheckpointError(f"{ckpt}: no checkpoint to export")
     obj = read_training_checkpoint(ckpt)
     cfg = DiTConfig.from_dict(obj["config"])
+    from .checkpoint import read_vocabulary
+    vocab = read_vocabulary(obj, cfg, ckpt)
     written = []
     for part in ("ema", "model"):
         for dtype in (torch.float32, torch.bfloat16):
@@ -766,7 +869,7 @@ def export_weights(run: str | os.PathLike, out_dir: str | os.PathLike, max_mib: 
         else:
             raise CheckpointError(f"{ckpt}: {part} weights exceed {max_mib:g} MiB even in bfloat16")
         path = Path(out_dir) / f"{part}.safetensors"
-        save_weights(model, path, obj["class_names"], obj["step"])
+        save_weights(model, path, obj["class_names"], obj["step"], vocab)
         if path.stat().st_size > max_mib * 2 ** 20:
             raise CheckpointError(f"{path}: {path.stat().st_size} bytes, over {max_mib:g} MiB")
         written.append(path)
