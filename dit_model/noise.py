@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ditformat.noise import (COS_Q, LN2, LOG1P, SIN_Q, SQRT2, STREAM_INIT, STREAM_PERTURB, STREAM_STEP,  # noqa: F401
-                             _cos_2pi_u24, _f, _ln_u24, _poly, _sqrt, normal, pcg4d)
+from ditformat.noise import (COS_Q, LN2, LOG1P, PCG_INC, PCG_MUL, RSQRT_MAGIC, SIN_Q, SQRT2,  # noqa: F401
+                             STREAM_INIT, STREAM_PERTURB, STREAM_STEP, _cos_2pi_u24, _f, _ln_u24, _poly, _sqrt, normal, pcg4d)
 
 
 def normal_tensor(seed: int, stream: int, step: int, shape, start: int = 0):
@@ -38,10 +38,10 @@ def _mul32(a, b):
 
 def pcg4d_torch(x, y, z, w):
     """pcg4d on int64 tensors holding uint32 values; the same words."""
-    x = (x * 1664525 + 1013904223) & _U32                             # < 2^53: exact in int64
-    y = (y * 1664525 + 1013904223) & _U32
-    z = (z * 1664525 + 1013904223) & _U32
-    w = (w * 1664525 + 1013904223) & _U32
+    x = (x * PCG_MUL + PCG_INC) & _U32                             # < 2^53: exact in int64
+    y = (y * PCG_MUL + PCG_INC) & _U32
+    z = (z * PCG_MUL + PCG_INC) & _U32
+    w = (w * PCG_MUL + PCG_INC) & _U32
     x = (x + _mul32(y, w)) & _U32; y = (y + _mul32(z, x)) & _U32
     z = (z + _mul32(x, y)) & _U32; w = (w + _mul32(y, z)) & _U32
     x = x ^ (x >> 16); y = y ^ (y >> 16); z = z ^ (z >> 16); w = w ^ (w >> 16)
@@ -76,7 +76,7 @@ def _ln_u24_torch(k):
 def _sqrt_torch(a):
     import torch
     bits = a.view(torch.int32).to(torch.int64) & _U32                 # as numpy's uint32 (-0.0 included)
-    y = (0x5F3759DF - (bits >> 1)) & _U32
+    y = (RSQRT_MAGIC - (bits >> 1)) & _U32
     y = torch.where(y >= 2 ** 31, y - 2 ** 32, y).to(torch.int32).view(torch.float32)
     for _ in range(3):
         y = y * (1.5 - 0.5 * a * y * y)

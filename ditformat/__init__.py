@@ -5,11 +5,14 @@ more than one side needs to agree on lives here, once.
   version   format name, format version, the exporter version that writes it
   errors    DitwebError, the base class of every error the `ditweb` command reports in one line
   schedule  the noise schedule and the respaced sampler tables, float64 numpy
-  step      the 128-byte step uniform: field layout, flags, packing
+  layout    the binary layouts as data: the step record's fields and flags, each op's params
+  step      the 128-byte step uniform: its fields for a sampler index, packing (from layout)
   forms     linear forms [b, n, c] = b*B + n*N + c (batch-dependent sizes in the manifest)
   noise     the counter-based Gaussian generator every runtime reproduces bit for bit
   schema    bundle-schema.json: the declarative manifest schema both verifiers read (the page through
             web/bundle-schema.js, written by `python -m ditformat`)
+  generate  the files generated from these declarations (`python -m ditformat`): web/bundle-schema.js,
+            web/bundle-layout.js (packStep, OP_PARAMS) and wasm/bundle-layout.h (included by wasm/kernels.c)
 """
 from .version import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 

@@ -1,8 +1,6 @@
-"""`python -m ditformat`: write web/bundle-schema.js from ditformat/bundle-schema.json (the page's copy)."""
-from pathlib import Path
+"""`python -m ditformat`: write the files generated from the format's declarations (ditformat/generate.py):
+web/bundle-schema.js, web/bundle-layout.js and wasm/bundle-layout.h."""
+from .generate import write_all
 
-from .schema import js_module
-
-out = Path(__file__).resolve().parents[1] / "web" / "bundle-schema.js"
-out.write_text(js_module())
-print(f"wrote {out}")
+for path in write_all():
+    print(f"wrote {path}")

@@ -30,6 +30,8 @@ SIN_Q = ["0.0", "1.5707963", "0.000003296861", "-0.6460008", "0.00019882838", "0
          "0.0010624186", "-0.005788612", "0.00063555944"]              # sin(r pi/2), r in [0, 1]
 LN2 = "0.6931472"
 SQRT2 = "1.4142135"
+PCG_MUL, PCG_INC = 1664525, 1013904223      # pcg4d's linear congruential step (u32)
+RSQRT_MAGIC = 0x5F3759DF                     # the bit-level first guess of 1/sqrt
 
 _f = np.float32
 
@@ -37,10 +39,11 @@ _f = np.float32
 def pcg4d(x, y, z, w):
     """Four uint32 arrays in, four out (all arithmetic modulo 2^32)."""
     with np.errstate(over="ignore"):
-        x = x * np.uint32(1664525) + np.uint32(1013904223)
-        y = y * np.uint32(1664525) + np.uint32(1013904223)
-        z = z * np.uint32(1664525) + np.uint32(1013904223)
-        w = w * np.uint32(1664525) + np.uint32(1013904223)
+        mul, inc = np.uint32(PCG_MUL), np.uint32(PCG_INC)
+        x = x * mul + inc
+        y = y * mul + inc
+        z = z * mul + inc
+        w = w * mul + inc
         x = x + y * w; y = y + z * x; z = z + x * y; w = w + y * z
         x = x ^ (x >> np.uint32(16)); y = y ^ (y >> np.uint32(16))
         z = z ^ (z >> np.uint32(16)); w = w ^ (w >> np.uint32(16))
@@ -70,7 +73,7 @@ def _ln_u24(k):
 def _sqrt(a):
     """sqrt(a) for a >= 0: the classic bit-level guess of 1/sqrt, three Newton steps, times a."""
     bits = a.view(np.uint32)
-    y = (np.uint32(0x5F3759DF) - (bits >> np.uint32(1))).view(np.float32)
+    y = (np.uint32(RSQRT_MAGIC) - (bits >> np.uint32(1))).view(np.float32)
     for _ in range(3):
         y = y * (_f(1.5) - _f(0.5) * a * y * y)
     return a * y

@@ -1,5 +1,6 @@
 """The per-step uniform (docs/bundle-format.md, "The step uniform"): 128 bytes, rewritten before
-every sampler step; its WGSL struct is `Step` in wgsl/ops.py and web/schedule.js packs the same bytes."""
+every sampler step. Its layout is declared in ditformat/layout.py (STEP_FIELDS), which also generates the WGSL
+`Step` struct, web/bundle-layout.js (packStep, used by web/schedule.js) and wasm/bundle-layout.h."""
 from __future__ import annotations
 
 import math
@@ -7,14 +8,9 @@ import struct
 
 import numpy as np
 
-from .schema import SCHEMA
+from .layout import FLOATS, MAX_BRANCHES, STEP_BYTES, STEP_FIELDS, STEP_FLAGS, U32S  # noqa: F401
 
-STEP_BYTES = SCHEMA["step_bytes"]            # 128
-MAX_BRANCHES = SCHEMA["max_branches"]        # 8 guidance coefficients the uniform holds (coef: 2 x vec4)
-FLAG_CLIP, FLAG_DDPM, FLAG_NOISE, FLAG_V = 1, 2, 4, 8     # FLAG_V: the network output is v, not eps
-U32S = ("t", "i", "seed", "zero", "K", "J", "N", "var_branch", "flags")      # words 0..8, then 3 pad words
-FLOATS = ("sqrt_abar", "sqrt_1m_abar", "coef1", "coef2", "log_beta", "log_post_var", "sqrt_abar_prev", "ddim_dir",
-          "sigma", "perturb")                                                # words 12..21, 2 pad, coef 24..31
+FLAG_CLIP, FLAG_DDPM, FLAG_NOISE, FLAG_V = (STEP_FLAGS[k] for k in ("clip", "ddpm", "noise", "v"))
 
 
 def step_fields(tables: dict, i: int, *, seed: int, K: int = 1, J: int = 1, N: int = 1, var_branch: int = 0,
@@ -47,9 +43,12 @@ def rounded(fields: dict) -> dict:
 def pack_step(f: dict) -> bytes:
     if len(f["coef"]) > MAX_BRANCHES:
         raise ValueError(f"at most {MAX_BRANCHES} guidance branches, got {len(f['coef'])}")
-    coef = list(f["coef"]) + [0.0] * (MAX_BRANCHES - len(f["coef"]))
-    raw = struct.pack("<12I", *[f[k] if k != "zero" else 0 for k in U32S], 0, 0, 0)
-    raw += struct.pack("<12f", *[f[k] for k in FLOATS], 0.0, 0.0)
-    raw += struct.pack("<8f", *coef)
+    raw = b""
+    for name, ty, count in STEP_FIELDS:
+        if count > 1:
+            values = list(f[name]) + [0] * (count - len(f[name]))
+        else:
+            values = [0 if name.startswith("_") or name == "zero" else f[name]]
+        raw += struct.pack(f"<{count}{'I' if ty == 'u32' else 'f'}", *values)
     assert len(raw) == STEP_BYTES
     return raw

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wgsl.ops import ALL_OPS, OPS, evaluate, shape_of
+from ditformat.forms import evaluate
+from wgsl.ops import ALL_OPS, OPS, shape_of
 
 from .bundle import Bundle
 from .parity import prepare, reference

@@ -12,7 +12,8 @@ import torch
 
 from dit_model.guidance import Guide, make_plan
 from dit_model.model import DiT, DiTConfig
-from wgsl.ops import OPS, evaluate
+from ditformat.forms import evaluate
+from wgsl.ops import OPS
 
 from ditformat.errors import UsageError
 

@@ -84,6 +84,34 @@ def test_step_uniform_layout():
     assert struct.unpack("<3f", raw[96:108]) == (1.0, -3.0, 4.0)
 
 
+def test_generated_files_are_fresh():
+    """web/bundle-schema.js, web/bundle-layout.js and wasm/bundle-layout.h equal what `python -m ditformat` writes."""
+    from pathlib import Path
+    from ditformat.generate import generated_files
+    root = Path(__file__).resolve().parent.parent
+    for rel, text in generated_files().items():
+        assert (root / rel).read_text() == text, f"{rel} is stale: run python -m ditformat"
+
+
+def test_step_record_and_op_params_are_declared_once():
+    """The layout declaration drives every copy: the WGSL struct, the op table's params, no hand-written record
+    or positional param access in kernels.c, schedule.js or wasm-runtime.js."""
+    import re
+    from pathlib import Path
+    from ditformat.layout import OP_PARAMS, STEP_FIELDS, wgsl_step_struct
+    from wgsl.ops import ALL_OPS, STEP_STRUCT
+    root = Path(__file__).resolve().parent.parent
+    assert STEP_STRUCT == wgsl_step_struct()
+    assert set(ALL_OPS) == set(OP_PARAMS) and all(op.params == OP_PARAMS[n] for n, op in ALL_OPS.items())
+    assert sum(c for _, _, c in STEP_FIELDS) * 4 == STEP_BYTES
+    c = (root / "wasm" / "kernels.c").read_text()
+    assert '#include "bundle-layout.h"' in c
+    assert not re.search(r"\bP\[\d\]|typedef struct \{\s*u32 t, i|1664525|0x5F3759DF|0\.6931472f", c)
+    for js in ("schedule.js", "wasm-runtime.js"):
+        text = (root / "web" / js).read_text()
+        assert "bundle-layout.js" in text and not re.search(r"\b[uf]\[\d+|f\[24|params\[\d\]", text), js
+
+
 def test_versions_have_one_source():
     """The exporter version in the schema is the package version; the page reads the same schema."""
     import re

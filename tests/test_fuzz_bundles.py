@@ -230,5 +230,6 @@ def test_corpus_of_named_damage(good, tmp_path):
 
 
 def test_web_schema_is_generated_from_the_python_schema():
+    """(with the other generated files: tests/test_format.py test_generated_files_are_fresh)"""
     from ditformat.schema import js_module
     assert (ROOT / "web" / "bundle-schema.js").read_text() == js_module(), "run: python -m ditformat"

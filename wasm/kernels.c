@@ -2,7 +2,9 @@
 //
 // The twin of wgsl/*.wgsl.j2: one function per op of the manifest's op table, same params (a u32
 // array in the manifest's order), same bindings (pointers into linear memory, in binding order; the
-// step uniform is a 128-byte record laid out as docs/bundle-format.md says). web/wasm-runtime.js
+// step uniform is a 128-byte record laid out as docs/bundle-format.md says). The step record, each op's
+// params and the noise constants come from bundle-layout.h, generated from ditformat/layout.py and
+// ditformat/noise.py by `python -m ditformat`: fields and params are read by name, never by position. web/wasm-runtime.js
 // interprets the manifest's programs and calls these by op name. No libc: exp, sin/cos and the
 // noise come from this file, so every browser computes the same bits.
 //
@@ -18,16 +20,7 @@
 typedef float f32;
 typedef uint32_t u32;
 
-// ------------------------------------------------------------------ step uniform (128 bytes)
-typedef struct {
-  u32 t, i, seed, zero;
-  u32 K, J, N, var_branch;
-  u32 flags, _p0, _p1, _p2;
-  f32 sqrt_abar, sqrt_1m_abar, coef1, coef2;
-  f32 log_beta, log_post_var, sqrt_abar_prev, ddim_dir;
-  f32 sigma, perturb, _p3, _p4;
-  f32 coef[8];
-} Step;
+#include "bundle-layout.h"   // Step, <op>_params, PARAMS_<op>, STEP_FLAG_*, NOISE_*
 
 static inline u32 f2u(f32 x) { union { f32 f; u32 u; } v = { .f = x }; return v.u; }
 static inline f32 u2f(u32 x) { union { u32 u; f32 f; } v = { .u = x }; return v.f; }
@@ -120,18 +113,11 @@ static inline f32 gelu_tanh(f32 x) {   // as matmul.wgsl.j2: tanh via exp of |u|
 // ditformat/noise.py (the spec, docs/noise.md) and wgsl/_rng.wgsl.j2 bit for bit. wasm has no fused multiply-add for f32 and
 // the build passes -ffp-contract=off, so every product below is rounded before the add, as in numpy.
 static inline void pcg4d(u32 v[4]) {
-  for (int e = 0; e < 4; e++) v[e] = v[e] * 1664525u + 1013904223u;
+  for (int e = 0; e < 4; e++) v[e] = v[e] * NOISE_PCG_MUL + NOISE_PCG_INC;
   v[0] += v[1] * v[3]; v[1] += v[2] * v[0]; v[2] += v[0] * v[1]; v[3] += v[1] * v[2];
   for (int e = 0; e < 4; e++) v[e] ^= v[e] >> 16;
   v[0] += v[1] * v[3]; v[1] += v[2] * v[0]; v[2] += v[0] * v[1]; v[3] += v[1] * v[2];
 }
-
-static const f32 LOG1P[] = {0.0f, 1.0f, -0.49999976f, 0.3333337f, -0.25002462f, 0.20000857f, -0.16591594f,
-                            0.1418735f, -0.13369992f, 0.12928559f, -0.073820256f};
-static const f32 COS_Q[] = {1.0f, 0.00000013102257f, -1.233704f, 0.000034794986f, 0.25349486f, 0.00048672303f,
-                            -0.02164285f, 0.0006913764f, 0.00063896226f};
-static const f32 SIN_Q[] = {0.0f, 1.5707963f, 0.000003296861f, -0.6460008f, 0.00019882838f, 0.07909309f,
-                            0.0010624186f, -0.005788612f, 0.00063555944f};
 
 static inline f32 horner(const f32 *c, int n, f32 x) {
   f32 p = c[n - 1];
@@ -142,12 +128,12 @@ static inline f32 horner(const f32 *c, int n, f32 x) {
 static inline f32 ln_u24(u32 k) {   // ln(k 2^-24), k in [1, 2^24]
   int e = 31 - __builtin_clz(k);
   f32 m = (f32)k * u2f((u32)(127 - e) << 23);                        // in [1, 2), exact
-  if (m > 1.4142135f) { m = m * 0.5f; e += 1; }
-  return (f32)(e - 24) * 0.6931472f + horner(LOG1P, 11, m - 1.0f);
+  if (m > NOISE_SQRT2) { m = m * 0.5f; e += 1; }
+  return (f32)(e - 24) * NOISE_LN2 + horner(NOISE_LOG1P, NOISE_LOG1P_TERMS, m - 1.0f);
 }
 
 static inline f32 sqrt_newton(f32 a) {
-  f32 y = u2f(0x5F3759DFu - (f2u(a) >> 1));
+  f32 y = u2f(NOISE_RSQRT_MAGIC - (f2u(a) >> 1));
   for (int n = 0; n < 3; n++) y = y * (1.5f - 0.5f * a * y * y);
   return a * y;
 }
@@ -155,7 +141,7 @@ static inline f32 sqrt_newton(f32 a) {
 static inline f32 cos_2pi_u24(u32 j) {
   u32 q = j >> 22;
   f32 r = (f32)(j & 0x3FFFFFu) * 2.384185791015625e-7f;
-  f32 c = horner(COS_Q, 9, r), s = horner(SIN_Q, 9, r);
+  f32 c = horner(NOISE_COS_Q, NOISE_COS_Q_TERMS, r), s = horner(NOISE_SIN_Q, NOISE_SIN_Q_TERMS, r);
   return q == 0 ? c : q == 1 ? -s : q == 2 ? -c : s;
 }
 
@@ -174,9 +160,9 @@ static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
 // act: 0 none, 1 gelu, 2 silu; in_act: 0 none, 1 silu (applied to a copy of a, in scratch).
 static inline f32 apply_act(f32 v, u32 act) { return act == 1 ? gelu_tanh(v) : act == 2 ? silu(v) : v; }
 
-void EXPORT(op_matmul)(const u32 *P, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
+void EXPORT(op_matmul)(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
                        u32 in_act, u32 act, f32 *scratch) {
-  const u32 M = P[0], N = P[1], K = P[2], group = P[3], stride = P[4];
+  PARAMS_matmul(params);
   if (in_act == 1) {   // SiLU on the (small) input once, not per output tile
     for (u32 i = 0; i < M * K; i++) scratch[i] = silu(a[i]);
     a = scratch;
@@ -203,7 +189,7 @@ void EXPORT(op_matmul)(const u32 *P, const f32 *a, const f32 *wt, const f32 *bia
       v128_t b0 = wasm_v128_load(bias + n), b1 = wasm_v128_load(bias + n + 4);
       for (u32 r = 0; r < rows; r++) {
         u32 mm = m + r;
-        f32 *o = dst + ((mm / group) * stride + mm % group) * N + n;
+        f32 *o = dst + ((mm / out_group) * out_stride + mm % out_group) * N + n;
         v128_t v0 = wasm_f32x4_add(acc[r][0], b0), v1 = wasm_f32x4_add(acc[r][1], b1);
         wasm_v128_store(o, act4(v0, act));
         wasm_v128_store(o + 4, act4(v1, act));
@@ -215,16 +201,15 @@ void EXPORT(op_matmul)(const u32 *P, const f32 *a, const f32 *wt, const f32 *bia
         f32 s = 0;
         for (u32 k = 0; k < K; k++) s += ar[r][k] * wt[k * N + n];
         u32 mm = m + r;
-        dst[((mm / group) * stride + mm % group) * N + n] = apply_act(s + bias[n], act);
+        dst[((mm / out_group) * out_stride + mm % out_group) * N + n] = apply_act(s + bias[n], act);
       }
     }
   }
 }
 
 // ------------------------------------------------------------------ layernorm + modulation
-void EXPORT(op_layernorm_mod)(const u32 *P, const f32 *x, const f32 *ada, f32 *dst) {
-  const u32 rows = P[0], D = P[1], T = P[2], T_in = P[3], has_mod = P[4], mod_stride = P[5],
-            shift_off = P[6], scale_off = P[7];
+void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f32 *dst) {
+  PARAMS_layernorm_mod(params);
   for (u32 r = 0; r < rows; r++) {
     const u32 b = r / T;
     const f32 *xr = x + (b * T_in + r % T) * D;
@@ -250,9 +235,7 @@ void EXPORT(op_layernorm_mod)(const u32 *P, const f32 *x, const f32 *ada, f32 *d
 // Head dims 32 and 64 (HD / 4 = 8 or 16 vectors) get a copy with q and the accumulator in registers.
 #define KEYS 256
 
-typedef struct {
-  u32 batch, T_q, T_kv, H, q_stride, q_off, kv_stride, k_off, v_off, out_stride;
-} AttnParams;
+typedef attention_params AttnParams;
 
 static inline __attribute__((always_inline)) void attention_vec(const AttnParams *A, const f32 *q, const f32 *kv,
                                                                   f32 *dst, const u32 HDV) {
@@ -338,8 +321,8 @@ static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f
       }
 }
 
-void EXPORT(op_attention)(const u32 *P, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
-  const AttnParams *A = (const AttnParams *)P;
+void EXPORT(op_attention)(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+  const AttnParams *A = (const AttnParams *)params;
   // the vector loads need 4-float alignment of every row start (strides and offsets)
   const int aligned = ((A->q_stride | A->q_off | A->kv_stride | A->k_off | A->v_off | A->out_stride) % 4) == 0;
   if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8);
@@ -348,8 +331,8 @@ void EXPORT(op_attention)(const u32 *P, const f32 *q, const f32 *kv, f32 *dst, u
 }
 
 // ------------------------------------------------------------------ elementwise ops
-void EXPORT(op_gated_residual)(const u32 *P, f32 *h, const f32 *y, const f32 *ada) {
-  const u32 count = P[0], D = P[1], T = P[2], has_gate = P[3], mod_stride = P[4], gate_off = P[5];
+void EXPORT(op_gated_residual)(const u32 *params, f32 *h, const f32 *y, const f32 *ada) {
+  PARAMS_gated_residual(params);
   if (has_gate != 1) { for (u32 i = 0; i < count; i++) h[i] += y[i]; return; }
   for (u32 r = 0; r * D < count; r++) {
     const f32 *g = ada + (r / T) * mod_stride + gate_off;
@@ -359,9 +342,10 @@ void EXPORT(op_gated_residual)(const u32 *P, f32 *h, const f32 *y, const f32 *ad
   }
 }
 
-void EXPORT(op_patchify)(const u32 *P, const f32 *img, f32 *dst) {
+void EXPORT(op_patchify)(const u32 *params, const f32 *img, f32 *dst) {
   // dst index = ((((b G + gr) G + gc) C + c) p + pr) p + pc, in that order: one running index
-  const u32 count = P[0], C = P[1], I = P[2], p = P[3], G = I / p, B = count / (C * I * I);
+  PARAMS_patchify(params);
+  const u32 G = I / p, B = count / (C * I * I);
   u32 idx = 0;
   for (u32 b = 0; b < B; b++)
     for (u32 gr = 0; gr < G; gr++)
@@ -373,8 +357,9 @@ void EXPORT(op_patchify)(const u32 *P, const f32 *img, f32 *dst) {
           }
 }
 
-void EXPORT(op_unpatchify)(const u32 *P, const f32 *src, f32 *dst) {
-  const u32 count = P[0], C = P[1], I = P[2], p = P[3], G = I / p, B = count / (C * I * I);
+void EXPORT(op_unpatchify)(const u32 *params, const f32 *src, f32 *dst) {
+  PARAMS_unpatchify(params);
+  const u32 G = I / p, B = count / (C * I * I);
   u32 idx = 0;
   for (u32 b = 0; b < B; b++)
     for (u32 c = 0; c < C; c++)
@@ -385,8 +370,8 @@ void EXPORT(op_unpatchify)(const u32 *P, const f32 *src, f32 *dst) {
         }
 }
 
-void EXPORT(op_pos_embed_add)(const u32 *P, f32 *h, const f32 *pos) {
-  const u32 count = P[0], T = P[1], D = P[2], T_buf = P[3];
+void EXPORT(op_pos_embed_add)(const u32 *params, f32 *h, const f32 *pos) {
+  PARAMS_pos_embed_add(params);
   for (u32 idx = 0; idx < count; idx++) {
     const u32 d = idx % D, t = (idx / D) % T, b = idx / (D * T);
     h[(b * T_buf + t) * D + d] += pos[t * D + d];
@@ -394,8 +379,8 @@ void EXPORT(op_pos_embed_add)(const u32 *P, f32 *h, const f32 *pos) {
 }
 
 // cos/sin as timestep_embed.wgsl.j2: Cody-Waite reduction by pi/2, Cephes polynomials
-void EXPORT(op_timestep_embed)(const u32 *P, const u32 *t, const f32 *freqs, f32 *dst) {
-  const u32 count = P[0], half = P[1];
+void EXPORT(op_timestep_embed)(const u32 *params, const u32 *t, const f32 *freqs, f32 *dst) {
+  PARAMS_timestep_embed(params);
   for (u32 idx = 0; idx < count; idx++) {
     const u32 j = idx % (2 * half), b = idx / (2 * half);
     const f32 x = (f32)t[b] * freqs[j % half];
@@ -413,8 +398,8 @@ void EXPORT(op_timestep_embed)(const u32 *P, const u32 *t, const f32 *freqs, f32
   }
 }
 
-void EXPORT(op_label_embed)(const u32 *P, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
-  const u32 count = P[0], D = P[1], rows = P[2];
+void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
+  PARAMS_label_embed(params);
   for (u32 idx = 0; idx < count; idx++) {
     const u32 b = idx / D;
     const u32 row = y[b] < rows - 1 ? y[b] : rows - 1;   // an id >= rows reads the null row
@@ -424,32 +409,33 @@ void EXPORT(op_label_embed)(const u32 *P, const u32 *y, const f32 *table, const 
   }
 }
 
-void EXPORT(op_cond_tokens)(const u32 *P, const f32 *t_emb, const f32 *y_emb, f32 *dst) {
-  const u32 count = P[0], D = P[1], T_dst = P[2], tok0 = P[3];
+void EXPORT(op_cond_tokens)(const u32 *params, const f32 *t_emb, const f32 *y_emb, f32 *dst) {
+  PARAMS_cond_tokens(params);
   for (u32 idx = 0; idx < count; idx++) {
     const u32 d = idx % D, which = (idx / D) % 2, b = idx / (2 * D);
     dst[(b * T_dst + tok0 + which) * D + d] = which == 0 ? t_emb[b * D + d] : y_emb[b * D + d];
   }
 }
 
-void EXPORT(op_rng_normal)(const u32 *P, const Step *st, f32 *dst) {
-  const u32 count = P[0], stream = P[1], step = P[2] == 1 ? st->i : 0;
+void EXPORT(op_rng_normal)(const u32 *params, const Step *st, f32 *dst) {
+  PARAMS_rng_normal(params);
+  const u32 step = use_step == 1 ? st->i : 0;
   for (u32 idx = 0; idx < count; idx++) dst[idx] = normal(st->seed, stream, step, idx);
 }
 
-void EXPORT(op_expand_batch)(const u32 *P, const Step *st, const f32 *x, f32 *x_in, u32 *t_in) {
-  const u32 count = P[0], PP = P[1], B = P[2];
+void EXPORT(op_expand_batch)(const u32 *params, const Step *st, const f32 *x, f32 *x_in, u32 *t_in) {
+  PARAMS_expand_batch(params);   // P: elements per image
   for (u32 idx = 0; idx < count; idx++) {
-    const u32 e = idx % PP, row = idx / PP, n = row % st->N, k = row / (st->J * st->N);
-    f32 v = x[n * PP + e];
-    if (st->K > 1) v = v + st->perturb * normal(st->seed, 2, st->i, (k * st->N + n) * PP + e);
+    const u32 e = idx % P, row = idx / P, n = row % st->N, k = row / (st->J * st->N);
+    f32 v = x[n * P + e];
+    if (st->K > 1) v = v + st->perturb * normal(st->seed, NOISE_STREAM_PERTURB, st->i, (k * st->N + n) * P + e);
     x_in[idx] = v;
   }
   for (u32 b = 0; b < B && b < count; b++) t_in[b] = st->t;
 }
 
-void EXPORT(op_guide_combine)(const u32 *P, const Step *st, const f32 *out, f32 *guided) {
-  const u32 count = P[0], C = P[1], C_out = P[2], P2 = P[3];
+void EXPORT(op_guide_combine)(const u32 *params, const Step *st, const f32 *out, f32 *guided) {
+  PARAMS_guide_combine(params);
   for (u32 idx = 0; idx < count; idx++) {
     const u32 pix = idx % P2, ch = (idx / P2) % C_out, n = idx / (P2 * C_out);
     f32 total = 0;
@@ -466,19 +452,19 @@ void EXPORT(op_guide_combine)(const u32 *P, const Step *st, const f32 *out, f32 
   }
 }
 
-// one DDPM / DDIM step; flags: 1 clip x0, 2 DDPM, 4 add noise, 8 the output is v (else eps)
-void EXPORT(op_sampler_step)(const u32 *P, const Step *st, const f32 *guided, f32 *x) {
-  const u32 count = P[0], C = P[1], P2 = P[2], learn_sigma = P[3];
+// one DDPM / DDIM step; flags: clip x0, DDPM (else DDIM), add noise, the output is v (else eps)
+void EXPORT(op_sampler_step)(const u32 *params, const Step *st, const f32 *guided, f32 *x) {
+  PARAMS_sampler_step(params);
   const u32 c_out = learn_sigma == 1 ? 2 * C : C;
   for (u32 idx = 0; idx < count; idx++) {
     const u32 pix = idx % P2, c = (idx / P2) % C, n = idx / (P2 * C);
     const f32 out = guided[(n * c_out + c) * P2 + pix];
     const f32 xt = x[idx];
-    f32 x0 = (st->flags & 8) ? st->sqrt_abar * xt - st->sqrt_1m_abar * out : (xt - st->sqrt_1m_abar * out) / st->sqrt_abar;
-    if (st->flags & 1) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
-    const f32 z = (st->flags & 4) ? normal(st->seed, 1, st->i, idx) : 0.0f;
+    f32 x0 = (st->flags & STEP_FLAG_V) ? st->sqrt_abar * xt - st->sqrt_1m_abar * out : (xt - st->sqrt_1m_abar * out) / st->sqrt_abar;
+    if (st->flags & STEP_FLAG_CLIP) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
+    const f32 z = (st->flags & STEP_FLAG_NOISE) ? normal(st->seed, NOISE_STREAM_STEP, st->i, idx) : 0.0f;
     f32 result;
-    if (st->flags & 2) {
+    if (st->flags & STEP_FLAG_DDPM) {
       f32 logvar = st->log_post_var;
       if (learn_sigma == 1) {
         const f32 f = (guided[(n * c_out + C + c) * P2 + pix] + 1.0f) / 2.0f;

@@ -1,8 +1,10 @@
-// CPU-side tables of one sampling run, mirroring dit_model/diffusion.py (respaced tables),
-// dit_model/guidance.py (make_plan, scale_at) and the step uniform of docs/bundle-format.md.
+// CPU-side tables of one sampling run, the twin of ditformat/schedule.py (the respaced sampler tables, bit for
+// bit), ditformat/guidance.py (make_plan, scale_at) and ditformat/step.py (the step record, packed by name with
+// packStep from bundle-layout.js, generated from ditformat/layout.py).
 // Everything is float64 JS numbers, rounded to f32 only when written to the uniform.
 
 import { SCHEMA } from "./bundle-schema.js";
+import { STEP_BYTES, STEP_FLAGS, packStep } from "./bundle-layout.js";
 
 const T = 1000;
 const SCHEDULES = ["constant", "linear", "interval"];
@@ -144,36 +146,35 @@ function ddimSigma(tables, i, eta) {
   return eta * Math.sqrt((1 - ap) / (1 - a)) * Math.sqrt(1 - a / ap);
 }
 
-export const STEP_UNIFORM_BYTES = SCHEMA.step_bytes;    // 128
+export const STEP_UNIFORM_BYTES = STEP_BYTES;    // 128
 
 // The 128-byte step uniform (docs/bundle-format.md, "The step uniform").
 // i = null writes the init record (t = 0, i = 0, no tables).
 // prediction: the manifest's sampler.prediction, "eps" or "v" (flag 8: the output is v).
 export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guide, sampler, eta, clipX0, prediction = "eps" }) {
-  const buf = new ArrayBuffer(STEP_UNIFORM_BYTES);
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);                 // f32 rounding of the float64 values, as the format says
-  u[2] = seed >>> 0;
-  u[3] = 0;                                        // the runtime zero that keeps the RNG free of FMA contraction
-  u[4] = K; u[5] = J; u[6] = N; u[7] = plan.varBranch;
-  if (i === null) return buf;
+  // zero stays 0: the runtime zero that keeps the RNG free of FMA contraction
+  const common = { seed: seed >>> 0, K, J, N, var_branch: plan.varBranch };
+  if (i === null) return packStep(common);
   const t = tables.t[i];
   const ddpm = sampler === "ddpm";
   const sigma = ddpm ? 0.0 : ddimSigma(tables, i, eta);
-  u[0] = t;
-  u[1] = i;
-  u[8] = (clipX0 ? 1 : 0) | (ddpm ? 2 : 0) | (i > 0 && (ddpm || sigma > 0) ? 4 : 0) | (prediction === "v" ? 8 : 0);
-  f[12] = tables.sqrt_abar[i];
-  f[13] = tables.sqrt_1m_abar[i];
-  f[14] = tables.coef1[i];
-  f[15] = tables.coef2[i];
-  f[16] = tables.log_beta[i];
-  f[17] = tables.log_post_var[i];
-  f[18] = Math.sqrt(tables.abar_prev[i]);
-  f[19] = Math.sqrt(Math.max(1 - tables.abar_prev[i] - sigma * sigma, 0));
-  f[20] = sigma;
-  f[21] = guide.batchTau * Math.sqrt(1 - tables.abar[i]);
   const s = scaleAt(guide, nDone, steps, t);
-  plan.base.forEach((b, j) => { f[24 + j] = b + plan.slope[j] * s; });
-  return buf;
+  return packStep({
+    ...common,
+    t,
+    i,
+    flags: (clipX0 ? STEP_FLAGS.clip : 0) | (ddpm ? STEP_FLAGS.ddpm : 0) | (i > 0 && (ddpm || sigma > 0) ? STEP_FLAGS.noise : 0)
+      | (prediction === "v" ? STEP_FLAGS.v : 0),
+    sqrt_abar: tables.sqrt_abar[i],
+    sqrt_1m_abar: tables.sqrt_1m_abar[i],
+    coef1: tables.coef1[i],
+    coef2: tables.coef2[i],
+    log_beta: tables.log_beta[i],
+    log_post_var: tables.log_post_var[i],
+    sqrt_abar_prev: Math.sqrt(tables.abar_prev[i]),
+    ddim_dir: Math.sqrt(Math.max(1 - tables.abar_prev[i] - sigma * sigma, 0)),
+    sigma,
+    perturb: guide.batchTau * Math.sqrt(1 - tables.abar[i]),
+    coef: plan.base.map((b, j) => b + plan.slope[j] * s),
+  });
 }

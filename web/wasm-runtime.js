@@ -5,7 +5,10 @@
 // The same manifest program as the WebGPU path: every dispatch names a kernel, the kernel names an op,
 // and the op's function op_<name> in the wasm module takes (params, bindings...) with the dispatch's
 // params evaluated at the batch (B, N) and its buffers as pointers into the module's memory.
-// Nothing here knows the model.
+// Nothing here knows the model. Params reach the kernels in the order of OP_PARAMS (bundle-layout.js, generated
+// from ditformat/layout.py, like the PARAMS_<op> macros kernels.c reads them with), picked by name.
+
+import { OP_PARAMS } from "./bundle-layout.js";
 
 const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
 const ACT = { none: 0, gelu: 1, silu: 2 };
@@ -102,7 +105,10 @@ export class WasmEngine {
       for (const d of dispatches) {
         const op = m.kernels[d.kernel].op;
         const isMatmul = op === "matmul" || op === "matmul_shared";
-        if (isMatmul) matmulShape[d.bindings[1]] = [lin(d.params[1], 1, 1), lin(d.params[2], 1, 1)];
+        if (isMatmul) {
+          const p = named(m.kernels[d.kernel], d.params.map((f) => lin(f, 1, 1)));
+          matmulShape[d.bindings[1]] = [p.N, p.K];
+        }
         d.bindings.forEach((name, i) => { if (!(isMatmul && i === 1)) plain.add(name); });
       }
     }
@@ -162,8 +168,9 @@ export class WasmEngine {
       programs[prog] = dispatches.map((d, index) => {
         const kernel = m.kernels[d.kernel];
         const op = OP_FUNCTION[kernel.op] || kernel.op;
-        const params = d.params.map((f) => lin(f, B, N));
-        checkExtents(`programs.${prog}[${index}]`, d, kernel, params, elements, B, N);
+        const p = named(kernel, d.params.map((f) => lin(f, B, N)));
+        checkExtents(`programs.${prog}[${index}]`, d, kernel, p, elements, B, N);
+        const params = (OP_PARAMS[op] || kernel.params).map((name) => p[name]);   // the order kernels.c's PARAMS_<op> reads
         const paramsPtr = this.alloc(4 * Math.max(params.length, 1));
         pending.push([paramsPtr, params]);
         const args = [paramsPtr, ...d.bindings.map((n) => buffers[n])];
@@ -172,7 +179,7 @@ export class WasmEngine {
           const v = kernel.variant || {};
           const inAct = IN_ACT[v.in_act || "none"], act = ACT[v.act || "none"];
           if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
-          if (inAct) scratchFloats = Math.max(scratchFloats, params[0] * params[2]);
+          if (inAct) scratchFloats = Math.max(scratchFloats, p.M * p.K);
           args.push(inAct, act, 0);   // scratch pointer filled in below
         } else if (op === "attention") {
           args.push(kernel.variant.head_dim);
@@ -181,7 +188,8 @@ export class WasmEngine {
       });
     }
     const scratch = this.alloc(4 * scratchFloats + 16);
-    for (const dispatches of Object.values(programs)) for (const d of dispatches) if (d.fn === this.x.op_matmul) d.args[7] = scratch;
+    // op_matmul's last argument (after params, a, w, bias, dst, in_act, act) is its scratch
+    for (const dispatches of Object.values(programs)) for (const d of dispatches) if (d.fn === this.x.op_matmul) d.args[d.args.length - 1] = scratch;
     for (const [ptr, params] of pending) this.u32(ptr, params.length).set(params);
     const stepName = Object.keys(m.buffers).find((n) => m.buffers[n].kind === "step");
     this.batch = { B, N, buffers, programs, step: stepName ? buffers[stepName] : 0 };
@@ -205,10 +213,20 @@ export class WasmEngine {
   }
 }
 
-function checkExtents(where, d, kernel, params, elements, B, N) {
+// A dispatch's evaluated params by name (the kernel's manifest entry names them); an op whose WebAssembly kernel
+// reads a param the kernel does not declare is refused.
+function named(kernel, values) {
+  const p = Object.fromEntries(kernel.params.map((name, i) => [name, values[i]]));
+  const op = OP_FUNCTION[kernel.op] || kernel.op;
+  for (const name of OP_PARAMS[op] || []) {
+    if (!(name in p)) throw new Error(`kernel of op ${kernel.op}: no param ${name} (it declares ${kernel.params.join(", ")})`);
+  }
+  return p;
+}
+
+function checkExtents(where, d, kernel, p, elements, B, N) {
   const extent = EXTENTS[kernel.op];
   if (!extent) return;
-  const p = Object.fromEntries(kernel.params.map((name, i) => [name, params[i]]));
   const { divisors, need } = extent(p, (kernel.variant || {}).head_dim || 0, B, N);
   if (divisors.some((v) => !(v > 0))) throw new Error(`${where} (${d.label}): a size parameter is 0 in ${JSON.stringify(p)}`);
   d.bindings.forEach((name, i) => {

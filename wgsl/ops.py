@@ -19,6 +19,8 @@ from typing import Callable
 import jinja2
 
 from ditformat import noise
+from ditformat.forms import const
+from ditformat.layout import OP_PARAMS, wgsl_step_struct
 
 from . import bounds
 from .reference import (ref_bmm, ref_conv2d, ref_groupnorm, ref_softmax_rows, ref_upsample_nearest,
@@ -28,24 +30,6 @@ from .reference import (ref_bmm, ref_conv2d, ref_groupnorm, ref_softmax_rows, re
                         torch_attention, torch_layernorm_mod, torch_matmul)
 
 TEMPLATES = Path(__file__).resolve().parent
-MAX_BRANCHES = 8      # guidance branches the step uniform holds (coef: 2 x vec4)
-
-
-# ------------------------------------------------------------------ linear forms in B and N
-
-def lin(b: int = 0, n: int = 0, c: int = 0) -> list[int]:
-    return [int(b), int(n), int(c)]
-
-
-def const(c: int) -> list[int]:
-    return lin(0, 0, c)
-
-
-def evaluate(form, B: int, N: int) -> int:
-    b, n, c = form[:3]
-    v = b * B + n * N + c
-    return -(-v // form[3]) if len(form) == 4 else v
-
 
 # ------------------------------------------------------------------ declarations
 
@@ -62,7 +46,6 @@ class Op:
     name: str
     template: str                          # jinja2 template in wgsl/
     bindings: tuple[Binding, ...]          # bindings 1.. (0 is the params uniform)
-    params: tuple[str, ...]                # u32 params, in uniform order
     workgroup_size: tuple[int, int, int]
     groups: tuple                          # per dimension: (param name or int, divisor) -> ceil(value / divisor)
     reference: Callable                    # (inputs: name -> tensor, p, variant, step) -> written name -> tensor
@@ -77,6 +60,11 @@ class Op:
     flops: Callable | None = None          # (p) -> float multiply-adds*2, for the benchmark
     torch_equivalent: Callable | None = None   # (p, variant) -> zero-argument torch call doing the same work
                                                # (benchmark; None: the op's float32 reference)
+    params: tuple[str, ...] = field(default=(), kw_only=True)   # u32 params, in uniform order: always
+                                                                # ditformat.layout.OP_PARAMS[name]
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", OP_PARAMS[self.name])
 
     def kernel_name(self, variant: dict, wdtype: str) -> str:
         for k, offered in self.variants.items():
@@ -109,16 +97,7 @@ class Op:
         return text
 
 
-STEP_STRUCT = """struct Step {
-  t: u32, i: u32, seed: u32, zero: u32,
-  K: u32, J: u32, N: u32, var_branch: u32,
-  flags: u32, _p0: u32, _p1: u32, _p2: u32,
-  sqrt_abar: f32, sqrt_1m_abar: f32, coef1: f32, coef2: f32,
-  log_beta: f32, log_post_var: f32, sqrt_abar_prev: f32, ddim_dir: f32,
-  sigma: f32, perturb: f32, _p3: f32, _p4: f32,
-  coef: array<vec4<f32>, 2>,
-};
-"""
+STEP_STRUCT = wgsl_step_struct()     # generated from ditformat/layout.py STEP_FIELDS
 
 
 def render_header(op: Op, wdtype: str, variant: dict | None = None) -> str:
@@ -183,7 +162,6 @@ def B(name, kind="f32", access="read"):
 
 ELEMS = 256 * 4   # elementwise kernels: 256 invocations x 4 elements each
 MATMUL_BINDINGS = (B("a"), B("w", "w"), B("bias", "w"), B("dst", access="rw"))
-MATMUL_PARAMS = ("M", "N", "K", "out_group", "out_stride")
 ACTS = {"in_act": ("none", "silu"), "act": ("none", "gelu", "silu")}
 
 
@@ -191,9 +169,10 @@ def _matmul_flops(p):
     return 2.0 * p["M"] * p["N"] * p["K"]
 
 
-def _elementwise(name, bindings, params, reference, bound, **kw):
-    """An op of the elementwise frame (_elementwise.wgsl.j2): 256 invocations x 4 elements of P.count."""
-    return Op(name=name, template=f"{name}.wgsl.j2", bindings=bindings, params=params, workgroup_size=(256, 1, 1),
+def _elementwise(name, bindings, reference, bound, **kw):
+    """An op of the elementwise frame (_elementwise.wgsl.j2): 256 invocations x 4 elements of P.count;
+    its params (OP_PARAMS[name]) start with count."""
+    return Op(name=name, template=f"{name}.wgsl.j2", bindings=bindings, workgroup_size=(256, 1, 1),
               groups=(("count", ELEMS), (1, 1), (1, 1)), reference=reference, bound=bound, **kw)
 
 
@@ -201,62 +180,56 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # matmul: 4x4 outputs per invocation in registers, no workgroup memory (fastest on the software adapters
     # lavapipe / SwiftShader, where barriers are costly: bench/results/kernels.md); matmul_shared stages
     # 32x32 tiles in workgroup memory (the classic GPU kernel, `ditweb export --matmul shared`).
-    Op(name="matmul", template="matmul.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
-       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+    Op(name="matmul", template="matmul.wgsl.j2", bindings=MATMUL_BINDINGS, workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
        reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "vec4": ("scalar", "vec4")},
        vec4_bindings=("a", "w"), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
        torch_equivalent=torch_matmul),
     # int8 weights (`export --dtype int8`): the register-blocked vec4 design, q as 4 signed bytes a u32 (K % 4 == 0),
     # a scale per output channel applied after the sum; scales and biases f32
     Op(name="matmul_q8", template="matmul_q8.wgsl.j2",
-       bindings=(B("a"), B("wq", "u32"), B("scale"), B("bias"), B("dst", access="rw")), params=MATMUL_PARAMS,
-       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+       bindings=(B("a"), B("wq", "u32"), B("scale"), B("bias"), B("dst", access="rw")), workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
        reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "vec4": ("vec4",)},
        vec4_bindings=("a",), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
        torch_equivalent=torch_matmul),
-    Op(name="matmul_shared", template="matmul_shared.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
-       workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
+    Op(name="matmul_shared", template="matmul_shared.wgsl.j2", bindings=MATMUL_BINDINGS, workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), (1, 1)),
        reference=ref_matmul, bound=bounds.bound_matmul, variants=dict(ACTS),
        workgroup_storage=lambda v: 2 * 32 * 32 * 4,            # As, Ws: 32 x 32 f32 each
        shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops, torch_equivalent=torch_matmul),
     Op(name="layernorm_mod", template="layernorm_mod.wgsl.j2", bindings=(B("x"), B("ada"), B("dst", access="rw")),
-       params=("rows", "D", "T", "T_in", "has_mod", "mod_stride", "shift_off", "scale_off"),
        workgroup_size=(64, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
        reference=ref_layernorm_mod, bound=bounds.bound_layernorm_mod,
        workgroup_storage=lambda v: 64 * 4,                      # red: one f32 per invocation
        shape_keys=("rows", "D"), reduce="D", torch_equivalent=torch_layernorm_mod),
     Op(name="attention", template="attention.wgsl.j2", bindings=(B("q"), B("kv"), B("dst", access="rw")),
-       params=("batch", "T_q", "T_kv", "H", "q_stride", "q_off", "kv_stride", "k_off", "v_off", "out_stride"),
        workgroup_size=(64, 1, 1), groups=(("T_q", 64), ("H", 1), ("batch", 1)),
        reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
        workgroup_storage=lambda v: 2 * ATTENTION_TILE * -(-v["head_dim"] // 4) * 16,   # Ks, Vs: vec4 tiles
        shape_keys=("T_q", "T_kv", "H"), reduce="T_kv",
        flops=lambda p: 4.0 * p["batch"] * p["H"] * p["T_q"] * p["T_kv"] * p["head_dim"],
        torch_equivalent=torch_attention),
-    _elementwise("gated_residual", (B("h", access="rw"), B("y"), B("ada")),
-                 ("count", "D", "T", "has_gate", "mod_stride", "gate_off"), ref_gated_residual,
+    _elementwise("gated_residual", (B("h", access="rw"), B("y"), B("ada")), ref_gated_residual,
                  bounds.bound_gated_residual),
-    _elementwise("patchify", (B("img"), B("dst", access="rw")), ("count", "C", "I", "p"), ref_patchify,
+    _elementwise("patchify", (B("img"), B("dst", access="rw")), ref_patchify,
                  bounds.bound_exact),
-    _elementwise("unpatchify", (B("src"), B("dst", access="rw")), ("count", "C", "I", "p"), ref_unpatchify,
+    _elementwise("unpatchify", (B("src"), B("dst", access="rw")), ref_unpatchify,
                  bounds.bound_exact),
-    _elementwise("pos_embed_add", (B("h", access="rw"), B("pos", "w")), ("count", "T", "D", "T_buf"),
+    _elementwise("pos_embed_add", (B("h", access="rw"), B("pos", "w")),
                  ref_pos_embed_add, bounds.bound_pos_embed_add),
-    _elementwise("timestep_embed", (B("t", "u32"), B("freqs"), B("dst", access="rw")), ("count", "half"),
+    _elementwise("timestep_embed", (B("t", "u32"), B("freqs"), B("dst", access="rw")),
                  ref_timestep_embed, bounds.bound_timestep_embed),
     _elementwise("label_embed", (B("y", "u32"), B("table", "w"), B("t_emb"), B("y_emb", access="rw"),
-                                 B("c", access="rw")), ("count", "D", "rows"), ref_label_embed,
+                                 B("c", access="rw")), ref_label_embed,
                  bounds.bound_label_embed),
-    _elementwise("cond_tokens", (B("t_emb"), B("y_emb"), B("dst", access="rw")), ("count", "D", "T_dst", "tok0"),
+    _elementwise("cond_tokens", (B("t_emb"), B("y_emb"), B("dst", access="rw")),
                  ref_cond_tokens, bounds.bound_exact),
-    _elementwise("rng_normal", (B("st", "step", "uniform"), B("dst", access="rw")), ("count", "stream", "use_step"),
+    _elementwise("rng_normal", (B("st", "step", "uniform"), B("dst", access="rw")),
                  ref_rng_normal, bounds.bound_exact, exact=True),
     _elementwise("expand_batch", (B("st", "step", "uniform"), B("x"), B("x_in", access="rw"), B("t_in", "u32", "rw")),
-                 ("count", "P", "B"), ref_expand_batch, bounds.bound_expand_batch),
+                 ref_expand_batch, bounds.bound_expand_batch),
     _elementwise("guide_combine", (B("st", "step", "uniform"), B("model_out"), B("guided", access="rw")),
-                 ("count", "C", "C_out", "P2"), ref_guide_combine, bounds.bound_guide_combine),
+                 ref_guide_combine, bounds.bound_guide_combine),
     _elementwise("sampler_step", (B("st", "step", "uniform"), B("guided"), B("x", access="rw")),
-                 ("count", "C", "P2", "learn_sigma"), ref_sampler_step, bounds.bound_sampler_step),
+                 ref_sampler_step, bounds.bound_sampler_step),
 ]}
 
 # The VAE decoder's kernels (docs/vae.md): activations NCHW. conv2d weights are stored transposed,
@@ -268,7 +241,6 @@ def _conv_flops(p):
 OPS.update({op.name: op for op in [
     Op(name="conv2d", template="conv2d.wgsl.j2",
        bindings=(B("src"), B("w", "w"), B("bias", "w"), B("res"), B("dst", access="rw")),
-       params=("blocks", "C_in", "C_out", "C_out4", "H", "W", "has_res"),
        workgroup_size=(8, 8, 1), groups=(("C_out", 64), ("blocks", 8), (1, 1)),
        reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "vec4": ("vec4",)},
        vec4_bindings=("w",), shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
@@ -276,24 +248,21 @@ OPS.update({op.name: op for op in [
     # channel applied after the sum; scales and biases f32
     Op(name="conv2d_q8", template="conv2d.wgsl.j2",
        bindings=(B("src"), B("wq", "u32"), B("scale"), B("bias"), B("res"), B("dst", access="rw")),
-       params=("blocks", "C_in", "C_out", "C_out4", "H", "W", "has_res"),
        workgroup_size=(8, 8, 1), groups=(("C_out", 64), ("blocks", 8), (1, 1)),
        reference=ref_conv2d, bound=bounds.bound_conv2d, variants={"k": (1, 3), "q8": ("q8",)},
        shape_keys=("C_in", "C_out", "H", "W"), reduce="C_in", flops=_conv_flops),
     Op(name="groupnorm", template="groupnorm.wgsl.j2",
        bindings=(B("src"), B("norm_w", "w"), B("norm_b", "w"), B("dst", access="rw")),
-       params=("rows", "G", "C", "HW", "eps_bits"), workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
+       workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
        reference=ref_groupnorm, bound=bounds.bound_groupnorm, variants={"act": ("none", "silu")},
        workgroup_storage=lambda v: 256 * 4, shape_keys=("rows", "C", "HW"), reduce="HW"),
-    _elementwise("upsample_nearest", (B("src"), B("dst", access="rw")), ("count", "H", "W"), ref_upsample_nearest,
+    _elementwise("upsample_nearest", (B("src"), B("dst", access="rw")), ref_upsample_nearest,
                  bounds.bound_exact),
     Op(name="bmm", template="bmm.wgsl.j2", bindings=(B("a"), B("bm"), B("dst", access="rw")),
-       params=("batch", "M", "N", "K", "a_off", "a_sb", "a_sm", "a_sk", "b_off", "b_sb", "b_sn", "b_sk", "alpha_bits"),
        workgroup_size=(8, 8, 1), groups=(("N", 32), ("M", 32), ("batch", 1)),
        reference=ref_bmm, bound=bounds.bound_bmm, shape_keys=("M", "N", "K"), reduce="K",
        flops=lambda p: 2.0 * p["batch"] * p["M"] * p["N"] * p["K"]),
-    Op(name="softmax_rows", template="softmax_rows.wgsl.j2", bindings=(B("x", access="rw"),), params=("rows", "L"),
-       workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
+    Op(name="softmax_rows", template="softmax_rows.wgsl.j2", bindings=(B("x", access="rw"),), workgroup_size=(256, 1, 1), groups=(("rows", 1), (1, 1), (1, 1)),
        reference=ref_softmax_rows, bound=bounds.bound_softmax_rows,
        workgroup_storage=lambda v: 256 * 4, shape_keys=("rows", "L"), reduce="L"),
 ]})
@@ -304,28 +273,26 @@ OPS.update({op.name: op for op in [
 # designs faster, GPUs the workgroup-memory ones.
 OPS.update({op.name: op for op in [
     Op(name="layernorm_rows", template="layernorm_rows.wgsl.j2", bindings=(B("x"), B("ada"), B("dst", access="rw")),
-       params=OPS["layernorm_mod"].params, workgroup_size=(16, 1, 1), groups=(("rows", 16), (1, 1), (1, 1)),
+       workgroup_size=(16, 1, 1), groups=(("rows", 16), (1, 1), (1, 1)),
        reference=ref_layernorm_mod, bound=bounds.bound_layernorm_rows, shape_keys=("rows", "D"), reduce="D",
        torch_equivalent=torch_layernorm_mod),
-    *[Op(name=f"matmul_{tile}", template="matmul_wide.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
-         workgroup_size=(8, 8, 1), groups=(("N", 8 * int(tile[2])), ("M", 8 * int(tile[0])), (1, 1)),
+    *[Op(name=f"matmul_{tile}", template="matmul_wide.wgsl.j2", bindings=MATMUL_BINDINGS, workgroup_size=(8, 8, 1), groups=(("N", 8 * int(tile[2])), ("M", 8 * int(tile[0])), (1, 1)),
          reference=ref_matmul, bound=bounds.bound_matmul, variants={**ACTS, "tile": (tile,), "vec4": ("vec4",)},
          vec4_bindings=("a", "w"), shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops,
          torch_equivalent=torch_matmul) for tile in ("8x4", "8x8")],
-    Op(name="matmul_shared64", template="matmul_shared64.wgsl.j2", bindings=MATMUL_BINDINGS, params=MATMUL_PARAMS,
-       workgroup_size=(8, 8, 1), groups=(("N", 64), ("M", 64), (1, 1)),
+    Op(name="matmul_shared64", template="matmul_shared64.wgsl.j2", bindings=MATMUL_BINDINGS, workgroup_size=(8, 8, 1), groups=(("N", 64), ("M", 64), (1, 1)),
        reference=ref_matmul, bound=bounds.bound_matmul, variants=dict(ACTS),
        workgroup_storage=lambda v: 2 * 16 * 64 * 4,            # As, Ws: 16 x 64 f32 each
        shape_keys=("M", "N", "K"), reduce="K", flops=_matmul_flops, torch_equivalent=torch_matmul),
     Op(name="attention_direct", template="attention_direct.wgsl.j2", bindings=OPS["attention"].bindings,
-       params=OPS["attention"].params, workgroup_size=(16, 1, 1), groups=(("T_q", 16), ("H", 1), ("batch", 1)),
+       workgroup_size=(16, 1, 1), groups=(("T_q", 16), ("H", 1), ("batch", 1)),
        reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None},
        shape_keys=("T_q", "T_kv", "H"), reduce="T_kv", flops=OPS["attention"].flops,
        torch_equivalent=torch_attention),
     # 4 queries per invocation, vec4 rows (head dim, strides and offsets multiples of 4): the same bits as
     # attention_direct, each key/value load serving 4 queries
     Op(name="attention_q4", template="attention_q4.wgsl.j2", bindings=OPS["attention"].bindings,
-       params=OPS["attention"].params, workgroup_size=(8, 1, 1), groups=(("T_q", 32), ("H", 1), ("batch", 1)),
+       workgroup_size=(8, 1, 1), groups=(("T_q", 32), ("H", 1), ("batch", 1)),
        reference=ref_attention, bound=bounds.bound_attention, variants={"head_dim": None, "vec4": ("vec4",)},
        vec4_bindings=("q", "kv", "dst"), shape_keys=("T_q", "T_kv", "H"), reduce="T_kv",
        flops=OPS["attention"].flops, torch_equivalent=torch_attention),
@@ -334,8 +301,7 @@ OPS.update({op.name: op for op in [
 # Not exported, not in OPS: the benchmark's baseline (one invocation per output, no tiling) that shows
 # what register blocking buys; the parity tests check it like the others.
 BASELINE_OPS: dict[str, Op] = {op.name: op for op in [
-    Op(name="matmul_naive", template="matmul_naive.wgsl.j2", bindings=MATMUL_BINDINGS, params=("M", "N", "K", "MN"),
-       workgroup_size=(64, 1, 1), groups=(("MN", 64), (1, 1), (1, 1)),
+    Op(name="matmul_naive", template="matmul_naive.wgsl.j2", bindings=MATMUL_BINDINGS, workgroup_size=(64, 1, 1), groups=(("MN", 64), (1, 1), (1, 1)),
        reference=ref_matmul_naive, bound=bounds.bound_matmul_naive, shape_keys=("M", "N", "K"), reduce="K",
        flops=_matmul_flops),
 ]}
