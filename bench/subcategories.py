@@ -38,7 +38,7 @@ def main():
     from dit_model.checkpoint import load_model
     from dit_model.data import load_twemoji
     from dit_model.evaluate import JUDGE, balanced_accuracy, load_judge, predict, split
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     from dit_model.sample import sample_images
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model, meta = load_model(args.model)

@@ -19,23 +19,8 @@ import math
 import numpy as np
 import torch
 
-NUM_TIMESTEPS = 1000
+from ditformat.schedule import NUM_TIMESTEPS, PREDICTIONS, linear_betas, respaced
 
-
-def linear_betas(T: int = NUM_TIMESTEPS) -> np.ndarray:
-    return np.linspace(1e-4, 0.02, T, dtype=np.float64)
-
-
-def respaced_timesteps(steps: int, T: int = NUM_TIMESTEPS) -> np.ndarray:
-    """S_i = round(i (T - 1) / (N - 1)), i = 0 .. N-1 (N = 250: 0, 4, 8, ..., 999)."""
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be in [1, {T}], got {steps}")
-    if steps == 1:
-        return np.array([T - 1])
-    return np.round(np.arange(steps) * (T - 1) / (steps - 1)).astype(np.int64)
-
-
-PREDICTIONS = ("eps", "v")
 LOSS_WEIGHTINGS = ("none", "min-snr")
 
 
@@ -45,24 +30,21 @@ class Diffusion:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         self.prediction = prediction
         base = linear_betas() if base_betas is None else np.asarray(base_betas, np.float64)
-        base_abar = np.cumprod(1.0 - base)
-        self.timestep_map = respaced_timesteps(steps, len(base))            # S_i
-        abar = base_abar[self.timestep_map]
-        abar_prev = np.append(1.0, abar[:-1])
-        self.betas = 1.0 - abar / abar_prev                                  # betas'[i]
+        # the tables of ditformat.schedule.respaced: the runtimes' sampler tables, bit for bit
+        r = respaced(steps, base)
+        self.timestep_map = r["t"]                                           # S_i
+        self.betas = r["betas"]                                              # betas'[i]
         self.alphas = 1.0 - self.betas
-        self.abar, self.abar_prev = abar, abar_prev
+        self.abar, self.abar_prev = r["abar"], r["abar_prev"]
         self.num_timesteps = len(self.betas)
-        self.sqrt_abar = np.sqrt(abar)
-        self.sqrt_1m_abar = np.sqrt(1.0 - abar)
+        self.sqrt_abar = np.sqrt(self.abar)
+        self.sqrt_1m_abar = np.sqrt(1.0 - self.abar)
         # posterior q(x_{t-1} | x_t, x_0)
-        self.posterior_variance = self.betas * (1.0 - abar_prev) / (1.0 - abar)
-        pv = self.posterior_variance
-        self.posterior_log_variance_clipped = np.log(np.append(pv[1], pv[1:])) if len(pv) > 1 else np.log(np.maximum(pv, 1e-20))
-        self.coef1 = self.betas * np.sqrt(abar_prev) / (1.0 - abar)
-        self.coef2 = (1.0 - abar_prev) * np.sqrt(self.alphas) / (1.0 - abar)
-        self.log_betas = np.log(self.betas)
-        self.snr = abar / (1.0 - abar)                                       # signal-to-noise ratio abar / (1 - abar)
+        self.posterior_variance = r["posterior_variance"]
+        self.posterior_log_variance_clipped = r["log_post_var"]
+        self.coef1, self.coef2 = r["coef1"], r["coef2"]
+        self.log_betas = r["log_beta"]
+        self.snr = self.abar / (1.0 - self.abar)                             # signal-to-noise ratio abar / (1 - abar)
 
     @staticmethod
     def _at(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

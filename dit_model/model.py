@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ditformat.errors import DitwebError
+from ditformat.schedule import PREDICTIONS  # eps: the paper's noise prediction; v = sqrt(abar) eps - sqrt(1 - abar) x0
 
 CONDITIONINGS = ("adaln-zero", "adaln", "cross-attn", "in-context")
-PREDICTIONS = ("eps", "v")            # eps: the paper's noise prediction; v = sqrt(abar) eps - sqrt(1 - abar) x0
 
 
 class ConfigError(DitwebError):

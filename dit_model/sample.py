@@ -6,8 +6,10 @@ from typing import Callable
 
 import torch
 
+from ditformat.guidance import Guide, make_plan
+
 from .diffusion import Diffusion
-from .guidance import Guide, combine, make_plan
+from .guidance import combine
 from .noise import STREAM_INIT, STREAM_PERTURB, STREAM_STEP, normal_tensor
 
 SAMPLERS = ("ddim", "ddpm")

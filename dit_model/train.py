@@ -709,7 +709,7 @@ def write_sample_grid(ema, cfg: DiTConfig, classes, path: Path, opts: dict) -> P
     """One row per class (at most 16 classes), `sample_per_class` EMA samples each, fixed seed; for a
     named model (`classes` a Vocabulary) one row per GRID_PROMPTS entry and style (at most 16 rows)."""
     from ditformat.labels import Vocabulary, VocabularyError
-    from .guidance import Guide
+    from ditformat.guidance import Guide
     from .images import grid, to_uint8
     from .sample import sample_images
     k = max(1, opts["sample_per_class"])

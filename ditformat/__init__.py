@@ -4,7 +4,8 @@ The bottom layer of the project (docs/bundle-format.md, "Layers"): everything a 
 more than one side needs to agree on lives here, once.
   version   format name, format version, the exporter version that writes it
   errors    DitwebError, the base class of every error the `ditweb` command reports in one line
-  schedule  the noise schedule and the respaced sampler tables, float64 numpy
+  schedule  the noise schedule, the respaced tables (the torch trainer's too), the predictions (eps, v)
+  guidance  the guides and their plans (Guide, Plan, make_plan, parse_interval): branches and coefficients
   layout    the binary layouts as data: the step record's fields and flags, each op's params
   step      the 128-byte step uniform: its fields for a sampler index, packing (from layout)
   forms     linear forms [b, n, c] = b*B + n*N + c (batch-dependent sizes in the manifest)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .schema import SCHEMA
+
 NUM_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02          # the DDPM linear schedule
-PREDICTIONS = ("eps", "v")                 # what the network's first C output channels are
+PREDICTIONS = tuple(SCHEMA["types"]["prediction"]["enum"])   # what the network's first C output channels are: eps, v
 SCHEDULE = {"schedule": "linear", "num_timesteps": NUM_TIMESTEPS, "beta_start": BETA_START, "beta_end": BETA_END}
 
 SQRT_HALF = 0.7071067811865476
@@ -67,19 +69,29 @@ def schedule_betas(schedule: dict | None = None) -> np.ndarray:
     return linear_betas(int(s["num_timesteps"]), float(s["beta_start"]), float(s["beta_end"]))
 
 
-def sampler_tables(steps: int, schedule: dict | None = None) -> dict:
-    """float64 per-index tables of a `steps`-step respaced sampler, as lists (JSON-ready)."""
-    base = schedule_betas(schedule)
-    base_abar = np.cumprod(1.0 - base)                       # sequential products, as web/schedule.js
-    t = respaced_timesteps(steps, len(base))
+def respaced(steps: int, base_betas: np.ndarray) -> dict:
+    """The float64 arrays of a `steps`-step process respaced from `base_betas` (per sampler index i, 0 = least
+    noisy): t (the original timestep), abar, abar_prev, betas, posterior_variance, log_post_var (the posterior
+    log-variance, clipped at i = 0), coef1, coef2 (posterior mean coefficients of x0 and x_t), log_beta. The one
+    implementation: sampler_tables (the runtimes) and dit_model.diffusion.Diffusion (training, torch sampling)."""
+    base_abar = np.cumprod(1.0 - np.asarray(base_betas, np.float64))   # sequential products, as web/schedule.js
+    t = respaced_timesteps(steps, len(base_abar))
     abar = base_abar[t]
     abar_prev = np.append(1.0, abar[:-1])
     betas = 1.0 - abar / abar_prev
     alphas = 1.0 - betas
     pv = betas * (1.0 - abar_prev) / (1.0 - abar)
     log_post_var = portable_log(np.append(pv[1], pv[1:])) if len(pv) > 1 else portable_log(np.maximum(pv, 1e-20))
-    return {"t": [int(v) for v in t], "sqrt_abar": np.sqrt(abar).tolist(), "sqrt_1m_abar": np.sqrt(1.0 - abar).tolist(),
-            "coef1": (betas * np.sqrt(abar_prev) / (1.0 - abar)).tolist(),
-            "coef2": ((1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)).tolist(),
-            "log_beta": portable_log(betas).tolist(), "log_post_var": log_post_var.tolist(),
-            "abar": abar.tolist(), "abar_prev": abar_prev.tolist()}
+    return {"t": t, "abar": abar, "abar_prev": abar_prev, "betas": betas, "posterior_variance": pv,
+            "log_post_var": log_post_var, "coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
+            "coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar), "log_beta": portable_log(betas)}
+
+
+def sampler_tables(steps: int, schedule: dict | None = None) -> dict:
+    """float64 per-index tables of a `steps`-step respaced sampler, as lists (JSON-ready)."""
+    r = respaced(steps, schedule_betas(schedule))
+    abar = r["abar"]
+    return {"t": [int(v) for v in r["t"]], "sqrt_abar": np.sqrt(abar).tolist(),
+            "sqrt_1m_abar": np.sqrt(1.0 - abar).tolist(), "coef1": r["coef1"].tolist(), "coef2": r["coef2"].tolist(),
+            "log_beta": r["log_beta"].tolist(), "log_post_var": r["log_post_var"].tolist(),
+            "abar": abar.tolist(), "abar_prev": r["abar_prev"].tolist()}

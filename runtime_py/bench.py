@@ -152,7 +152,8 @@ def bench_step(args):
     # 786-1111 ms for a Favicon-T/2 B=2 forward that takes 32-38 ms with 1 (spin-waiting under load)
     torch.set_num_threads(1)
     from dit_model.diffusion import Diffusion
-    from dit_model.guidance import Guide, combine, make_plan
+    from dit_model.guidance import combine
+    from ditformat.guidance import Guide, make_plan
     from dit_model.model import DiTConfig, forward_gflops
     steps = 3 if args.quick else 10
     rounds = 3 if args.quick else 5

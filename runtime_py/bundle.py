@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from dit_model.guidance import Guide, make_plan
 from ditformat.errors import UsageError
 from ditformat.forms import evaluate, workgroup_forms
+from ditformat.guidance import Guide, make_plan
 from ditformat.schedule import sampler_tables
 from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 

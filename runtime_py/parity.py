@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditformat.step import pack_step, rounded
 from wgsl.ops import ALL_OPS, Op, binding_type, shape_of
 
 from .gpu import GPU
-from .step import pack_step, rounded
 
 
 @dataclass

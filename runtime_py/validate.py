@@ -10,16 +10,15 @@ import sys
 import numpy as np
 import torch
 
-from dit_model.guidance import Guide, make_plan
 from dit_model.model import DiT, DiTConfig
-from ditformat.forms import evaluate
-from wgsl.ops import OPS
-
 from ditformat.errors import UsageError
+from ditformat.forms import evaluate
+from ditformat.guidance import Guide, make_plan
+from ditformat.step import pack_step, rounded, step_fields
+from wgsl.ops import OPS
 
 from .bundle import Bundle
 from .parity import Row, compare
-from .step import pack_step, rounded, step_fields
 
 WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
 WHOLE_MODEL_TOL_F16 = 2e-3   # f16 / int8: vs torch with the same f16-rounded (int8: dequantised) weights, of the output scale

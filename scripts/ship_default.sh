@@ -15,7 +15,7 @@ $PY - <<'PYEOF'
 # one committed grid per class: 16 samples, 50 DDIM steps, CFG 4, seed 0
 import re
 from dit_model.checkpoint import load_model
-from dit_model.guidance import Guide
+from ditformat.guidance import Guide
 from dit_model.images import grid, to_uint8
 from dit_model.sample import sample_images
 model, meta = load_model("models/default.safetensors")

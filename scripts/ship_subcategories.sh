@@ -17,7 +17,7 @@ $PY - <<'PYEOF'
 # one row of 8 samples per subcategory below: 50 DDIM steps, CFG 4, seed 0
 import numpy as np
 from dit_model.checkpoint import load_model
-from dit_model.guidance import Guide
+from ditformat.guidance import Guide
 from dit_model.images import grid, to_uint8
 from dit_model.sample import sample_images
 ROWS = ["face-smiling", "heart", "cat-face", "animal-mammal", "animal-bird", "plant-flower", "food-fruit",

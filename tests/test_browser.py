@@ -207,7 +207,7 @@ def browser_sample(page, opts: dict) -> np.ndarray:
 def torch_sample(model, guide: dict, sampler: str, eta: float) -> np.ndarray:
     """dit_model.sample with the network in float64 (the loop's own arithmetic stays float32)."""
     import copy
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     from dit_model.sample import sample_images
     m64 = copy.deepcopy(model).double()
     cfg = model.cfg
@@ -256,7 +256,7 @@ RUNTIME_PAGES = {"webgpu": "f32_page", "wasm": "wasm_page"}
 def test_browser_pixels_match_runtime_py_and_torch(request, bundles, runtime_py_bundle, case, runtime):
     """The same bundle, seed and settings: Chromium (SwiftShader WebGPU, or WebAssembly) vs runtime_py
     (wgpu-py) vs torch."""
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     js_opts, guide, sampler, eta = CASES[case]
     page = request.getfixturevalue(RUNTIME_PAGES[runtime])
     got = browser_sample(page, {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, **js_opts})

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dit_model.diffusion import Diffusion, discretized_gaussian_log_likelihood, linear_betas, respaced_timesteps
+from dit_model.diffusion import Diffusion, discretized_gaussian_log_likelihood
+from ditformat.schedule import linear_betas, respaced_timesteps
 
 D = Diffusion()
 
@@ -134,7 +135,7 @@ def test_training_loss_terms(tiny_cfg):
 def test_sampling_loop_with_an_oracle_returns_the_data(sampler, steps):
     """A model that knows x_0 (eps from the forward process, v = -1) must lead the whole loop,
     respacing included, back to x_0: checks timestep mapping, tables and both samplers end to end."""
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     from dit_model.sample import sample_images
     x0 = torch.rand(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import randomize
-from dit_model.guidance import Guide, combine, make_plan
+from dit_model.guidance import combine
+from ditformat.guidance import Guide, make_plan
 from dit_model.model import DiT
 from dit_model.sample import sample_images
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from _gpu_helpers import gpu  # noqa: F401  (fixture)
+from ditformat.schedule import sampler_tables
+from ditformat.step import rounded, step_fields
 from runtime_py.parity import check_kernel, compare, run_kernel
-from runtime_py.step import rounded, sampler_tables, step_fields
 from wgsl.ops import ALL_OPS, OPS
 
 RNG = np.random.default_rng(1234)

@@ -1,11 +1,12 @@
 """The import graph: every arrow points down, no cycle, and the runtime path needs no torch.
 
 Layers, bottom to top (docs/bundle-format.md, "Layers"):
-    ditformat   the format: versions, schema, step uniform, sampler tables, linear forms (numpy only)
-    dit_model   the model in torch (its guidance planning and noise are numpy, usable without torch)
+    ditformat   the format: versions, schema, step uniform, op params, sampler tables, guidance plans, linear
+                forms (numpy only)
+    dit_model   the model in torch (its noise is numpy, usable without torch)
     wgsl        the kernels: op table and templates
     export      checkpoint -> bundle
-    runtime_py  bundle -> images on wgpu (numpy + wgpu on the sampling path)
+    runtime_py  bundle -> images on wgpu (numpy + wgpu on the sampling path, no dit_model)
     webserve    the page and the static site
     bench       benchmark tooling
     ditweb      the command shell, the only module that knows every verb
@@ -92,6 +93,52 @@ def test_format_module_imports_only_numpy():
             continue
         outside = {i.split(".")[0] for i in imports(m, p)} - STDLIB - {"numpy", "ditformat"}
         assert not outside, f"{m} imports {outside}"
+
+
+RUNTIME_SAMPLING = ["runtime_py", "runtime_py.bundle", "runtime_py.gpu", "runtime_py.verify", "runtime_py.shards",
+                    "runtime_py.tune", "runtime_py.decode"]
+
+
+def test_runtime_sampling_path_imports_neither_torch_nor_dit_model():
+    """Walk the import graph from the modules Bundle.load + sample use: no torch, no dit_model, anywhere below."""
+    mods = modules()
+    seen, todo, bad = set(), list(RUNTIME_SAMPLING), []
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for i in imports(m, mods[m]):
+            top = i.split(".")[0]
+            if top in ("torch", "dit_model"):
+                bad.append(f"{m} -> {i}")
+            elif i in mods:
+                todo.append(i)
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_runtime_samples_without_torch_and_dit_model():
+    """Bundle.load + sample with both `torch` and `dit_model` unimportable (a meta-path blocker)."""
+    code = """
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "dit_model"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, Blocked())
+from runtime_py import Bundle
+from ditformat.guidance import Guide
+bundle = Bundle.load(sys.argv[1], verbose=False)
+x = bundle.sample(2, seed=0, steps=2, cfg=4.0, n=1)
+assert x.shape == (1, 4, 32, 32) and x.std() > 0, x.shape
+x = bundle.sample(2, seed=0, steps=2, guide=Guide(scale=3.0, negative_class=1), n=1)
+assert x.shape == (1, 4, 32, 32) and x.std() > 0, x.shape
+assert not any(m.split(".")[0] in ("torch", "dit_model") for m in sys.modules)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "bundles" / "default")], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
 def test_runtime_samples_the_shipped_bundle_without_torch():

@@ -54,7 +54,7 @@ def test_v_loss_is_zero_for_the_true_v_and_weighted():
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sampling_a_v_oracle_returns_the_data(sampler):
     """A v-model that knows x0 leads the loop back to x0 (the prediction type reaches the sampler)."""
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     from dit_model.sample import sample_images
     x0 = torch.rand(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _gpu_helpers import gpu, random_model, small_cfg  # noqa: F401
-from dit_model.guidance import Guide
+from ditformat.guidance import Guide
 from dit_model.model import CONDITIONINGS, DiT, preset_config
 from dit_model.sample import sample_images
 from export.bundle import export_bundle

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _gpu_helpers import gpu  # noqa: F401  (fixture)
+from ditformat.schedule import sampler_tables
+from ditformat.step import step_fields
 from runtime_py.parity import check_kernel, compare, error_bound
-from runtime_py.step import sampler_tables, step_fields
 from wgsl.ops import ALL_OPS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

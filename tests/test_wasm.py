@@ -118,7 +118,7 @@ def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction):
     """A whole guided DDPM run with the page's step records: flag 8 (the model predicts v) reaches
     sampler_step as on WebGPU. runtime_py runs the same bundle's WGSL on lavapipe."""
     import torch
-    from dit_model.guidance import Guide
+    from ditformat.guidance import Guide
     from dit_model.model import DiT
     from export.bundle import export_bundle
     from runtime_py.bundle import Bundle

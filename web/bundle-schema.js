@@ -19,6 +19,12 @@ export const SCHEMA = {
   "step_end"
  ],
  "types": {
+  "prediction": {
+   "enum": [
+    "eps",
+    "v"
+   ]
+  },
   "dispatch": {
    "fields": {
     "kernel": "string",
@@ -131,12 +137,7 @@ export const SCHEMA = {
        "in-context"
       ]
      },
-     "prediction": {
-      "enum": [
-       "eps",
-       "v"
-      ]
-     }
+     "prediction": "prediction"
     }
    },
    "class_names": {
@@ -304,12 +305,7 @@ export const SCHEMA = {
    },
    "sampler": {
     "fields": {
-     "prediction": {
-      "enum": [
-       "eps",
-       "v"
-      ]
-     },
+     "prediction": "prediction",
      "schedule": {
       "enum": [
        "linear"
