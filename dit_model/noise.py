@@ -24,7 +24,7 @@ def normal_tensor(seed: int, stream: int, step: int, shape, start: int = 0):
 # float32 steps are separate eager ops, one rounding each, as in numpy; constants are the float32
 # values themselves, so nothing is rounded twice. Never torch.compile these (it would fuse a*b+c).
 # tests/test_train.py checks every k and j of the float part exhaustively against numpy, and
-# training checks a slice on its device before trusting it (dit_model.train.device_noise_ok).
+# training checks a slice on its device before trusting it (dit_model.randomness.device_noise_ok).
 
 _U32 = 0xFFFFFFFF
 

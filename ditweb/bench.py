@@ -8,7 +8,7 @@ from dit_model.bench import RESULTS, publish
 
 # target -> "module:function(args)"; each returns (title, header, rows, notes)
 TARGETS = {
-    "train": "dit_model.train:bench_train",
+    "train": "dit_model.bench:bench_train",
     "kernels": "runtime_py.bench:bench_kernels",
     "step": "runtime_py.bench:bench_step",
 }

@@ -63,7 +63,7 @@ set -e
 
 "$PY" - "$RUN_DIR" "$OUT_DIR" <<'PY'
 import sys
-from dit_model.train import export_weights
+from dit_model.trainer import export_weights
 for path in export_weights(sys.argv[1], sys.argv[2]):
     print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
 PY

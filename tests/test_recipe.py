@@ -6,7 +6,8 @@ import torch
 
 from dit_model.diffusion import Diffusion
 from dit_model.model import DiTConfig
-from dit_model.train import Trainer, batch_plan
+from dit_model.randomness import batch_plan
+from dit_model.trainer import Trainer
 
 D = Diffusion()
 DV = Diffusion(prediction="v")

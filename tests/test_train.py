@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from _train_helpers import make_png_folder
+from dit_model import bench as DB
+from dit_model import precision as PR
+from dit_model import randomness as R
 from dit_model import train as T
+from dit_model import trainer as TR
 from ditweb.cli import main
 from dit_model.model import DiTConfig
 
@@ -45,23 +49,23 @@ def one_error_line(capsys) -> str:
 def test_batches_do_not_depend_on_the_split(tiny_cfg):
     images = torch.randint(0, 256, (10, 8, 8, 4), dtype=torch.uint8)
     labels = torch.randint(0, 3, (10,))
-    whole = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 0, 8, True, "cpu")
-    parts = [T.make_batch(images, labels, tiny_cfg, 7, 3, 8, lo, hi, True, "cpu") for lo, hi in ((0, 3), (3, 8))]
+    whole = R.make_batch(images, labels, tiny_cfg, 7, 3, 8, 0, 8, True, "cpu")
+    parts = [R.make_batch(images, labels, tiny_cfg, 7, 3, 8, lo, hi, True, "cpu") for lo, hi in ((0, 3), (3, 8))]
     for a, b0, b1 in zip(whole, *parts):
         assert torch.equal(a, torch.cat([b0, b1]))
-    other = T.make_batch(images, labels, tiny_cfg, 7, 4, 8, 0, 8, True, "cpu")
+    other = R.make_batch(images, labels, tiny_cfg, 7, 4, 8, 0, 8, True, "cpu")
     assert not torch.equal(whole[3], other[3])                          # another step, other noise
 
 
 def test_every_image_once_per_epoch():
     n, B = 10, 4
-    idx = np.concatenate([T.batch_plan(0, s, B, 0, B, n, 0.1, True)[0] for s in range(5)])   # 20 samples = 2 epochs
+    idx = np.concatenate([R.batch_plan(0, s, B, 0, B, n, 0.1, True)[0] for s in range(5)])   # 20 samples = 2 epochs
     assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))
     assert idx[:10].tolist() != idx[10:].tolist()                       # reshuffled each epoch
-    _, t, drop, flip = T.batch_plan(0, 0, 20000, 0, 20000, n, 0.1, True)
+    _, t, drop, flip = R.batch_plan(0, 0, 20000, 0, 20000, n, 0.1, True)
     assert t.min() == 0 and t.max() == 999
     assert abs(drop.mean() - 0.1) < 0.01 and abs(flip.mean() - 0.5) < 0.02
-    assert not T.batch_plan(0, 0, 100, 0, 100, n, 0.1, False)[3].any()  # --no-flip
+    assert not R.batch_plan(0, 0, 100, 0, 100, n, 0.1, False)[3].any()  # --no-flip
 
 
 def test_parse_duration():
@@ -78,17 +82,17 @@ def test_overfits_a_handful_of_images(tiny_cfg):
     g = torch.Generator().manual_seed(0)
     images = (torch.randint(0, 2, (6, 8, 8, 4), generator=g) * 255).to(torch.uint8)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    tr = T.Trainer(tiny_cfg, lr=3e-3, weight_decay=0.0, ema_decay=0.99, seed=0, device="cpu")
+    tr = TR.Trainer(tiny_cfg, lr=3e-3, weight_decay=0.0, ema_decay=0.99, seed=0, device="cpu")
     k = torch.arange(96) % 6
-    x0 = T.to_model(images)[k]
-    _, _, t, eps = T.make_batch(images, labels, tiny_cfg, 123, 0, 96, 0, 96, False, "cpu")
+    x0 = R.to_model(images)[k]
+    _, _, t, eps = R.make_batch(images, labels, tiny_cfg, 123, 0, 96, 0, 96, False, "cpu")
 
     def eval_mse():
         with torch.no_grad():
             return tr.diffusion.training_losses(tr.model, x0, t, labels[k], eps)["mse"].mean().item()
     before = eval_mse()
     for step in range(800):
-        tr.train_step(*T.make_batch(images, labels, tiny_cfg, 0, step, 24, 0, 24, False, "cpu"))
+        tr.train_step(*R.make_batch(images, labels, tiny_cfg, 0, step, 24, 0, 24, False, "cpu"))
     after = eval_mse()
     print(f"overfit: eval MSE {before:.4f} -> {after:.4f} ({before / after:.1f}x)")
     assert before > 0.9 and before / after >= 5.0
@@ -241,25 +245,25 @@ def test_auto_precision_by_capability(tmp_path):
     """auto decides from the detected capability (faked here), never from which machine runs the test."""
     t2, t4 = 0.54, 0.11                                                 # forward Gflops of Favicon-T/2, T/4
     amx = frozenset({"fpu", "avx512f", "amx_tile", "amx_bf16", "amx_int8", "avx512_bf16"})
-    assert T.auto_precision("cpu", t2, amx)[0] == "bf16"
-    assert T.auto_precision("cpu", t2, frozenset({"avx512f", "avx512_bf16"}))[0] == "bf16"   # no AMX, bf16 dot products
-    assert T.auto_precision("cpu", t2, frozenset({"avx2", "avx512f", "avx512_vnni"}))[0] == "f32"
-    assert T.auto_precision("cpu", t2, frozenset())[0] == "f32"        # flags unknown (not Linux)
-    precision, why = T.auto_precision("cpu", t4, amx)
+    assert PR.auto_precision("cpu", t2, amx)[0] == "bf16"
+    assert PR.auto_precision("cpu", t2, frozenset({"avx512f", "avx512_bf16"}))[0] == "bf16"   # no AMX, bf16 dot products
+    assert PR.auto_precision("cpu", t2, frozenset({"avx2", "avx512f", "avx512_vnni"}))[0] == "f32"
+    assert PR.auto_precision("cpu", t2, frozenset())[0] == "f32"        # flags unknown (not Linux)
+    precision, why = PR.auto_precision("cpu", t4, amx)
     assert precision == "f32" and "too small" in why                    # bf16 does not pay for T/4
-    assert T.auto_precision("cuda", t4, frozenset(), cuda_bf16=True)[0] == "bf16"
-    assert T.auto_precision("cuda", t2, amx, cuda_bf16=False)[0] == "f32"
-    assert T.auto_precision("mps", t2, amx)[0] == "f32"
+    assert PR.auto_precision("cuda", t4, frozenset(), cuda_bf16=True)[0] == "bf16"
+    assert PR.auto_precision("cuda", t2, amx, cuda_bf16=False)[0] == "f32"
+    assert PR.auto_precision("mps", t2, amx)[0] == "f32"
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16\nbogomips\t: 4000\n"
                     "processor\t: 1\nflags\t\t: fpu sse2 avx512f amx_bf16\n")
-    assert T.cpu_flags(str(info)) == {"fpu", "sse2", "avx512f", "amx_bf16"}
-    assert T.cpu_flags(str(tmp_path / "none")) == frozenset()
+    assert PR.cpu_flags(str(info)) == {"fpu", "sse2", "avx512f", "amx_bf16"}
+    assert PR.cpu_flags(str(tmp_path / "none")) == frozenset()
     from dit_model.model import preset_config
-    assert T.resolve_precision("f32", "cpu", preset_config("Favicon-T/2")) == ("f32", "asked for")
-    assert T.resolve_precision("auto", "cpu", preset_config("Favicon-N/2"))[0] == "f32"   # too small anywhere
+    assert PR.resolve_precision("f32", "cpu", preset_config("Favicon-T/2")) == ("f32", "asked for")
+    assert PR.resolve_precision("auto", "cpu", preset_config("Favicon-N/2"))[0] == "f32"   # too small anywhere
     with pytest.raises(ValueError, match="precision"):
-        T.resolve_precision("fp8", "cpu", preset_config("Favicon-N/2"))
+        PR.resolve_precision("fp8", "cpu", preset_config("Favicon-N/2"))
 
 
 def test_precision_is_recorded_and_old_bf16_flag_still_works(folder, tmp_path):
@@ -310,7 +314,7 @@ def test_torch_noise_twin_is_bit_identical():
     for seed, stream, step_, start, count in [(0, 12, 0, 0, 5000), (2 ** 32 - 1, 12, 2 ** 31 + 5, 2 ** 32 - 100, 300)]:
         assert np.array_equal(_bits(N.normal(seed, stream, step_, count, start)),
                               _bits(N.normal_torch(seed, stream, step_, count, start).numpy()))
-    assert T.device_noise_ok("cpu")
+    assert R.device_noise_ok("cpu")
 
 
 def test_make_batch_with_the_data_on_the_device(tiny_cfg, monkeypatch):
@@ -318,11 +322,11 @@ def test_make_batch_with_the_data_on_the_device(tiny_cfg, monkeypatch):
     here the same path runs on the CPU: the same batch as the host path, bit for bit."""
     images = torch.randint(0, 256, (10, 8, 8, 4), dtype=torch.uint8)
     labels = torch.randint(0, 3, (10,))
-    host = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
-    monkeypatch.setattr(T, "normal", lambda *a, **k: pytest.fail("the device path must not use numpy noise"))
-    twin = lambda seed, step, start, count, device: T.normal_torch(seed, T.STREAM_NOISE, step, count, start, device)
-    monkeypatch.setattr(T, "batch_noise", twin)
-    device = T.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
+    host = R.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
+    monkeypatch.setattr(R, "normal", lambda *a, **k: pytest.fail("the device path must not use numpy noise"))
+    twin = lambda seed, step, start, count, device: R.normal_torch(seed, R.STREAM_NOISE, step, count, start, device)
+    monkeypatch.setattr(R, "batch_noise", twin)
+    device = R.make_batch(images, labels, tiny_cfg, 7, 3, 8, 2, 8, True, "cpu")
     for a, b in zip(host, device):
         assert a.dtype == b.dtype and torch.equal(a, b)
 
@@ -333,7 +337,7 @@ def test_export_weights_in_small_files(folder, tmp_path):
     from dit_model.checkpoint import load_model
     run = tmp_path / "run"
     assert train(folder, run, "--max-steps", 2) == 0
-    paths = T.export_weights(run, tmp_path / "f32")
+    paths = TR.export_weights(run, tmp_path / "f32")
     assert [p.name for p in paths] == ["ema.safetensors", "model.safetensors"]
     ck = load(run / "ckpt.pt")
     model, meta = load_model(paths[0])
@@ -341,7 +345,7 @@ def test_export_weights_in_small_files(folder, tmp_path):
     for name, v in model.state_dict().items():
         assert torch.equal(v, ck["ema"][name]), name                    # float32 fits: exact
     tiny = sum(v.numel() for v in ck["ema"].values()) * 3 / 2 ** 20 + 1 / 16   # room for bf16, not for f32
-    paths = T.export_weights(run, tmp_path / "bf16", max_mib=tiny)
+    paths = TR.export_weights(run, tmp_path / "bf16", max_mib=tiny)
     assert all(p.stat().st_size <= tiny * 2 ** 20 for p in paths)
     model, _ = load_model(paths[0])
     for name, v in model.state_dict().items():
@@ -350,7 +354,7 @@ def test_export_weights_in_small_files(folder, tmp_path):
     assert main(["sample", str(paths[0]), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s")]) == 0
     assert train(folder, tmp_path / "warm", "--max-steps", 1, "--init", paths[0]) == 0
     with pytest.raises(ValueError, match="exceed"):
-        T.export_weights(run, tmp_path / "none", max_mib=0.01)
+        TR.export_weights(run, tmp_path / "none", max_mib=0.01)
 
 
 def test_warm_start_onto_a_finer_label_set(folder, tmp_path, capsys):
@@ -359,10 +363,10 @@ def test_warm_start_onto_a_finer_label_set(folder, tmp_path, capsys):
     from dit_model.checkpoint import load_model
     run = tmp_path / "run"
     assert train(folder, run, "--max-steps", 2) == 0
-    path = T.export_weights(run, tmp_path / "w")[0]
+    path = TR.export_weights(run, tmp_path / "w")[0]
     old, meta = load_model(path)
     cfg = DiTConfig.from_dict({**meta["config"].to_dict(), "num_classes": 4})
-    tr = T.Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu"))
+    tr = TR.Trainer(cfg, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu"))
     note = tr.warm_start(path, ["dogs", "kitten", "tabby", "eel"], {"kitten": "cats", "tabby": "cats", "eel": "shark"})
     assert "4 classes from its 3" in note and "same name (1), the parent class (2), the mean (1)" in note
     t_old = old.y_embedder.embedding_table.weight.detach()
@@ -374,12 +378,12 @@ def test_warm_start_onto_a_finer_label_set(folder, tmp_path, capsys):
         assert torch.equal(m.final_layer.linear.weight, old.final_layer.linear.weight)
     cfg5 = DiTConfig.from_dict({**meta["config"].to_dict(), "num_classes": 4, "depth": 1})
     with pytest.raises(T.CheckpointError, match="depth"):
-        T.Trainer(cfg5, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu")).warm_start(path)
+        TR.Trainer(cfg5, lr=1e-4, weight_decay=0.0, ema_decay=0.9, seed=0, device=torch.device("cpu")).warm_start(path)
 
 
 def test_bench_train_quick_has_the_precision_columns():
     import argparse
-    title, header, rows, notes = T.bench_train(argparse.Namespace(quick=True, preset="Favicon-N/2"))
+    title, header, rows, notes = DB.bench_train(argparse.Namespace(quick=True, preset="Favicon-N/2"))
     assert header[4:7] == ["f32 img/s", "bf16 img/s", "bf16 + compile img/s"]
     assert len(rows) == 1 and rows[0][0] == "Favicon-N/2" and rows[0][6] == "-"   # --quick: no compiling
     assert float(rows[0][4]) > 0 and float(rows[0][5]) > 0 and rows[0][8] == "f32"
