@@ -9,11 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from webserve.browser import WEB_DIR, chromium, local_server, wait_state
 
-from _browser import WEB_DIR, chromium, local_server, wait_state  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _browser import WEB_DIR, chromium, local_server, psnr, to_unit, wait_state
+from webserve.browser import WEB_DIR, chromium, local_server, psnr, to_unit, wait_state
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "Favicon-N/2"

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _browser import WEB_DIR, chromium, local_server, psnr, to_unit, wait_state
+from webserve.browser import WEB_DIR, chromium, local_server, psnr, to_unit, wait_state
 from conftest import randomize
 
 PSNR_MIN = 40.0

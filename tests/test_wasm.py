@@ -132,7 +132,7 @@ def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction):
     got = np.asarray(node({"cmd": "sample", "bundle": str(bundle), "opts": opts})["x"], np.float32)
     ref = Bundle.load(bundle, verbose=False).sample([1, 2], seed=7, steps=5, guide=Guide(scale=3.0),
                                                     sampler="ddpm").reshape(-1)
-    from _browser import psnr, to_unit
+    from webserve.browser import psnr, to_unit
     value = psnr(to_unit(got), to_unit(ref))
     print(f"\n[{prediction}] wasm vs runtime_py: PSNR {value:.1f} dB")
     assert value >= 40.0, f"{prediction}: PSNR {value:.1f} dB against runtime_py"

@@ -155,7 +155,7 @@ export async function loadBundle(url, opts = {}) {
 }
 
 // Everything a sampling run needs before any compute, from sample()'s options (both runtimes).
-function planRun(bundle, opts) {
+function setUpRun(bundle, opts) {
   const m = bundle.manifest;
   const { in_channels: C, input_size: I, num_classes: numClasses } = m.model;
   let classIds = opts.classIds;
@@ -517,7 +517,7 @@ export class Bundle {
 
   async sampleOnce(opts) {
     const m = this.manifest;
-    const { C, I, steps, tables, B, N, y, common, aborted } = planRun(this, opts);
+    const { C, I, steps, tables, B, N, y, common, aborted } = setUpRun(this, opts);
     aborted();
 
     await this.ensureDevice();
@@ -663,7 +663,7 @@ export class WasmBundle {
 
   async sampleOnce(opts) {
     const m = this.manifest;
-    const { C, I, steps, tables, B, N, y, common, aborted } = planRun(this, opts);
+    const { C, I, steps, tables, B, N, y, common, aborted } = setUpRun(this, opts);
     aborted();
     await this.call("state", { B, N, y });
     await this.call("run", { programs: ["init"], record: stepUniform({ ...common, i: null, nDone: 0 }) });

@@ -12,6 +12,7 @@ Batch-dependent values are linear forms [b, n, c] = b*B + n*N + c (see docs/bund
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,13 @@ from .reference import (ref_bmm, ref_conv2d, ref_groupnorm, ref_softmax_rows, re
                         torch_attention, torch_layernorm_mod, torch_matmul)
 
 TEMPLATES = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=1)
+def jinja_env() -> jinja2.Environment:
+    """The one template environment (built on first use; it caches the parsed templates)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 # ------------------------------------------------------------------ declarations
 
@@ -86,8 +94,7 @@ class Op:
         return out
 
     def render(self, variant: dict, wdtype: str) -> str:
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                                 keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+        env = jinja_env()
         header = render_header(self, wdtype, variant)
         derived = {}
         if "head_dim" in variant:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+from dit_model.bench import publish
+from webserve.browser import WEB_DIR, chromium, local_server
 
-from _browser import WEB_DIR, chromium, local_server  # noqa: E402
-from dit_model.bench import publish  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 JS = """async ([rounds, steps]) => {
   const m = await import('/ditweb.js');

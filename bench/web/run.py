@@ -20,15 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+from dit_model.bench import format_table, save_text
+from webserve.browser import chromium, local_server
 
-from _browser import chromium, local_server  # noqa: E402
-from dit_model.bench import format_table, save_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 ORT_DIST = REPO / "data" / "npm-ort" / "node_modules" / "onnxruntime-web" / "dist"
-OUR_JS = ["ditweb.js", "bundle.js", "bundle-schema.js", "schedule.js", "favicon.js", "tune.js"]   # what a site embedding the runtime loads
+OUR_JS = ["ditweb.js", "bundle.js", "bundle-schema.js", "bundle-layout.js", "schedule.js", "favicon.js", "tune.js"]   # what a site embedding the runtime loads
 OUR_WASM = ["wasm-runtime.js", "ditweb-worker.js", "ditweb-kernels.wasm"]             # ... and the WebAssembly path too
 RESULTS = REPO / "bench" / "results" / "web.md"
 

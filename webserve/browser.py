@@ -1,5 +1,7 @@
-"""Helpers for the browser tests: a local server for web/ + bundles, and Debian's headless Chromium
-driven by Python playwright (never `playwright install`: the system browser is the one we test).
+"""The page in a headless browser, for the browser tests (tests/test_browser.py, tests/test_vae_browser.py,
+tests/test_wasm.py) and the browser benchmark (bench/web/run.py): a local server for web/ + bundles, and
+Debian's headless Chromium driven by Python playwright (imported on use; never `playwright install`: the
+system browser is the one we test), plus the PSNR the pixel comparisons are stated in.
 """
 from __future__ import annotations
 
