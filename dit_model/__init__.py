@@ -1,7 +1,7 @@
 """The DiT in PyTorch: model, diffusion, guidance, training, sampling, checkpoints.
 
-Public API (imported lazily: `import dit_model` and its numpy-only modules such as dit_model.guidance
-do not import torch; the names below do, on first use):
+Public API (imported lazily: `import dit_model` and its numpy-only modules such as dit_model.noise
+do not import torch; the names below do, on first use; Guide is ditformat.guidance.Guide):
     from dit_model import DiT, DiTConfig, Diffusion, Guide, load_model, sample_images
 """
 import importlib
