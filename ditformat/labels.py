@@ -175,13 +175,12 @@ class Vocabulary:
         raise VocabularyError(f"unknown prompt {prompt!r}; closest labels: {', '.join(map(repr, self.closest(prompt)))}")
 
     def closest(self, prompt: str, k: int = 5) -> list[str]:
-        """The k names nearest to the prompt by edit distance (for error messages and suggestions)."""
+        """The k labels nearest to the prompt: edit distance to a name, short name or keyword, or to
+        its start (a half point more; keywords a quarter more), for error messages."""
         key = normalise(prompt)
-        best: dict[str, int] = {}
+        best: dict[str, float] = {}
         for n, kind, l, i in self._entries():
-            if kind == 2:
-                continue
-            d = _edit_distance(key, n[:len(key) + 3])
+            d = min(_edit_distance(key, n), _edit_distance(key, n[:len(key)]) + 0.5) + 0.25 * (kind == 2)
             name = self.names[l][i]
             if d < best.get(name, 1 << 30):
                 best[name] = d

@@ -2,6 +2,7 @@
 (--runtime wgpu: numpy + wgpu, no torch). Both runtimes share the options and the summary line."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -11,15 +12,20 @@ from ditformat.errors import UsageError
 def register(sub):
     p = sub.add_parser("sample", help="sample images (PNG grid, PNGs, .ico) from a checkpoint or a preset")
     p.add_argument("source", help="a checkpoint file (.pt / .safetensors), a bundle folder (--runtime wgpu) or a preset name (random weights)")
-    p.add_argument("--class", dest="cls", default="0", help="class name or id (default 0)")
+    p.add_argument("--class", dest="cls", help="class name or id (default 0); for a named model any label name")
+    p.add_argument("--prompt", help="named models: a word or phrase, resolved to a label by name, short name and "
+                                    "keyword (exact before prefix before keyword), e.g. 'hippo'")
+    p.add_argument("--style", help="named models: the style to draw in (e.g. noto); default: any style")
     p.add_argument("--n", type=int, default=16, help="number of images")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument("--cfg", type=float, help="guidance scale (default 4; 1 = plain conditional; with --compose it "
                                           "multiplies the weights, default 1)")
-    p.add_argument("--negative-class", help="class name or id that replaces the unconditional branch")
-    p.add_argument("--compose", help="weighted classes, e.g. 'Animals & Nature:1,Flags:-0.5' (replaces --class)")
+    p.add_argument("--negative-class", help="class name or id (named models: a prompt) that replaces the unconditional branch")
+    p.add_argument("--compose", action="append", metavar="NAME=WEIGHT",
+                   help="weighted labels (replaces --class), one per option: --compose 'family: man, boy=1' "
+                        "--compose Flags=-0.5 (NAME:WEIGHT too; the old one-option list 'A:1,B:-0.5' still works)")
     p.add_argument("--schedule", default="constant", choices=["constant", "linear", "interval"])
     p.add_argument("--cfg-end", type=float, help="linear schedule: scale at the last step")
     p.add_argument("--interval", default="0:999", help="interval schedule: guided t range LO:HI")
@@ -53,23 +59,52 @@ def resolve_class(value: str, names: list[str]) -> int:
     return i
 
 
-def guide_from_args(args, names: list[str]):
+def compose_entries(values: list[str] | str | None) -> list[tuple[str, float]]:
+    """--compose values -> [(name, weight)]: each value is NAME=WEIGHT or NAME:WEIGHT (split at the last
+    '=' or ':', so names holding ', ' and ':' work, e.g. 'family: man, boy=1'); a single value that is a
+    comma list of NAME:WEIGHT entries is the older form."""
+    if values is None:
+        return []
+    values = [values] if isinstance(values, str) else list(values)
+    def split(v):
+        for sep in ("=", ":"):
+            name, found, w = v.rpartition(sep)
+            if found and name.strip():
+                try:
+                    weight = float(w)
+                except ValueError:
+                    continue
+                if not math.isfinite(weight):
+                    raise UsageError(f"bad --compose entry {v!r}: the weight must be a finite number")
+                return name.strip(), weight
+        raise UsageError(f"bad --compose entry {v!r}: want NAME=WEIGHT, e.g. 'Flags=-0.5'")
+    if len(values) == 1 and "," in values[0] and "=" not in values[0]:
+        parts = values[0].split(",")
+        try:
+            return [split(p) for p in parts]
+        except UsageError:
+            pass                                              # a name holding ", ": one entry
+    return [split(v) for v in values]
+
+
+def guide_from_args(args, names: list[str], vocab=None, style: str | None = None):
     from dit_model.guidance import Guide, parse_interval
     compose = ()
+    pick = (lambda n: resolve_label(n, vocab, style)) if vocab is not None else (lambda n: resolve_class(n, names))
     if args.compose:
-        pairs = []
-        for part in args.compose.split(","):
-            name, _, w = part.rpartition(":")
-            try:
-                pairs.append((resolve_class(name.strip(), names), float(w)))
-            except ValueError as e:
-                raise UsageError(f"bad --compose entry {part!r} (want NAME:WEIGHT): {e}") from None
-        compose = tuple(pairs)
+        compose = tuple((pick(name).ids if vocab is not None else pick(name), w)
+                        for name, w in compose_entries(args.compose))
     try:
         lo, hi = parse_interval(args.interval)
     except ValueError as e:
         raise UsageError(f"bad --interval {args.interval!r}: {e}") from None
-    neg = resolve_class(args.negative_class, names) if args.negative_class is not None else None
+    neg = None
+    if args.negative_class is not None:
+        neg = pick(args.negative_class).ids if vocab is not None else pick(args.negative_class)
+    for name in ("cfg", "cfg_end", "batch_tau"):
+        v = getattr(args, name, None)
+        if v is not None and not math.isfinite(v):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
     try:
         scale = args.cfg if args.cfg is not None else (1.0 if compose else 4.0)
         return Guide(scale=scale, negative_class=neg, compose=compose,
@@ -79,6 +114,40 @@ def guide_from_args(args, names: list[str]):
         raise UsageError(str(e)) from None
 
 
+def resolve_label(value: str, vocab, style: str | None = None):
+    """A prompt or label name -> a Label of the model's vocabulary (UsageError: one line)."""
+    from ditformat.labels import VocabularyError
+    try:
+        return vocab.resolve(value, style)
+    except VocabularyError as e:
+        raise UsageError(str(e)) from None
+
+
+def request(args, names: list[str], vocab):
+    """What to draw: (label for the sampler, its description). A named model takes --prompt or
+    --class (any label name) and --style; a one-level model a class name or id."""
+    if vocab is None:
+        if args.prompt is not None or args.style is not None:
+            raise UsageError("--prompt and --style need a named model (one trained with `ditweb train --styles ...`)")
+        cls = resolve_class(args.cls if args.cls is not None else "0", names)
+        return cls, f"class {names[cls]!r}"
+    if args.prompt is not None and args.cls is not None:
+        raise UsageError("give --prompt or --class, not both")
+    if args.style is not None:
+        from ditformat.labels import VocabularyError
+        try:
+            vocab.label(vocab.level(vocab.levels[-1]), 0, **{vocab.levels[-1]: args.style})
+        except VocabularyError as e:
+            raise UsageError(str(e)) from None
+    text = args.prompt if args.prompt is not None else args.cls
+    if text is None and args.compose:
+        return vocab.null.ids, "composition"                 # the composed labels replace the request
+    if text is None:
+        raise UsageError("a named model needs --prompt (e.g. --prompt hippo) or --class LABEL")
+    label = resolve_label(text, vocab, args.style)
+    return label.ids, f"prompt {text!r} -> {vocab.describe(label)}"
+
+
 def load_source(source: str, preset: str | None):
     """(model, config, class names): a checkpoint file, else a preset with seeded random weights."""
     import torch
@@ -86,11 +155,11 @@ def load_source(source: str, preset: str | None):
     from dit_model.model import PRESETS, DiT
     if Path(source).is_file() or Path(source).is_dir():      # a folder: the diffusers DiT layout
         model, meta = load_model(source, preset)
-        return model, meta["config"], meta["class_names"]
+        return model, meta["config"], meta["class_names"], meta.get("vocab")
     if source in PRESETS:
         torch.manual_seed(0)
         model = DiT.from_preset(source).eval()
-        return model, model.cfg, [str(i) for i in range(model.cfg.num_classes)]
+        return model, model.cfg, [str(i) for i in range(model.cfg.num_classes)], None
     raise UsageError(f"{source!r} is neither a checkpoint file nor a preset (presets: {', '.join(PRESETS)})")
 
 
@@ -113,7 +182,8 @@ def cmd_sample(args):
         if decoder is not None:
             args.clip = False                                 # latents are not bounded to [-1, 1]
         names = bundle.class_names
-        cls, guide = resolve_class(args.cls, names), guide_from_args(args, names)
+        cls, what = request(args, names, None)
+        guide = guide_from_args(args, names)
         b = bar("sampling (wgpu)")
         x = bundle.sample([cls] * args.n, seed=args.seed, steps=args.steps, guide=guide, sampler=args.sampler,
                           eta=args.eta, clip_x0=args.clip, on_step=lambda i, n: b.update(1))
@@ -129,14 +199,18 @@ def cmd_sample(args):
             from dit_model.vae import load_vae
             vae = load_vae(args.vae)
             args.clip = False                                 # latents are not bounded to [-1, 1]
-        model, cfg, names = load_source(args.source, args.preset)
+        model, cfg, names, vocab = load_source(args.source, args.preset)
         if vae is not None and vae.cfg.latent_channels != cfg.in_channels:
             raise UsageError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes {cfg.in_channels}")
-        cls, guide = resolve_class(args.cls, names), guide_from_args(args, names)
+        cls, what = request(args, names, vocab)
+        guide = guide_from_args(args, names, vocab, args.style)
+        if vocab is not None:
+            print(f"sampling {what}", file=sys.stderr)
         b = bar("sampling")
         x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                           class_ids=[cls] * args.n, guide=guide, steps=args.steps, sampler=args.sampler, eta=args.eta,
-                          seed=args.seed, clip_x0=args.clip, prediction=cfg.prediction, on_step=lambda i, n: b.update(1))
+                          seed=args.seed, clip_x0=args.clip, prediction=cfg.prediction, on_step=lambda i, n: b.update(1),
+                          null=vocab.sizes if vocab is not None else None)
         where = ""
         if vae is not None:
             b.close()
@@ -144,5 +218,6 @@ def cmd_sample(args):
             where = f", decoded with {args.vae}"
     b.close()
     paths = write_samples(to_uint8(x), Path(args.out))
-    what = f"composition {args.compose!r}" if guide.compose else f"class {names[cls]!r}"
+    if guide.compose:
+        what = "composition " + ", ".join(f"{n}={w:g}" for n, w in compose_entries(args.compose))
     print(f"wrote {len(paths)} files to {args.out} (grid: {Path(args.out) / 'grid.png'}), {what}, seed {args.seed}{where}")

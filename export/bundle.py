@@ -95,6 +95,9 @@ file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
     if cfg.freq_shift != 0.0 or cfg.norm_eps != 1e-6:                  # the kernels bake the reference DiT's values
         raise ExportError(f"this model uses freq_shift {cfg.freq_shift:g} / norm_eps {cfg.norm_eps:g} (a converted diffusers "
                           "DiT); bundles support only the reference values 0 / 1e-6 so far")
+    if cfg.label_levels:
+        raise ExportError(f"this is a named model (labels at {len(cfg.label_levels)} levels); bundles carry one-level "
+                          "models only so far: sample it with the torch runtime (`ditweb sample CKPT --prompt ...`)")
     names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
     if len(names) != cfg.num_classes:
         raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
