@@ -11,6 +11,9 @@ from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "bundle-schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
+# decoder/manifest.json of a latent bundle (docs/vae.md): its own format and fields, the named types of SCHEMA
+DECODER_SCHEMA_PATH = SCHEMA_PATH.parent / "decoder-schema.json"
+DECODER_SCHEMA = json.loads(DECODER_SCHEMA_PATH.read_text())
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -104,8 +107,17 @@ def check_manifest(m) -> None:
     check(m, SCHEMA["manifest"], "manifest.json")
 
 
+def unsafe_path(rel) -> bool:
+    """A file name a manifest may not list: empty, absolute, with a backslash, a colon (drive, scheme) or a
+    `..` step; every listed file must lie inside the bundle folder. (web/bundle.js unsafePath is the twin.)"""
+    return not rel or rel.startswith("/") or "\\" in rel or ":" in rel or ".." in rel.split("/")
+
+
 def js_module() -> str:
-    """web/bundle-schema.js: the same schema as an ES module (written by `python -m ditformat`)."""
-    return ("// Generated from ditformat/bundle-schema.json by `python -m ditformat`; do not edit.\n"
-            f"export const SCHEMA = {json.dumps(SCHEMA, indent=1)};\n")
+    """web/bundle-schema.js: the same schemas (the bundle's, the decoder's) as an ES module (written by
+    `python -m ditformat`)."""
+    return ("// Generated from ditformat/bundle-schema.json and ditformat/decoder-schema.json by `python -m ditformat`; "
+            "do not edit.\n"
+            f"export const SCHEMA = {json.dumps(SCHEMA, indent=1)};\n"
+            f"export const DECODER_SCHEMA = {json.dumps(DECODER_SCHEMA, indent=1)};\n")
 

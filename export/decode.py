@@ -240,7 +240,7 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     from pathlib import Path
 
     from ditformat import EXPORTER_VERSION
-    from ditformat.schema import SCHEMA_PATH
+    from ditformat.schema import DECODER_SCHEMA as spec
     from wgsl.ops import OPS
 
     from ditformat.shards import MIN_SHARD_BYTES, weight_entry, write_shards
@@ -248,7 +248,6 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
     from .bundle import ExportError, sha256
     from .program import ProgramBuilder
 
-    spec = json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
     if dtype not in ("f32", "f16", "int8"):
         raise ExportError(f"unknown decoder dtype {dtype!r}; choose f32, f16 or int8")
     if shard_bytes < MIN_SHARD_BYTES:

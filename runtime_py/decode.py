@@ -12,6 +12,7 @@ from ditformat.forms import evaluate
 
 from .gpu import GPU, DeviceLimitError
 from .shards import check_weight_limits, upload_shards
+from .verify import verify_decoder
 
 
 def bytes_needed(buffers: dict, N: int) -> tuple[int, int]:
@@ -101,98 +102,7 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
     return a.transpose(0, 2, 3, 1)
 
 
-# ------------------------------------------------------------------ decoder/ of a bundle: verify, then load
-
-DECODER_OPS = {"conv2d", "conv2d_q8", "groupnorm", "upsample_nearest", "bmm", "softmax_rows"}   # wgsl/ops.py (no torch)
-
-
-def _schema() -> dict:
-    import json
-
-    from ditformat.schema import SCHEMA_PATH
-    return json.loads((SCHEMA_PATH.parent / "decoder-schema.json").read_text())
-
-
-def verify_decoder(root, latent_shape=None) -> dict:
-    """decoder/manifest.json of a bundle, checked like the bundle's own manifest before any GPU call: schema,
-    file sizes and sha256, the WGSL bindings and workgroup sizes against the kernel table, every dispatch's
-    kernel, buffers and param count, the weight shards' headers against the buffer table. `latent_shape`:
-    the DiT's x_shape, which the decoder must take. Returns the manifest (weights get `_offset`)."""
-    import json
-    from pathlib import Path
-
-    from ditformat.schema import SchemaMismatch, check
-
-    from .verify import (HashMismatchError, KernelError, ManifestError, MissingFileError, ProgramError,
-                         SizeMismatchError, WeightsError, _no_constants, check_kernel_source, check_weight_buffers,
-                         sha256_file)
-    root = Path(root)
-    w = root / "manifest.json"
-    spec = _schema()
-    try:
-        m = json.loads(w.read_bytes().decode("utf-8"), parse_constant=_no_constants)
-    except FileNotFoundError:
-        raise MissingFileError(f"{w}: missing") from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ManifestError(f"{w}: not JSON ({str(e).splitlines()[0][:80]})") from None
-    if not isinstance(m, dict) or m.get("format") != spec["format"] or m.get("format_version") != spec["format_version"]:
-        got = (m.get("format"), m.get("format_version")) if isinstance(m, dict) else None
-        raise ManifestError(f"{w}: format {str(got)[:60]} is not {spec['format']} version {spec['format_version']}; "
-                            "re-export the bundle with --vae")
-    try:
-        check(m, spec["manifest"], str(w))
-    except SchemaMismatch as e:
-        raise ManifestError(str(e)) from None
-    if latent_shape is not None and m["latent_shape"] != list(latent_shape):
-        raise ManifestError(f"{w}: latent_shape {m['latent_shape']} differs from the model's x_shape {list(latent_shape)}")
-    for rel, info in m["files"].items():
-        if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or ":" in rel or not rel:
-            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
-        f = root / rel
-        if not f.is_file():
-            raise MissingFileError(f"{f}: listed in {w.name} files but absent")
-        if f.stat().st_size != info["size"]:
-            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, {w.name} files says {info['size']}")
-        if sha256_file(f) != info["sha256"]:
-            raise HashMismatchError(f"{f}: sha256 differs from {w.name}")
-    for kname, k in m["kernels"].items():
-        if k["file"] not in m["files"]:
-            raise KernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
-        if k["op"] not in DECODER_OPS:
-            raise KernelError(f"{w}.kernels.{kname}.op {k['op'][:40]!r} is not a decoder kernel ({', '.join(sorted(DECODER_OPS))})")
-        b = k["bindings"]
-        if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform" or \
-                any(x["type"] == "uniform" for x in b[1:]):
-            raise ManifestError(f"{w}.kernels.{kname}.bindings: must be 0, 1, ... in order, binding 0 the params uniform "
-                                "and the only uniform")
-        try:
-            code = (root / k["file"]).read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
-        check_kernel_source(kname, k, code, str(root / k["file"]))
-    bufs = m["buffers"]
-    for key in ("latent", "image"):
-        if bufs.get(m["io"][key], {}).get("kind") != "activation":
-            raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
-    for n, d in enumerate(m["program"]):
-        where = f"{w}.program[{n}] ({d['label'][:40]})"
-        k = m["kernels"].get(d["kernel"])
-        if k is None:
-            raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
-        if len(d["bindings"]) != len(k["bindings"]) - 1 or len(d["params"]) != len(k["params"]):
-            raise ProgramError(f"{where}: {len(d['bindings'])} bindings / {len(d['params'])} params, kernel "
-                               f"{d['kernel']} declares {len(k['bindings']) - 1} / {len(k['params'])}")
-        for i, bname in enumerate(d["bindings"], 1):
-            if bname not in bufs:
-                raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
-            if bufs[bname]["kind"] == "weight" and k["bindings"][i]["type"] != "read-only-storage":
-                raise ProgramError(f"{where}: binding {i} would write weight buffer {bname!r}")
-    for name, b in bufs.items():
-        if b["kind"] == "weight" and b["file"] not in m["files"]:
-            raise WeightsError(f"{w}.buffers.{name}.file {b['file'][:60]!r} is not listed in files")
-    check_weight_buffers(root, bufs, w.name)
-    return m
-
+# ------------------------------------------------------------------ decoder/ of a bundle: load (verified first)
 
 def load_decoder(bundle, max_images: int = 1):
     """The bundle's decoder (a DecodeRunner with `.manifest`), or None for a bundle without one. Weights are
@@ -201,7 +111,7 @@ def load_decoder(bundle, max_images: int = 1):
     root = bundle.path / "decoder"
     if "decoder/manifest.json" not in bundle.manifest["files"]:      # listed (and hash-checked) by the bundle
         return None
-    m = verify_decoder(root, bundle.manifest["io"]["x_shape"])
+    m = verify_decoder(root, bundle.manifest["io"]["x_shape"])     # runtime_py/verify.py, with the bundle's checks
     gpu = bundle.gpu
     weights = {n: b for n, b in m["buffers"].items() if b["kind"] == "weight"}
     check_weight_limits(gpu, weights, root, "decoder weights")

@@ -1,10 +1,12 @@
 """Bundle verification before any GPU work: one named error per problem, each naming file and field.
 
-A bundle is untrusted input (docs/bundle-format.md, "Verification"). The field types and ranges come
-from the declarative schema ditformat/bundle-schema.json, which web/bundle.js reads too; the checks
-between fields (cross references, the WGSL sources against the manifest, the safetensors header
-against the buffer table) are written here and in web/bundle.js, and one corpus of tampered bundles
-(tests/test_fuzz_bundles.py) runs against both. numpy and the standard library only: no torch."""
+A bundle is untrusted input (docs/bundle-format.md, "Verification"), and so is the decoder/ of a latent bundle
+(docs/vae.md): both are checked here, by the same functions (files, kernels and their WGSL, dispatches, weight
+shards). The field types and ranges come from the declarative schemas ditformat/bundle-schema.json and
+decoder-schema.json, which web/bundle.js and web/decode.js read too; the checks between fields (cross
+references, the WGSL sources against the manifest, the safetensors header against the buffer table) are
+written here and in web/bundle.js, and one corpus of tampered bundles and decoders (tests/test_fuzz_bundles.py)
+runs against both. numpy and the standard library only: no torch."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +20,7 @@ import numpy as np
 from ditformat import FORMAT, FORMAT_VERSION
 from ditformat.errors import DitwebError
 from ditformat.forms import parse_group, workgroup_forms
-from ditformat.schema import SCHEMA, SchemaMismatch, check_manifest
+from ditformat.schema import DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, unsafe_path
 from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
 
@@ -222,6 +224,73 @@ def check_version(m: dict, where: str = "manifest.json") -> None:
                                  f"version {FORMAT_VERSION}; {reexport_hint()}")
 
 
+# ------------------------------------------------------------------ checks shared by the bundle and its decoder/
+
+def check_paths(files: dict, w: str) -> None:
+    for rel in files:
+        if unsafe_path(rel):
+            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
+
+
+def check_kernel_bindings(k: dict, where: str) -> None:
+    b = k["bindings"]
+    if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform":
+        raise ManifestError(f"{where}.bindings: must be 0, 1, ... in order, binding 0 the params uniform")
+
+
+def check_dispatch(d: dict, k: dict, buffers: dict, where: str) -> None:
+    """A dispatch against its kernel: as many bindings and params as it declares, known buffers, a step buffer
+    exactly where the kernel has a uniform, and no weight buffer bound where the kernel may write."""
+    if len(d["bindings"]) != len(k["bindings"]) - 1:
+        raise ProgramError(f"{where}: {len(d['bindings'])} bindings, kernel {d['kernel']} declares "
+                           f"{len(k['bindings']) - 1}")
+    for i, bname in enumerate(d["bindings"], 1):
+        if bname not in buffers:
+            raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
+        kind, btype = buffers[bname]["kind"], k["bindings"][i]["type"]
+        if (btype == "uniform") != (kind == "step"):
+            raise ProgramError(f"{where}: binding {i} type {btype} cannot take buffer {bname!r}")
+        if kind == "weight" and btype == "storage":
+            raise ProgramError(f"{where}: binding {i} would write weight buffer {bname!r}")
+    if len(d["params"]) != len(k["params"]):
+        raise ProgramError(f"{where}: {len(d['params'])} params, kernel {d['kernel']} declares {len(k['params'])}")
+
+
+def read_manifest_json(path: Path) -> dict:
+    """A manifest file's JSON (no NaN / Infinity); ManifestError if missing, not UTF-8 or not JSON."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: missing")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ManifestError(f"{path}: not JSON ({str(e).splitlines()[0][:80]})") from None
+
+
+def check_files(root: Path, files: dict, manifest_name: str, kernel_files=()) -> None:
+    """Every listed file present, with its size and sha256."""
+    for rel, info in files.items():
+        f = root / rel
+        if not f.is_file():
+            err = MissingKernelError if rel in kernel_files else MissingFileError
+            raise err(f"{f}: listed in {manifest_name} files but absent")
+        if f.stat().st_size != info["size"]:
+            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, {manifest_name} files says {info['size']} "
+                                    f"(truncated or replaced?)")
+        got = sha256_file(f)
+        if got != info["sha256"]:
+            raise HashMismatchError(f"{f}: sha256 {got[:16]}... differs from {manifest_name} ({info['sha256'][:16]}...)")
+
+
+def check_kernel_sources(root: Path, kernels: dict) -> None:
+    """Each kernel's WGSL declares what the manifest says (bindings, workgroup size)."""
+    for kname, k in kernels.items():
+        try:
+            code = (root / k["file"]).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
+        check_kernel_source(kname, k, code, str(root / k["file"]))
+
+
 def check_fields(m: dict) -> None:
     """The relations between manifest fields that the schema cannot say (no file access)."""
     cfg = m["model"]
@@ -239,18 +308,14 @@ def check_fields(m: dict) -> None:
     C, I = cfg["in_channels"], cfg["input_size"]
     if m["io"]["x_shape"] != [C, I, I] or m["io"]["out_shape"] != [C * (2 if cfg["learn_sigma"] else 1), I, I]:
         raise ShapeError(f"{w}.io: x_shape {m['io']['x_shape']} / out_shape {m['io']['out_shape']} do not fit the model")
-    for rel in m["files"]:
-        if rel.startswith("/") or "\\" in rel or ".." in rel.split("/") or ":" in rel or not rel:
-            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
+    check_paths(m["files"], w)
     for name, b in m["buffers"].items():
         if b["kind"] == "weight" and buffer_file(b) not in m["files"]:
             raise MissingFileError(f"{w}.buffers.{name[:60]}: its weights file {buffer_file(b)[:60]!r} is not listed in files")
     for kname, k in m["kernels"].items():
         if k["file"] not in m["files"]:
             raise MissingKernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
-        b = k["bindings"]
-        if [x["binding"] for x in b] != list(range(len(b))) or not b or b[0]["type"] != "uniform":
-            raise ManifestError(f"{w}.kernels.{kname}.bindings: must be 0, 1, ... in order, binding 0 the params uniform")
+        check_kernel_bindings(k, f"{w}.kernels.{kname}")
         for rule in k["groups"]:
             try:
                 parse_group(rule, k["params"])
@@ -279,16 +344,7 @@ def check_fields(m: dict) -> None:
             k = m["kernels"].get(d["kernel"])
             if k is None:
                 raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
-            if len(d["bindings"]) != len(k["bindings"]) - 1:
-                raise ProgramError(f"{where}: {len(d['bindings'])} bindings, kernel {d['kernel']} declares "
-                                   f"{len(k['bindings']) - 1}")
-            for i, bname in enumerate(d["bindings"], 1):
-                if bname not in m["buffers"]:
-                    raise ProgramError(f"{where}: binding {i} names unknown buffer {bname[:60]!r}")
-                if (k["bindings"][i]["type"] == "uniform") != (m["buffers"][bname]["kind"] == "step"):
-                    raise ProgramError(f"{where}: binding {i} type {k['bindings'][i]['type']} cannot take buffer {bname!r}")
-            if len(d["params"]) != len(k["params"]):
-                raise ProgramError(f"{where}: {len(d['params'])} params, kernel declares {len(k['params'])}")
+            check_dispatch(d, k, m["buffers"], where)
             if d["workgroups"] != workgroup_forms(k["groups"], k["params"], d["params"]):
                 raise ProgramError(f"{where}: workgroups {str(d['workgroups'])[:80]} do not follow kernel "
                                    f"{d['kernel']}'s groups {k['groups']}")
@@ -308,15 +364,9 @@ def verify_manifest(m) -> dict:
 
 
 def load_manifest(root: Path) -> dict:
-    mpath = root / "manifest.json"
     if not root.is_dir():
         raise MissingFileError(f"{root}: not a bundle folder")
-    if not mpath.is_file():
-        raise ManifestError(f"{mpath}: missing")
-    try:
-        return json.loads(mpath.read_bytes().decode("utf-8"), parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ManifestError(f"{mpath}: not JSON ({str(e).splitlines()[0][:80]})") from None
+    return read_manifest_json(root / "manifest.json")
 
 
 def verify_bundle(path) -> dict:
@@ -327,25 +377,63 @@ def verify_bundle(path) -> dict:
     except BundleError as e:
         msg = str(e)
         raise type(e)(msg if msg.startswith(str(root)) else f"{root}/{msg}") from None
-    # files: present, sizes, hashes
-    for rel, info in m["files"].items():
-        f = root / rel
-        if not f.is_file():
-            err = MissingKernelError if any(k["file"] == rel for k in m["kernels"].values()) else MissingFileError
-            raise err(f"{f}: listed in manifest.json files but absent")
-        if f.stat().st_size != info["size"]:
-            raise SizeMismatchError(f"{f}: {f.stat().st_size} bytes, manifest.json files says {info['size']} "
-                                    f"(truncated or replaced?)")
-        got = sha256_file(f)
-        if got != info["sha256"]:
-            raise HashMismatchError(f"{f}: sha256 {got[:16]}... differs from manifest.json ({info['sha256'][:16]}...)")
-    # kernels: the WGSL declares what the manifest says
-    for kname, k in m["kernels"].items():
-        try:
-            code = (root / k["file"]).read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise KernelError(f"{root / k['file']}: not UTF-8 text") from None
-        check_kernel_source(kname, k, code, str(root / k["file"]))
+    check_files(root, m["files"], "manifest.json", {k["file"] for k in m["kernels"].values()})
+    check_kernel_sources(root, m["kernels"])
     # weights: each shard's header, then every weight buffer against its tensor
     check_weight_buffers(root, m["buffers"], "manifest.json")
+    return m
+
+
+# ------------------------------------------------------------------ decoder/ of a latent bundle
+
+DECODER_OPS = tuple(DECODER_SCHEMA["ops"])
+
+
+def verify_decoder_manifest(m, w: str = "decoder/manifest.json", latent_shape=None) -> dict:
+    """Version, schema and cross-field checks of a parsed decoder manifest (docs/vae.md); no file access.
+    `latent_shape`: the DiT's x_shape, which the decoder must take."""
+    if not isinstance(m, dict) or m.get("format") != DECODER_SCHEMA["format"] or \
+            m.get("format_version") != DECODER_SCHEMA["format_version"]:
+        got = (m.get("format"), m.get("format_version")) if isinstance(m, dict) else None
+        raise FormatVersionError(f"{w}: format {str(got)[:60]} is not {DECODER_SCHEMA['format']} version "
+                                 f"{DECODER_SCHEMA['format_version']}; re-export the bundle with --vae")
+    try:
+        check(m, DECODER_SCHEMA["manifest"], w)
+    except SchemaMismatch as e:
+        raise ManifestError(str(e)) from None
+    if latent_shape is not None and m["latent_shape"] != list(latent_shape):
+        raise ManifestError(f"{w}: latent_shape {m['latent_shape']} differs from the model's x_shape {list(latent_shape)}")
+    check_paths(m["files"], w)
+    bufs = m["buffers"]
+    for name, b in bufs.items():
+        if b["kind"] == "weight" and b["file"] not in m["files"]:
+            raise WeightsError(f"{w}.buffers.{name}.file {b['file'][:60]!r} is not listed in files")
+    for kname, k in m["kernels"].items():
+        if k["file"] not in m["files"]:
+            raise KernelError(f"{w}.kernels.{kname}.file {k['file'][:60]!r} is not listed in files")
+        if k["op"] not in DECODER_OPS:
+            raise KernelError(f"{w}.kernels.{kname}.op {k['op'][:40]!r} is not a decoder kernel ({', '.join(DECODER_OPS)})")
+        check_kernel_bindings(k, f"{w}.kernels.{kname}")
+    for key in ("latent", "image"):
+        if bufs.get(m["io"][key], {}).get("kind") != "activation":
+            raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
+    for n, d in enumerate(m["program"]):
+        where = f"{w}.program[{n}] ({d['label'][:40]})"
+        k = m["kernels"].get(d["kernel"])
+        if k is None:
+            raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
+        check_dispatch(d, k, bufs, where)
+    return m
+
+
+def verify_decoder(root, latent_shape=None) -> dict:
+    """decoder/manifest.json of a bundle and its files, checked like the bundle itself before any GPU call:
+    the manifest (verify_decoder_manifest), file sizes and sha256, the WGSL bindings and workgroup sizes, the
+    weight shards' headers against the buffer table. Returns the manifest (weights get `_offset`)."""
+    root = Path(root)
+    w = root / "manifest.json"
+    m = verify_decoder_manifest(read_manifest_json(w), str(w), latent_shape)
+    check_files(root, m["files"], w.name, {k["file"] for k in m["kernels"].values()})
+    check_kernel_sources(root, m["kernels"])
+    check_weight_buffers(root, m["buffers"], w.name)
     return m

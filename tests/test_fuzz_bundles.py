@@ -1,5 +1,6 @@
 """One corpus of tampered bundles against both verifiers: runtime_py/verify.py and the page's
-web/bundle.js (run by node, file for file what loadBundle checks before its first GPU call).
+web/bundle.js (run by node, file for file what loadBundle checks before its first GPU call); and one of
+tampered decoder/ folders of latent bundles against runtime_py/verify.py verify_decoder and web/decode.js.
 
 Hypothesis (fixed seed, no database) draws damage to the manifest (any field deleted or replaced by
 any JSON value, numbers nudged, raw bytes cut or flipped), to the safetensors header and its offsets,
@@ -227,6 +228,143 @@ def test_corpus_of_named_damage(good, tmp_path):
     for name, folder in folders.items():
         msg = js[str(folder)]
         assert msg.startswith("BundleError: ") and corpus[name][1] in msg, (name, msg)
+
+
+# ------------------------------------------------------------------ decoder/ of a latent bundle
+
+LATENT = [4, 8, 8]
+
+
+@pytest.fixture(scope="module")
+def good_decoder(tmp_path_factory):
+    from dit_model.vae import load_vae
+    from export.decode import write_decoder
+    from test_vae_bundle import VAE, write_vae_folder
+    tmp = tmp_path_factory.mktemp("decoder")
+    vae = load_vae(write_vae_folder(tmp / "vae", VAE))
+    return write_decoder(tmp / "bundle", vae, "f16", LATENT[1])
+
+
+def damage_decoder(data, good: Path, folder: Path) -> str:
+    """Copy the good decoder/ (links for files left alone) and damage one file. Returns what was done."""
+    for f in good.rglob("*"):
+        if f.is_file() and f.name != "manifest.json":
+            (folder / f.relative_to(good)).parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, folder / f.relative_to(good))
+    shutil.copy(good / "manifest.json", folder / "manifest.json")
+    m = json.loads((good / "manifest.json").read_text())
+    target = data.draw(st.sampled_from(["manifest", "manifest", "manifest", "manifest-bytes", "header", "header-bytes",
+                                        "weights-cut", "wgsl"]))
+
+    def replace(rel, raw: bytes):
+        (folder / rel).unlink()
+        (folder / rel).write_bytes(raw)
+        if data.draw(st.booleans()):
+            rehash(folder, rel)
+
+    if target == "manifest":
+        section = data.draw(st.sampled_from(["vae", "latent_shape", "image_shape", "io", "files", "kernels", "buffers",
+                                             "program", "dtype", None]))
+        if section is None:
+            mutate_json(data, m)
+        else:
+            m[section] = mutate_json(data, m[section])
+        (folder / "manifest.json").write_text(json.dumps(m))
+    elif target == "manifest-bytes":
+        raw = bytearray((good / "manifest.json").read_bytes())
+        i = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            raw = raw[:i]
+        else:
+            raw[i] = data.draw(st.integers(0, 255))
+        (folder / "manifest.json").write_bytes(bytes(raw))
+    elif target in ("header", "header-bytes", "weights-cut"):
+        shard = data.draw(st.sampled_from(sorted({b["file"] for b in m["buffers"].values() if b["kind"] == "weight"})))
+        raw = (good / shard).read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header, body = json.loads(raw[8:8 + n]), raw[8 + n:]
+        if target == "header":
+            mutate_json(data, header)
+            text = json.dumps(header, separators=(",", ":")).encode()
+            text += b" " * (-(8 + len(text)) % 8)
+            new = struct.pack("<Q", len(text)) + text + body
+        elif target == "header-bytes":
+            new = struct.pack("<Q", data.draw(st.sampled_from([0, 1, n - 1, n + 1, len(raw), 2 ** 63, 2 ** 64 - 1])))
+            new += raw[8:]
+        else:
+            new = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        replace(shard, new)
+    else:
+        rel = data.draw(st.sampled_from(sorted({k["file"] for k in m["kernels"].values()})))
+        code = (good / rel).read_text()
+        edits = [("var<storage, read>", "var<storage, read_write>"), ("var<storage, read_write>", "var<storage, read>"),
+                 ("@binding(1)", "@binding(7)"), ("@binding(0) var<uniform>", "@binding(0) var<storage, read>"),
+                 ("@workgroup_size(", "@workgroup_size(2, "), ("@workgroup_size(", "@workgroup_size(N, "),
+                 ("@group(0) @binding(", "// @group(0) @binding(")]
+        a, b = data.draw(st.sampled_from(edits))
+        replace(rel, code.replace(a, b, 1).encode())
+    return target
+
+
+def test_tampered_decoders_fail_alike_in_both_runtimes(good_decoder, tmp_path):
+    """The decoder/ of a latent bundle through the same kind of corpus: Python's verify_decoder and the page's
+    verifyDecoderManifest + verifyDecoderFiles agree on every case, with no traceback on either side."""
+    from runtime_py.verify import verify_decoder
+    py: dict[str, str] = {}
+    counter = iter(range(10 ** 9))
+
+    @settings(max_examples=CASES, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one(data):
+        folder = tmp_path / f"case{next(counter)}"
+        what = damage_decoder(data, good_decoder, folder)
+        try:
+            verify_decoder(folder, LATENT)
+            py[str(folder)] = "ok"
+        except BundleError as e:
+            msg = str(e)
+            assert "\n" not in msg and msg, (what, msg)
+            py[str(folder)] = f"{type(e).__name__}: {msg}"
+
+    one()
+    assert len(py) >= CASES
+    r = subprocess.run(["node", str(ROOT / "tests" / "_verify_decoder_node.mjs")],
+                       input=json.dumps([[k, LATENT] for k in py]), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    js = json.loads(r.stdout)
+    crashes = {k: v for k, v in js.items() if not (v == "ok" or v.startswith("BundleError: "))}
+    assert not crashes, f"{len(crashes)} JS crashes, e.g. {next(iter(crashes.values()))}"
+    assert all("\n" not in v for v in js.values())
+    disagree = {k: (py[k], js[k]) for k in py if (py[k] == "ok") != (js[k] == "ok")}
+    assert not disagree, f"{len(disagree)} verdicts differ, e.g. {list(disagree.values())[:3]}"
+    rejected = sum(v != "ok" for v in py.values())
+    print(f"{len(py)} tampered decoders: {rejected} rejected by both runtimes, {len(py) - rejected} accepted by both")
+    assert rejected >= 0.5 * len(py)
+
+
+def test_the_good_decoder_passes_both_and_the_schemas_agree(good_decoder):
+    """The untampered decoder passes both verifiers; the latent_shape bound is the schema's in both (it was
+    16384 in a hand-written JS copy and 1024 in the schema)."""
+    from runtime_py.verify import verify_decoder
+    verify_decoder(good_decoder, LATENT)
+    r = subprocess.run(["node", str(ROOT / "tests" / "_verify_decoder_node.mjs")],
+                       input=json.dumps([[str(good_decoder), LATENT]]), capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout) == {str(good_decoder): "ok"}, r.stdout + r.stderr
+    web = (ROOT / "web" / "decode.js").read_text()
+    assert "16384" not in web and "DECODER_SCHEMA" in web
+
+
+def test_one_unsafe_path_function_per_language():
+    """The path rule is written once in Python (ditformat.schema.unsafe_path) and once in JS (bundle.js unsafePath);
+    the verifiers of the bundle and of its decoder both call it."""
+    def count(rel, needle):
+        return (ROOT / rel).read_text().count(needle)
+    py_rule, js_rule = '".." in rel.split("/")', 'split("/").includes("..")'
+    assert count("ditformat/schema.py", py_rule) == 1
+    assert count("runtime_py/verify.py", py_rule) == count("runtime_py/decode.py", py_rule) == 0
+    assert count("web/bundle.js", js_rule) == 1 and count("web/decode.js", js_rule) == 0
+    assert count("web/decode.js", "checkPaths(") == 1 and count("runtime_py/verify.py", "check_paths(") == 3
 
 
 def test_web_schema_is_generated_from_the_python_schema():

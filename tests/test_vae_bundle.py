@@ -117,7 +117,7 @@ def test_same_seed_same_image_as_the_torch_twin(latent_bundle, tmp_path, dtype):
 
 def test_decoder_weights_are_sharded(tmp_path):
     from export.decode import write_decoder
-    from runtime_py.decode import verify_decoder
+    from runtime_py.verify import verify_decoder
     vae = load_vae(write_vae_folder(tmp_path / "vae", VAE))
     dec = write_decoder(tmp_path, vae, "f32", 8, shard_bytes=2 ** 20)
     m = verify_decoder(dec, [4, 8, 8])
@@ -136,7 +136,7 @@ def test_tampered_decoder_is_refused_in_one_line(latent_bundle, tmp_path, capsys
     assert main(["sample", str(bad), "--runtime", "wgpu", "--n", "1", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights-00.safetensors" in err[0] and "bytes" in err[0]
-    from runtime_py.decode import verify_decoder
+    from runtime_py.verify import verify_decoder
     from runtime_py.verify import BundleError
     shutil.copy(tmp / "bundle" / "decoder" / "weights-00.safetensors", shard)
     with pytest.raises(BundleError, match=r"latent_shape \[4, 8, 8\] differs from the model's x_shape \[4, 16, 16\]"):
@@ -183,7 +183,7 @@ def test_limits_are_checked_before_allocating(latent_bundle):
 ])
 def test_bad_decoder_manifests_fail_in_one_line(latent_bundle, tmp_path, edit, match):
     import shutil
-    from runtime_py.decode import verify_decoder
+    from runtime_py.verify import verify_decoder
     from runtime_py.verify import BundleError
     tmp, _ = latent_bundle
     dec = tmp_path / "decoder"

@@ -1,4 +1,4 @@
-// Generated from ditformat/bundle-schema.json by `python -m ditformat`; do not edit.
+// Generated from ditformat/bundle-schema.json and ditformat/decoder-schema.json by `python -m ditformat`; do not edit.
 export const SCHEMA = {
  "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
@@ -354,5 +354,206 @@ export const SCHEMA = {
    "guidance",
    "candidates"
   ]
+ }
+};
+export const DECODER_SCHEMA = {
+ "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest (the named types dispatch, binding, form3, hex64 are bundle-schema.json's). ops: the kernels a decoder may use (wgsl/ops.py).",
+ "format": "ditweb-decoder",
+ "format_version": 1,
+ "ops": [
+  "bmm",
+  "conv2d",
+  "conv2d_q8",
+  "groupnorm",
+  "softmax_rows",
+  "upsample_nearest"
+ ],
+ "manifest": {
+  "fields": {
+   "format": "string",
+   "format_version": {
+    "int": [
+     0,
+     1000000
+    ]
+   },
+   "exporter": "string",
+   "dtype": {
+    "enum": [
+     "f32",
+     "f16",
+     "int8"
+    ]
+   },
+   "vae": {
+    "fields": {
+     "latent_channels": {
+      "int": [
+       1,
+       64
+      ]
+     },
+     "out_channels": {
+      "int": [
+       1,
+       4
+      ]
+     },
+     "block_out_channels": {
+      "list": {
+       "int": [
+        1,
+        4096
+       ]
+      },
+      "max": 8
+     },
+     "layers_per_block": {
+      "int": [
+       0,
+       16
+      ]
+     },
+     "norm_num_groups": {
+      "int": [
+       1,
+       4096
+      ]
+     },
+     "norm_eps": {
+      "number": [
+       0,
+       1
+      ]
+     },
+     "scaling_factor": {
+      "number": [
+       1e-06,
+       1000000
+      ]
+     },
+     "shift_factor": {
+      "number": [
+       -1000000,
+       1000000
+      ]
+     },
+     "use_post_quant_conv": "bool",
+     "mid_block_add_attention": "bool"
+    }
+   },
+   "latent_shape": {
+    "list": {
+     "int": [
+      1,
+      1024
+     ]
+    },
+    "len": 3
+   },
+   "image_shape": {
+    "list": {
+     "int": [
+      1,
+      16384
+     ]
+    },
+    "len": 3
+   },
+   "io": {
+    "fields": {
+     "latent": "string",
+     "image": "string"
+    }
+   },
+   "files": {
+    "map": {
+     "fields": {
+      "size": {
+       "int": [
+        0,
+        2147483648
+       ]
+      },
+      "sha256": "hex64"
+     }
+    }
+   },
+   "kernels": {
+    "map": {
+     "fields": {
+      "file": "string",
+      "op": "string",
+      "variant": "object",
+      "workgroup_size": {
+       "list": {
+        "int": [
+         1,
+         1024
+        ]
+       },
+       "len": 3
+      },
+      "params": {
+       "list": "string",
+       "max": 64
+      },
+      "bindings": {
+       "list": "binding",
+       "max": 17
+      }
+     }
+    }
+   },
+   "buffers": {
+    "map": {
+     "tagged": "kind",
+     "cases": {
+      "weight": {
+       "fields": {
+        "tensor": "string",
+        "file": "string",
+        "dtype": {
+         "enum": [
+          "f32",
+          "f16",
+          "i8"
+         ]
+        },
+        "shape": {
+         "list": {
+          "int": [
+           0,
+           2147483648
+          ]
+         },
+         "max": 8
+        },
+        "bytes": {
+         "int": [
+          1,
+          2147483647
+         ]
+        }
+       }
+      },
+      "activation": {
+       "fields": {
+        "dtype": {
+         "enum": [
+          "f32"
+         ]
+        },
+        "elements": "form3"
+       }
+      }
+     }
+    }
+   },
+   "program": {
+    "list": "dispatch",
+    "max": 100000
+   }
+  }
  }
 };

@@ -5,8 +5,8 @@
 
 // Field types and ranges come from the declarative schema ditformat/bundle-schema.json (generated
 // into bundle-schema.js), which runtime_py/verify.py reads too; the checks between fields below are
-// the twins of verify.py's, and one corpus of tampered bundles runs against both
-// (tests/test_fuzz_bundles.py).
+// the twins of verify.py's, shared with the decoder's (web/decode.js), and one corpus of tampered bundles
+// and decoders runs against both (tests/test_fuzz_bundles.py).
 import { SCHEMA } from "./bundle-schema.js";
 
 const CACHE_NAME = "ditweb-bundle-v1";
@@ -158,8 +158,9 @@ export function parseSafetensors(buf, file = "weights.safetensors") {
 
 // ------------------------------------------------------------------ manifest and weights checks
 
-// The schema walk: the first field that does not fit its spec, or null.
-function schemaError(value, spec, where) {
+// The schema walk: the first field that does not fit its spec, or null (ditformat/schema.py check; the bundle's
+// manifest and web/decode.js's decoder manifest).
+export function schemaError(value, spec, where) {
   if (typeof spec === "string") {
     if (SCHEMA.types[spec]) return schemaError(value, SCHEMA.types[spec], where);
     const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -224,6 +225,36 @@ export function workgroupForms(k, forms) {
   });
 }
 
+// ------------------------------------------------------------------ checks shared by the bundle and its decoder/
+// (web/decode.js), twins of runtime_py/verify.py's: each throws a BundleError through fail(msg)
+
+// A file name a manifest may not list (ditformat/schema.py unsafe_path): every listed file lies inside the bundle.
+export const unsafePath = (rel) => !rel || rel.startsWith("/") || rel.includes("\\") || rel.includes(":") || rel.split("/").includes("..");
+
+export function checkPaths(files, fail) {
+  for (const file of Object.keys(files)) if (unsafePath(file)) fail(`files: unsafe path ${short(file)}`);
+}
+
+export function checkKernelBindings(name, k, fail) {
+  if (!k.bindings.length || k.bindings.some((b, i) => b.binding !== i) || k.bindings[0].type !== "uniform") {
+    fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform`);
+  }
+}
+
+// A dispatch against its kernel: bindings and params counts, known buffers, a step buffer exactly where the kernel
+// has a uniform, no weight buffer where the kernel may write.
+export function checkDispatch(d, k, buffers, where, fail) {
+  if (d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
+  d.bindings.forEach((bn, j) => {
+    const buf = Object.prototype.hasOwnProperty.call(buffers, bn) ? buffers[bn] : null;
+    if (!buf) fail(`${where}: binding ${j + 1} names unknown buffer ${short(bn)}`);
+    const type = k.bindings[j + 1].type;
+    if ((buf.kind === "step") !== (type === "uniform")) fail(`${where}: binding ${j + 1} type ${type} cannot take buffer ${short(bn)}`);
+    if (buf.kind === "weight" && type === "storage") fail(`${where}: binding ${j + 1} would write weight buffer ${short(bn)}`);
+  });
+  if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel ${d.kernel} declares ${k.params.length}`);
+}
+
 // Check everything the format promises, naming the field on failure (docs: "Verification").
 export function verifyManifest(m) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
@@ -245,17 +276,13 @@ export function verifyManifest(m) {
   if (JSON.stringify(m.io.x_shape) !== JSON.stringify([C, I, I]) || JSON.stringify(m.io.out_shape) !== JSON.stringify([c.learn_sigma ? 2 * C : C, I, I])) {
     fail(`io: x_shape ${short(m.io.x_shape)} / out_shape ${short(m.io.out_shape)} do not fit the model`);
   }
-  for (const file of Object.keys(m.files)) {
-    if (!file || file.startsWith("/") || file.includes("\\") || file.includes(":") || file.split("/").includes("..")) fail(`files: unsafe path ${short(file)}`);
-  }
+  checkPaths(m.files, fail);
   for (const [name, b] of Object.entries(m.buffers)) {
     if (b.kind === "weight" && !Object.prototype.hasOwnProperty.call(m.files, weightFile(b))) fail(`buffers.${name.slice(0, 60)}: its weights file ${short(weightFile(b))} is not listed in files`);
   }
   for (const [name, k] of Object.entries(m.kernels)) {
     if (!Object.prototype.hasOwnProperty.call(m.files, k.file)) fail(`kernels.${name}.file ${short(k.file)} is not listed in files`);
-    if (!k.bindings.length || k.bindings.some((b, i) => b.binding !== i) || k.bindings[0].type !== "uniform") {
-      fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform`);
-    }
+    checkKernelBindings(name, k, fail);
     for (const rule of k.groups) {
       if (!parseGroup(rule, k.params)) fail(`kernels.${name}.groups: ${short(rule)} is neither a count nor PARAM/divisor of the kernel's params`);
     }
@@ -283,13 +310,7 @@ export function verifyManifest(m) {
       const where = `programs.${prog}[${i}] (${d.label.slice(0, 40)})`;
       const k = Object.prototype.hasOwnProperty.call(m.kernels, d.kernel) ? m.kernels[d.kernel] : null;
       if (!k) fail(`${where}: unknown kernel ${short(d.kernel)}`);
-      if (d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
-      d.bindings.forEach((bn, j) => {
-        const buf = Object.prototype.hasOwnProperty.call(m.buffers, bn) ? m.buffers[bn] : null;
-        if (!buf) fail(`${where}: binding ${j + 1} names unknown buffer ${short(bn)}`);
-        if ((buf.kind === "step") !== (k.bindings[j + 1].type === "uniform")) fail(`${where}: binding ${j + 1} type ${k.bindings[j + 1].type} cannot take buffer ${short(bn)}`);
-      });
-      if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel declares ${k.params.length}`);
+      checkDispatch(d, k, m.buffers, where, fail);
       if (JSON.stringify(d.workgroups) !== JSON.stringify(workgroupForms(k, d.params))) fail(`${where}: workgroups ${short(d.workgroups)} do not follow kernel ${d.kernel}'s groups ${JSON.stringify(k.groups)}`);
     });
   }

@@ -3,71 +3,67 @@
 // after sampling. The twin of runtime_py/decode.py; the format is ditformat/decoder-schema.json
 // (docs/vae.md, "Bundles with a decoder"). Its weights come in shards of at most 64 MiB, each verified
 // (sha256) and cached by fetchVerified, so an interrupted download resumes shard by shard.
-import { BundleError, fetchVerified, verifyKernelSource, verifyShards } from "./bundle.js";
+import { DECODER_SCHEMA } from "./bundle-schema.js";
+import { BundleError, checkDispatch, checkKernelBindings, checkPaths, fetchVerified, schemaError, verifyKernelSource,
+  verifyShards } from "./bundle.js";
 
-export const DECODER_FORMAT = "ditweb-decoder";
-export const DECODER_VERSION = 1;
-const MAX_BYTES = 2 ** 31;
-const DECODER_OPS = ["bmm", "conv2d", "conv2d_q8", "groupnorm", "softmax_rows", "upsample_nearest"];   // wgsl/ops.py
+export const DECODER_FORMAT = DECODER_SCHEMA.format;
+export const DECODER_VERSION = DECODER_SCHEMA.format_version;
+const DECODER_OPS = DECODER_SCHEMA.ops;   // the kernels a decoder may use (wgsl/ops.py)
 const lin = (form, N) => form[0] * N + form[1] * N + form[2];
 const ceilDiv = (a, d) => Math.ceil(a / d);
-const isInt = (v) => Number.isInteger(v) && v >= 0 && v < MAX_BYTES;
-const isForm = (f, n) => Array.isArray(f) && f.length === n && f.every(isInt) && (n < 4 || f[3] >= 1);
+const short = (v) => String(JSON.stringify(v)).slice(0, 60);
+const own = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
 
-// The fields the runtime relies on, with their types (the same checks as the Python schema's).
-function verifyDecoderManifest(m, xShape) {
+// decoder/manifest.json against its schema (ditformat/decoder-schema.json, generated into bundle-schema.js) and
+// the checks between its fields: runtime_py/verify.py verify_decoder_manifest, with the bundle's shared checks.
+/** @param {any} m @param {number[] | null} [xShape] the DiT's x_shape, which the decoder must take */
+export function verifyDecoderManifest(m, xShape = null) {
   const W = "decoder/manifest.json";
   const fail = (msg) => { throw new BundleError(W, msg); };
-  const obj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!obj(m)) fail("the top level must be a JSON object");
-  if (m.format !== DECODER_FORMAT || m.format_version !== DECODER_VERSION) {
-    fail(`format ${String(JSON.stringify([m.format, m.format_version])).slice(0, 60)} is not ${DECODER_FORMAT} version ${DECODER_VERSION}; re-export the bundle with --vae`);
+  if (m === null || typeof m !== "object" || Array.isArray(m) || m.format !== DECODER_FORMAT || m.format_version !== DECODER_VERSION) {
+    const got = m !== null && typeof m === "object" && !Array.isArray(m) ? [m.format, m.format_version] : null;
+    fail(`format ${short(got)} is not ${DECODER_FORMAT} version ${DECODER_VERSION}; re-export the bundle with --vae`);
   }
-  if (!["f32", "f16", "int8"].includes(m.dtype)) fail("dtype must be f32, f16 or int8");
-  for (const key of ["latent_shape", "image_shape"]) {
-    if (!Array.isArray(m[key]) || m[key].length !== 3 || !m[key].every((v) => Number.isInteger(v) && v >= 1 && v <= 16384)) fail(`${key} must be 3 integers in [1, 16384]`);
-  }
+  const err = schemaError(m, DECODER_SCHEMA.manifest, W);
+  if (err) fail(err.replace(/^decoder\/manifest\.json(\.|: )/, ""));
   if (xShape && m.latent_shape.join(",") !== xShape.join(",")) fail(`latent_shape [${m.latent_shape.join(", ")}] differs from the model's x_shape [${xShape.join(", ")}]`);
-  if (!obj(m.io) || typeof m.io.latent !== "string" || typeof m.io.image !== "string") fail("io must name the latent and image buffers");
-  for (const key of ["files", "kernels", "buffers"]) if (!obj(m[key])) fail(`${key} must be an object`);
-  if (!Array.isArray(m.program)) fail("program must be a list");
-  for (const [rel, f] of Object.entries(m.files)) {
-    if (!rel || rel.startsWith("/") || rel.includes("\\") || rel.includes(":") || rel.split("/").includes("..")) fail(`files: unsafe path ${JSON.stringify(rel).slice(0, 60)}`);
-    if (!obj(f) || !isInt(f.size) || typeof f.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(f.sha256)) fail(`files["${rel}"]: needs size and sha256`);
+  checkPaths(m.files, fail);
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if (b.kind === "weight" && !own(m.files, b.file)) fail(`buffers.${name}.file ${short(b.file)} is not listed in files`);
   }
   for (const [name, k] of Object.entries(m.kernels)) {
-    if (!obj(k) || typeof k.file !== "string" || !(k.file in m.files)) fail(`kernels.${name}.file is not listed in files`);
-    if (!DECODER_OPS.includes(k.op)) fail(`kernels.${name}.op ${String(JSON.stringify(k.op)).slice(0, 40)} is not a decoder kernel (${DECODER_OPS.join(", ")})`);
-    if (!Array.isArray(k.bindings) || !k.bindings.length || !Array.isArray(k.params) || !Array.isArray(k.workgroup_size)) fail(`kernels.${name}: needs bindings, params and workgroup_size`);
-    k.bindings.forEach((b, i) => {
-      if (!obj(b) || b.binding !== i || (i === 0) !== (b.type === "uniform") || !["uniform", "read-only-storage", "storage"].includes(b.type)) {
-        fail(`kernels.${name}.bindings: must be 0, 1, ... in order, binding 0 the params uniform and the only uniform`);
-      }
-    });
+    if (!own(m.files, k.file)) fail(`kernels.${name}.file ${short(k.file)} is not listed in files`);
+    if (!DECODER_OPS.includes(k.op)) fail(`kernels.${name}.op ${short(k.op)} is not a decoder kernel (${DECODER_OPS.join(", ")})`);
+    checkKernelBindings(name, k, fail);
   }
-  for (const [name, b] of Object.entries(m.buffers)) {
-    if (!obj(b)) fail(`buffers.${name} must be an object`);
-    if (b.kind === "weight") {
-      if (typeof b.file !== "string" || !(b.file in m.files) || typeof b.tensor !== "string" || !["f32", "f16", "i8"].includes(b.dtype)
-          || !Array.isArray(b.shape) || !b.shape.every(isInt) || !isInt(b.bytes) || b.bytes < 1) fail(`buffers.${name}: a weight needs file, tensor, dtype, shape and bytes`);
-    } else if (b.kind === "activation") {
-      if (!isForm(b.elements, 3)) fail(`buffers.${name}.elements must be [b, n, c]`);
-    } else fail(`buffers.${name}: kind ${String(JSON.stringify(b.kind)).slice(0, 30)} is not weight or activation`);
+  for (const key of ["latent", "image"]) {
+    if (!own(m.buffers, m.io[key]) || m.buffers[m.io[key]].kind !== "activation") fail(`io.${key}: ${short(m.io[key])} names no activation buffer`);
   }
-  for (const key of ["latent", "image"]) if ((m.buffers[m.io[key]] || {}).kind !== "activation") fail(`io.${key} names no activation buffer`);
   m.program.forEach((d, n) => {
-    const where = `program[${n}]`;
-    if (!obj(d) || typeof d.label !== "string" || !Array.isArray(d.bindings) || !Array.isArray(d.params) || !Array.isArray(d.workgroups)) fail(`${where}: needs kernel, label, bindings, params, workgroups`);
-    const k = m.kernels[d.kernel];
-    if (!k) fail(`${where}: unknown kernel ${String(JSON.stringify(d.kernel)).slice(0, 60)}`);
-    if (d.bindings.length !== k.bindings.length - 1 || d.params.length !== k.params.length) fail(`${where} (${d.label.slice(0, 40)}): bindings / params do not fit kernel ${d.kernel}`);
-    if (!d.params.every((f) => isForm(f, 3)) || d.workgroups.length !== 3 || !d.workgroups.every((f) => isForm(f, 4))) fail(`${where}: params must be [b, n, c] and workgroups three [b, n, c, d]`);
-    d.bindings.forEach((name, i) => {
-      const b = m.buffers[name];
-      if (!b) fail(`${where}: binding ${i + 1} names unknown buffer ${String(JSON.stringify(name)).slice(0, 60)}`);
-      if (b.kind === "weight" && k.bindings[i + 1].type !== "read-only-storage") fail(`${where}: binding ${i + 1} would write weight buffer ${name}`);
-    });
+    const where = `program[${n}] (${d.label.slice(0, 40)})`;
+    if (!own(m.kernels, d.kernel)) fail(`${where}: unknown kernel ${short(d.kernel)}`);
+    checkDispatch(d, m.kernels[d.kernel], m.buffers, where, fail);
   });
+}
+
+// After the downloads (each file's sha256 checked by fetchVerified): sizes, every kernel's WGSL against its entry,
+// the weight shards' headers against the buffer table. files: {file: ArrayBuffer} -> {tensors, kernels}
+/** @param {any} m @param {Record<string, ArrayBuffer>} files */
+export function verifyDecoderFiles(m, files) {
+  for (const [file, buf] of Object.entries(files)) {
+    if (buf.byteLength !== m.files[file].size) throw new BundleError(`decoder/${file}`, `${buf.byteLength} bytes, decoder/manifest.json says ${m.files[file].size}`);
+  }
+  /** @type {Record<string, string>} */
+  const kernels = {};
+  for (const [name, k] of Object.entries(m.kernels)) {
+    let code;
+    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
+    verifyKernelSource(name, k, code);
+    kernels[name] = code;
+  }
+  const tensors = verifyShards(m.buffers, files, "decoder/", "decoder/manifest.json");
+  return { tensors, kernels };
 }
 
 // decoder/ of the bundle at baseUrl, downloaded and verified; null when the bundle lists none (its manifest's
@@ -91,22 +87,15 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   }
   verifyDecoderManifest(m, xShape);
   const names = Object.keys(m.files);
+  /** @type {Record<string, ArrayBuffer>} */
   const files = {};
   let done = 0;
   for (const file of names) {        // one at a time: a 99 MB decoder need not be in flight all at once
     const buf = await fetchVerified(baseUrl, `decoder/${file}`, m.files[file].sha256, { signal, stats, useCache });
-    if (buf.byteLength !== m.files[file].size) throw new BundleError(`decoder/${file}`, `${buf.byteLength} bytes, decoder/manifest.json says ${m.files[file].size}`);
     files[file] = buf;
     if (onProgress) onProgress({ file: `decoder/${file}`, done: ++done, total: names.length });
   }
-  const kernels = {};
-  for (const [name, k] of Object.entries(m.kernels)) {
-    let code;
-    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
-    verifyKernelSource(name, k, code);
-    kernels[name] = code;
-  }
-  const tensors = verifyShards(m.buffers, files, "decoder/", "decoder/manifest.json");
+  const { tensors, kernels } = verifyDecoderFiles(m, files);
   return { manifest: m, tensors, kernels };
 }
 
