@@ -19,6 +19,101 @@ class CheckpointError(DitwebError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
+def first_nonfinite(tensors: dict, prefix: str = "") -> str | None:
+    """'NAME holds N NaN / Inf values' for the first floating tensor with a NaN or an Inf, else None."""
+    for k, v in tensors.items():
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and v.numel():
+            finite = torch.isfinite(v)
+            if not bool(finite.all()):
+                bad = v[~finite]
+                n_nan = int(torch.isnan(bad).sum())
+                kinds = ", ".join(f"{n} {w}" for n, w in ((n_nan, "NaN"), (bad.numel() - n_nan, "Inf")) if n)
+                return f"tensor {(prefix + '.' if prefix else '') + str(k)!r} holds {kinds}"
+    return None
+
+
+def check_finite(tensors: dict, path, what: str = "weights") -> None:
+    """CheckpointError naming the first tensor with a NaN or an Inf."""
+    bad = first_nonfinite(tensors)
+    if bad:
+        raise CheckpointError(f"{path}: non-finite {what}: {bad}; refusing to use them")
+
+
+# ------------------------------------------------------------------ bounded resources
+
+def memory_budget() -> int:
+    """Bytes a model's weights may take: $DITWEB_MEMORY_BUDGET (bytes, or with a K/M/G/T suffix), else half of
+    this machine's physical memory."""
+    text = os.environ.get("DITWEB_MEMORY_BUDGET", "").strip()
+    if text:
+        import re
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", text, re.IGNORECASE)
+        if not m:
+            raise CheckpointError(f"DITWEB_MEMORY_BUDGET={text[:40]!r}: want a size such as 8G or 500M")
+        return int(float(m[1]) * 1024 ** "_KMGT".index((m[2] or "_").upper()))
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2 ** 30
+
+
+def _tensors(obj, out: list, name: str = "", depth: int = 0) -> list:
+    """(name, tensor) of every tensor in nested dicts / lists (a checkpoint's object)."""
+    if isinstance(obj, torch.Tensor):
+        out.append((name, obj))
+    elif depth < 8 and isinstance(obj, dict):
+        for k, v in obj.items():
+            _tensors(v, out, f"{name}.{k}" if name else str(k), depth + 1)
+    elif depth < 8 and isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _tensors(v, out, f"{name}[{i}]", depth + 1)
+    return out
+
+
+def check_owned_storage(obj, path) -> None:
+    """Every tensor in a loaded checkpoint owns the bytes it shows: no stride-0 or self-overlapping view, no two
+    tensors over the same bytes, nothing outside its storage. A file can then not claim more elements than it
+    holds (a 10 kB file of stride-0 views of one float would otherwise pass as gigabytes of weights and be
+    materialised by load_state_dict). Checked on strides and offsets only: nothing is allocated."""
+    spans: dict[int, list] = {}
+    for name, t in _tensors(obj, []):
+        if t.numel() == 0:
+            continue
+        if t.is_sparse or t.layout != torch.strided:
+            raise CheckpointError(f"{path}: tensor {name!r} is not a dense tensor ({t.layout})")
+        dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
+        reach = 0                                                       # largest element offset so far
+        for st, sz in dims:
+            if st <= reach:                                             # stride 0, or overlapping rows
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} (shape {list(t.shape)}, strides {list(t.stride())}) is a view that does "
+                    f"not own its storage: its elements overlap; a checkpoint's tensors must be plain arrays")
+            reach += st * (sz - 1)
+        es = t.element_size()
+        storage = t.untyped_storage()
+        lo, hi = t.storage_offset() * es, (t.storage_offset() + reach + 1) * es
+        if t.storage_offset() < 0 or hi > storage.nbytes():
+            raise CheckpointError(f"{path}: tensor {name!r} reaches past its storage ({hi} of {storage.nbytes()} bytes)")
+        spans.setdefault(storage.data_ptr(), []).append((lo, hi, name))
+    for ranges in spans.values():
+        ranges.sort()
+        for (lo0, hi0, a), (lo1, hi1, b) in zip(ranges, ranges[1:]):
+            if lo1 < hi0:
+                raise CheckpointError(f"{path}: tensors {a!r} and {b!r} share the same bytes; a checkpoint's tensors "
+                                      f"must each own their storage")
+
+
+def check_model_budget(cfg, path, budget: int | None = None, params: int | None = None) -> None:
+    """The model `cfg` describes fits the memory budget (float32 weights), before it is allocated."""
+    if params is None:
+        params = sum(p.numel() for p in build_meta(cfg).parameters())
+    need, budget = 4 * params, memory_budget() if budget is None else budget
+    if need > budget:
+        raise CheckpointError(f"{path}: its config asks for a model of {params:,} parameters ({need / 2 ** 30:.2f} GiB "
+                              f"of float32 weights), over the memory budget of {budget / 2 ** 30:.2f} GiB "
+                              f"(half the physical memory; set DITWEB_MEMORY_BUDGET to change it)")
+
+
 def atomic_write(path: str | os.PathLike, write, what: str = "checkpoint", error: type = CheckpointError) -> Path:
     """write(f) into a temporary file in the same folder, fsync, then rename over `path`.
     A failure (e.g. a full disk) leaves the previous file untouched and raises `error`."""
@@ -81,12 +176,32 @@ def _torch_load(path: Path) -> object:
     try:
         # the reference training script stores an argparse.Namespace under "args"
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint (weights_only load failed: {first})") from None
+        raise CheckpointError(f"{path}: {_load_failure(e)}") from None
+    check_owned_storage(obj, path)
+    return obj
+
+
+def _load_failure(e: Exception) -> str:
+    """Our own words for a failed weights_only load: never torch's advice to load with weights_only=False
+    (which would run whatever code the file's pickle names)."""
+    import re
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"GLOBAL ([\w.]+) was not an allowed global", text)
+    if m:
+        return (f"refused: its pickle names code ({m[1][:80]}), which a checkpoint may not hold; only tensors, numbers, "
+                f"strings, lists and dicts are read and nothing in the file was run")
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if m and "weights_only" not in m[1]:
+        return f"not a loadable checkpoint (its pickle: {m[1].strip()[:120]}; refused, nothing in the file was run)"
+    if "weights only" in text.lower() or "weights_only" in text:
+        return ("not a loadable checkpoint (its pickle holds something other than tensors, numbers, strings, lists "
+                "and dicts; refused, nothing in the file was run)")
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return f"not a loadable checkpoint ({lines[0][:160] if lines else type(e).__name__})"
 
 
 def extract_state_dict(obj, path) -> tuple[dict, dict]:
@@ -159,7 +274,8 @@ def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict
         got = list(sd["pos_embed"].shape) if "pos_embed" in sd else "missing"
         raise CheckpointError(f"{path}: incompatible with its config (d={cfg.hidden_size}, input {cfg.input_size}, "
                               f"patch {cfg.patch_size}): pos_embed is {got}, the config needs {list(pos)}")
-    want = {k: tuple(v.shape) for k, v in build_meta(cfg).state_dict().items()}
+    meta_model = build_meta(cfg)
+    want = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
     bad = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
     if bad:
         k = bad[0]
@@ -170,24 +286,50 @@ def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict
         raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): "
                               + (f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {extra[0]!r}")
                               + f" ({len(missing)} missing, {len(extra)} unexpected)")
+    check_owned_storage(sd, path)                        # the converted layouts too (diffusers, reference)
+    check_model_budget(cfg, path, params=sum(p.numel() for p in meta_model.parameters()))
+    check_finite(sd, path)
+    names = read_class_names(meta, cfg, path)
     model = DiT(cfg)
     try:
         model.load_state_dict(sd, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): {lines[1] if len(lines) > 1 else lines[0]}") from None
-    names = meta.get("class_names") if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != cfg.num_classes or not all(isinstance(n, str) for n in names):
-        names = [str(i) for i in range(cfg.num_classes)]
     vocab = read_vocabulary(meta, cfg, path)
     return model.to(device).eval(), {"config": cfg, "class_names": list(names), "vocab": vocab,
                                      "step": meta.get("step") if isinstance(meta, dict) else None}
+
+
+def _kind(v) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def read_class_names(meta, cfg: DiTConfig, path) -> list[str]:
+    """The checkpoint's class names: a list of strings (one per class), or absent (then "0", "1", ...).
+    Anything else is a CheckpointError, not a guess."""
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if names is None or (isinstance(names, list) and not names):
+        return [str(i) for i in range(cfg.num_classes)]
+    if not isinstance(names, (list, tuple)):
+        raise CheckpointError(f"{path}: class_names must be a list of strings, found a {_kind(names)}")
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is None:
+        bad = next((n for n in names if not n.isprintable()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: class_names must be a list of printable strings, found a {_kind(bad)}")
+    if len(names) != cfg.num_classes:
+        return [str(i) for i in range(cfg.num_classes)]   # e.g. a published model's names: not ours to guess
+    return list(names)
 
 
 def read_vocabulary(meta, cfg: DiTConfig, path):
     """A named model's vocabulary (None for a one-level model); it must fit the label table."""
     from ditformat.labels import Vocabulary, VocabularyError
     text = meta.get("vocabulary") if isinstance(meta, dict) else None
+    if text is not None and not isinstance(text, str):
+        raise CheckpointError(f"{path}: its vocabulary must be a JSON text, found a {_kind(text)}")
     if not cfg.label_levels:
         return None
     if not isinstance(text, str):

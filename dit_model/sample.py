@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from ditformat.errors import NonFiniteError
 from ditformat.guidance import Guide, make_plan
 
 from .diffusion import Diffusion
@@ -50,6 +51,17 @@ def sample_images(model: Callable, *, in_channels: int, input_size: int, num_cla
             x = diff.ddpm_step(guided, x, i, noise, clip_x0)
         else:
             x = diff.ddim_step(guided, x, i, noise, eta, clip_x0)
+        if not bool(torch.isfinite(x).all()):                 # NaN / Inf never reach an image silently
+            raise NonFiniteError(f"sampling (torch runtime): the latents became non-finite ({_count(x)}) at step "
+                                 f"{n_done + 1} of {steps} (t={t}); the model's output overflows or its weights are "
+                                 f"not finite")
         if on_step:
             on_step(n_done + 1, steps)
+    if not bool(torch.isfinite(x).all()):                     # steps == 0 or a later change: x0 itself
+        raise NonFiniteError(f"sampling (torch runtime): the final x0 is non-finite ({_count(x)})")
     return x
+
+
+def _count(x: torch.Tensor) -> str:
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    return ", ".join(f"{n} {w}" for n, w in ((nan, "NaN"), (inf, "Inf")) if n) + f" of {x.numel()} values"

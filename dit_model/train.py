@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import signal
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ditformat.errors import UsageError
+from ditformat.cliargs import SEED_MAX, check_args, check_output_dir
+from ditformat.errors import NonFiniteError, UsageError
 
-from .checkpoint import CheckpointError, atomic_save
+from .checkpoint import CheckpointError, atomic_save, first_nonfinite
 from .data import FaviconData, add_data_options, load_data
 from .model import DEFAULT_PRESET, DiTConfig, preset_config
 from .precision import PRECISIONS, resolve_precision
@@ -186,9 +188,34 @@ def resolve_args(args) -> tuple[dict, dict | None, Path]:
     preset_config(opts["preset"])                                       # an unknown preset fails before the data loads
     run_dir = Path(opts["run_dir"] or Path("runs") / opts["preset"].lower().replace("/", "_"))
     opts["run_dir"] = str(run_dir)
-    if opts["batch_size"] < 1 or opts["lr"] <= 0 or not 0.0 <= opts["ema"] < 1.0:
-        raise UsageError("need --batch-size >= 1, --lr > 0 and 0 <= --ema < 1")
+    check_options(opts)
+    check_output_dir("--run-dir", run_dir)
     return opts, saved, run_dir
+
+
+def check_options(opts: dict) -> None:
+    """The merged options (given now or restored from a checkpoint's train_args) before anything runs:
+    one UsageError line naming the option."""
+    def number(name, v, ok, want):
+        if v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+            raise UsageError(f"--{name.replace('_', '-')} must be {want}, got {str(v)[:40]}")
+    ints = lambda lo: (lambda v: isinstance(v, int) and v >= lo)
+    number("batch_size", opts["batch_size"], ints(1), "an integer >= 1")
+    number("lr", opts["lr"], lambda v: v > 0, "a finite number > 0")
+    number("weight_decay", opts["weight_decay"], lambda v: v >= 0, "a finite number >= 0")
+    number("ema", opts["ema"], lambda v: 0.0 <= v < 1.0, "a finite number in [0, 1)")
+    number("seed", opts["seed"], lambda v: isinstance(v, int) and 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}")
+    number("max_steps", opts["max_steps"], ints(0), "an integer >= 0")
+    number("epochs", opts["epochs"], lambda v: v > 0, "a finite number > 0")
+    for name in ("log_every", "ckpt_every", "sample_per_class"):
+        number(name, opts[name], ints(1), "an integer >= 1")
+    number("sample_every", opts["sample_every"], ints(0), "an integer >= 0 (0 = never)")
+    number("sample_steps", opts["sample_steps"], lambda v: isinstance(v, int) and 1 <= v <= 1000, "an integer in [1, 1000]")
+    number("sample_cfg", opts["sample_cfg"], lambda v: True, "a finite number")
+    number("min_snr_gamma", opts["min_snr_gamma"], lambda v: v > 0, "a finite number > 0")
+    number("warmup", opts["warmup"], ints(0), "an integer >= 0")
 
 
 def cmd_train(args):
@@ -249,7 +276,20 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     train_args = dict(opts, precision_used=precision)                   # what --precision auto chose, for the record
     saved_at = {"step": trainer.step}                                   # what ckpt.pt holds now
 
+    def kept() -> str:
+        return (f"{ckpt_path} keeps step {saved_at['step']}, the last good checkpoint" if ckpt_path.is_file()
+                else "no checkpoint was written")
+
+    def stop_non_finite(what: str):
+        if ctx.main:
+            bar.close()
+            log.close()
+        raise NonFiniteError(f"{what}; stopped without saving: {kept()} (a lower --lr, or --precision f32, may help)")
+
     def save():
+        bad = first_nonfinite(trainer.model.state_dict(), "model") or first_nonfinite(trainer.ema.state_dict(), "ema")
+        if bad:
+            stop_non_finite(f"the weights became non-finite ({bad}) at step {trainer.step}")
         if ctx.main:
             atomic_save(trainer.state(data.class_names, train_args, vocab), ckpt_path)
         saved_at["step"] = trainer.step
@@ -281,6 +321,9 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
                                        opts["t_sampling"])
             terms = trainer.train_step(x0, y, t, eps)
             vals = torch.stack([terms["loss"], terms["mse"], terms.get("vlb", torch.zeros_like(terms["mse"]))]).detach()
+            if ctx.any(not bool(torch.isfinite(vals).all())):               # before it reaches log, grid or ckpt.pt
+                stop_non_finite(f"the loss became non-finite (loss {vals[0].item():g}, mse {vals[1].item():g}) "
+                                f"at step {trainer.step}")
             window = vals if window is None else window + vals
             win_steps += 1
             step = trainer.step
@@ -402,6 +445,7 @@ def main(argv=None) -> int:
     register(sub)
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_args("train", args)
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -114,6 +114,12 @@ class Trainer:
         return out
 
     def load(self, obj: dict, path) -> None:
+        from .checkpoint import first_nonfinite
+        for part in ("model", "ema"):                                   # NaN weights would train on as NaN
+            bad = first_nonfinite(obj[part], part) if isinstance(obj.get(part), dict) else None
+            if bad:
+                raise CheckpointError(f"{path}: non-finite weights ({bad}); refusing to resume from them "
+                                      f"(start again, or --init from an earlier good weights file)")
         try:
             self.model.load_state_dict(obj["model"])
             self.ema.load_state_dict(obj["ema"])

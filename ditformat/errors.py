@@ -10,3 +10,8 @@ class DitwebError(ValueError):
 
 class UsageError(DitwebError):
     """Bad input from the command line: printed as one line, exit status 2."""
+
+
+class NonFiniteError(DitwebError):
+    """NaN or Inf where numbers must be finite: weights, a loss, sampled latents or an output; the message
+    names where (the tensor, the step, the runtime)."""

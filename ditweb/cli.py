@@ -11,6 +11,7 @@ import importlib
 import sys
 import traceback
 
+from ditformat.cliargs import check_args
 from ditformat.errors import DitwebError
 
 # (verb, "module:register function"); order = order in --help.
@@ -39,8 +40,17 @@ def _unavailable(verb: str, package: str):
     return run
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown option, `--n abc`, a missing argument) as one line, like every
+    other bad input: `ditweb VERB: error: ...`, exit status 2. Sub-parsers inherit the class."""
+
+    def error(self, message):
+        message = message.replace("\n", " ")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ditweb", description="DiT from PyTorch to the web")
+    parser = OneLineParser(prog="ditweb", description="DiT from PyTorch to the web")
     # --debug is taken out of argv by main() (before or after the verb), so verbs never see it
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -66,6 +76,7 @@ def main(argv=None) -> int:
         argv.remove("--debug")
     args = build_parser().parse_args(argv)
     try:
+        check_args(args.verb, args)           # finite numbers, seeds in 32 bits, no negative counts, no file as folder
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

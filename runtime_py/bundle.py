@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ditformat.errors import UsageError
+from ditformat.errors import NonFiniteError, UsageError
 from ditformat.forms import evaluate, workgroup_forms
 from ditformat.guidance import Guide, make_plan
 from ditformat.schedule import sampler_tables
@@ -243,7 +243,22 @@ class Bundle:
             s = guide.scale_at(n_done, steps, int(tab["t"][i]))
             q.write_buffer(self.step_buffer, 0, pack_step(step_fields(tab, i, coef=plan.coefficients(s), **common)))
             q.submit([self.encode(st, ["step_begin", "forward", "step_end"], f"step {i}")])
+            if n_done + 1 in (1, steps - 1, steps) or (n_done + 1) % 10 == 0:
+                self._check_finite(st, B, N, n_done + 1, steps)
             if on_step:
                 on_step(n_done + 1, steps)
         C, I = self.cfg["in_channels"], self.cfg["input_size"]
         return self.gpu.read(st.buffers[io["sample"]], np.float32, N * C * I * I).reshape(N, C, I, I)
+
+    def _check_finite(self, st, B: int, N: int, step: int, steps: int) -> None:
+        """NaN / Inf never reach an image silently: every few steps the model's output and the latents x_t are
+        read back (the model's output matters: WGSL's clamp of x0 may turn a NaN into -1, and DDIM then
+        re-derives a finite eps from it)."""
+        io = self.manifest["io"]
+        for what, name, count in (("the model's output", io["out"], B * int(np.prod(io["out_shape"]))),
+                                  ("the latents", io["sample"], N * self.cfg["in_channels"] * self.cfg["input_size"] ** 2)):
+            x = self.gpu.read(st.buffers[name], np.float32, count)
+            if not np.isfinite(x).all():
+                raise NonFiniteError(f"sampling (wgpu runtime, adapter {self.gpu.name}): {what} became non-finite by "
+                                     f"step {step} of {steps} ({int(np.isnan(x).sum())} NaN, {int(np.isinf(x).sum())} "
+                                     f"Inf of {x.size} values): the bundle's weights or its kernels produce NaN")
