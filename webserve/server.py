@@ -2,11 +2,15 @@
 
 Used by `ditweb serve`, by the browser tests and by the browser benchmark. Only GET/HEAD, only
 files under the mapped folders (no directory listings, no `..`), explicit MIME types because
-ES modules must be served as JavaScript and .wasm as application/wasm.
+ES modules must be served as JavaScript and .wasm as application/wasm. Hostile requests: a control
+character or backslash in the path is 400, an over-long path 414, a silent connection is dropped after
+READ_TIMEOUT_S; a bundle file that is a symlink is served exactly when its manifest lists it (as
+`Bundle.load` reads it), and nothing else from outside the folders.
 """
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import urllib.parse
 from pathlib import Path
@@ -20,28 +24,90 @@ MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=ut
         ".png": "image/png", ".ico": "image/x-icon", ".svg": "image/svg+xml", ".md": "text/plain; charset=utf-8"}
 
 
+MAX_PATH_CHARS = 2048          # a longer URL path: 414 (no file of ours is named that long)
+MAX_SEGMENTS = 64              # more '/'-separated parts: 414
+READ_TIMEOUT_S = 10.0          # an idle or half-sent request is dropped after this long without a byte
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: list[tuple[str, Path]] = []        # (url prefix ending in '/', folder), longest prefix first
     log_requests = False
     requested: list[str] | None = None         # when a list, every path served is appended (tests count downloads)
+    timeout = READ_TIMEOUT_S                   # socket read timeout (socketserver.StreamRequestHandler)
+    listings: dict = {}                        # manifest path -> ((mtime_ns, size), names it lists)
 
-    def _resolve(self) -> Path | None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+    def _resolve(self) -> tuple[int, Path | None]:
+        """(status, file): 200 and the file to send, else 400 (a control character, a backslash, an unparsable
+        target), 414 (too long) or 404. A file is served when it lies inside its route's folder after
+        resolving links, or when a bundle's manifest.json lists it: those are read as Bundle.load reads them
+        (runtime_py/verify.py check_files: symlinks followed), so `serve` publishes what `Bundle.load` accepts."""
+        try:
+            raw = urllib.parse.urlsplit(self.path).path
+        except ValueError:
+            return 400, None
+        if len(raw) > 3 * MAX_PATH_CHARS:
+            return 414, None
+        path = urllib.parse.unquote(raw)
+        if any(ord(c) < 32 or ord(c) == 127 for c in path) or "\\" in path:
+            return 400, None
+        if len(path) > MAX_PATH_CHARS or path.count("/") > MAX_SEGMENTS:
+            return 414, None
         for prefix, root in self.routes:
             if path.startswith(prefix):
                 rel = path[len(prefix):] or "index.html"
-                target = (root / rel).resolve()
-                if target != root and root not in target.parents:
-                    return None                # '..' escaped the folder
-                return target if target.is_file() else None
-        return None
+                parts = rel.split("/")
+                if any(part in ("", ".", "..") for part in parts):
+                    return 404, None               # no listings, no dot segments
+                try:
+                    lexical = root.joinpath(*parts)
+                    target = lexical.resolve()
+                    if (target == root or root in target.parents) and target.is_file():
+                        return 200, target
+                    if self._listed(root, parts) and lexical.is_file():
+                        return 200, lexical        # a bundle file behind a symlink, as Bundle.load reads it
+                except (OSError, ValueError, RuntimeError):    # a name too long for the OS, a link loop
+                    pass
+                return 404, None
+        return 404, None
+
+    def _listed(self, root: Path, parts: list[str]) -> bool:
+        """Is root/parts a bundle file: a manifest.json, or a file a manifest.json in a folder above it lists?"""
+        from ditformat.schema import unsafe_path
+        for k in range(len(parts) - 1, -1, -1):
+            rel = "/".join(parts[k:])
+            names = self._listing(root.joinpath(*parts[:k], "manifest.json"))
+            if names is not None and (rel == "manifest.json" or (rel in names and not unsafe_path(rel))):
+                return True
+        return False
+
+    def _listing(self, manifest: Path) -> frozenset | None:
+        try:
+            st = manifest.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self.listings.get(str(manifest))
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            if st.st_size > 64 * 2 ** 20:
+                return None
+            m = json.loads(manifest.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        files = m.get("files") if isinstance(m, dict) else None
+        names = frozenset(k for k in files if isinstance(k, str)) if isinstance(files, dict) else None
+        if names is not None:
+            self.listings[str(manifest)] = (key, names)
+        return names
 
     def _send(self, head_only: bool):
-        target = self._resolve()
+        status, target = self._resolve()
         if target is None:
+            self.send_error(status, {400: "bad request", 414: "URI too long"}.get(status, "not found"))
+            return
+        try:
+            data = target.read_bytes()
+        except OSError:
             self.send_error(404, "not found")
             return
-        data = target.read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", MIME.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(data)))
@@ -66,12 +132,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             super().log_message(fmt, *args)
 
 
-def make_server(routes: dict[str, Path], port: int = 0, log: bool = False,
-                requested: list[str] | None = None) -> http.server.ThreadingHTTPServer:
-    """routes: {'/': web_dir, '/bundle/': bundle_dir, ...}. port 0 = any free port (server.server_port)."""
+def make_server(routes: dict[str, Path], port: int = 0, log: bool = False, requested: list[str] | None = None,
+                timeout: float = READ_TIMEOUT_S) -> http.server.ThreadingHTTPServer:
+    """routes: {'/': web_dir, '/bundle/': bundle_dir, ...}. port 0 = any free port (server.server_port).
+    timeout: seconds a connection may stay silent while its request is read."""
     ordered = sorted(((p if p.endswith("/") else p + "/", Path(d).resolve()) for p, d in routes.items()),
                      key=lambda r: -len(r[0]))
-    handler = type("Handler", (_Handler,), {"routes": ordered, "log_requests": log, "requested": requested})
+    handler = type("Handler", (_Handler,), {"routes": ordered, "log_requests": log, "requested": requested,
+                                            "timeout": timeout, "listings": {}})
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as e:
