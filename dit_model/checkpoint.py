@@ -314,10 +314,9 @@ def read_class_names(meta, cfg: DiTConfig, path) -> list[str]:
         return [str(i) for i in range(cfg.num_classes)]
     if not isinstance(names, (list, tuple)):
         raise CheckpointError(f"{path}: class_names must be a list of strings, found a {_kind(names)}")
-    bad = next((n for n in names if not isinstance(n, str)), None)
-    if bad is None:
-        bad = next((n for n in names if not n.isprintable()), None)
-    if bad is not None:
+    bad = [n for n in names if not isinstance(n, str) or not n.isprintable()][:1]
+    if bad:
+        bad = bad[0]
         raise CheckpointError(f"{path}: class_names must be a list of printable strings, found a {_kind(bad)}")
     if len(names) != cfg.num_classes:
         return [str(i) for i in range(cfg.num_classes)]   # e.g. a published model's names: not ours to guess

@@ -217,6 +217,11 @@ def cmd_sample(args):
             x = torch.cat([vae.decode(xi[None]) for xi in tqdm(x, desc="decoding", unit="image", file=sys.stderr)])  # (N, 3, H, W)
             where = f", decoded with {args.vae}"
     b.close()
+    finite = x.isfinite().all() if hasattr(x, "isfinite") else __import__("numpy").isfinite(x).all()
+    if not bool(finite):                                      # the decoders: sampling itself checks its latents
+        from ditformat.errors import NonFiniteError
+        raise NonFiniteError(f"sampling ({args.runtime} runtime): the images are non-finite (NaN or Inf) after "
+                             f"{args.steps} steps{where}")
     paths = write_samples(to_uint8(x), Path(args.out))
     if guide.compose:
         what = "composition " + ", ".join(f"{n}={w:g}" for n, w in compose_entries(args.compose))

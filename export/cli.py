@@ -42,6 +42,22 @@ def load_for_export(source: str, preset: str | None, seed: int = 0):
     raise ExportError(f"{source!r} is neither a checkpoint file nor a preset name")
 
 
+def check_exportable(model, source, dtype: str) -> None:
+    """No NaN / Inf goes into a bundle, and none appears when weights are stored as float16 (|w| > 65504)."""
+    from dit_model.checkpoint import first_nonfinite
+    from .bundle import ExportError
+    sd = model.state_dict()
+    bad = first_nonfinite(sd)
+    if bad:
+        raise ExportError(f"{source}: non-finite weights ({bad}); refusing to export them")
+    if dtype in ("f16", "int8"):                      # int8 bundles keep their other tensors (and scales) in f16
+        for k, v in sd.items():
+            big = float(v.abs().max()) if v.is_floating_point() and v.numel() else 0.0
+            if big > 65504.0:
+                raise ExportError(f"{source}: tensor {k!r} holds {big:g}, beyond float16's range (65504): it would "
+                                  f"be Inf in a {dtype} bundle; export with --dtype f32")
+
+
 def cmd_export(args):
     import torch
     from .bundle import export_bundle
@@ -51,6 +67,7 @@ def cmd_export(args):
         from .bundle import ExportError
         raise ExportError(f"--shard-mb {args.shard_mb:g} is below 1 MiB")
     model, names = load_for_export(args.ckpt, args.preset, args.seed)
+    check_exportable(model, args.ckpt, args.dtype)
     vae = None
     if args.vae_dtype and not args.vae:
         from .bundle import ExportError
