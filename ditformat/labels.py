@@ -78,6 +78,7 @@ class Vocabulary:
         """Label `i` of `level` with its coarser nested levels filled in; `free` levels (e.g.
         style="noto") by name."""
         ids = list(self.sizes)
+        text = self.names[level][i]
         if level < self.nested:
             for l in range(level, self.nested):
                 ids[l] = i
@@ -85,7 +86,6 @@ class Vocabulary:
                     i = self.parents[l][i]
         else:
             ids[level] = i
-        text = self.names[level][i]
         for lname, value in free.items():
             if value is None:
                 continue
@@ -256,11 +256,11 @@ class Vocabulary:
                 raise VocabularyError(f"parents of level {self.levels[l]!r} must be {n} ids in [0, {up})")
         n0 = len(self.names[0])
         for what, v in (("short_names", self.short_names), ("keywords", self.keywords)):
-            if v and (not isinstance(v, list) or len(v) != n0):
+            if not isinstance(v, list) or (v and len(v) != n0):     # (null in a file is no list either)
                 raise VocabularyError(f"{what} must be empty or hold one list per {self.levels[0]} ({n0})")
             for s in v:
                 strings(s, f"{what} entries")
-        if self.codes:
+        if self.codes or not isinstance(self.codes, list):
             strings(self.codes, "codes", n0)
             if len(self.codes) != n0:
                 raise VocabularyError(f"codes must be empty or hold one per {self.levels[0]} ({n0})")

@@ -177,13 +177,18 @@ def cmd_sample(args):
             raise UsageError(f"--runtime wgpu needs a bundle folder (from ditweb export), got {args.source!r}")
         import numpy as np
         from runtime_py.decode import load_decoder
+        from runtime_py.verify import read_vocabulary, verify_bundle
+        manifest = verify_bundle(args.source)                 # the request is checked before any GPU call
+        vocab = read_vocabulary(args.source, manifest)        # a named bundle: its verified vocabulary.json
+        names = vocab.flat_names() if vocab is not None else manifest["class_names"]
+        cls, what = request(args, names, vocab)
+        guide = guide_from_args(args, names, vocab, args.style)
         bundle = Bundle.load(args.source, plan=args.plan)
         decoder = load_decoder(bundle)                        # a latent bundle (export --vae): RGB after sampling
         if decoder is not None:
             args.clip = False                                 # latents are not bounded to [-1, 1]
-        names = bundle.class_names
-        cls, what = request(args, names, None)
-        guide = guide_from_args(args, names)
+        if vocab is not None:
+            print(f"sampling {what}", file=sys.stderr)
         b = bar("sampling (wgpu)")
         x = bundle.sample([cls] * args.n, seed=args.seed, steps=args.steps, guide=guide, sampler=args.sampler,
                           eta=args.eta, clip_x0=args.clip, on_step=lambda i, n: b.update(1))

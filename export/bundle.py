@@ -25,6 +25,15 @@ from wgsl.ops import OPS, workgroup_bytes
 from .program import FREQ_DIM, build
 
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
+VOCABULARY_FILE = "vocabulary.json"          # a named model's label vocabulary (ditformat/labels.py)
+
+
+def model_entry(cfg) -> dict:
+    """The manifest's model: the config, label levels only for a named model (one-level bundles as before)."""
+    d = cfg.to_dict()
+    if cfg.label_levels:
+        d["label_levels"], d["label_nested"] = list(cfg.label_levels), cfg.label_nested
+    return d
 
 
 class ExportError(DitwebError):
@@ -80,11 +89,12 @@ def sha256(path: Path) -> str:
 
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
                   onnx: bool = False, matmul: str = "registers", candidates: bool = True,
-                  shard_bytes: int = SHARD_BYTES) -> Path:
+                  shard_bytes: int = SHARD_BYTES, vocab=None) -> Path:
     """Write the bundle folder atomically (a temporary folder renamed over `out`). matmul: "registers"
     (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer. Weights go to
 shards of at most shard_bytes (ditformat/shards.py): one shard is weights.safetensors (its buffers name no
-file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
+file), more are weights-NN.safetensors, each weight buffer naming its `file`. A named model (cfg.label_levels) needs
+its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its manifest lists no class names."""
     if dtype not in ("f32", "f16", "int8"):
         raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16 or int8")
     if shard_bytes < 1:
@@ -96,11 +106,18 @@ file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
         raise ExportError(f"this model uses freq_shift {cfg.freq_shift:g} / norm_eps {cfg.norm_eps:g} (a converted diffusers "
                           "DiT); bundles support only the reference values 0 / 1e-6 so far")
     if cfg.label_levels:
-        raise ExportError(f"this is a named model (labels at {len(cfg.label_levels)} levels); bundles carry one-level "
-                          "models only so far: sample it with the torch runtime (`ditweb sample CKPT --prompt ...`)")
-    names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
-    if len(names) != cfg.num_classes:
-        raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
+        if vocab is None:
+            raise ExportError(f"this is a named model (labels at {len(cfg.label_levels)} levels) without its vocabulary")
+        if tuple(vocab.sizes) != tuple(cfg.label_levels) or vocab.nested != cfg.label_nested:
+            raise ExportError(f"the vocabulary (levels {list(vocab.sizes)}, {vocab.nested} nested) disagrees with the "
+                              f"model (levels {list(cfg.label_levels)}, {cfg.label_nested} nested)")
+        names = []                      # the names live in vocabulary.json: the manifest stays small
+    else:
+        if vocab is not None:
+            raise ExportError("a vocabulary was given for a one-level model")
+        names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
+        if len(names) != cfg.num_classes:
+            raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
     kdtype = "f16" if dtype == "int8" else dtype          # the weights of the kernels other than matmul_q8
     try:
         tensors = bundle_tensors(model, dtype)
@@ -119,6 +136,8 @@ file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
     (tmp / "kernels").mkdir(parents=True)
     try:
         where = write_shards(tensors, tmp, shard_bytes, single=DEFAULT_FILE)
+        if vocab is not None:
+            (tmp / VOCABULARY_FILE).write_bytes(vocab.dumps().encode("utf-8"))
         kernels = {}
         for kname, k in sorted(pb.kernels.items()):
             (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], kdtype))
@@ -137,7 +156,7 @@ file), more are weights-NN.safetensors, each weight buffer naming its `file`."""
         C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype,
-            "model": cfg.to_dict(), "class_names": names, "null_class": cfg.num_classes,
+            "model": model_entry(cfg), "class_names": names, **({} if vocab else {"null_class": cfg.num_classes}),
             "io": {"x": "x_in", "x_shape": [C, I, I], "t": "t_in", "y": "y_in", "out": "out",
                    "out_shape": [Co, I, I], "sample": "x_sample"},
             "files": files,

@@ -28,17 +28,19 @@ def register(sub):
     p.set_defaults(func=cmd_export)
 
 
-def load_for_export(source: str, preset: str | None, seed: int = 0):
-    """(model, class names). A preset name gives random weights in every tensor (see randomize_)."""
+def load_for_export(source: str, preset: str | None, seed: int = 0, with_vocab: bool = False):
+    """(model, class names), with the label vocabulary (None for a one-level model) as a third item when
+    with_vocab. A preset name gives random weights in every tensor (see randomize_)."""
     from dit_model.checkpoint import load_model
     from dit_model.model import PRESETS, DiT
     from .bundle import ExportError, randomize_
     if Path(source).is_file():
         model, meta = load_model(source, preset)
-        return model, meta["class_names"]
+        return (model, meta["class_names"], meta.get("vocab")) if with_vocab else (model, meta["class_names"])
     if source in PRESETS:
         model = randomize_(DiT.from_preset(source).eval(), seed)
-        return model, [str(i) for i in range(model.cfg.num_classes)]
+        names = [str(i) for i in range(model.cfg.num_classes)]
+        return (model, names, None) if with_vocab else (model, names)
     raise ExportError(f"{source!r} is neither a checkpoint file nor a preset name")
 
 
@@ -66,7 +68,7 @@ def cmd_export(args):
     if args.shard_mb * 2 ** 20 < MIN_SHARD_BYTES:
         from .bundle import ExportError
         raise ExportError(f"--shard-mb {args.shard_mb:g} is below 1 MiB")
-    model, names = load_for_export(args.ckpt, args.preset, args.seed)
+    model, names, vocab = load_for_export(args.ckpt, args.preset, args.seed, with_vocab=True)
     check_exportable(model, args.ckpt, args.dtype)
     vae = None
     if args.vae_dtype and not args.vae:
@@ -79,7 +81,7 @@ def cmd_export(args):
         if vae.cfg.latent_channels != model.cfg.in_channels:
             raise ExportError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes "
                               f"{model.cfg.in_channels}")
-    out = export_bundle(model, args.out, args.dtype, names, onnx=args.onnx, matmul=args.matmul,
+    out = export_bundle(model, args.out, args.dtype, names, vocab=vocab, onnx=args.onnx, matmul=args.matmul,
                         candidates=args.candidates, shard_bytes=int(args.shard_mb * 2 ** 20))
     if vae is not None:
         from .decode import write_decoder

@@ -135,12 +135,13 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", ca
     T, Co, H = cfg.num_patches, cfg.out_channels, cfg.num_heads
     hid = int(D * cfg.mlp_ratio)
     kind = cfg.conditioning
+    L = len(cfg.levels)                                    # label levels: label_embed sums L table rows
     Tb = T + 2 if kind == "in-context" else T               # tokens in the residual stream
     patch_dim = C * p * p
     # model inputs and outputs
     pb.act("x_in", C * I * I)
     pb.act("t_in", 1, dtype="u32")
-    pb.act("y_in", 1, dtype="u32")
+    pb.act("y_in", L, dtype="u32")          # B x L table rows (L label levels)
     pb.act("out", Co * I * I)
     for name, per in [("patches", T * patch_dim), ("h", Tb * D), ("t_freq", FREQ_DIM), ("t_hid", D), ("t_emb", D),
                       ("y_emb", D), ("c", D), ("xm", Tb * D), ("qkv", Tb * 3 * D), ("attn", Tb * D), ("proj", Tb * D),
@@ -168,7 +169,7 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", ca
     pb.linear("t_embedder.mlp.2", "t_hid", "t_emb", lin(1), D, D)
     pb.emit("label_embed", "y_embedder", {"y": "y_in", "table": pb.weight("y_embedder.embedding_table.weight"),
                                           "t_emb": "t_emb", "y_emb": "y_emb", "c": "c"},
-            {"count": lin(D), "D": D, "rows": cfg.num_classes + 1})
+            {"count": lin(D), "D": D, "rows": cfg.num_classes + L, "levels": L})
     if kind == "in-context":       # two extra tokens [t_emb, y_emb] after the T patches
         pb.emit("cond_tokens", "in_context_tokens", {"t_emb": "t_emb", "y_emb": "y_emb", "dst": "h"},
                 {"count": lin(2 * D), "D": D, "T_dst": Tb, "tok0": T})

@@ -4,6 +4,7 @@ Function for function the twin of web/ditweb.js: load bundle -> create pipelines
 No model-specific code: buffers, kernels and dispatches all come from the manifest."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ditformat.errors import NonFiniteError, UsageError
+from ditformat.labels import Label, VocabularyError
 from ditformat.forms import evaluate, workgroup_forms
 from ditformat.guidance import Guide, make_plan
 from ditformat.schedule import sampler_tables
@@ -19,7 +21,7 @@ from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 from .gpu import GPU, DeviceLimitError, get_gpu
 from .shards import check_weight_limits, upload_shards
 from .tune import PLAN_MODES, check_plan, load_plan_file, resolve, slot_key
-from .verify import verify_bundle
+from .verify import read_vocabulary, verify_bundle
 
 PROGRAMS = ("forward", "init", "step_begin", "step_end")
 
@@ -77,7 +79,10 @@ class Bundle:
         self.plan_mode = plan                  # "auto" | "default" | {slot: kernel} (runtime_py/tune.py)
         self.last_tune = None                  # the report of the last timing run (ditweb bench step prints it)
         self.cfg = manifest["model"]
-        self.class_names = manifest["class_names"]
+        self.vocab = read_vocabulary(path, manifest)          # a named model's vocabulary.json (verified); else None
+        self.class_names = self.vocab.flat_names() if self.vocab else manifest["class_names"]
+        self.levels = tuple(self.cfg.get("label_levels") or (self.cfg["num_classes"],))
+        self.starts = tuple(int(v) for v in np.cumsum((0,) + tuple(n + 1 for n in self.levels[:-1])))
         self.prediction = manifest["sampler"]["prediction"]      # what the network outputs: "eps" or "v"
         self._check_limits()
         weights = {n: b for n, b in manifest["buffers"].items() if b["kind"] == "weight"}
@@ -159,6 +164,48 @@ class Bundle:
                         best = min(best, (groups * g[3] - g[2]) // (g[0] + g[1]))
         return max(best, 0)
 
+    # ------------------------------------------------------------- labels
+    def resolve(self, prompt: str, style: str | None = None) -> Label:
+        """A named bundle: a word or phrase (and a style) -> a Label (ditformat/labels.py Vocabulary.resolve);
+        UsageError with the closest labels for an unknown or ambiguous prompt."""
+        if self.vocab is None:
+            raise UsageError(f"{self.path}: a one-level bundle ({self.cfg['num_classes']} classes) takes class ids, "
+                             "not prompts")
+        try:
+            return self.vocab.resolve(prompt, style)
+        except VocabularyError as e:
+            raise UsageError(str(e)) from None
+
+    def label(self, value):
+        """One label as the sampler takes it: a class id (one-level bundles); a Label, a tuple of per-level ids
+        (id == level size: left out) or a prompt (named bundles)."""
+        if self.vocab is None:
+            if isinstance(value, (Label, str, tuple, list)) or isinstance(value, bool) or not np.issubdtype(type(value), np.integer):
+                raise UsageError(f"a one-level bundle takes class ids, got {value!r}")
+            c = int(value)
+            if not 0 <= c < self.cfg["num_classes"]:
+                raise UsageError(f"class id {c} out of range [0, {self.cfg['num_classes']})")
+            return c
+        if isinstance(value, str):
+            value = self.resolve(value)
+        ids = value.ids if isinstance(value, Label) else value
+        if not isinstance(ids, (tuple, list, np.ndarray)) or len(ids) != len(self.levels) or not all(
+                np.issubdtype(type(i), np.integer) and not isinstance(i, bool) and 0 <= int(i) <= n
+                for i, n in zip(ids, self.levels)):
+            raise UsageError(f"a label of this named bundle is one id per level {list(self.levels)} (the level's size: "
+                             f"left out), a Label or a prompt; got {value!r}")
+        return tuple(int(i) for i in ids)
+
+    @property
+    def null_label(self):
+        return tuple(self.levels) if self.vocab is not None else self.cfg["num_classes"]
+
+    def label_rows(self, labels) -> np.ndarray:
+        """Checked labels -> the label_embed table rows, L per label (level l's id + its first row)."""
+        if self.vocab is None:
+            return np.asarray(labels, np.uint32)
+        return (np.asarray(labels, np.int64).reshape(-1, len(self.levels)) + np.asarray(self.starts)).astype(np.uint32).reshape(-1)
+
     # ------------------------------------------------------------- run
     def encode(self, state: BatchState, programs, label: str):
         enc = self.gpu.device.create_command_encoder(label=label)
@@ -172,7 +219,8 @@ class Bundle:
         return enc.finish()
 
     def forward(self, x, t, y) -> np.ndarray:
-        """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids -> model output (B, C_out, I, I)."""
+        """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids (a named bundle: (B, L) per-level ids)
+        -> model output (B, C_out, I, I)."""
         x = np.ascontiguousarray(x, np.float32)
         if x.ndim != 4 or x.shape[0] < 1:
             raise UsageError(f"x must be (B >= 1, C, I, I), got shape {x.shape}")
@@ -181,11 +229,16 @@ class Bundle:
         if tuple(x.shape[1:]) != tuple(io["x_shape"]):
             raise UsageError(f"x has shape {x.shape}, the bundle expects (B, {', '.join(map(str, io['x_shape']))})")
         t = np.broadcast_to(np.asarray(t, np.int64), (B,))
-        y = np.broadcast_to(np.asarray(y, np.int64), (B,))
+        if self.vocab is None:
+            y = np.broadcast_to(np.asarray(y, np.int64), (B,))
+            if (y < 0).any() or (y > self.cfg["num_classes"]).any():
+                raise UsageError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
+        else:                   # named: (B, L) per-level ids, level size = left out
+            y = np.broadcast_to(np.asarray(y, np.int64).reshape(-1, len(self.levels)), (B, len(self.levels)))
+            if (y < 0).any() or (y > np.asarray(self.levels)).any():
+                raise UsageError(f"labels must be (B, {len(self.levels)}) per-level ids in [0, size] (sizes {list(self.levels)})")
         if (t < 0).any() or (t > 999).any():
             raise UsageError("timesteps must be in [0, 1000)")
-        if (y < 0).any() or (y > self.cfg["num_classes"]).any():
-            raise UsageError(f"class ids must be in [0, {self.cfg['num_classes']}] ({self.cfg['num_classes']} = null)")
         cap = self.max_batch()
         if cap < 1:
             raise DeviceLimitError(f"{self.path}: even one image exceeds this adapter's buffer or dispatch limits")
@@ -194,7 +247,7 @@ class Bundle:
         st = self.state(B, B)
         self.gpu.write(st.buffers[io["x"]], x)
         self.gpu.write(st.buffers[io["t"]], t.astype(np.uint32))
-        self.gpu.write(st.buffers[io["y"]], y.astype(np.uint32))
+        self.gpu.write(st.buffers[io["y"]], self.label_rows(y))
         self.gpu.device.queue.submit([self.encode(st, ["forward"], "forward")])
         n = B * int(np.prod(io["out_shape"]))
         return self.gpu.read(st.buffers[io["out"]], np.float32, n).reshape(B, *io["out_shape"])
@@ -203,24 +256,31 @@ class Bundle:
         return sampler_tables(steps, self.manifest["sampler"])      # the schedule's tables, as the page computes them
 
     def sample(self, class_id, seed: int = 0, steps: int = 50, cfg: float = 4.0, *, n: int | None = None,
-               guide: Guide | None = None, negative_class: int | None = None, sampler: str = "ddim",
+               guide: Guide | None = None, negative_class=None, sampler: str = "ddim",
                eta: float = 0.0, clip_x0: bool | None = None, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
         """The whole denoising loop on the GPU: one command buffer per step (all K x J x N rows), one
-        read-back at the end. Returns x_0 (N, C, I, I) in model space. clip_x0 defaults to True, and to False
+        read-back at the end. Returns x_0 (N, C, I, I) in model space. class_id: one label or a list of N; a
+        one-level bundle takes class ids, a named one Labels (Bundle.resolve), per-level id tuples or prompts (the
+        guide's negative class and composed labels likewise). clip_x0 defaults to True, and to False
         for a latent bundle (one with a VAE decoder: runtime_py/decode.py), whose latents are not bounded."""
         if clip_x0 is None:
             clip_x0 = "decoder/manifest.json" not in self.manifest["files"]
         nc = self.cfg["num_classes"]
-        ids = [int(c) for c in (class_id if isinstance(class_id, (list, tuple, np.ndarray)) else [class_id] * (n or 1))]
+        one = isinstance(class_id, (str, Label)) or (self.vocab is not None and isinstance(class_id, tuple)
+                                                    and not any(isinstance(c, (tuple, list, str, Label)) for c in class_id))
+        many = isinstance(class_id, (list, tuple, np.ndarray)) and not one
+        ids = [self.label(c) for c in (class_id if many else [class_id] * (n or 1))]
+        if not ids:
+            raise UsageError("no labels to sample")
         if sampler not in ("ddim", "ddpm"):
             raise UsageError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
         if not 1 <= steps <= 1000:
             raise UsageError(f"steps must be in [1, 1000], got {steps}")
-        for c in ids:
-            if not 0 <= c < nc:
-                raise UsageError(f"class id {c} out of range [0, {nc})")
-        guide = (guide or Guide(scale=cfg, negative_class=negative_class)).validate(nc)
-        plan = make_plan(guide, ids, nc)
+        guide = guide or Guide(scale=cfg, negative_class=negative_class)
+        guide = dataclasses.replace(   # every label of the guide checked (named bundles: prompts and Labels -> id tuples)
+            guide, negative_class=None if guide.negative_class is None else self.label(guide.negative_class),
+            compose=tuple((self.label(c), w) for c, w in guide.compose)).validate(nc)
+        plan = make_plan(guide, ids, self.null_label)
         K, J, N = guide.copies, len(plan.labels), len(ids)
         if J > self.manifest.get("guidance", {}).get("max_branches", MAX_BRANCHES):
             raise UsageError(f"{J} guidance branches; the step uniform holds at most {MAX_BRANCHES}")
@@ -230,7 +290,7 @@ class Bundle:
                                    f"adapter's limits (at most {self.max_batch()} rows): sample fewer images at once")
         st = self.state(B, N)
         io = self.manifest["io"]
-        y = np.array([c for _ in range(K) for branch in plan.labels for c in branch], np.uint32)   # [k][j][n]
+        y = self.label_rows([c for _ in range(K) for branch in plan.labels for c in branch])   # [k][j][n], L rows each
         self.gpu.write(st.buffers[io["y"]], y)
         tab = self.tables(steps)
         common = dict(seed=seed, K=K, J=J, N=N, var_branch=plan.var_branch, sampler=sampler, eta=eta,

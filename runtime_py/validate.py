@@ -112,12 +112,18 @@ def torch_model(bundle: Bundle, ckpt: str | None = None) -> DiT:
     return model.eval()
 
 
+def random_labels(levels, B: int, g) -> torch.Tensor:
+    """B random labels, the null label included: ids (B,) for one level, (B, L) per-level ids for a named model."""
+    y = torch.stack([torch.randint(0, n + 1, (B,), generator=g) for n in levels], 1)
+    return y[:, 0] if len(levels) == 1 else y
+
+
 def whole_model(bundle: Bundle, model: DiT, B: int = 2, seed: int = 0) -> Row:
     cfg = bundle.cfg
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, cfg["in_channels"], cfg["input_size"], cfg["input_size"], generator=g)
     t = torch.randint(0, 1000, (B,), generator=g)
-    y = torch.randint(0, cfg["num_classes"] + 1, (B,), generator=g)
+    y = random_labels(bundle.levels, B, g)
     got = bundle.forward(x.numpy(), t.numpy(), y.numpy())
     with torch.no_grad():
         ref = model(x.double(), t, y).numpy()
@@ -137,11 +143,12 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     x = torch.randn(B, *io["x_shape"], generator=g).numpy()
     bundle.gpu.write(st.buffers[io["x"]], x)
     bundle.gpu.write(st.buffers[io["t"]], np.linspace(0, 999, B).astype(np.uint32))
-    bundle.gpu.write(st.buffers[io["y"]], (np.arange(B) % (nc + 1)).astype(np.uint32))
+    ids = np.arange(B)[:, None] % (np.asarray(bundle.levels) + 1)            # null rows included
+    bundle.gpu.write(st.buffers[io["y"]], bundle.label_rows(ids if bundle.vocab is not None else ids[:, 0]))
     rows = check_program(bundle, st, "forward", None)
     # the sampling kernels at their real shapes: a CFG plan (J = 2) over N = B / 2 images, DDPM (noise on)
     N = max(B // 2, 1)
-    plan = make_plan(Guide(scale=4.0), list(range(N)), nc)
+    plan = make_plan(Guide(scale=4.0), [bundle.null_label] * N, bundle.null_label)   # only its coefficients are used
     sst = bundle.state(2 * N, N, plan={})
     fields = step_fields(bundle.tables(20), 7, seed=3, K=1, J=2, N=N, var_branch=plan.var_branch,
                          coef=plan.coefficients(4.0), sampler="ddpm")
@@ -175,7 +182,7 @@ def quantisation_error(ckpt: str, B: int = 2, seed: int = 0) -> float:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g).double()
     t = torch.randint(0, 1000, (B,), generator=g)
-    y = torch.randint(0, cfg.num_classes + 1, (B,), generator=g)
+    y = random_labels(cfg.levels, B, g)
     with torch.no_grad():
         a, b = model.double()(x, t, y), q.double()(x, t, y)
     return float((a - b).abs().max() / a.abs().max())

@@ -20,6 +20,7 @@ import numpy as np
 from ditformat import FORMAT, FORMAT_VERSION
 from ditformat.errors import DitwebError
 from ditformat.forms import parse_group, workgroup_forms
+from ditformat.labels import Vocabulary, VocabularyError
 from ditformat.schema import DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, unsafe_path
 from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
@@ -76,6 +77,13 @@ class ProgramError(BundleError):
 
 class KernelError(BundleError):
     """A kernel's WGSL disagrees with its manifest entry (bindings, types, workgroup size)."""
+
+
+class VocabularyFileError(BundleError):
+    """A named bundle's vocabulary.json is malformed or disagrees with the model's label levels."""
+
+
+VOCABULARY_FILE = "vocabulary.json"      # a named model's label vocabulary (ditformat/labels.py)
 
 
 def sha256_file(path) -> str:
@@ -291,6 +299,62 @@ def check_kernel_sources(root: Path, kernels: dict) -> None:
         check_kernel_source(kname, k, code, str(root / k["file"]))
 
 
+def check_label_levels(m: dict, w: str) -> None:
+    """One-level model: a class name per class. Named model (model.label_levels): levels summing to num_classes,
+    label_nested within them, no class names, and its vocabulary.json listed in files."""
+    cfg = m["model"]
+    levels = cfg.get("label_levels")
+    if levels is None:
+        if "label_nested" in cfg:
+            raise ManifestError(f"{w}.model: label_nested without label_levels")
+        if len(m["class_names"]) != cfg["num_classes"]:
+            raise ManifestError(f"{w}.class_names: {len(m['class_names'])} names for {cfg['num_classes']} classes")
+        if VOCABULARY_FILE in m["files"]:
+            raise ManifestError(f"{w}.files: {VOCABULARY_FILE} listed for a one-level model (no model.label_levels)")
+        return
+    if not levels or sum(levels) != cfg["num_classes"]:
+        raise ManifestError(f"{w}.model.label_levels {levels} must be 1 to 8 sizes summing to num_classes {cfg['num_classes']}")
+    if not 1 <= cfg.get("label_nested", 0) <= len(levels):
+        raise ManifestError(f"{w}.model.label_nested must be an integer in [1, {len(levels)}] for {len(levels)} label levels")
+    if m["class_names"]:
+        raise ManifestError(f"{w}.class_names: a named model lists its names in {VOCABULARY_FILE}, not here")
+    if VOCABULARY_FILE not in m["files"]:
+        raise MissingFileError(f"{w}.files: a named model (model.label_levels) needs {VOCABULARY_FILE} listed")
+
+
+def _js_number(text: str):
+    """A JSON number as the browser reads it (one kind of number): 2.0 and 2e0 are the integer 2 there."""
+    v = float(text)
+    return int(v) if v.is_integer() else v
+
+
+def check_vocabulary(text: bytes, m: dict, where: str) -> Vocabulary:
+    """vocabulary.json (its size and sha256 already checked) against the model's label levels."""
+    try:
+        d = json.loads(text.decode("utf-8"), parse_float=_js_number, parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise VocabularyFileError(f"{where}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as e:
+        raise VocabularyFileError(f"{where}: not valid JSON ({str(e)[:80]})") from None
+    try:
+        vocab = Vocabulary.from_json(d, where)
+    except VocabularyError as e:
+        raise VocabularyFileError(str(e)) from None
+    cfg = m["model"]
+    if list(vocab.sizes) != cfg["label_levels"] or vocab.nested != cfg["label_nested"]:
+        raise VocabularyFileError(f"{where}: levels {list(vocab.sizes)} ({vocab.nested} nested) disagree with the weights' "
+                                  f"model.label_levels {cfg['label_levels']} ({cfg['label_nested']} nested)")
+    return vocab
+
+
+def read_vocabulary(root, m: dict) -> Vocabulary | None:
+    """A named bundle's verified vocabulary; None for a one-level bundle."""
+    if "label_levels" not in m["model"]:
+        return None
+    f = Path(root) / VOCABULARY_FILE
+    return check_vocabulary(f.read_bytes(), m, str(f))
+
+
 def check_fields(m: dict) -> None:
     """The relations between manifest fields that the schema cannot say (no file access)."""
     cfg = m["model"]
@@ -299,8 +363,7 @@ def check_fields(m: dict) -> None:
         raise ShapeError(f"{w}.model: input_size {cfg['input_size']} is not divisible by patch_size {cfg['patch_size']}")
     if cfg["hidden_size"] % cfg["num_heads"] or cfg["hidden_size"] // cfg["num_heads"] > 256:
         raise ShapeError(f"{w}.model: hidden_size {cfg['hidden_size']} over {cfg['num_heads']} heads is no head size in [1, 256]")
-    if len(m["class_names"]) != cfg["num_classes"]:
-        raise ManifestError(f"{w}.class_names: {len(m['class_names'])} names for {cfg['num_classes']} classes")
+    check_label_levels(m, w)
     if m["sampler"]["prediction"] != cfg["prediction"]:
         raise ManifestError(f"{w}.sampler.prediction {m['sampler']['prediction']!r} differs from model.prediction {cfg['prediction']!r}")
     if m["sampler"]["beta_start"] > m["sampler"]["beta_end"]:
@@ -338,6 +401,10 @@ def check_fields(m: dict) -> None:
     for key in ("x", "t", "y", "out", "sample"):
         if m["buffers"].get(m["io"][key], {}).get("kind") != "activation":
             raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
+    n_levels = len(cfg.get("label_levels", [0]))
+    if m["buffers"][m["io"]["y"]]["elements"] != [n_levels, 0, 0]:
+        raise ShapeError(f"{w}.buffers.{m['io']['y'][:60]}: elements {m['buffers'][m['io']['y']]['elements']} do not hold "
+                         f"{n_levels} label row(s) per batch row ([{n_levels}, 0, 0])")
     for pname in PROGRAMS:
         for n, d in enumerate(m["programs"][pname]):
             where = f"{w}.programs.{pname}[{n}] ({d['label'][:40]})"
@@ -348,6 +415,10 @@ def check_fields(m: dict) -> None:
             if d["workgroups"] != workgroup_forms(k["groups"], k["params"], d["params"]):
                 raise ProgramError(f"{where}: workgroups {str(d['workgroups'])[:80]} do not follow kernel "
                                    f"{d['kernel']}'s groups {k['groups']}")
+            if k["op"] == "label_embed" and "levels" in k["params"] and \
+                    d["params"][k["params"].index("levels")] != [0, 0, n_levels]:
+                raise ProgramError(f"{where}: levels {d['params'][k['params'].index('levels')]} differ from the "
+                                   f"model's {n_levels} label levels")
 
 
 def verify_manifest(m) -> dict:
@@ -381,6 +452,7 @@ def verify_bundle(path) -> dict:
     check_kernel_sources(root, m["kernels"])
     # weights: each shard's header, then every weight buffer against its tensor
     check_weight_buffers(root, m["buffers"], "manifest.json")
+    read_vocabulary(root, m)
     return m
 
 

@@ -3,7 +3,7 @@
 // safetensors header, WGSL against the manifest. Reads a JSON list of folders on stdin, prints one
 // JSON object {folder: "ok" | "BundleError: ..." | "CRASH: ..."}.
 import { readFileSync } from "node:fs";
-import { BundleError, sha256Hex, verifyFiles, verifyManifest, weightFiles } from "../web/bundle.js";
+import { BundleError, sha256Hex, verifyFiles, verifyManifest, vocabularyFiles, weightFiles } from "../web/bundle.js";
 
 async function check(dir) {
   let raw;
@@ -12,7 +12,7 @@ async function check(dir) {
   try { m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)); } catch (e) { throw new BundleError("manifest.json", `not valid JSON (${e.message.slice(0, 80)})`); }
   verifyManifest(m);
   const files = {};
-  for (const file of [...weightFiles(m.buffers), ...new Set(Object.values(m.kernels).map((k) => k.file))]) {
+  for (const file of [...weightFiles(m.buffers), ...new Set(Object.values(m.kernels).map((k) => k.file)), ...vocabularyFiles(m)]) {
     let buf;
     try { buf = readFileSync(`${dir}/${file}`); } catch { throw new BundleError(file, "HTTP 404"); }
     buf = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);

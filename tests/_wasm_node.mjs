@@ -1,13 +1,15 @@
 // The WebAssembly engine (web/wasm-runtime.js + web/ditweb-kernels.wasm) run by node for
 // tests/test_wasm.py: reads one JSON request on stdin, prints one JSON reply.
 //   {cmd: "noise", seed, stream, step, count}                  -> {x}   op_rng_normal through the engine
-//   {cmd: "forward", bundle, x, t, y}                           -> {out} the bundle's forward program
+//   {cmd: "forward", bundle, x, t, y}                           -> {out} the bundle's forward program (y: ids, or
+//                                                                  a named bundle's per-level id arrays)
 //   {cmd: "sample", bundle, opts}                               -> {x}   a whole guided run, as WasmBundle.sample
+//                                                                  (opts.nullLabel: a named bundle's level sizes)
 // An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
-import { verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
+import { labelLevels, verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
-import { makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
+import { labelRows, labelStarts, makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
 
 const WASM = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
 const req = JSON.parse(readFileSync(0, "utf-8"));
@@ -45,18 +47,17 @@ if (req.cmd === "noise") {
   e.state(req.t.length, req.t.length);
   e.write(io.x, Float32Array.from(req.x));
   e.write(io.t, Uint32Array.from(req.t));
-  e.write(io.y, Uint32Array.from(req.y));
+  e.write(io.y, labelRows({ labels: [req.y] }, 1, req.t.length, labelStarts(labelLevels(e.manifest))));
   e.run(["forward"]);
   reply = { out: Array.from(e.read(io.out, req.t.length * io.out_shape.reduce((a, b) => a * b, 1))) };
 } else if (req.cmd === "sample") {
   // the run WasmBundle.sampleOnce makes in the worker, with the page's step records (schedule.js)
   const e = await engineFor(req.bundle);
   const m = e.manifest, o = req.opts;
-  const guide = makeGuide(o, m.class_names);
-  const plan = makePlan(guide, o.classIds, m.model.num_classes);
+  const guide = makeGuide(o, m.class_names, o.nullLabel ? (v) => v : null);   // a named bundle: per-level id arrays
+  const plan = makePlan(guide, o.classIds, o.nullLabel || m.model.num_classes);
   const N = o.classIds.length, K = guide.copies, J = plan.labels.length;
-  const y = new Uint32Array(K * J * N);
-  for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
+  const y = labelRows(plan, K, N, labelStarts(labelLevels(m)));
   const common = { tables: samplerTables(m, o.steps), steps: o.steps, seed: o.seed, K, J, N, plan, guide,
                    sampler: o.sampler || "ddim", eta: o.eta ?? 0, clipX0: true, prediction: m.sampler.prediction };
   e.state(K * J * N, N);

@@ -200,7 +200,7 @@ def test_corpus_of_named_damage(good, tmp_path):
         "binding 0 not uniform": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][0].update(type="storage")), "binding 0"),
         "binding numbers": (edit(lambda m: m["kernels"]["sampler_step"]["bindings"][2].update(binding=5)), "bindings"),
         "io name": (edit(lambda m: m["io"].update(out="nope")), "io.out"),
-        "old version": (edit(lambda m: m.update(format_version=2, exporter="ditweb 0.2.0")), "re-export it with ditweb 0.3.0"),
+        "old version": (edit(lambda m: m.update(format_version=3, exporter="ditweb 0.3.0")), "re-export it with ditweb 0.4.0"),
         "newer version": (edit(lambda m: m.update(format_version=99, exporter="ditweb 9.0")), "re-export it with ditweb"),
         "prediction": (edit(lambda m: m["sampler"].update(prediction="x0")), "prediction"),
         "schedule": (edit(lambda m: m["sampler"].update(schedule="cosine")), "sampler.schedule"),
@@ -225,6 +225,162 @@ def test_corpus_of_named_damage(good, tmp_path):
     r = subprocess.run(["node", str(ROOT / "tests" / "_verify_node.mjs")], input=json.dumps([str(f) for f in folders.values()]),
                        capture_output=True, text=True, timeout=60)
     js = json.loads(r.stdout)
+    for name, folder in folders.items():
+        msg = js[str(folder)]
+        assert msg.startswith("BundleError: ") and corpus[name][1] in msg, (name, msg)
+
+
+# ------------------------------------------------------------------ a named bundle's vocabulary.json
+
+@pytest.fixture(scope="module")
+def good_named(tmp_path_factory):
+    from _gpu_helpers import random_model
+    from test_named import tiny_set
+    from dit_model.model import preset_config
+    from dit_model.named import named_data
+    from export.bundle import export_bundle
+    vocab = named_data(tiny_set()).vocab
+    cfg = preset_config("Favicon-N/2", num_classes=sum(vocab.sizes), label_levels=vocab.sizes, label_nested=vocab.nested)
+    return export_bundle(random_model(cfg, seed=2), tmp_path_factory.mktemp("named") / "b", "f16", vocab=vocab)
+
+
+def verdicts_js(folders) -> dict:
+    r = subprocess.run(["node", str(ROOT / "tests" / "_verify_node.mjs")], input=json.dumps([str(f) for f in folders]),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def damage_named(data, good: Path, folder: Path) -> str:
+    """Copy the good named bundle and damage its vocabulary (JSON edits, raw bytes) or the label fields of its manifest."""
+    shutil.copytree(good, folder)
+    target = data.draw(st.sampled_from(["vocab", "vocab", "vocab", "vocab-bytes", "model", "manifest-labels"]))
+    if target == "vocab":
+        v = json.loads((good / "vocabulary.json").read_text())
+        section = data.draw(st.sampled_from(["levels", "names", "nested", "parents", "short_names", "keywords", "codes", None]))
+        if section is None:
+            mutate_json(data, v)
+        else:
+            v[section] = mutate_json(data, v[section])
+        (folder / "vocabulary.json").write_text(json.dumps(v, ensure_ascii=data.draw(st.booleans())))
+        if data.draw(st.integers(0, 3)):
+            rehash(folder, "vocabulary.json")
+    elif target == "vocab-bytes":
+        raw = bytearray((good / "vocabulary.json").read_bytes())
+        i = data.draw(st.integers(0, len(raw) - 1))
+        choice = data.draw(st.sampled_from(["cut", "byte", "bom"]))
+        raw = raw[:i] if choice == "cut" else b"\xef\xbb\xbf" + raw if choice == "bom" else raw
+        if choice == "byte":
+            raw[i] = data.draw(st.integers(0, 255))
+        (folder / "vocabulary.json").write_bytes(bytes(raw))
+        if data.draw(st.booleans()):
+            rehash(folder, "vocabulary.json")
+    else:
+        m = json.loads((good / "manifest.json").read_text())
+        if target == "model":
+            key = data.draw(st.sampled_from(["label_levels", "label_nested", "num_classes"]))
+            if data.draw(st.booleans()):
+                m["model"].pop(key)
+            else:
+                m["model"][key] = data.draw(json_value | st.lists(st.integers(0, 12), max_size=5))
+        else:
+            key = data.draw(st.sampled_from(["class_names", "files", "y_in", "levels"]))
+            if key == "class_names":
+                m["class_names"] = data.draw(st.lists(st.text(max_size=4), max_size=3))
+            elif key == "files":
+                m["files"].pop("vocabulary.json")
+            elif key == "y_in":
+                m["buffers"]["y_in"]["elements"] = [data.draw(st.integers(0, 6)), 0, 0]
+            else:
+                d = next(d for d in m["programs"]["forward"] if d["label"] == "y_embedder")
+                d["params"][3] = [0, 0, data.draw(st.integers(0, 6))]
+        (folder / "manifest.json").write_text(json.dumps(m))
+    return target
+
+
+def test_tampered_named_bundles_fail_alike_in_both_runtimes(good_named, tmp_path):
+    """vocabulary.json is verified like every bundle file, and against the model's label levels: the same verdict
+    from runtime_py/verify.py and web/bundle.js (+ web/labels.js) on every case."""
+    assert verify_bundle(good_named)["model"]["label_levels"] == [5, 3, 3, 2]
+    py: dict[str, str] = {}
+    counter = iter(range(10 ** 9))
+
+    @settings(max_examples=max(CASES // 3, 50), derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one(data):
+        folder = tmp_path / f"case{next(counter)}"
+        what = damage_named(data, good_named, folder)
+        try:
+            verify_bundle(folder)
+            py[str(folder)] = "ok"
+        except BundleError as e:
+            assert "\n" not in str(e) and str(e), (what, str(e))
+            py[str(folder)] = f"{type(e).__name__}: {e}"
+
+    one()
+    js = verdicts_js(list(py) + [good_named])
+    assert js[str(good_named)] == "ok"
+    crashes = {k: v for k, v in js.items() if not (v == "ok" or v.startswith("BundleError: "))}
+    assert not crashes, f"{len(crashes)} JS crashes, e.g. {next(iter(crashes.values()))}"
+    disagree = {k: (py[k], js[k]) for k in py if (py[k] == "ok") != (js[k] == "ok")}
+    assert not disagree, f"{len(disagree)} verdicts differ, e.g. {list(disagree.values())[:3]}"
+    rejected = sum(v != "ok" for v in py.values())
+    print(f"{len(py)} tampered named bundles: {rejected} rejected by both runtimes")
+    assert rejected >= 0.5 * len(py)
+
+
+def test_named_vocabulary_damage_by_name(good_named, tmp_path):
+    def vocab_edit(fn):
+        def run(folder):
+            v = json.loads((folder / "vocabulary.json").read_text())
+            fn(v)
+            (folder / "vocabulary.json").write_text(json.dumps(v))
+            rehash(folder, "vocabulary.json")
+        return run
+
+    def manifest_edit(fn):
+        def run(folder):
+            m = json.loads((folder / "manifest.json").read_text())
+            fn(m)
+            (folder / "manifest.json").write_text(json.dumps(m))
+        return run
+
+    def raw(data):
+        def run(folder):
+            (folder / "vocabulary.json").write_bytes(data)
+            rehash(folder, "vocabulary.json")
+        return run
+    corpus = {
+        "fewer styles than the weights": (vocab_edit(lambda v: v["names"][3].pop()), "disagree with the weights"),
+        "nested differs": (vocab_edit(lambda v: v.update(nested=2, parents=v["parents"][:1])), "disagree with the weights"),
+        "parent out of range": (vocab_edit(lambda v: v["parents"][0].__setitem__(0, 9)), "parents of level 'emoji'"),
+        "duplicate name": (vocab_edit(lambda v: v["names"][2].__setitem__(1, v["names"][2][0])), "twice"),
+        "other format": (vocab_edit(lambda v: v.update(format="other/1")), "is not 'ditweb-vocabulary/1'"),
+        "not JSON": (raw(b"{not json"), "not valid JSON"),
+        "not UTF-8": (raw(b'{"format": "\xff"}'), "not UTF-8"),
+        "edited, not re-hashed": (lambda f: (f / "vocabulary.json").write_bytes((f / "vocabulary.json").read_bytes()[:-1] + b" "),
+                                  "sha256"),
+        "not listed": (manifest_edit(lambda m: m["files"].pop("vocabulary.json")), "needs vocabulary.json"),
+        "absent": (lambda f: (f / "vocabulary.json").unlink(), "vocabulary.json"),
+        "levels sum": (manifest_edit(lambda m: m["model"].update(label_levels=[5, 3, 3, 3])), "summing to num_classes"),
+        "nested out of range": (manifest_edit(lambda m: m["model"].update(label_nested=5)), "label_nested"),
+        "class names listed": (manifest_edit(lambda m: m.update(class_names=["a"])), "class_names"),
+        "y_in one row": (manifest_edit(lambda m: m["buffers"]["y_in"].update(elements=[1, 0, 0])), "label row"),
+        "label_embed levels": (manifest_edit(lambda m: next(d for d in m["programs"]["forward"] if d["label"] == "y_embedder")
+                                             ["params"].__setitem__(3, [0, 0, 1])), "label levels"),
+        "one-level with a vocabulary": (manifest_edit(lambda m: m["model"].pop("label_levels")), "label_nested without"),
+    }
+    folders = {}
+    for name, (fn, needle) in corpus.items():
+        folder = tmp_path / name.replace(" ", "_").replace(",", "")
+        shutil.copytree(good_named, folder)
+        fn(folder)
+        folders[name] = folder
+        with pytest.raises(BundleError) as e:
+            verify_bundle(folder)
+        assert needle in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
+    js = verdicts_js(folders.values())
     for name, folder in folders.items():
         msg = js[str(folder)]
         assert msg.startswith("BundleError: ") and corpus[name][1] in msg, (name, msg)

@@ -132,8 +132,15 @@ def cases():
                     dict(t=np.array(t, np.uint32), freqs=freqs, dst=zeros(len(t) * 256)), None))
     for B, D, ncls in [(1, 1, 1), (17, 65, 9)]:
         y = np.arange(B, dtype=np.uint32) % (ncls + 1)                  # includes the null class
-        out.append(("label_embed", {}, dict(count=B * D, D=D, rows=ncls + 1),
+        out.append(("label_embed", {}, dict(count=B * D, D=D, rows=ncls + 1, levels=1),
                     dict(y=y, table=rnd((ncls + 1) * D), t_emb=rnd(B * D), y_emb=zeros(B * D), c=zeros(B * D)), None))
+    for B, D, sizes in [(1, 1, (1, 1, 1, 1)), (13, 67, (37, 11, 5, 3))]:   # named models: the sum of 4 levels' rows
+        starts = np.cumsum([0] + [n + 1 for n in sizes[:-1]])
+        rows = sum(sizes) + len(sizes)
+        ids = np.stack([np.arange(B) * (3 + l) % (n + 1) for l, n in enumerate(sizes)], 1)   # null rows included
+        y = (ids + starts).astype(np.uint32).reshape(-1)
+        out.append(("label_embed", {}, dict(count=B * D, D=D, rows=rows, levels=len(sizes)),
+                    dict(y=y, table=rnd(rows * D, scale=3.0), t_emb=rnd(B * D), y_emb=zeros(B * D), c=zeros(B * D)), None))
     for B, D, T_dst, tok0 in [(1, 1, 2, 0), (3, 17, 19, 17)]:
         out.append(("cond_tokens", {}, dict(count=B * 2 * D, D=D, T_dst=T_dst, tok0=tok0),
                     dict(t_emb=rnd(B * D), y_emb=rnd(B * D), dst=rnd(B * T_dst * D)), None))

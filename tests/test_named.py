@@ -220,8 +220,15 @@ def test_sample_prompt_style_and_compose(named_run, tmp_path):
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = ditweb("sample", "models/default.safetensors", "--prompt", "hippo", "--n", "1", "--steps", "1", check=False)
     assert r.returncode == 2 and "need a named model" in r.stderr
-    r = ditweb("export", ckpt, str(tmp_path / "bundle"), check=False)
-    assert r.returncode == 2 and "named model" in r.stderr
+    ditweb("export", ckpt, str(tmp_path / "bundle"))                 # named bundles carry vocabulary.json
+    assert (tmp_path / "bundle" / "vocabulary.json").is_file()
+    r = ditweb("sample", str(tmp_path / "bundle"), "--runtime", "wgpu", "--prompt", "hippo", "--style", "noto",
+               "--n", "1", "--steps", "2", "--out", str(tmp_path / "w"))
+    assert "prompt 'hippo' -> hippopotamus < animal-mammal < Animals & Nature, style noto" in r.stderr
+    assert (tmp_path / "w" / "grid.png").is_file()
+    r = ditweb("sample", str(tmp_path / "bundle"), "--runtime", "wgpu", "--prompt", "hipo", "--n", "1", "--steps", "1",
+               "--out", str(tmp_path / "x"), check=False)
+    assert r.returncode == 2 and "unknown prompt 'hipo'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_a_vocabulary_that_disagrees_with_the_weights_is_refused(named_run, tmp_path):

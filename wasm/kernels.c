@@ -401,9 +401,13 @@ void EXPORT(op_timestep_embed)(const u32 *params, const u32 *t, const f32 *freqs
 void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
   PARAMS_label_embed(params);
   for (u32 idx = 0; idx < count; idx++) {
-    const u32 b = idx / D;
-    const u32 row = y[b] < rows - 1 ? y[b] : rows - 1;   // an id >= rows reads the null row
-    const f32 e = table[row * D + idx % D];
+    const u32 b = idx / D, d = idx % D;
+    f32 e = 0.0f;
+    for (u32 l = 0; l < levels; l++) {                    // the L levels' rows, added in order (as the WGSL)
+      const u32 r = y[b * levels + l];
+      const f32 v = table[(r < rows - 1 ? r : rows - 1) * D + d];   // a row >= rows reads the last row
+      e = l == 0 ? v : e + v;
+    }
     y_emb[idx] = e;
     c[idx] = t_emb[idx] + e;
   }

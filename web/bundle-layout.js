@@ -227,7 +227,8 @@ export const OP_PARAMS = {
  "label_embed": [
   "count",
   "D",
-  "rows"
+  "rows",
+  "levels"
  ],
  "cond_tokens": [
   "count",

@@ -2,8 +2,8 @@
 export const SCHEMA = {
  "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
- "format_version": 3,
- "exporter_version": "0.3.0",
+ "format_version": 4,
+ "exporter_version": "0.4.0",
  "step_bytes": 128,
  "max_branches": 8,
  "max_bytes": 2147483648,
@@ -137,8 +137,27 @@ export const SCHEMA = {
        "in-context"
       ]
      },
-     "prediction": "prediction"
-    }
+     "prediction": "prediction",
+     "label_levels": {
+      "list": {
+       "int": [
+        1,
+        100000
+       ]
+      },
+      "max": 8
+     },
+     "label_nested": {
+      "int": [
+       1,
+       8
+      ]
+     }
+    },
+    "optional": [
+     "label_levels",
+     "label_nested"
+    ]
    },
    "class_names": {
     "list": "string",

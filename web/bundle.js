@@ -8,6 +8,7 @@
 // the twins of verify.py's, shared with the decoder's (web/decode.js), and one corpus of tampered bundles
 // and decoders runs against both (tests/test_fuzz_bundles.py).
 import { SCHEMA } from "./bundle-schema.js";
+import { Vocabulary, VocabularyError } from "./labels.js";
 
 const CACHE_NAME = "ditweb-bundle-v1";
 export const FORMAT = SCHEMA.format;
@@ -255,6 +256,48 @@ export function checkDispatch(d, k, buffers, where, fail) {
   if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel ${d.kernel} declares ${k.params.length}`);
 }
 
+// A named model's label vocabulary (web/labels.js), its own verified file; one-level bundles have none.
+export const VOCABULARY_FILE = "vocabulary.json";
+
+// The label table's levels: model.label_levels of a named model, else [num_classes] (one level).
+export const labelLevels = (m) => (Object.prototype.hasOwnProperty.call(m.model, "label_levels") ? m.model.label_levels : [m.model.num_classes]);
+
+// One-level model: a class name per class. Named model: levels summing to num_classes, label_nested within them,
+// no class names, its vocabulary.json listed (runtime_py/verify.py check_label_levels).
+function checkLabelLevels(m, fail) {
+  const c = m.model, own = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
+  if (!own(c, "label_levels")) {
+    if (own(c, "label_nested")) fail("model: label_nested without label_levels");
+    if (m.class_names.length !== c.num_classes) fail(`class_names: ${m.class_names.length} names for ${c.num_classes} classes`);
+    if (own(m.files, VOCABULARY_FILE)) fail(`files: ${VOCABULARY_FILE} listed for a one-level model (no model.label_levels)`);
+    return;
+  }
+  const levels = c.label_levels;
+  if (!levels.length || levels.reduce((a, b) => a + b, 0) !== c.num_classes) fail(`model.label_levels ${short(levels)} must be 1 to 8 sizes summing to num_classes ${c.num_classes}`);
+  const nested = own(c, "label_nested") ? c.label_nested : 0;
+  if (!(nested >= 1 && nested <= levels.length)) fail(`model.label_nested must be an integer in [1, ${levels.length}] for ${levels.length} label levels`);
+  if (m.class_names.length) fail(`class_names: a named model lists its names in ${VOCABULARY_FILE}, not here`);
+  if (!own(m.files, VOCABULARY_FILE)) fail(`files: a named model (model.label_levels) needs ${VOCABULARY_FILE} listed`);
+}
+
+// vocabulary.json (size and sha256 already checked) against the model's label levels -> a Vocabulary, or null
+// for a one-level bundle (runtime_py/verify.py check_vocabulary).
+export function verifyVocabulary(m, buf) {
+  if (!Object.prototype.hasOwnProperty.call(m.model, "label_levels")) return null;
+  let text;
+  try { text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(buf); } catch { throw new BundleError(VOCABULARY_FILE, "not UTF-8 text"); }
+  let vocab;
+  try { vocab = Vocabulary.loads(text, VOCABULARY_FILE); } catch (e) {
+    if (e instanceof VocabularyError) throw new BundleError(VOCABULARY_FILE, e.message.replace(/^vocabulary\.json: /, ""));
+    throw e;
+  }
+  const c = m.model;
+  if (JSON.stringify(vocab.sizes) !== JSON.stringify(c.label_levels) || vocab.nested !== c.label_nested) {
+    throw new BundleError(VOCABULARY_FILE, `levels ${JSON.stringify(vocab.sizes)} (${vocab.nested} nested) disagree with the weights' model.label_levels ${JSON.stringify(c.label_levels)} (${c.label_nested} nested)`);
+  }
+  return vocab;
+}
+
 // Check everything the format promises, naming the field on failure (docs: "Verification").
 export function verifyManifest(m) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
@@ -269,7 +312,7 @@ export function verifyManifest(m) {
   const c = m.model;
   if (c.input_size % c.patch_size) fail(`model: input_size ${c.input_size} is not divisible by patch_size ${c.patch_size}`);
   if (c.hidden_size % c.num_heads || c.hidden_size / c.num_heads > 256) fail(`model: hidden_size ${c.hidden_size} over ${c.num_heads} heads is no head size in [1, 256]`);
-  if (m.class_names.length !== c.num_classes) fail(`class_names: ${m.class_names.length} names for ${c.num_classes} classes`);
+  checkLabelLevels(m, fail);
   if (m.sampler.prediction !== c.prediction) fail(`sampler.prediction ${short(m.sampler.prediction)} differs from model.prediction ${short(c.prediction)}`);
   if (m.sampler.beta_start > m.sampler.beta_end) fail(`sampler: beta_start ${m.sampler.beta_start} exceeds beta_end ${m.sampler.beta_end}`);
   const I = c.input_size, C = c.in_channels;
@@ -305,6 +348,10 @@ export function verifyManifest(m) {
     const b = Object.prototype.hasOwnProperty.call(m.buffers, m.io[key]) ? m.buffers[m.io[key]] : null;
     if (!b || b.kind !== "activation") fail(`io.${key}: ${short(m.io[key])} names no activation buffer`);
   }
+  const nLevels = labelLevels(m).length;
+  if (JSON.stringify(m.buffers[m.io.y].elements) !== JSON.stringify([nLevels, 0, 0])) {
+    fail(`buffers.${m.io.y.slice(0, 60)}: elements ${short(m.buffers[m.io.y].elements)} do not hold ${nLevels} label row(s) per batch row ([${nLevels}, 0, 0])`);
+  }
   for (const prog of SCHEMA.programs) {
     m.programs[prog].forEach((d, i) => {
       const where = `programs.${prog}[${i}] (${d.label.slice(0, 40)})`;
@@ -312,6 +359,8 @@ export function verifyManifest(m) {
       if (!k) fail(`${where}: unknown kernel ${short(d.kernel)}`);
       checkDispatch(d, k, m.buffers, where, fail);
       if (JSON.stringify(d.workgroups) !== JSON.stringify(workgroupForms(k, d.params))) fail(`${where}: workgroups ${short(d.workgroups)} do not follow kernel ${d.kernel}'s groups ${JSON.stringify(k.groups)}`);
+      const li = k.op === "label_embed" ? k.params.indexOf("levels") : -1;
+      if (li >= 0 && JSON.stringify(d.params[li]) !== JSON.stringify([0, 0, nLevels])) fail(`${where}: levels ${short(d.params[li])} differ from the model's ${nLevels} label levels`);
     });
   }
 }
@@ -350,6 +399,8 @@ export function verifyFiles(m, files) {
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
   }
+  const vocabFile = vocabularyFiles(m)[0];
+  if (vocabFile && !Object.prototype.hasOwnProperty.call(files, vocabFile)) throw new BundleError(vocabFile, "was not downloaded");
   const tensors = verifyShards(m.buffers, files);
   const kernels = {};
   for (const [name, k] of Object.entries(m.kernels)) {
@@ -358,8 +409,12 @@ export function verifyFiles(m, files) {
     verifyKernelSource(name, k, code);
     kernels[name] = code;
   }
-  return { tensors, kernels };
+  const vocab = vocabFile ? verifyVocabulary(m, files[vocabFile]) : null;
+  return { tensors, kernels, vocab };
 }
+
+// [VOCABULARY_FILE] for a named bundle (fetched and verified with the weights and kernels), else [].
+export const vocabularyFiles = (m) => (Object.prototype.hasOwnProperty.call(m.model, "label_levels") ? [VOCABULARY_FILE] : []);
 
 // Weight buffers vs the headers of their shards (each parsed once): the tensor exists in the buffer's file with
 // the listed dtype, shape and bytes. Shared by the bundle and its decoder/ (web/decode.js; prefix "decoder/").

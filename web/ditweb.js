@@ -14,13 +14,14 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { BundleError, fetchManifest, fetchVerified, verifyFiles, verifyManifest, weightFiles, workgroupForms } from "./bundle.js";
+import { BundleError, fetchManifest, fetchVerified, labelLevels, verifyFiles, verifyManifest, vocabularyFiles, weightFiles, workgroupForms } from "./bundle.js";
+import { Label, VocabularyError } from "./labels.js";
 import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
 import { Decoder, fetchDecoder } from "./decode.js";
-import { MAX_BRANCHES, SAMPLERS, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
+import { MAX_BRANCHES, SAMPLERS, labelRows, labelStarts, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
 import { drawRGBA, faviconLink, restoreStaticFavicon, setFavicon, toDataURL, toRGBA } from "./favicon.js";
 
-export { BundleError };
+export { BundleError, Label, VocabularyError };
 export { FORMAT, FORMAT_VERSION } from "./bundle.js";
 
 // ------------------------------------------------------------------ WebGPU support
@@ -110,7 +111,7 @@ export async function loadBundle(url, opts = {}) {
   // only what the runtime runs: the weight shards and the kernels (model.onnx and the like stay on the server).
   // Each shard is fetched, sha256-verified and cached on its own (web/bundle.js fetchVerified), one progress
   // step each: an interrupted download of a big model resumes at the first shard not in the Cache API.
-  const names = [...weightFiles(manifest.buffers), ...new Set(Object.values(manifest.kernels).map((k) => k.file))];
+  const names = [...weightFiles(manifest.buffers), ...new Set(Object.values(manifest.kernels).map((k) => k.file)), ...vocabularyFiles(manifest)];
   let done = 0;
   // the first bad file stops the other downloads, and no progress is reported after it
   const stop = new AbortController();
@@ -126,7 +127,7 @@ export async function loadBundle(url, opts = {}) {
       throw e;
     }
   }));
-  const { tensors, kernels } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest
+  const { tensors, kernels, vocab } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest, vocabulary
   // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, WebGPU only
   const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
   let chosen = { runtime, reason: "asked for" };
@@ -144,39 +145,79 @@ export async function loadBundle(url, opts = {}) {
     if (!simd.ok) throw new UnsupportedError(simd.message);
     const bundle = new WasmBundle(base, manifest, tensors, stats, opts);
     bundle.runtimeReason = chosen.reason;
+    bundle.vocab = vocab;
     await bundle.start();
     return bundle;
   }
   const bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
   bundle.runtimeReason = chosen.reason;
+  bundle.vocab = vocab;
   bundle.decoderFiles = decoderFiles;
   await bundle.createDevice();
   return bundle;
 }
 
+// ------------------------------------------------------------------ labels (both runtimes)
+
+// A named bundle (vocabulary.json, web/labels.js): a prompt (and a style) -> a Label; the twin of runtime_py
+// Bundle.resolve. Throws VocabularyError (one line, the closest labels) for an unknown or ambiguous prompt.
+function resolvePrompt(bundle, prompt, style = null) {
+  if (!bundle.vocab) throw new RangeError(`a one-level bundle (${bundle.config.num_classes} classes) takes class ids or names, not prompts`);
+  return bundle.vocab.resolve(prompt, style);
+}
+
+// One label as the sampler takes it: a class id (one-level bundles: an id or a class name); a named bundle's label
+// is an array of per-level ids (id = level size: left out) from a Label, an array, a prompt (with `style`), or a
+// class id / name of classNames (every level's names, level after level).
+function labelIds(bundle, v, what = "label", style = null) {
+  const vocab = bundle.vocab;
+  if (!vocab) return resolveClass(v, bundle.classNames, what);
+  if (v instanceof Label) v = v.ids;
+  if (Array.isArray(v)) {
+    vocab.checkLabel(v);
+    return [...v];
+  }
+  if (typeof v === "string" && !/^\d+$/.test(v)) return vocab.resolve(v, style).ids;
+  const id = Number(v), sizes = vocab.sizes;
+  if (!Number.isInteger(id) || id < 0 || id >= bundle.classNames.length) throw new RangeError(`${what}: class id ${v} is out of range [0, ${bundle.classNames.length})`);
+  let l = 0, i = id;
+  while (i >= sizes[l]) { i -= sizes[l]; l += 1; }
+  const free = style && l < vocab.nested && vocab.levels.length > vocab.nested ? { [vocab.levels[vocab.levels.length - 1]]: style } : {};
+  return vocab.label(l, i, free).ids;
+}
+
 // Everything a sampling run needs before any compute, from sample()'s options (both runtimes).
+// A named bundle takes prompt (+ style), className (any label name) or classId, or classIds: labels as labelIds reads them.
 function setUpRun(bundle, opts) {
   const m = bundle.manifest;
-  const { in_channels: C, input_size: I, num_classes: numClasses } = m.model;
+  const { in_channels: C, input_size: I } = m.model;
+  const named = !!bundle.vocab;
+  if (!named && (opts.prompt != null || opts.style != null)) throw new RangeError("prompt and style need a named bundle (one with vocabulary.json)");
+  const style = opts.style ?? null;
+  if (named && style !== null) {              // an unknown style fails even where no label names one
+    const vocab = bundle.vocab, last = vocab.levels[vocab.levels.length - 1];
+    vocab.label(vocab.level(last), 0, { [last]: style });
+  }
+  const pick = (v, what) => labelIds(bundle, v, what, style);
   let classIds = opts.classIds;
   if (!classIds) {
-    const one = opts.className !== undefined ? opts.className : (opts.classId ?? 0);
-    classIds = Array(opts.n ?? 1).fill(one);
+    const one = opts.prompt != null ? opts.prompt : opts.className !== undefined ? opts.className : opts.classId;
+    if (one === undefined && named && !(opts.compose && opts.compose.length)) throw new RangeError('a named bundle needs a prompt (e.g. {prompt: "hippo"}) or a class');
+    classIds = Array(opts.n ?? 1).fill(one === undefined ? (named ? bundle.vocab.null.ids : 0) : one);
   }
-  const guide = makeGuide(opts, bundle.classNames);
-  classIds = classIds.map((c, n) => resolveClass(c, bundle.classNames, `class of image ${n}`));
+  const guide = makeGuide(opts, bundle.classNames, pick);
+  classIds = classIds.map((c, n) => pick(c, `class of image ${n}`));
   const steps = opts.steps ?? 25;
   const sampler = opts.sampler || "ddim";
   if (!SAMPLERS.includes(sampler)) throw new RangeError(`unknown sampler ${JSON.stringify(sampler)}; choose one of ${SAMPLERS.join(", ")}`);
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
   const tables = samplerTables(m, steps);
-  const plan = makePlan(guide, classIds, numClasses);
+  const plan = makePlan(guide, classIds, named ? bundle.vocab.sizes : m.model.num_classes);
   const N = classIds.length, K = guide.copies, J = plan.labels.length;
   if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
   const B = K * J * N;
-  const y = new Uint32Array(B);                                     // [k][j][n]
-  for (let k = 0; k < K; k++) for (let j = 0; j < J; j++) for (let n = 0; n < N; n++) y[(k * J + j) * N + n] = plan.labels[j][n];
+  const y = labelRows(plan, K, N, labelStarts(labelLevels(m)));      // [k][j][n], L table rows each
   // latent bundles (with a decoder) sample without x0 clipping: latents are not bounded like pixels
   const common = { tables, steps, seed, K, J, N, plan, guide, sampler, eta: opts.eta ?? 0.0, clipX0: opts.clipX0 ?? !bundle.decoderFiles,
                    prediction: m.sampler.prediction };
@@ -207,10 +248,15 @@ export class Bundle {
     this.lastTune = null;              // the report of the last timing run
     this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
     this.decoder = null;               // its Decoder on the current device
+    /** @type {import("./labels.js").Vocabulary | null} */
+    this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
   }
 
-  get classNames() { return this.manifest.class_names; }
+  // every label's name: a one-level bundle's class names; a named bundle's names of every level, level after level
+  get classNames() { return this.vocab ? this.vocab.flatNames() : this.manifest.class_names; }
   get config() { return this.manifest.model; }
+  resolve(prompt, style = null) { return resolvePrompt(this, prompt, style); }
+  label(v, what = "label", style = null) { return labelIds(this, v, what, style); }
 
   describe() {
     const c = this.config;
@@ -461,19 +507,21 @@ export class Bundle {
     return out;
   }
 
-  // A plain forward pass: x (B, C, I, I) f32, t and y (B,) ints -> out (B, C_out, I, I) Float32Array.
+  // A plain forward pass: x (B, C, I, I) f32, t (B,) ints, y (B,) class ids (a named bundle: B labels, arrays of
+  // per-level ids) -> out (B, C_out, I, I) Float32Array.
   async forward(x, t, y) {
     const io = this.manifest.io;
     const B = t.length;
     const per = io.x_shape.reduce((a, b) => a * b, 1);
-    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
+    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} labels`);
+    const rows = labelRows({ labels: [Array.from(y, (v) => (this.vocab ? this.label(v) : v))] }, 1, B, labelStarts(labelLevels(this.manifest)));
     await this.ensureDevice();
     await this.ensurePlan(B, B);
     this.state(B, B);
     const q = this.device.queue;
     q.writeBuffer(this.batch.buffers[io.x], 0, Float32Array.from(x));
     q.writeBuffer(this.batch.buffers[io.t], 0, Uint32Array.from(t));
-    q.writeBuffer(this.batch.buffers[io.y], 0, Uint32Array.from(y));
+    q.writeBuffer(this.batch.buffers[io.y], 0, rows);
     q.submit([this.encode(["forward"]).finish()]);
     return this.readBuffer(io.out, 4 * B * io.out_shape.reduce((a, b) => a * b, 1));
   }
@@ -594,10 +642,15 @@ export class WasmBundle {
     /** @type {Promise<unknown>} */
     this.busy = Promise.resolve();
     this.runtimeReason = "";
+    /** @type {import("./labels.js").Vocabulary | null} */
+    this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
   }
 
-  get classNames() { return this.manifest.class_names; }
+  // every label's name: a one-level bundle's class names; a named bundle's names of every level, level after level
+  get classNames() { return this.vocab ? this.vocab.flatNames() : this.manifest.class_names; }
   get config() { return this.manifest.model; }
+  resolve(prompt, style = null) { return resolvePrompt(this, prompt, style); }
+  label(v, what = "label", style = null) { return labelIds(this, v, what, style); }
   describe() { return Bundle.prototype.describe.call(this); }
   tables(steps) { return samplerTables(this.manifest, steps); }
   images(x, C, I) { return Bundle.prototype.images.call(this, x, C, I); }
@@ -648,9 +701,10 @@ export class WasmBundle {
     const io = this.manifest.io;
     const B = t.length;
     const per = io.x_shape.reduce((a, b) => a * b, 1);
-    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} ids`);
+    if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} labels`);
+    const rows = labelRows({ labels: [Array.from(y, (v) => (this.vocab ? this.label(v) : v))] }, 1, B, labelStarts(labelLevels(this.manifest)));
     // after any running sample(): the worker has one set of batch buffers
-    const run = this.busy.then(() => this.call("forward", { x: Float32Array.from(x), t: Uint32Array.from(t), y: Uint32Array.from(y) }));
+    const run = this.busy.then(() => this.call("forward", { x: Float32Array.from(x), t: Uint32Array.from(t), y: rows }));
     this.busy = run.catch(() => {});
     return run;
   }

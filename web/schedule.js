@@ -88,8 +88,10 @@ export function resolveClass(v, classNames, what = "class") {
   return id;
 }
 
-export function makeGuide(opts, classNames) {
-  const classId = (v, what) => resolveClass(v, classNames, what);
+// pick(v, what): how a label is read (a named bundle: prompts and per-level ids, ditweb.js); default: class ids
+// and names of classNames.
+export function makeGuide(opts, classNames, pick = null) {
+  const classId = pick || ((v, what) => resolveClass(v, classNames, what));
   const guide = {
     scale: opts.cfg ?? 4.0,
     negativeClass: opts.negativeClass == null ? null : classId(opts.negativeClass, "negativeClass"),
@@ -121,9 +123,10 @@ export function scaleAt(guide, nDone, steps, t) {
   return guide.scale;
 }
 
-// make_plan: J label branches (each N ids), a_j = base_j + slope_j * s, var_branch
-export function makePlan(guide, classIds, numClasses) {
-  const nul = classIds.map(() => numClasses);
+// make_plan: J label branches (each N labels), a_j = base_j + slope_j * s, var_branch. nullLabel: num_classes, or
+// for a named bundle the level sizes (every level left out); labels are then arrays of per-level ids.
+export function makePlan(guide, classIds, nullLabel) {
+  const nul = classIds.map(() => nullLabel);
   if (guide.compose.length) {
     const w = guide.compose.map(([, wt]) => wt);
     return {
@@ -177,4 +180,27 @@ export function stepUniform({ tables, i, nDone, steps, seed, K, J, N, plan, guid
     perturb: guide.batchTau * Math.sqrt(1 - tables.abar[i]),
     coef: plan.base.map((b, j) => b + plan.slope[j] * s),
   });
+}
+
+// The y_in words of a run: for each label of the plan in [k][j][n] order, its label_embed table rows (a class id;
+// a named bundle's label: level l's id + starts[l], L words).
+export function labelRows(plan, K, N, starts = [0]) {
+  const J = plan.labels.length, L = starts.length;
+  const y = new Uint32Array(K * J * N * L);
+  for (let k = 0; k < K; k++) {
+    for (let j = 0; j < J; j++) {
+      for (let n = 0; n < N; n++) {
+        const label = plan.labels[j][n], at = ((k * J + j) * N + n) * L;
+        for (let l = 0; l < L; l++) y[at + l] = (Array.isArray(label) ? label[l] : label) + starts[l];
+      }
+    }
+  }
+  return y;
+}
+
+// The first table row of each label level (level l: sum of (n_k + 1) over k < l); [0] for a one-level bundle.
+export function labelStarts(levels) {
+  const starts = [0];
+  for (let l = 1; l < levels.length; l++) starts.push(starts[l - 1] + levels[l - 1] + 1);
+  return starts;
 }

@@ -221,12 +221,16 @@ def bound_pos_embed_add(x, p, v, step):
 
 
 def bound_label_embed(x, p, v, step):
-    D = p["D"]
+    # y_emb: L rows added in order, L - 1 roundings: |err| <= gamma(L - 1) sum_l |e_l| (exact for L = 1);
+    # c = t_emb + y_emb: that error plus one rounding of U |t_emb + y_emb| <= U (|t_emb| + sum_l |e_l|)
+    D, L = p["D"], p["levels"]
     Bn = p["count"] // D
-    emb = x["table"].reshape(-1, D)[x["y"][:Bn].long().clamp(max=p["rows"] - 1)]
-    c = _full(x["c"])
-    c[: Bn * D] = U * (x["t_emb"][: Bn * D].abs() + emb.reshape(-1).abs())
-    return {"y_emb": _full(x["y_emb"]), "c": _finish(c)}
+    rows = x["y"][: Bn * L].long().clamp(max=p["rows"] - 1).reshape(Bn, L)
+    mag = x["table"].reshape(-1, D)[rows].abs().sum(1).reshape(-1)       # sum_l |e_l|, (B D,)
+    y_emb, c = _full(x["y_emb"]), _full(x["c"])
+    y_emb[: Bn * D] = gamma(L - 1) * mag
+    c[: Bn * D] = (gamma(L - 1) + U) * mag + U * x["t_emb"][: Bn * D].abs()
+    return {"y_emb": _finish(y_emb) if L > 1 else y_emb, "c": _finish(c)}
 
 
 def bound_exact(x, p, v, step, names=("dst",)):

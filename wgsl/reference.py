@@ -131,10 +131,10 @@ def ref_timestep_embed(x, p, v, step):
 
 
 def ref_label_embed(x, p, v, step):
-    D = p["D"]
+    D, L = p["D"], p["levels"]
     Bn = p["count"] // D
-    y = x["y"][:Bn].long()
-    emb = x["table"].reshape(-1, D)[y]                                   # (B, D)
+    rows = x["y"][: Bn * L].long().clamp(max=p["rows"] - 1).reshape(Bn, L)
+    emb = x["table"].reshape(-1, D)[rows].sum(1)                         # (B, D): the sum of the L levels' rows
     c = x["t_emb"][: Bn * D].reshape(Bn, D) + emb                        # c = t_emb + y_emb
     yo, co = x["y_emb"].clone(), x["c"].clone()
     yo[: Bn * D] = emb.reshape(-1)

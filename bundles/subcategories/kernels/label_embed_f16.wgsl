@@ -1,12 +1,14 @@
-// label_embed: y_emb[b, :] = table[y_b, :] (row num_classes = the null class), c[b, :] = t_emb[b, :] + y_emb[b, :]
-// bindings: 0 params {count = B*D, D, rows = num_classes + 1}; 1 y (B,) u32; 2 table (rows, D) weights;
-//   3 t_emb (B, D); 4 y_emb (B, D) out; 5 c (B, D) out. An id >= rows reads the null row.
+// label_embed: y_emb[b, :] = sum over the L label levels of table[y[b L + l], :], c[b, :] = t_emb[b, :] + y_emb[b, :]
+// bindings: 0 params {count = B*D, D, rows = table rows (num_classes + L), levels = L}; 1 y (B L,) u32 table rows
+//   (the host adds each level's first row to its id); 2 table (rows, D) weights; 3 t_emb (B, D); 4 y_emb (B, D) out;
+//   5 c (B, D) out. A row >= rows reads the last row. The L rows are added in level order from the first (L = 1:
+//   the row itself, exactly).
 // Invocation: 4 elements of (B, D).
 struct Params {
   count: u32,
   D: u32,
   rows: u32,
-  _pad0: u32,
+  levels: u32,
 };
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> y: array<u32>;
@@ -18,8 +20,11 @@ fn load_table(i: u32) -> f32 { let pair = unpack2x16float(table[i >> 1u]); retur
 
 fn element(idx: u32) {
   let b = idx / P.D;
-  let row = min(y[b], P.rows - 1u);
-  let e = load_table(row * P.D + idx % P.D);
+  let d = idx % P.D;
+  var e = load_table(min(y[b * P.levels], P.rows - 1u) * P.D + d);
+  for (var l = 1u; l < P.levels; l++) {
+    e = e + load_table(min(y[b * P.levels + l], P.rows - 1u) * P.D + d);
+  }
   y_emb[idx] = e;
   c[idx] = t_emb[idx] + e;
 }
