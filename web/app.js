@@ -4,6 +4,8 @@
 // ?runtime=auto|webgpu|wasm picks the runtime (default auto: WebGPU on a hardware GPU, else WebAssembly).
 // ?plan=default runs each dispatch's own kernel instead of the plan timed on this adapter (web/tune.js).
 // ?bundle=URL loads another bundle (same origin); bundles.json lists the ones the "model" picker offers.
+// A named bundle (vocabulary.json) shows a prompt box with suggestions as you type and a style picker in place of
+// the class picker: ?prompt=hippo (the default) and ?style=noto preset them.
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 
 /** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
@@ -32,8 +34,9 @@ function option(select, value, text) {
 
 function readOptions() {
   const negative = $("negative").value;
+  const label = bundle.vocab ? { prompt: $("prompt").value, style: $("style").value || null } : { classId: Number($("class").value) };
   return {
-    classId: Number($("class").value),
+    ...label,
     seed: Number($("seed").value) >>> 0,
     steps: Math.max(1, Math.min(1000, Math.round(Number($("steps").value) || 1))),
     cfg: Number($("cfg").value),
@@ -127,6 +130,32 @@ async function listModels() {
   return models.length;
 }
 
+// A named bundle: the prompt box (suggestions from the vocabulary as you type, what it resolves to in its title)
+// and the style picker replace the class picker.
+function setUpPrompt(vocab) {
+  $("class-label").hidden = true;
+  $("prompt-label").hidden = false;
+  const last = vocab.levels.length - 1;
+  if (last >= vocab.nested) {
+    vocab.names[last].forEach((name) => option($("style"), name, name));
+    $("style-label").hidden = false;
+  }
+  const input = $("prompt");
+  const update = () => {
+    const list = $("suggestions");
+    list.replaceChildren();
+    for (const name of vocab.suggest(input.value)) option(list, name, name);
+    try {
+      input.title = vocab.describe(vocab.resolve(input.value));
+      input.setCustomValidity("");
+    } catch (e) {
+      input.title = e.message;
+    }
+  };
+  input.addEventListener("input", update);
+  update();
+}
+
 async function main() {
   /** @type {any} */ (window).ditwebModels = listModels();   // in parallel with loading the bundle; it only adds the picker
   if (runtime === "webgpu") {   // WebGPU asked for: say so plainly when it is missing
@@ -168,7 +197,8 @@ async function main() {
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
   bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });
-  for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler"]) {   // ?class=1&seed=7... presets the form
+  if (bundle.vocab) setUpPrompt(bundle.vocab);
+  for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler", "prompt", "style"]) {   // ?class=1&seed=7... presets the form
     if (params.has(key)) $(key).value = params.get(key);
   }
   $("go").disabled = false;
