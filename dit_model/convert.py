@@ -66,7 +66,7 @@ def read_tensors(path: Path, error: type = ConvertError) -> dict:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise error(f"{path}: expected a dict of named tensors (or one under 'state_dict')")
-    from .checkpoint import CheckpointError, check_owned_storage
+    from .tensor_checks import CheckpointError, check_owned_storage
     try:
         check_owned_storage(obj, path)                  # before any conversion copies a view into real memory
     except CheckpointError as e:

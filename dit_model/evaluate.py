@@ -313,7 +313,7 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
     """Everything `ditweb eval` reports, as a dict (see table() for the printed form)."""
     from tqdm import tqdm
     from .data import load_data
-    from .guidance import Guide
+    from ditformat.guidance import Guide
     from .sample import sample_images
     model, meta = load_eval_model(ckpt, weights)
     cfg, names = meta["config"], meta["class_names"]
@@ -403,49 +403,3 @@ def table(r: dict) -> tuple[str, list[str], list[list], str]:
              f"the floor row is each real image against all the others. Sampling and judging took "
              f"{secs} s per scale on {r['threads']} thread(s). See docs/evaluation.md.")
     return "Sample quality (ditweb eval)", header, rows, notes
-
-
-def register(sub):
-    p = sub.add_parser("eval", help="sample quality: balanced class accuracy, Frechet distance, near copies")
-    p.add_argument("ckpt", help="weights: .safetensors, a published state dict, or a training checkpoint runs/NAME/ckpt.pt")
-    p.add_argument("--weights", default="ema", choices=["ema", "raw"],
-                   help="for a training checkpoint: its EMA (default) or raw trained weights")
-    p.add_argument("--data", help="the training data (default: Twemoji)")
-    p.add_argument("--n-per-class", type=int, default=32, help="samples per class (and reference images per class)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--scales", default="1,2,4,6", help="guidance scales, comma-separated (1 = no guidance)")
-    p.add_argument("--interval", help="guide only while the model's t is in LO:HI (e.g. 0:600), 1 outside it; "
-                                      "default: every step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--judge", help=f"the judge's weights (default {JUDGE.relative_to(ROOT)})")
-    p.add_argument("--retrain-judge", action="store_true",
-                   help="train the judge on this data's 80%% split and write it to --judge before evaluating")
-    p.add_argument("--floor-pairs", type=int, default=FLOOR_PAIRS, help="real-vs-real pairs behind the floor")
-    p.add_argument("--json", help="also write the results (one row per scale) as JSON to this file")
-    p.add_argument("--out", default=None, help="folder for the table (default bench/results)")
-    p.set_defaults(func=cmd_eval)
-
-
-def cmd_eval(args):
-    from .bench import RESULTS, publish, save_text
-    try:
-        scales = [float(s) for s in args.scales.split(",")]
-    except ValueError:
-        raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
-    if args.n_per_class < 2:
-        raise EvalError("--n-per-class must be at least 2")
-    interval = None
-    if args.interval:
-        from .guidance import parse_interval
-        try:
-            interval = parse_interval(args.interval)
-        except ValueError as e:
-            raise EvalError(f"bad --interval {args.interval!r}: {e}") from None
-    if args.steps < 1 or args.floor_pairs < 2:
-        raise EvalError("--steps must be at least 1 and --floor-pairs at least 2")
-    result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,
-                      args.weights, args.judge, args.retrain_judge, args.floor_pairs, interval)
-    publish("eval", *table(result), args.out or RESULTS)
-    if args.json:
-        print(f"saved {save_text(Path(args.json), json.dumps(result, indent=1) + chr(10))}")

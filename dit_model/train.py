@@ -32,11 +32,6 @@ from .precision import PRECISIONS, resolve_precision
 from .randomness import T_SAMPLINGS, make_batch
 from .trainer import Trainer, read_training_checkpoint
 
-# tests/test_named.py (being edited in another session) still imports these two from here: switch it to
-# dit_model.randomness / dit_model.trainer, then delete this import.
-from .randomness import batch_plan  # noqa: F401,E402
-from .trainer import level_table  # noqa: F401,E402
-
 # The recipe; `--resume` restores these from the checkpoint, then applies options given again.
 DEFAULTS = dict(preset=DEFAULT_PRESET, data=None, size=32, skin_tones=False, subcategories=False, flip=True,
                 batch_size=32, lr=1e-4, weight_decay=0.0, ema=0.9999, seed=0, max_steps=None, epochs=None,

@@ -18,9 +18,9 @@ from ditformat.errors import DitwebError
 VERBS = [
     ("info", "dit_model.cli:register_info"),
     ("sample", "ditweb.sample:register"),
-    ("data", "dit_model.data:register"),
+    ("data", "dit_model.data_cli:register"),
     ("train", "dit_model.train:register"),
-    ("eval", "dit_model.evaluate:register"),
+    ("eval", "dit_model.eval_cli:register"),
     ("bench", "ditweb.bench:register"),
     ("export", "export.cli:register"),
     ("validate", "runtime_py.validate:register"),

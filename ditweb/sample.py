@@ -88,7 +88,7 @@ def compose_entries(values: list[str] | str | None) -> list[tuple[str, float]]:
 
 
 def guide_from_args(args, names: list[str], vocab=None, style: str | None = None):
-    from dit_model.guidance import Guide, parse_interval
+    from ditformat.guidance import Guide, parse_interval
     compose = ()
     pick = (lambda n: resolve_label(n, vocab, style)) if vocab is not None else (lambda n: resolve_class(n, names))
     if args.compose:

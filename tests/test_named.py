@@ -14,7 +14,9 @@ import torch
 from ditformat.labels import Vocabulary, VocabularyError
 from dit_model.model import DiT, DiTConfig, preset_config
 from dit_model.named import named_data
-from dit_model.train import Trainer, batch_plan, level_table, make_batch
+from dit_model.randomness import batch_plan
+from dit_model.trainer import Trainer, level_table
+from dit_model.randomness import make_batch
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,81 @@
+"""The README's grid for a named model: the first 16 evaluation emoji (models/eval_emoji.json, hippo first),
+one row each: the real image and 4 samples in style A, then the real image and 4 samples in style B,
+on a light checkerboard so transparency shows.
+
+    .venv/bin/python scripts/named_grid.py CKPT [--styles twemoji,noto] [--cfg 4] [--out docs/samples/named.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dit_model import identity                      # noqa: E402
+from dit_model.evaluate import load_eval_model      # noqa: E402
+from dit_model.images import to_uint8               # noqa: E402
+from dit_model.named_eval import sample_requests    # noqa: E402
+
+
+def checker(img: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W, 3) over a 4-px light checkerboard."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = np.where(((yy // 4) + (xx // 4)) % 2 == 0, 225, 250).astype(np.float32)[..., None]
+    a = img[..., 3:].astype(np.float32) / 255.0
+    return np.rint(img[..., :3] * a + board * (1 - a)).astype(np.uint8)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("ckpt")
+    ap.add_argument("--styles", default="twemoji,noto")
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--out", default="docs/samples/named.png")
+    args = ap.parse_args(argv)
+    model, meta = load_eval_model(args.ckpt)
+    vocab, cfg = meta["vocab"], meta["config"]
+    data = identity.load_data()
+    ids = identity.load_eval_list(data)[:args.rows]
+    styles = [s.strip() for s in args.styles.split(",")]
+    real = {}
+    for s in styles:
+        si = data.styles.index(s)
+        for e in ids:
+            m = np.flatnonzero((data.emoji == e) & (data.style == si) & np.array([v == "" for v in data.variant]))
+            real[e, s] = data.images[m[0]] if len(m) else np.zeros_like(data.images[0])
+    labels = [vocab.label(0, e, style=s).ids for e in ids for s in styles for _ in range(args.seeds)]
+    x = to_uint8(sample_requests(model, cfg, vocab, labels, args.cfg, args.steps, seed=0))
+    x = x.reshape(len(ids), len(styles), args.seeds, *x.shape[1:])
+    S, pad, gap = data.images.shape[1], 2, 8
+    cols = len(styles) * (1 + args.seeds)
+    W = cols * (S + pad) + (len(styles) - 1) * gap + pad
+    H = len(ids) * (S + pad) + pad
+    canvas = np.full((H, W, 3), 255, np.uint8)
+    for r, e in enumerate(ids):
+        x0 = pad
+        for j, s in enumerate(styles):
+            tiles = [real[e, s]] + list(x[r, j])
+            for k, t in enumerate(tiles):
+                y0 = pad + r * (S + pad)
+                canvas[y0:y0 + S, x0:x0 + S] = checker(t)
+                x0 += S + pad
+            x0 += gap
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).resize((W * 3, H * 3), Image.NEAREST).save(out)
+    names = [data.identities[e].name for e in ids]
+    print(f"{out}: rows {', '.join(names)}; columns per style ({', '.join(styles)}): real, then {args.seeds} samples "
+          f"(cfg {args.cfg:g}, {args.steps} DDIM steps, seed 0; step {meta.get('step')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
