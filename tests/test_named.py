@@ -246,3 +246,16 @@ def test_a_vocabulary_that_disagrees_with_the_weights_is_refused(named_run, tmp_
     torch.save(obj, tmp_path / "none.pt")
     with pytest.raises(CheckpointError, match="no vocabulary"):
         load_model(tmp_path / "none.pt")
+
+
+def test_eval_named_model(named_run, tmp_path):
+    r = ditweb("eval", str(named_run / "ckpt.pt"), "--styles", "noto", "--seeds", "2", "--steps", "1", "--hippo-seeds", "2",
+               "--floor-pairs", "2", "--scales", "2", "--out", str(tmp_path), "--json", str(tmp_path / "r.json"))
+    table = (tmp_path / "eval-named.md").read_text()
+    assert "real noto (ceiling, floor, reference)" in table and "| cfg 2" in table
+    assert "The hippo (the aim: hippopotamus in the judge's top 5 for at least 8 of 16 seeds): cfg 2 noto: " in table
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = [w for w in result["rows"] if w["style"] == "noto"]
+    assert rows and rows[0]["n"] == 200 and 0.0 <= rows[0]["top5"] <= 100.0   # 100 emoji x 2 seeds
+    r = ditweb("eval", str(named_run / "ckpt.pt"), "--styles", "comic", "--steps", "1", check=False)
+    assert r.returncode == 2 and "unknown style 'comic'" in r.stderr
