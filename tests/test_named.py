@@ -203,7 +203,15 @@ def test_train_named_resumes_exactly(named_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sample_prompt_style_and_compose(named_run, tmp_path):
+def ditweb_here(capsys, *args):
+    """`ditweb ARGS` in this process (the error cases stop before any sampling): (exit status, stderr)."""
+    from ditweb.cli import main
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+def test_sample_prompt_style_and_compose(named_run, tmp_path, capsys):
     ckpt = str(named_run / "ckpt.pt")
     r = ditweb("sample", ckpt, "--prompt", "hippo", "--style", "noto", "--n", "2", "--steps", "2", "--out", str(tmp_path / "a"))
     assert "prompt 'hippo' -> hippopotamus < animal-mammal < Animals & Nature, style noto" in r.stderr
@@ -218,19 +226,20 @@ def test_sample_prompt_style_and_compose(named_run, tmp_path):
                       (["--prompt", "hippo", "--cfg", "nan"], "--cfg must be a finite number"),
                       (["--compose", "Flags=nan"], "the weight must be a finite number"),
                       ([], "needs --prompt")):
-        r = ditweb("sample", ckpt, *args, "--n", "1", "--steps", "1", "--out", str(tmp_path / "x"), check=False)
-        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = ditweb("sample", "models/default.safetensors", "--prompt", "hippo", "--n", "1", "--steps", "1", check=False)
-    assert r.returncode == 2 and "need a named model" in r.stderr
+        rc, err = ditweb_here(capsys, "sample", ckpt, *args, "--n", "1", "--steps", "1", "--out", tmp_path / "x")
+        assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    rc, err = ditweb_here(capsys, "sample", "models/default.safetensors", "--prompt", "hippo", "--n", "1", "--steps", "1",
+                          "--out", tmp_path / "x")
+    assert rc == 2 and "need a named model" in err
     ditweb("export", ckpt, str(tmp_path / "bundle"))                 # named bundles carry vocabulary.json
     assert (tmp_path / "bundle" / "vocabulary.json").is_file()
     r = ditweb("sample", str(tmp_path / "bundle"), "--runtime", "wgpu", "--prompt", "hippo", "--style", "noto",
                "--n", "1", "--steps", "2", "--out", str(tmp_path / "w"))
     assert "prompt 'hippo' -> hippopotamus < animal-mammal < Animals & Nature, style noto" in r.stderr
     assert (tmp_path / "w" / "grid.png").is_file()
-    r = ditweb("sample", str(tmp_path / "bundle"), "--runtime", "wgpu", "--prompt", "hipo", "--n", "1", "--steps", "1",
-               "--out", str(tmp_path / "x"), check=False)
-    assert r.returncode == 2 and "unknown prompt 'hipo'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    rc, err = ditweb_here(capsys, "sample", tmp_path / "bundle", "--runtime", "wgpu", "--prompt", "hipo", "--n", "1",
+                          "--steps", "1", "--out", tmp_path / "x")
+    assert rc == 2 and "unknown prompt 'hipo'" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_vocabulary_that_disagrees_with_the_weights_is_refused(named_run, tmp_path):
