@@ -14,7 +14,7 @@ $PY - "$CKPT" "models/$NAME.safetensors" <<'PYEOF'
 import sys
 from dit_model.checkpoint import load_model, save_weights
 model, meta = load_model(sys.argv[1])              # the EMA weights
-save_weights(model, sys.argv[2], meta["class_names"], meta["step"])
+save_weights(model, sys.argv[2], meta["class_names"], meta["step"], meta.get("vocab"))   # a named model keeps its vocabulary
 print(f"{sys.argv[2]}: {meta['config']}, step {meta['step']}, {len(meta['class_names'])} classes")
 PYEOF
 $DITWEB export "models/$NAME.safetensors" "bundles/$NAME" --dtype f16

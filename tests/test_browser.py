@@ -587,9 +587,9 @@ def test_webgpu_plans_timed_cached_forced_and_checked(site):
 
 
 def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
-    """web/bundles.json lists bundle/ and bundles/subcategories/: where both answer (as under `ditweb serve`) the
-    page offers both, and choosing the second reloads the page with that bundle and its classes; where neither
-    does (this module's server) the picker stays hidden."""
+    """web/bundles.json lists bundle/, bundles/subcategories/ and bundles/named-wip/: where all answer (as under
+    `ditweb serve`) the page offers them, and choosing the second reloads the page with that bundle and its
+    classes; where none does (this module's server) the picker stays hidden."""
     from dit_model.model import DiT, DiTConfig
     from export.bundle import export_bundle
     five = DiT(DiTConfig(input_size=16, patch_size=4, in_channels=4, hidden_size=32, depth=1, num_heads=2,
@@ -598,11 +598,12 @@ def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
     page = open_page(site, "?bundle=f32/&runtime=webgpu")
     assert page.evaluate("() => window.ditwebModels") == 0 and page.is_hidden("#model-label")
     page.close()
-    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/subcategories/": other}) as url:
+    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/subcategories/": other,
+                       "/bundles/named-wip/": other}) as url:
         page = site["ctx"].new_page()
         page.goto(url + "?runtime=webgpu")
         assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
-        assert page.evaluate("() => window.ditwebModels") == 2 and page.is_visible("#model-label")
+        assert page.evaluate("() => window.ditwebModels") == 3 and page.is_visible("#model-label")
         assert page.eval_on_selector_all("#model option", "os => os.map(o => o.textContent)") == \
             [e["label"] for e in json.loads((WEB_DIR / "bundles.json").read_text())]
         with page.expect_navigation():

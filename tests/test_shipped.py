@@ -1,6 +1,7 @@
-"""The shipped models: models/default.safetensors (9 Twemoji categories; what `make run` and `ditweb serve` use)
-and models/subcategories.safetensors (98 subcategories; the page's model picker offers it), each with its f16
-bundle under bundles/. They must load, agree with their bundle and fit the budget."""
+"""The shipped models: models/default.safetensors (9 Twemoji categories; what `make run` and `ditweb serve` use),
+models/subcategories.safetensors (98 subcategories) and models/named-wip.safetensors (any emoji by name, in three
+styles; a run in progress), the last two offered by the page's model picker, each with its f16 bundle under
+bundles/. They must load, agree with their bundle and fit the budget."""
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from dit_model.sample import sample_images
 from runtime_py.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"default": (9, "Animals & Nature"), "subcategories": (98, "animal-mammal")}
+SHIPPED = {"default": (9, "Animals & Nature"), "subcategories": (98, "animal-mammal"),
+           "named-wip": (1906 + 98 + 9 + 3, "hippopotamus")}
 
 
 def paths(name):
@@ -40,7 +42,8 @@ def test_shipped_model_is_a_trained_favicon_model(name):
 def test_the_page_lists_the_shipped_bundles():
     import json
     listed = [e["url"] for e in json.loads((ROOT / "web" / "bundles.json").read_text())]
-    assert listed == ["bundle/", "bundles/subcategories/"] and all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
+    assert listed == ["bundle/", "bundles/subcategories/", "bundles/named-wip/"]
+    assert all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -50,9 +53,12 @@ def test_shipped_bundle_samples_like_the_shipped_weights(name):
     model, meta = load_model(path)
     cfg = meta["config"]
     bundle = Bundle.load(bundle_dir)
+    vocab = meta["vocab"]                           # a named model: the hippo in Noto, else class id 2
+    label = vocab.resolve("hippo", "noto").ids if vocab is not None else 2
     ref = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
-                        class_ids=[2], steps=4, seed=3, prediction=cfg.prediction)
-    got = bundle.sample(2, seed=3, steps=4, cfg=4.0)
+                        class_ids=[label], steps=4, seed=3, prediction=cfg.prediction,
+                        null=vocab.sizes if vocab is not None else None)
+    got = bundle.sample(label, seed=3, steps=4, cfg=4.0)
     a, b = (np.asarray(ref) + 1) / 2, (np.asarray(got) + 1) / 2
     psnr = 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-20))
     assert psnr >= 40, f"PSNR {psnr:.1f} dB"
