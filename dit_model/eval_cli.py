@@ -17,7 +17,8 @@ def register(sub):
     p.add_argument("--n-per-class", type=int, default=32, help="samples per class (and reference images per class)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--scales", default="1,2,4,6", help="guidance scales, comma-separated (1 = no guidance)")
+    p.add_argument("--scales", help="guidance scales, comma-separated (1 = no guidance; default 1,2,4,6, a named "
+                                    "model 2,4)")
     p.add_argument("--interval", help="guide only while the model's t is in LO:HI (e.g. 0:600), 1 outside it; "
                                       "default: every step")
     p.add_argument("--seed", type=int, default=0)
@@ -47,7 +48,7 @@ def cmd_eval_named(args):
     from .bench import RESULTS, publish, save_text
     from .named_eval import evaluate_named_model, table as named_table
     try:
-        scales = [float(s) for s in args.scales.split(",")] if args.scales != "1,2,4,6" else [2.0, 4.0]
+        scales = [float(s) for s in (args.scales or "2,4").split(",")]
     except ValueError:
         raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.seeds < 2 or args.hippo_seeds < 1 or args.steps < 1:
@@ -65,7 +66,7 @@ def cmd_eval(args):
     if _is_named(args.ckpt):
         return cmd_eval_named(args)
     try:
-        scales = [float(s) for s in args.scales.split(",")]
+        scales = [float(s) for s in (args.scales or "1,2,4,6").split(",")]
     except ValueError:
         raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.n_per_class < 2:

@@ -81,11 +81,10 @@ def named_data(es, repeats: list[tuple[str, int]] = ()) -> NamedData:
     index = np.arange(len(emoji))
     parts = [index]
     for name, factor in repeats:
-        label = vocab.resolve(f"{level_of(vocab, name)}:{name}")
-        sel = np.ones(len(emoji), bool)
-        for l, i in enumerate(label.ids):
-            if i < vocab.sizes[l]:
-                sel &= labels[:, l] == i
+        level = next((l for l, names in enumerate(vocab.names) if name in names), None)   # the finest that has it
+        if level is None:
+            raise UsageError(f"unknown label {name!r}; closest: {', '.join(map(repr, vocab.closest(name)))}")
+        sel = labels[:, level] == vocab.names[level].index(name)
         if not sel.any():
             raise UsageError(f"--repeat {name!r}: no image has this label")
         parts += [index[sel]] * (factor - 1)
@@ -94,14 +93,6 @@ def named_data(es, repeats: list[tuple[str, int]] = ()) -> NamedData:
              for e, s, v in zip(es.emoji, es.style, es.variant)]
     return NamedData(es.images[order], labels[order], vocab.flat_names(), source=es.source,
                      names=[names[i] for i in order], vocab=vocab, repeats=list(repeats))
-
-
-def level_of(vocab: Vocabulary, name: str) -> str:
-    """The level a label name belongs to (the finest that has it)."""
-    for lname, names in zip(vocab.levels, vocab.names):
-        if name in names:
-            return lname
-    raise UsageError(f"unknown label {name!r}; closest: {', '.join(map(repr, vocab.closest(name)))}")
 
 
 def load_named(styles: str | list[str] | None, size: int = 32, skin_tones: bool = True,

@@ -31,9 +31,9 @@ def _sampler(model):
 @torch.no_grad()
 def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps: int, seed: int,
                     batch: int = 256, log=print) -> torch.Tensor:
-    """(len(labels), C, I, I) samples of the given labels at guidance `scale`, `batch` at a time
-    (chunk j of the seed's batch draws seed * 1000 + j, so results do not depend on `batch` only
-    through the chunking: keep it fixed to compare runs)."""
+    """(len(labels), C, I, I) samples of the given labels at guidance `scale`, `batch` at a time;
+    chunk j draws its noise from seed * 1000 + j, so the images depend on `batch` too: keep it fixed
+    to compare runs."""
     out = []
     for j in range(0, len(labels), batch):
         chunk = labels[j:j + batch]
@@ -63,7 +63,6 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
         raise NamedEvalError(f"unknown style {bad[0]!r}; the model has {', '.join(model_styles)}")
     eval_ids = identity.load_eval_list(data)
     hippo = codes.index(identity.HIPPO)
-    style_level = vocab.level("style")
     generated, hippo_rows = {}, []
     t0 = time.time()
     for scale in scales:
@@ -90,7 +89,6 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
             "seeds per request": seeds, "sampler": "ddim"}
     result = identity.evaluate_named(generated, data, meta=info, log=log, **kw)
     result["hippo"] = hippo_rows
-    result["style_level"] = style_level
     return result
 
 

@@ -46,10 +46,11 @@ def main(argv=None) -> int:
     ids = identity.load_eval_list(data)[:args.rows]
     styles = [s.strip() for s in args.styles.split(",")]
     real = {}
+    base = np.array([v == "" for v in data.variant])                 # no skin-tone variants
     for s in styles:
         si = data.styles.index(s)
         for e in ids:
-            m = np.flatnonzero((data.emoji == e) & (data.style == si) & np.array([v == "" for v in data.variant]))
+            m = np.flatnonzero((data.emoji == e) & (data.style == si) & base)
             real[e, s] = data.images[m[0]] if len(m) else np.zeros_like(data.images[0])
     labels = [vocab.label(0, e, style=s).ids for e in ids for s in styles for _ in range(args.seeds)]
     x = to_uint8(sample_requests(model, cfg, vocab, labels, args.cfg, args.steps, seed=0))
