@@ -482,3 +482,111 @@ void EXPORT(op_sampler_step)(const u32 *params, const Step *st, const f32 *guide
     x[idx] = result;
   }
 }
+
+// ------------------------------------------------------------------ the VAE decoder's ops (docs/vae.md)
+// NCHW activations, as conv2d.wgsl.j2, groupnorm.wgsl.j2 and upsample_nearest.wgsl.j2.
+
+// conv2d: dst[n, co, y, x] = bias[co] + sum_{ci, ky, kx} w[ci, ky, kx, co] src[n, ci, y + ky - P, x + kx - P]
+// (+ res[n, co, y, x] when has_res = 1), a k x k convolution (k = 1 or 3, the kernel's variant), stride 1,
+// zero padding P = (k - 1) / 2. w is the bundle's transposed layout (C_in k^2, C_out4) as f32 (the runtime
+// unpacks f16 at load), C_out4 = C_out rounded up to 4 with zero columns; bias (C_out,).
+// Blocked like the WGSL kernel: 8 neighbouring pixels of a row x 8 output channels (16 vec4 accumulators);
+// per input channel and kernel row the 8 + 2P inputs are loaded once (zero outside the image), then k x 8 x 2
+// vector multiply-adds, summed in the order ci, ky, kx. blocks = batch * H * ceil(W / 8).
+#define CONV_TILE(K)                                                                                          \
+  for (u32 ci = 0; ci < C_in; ci++) {                                                                         \
+    const f32 *plane = src + (n * C_in + ci) * HW;                                                            \
+    for (u32 ky = 0; ky < (K); ky++) {                                                                        \
+      const int iy = (int)y + (int)ky - (int)pad;                                                             \
+      if (iy < 0 || iy >= (int)H) continue;                                                                   \
+      f32 r[8 + (K) - 1];                                                                                     \
+      for (int j = 0; j < 8 + (K) - 1; j++) {                                                                 \
+        const int ix = (int)x0 + j - (int)pad;                                                                \
+        r[j] = ix < 0 || ix >= (int)W ? 0.0f : plane[(u32)iy * W + (u32)ix];                                  \
+      }                                                                                                       \
+      const f32 *wrow = w + (ci * (K) * (K) + ky * (K)) * C_out4 + co0;                                       \
+      for (u32 kx = 0; kx < (K); kx++) {                                                                      \
+        const v128_t wa = wasm_v128_load(wrow + kx * C_out4);                                                 \
+        const v128_t wb = two ? wasm_v128_load(wrow + kx * C_out4 + 4) : zero;                                \
+        for (u32 p = 0; p < 8; p++) {                                                                         \
+          const v128_t s = wasm_f32x4_splat(r[kx + p]);                                                       \
+          acc[p][0] = wasm_f32x4_add(acc[p][0], wasm_f32x4_mul(s, wa));                                       \
+          acc[p][1] = wasm_f32x4_add(acc[p][1], wasm_f32x4_mul(s, wb));                                       \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+  }
+
+void EXPORT(op_conv2d)(const u32 *params, const f32 *src, const f32 *w, const f32 *bias, const f32 *res, f32 *dst,
+                       u32 k) {
+  PARAMS_conv2d(params);
+  const u32 WB = (W + 7) / 8, HW = H * W, pad = k == 3 ? 1 : 0;
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  for (u32 pb = 0; pb < blocks; pb++) {
+    const u32 x0 = (pb % WB) * 8, y = (pb / WB) % H, n = pb / WB / H;
+    for (u32 co0 = 0; co0 < C_out; co0 += 8) {
+      const int two = co0 + 4 < C_out4;              // the second vec4 of channels exists in the layout
+      v128_t acc[8][2];
+      for (u32 p = 0; p < 8; p++) acc[p][0] = acc[p][1] = zero;
+      if (k == 3) { CONV_TILE(3) } else { CONV_TILE(1) }
+      for (u32 p = 0; p < 8 && x0 + p < W; p++) {
+        f32 lanes[8];
+        wasm_v128_store(lanes, acc[p][0]);
+        wasm_v128_store(lanes + 4, acc[p][1]);
+        for (u32 c = 0; c < 8 && co0 + c < C_out; c++) {
+          const u32 co = co0 + c, o = ((n * C_out + co) * H + y) * W + x0 + p;
+          f32 v = lanes[c] + bias[co];
+          if (has_res == 1) v = v + res[o];
+          dst[o] = v;
+        }
+      }
+    }
+  }
+}
+
+// groupnorm: dst = act(GroupNorm(src) w[c] + b[c]) (act: 0 none, 1 silu, the kernel's variant), per (item, group)
+// row of C / G contiguous channels of HW values; eps = the f32 with bits eps_bits. Two passes as torch (the mean,
+// then the mean of (x - mean)^2); the sums run in f64 (no lane or tree order to match: more exact than the WGSL
+// kernel's f32 tree, within the same bound).
+void EXPORT(op_groupnorm)(const u32 *params, const f32 *src, const f32 *norm_w, const f32 *norm_b, f32 *dst, u32 act) {
+  PARAMS_groupnorm(params);
+  const u32 cpg = C / G, count = cpg * HW;
+  const f32 eps = u2f(eps_bits);
+  for (u32 r = 0; r < rows; r++) {
+    const u32 c0 = (r % G) * cpg, base = ((r / G) * C + c0) * HW;
+    const f32 *x = src + base;
+    double s = 0;
+    for (u32 i = 0; i < count; i++) s += x[i];
+    const f32 mean = (f32)(s / count);
+    double v = 0;
+    for (u32 i = 0; i < count; i++) { const f32 d = x[i] - mean; v += (double)(d * d); }
+    const f32 rstd = 1.0f / __builtin_sqrtf((f32)(v / count) + eps);
+    for (u32 c = 0; c < cpg; c++) {
+      const f32 wc = norm_w[c0 + c], bc = norm_b[c0 + c];
+      const f32 *xc = x + c * HW;
+      f32 *o = dst + base + c * HW;
+      u32 i = 0;
+      const v128_t m4 = wasm_f32x4_splat(mean), r4 = wasm_f32x4_splat(rstd), w4 = wasm_f32x4_splat(wc),
+                   b4 = wasm_f32x4_splat(bc);
+      for (; i + 4 <= HW; i += 4) {
+        const v128_t y = wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(xc + i), m4), r4);
+        const v128_t z = wasm_f32x4_add(wasm_f32x4_mul(y, w4), b4);
+        wasm_v128_store(o + i, act == 1 ? silu4(z) : z);
+      }
+      for (; i < HW; i++) {
+        const f32 z = (xc[i] - mean) * rstd * wc + bc;
+        o[i] = act == 1 ? silu(z) : z;
+      }
+    }
+  }
+}
+
+// upsample_nearest: dst[n, c, y, x] = src[n, c, y / 2, x / 2]; count = batch C 2H 2W, H and W the input's. A copy.
+void EXPORT(op_upsample_nearest)(const u32 *params, const f32 *src, f32 *dst) {
+  PARAMS_upsample_nearest(params);
+  const u32 W2 = 2 * W, H2 = 2 * H;
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 x = idx % W2, y = (idx / W2) % H2, plane = idx / (W2 * H2);
+    dst[idx] = src[(plane * H + y / 2) * W + x / 2];
+  }
+}
