@@ -14,6 +14,7 @@ SCHEMA = json.loads(SCHEMA_PATH.read_text())
 # decoder/manifest.json of a latent bundle (docs/vae.md): its own format and fields, the named types of SCHEMA
 DECODER_SCHEMA_PATH = SCHEMA_PATH.parent / "decoder-schema.json"
 DECODER_SCHEMA = json.loads(DECODER_SCHEMA_PATH.read_text())
+REACH = json.loads((SCHEMA_PATH.parent / "reach.json").read_text())       # ditformat/reach.py evaluates it
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -107,17 +108,64 @@ def check_manifest(m) -> None:
     check(m, SCHEMA["manifest"], "manifest.json")
 
 
+_SEGMENT = re.compile(SCHEMA["file_name"]["segment"], re.ASCII)
+MAX_JSON_DEPTH = SCHEMA["max_json_depth"]
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def unsafe_path(rel) -> bool:
-    """A file name a manifest may not list: empty, absolute, with a backslash, a colon (drive, scheme) or a
-    `..` step; every listed file must lie inside the bundle folder. (web/bundle.js unsafePath is the twin.)"""
-    return not rel or rel.startswith("/") or "\\" in rel or ":" in rel or ".." in rel.split("/")
+    """A file name a manifest may not list (docs/bundle-format.md, "File names"): anything but segments of
+    [A-Za-z0-9._-] (not starting with '.') joined by '/', at most 255 characters. So no empty, '.' or '..' step, no
+    absolute path, '%', '?', '#', '\\', ':', whitespace or control character, and a URL parser and a file system
+    read the same file. (web/bundle.js unsafePath is the twin.)"""
+    return not isinstance(rel, str) or not rel or len(rel) > SCHEMA["file_name"]["max_length"] or \
+        not all(_SEGMENT.fullmatch(s) for s in rel.split("/"))
+
+
+def js_number(text: str):
+    """A JSON number as JavaScript reads it: an IEEE double; integral values are integers (2.0, 2e0 and 2 are the
+    int 2, 9007199254740993 is 9007199254740992), others floats (1e999 is inf, refused by every range)."""
+    v = float(text)
+    return int(v) if v.is_integer() else v
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")          # json.loads would accept NaN / Infinity; JSON.parse does not
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (both runtimes refuse JSON deeper than MAX_JSON_DEPTH before
+    parsing it: Python's parser would hit its recursion limit where JSON.parse would not)."""
+    depth = deepest = 0
+    for m in _STRING_OR_BRACKET.finditer(text):
+        c = m.group(0)
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_json(raw: bytes):
+    """The one JSON reading of both runtimes (web/bundle.js parseJson is the twin): UTF-8 without a byte-order mark,
+    at most MAX_JSON_DEPTH levels, no NaN / Infinity, numbers as JavaScript reads them (js_number). ValueError
+    (or UnicodeDecodeError, a ValueError) with the reason."""
+    if raw[:3] == b"\xef\xbb\xbf":
+        raise ValueError("starts with a UTF-8 byte-order mark (not allowed)")
+    text = raw.decode("utf-8")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text, parse_float=js_number, parse_int=js_number, parse_constant=_no_constants)
 
 
 def js_module() -> str:
-    """web/bundle-schema.js: the same schemas (the bundle's, the decoder's) as an ES module (written by
+    """web/bundle-schema.js: the same schemas (the bundle's, the decoder's) and buffer-reach rules (ditformat/reach.json)
+    as an ES module (written by
     `python -m ditformat`)."""
-    return ("// Generated from ditformat/bundle-schema.json and ditformat/decoder-schema.json by `python -m ditformat`; "
+    return ("// Generated from ditformat/bundle-schema.json, decoder-schema.json and reach.json by `python -m ditformat`; "
             "do not edit.\n"
             f"export const SCHEMA = {json.dumps(SCHEMA, indent=1)};\n"
-            f"export const DECODER_SCHEMA = {json.dumps(DECODER_SCHEMA, indent=1)};\n")
+            f"export const DECODER_SCHEMA = {json.dumps(DECODER_SCHEMA, indent=1)};\n"
+            f"export const REACH = {json.dumps(REACH, indent=1)};\n")
 

@@ -10,8 +10,6 @@ runs against both. numpy and the standard library only: no torch."""
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import struct
 from pathlib import Path
 
@@ -19,11 +17,13 @@ import numpy as np
 
 from ditformat import FORMAT, FORMAT_VERSION
 from ditformat.errors import DitwebError
-from ditformat.forms import parse_group, workgroup_forms
+from ditformat.forms import evaluate, parse_group, workgroup_forms
 from ditformat.labels import Vocabulary, VocabularyError
-from ditformat.schema import DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, unsafe_path
+from ditformat.reach import REACH, ReachError, reach
+from ditformat.schema import DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, loads_json, unsafe_path
 from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
+from ditformat.wgsl import WgslError, interface
 
 MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above this is absurd
 ST_ITEMSIZE = {"F32": 4, "F16": 2, "I8": 1}     # I8: a latent bundle's int8 decoder weights (decoder/)
@@ -95,10 +95,6 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def _no_constants(name):
-    raise ValueError(f"{name} is not JSON")                 # json.loads would accept NaN / Infinity; JSON.parse does not
-
-
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -114,8 +110,8 @@ def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") 
     if n > size - 8 or n > 100_000_000:
         raise WeightsError(f"{path}: header length {n} exceeds the file size {size}")
     try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"), parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        header = loads_json(raw[8:8 + n])
+    except (ValueError, RecursionError) as e:
         raise WeightsError(f"{path}: header is not JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header is not a JSON object")
@@ -164,7 +160,7 @@ def check_weight_buffers(root: Path, buffers: dict, manifest_name: str) -> None:
         if fname not in headers:
             headers[fname] = read_safetensors_header(wpath)
         header, start = headers[fname]
-        t = header.get(b["tensor"])
+        t = header.get(b["tensor"]) if b["tensor"] != "__metadata__" else None
         if t is None:
             raise WeightsError(f"{wpath}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
         if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
@@ -185,39 +181,28 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
 
 # ------------------------------------------------------------------ WGSL against the manifest
 
-_BINDING = re.compile(r"@group\(\s*0\s*\)\s*@binding\(\s*(\d+)\s*\)\s*var\s*<\s*([a-z_]+)\s*(?:,\s*([a-z_]+)\s*)?>")
-_WORKGROUP = re.compile(r"@workgroup_size\(([^)]*)\)")
-_ACCESS = {("uniform", None): "uniform", ("storage", None): "read-only-storage",
-           ("storage", "read"): "read-only-storage", ("storage", "read_write"): "storage"}
-
-
-def wgsl_interface(code: str, where: str) -> tuple[list[dict], list[int]]:
-    """The bindings ({binding, type}, in order) and the @workgroup_size a kernel's source declares."""
-    binds = []
-    for num, space, access in _BINDING.findall(code):
-        t = _ACCESS.get((space, access or None))
-        if t is None:
-            raise KernelError(f"{where}: binding {num} has address space var<{space}{', ' + access if access else ''}>")
-        binds.append({"binding": int(num), "type": t})
-    sizes = _WORKGROUP.findall(code)
-    if len(sizes) != 1:
-        raise KernelError(f"{where}: expected one @workgroup_size, found {len(sizes)}")
-    try:
-        wg = [int(v) for v in sizes[0].split(",") if v.strip()]
-    except ValueError:
-        raise KernelError(f"{where}: @workgroup_size({sizes[0][:40]}) is not literal integers") from None
-    return sorted(binds, key=lambda b: b["binding"]), wg + [1] * (3 - len(wg))
-
-
 def check_kernel_source(name: str, k: dict, code: str, where: str) -> None:
-    binds, wg = wgsl_interface(code, where)
-    if binds != [{"binding": b["binding"], "type": b["type"]} for b in k["bindings"]]:
+    """A kernel's WGSL, parsed (ditformat/wgsl.py), declares what its manifest entry says: the bindings and their
+    types, a params struct that fits the params uniform, a step struct that fits the step record, the entry point
+    `main` and its workgroup size."""
+    try:
+        face = interface(code)
+    except WgslError as e:
+        raise KernelError(f"{where}: {e}") from None
+    binds, wg = face["bindings"], face["workgroup_size"]
+    if [(b["binding"], b["type"]) for b in binds] != [(b["binding"], b["type"]) for b in k["bindings"]]:
         got = ", ".join(f"{b['binding']}:{b['type']}" for b in binds)
         want = ", ".join(f"{b['binding']}:{b['type']}" for b in k["bindings"])
         raise KernelError(f"{where}: the shader declares bindings [{got}], manifest.json kernels.{name} says [{want}]")
     if wg != k["workgroup_size"]:
         raise KernelError(f"{where}: @workgroup_size{tuple(wg)} but manifest.json kernels.{name}.workgroup_size is "
                           f"{k['workgroup_size']}")
+    params_bytes = 16 * max(1, -(-len(k["params"]) // 4))
+    for b in binds:
+        room = params_bytes if b["binding"] == 0 else SCHEMA["step_bytes"]
+        if b["type"] == "uniform" and b["size"] > room:
+            what = f"the params uniform ({len(k['params'])} params)" if b["binding"] == 0 else "the step record"
+            raise KernelError(f"{where}: binding {b['binding']} declares {b['size']} bytes, {what} holds {room}")
 
 
 # ------------------------------------------------------------------ the manifest
@@ -237,7 +222,8 @@ def check_version(m: dict, where: str = "manifest.json") -> None:
 def check_paths(files: dict, w: str) -> None:
     for rel in files:
         if unsafe_path(rel):
-            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r}")
+            raise ManifestError(f"{w}.files: unsafe path {rel[:60]!r} (names are [A-Za-z0-9._-] segments joined by '/', "
+                                f"at most {SCHEMA['file_name']['max_length']} characters)")
 
 
 def check_kernel_bindings(k: dict, where: str) -> None:
@@ -264,13 +250,69 @@ def check_dispatch(d: dict, k: dict, buffers: dict, where: str) -> None:
         raise ProgramError(f"{where}: {len(d['params'])} params, kernel {d['kernel']} declares {len(k['params'])}")
 
 
+BATCHES = [tuple(b) for b in REACH["batches"]]      # (B, N) at which every dispatch's reach is checked
+
+
+def buffer_elements(b: dict, B: int, N: int) -> int | None:
+    """Elements a buffer holds at batch (B, N): an activation's 4-byte words, a weight tensor's values; None for
+    the step record (uniform bindings are checked against the WGSL's struct size)."""
+    if b["kind"] == "activation":
+        return evaluate(b["elements"], B, N)
+    if b["kind"] == "weight":
+        return int(np.prod(b["shape"], dtype=object))
+    return None
+
+
+def check_dispatch_reach(where: str, d: dict, k: dict, forms: list, buffers: dict, B: int, N: int) -> None:
+    """One dispatch run by kernel k (workgroup forms `forms`) at batch (B, N): no 0 workgroups, params within u32,
+    and every binding's reach (ditformat/reach.py) inside its buffer."""
+    values = [evaluate(p, B, N) for p in d["params"]]
+    groups = [evaluate(g, B, N) for g in forms]
+    if max(values + groups, default=0) >= 2 ** 32:
+        if (B, N) == (1, 1):
+            raise ProgramError(f"{where}: a param or workgroup count overflows u32 at B = N = 1")
+        return                               # the runtimes refuse such a batch (DeviceLimitError)
+    if min(groups) == 0:
+        raise ProgramError(f"{where}: workgroups {groups} at B = {B}, N = {N}: a dispatch of 0 workgroups does nothing")
+    try:
+        need = reach(k, values, B, N, groups)
+    except ReachError as e:
+        raise ProgramError(f"{where}: {e}") from None
+    for i, (bname, n) in enumerate(zip(d["bindings"], need), 1):
+        have = buffer_elements(buffers[bname], B, N)
+        if have is not None and n > have:
+            raise ProgramError(f"{where}: binding {i} ({bname[:60]}) holds {have} elements at B = {B}, N = {N}; the "
+                               f"dispatch reaches {n}")
+
+
+def check_reach(kernels: dict, buffers: dict, dispatches: list, candidates: dict, batches) -> None:
+    """Every dispatch ((where, d) pairs), run by its kernel and by each of its candidates, at every batch."""
+    for where, d in dispatches:
+        for kname in candidates.get(d["kernel"], [d["kernel"]]):
+            k = kernels[kname]
+            own = kname == d["kernel"]
+            forms = d["workgroups"] if own else workgroup_forms(k["groups"], k["params"], d["params"])
+            for B, N in batches:
+                check_dispatch_reach(where if own else f"{where} [candidate {kname}]", d, k, forms, buffers, B, N)
+
+
+def check_io_sizes(buffers: dict, needs: list, batches, w: str) -> None:
+    """needs: (field, buffer name, rows per B, rows per N, elements per row): what the host writes or reads back."""
+    for field, name, per_b, per_n, row in needs:
+        for B, N in batches:
+            have, want = buffer_elements(buffers[name], B, N), (per_b * B + per_n * N) * row
+            if have < want:
+                raise ShapeError(f"{w}.io.{field}: buffer {name[:60]!r} holds {have} elements at B = {B}, N = {N}; the "
+                                 f"runtime writes or reads {want}")
+
+
 def read_manifest_json(path: Path) -> dict:
     """A manifest file's JSON (no NaN / Infinity); ManifestError if missing, not UTF-8 or not JSON."""
     if not path.is_file():
         raise ManifestError(f"{path}: missing")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        return loads_json(path.read_bytes())
+    except (ValueError, RecursionError) as e:
         raise ManifestError(f"{path}: not JSON ({str(e).splitlines()[0][:80]})") from None
 
 
@@ -322,16 +364,10 @@ def check_label_levels(m: dict, w: str) -> None:
         raise MissingFileError(f"{w}.files: a named model (model.label_levels) needs {VOCABULARY_FILE} listed")
 
 
-def _js_number(text: str):
-    """A JSON number as the browser reads it (one kind of number): 2.0 and 2e0 are the integer 2 there."""
-    v = float(text)
-    return int(v) if v.is_integer() else v
-
-
 def check_vocabulary(text: bytes, m: dict, where: str) -> Vocabulary:
     """vocabulary.json (its size and sha256 already checked) against the model's label levels."""
     try:
-        d = json.loads(text.decode("utf-8"), parse_float=_js_number, parse_constant=_no_constants)
+        d = loads_json(text)
     except UnicodeDecodeError:
         raise VocabularyFileError(f"{where}: not UTF-8 text") from None
     except (ValueError, RecursionError) as e:
@@ -401,6 +437,9 @@ def check_fields(m: dict) -> None:
     for key in ("x", "t", "y", "out", "sample"):
         if m["buffers"].get(m["io"][key], {}).get("kind") != "activation":
             raise ManifestError(f"{w}.io.{key}: {m['io'][key][:60]!r} names no activation buffer")
+    for name, b in m["buffers"].items():
+        if (b["kind"] == "step") != (name == "step"):
+            raise ManifestError(f"{w}.buffers.{name[:60]}: the step record is the one buffer named 'step', of kind step")
     n_levels = len(cfg.get("label_levels", [0]))
     if m["buffers"][m["io"]["y"]]["elements"] != [n_levels, 0, 0]:
         raise ShapeError(f"{w}.buffers.{m['io']['y'][:60]}: elements {m['buffers'][m['io']['y']]['elements']} do not hold "
@@ -419,6 +458,11 @@ def check_fields(m: dict) -> None:
                     d["params"][k["params"].index("levels")] != [0, 0, n_levels]:
                 raise ProgramError(f"{where}: levels {d['params'][k['params'].index('levels')]} differ from the "
                                    f"model's {n_levels} label levels")
+    check_reach(m["kernels"], m["buffers"], [(f"{w}.programs.{p}[{n}] ({d['label'][:40]})", d) for p in PROGRAMS
+                                             for n, d in enumerate(m["programs"][p])], m.get("candidates", {}), BATCHES)
+    x, o = int(np.prod(m["io"]["x_shape"])), int(np.prod(m["io"]["out_shape"]))
+    check_io_sizes(m["buffers"], [("x", m["io"]["x"], 1, 0, x), ("t", m["io"]["t"], 1, 0, 1),
+                                  ("out", m["io"]["out"], 1, 0, o), ("sample", m["io"]["sample"], 0, 1, x)], BATCHES, w)
 
 
 def verify_manifest(m) -> dict:
@@ -495,6 +539,11 @@ def verify_decoder_manifest(m, w: str = "decoder/manifest.json", latent_shape=No
         if k is None:
             raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
         check_dispatch(d, k, bufs, where)
+    batches = [(n, n) for b, n in BATCHES if b == n]          # a decoder runs at B = N (its images)
+    check_reach(m["kernels"], bufs, [(f"{w}.program[{n}] ({d['label'][:40]})", d) for n, d in enumerate(m["program"])],
+                {}, batches)
+    check_io_sizes(bufs, [("latent", m["io"]["latent"], 0, 1, int(np.prod(m["latent_shape"]))),
+                          ("image", m["io"]["image"], 0, 1, int(np.prod(m["image_shape"])))], batches, w)
     return m
 
 

@@ -3,14 +3,13 @@
 // WGSL against the manifest, the weight shards' headers. Reads a JSON list of [folder, x_shape] on stdin, prints
 // one JSON object {folder: "ok" | "BundleError: ..." | "CRASH: ..."}.
 import { readFileSync } from "node:fs";
-import { BundleError, sha256Hex } from "../web/bundle.js";
+import { BundleError, parseJson, sha256Hex } from "../web/bundle.js";
 import { verifyDecoderFiles, verifyDecoderManifest } from "../web/decode.js";
 
 async function check(dir, xShape) {
   let raw;
   try { raw = readFileSync(`${dir}/manifest.json`); } catch { throw new BundleError("decoder/manifest.json", "HTTP 404"); }
-  let m;
-  try { m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)); } catch (e) { throw new BundleError("decoder/manifest.json", `not valid JSON (${e.message.slice(0, 80)})`); }
+  const m = parseJson(raw, "decoder/manifest.json");
   verifyDecoderManifest(m, xShape);
   const files = {};
   for (const file of Object.keys(m.files)) {

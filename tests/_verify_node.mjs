@@ -1,18 +1,17 @@
 // The browser's verifier (web/bundle.js) run by node on bundle folders, file for file what
-// loadBundle does before any GPU call: manifest, sha256 of the weight shards and kernels, sizes, the
+// loadBundle does before any GPU call: manifest, sha256 of every listed file, sizes, the
 // safetensors header, WGSL against the manifest. Reads a JSON list of folders on stdin, prints one
 // JSON object {folder: "ok" | "BundleError: ..." | "CRASH: ..."}.
 import { readFileSync } from "node:fs";
-import { BundleError, sha256Hex, verifyFiles, verifyManifest, vocabularyFiles, weightFiles } from "../web/bundle.js";
+import { BundleError, bundleFiles, parseJson, sha256Hex, verifyFiles, verifyManifest } from "../web/bundle.js";
 
 async function check(dir) {
   let raw;
   try { raw = readFileSync(`${dir}/manifest.json`); } catch { throw new BundleError("manifest.json", "HTTP 404"); }
-  let m;
-  try { m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)); } catch (e) { throw new BundleError("manifest.json", `not valid JSON (${e.message.slice(0, 80)})`); }
+  const m = parseJson(raw, "manifest.json");
   verifyManifest(m);
   const files = {};
-  for (const file of [...weightFiles(m.buffers), ...new Set(Object.values(m.kernels).map((k) => k.file)), ...vocabularyFiles(m)]) {
+  for (const file of bundleFiles(m)) {
     let buf;
     try { buf = readFileSync(`${dir}/${file}`); } catch { throw new BundleError(file, "HTTP 404"); }
     buf = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);

@@ -1,4 +1,4 @@
-// Generated from ditformat/bundle-schema.json and ditformat/decoder-schema.json by `python -m ditformat`; do not edit.
+// Generated from ditformat/bundle-schema.json, decoder-schema.json and reach.json by `python -m ditformat`; do not edit.
 export const SCHEMA = {
  "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
@@ -7,6 +7,12 @@ export const SCHEMA = {
  "step_bytes": 128,
  "max_branches": 8,
  "max_bytes": 2147483648,
+ "file_name": {
+  "segment": "[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}",
+  "max_length": 255,
+  "_doc": "a listed file name: segments of this pattern (ASCII) joined by '/', at most max_length characters"
+ },
+ "max_json_depth": 32,
  "binding_types": [
   "uniform",
   "read-only-storage",
@@ -573,6 +579,293 @@ export const DECODER_SCHEMA = {
     "list": "dispatch",
     "max": 100000
    }
+  }
+ }
+};
+export const REACH = {
+ "_doc": "How far each dispatch reaches into each buffer it binds, from its params: one rule per op (read by ditformat/reach.py and web/bundle.js through web/bundle-schema.js). need[i] is the number of elements (4-byte words of an activation, values of a weight tensor) that binding i+1 reaches: largest index + 1; 0 for a uniform. Expressions over the op's params, $B / $N (the batch), $g0..$g2 (the dispatch's workgroup counts) and $NAME (an integer of the kernel's variant): integers, + - * / (floor division) %, cdiv(a, b), max, min, eq (1 if equal else 0), and the names of `let` (evaluated in order). Every divisor must be positive. The WebAssembly runtime (web/wasm-runtime.js EXTENTS) computes the same for the ops it runs. docs/bundle-format.md, 'Buffer reach'.",
+ "batches": [
+  [
+   1,
+   1
+  ],
+  [
+   2,
+   1
+  ],
+  [
+   2,
+   2
+  ],
+  [
+   6,
+   3
+  ],
+  [
+   48,
+   8
+  ]
+ ],
+ "aliases": {
+  "matmul_shared": "matmul",
+  "matmul_8x4": "matmul",
+  "matmul_8x8": "matmul",
+  "matmul_shared64": "matmul",
+  "layernorm_rows": "layernorm_mod",
+  "attention_direct": "attention",
+  "attention_q4": "attention"
+ },
+ "ops": {
+  "matmul": {
+   "divisors": [
+    "out_group"
+   ],
+   "let": {
+    "dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"
+   },
+   "need": [
+    "M * K",
+    "N * K",
+    "N",
+    "dst_rows * N"
+   ]
+  },
+  "matmul_q8": {
+   "divisors": [
+    "out_group"
+   ],
+   "let": {
+    "dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"
+   },
+   "need": [
+    "M * K",
+    "N * K",
+    "N",
+    "N",
+    "dst_rows * N"
+   ]
+  },
+  "matmul_naive": {
+   "divisors": [],
+   "need": [
+    "M * K",
+    "N * K",
+    "N",
+    "M * N"
+   ]
+  },
+  "layernorm_mod": {
+   "divisors": [
+    "T"
+   ],
+   "let": {
+    "last": "(rows - 1) / T"
+   },
+   "need": [
+    "(max(last * T_in + (rows - 1) % T, min(last, 1) * ((last - 1) * T_in + T - 1)) + 1) * D",
+    "eq(has_mod, 1) * (last * mod_stride + max(shift_off, scale_off) + D)",
+    "rows * D"
+   ]
+  },
+  "attention": {
+   "divisors": [],
+   "need": [
+    "(batch * T_q - 1) * q_stride + q_off + H * $head_dim",
+    "(batch * T_kv - 1) * kv_stride + max(k_off, v_off) + H * $head_dim",
+    "(batch * T_q - 1) * out_stride + H * $head_dim"
+   ]
+  },
+  "gated_residual": {
+   "divisors": [
+    "D",
+    "T"
+   ],
+   "need": [
+    "count",
+    "count",
+    "eq(has_gate, 1) * ((cdiv(count, D * T) - 1) * mod_stride + gate_off + D)"
+   ]
+  },
+  "patchify": {
+   "divisors": [
+    "p",
+    "C * I * I"
+   ],
+   "need": [
+    "count",
+    "count"
+   ]
+  },
+  "unpatchify": {
+   "divisors": [
+    "p",
+    "C * I * I"
+   ],
+   "need": [
+    "count",
+    "count"
+   ]
+  },
+  "pos_embed_add": {
+   "divisors": [
+    "D * T"
+   ],
+   "need": [
+    "(cdiv(count, D * T) - 1) * T_buf * D + T * D",
+    "T * D"
+   ]
+  },
+  "timestep_embed": {
+   "divisors": [
+    "half"
+   ],
+   "need": [
+    "cdiv(count, 2 * half)",
+    "half",
+    "count"
+   ]
+  },
+  "label_embed": {
+   "divisors": [
+    "D",
+    "rows",
+    "levels"
+   ],
+   "need": [
+    "cdiv(count, D) * levels",
+    "rows * D",
+    "count",
+    "count",
+    "count"
+   ]
+  },
+  "cond_tokens": {
+   "divisors": [
+    "D"
+   ],
+   "need": [
+    "cdiv(count, 2)",
+    "cdiv(count, 2)",
+    "(cdiv(count, 2 * D) - 1) * T_dst * D + (tok0 + 2) * D"
+   ]
+  },
+  "rng_normal": {
+   "divisors": [],
+   "need": [
+    "0",
+    "count"
+   ]
+  },
+  "expand_batch": {
+   "divisors": [
+    "P"
+   ],
+   "need": [
+    "0",
+    "$N * P",
+    "count",
+    "B"
+   ]
+  },
+  "guide_combine": {
+   "divisors": [
+    "P2",
+    "C_out"
+   ],
+   "need": [
+    "0",
+    "$B * C_out * P2",
+    "count"
+   ]
+  },
+  "sampler_step": {
+   "divisors": [
+    "P2",
+    "C"
+   ],
+   "need": [
+    "0",
+    "$N * (1 + eq(learn_sigma, 1)) * C * P2",
+    "count"
+   ]
+  },
+  "conv2d": {
+   "divisors": [
+    "H",
+    "W"
+   ],
+   "let": {
+    "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
+    "wrows": "C_in * $k * $k",
+    "w4": "max(C_out4 / 4, (C_out - 1) / 8 * 2 + 1)"
+   },
+   "need": [
+    "items * C_in * H * W",
+    "4 * ((wrows - 1) * (C_out4 / 4) + w4)",
+    "C_out",
+    "eq(has_res, 1) * items * C_out * H * W",
+    "items * C_out * H * W"
+   ]
+  },
+  "conv2d_q8": {
+   "divisors": [
+    "H",
+    "W"
+   ],
+   "let": {
+    "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
+    "wrows": "C_in * $k * $k",
+    "w4": "max(C_out4 / 4, (C_out - 1) / 8 * 2 + 1)"
+   },
+   "need": [
+    "items * C_in * H * W",
+    "4 * ((wrows - 1) * (C_out4 / 4) + w4)",
+    "C_out",
+    "C_out",
+    "eq(has_res, 1) * items * C_out * H * W",
+    "items * C_out * H * W"
+   ]
+  },
+  "groupnorm": {
+   "divisors": [
+    "G"
+   ],
+   "let": {
+    "span": "((rows - 1) / G * C + G * (C / G)) * HW"
+   },
+   "need": [
+    "span",
+    "G * (C / G)",
+    "G * (C / G)",
+    "span"
+   ]
+  },
+  "upsample_nearest": {
+   "divisors": [
+    "H",
+    "W"
+   ],
+   "need": [
+    "cdiv(count, 4 * H * W) * H * W",
+    "count"
+   ]
+  },
+  "bmm": {
+   "divisors": [],
+   "let": {
+    "nb": "max(batch, $g2)"
+   },
+   "need": [
+    "a_off + (nb - 1) * a_sb + (M - 1) * a_sm + (K - 1) * a_sk + 1",
+    "b_off + (nb - 1) * b_sb + (N - 1) * b_sn + (K - 1) * b_sk + 1",
+    "nb * M * N"
+   ]
+  },
+  "softmax_rows": {
+   "divisors": [],
+   "need": [
+    "rows * L"
+   ]
   }
  }
 };

@@ -7,7 +7,7 @@
 // into bundle-schema.js), which runtime_py/verify.py reads too; the checks between fields below are
 // the twins of verify.py's, shared with the decoder's (web/decode.js), and one corpus of tampered bundles
 // and decoders runs against both (tests/test_fuzz_bundles.py).
-import { SCHEMA } from "./bundle-schema.js";
+import { REACH, SCHEMA } from "./bundle-schema.js";
 import { Vocabulary, VocabularyError } from "./labels.js";
 
 const CACHE_NAME = "ditweb-bundle-v1";
@@ -44,14 +44,31 @@ async function download(url, file, signal) {
   return response.arrayBuffer();
 }
 
+// The deepest nesting of [ and { outside strings (ditformat/schema.py json_depth).
+export function jsonDepth(text) {
+  let depth = 0, deepest = 0;
+  for (const m of text.matchAll(/"(?:[^"\\]|\\.)*"|[[\]{}]/g)) {
+    if (m[0] === "[" || m[0] === "{") deepest = Math.max(deepest, ++depth);
+    else if (m[0] === "]" || m[0] === "}") depth--;
+  }
+  return deepest;
+}
+
+// The one JSON reading of both runtimes (ditformat/schema.py loads_json): UTF-8 without a byte-order mark, at most
+// max_json_depth levels; JSON.parse's numbers are the rule (Python reads 2.0 as the integer 2 too). Throws a
+// BundleError naming `file`.
+export function parseJson(buf, file) {
+  const bytes = buf instanceof Uint8Array ? buf : new Uint8Array(buf);
+  if (bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) throw new BundleError(file, "not valid JSON (starts with a UTF-8 byte-order mark (not allowed))");
+  let text;
+  try { text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes); } catch { throw new BundleError(file, "not valid JSON (not UTF-8)"); }
+  if (jsonDepth(text) > SCHEMA.max_json_depth) throw new BundleError(file, `not valid JSON (nested deeper than ${SCHEMA.max_json_depth} levels)`);
+  try { return JSON.parse(text); } catch (e) { throw new BundleError(file, `not valid JSON (${e.message.slice(0, 80)})`); }
+}
+
 export async function fetchManifest(baseUrl, signal) {
   const buf = await download(new URL("manifest.json", baseUrl), "manifest.json", signal);
-  let manifest;
-  try {
-    manifest = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(buf));
-  } catch (e) {
-    throw new BundleError("manifest.json", `not valid JSON (${e.message})`);
-  }
+  const manifest = parseJson(buf, "manifest.json");
   if (manifest === null || typeof manifest !== "object" || Array.isArray(manifest)) {
     throw new BundleError("manifest.json", "the top level must be a JSON object");
   }
@@ -116,9 +133,9 @@ export function parseSafetensors(buf, file = "weights.safetensors") {
   if (n > buf.byteLength - 8 || n > 100000000) throw new BundleError(file, `header length ${n} runs past the end of the file (${buf.byteLength} bytes)`);
   let header;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(buf, 8, n)));
+    header = parseJson(new Uint8Array(buf, 8, n), file);
   } catch (e) {
-    throw new BundleError(file, `header is not valid JSON (${e.message.slice(0, 80)})`);
+    throw new BundleError(file, `header is ${e.message.slice(file.length + 2)}`);
   }
   if (header === null || typeof header !== "object" || Array.isArray(header)) throw new BundleError(file, "header is not a JSON object");
   const dataStart = 8 + n;
@@ -229,11 +246,13 @@ export function workgroupForms(k, forms) {
 // ------------------------------------------------------------------ checks shared by the bundle and its decoder/
 // (web/decode.js), twins of runtime_py/verify.py's: each throws a BundleError through fail(msg)
 
-// A file name a manifest may not list (ditformat/schema.py unsafe_path): every listed file lies inside the bundle.
-export const unsafePath = (rel) => !rel || rel.startsWith("/") || rel.includes("\\") || rel.includes(":") || rel.split("/").includes("..");
+// A file name a manifest may not list (ditformat/schema.py unsafe_path): anything but [A-Za-z0-9._-] segments (not
+// starting with '.') joined by '/', at most file_name.max_length characters; a URL and a file path name the same file.
+const SEGMENT = new RegExp(`^(?:${SCHEMA.file_name.segment})$`);
+export const unsafePath = (rel) => typeof rel !== "string" || !rel || rel.length > SCHEMA.file_name.max_length || !rel.split("/").every((s) => SEGMENT.test(s));
 
 export function checkPaths(files, fail) {
-  for (const file of Object.keys(files)) if (unsafePath(file)) fail(`files: unsafe path ${short(file)}`);
+  for (const file of Object.keys(files)) if (unsafePath(file)) fail(`files: unsafe path ${short(file)} (names are [A-Za-z0-9._-] segments joined by '/', at most ${SCHEMA.file_name.max_length} characters)`);
 }
 
 export function checkKernelBindings(name, k, fail) {
@@ -286,6 +305,7 @@ export function verifyVocabulary(m, buf) {
   if (!Object.prototype.hasOwnProperty.call(m.model, "label_levels")) return null;
   let text;
   try { text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(buf); } catch { throw new BundleError(VOCABULARY_FILE, "not UTF-8 text"); }
+  if (jsonDepth(text) > SCHEMA.max_json_depth) throw new BundleError(VOCABULARY_FILE, `not valid JSON (nested deeper than ${SCHEMA.max_json_depth} levels)`);
   let vocab;
   try { vocab = Vocabulary.loads(text, VOCABULARY_FILE); } catch (e) {
     if (e instanceof VocabularyError) throw new BundleError(VOCABULARY_FILE, e.message.replace(/^vocabulary\.json: /, ""));
@@ -348,6 +368,9 @@ export function verifyManifest(m) {
     const b = Object.prototype.hasOwnProperty.call(m.buffers, m.io[key]) ? m.buffers[m.io[key]] : null;
     if (!b || b.kind !== "activation") fail(`io.${key}: ${short(m.io[key])} names no activation buffer`);
   }
+  for (const [name, b] of Object.entries(m.buffers)) {
+    if ((b.kind === "step") !== (name === "step")) fail(`buffers.${name.slice(0, 60)}: the step record is the one buffer named 'step', of kind step`);
+  }
   const nLevels = labelLevels(m).length;
   if (JSON.stringify(m.buffers[m.io.y].elements) !== JSON.stringify([nLevels, 0, 0])) {
     fail(`buffers.${m.io.y.slice(0, 60)}: elements ${short(m.buffers[m.io.y].elements)} do not hold ${nLevels} label row(s) per batch row ([${nLevels}, 0, 0])`);
@@ -363,28 +386,30 @@ export function verifyManifest(m) {
       if (li >= 0 && JSON.stringify(d.params[li]) !== JSON.stringify([0, 0, nLevels])) fail(`${where}: levels ${short(d.params[li])} differ from the model's ${nLevels} label levels`);
     });
   }
+  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
+  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, REACH.batches, fail);
+  const rows = (shape) => shape.reduce((a, v) => a * v, 1);
+  const x = rows(m.io.x_shape), o = rows(m.io.out_shape);
+  checkIoSizes(m.buffers, [["x", m.io.x, 1, 0, x], ["t", m.io.t, 1, 0, 1], ["out", m.io.out, 1, 0, o], ["sample", m.io.sample, 0, 1, x]], REACH.batches, fail);
 }
 
-// The bindings and @workgroup_size a kernel's WGSL declares must be the manifest's (verify.py: check_kernel_source).
-const ACCESS = { "uniform|": "uniform", "storage|": "read-only-storage", "storage|read": "read-only-storage", "storage|read_write": "storage" };
+// A kernel's WGSL, parsed (wgslInterface), declares what its manifest entry says: bindings and types, a params struct
+// that fits the params uniform, a step struct that fits the step record, `main` and its workgroup size
+// (verify.py: check_kernel_source).
 export function verifyKernelSource(name, k, code) {
   const fail = (msg) => { throw new BundleError(k.file, msg); };
-  const binds = [];
-  for (const [, num, space, access] of code.matchAll(/@group\(\s*0\s*\)\s*@binding\(\s*(\d+)\s*\)\s*var\s*<\s*([a-z_]+)\s*(?:,\s*([a-z_]+)\s*)?>/g)) {
-    const type = ACCESS[`${space}|${access || ""}`];
-    if (!type) fail(`binding ${num} has address space var<${space}${access ? ", " + access : ""}>`);
-    binds.push({ binding: Number(num), type });
-  }
-  binds.sort((a, b) => a.binding - b.binding);
+  let face;
+  try { face = wgslInterface(code); } catch (e) { if (e instanceof WgslError) fail(e.message); throw e; }
+  const binds = face.bindings, wg = face.workgroup_size;
   const want = k.bindings.map((b) => `${b.binding}:${b.type}`).join(", ");
   const got = binds.map((b) => `${b.binding}:${b.type}`).join(", ");
   if (got !== want) fail(`the shader declares bindings [${got}], manifest.json kernels.${name} says [${want}]`);
-  const sizes = [...code.matchAll(/@workgroup_size\(([^)]*)\)/g)];
-  if (sizes.length !== 1) fail(`expected one @workgroup_size, found ${sizes.length}`);
-  const parts = sizes[0][1].split(",").map((v) => v.trim()).filter((v) => v);
-  if (!parts.every((v) => /^\d+$/.test(v))) fail(`@workgroup_size(${sizes[0][1].slice(0, 40)}) is not literal integers`);
-  const wg = [...parts.map(Number), 1, 1, 1].slice(0, 3);
   if (wg.join(",") !== k.workgroup_size.join(",")) fail(`@workgroup_size(${wg.join(", ")}) but manifest.json kernels.${name}.workgroup_size is [${k.workgroup_size.join(", ")}]`);
+  const paramsBytes = 16 * Math.max(1, Math.ceil(k.params.length / 4));
+  for (const b of binds) {
+    const room = b.binding === 0 ? paramsBytes : SCHEMA.step_bytes;
+    if (b.type === "uniform" && b.size > room) fail(`binding ${b.binding} declares ${b.size} bytes, ${b.binding === 0 ? `the params uniform (${k.params.length} params)` : "the step record"} holds ${room}`);
+  }
 }
 
 // The shard file of a weight buffer (ditformat/shards.py): `file`, or weights.safetensors for a bundle in one file.
@@ -396,6 +421,7 @@ export const weightFiles = (buffers) => [...new Set(Object.values(buffers).filte
 // After the downloads: every file's size (the hashes were checked by fetchVerified), the safetensors
 // headers against the buffer table, and every kernel's WGSL against its entry. -> {tensors, kernels}
 export function verifyFiles(m, files) {
+  for (const file of bundleFiles(m)) if (!ownKey(files, file)) throw new BundleError(file, "was not downloaded (every listed file is verified)");
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
   }
@@ -412,6 +438,10 @@ export function verifyFiles(m, files) {
   const vocab = vocabFile ? verifyVocabulary(m, files[vocabFile]) : null;
   return { tensors, kernels, vocab };
 }
+
+// Every file the bundle's manifest lists, except its decoder/ (fetchDecoder verifies those against both manifests):
+// all are downloaded and verified, used or not (a model card too), as runtime_py/verify.py check_files does.
+export const bundleFiles = (m) => Object.keys(m.files).filter((f) => !f.startsWith("decoder/")).sort();
 
 // [VOCABULARY_FILE] for a named bundle (fetched and verified with the weights and kernels), else [].
 export const vocabularyFiles = (m) => (Object.prototype.hasOwnProperty.call(m.model, "label_levels") ? [VOCABULARY_FILE] : []);
@@ -437,3 +467,330 @@ export function verifyShards(buffers, files, prefix = "", manifestName = "manife
   }
   return out;
 }
+
+// ------------------------------------------------------------------ WGSL: the kernel's interface, parsed
+// The twin of ditformat/wgsl.py (rules in its docstring): printable ASCII, comments and whitespace ignored,
+// attributes in any order, decimal integer literals only; -> {bindings: [{binding, type, size?}], workgroup_size}.
+class WgslError extends Error {}
+const WGSL_TOKEN = /[A-Za-z_][A-Za-z0-9_]*|[0-9][A-Za-z0-9_.]*|\S/g;
+const WGSL_INT = /^(0|[1-9][0-9]{0,9})[iu]?$/;
+const WGSL_VEC = /^vec([234])(?:<(u32|i32|f32)>|([uif]))$/;
+const WGSL_SCALARS = new Set(["u32", "i32", "f32"]);
+const STORAGE_ELEMENTS = ["f32", "u32", "i32", "vec2<f32>", "vec2<u32>", "vec4<f32>", "vec4<u32>", "vec4<i32>"];
+const WGSL_ACCESS = { "uniform|": "uniform", "storage|": "read-only-storage", "storage|read": "read-only-storage", "storage|read_write": "storage" };
+const ownKey = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
+
+function stripComments(code) {
+  const bad = /[^\t\n\r\x20-\x7e]/.exec(code);
+  if (bad) throw new WgslError(`character '${bad[0]}' (U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}): kernel sources are printable ASCII`);
+  const out = [];
+  let i = 0;
+  const n = code.length;
+  while (i < n) {
+    if (code.startsWith("//", i)) {
+      let j = i;
+      while (j < n && code[j] !== "\n" && code[j] !== "\r") j++;
+      out.push(" ");
+      i = j;
+    } else if (code.startsWith("/*", i)) {
+      let depth = 1, j = i + 2;
+      while (depth && j < n) {
+        if (code.startsWith("/*", j)) { depth++; j += 2; } else if (code.startsWith("*/", j)) { depth--; j += 2; } else j++;
+      }
+      if (depth) throw new WgslError("unterminated /* comment");
+      out.push(" ");
+      i = j;
+    } else {
+      let j = i;
+      while (j < n && !code.startsWith("//", j) && !code.startsWith("/*", j)) j++;
+      out.push(code.slice(i, j));
+      i = j;
+    }
+  }
+  return out.join("");
+}
+
+function literalInt(toks, what) {
+  if (toks.length !== 1 || !WGSL_INT.test(toks[0]) || Number(toks[0].replace(/[iu]$/, "")) >= 2 ** 31) throw new WgslError(`${what}(${toks.join(" ").slice(0, 30)}) is not a decimal integer literal`);
+  return Number(toks[0].replace(/[iu]$/, ""));
+}
+
+function closeAt(toks, i, open, close) {
+  let depth = 0;
+  for (let j = i; j < toks.length; j++) {
+    depth += (toks[j] === open) - (toks[j] === close);
+    if (depth === 0) return j + 1;
+  }
+  throw new WgslError(`unbalanced '${open}'`);
+}
+
+function splitCommas(toks) {
+  const parts = [];
+  let cur = [], depth = 0;
+  for (const t of toks) {
+    depth += ("(<[".includes(t) ? 1 : 0) - (")>]".includes(t) ? 1 : 0);
+    if (t === "," && depth === 0) { parts.push(cur); cur = []; } else cur.push(t);
+  }
+  if (cur.length) parts.push(cur);
+  return parts;
+}
+
+function declarationEnd(toks, i) {
+  let depth = 0;
+  for (let j = i; j < toks.length; j++) {
+    const t = toks[j];
+    depth += ("({[".includes(t) ? 1 : 0) - (")}]".includes(t) ? 1 : 0);
+    if (depth === 0 && (t === ";" || t === "}")) return j + 1;
+  }
+  throw new WgslError("a declaration runs to the end of the source");
+}
+
+function typeLayout(toks, structs, where) {
+  const text = toks.join("");
+  if (WGSL_SCALARS.has(text)) return [4, 4];
+  const vec = WGSL_VEC.exec(text);
+  if (vec) { const n = Number(vec[1]); return [4 * n, n === 2 ? 8 : 16]; }
+  if (structs.has(text)) return structs.get(text);
+  if (toks.length > 4 && toks[0] === "array" && toks[1] === "<" && toks[toks.length - 1] === ">") {
+    const parts = splitCommas(toks.slice(2, -1));
+    if (parts.length === 2) {
+      const [size, align] = typeLayout(parts[0], structs, where);
+      const count = literalInt(parts[1], "array length");
+      const stride = Math.ceil(size / align) * align;
+      if (stride % 16) throw new WgslError(`${where}: uniform array of ${parts[0].join("")} has a stride of ${stride} bytes, not a multiple of 16`);
+      return [count * stride, Math.max(align, 16)];
+    }
+  }
+  throw new WgslError(`${where}: type ${text.slice(0, 40)} is not u32/i32/f32, a vector, an array or a struct of them`);
+}
+
+function parseStruct(toks, i, structs) {
+  const name = i + 1 < toks.length ? toks[i + 1] : "";
+  if (i + 2 >= toks.length || toks[i + 2] !== "{") throw new WgslError(`struct ${name.slice(0, 30)}: expected '{'`);
+  const end = closeAt(toks, i + 2, "{", "}");
+  let offset = 0, align = 4;
+  for (const member of splitCommas(toks.slice(i + 3, end - 1))) {
+    if (member.length < 3 || member[1] !== ":" || member.includes("@")) throw new WgslError(`struct ${name.slice(0, 30)}: member ${member.join(" ").slice(0, 40)} is not 'name: type'`);
+    const [size, a] = typeLayout(member.slice(2), structs, `struct ${name.slice(0, 30)}`);
+    offset = Math.ceil(offset / a) * a + size;
+    align = Math.max(align, a);
+  }
+  align = Math.max(align, 16);
+  structs.set(name, [Math.ceil(offset / align) * align, align]);
+  return end;
+}
+
+function parseVar(toks, i, attrs, structs) {
+  let space = null, access = null, j = i + 1;
+  if (j < toks.length && toks[j] === "<") {
+    const end = closeAt(toks, j, "<", ">");
+    const inner = splitCommas(toks.slice(j + 1, end - 1));
+    if (inner.length < 1 || inner.length > 2 || inner.some((p) => p.length !== 1)) throw new WgslError(`var<${toks.slice(j + 1, end - 1).join(" ").slice(0, 40)}> is not an address space and access`);
+    space = inner[0][0]; access = inner.length === 2 ? inner[1][0] : null; j = end;
+  }
+  if (space === null || space === "workgroup" || space === "private") {
+    if (attrs.has("group") || attrs.has("binding")) throw new WgslError(`@binding on a var<${space || "private"}>`);
+    return null;
+  }
+  const key = `${space}|${access || ""}`;
+  const kind = ownKey(WGSL_ACCESS, key) ? WGSL_ACCESS[key] : null;
+  if (!kind) throw new WgslError(`var<${space}${access ? ", " + access : ""}> is not uniform, storage or storage, read_write`);
+  if (attrs.size !== 2 || !attrs.has("group") || !attrs.has("binding")) throw new WgslError(`var<${space}> needs exactly @group and @binding, has ${[...attrs.keys()].sort().join(", ") || "none"}`);
+  const group = literalInt(attrs.get("group"), "@group"), num = literalInt(attrs.get("binding"), "@binding");
+  if (group !== 0) throw new WgslError(`@binding(${num}) is in @group(${group}); kernels use group 0 only`);
+  if (j + 2 >= toks.length || toks[j + 1] !== ":") throw new WgslError(`binding ${num}: expected 'name: type'`);
+  const ty = toks.slice(j + 2, declarationEnd(toks, j) - 1);
+  const out = { binding: num, type: kind };
+  if (space === "uniform") out.size = typeLayout(ty, structs, `binding ${num}`)[0];
+  else if (!(ty.length >= 4 && ty[0] === "array" && ty[1] === "<" && ty[ty.length - 1] === ">" && STORAGE_ELEMENTS.includes(ty.slice(2, -1).join("")))) {
+    throw new WgslError(`binding ${num}: storage type ${ty.join("").slice(0, 40)} is not a runtime-sized array of ${[...STORAGE_ELEMENTS].sort().join(", ")}`);
+  }
+  return out;
+}
+
+export function wgslInterface(code) {
+  const toks = stripComments(code).match(WGSL_TOKEN) || [];
+  const structs = new Map(), binds = [], entries = [];
+  let attrs = new Map(), i = 0;
+  while (i < toks.length) {
+    const t = toks[i];
+    if (t === "@") {
+      if (i + 1 >= toks.length || !/^[A-Za-z_]\w*$/.test(toks[i + 1])) throw new WgslError("'@' without an attribute name");
+      const name = toks[i + 1];
+      let args = null;
+      if (i + 2 < toks.length && toks[i + 2] === "(") { const end = closeAt(toks, i + 2, "(", ")"); args = toks.slice(i + 3, end - 1); i = end; } else i += 2;
+      if (attrs.has(name)) throw new WgslError(`@${name} twice on one declaration`);
+      attrs.set(name, args);
+      continue;
+    }
+    if (t === "struct") i = parseStruct(toks, i, structs);
+    else if (t === "var") {
+      const b = parseVar(toks, i, attrs, structs);
+      if (b) binds.push(b);
+      i = declarationEnd(toks, i);
+    } else if (t === "fn") {
+      if (["compute", "vertex", "fragment"].some((s) => attrs.has(s))) entries.push([i + 1 < toks.length ? toks[i + 1] : "", attrs]);
+      if (i + 2 >= toks.length || toks[i + 2] !== "(") throw new WgslError(`fn ${i + 1 < toks.length ? toks[i + 1].slice(0, 30) : ""}: expected '('`);
+      i = declarationEnd(toks, closeAt(toks, i + 2, "(", ")"));
+    } else {
+      if (attrs.size && !["const", "override", "alias"].includes(t)) throw new WgslError(`attribute(s) ${[...attrs.keys()].map((a) => "@" + a).join(", ")} before '${t.slice(0, 20)}'`);
+      i = declarationEnd(toks, i);
+    }
+    attrs = new Map();
+  }
+  const nums = binds.map((b) => b.binding);
+  const dup = nums.find((n, k) => nums.indexOf(n) !== k);
+  if (dup !== undefined) throw new WgslError(`binding ${dup} declared twice`);
+  binds.sort((a, b) => a.binding - b.binding);
+  return { bindings: binds, workgroup_size: entryPoint(entries) };
+}
+
+function entryPoint(entries) {
+  if (entries.length !== 1) throw new WgslError(`expected one entry point (@compute fn main), found ${entries.length}`);
+  const [name, attrs] = entries[0];
+  const keys = [...attrs.keys()].sort();
+  if (name !== "main" || keys.join(",") !== "compute,workgroup_size" || attrs.get("compute") !== null) {
+    throw new WgslError(`the entry point must be '@compute @workgroup_size(...) fn main', found ${keys.map((a) => "@" + a).join(" ")} fn ${name.slice(0, 30)}`);
+  }
+  const dims = splitCommas(attrs.get("workgroup_size"));
+  if (dims.length < 1 || dims.length > 3) throw new WgslError(`@workgroup_size(${attrs.get("workgroup_size").join(" ").slice(0, 40)}) is not 1 to 3 integers`);
+  return [...dims.map((d) => literalInt(d, "@workgroup_size")), 1, 1].slice(0, 3);
+}
+
+// ------------------------------------------------------------------ buffer reach (ditformat/reach.py is the twin)
+// How many elements each binding of a dispatch reaches, from its params, by the rules of ditformat/reach.json
+// (REACH), evaluated exactly with BigInt and floor division as Python does.
+class ReachError extends Error {}
+const REACH_FUNCTIONS = { cdiv: 2, max: 2, min: 2, eq: 2 };
+const parsedReach = new Map();
+
+function parseReach(text) {
+  if (parsedReach.has(text)) return parsedReach.get(text);
+  const toks = [...text.matchAll(/\s*(?:([0-9]+)|(\$?[A-Za-z_][A-Za-z0-9_]*)|(\S))/g)].map((m) => m[1] || m[2] || m[3]).filter((t) => t);
+  let pos = 0;
+  const peek = () => (pos < toks.length ? toks[pos] : null);
+  const take = (want) => {
+    const t = peek();
+    if (t === null || (want !== undefined && t !== want)) throw new Error(`reach.json: bad expression ${text}`);
+    pos++;
+    return t;
+  };
+  const factor = () => {
+    const t = take();
+    if (t === "(") { const node = expr(); take(")"); return node; }
+    if (t === "-") return ["neg", factor()];
+    if (/^[0-9]+$/.test(t)) return ["int", BigInt(t)];
+    if (ownKey(REACH_FUNCTIONS, t)) {
+      take("(");
+      const args = [expr()];
+      while (peek() === ",") { take(); args.push(expr()); }
+      take(")");
+      return ["call", t, args];
+    }
+    return ["name", t];
+  };
+  const term = () => { let node = factor(); while (["*", "/", "%"].includes(peek())) node = [take(), node, factor()]; return node; };
+  const expr = () => { let node = term(); while (["+", "-"].includes(peek())) node = [take(), node, term()]; return node; };
+  const node = expr();
+  if (peek() !== null) throw new Error(`reach.json: bad expression ${text}`);
+  parsedReach.set(text, node);
+  return node;
+}
+
+function floorDiv(a, b, text) {
+  if (b === 0n) throw new ReachError(`division by zero in ${text}`);
+  const q = a / b;
+  return (a % b !== 0n && (a < 0n) !== (b < 0n)) ? q - 1n : q;
+}
+
+function evalReach(node, env, text) {
+  const [kind] = node;
+  if (kind === "int") return node[1];
+  if (kind === "name") {
+    if (!env.has(node[1])) throw new ReachError(`${node[1].startsWith("$") ? "variant value " + node[1].slice(1) : "param " + node[1]} is missing (needed by ${text})`);
+    return env.get(node[1]);
+  }
+  if (kind === "neg") return -evalReach(node[1], env, text);
+  if (kind === "call") {
+    const [a, b] = node[2].map((x) => evalReach(x, env, text));
+    if (node[1] === "cdiv") return -floorDiv(-a, b, text);
+    if (node[1] === "max") return a > b ? a : b;
+    if (node[1] === "min") return a < b ? a : b;
+    return a === b ? 1n : 0n;
+  }
+  const a = evalReach(node[1], env, text), b = evalReach(node[2], env, text);
+  if (kind === "+") return a + b;
+  if (kind === "-") return a - b;
+  if (kind === "*") return a * b;
+  if (kind === "/") return floorDiv(a, b, text);
+  return a - b * floorDiv(a, b, text);
+}
+
+// Elements each binding (1, 2, ...) of a dispatch of kernel k reaches (BigInt), params evaluated at (B, N).
+export function reachOf(k, values, B, N, groups) {
+  const op = ownKey(REACH.aliases, k.op) ? REACH.aliases[k.op] : k.op;
+  if (typeof k.op !== "string" || !ownKey(REACH.ops, op)) throw new ReachError(`op ${short(k.op)} is not an op of this format (no reach rule)`);
+  const rule = REACH.ops[op];
+  const env = new Map();
+  k.params.forEach((name, i) => env.set(name, BigInt(values[i])));
+  [["$B", B], ["$N", N], ["$g0", groups[0]], ["$g1", groups[1]], ["$g2", groups[2]]].forEach(([n, v]) => env.set(n, BigInt(v)));
+  for (const [key, v] of Object.entries(k.variant || {})) if (Number.isInteger(v)) env.set("$" + key, BigInt(v));
+  for (const text of rule.divisors) {
+    const v = evalReach(parseReach(text), env, text);
+    if (v <= 0n) throw new ReachError(`${text} = ${v}: a size parameter is 0`);
+  }
+  for (const [name, text] of Object.entries(rule.let || {})) env.set(name, evalReach(parseReach(text), env, text));
+  const need = rule.need.map((text) => evalReach(parseReach(text), env, text));
+  if (need.length !== k.bindings.length - 1) throw new ReachError(`op ${k.op} binds ${need.length} buffers, the kernel declares ${k.bindings.length - 1}`);
+  return need;
+}
+
+const linForm = (f, B, N) => f[0] * B + f[1] * N + f[2];
+const evalForm = (f, B, N) => (f.length === 4 ? Math.ceil(linForm(f, B, N) / f[3]) : linForm(f, B, N));
+
+// Elements a buffer holds at (B, N) as a BigInt; null for the step record.
+export function bufferElements(b, B, N) {
+  if (b.kind === "activation") return BigInt(linForm(b.elements, B, N));
+  if (b.kind === "weight") return b.shape.reduce((a, d) => a * BigInt(d), 1n);
+  return null;
+}
+
+function checkDispatchReach(where, d, k, forms, buffers, B, N, fail) {
+  const values = d.params.map((f) => evalForm(f, B, N));
+  const groups = forms.map((f) => evalForm(f, B, N));
+  if ([...values, ...groups].some((v) => v >= 2 ** 32)) {
+    if (B === 1 && N === 1) fail(`${where}: a param or workgroup count overflows u32 at B = N = 1`);
+    return;
+  }
+  if (groups.some((g) => g === 0)) fail(`${where}: workgroups [${groups.join(", ")}] at B = ${B}, N = ${N}: a dispatch of 0 workgroups does nothing`);
+  let need;
+  try { need = reachOf(k, values, B, N, groups); } catch (e) { if (e instanceof ReachError) fail(`${where}: ${e.message}`); throw e; }
+  d.bindings.forEach((bn, i) => {
+    const have = bufferElements(buffers[bn], B, N);
+    if (have !== null && need[i] > have) fail(`${where}: binding ${i + 1} (${bn.slice(0, 60)}) holds ${have} elements at B = ${B}, N = ${N}; the dispatch reaches ${need[i]}`);
+  });
+}
+
+// Every dispatch ([where, d] pairs), run by its kernel and each of its candidates, at every batch (verify.py check_reach).
+export function checkReach(kernels, buffers, dispatches, candidates, batches, fail) {
+  for (const [where, d] of dispatches) {
+    const names = ownKey(candidates, d.kernel) ? candidates[d.kernel] : [d.kernel];
+    for (const kname of names) {
+      const k = kernels[kname];
+      const own = kname === d.kernel;
+      const forms = own ? d.workgroups : workgroupForms(k, d.params);
+      for (const [B, N] of batches) checkDispatchReach(own ? where : `${where} [candidate ${kname}]`, d, k, forms, buffers, B, N, fail);
+    }
+  }
+}
+
+// needs: [field, buffer name, rows per B, rows per N, elements per row]: what the host writes or reads back.
+export function checkIoSizes(buffers, needs, batches, fail) {
+  for (const [field, name, perB, perN, row] of needs) {
+    for (const [B, N] of batches) {
+      const have = bufferElements(buffers[name], B, N), want = BigInt((perB * B + perN * N)) * BigInt(row);
+      if (have < want) fail(`io.${field}: buffer ${short(name)} holds ${have} elements at B = ${B}, N = ${N}; the runtime writes or reads ${want}`);
+    }
+  }
+}
+export const REACH_BATCHES = REACH.batches;

@@ -4,14 +4,13 @@
 // (docs/vae.md, "Bundles with a decoder"). Its weights come in shards of at most 64 MiB, each verified
 // (sha256) and cached by fetchVerified, so an interrupted download resumes shard by shard.
 import { DECODER_SCHEMA } from "./bundle-schema.js";
-import { BundleError, checkDispatch, checkKernelBindings, checkPaths, fetchVerified, schemaError, verifyKernelSource,
-  verifyShards } from "./bundle.js";
+import { BundleError, REACH_BATCHES, checkDispatch, checkIoSizes, checkKernelBindings, checkPaths, checkReach, fetchVerified,
+  parseJson, schemaError, verifyKernelSource, verifyShards } from "./bundle.js";
+import { evaluate } from "./forms.js";
 
 export const DECODER_FORMAT = DECODER_SCHEMA.format;
 export const DECODER_VERSION = DECODER_SCHEMA.format_version;
 const DECODER_OPS = DECODER_SCHEMA.ops;   // the kernels a decoder may use (wgsl/ops.py)
-const lin = (form, N) => form[0] * N + form[1] * N + form[2];
-const ceilDiv = (a, d) => Math.ceil(a / d);
 const short = (v) => String(JSON.stringify(v)).slice(0, 60);
 const own = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
 
@@ -45,6 +44,10 @@ export function verifyDecoderManifest(m, xShape = null) {
     if (!own(m.kernels, d.kernel)) fail(`${where}: unknown kernel ${short(d.kernel)}`);
     checkDispatch(d, m.kernels[d.kernel], m.buffers, where, fail);
   });
+  const batches = REACH_BATCHES.filter(([B, N]) => B === N);      // a decoder runs at B = N (its images)
+  checkReach(m.kernels, m.buffers, m.program.map((d, n) => [`program[${n}] (${d.label.slice(0, 40)})`, d]), {}, batches, fail);
+  const rows = (shape) => shape.reduce((a, v) => a * v, 1);
+  checkIoSizes(m.buffers, [["latent", m.io.latent, 0, 1, rows(m.latent_shape)], ["image", m.io.image, 0, 1, rows(m.image_shape)]], batches, fail);
 }
 
 // After the downloads (each file's sha256 checked by fetchVerified): sizes, every kernel's WGSL against its entry,
@@ -79,13 +82,9 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   if (!entry) return null;
   const xShape = bundleManifest.io.x_shape;
   const raw = await fetchVerified(baseUrl, "decoder/manifest.json", entry.sha256, { signal, stats, useCache });
-  let m;
-  try {
-    m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
-  } catch (e) {
-    throw new BundleError("decoder/manifest.json", `not valid JSON (${e.message})`);
-  }
+  const m = parseJson(raw, "decoder/manifest.json");
   verifyDecoderManifest(m, xShape);
+  checkDecoderListing(bundleManifest, m);
   const names = Object.keys(m.files);
   /** @type {Record<string, ArrayBuffer>} */
   const files = {};
@@ -99,7 +98,19 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   return { manifest: m, tensors, kernels };
 }
 
-const bytesOf = (b, N) => (b.kind === "weight" ? Math.ceil(b.bytes / 4) * 4 : Math.max(16, Math.ceil((4 * lin(b.elements, N)) / 16) * 16));
+// The bundle's manifest lists the decoder's files too: exactly the decoder's own, with the same size and sha256
+// (runtime_py/decode.py check_decoder_listing), so that both manifests vouch for the same bytes.
+export function checkDecoderListing(bundleManifest, m) {
+  const listed = Object.keys(bundleManifest.files).filter((f) => f.startsWith("decoder/") && f !== "decoder/manifest.json").map((f) => f.slice(8)).sort();
+  const own = Object.keys(m.files).sort();
+  if (listed.join("/") !== own.join("/")) throw new BundleError("manifest.json", `files lists decoder/ files [${listed.slice(0, 4).join(", ")}...] that differ from decoder/manifest.json's [${own.slice(0, 4).join(", ")}...]`);
+  for (const f of own) {
+    const a = bundleManifest.files[`decoder/${f}`], b = m.files[f];
+    if (a.size !== b.size || a.sha256 !== b.sha256) throw new BundleError(`decoder/${f}`, "size or sha256 differs between manifest.json and decoder/manifest.json");
+  }
+}
+
+const bytesOf = (b, N) => (b.kind === "weight" ? Math.ceil(b.bytes / 4) * 4 : Math.max(16, Math.ceil((4 * evaluate(b.elements, N, N)) / 16) * 16));
 
 // Before any allocation: every buffer of the decoder against this device's binding and buffer sizes.
 export function checkDecoderLimits(m, device, N) {
@@ -193,11 +204,11 @@ export class Decoder {
       if (oom) throw new RangeError(`decoding: the activations of one image do not fit this GPU's memory (${oom.message})`);
       const steps = m.program.map((d) => {
         const words = new Uint32Array(Math.max(4, Math.ceil(d.params.length / 4) * 4));
-        d.params.forEach((form, i) => { words[i] = lin(form, 1); });
+        d.params.forEach((form, i) => { words[i] = evaluate(form, 1, 1); });
         const params = device.createBuffer({ label: `${d.label} params`, size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(params, 0, words);
         owned.push(params);
-        const groups = d.workgroups.map((f) => ceilDiv(lin(f, 1), f[3]));
+        const groups = d.workgroups.map((f) => evaluate(f, 1, 1));
         if (groups.some((g) => g > maxGroups)) throw new RangeError(`decoding: ${d.label} needs ${groups.join("x")} workgroups, above this GPU's ${maxGroups} per dimension`);
         const { pipeline, layout } = this.pipelines[d.kernel];
         const bindGroup = device.createBindGroup({ label: d.label, layout, entries: [params, ...d.bindings.map((n) => buffers[n])].map((buffer, binding) => ({ binding, resource: { buffer } })) });
