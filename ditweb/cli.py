@@ -35,8 +35,9 @@ class MissingExtra(DitwebError):
 
 def _unavailable(verb: str, package: str):
     def run(args):
-        raise MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install -e '.[torch]' "
-                           f"(sampling a bundle with --runtime wgpu, serve and site need no torch)")
+        raise MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install 'ditweb[torch]' "
+                           f"(a checkout: pip install -e '.[torch]'; sampling a bundle with --runtime wgpu, serve and "
+                           f"site need no torch)")
     return run
 
 
@@ -49,8 +50,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def version_text() -> str:
+    from ditformat import EXPORTER_VERSION, FORMAT_VERSION
+    return f"ditweb {EXPORTER_VERSION} (bundle format {FORMAT_VERSION})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="ditweb", description="DiT from PyTorch to the web")
+    parser.add_argument("--version", action="version", version=version_text())
     # --debug is taken out of argv by main() (before or after the verb), so verbs never see it
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:            # e.g. torch, an install extra: the other verbs still work
             if e.name is None or e.name.split(".")[0] not in ("torch", "onnx", "onnxruntime"):
                 raise
-            p = sub.add_parser(verb, help=f"(needs {e.name.split('.')[0]}: pip install -e '.[torch]')")
+            p = sub.add_parser(verb, help=f"(needs {e.name.split('.')[0]}: pip install 'ditweb[torch]')")
             p.add_argument("args", nargs=argparse.REMAINDER)
             p.set_defaults(func=_unavailable(verb, e.name.split(".")[0]))
             continue
@@ -71,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:                 # before build_parser, which imports every verb (torch too)
+        print(version_text())
+        return 0
     debug = "--debug" in argv                 # also after the verb: `ditweb sample ... --debug`
     if debug:
         argv.remove("--debug")

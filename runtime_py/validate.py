@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from dit_model.model import DiT, DiTConfig
-from ditformat.errors import UsageError
+from ditformat import EXPORTER_VERSION
+from ditformat.errors import DitwebError, UsageError
 from ditformat.forms import evaluate
 from ditformat.guidance import Guide, make_plan
 from ditformat.step import pack_step, rounded, step_fields
@@ -19,6 +22,7 @@ from wgsl.ops import OPS
 
 from .bundle import Bundle
 from .parity import Row, compare
+from .report import make_report, write_reports
 
 WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
 WHOLE_MODEL_TOL_F16 = 2e-3   # f16 / int8: vs torch with the same f16-rounded (int8: dequantised) weights, of the output scale
@@ -135,8 +139,12 @@ def whole_model(bundle: Bundle, model: DiT, B: int = 2, seed: int = 0) -> Row:
 
 
 def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
-    cfg = bundle.cfg
-    nc = cfg["num_classes"]
+    return [r for _, r in validate_checks(bundle, ckpt, B)]
+
+
+def validate_checks(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[tuple[str, Row]]:
+    """validate()'s rows, each with the group it belongs to (the program, "K=2 <program>" for the batch-estimated
+    guidance checks, "model" for the whole-model check): the reports' test-suite classes."""
     g = torch.Generator().manual_seed(1)
     st = bundle.state(B, B, plan={})          # the dispatches' own kernels; check_program adds the candidates
     io = bundle.manifest["io"]
@@ -145,7 +153,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     bundle.gpu.write(st.buffers[io["t"]], np.linspace(0, 999, B).astype(np.uint32))
     ids = np.arange(B)[:, None] % (np.asarray(bundle.levels) + 1)            # null rows included
     bundle.gpu.write(st.buffers[io["y"]], bundle.label_rows(ids if bundle.vocab is not None else ids[:, 0]))
-    rows = check_program(bundle, st, "forward", None)
+    rows = [("forward", r) for r in check_program(bundle, st, "forward", None)]
     # the sampling kernels at their real shapes: a CFG plan (J = 2) over N = B / 2 images, DDPM (noise on)
     N = max(B // 2, 1)
     plan = make_plan(Guide(scale=4.0), [bundle.null_label] * N, bundle.null_label)   # only its coefficients are used
@@ -155,7 +163,7 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     bundle.gpu.device.queue.write_buffer(bundle.step_buffer, 0, pack_step(fields))
     bundle.gpu.write(sst.buffers[io["out"]], torch.randn(2 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
     for prog in ("init", "step_begin", "step_end"):
-        rows += check_program(bundle, sst, prog, rounded(fields))
+        rows += [(prog, r) for r in check_program(bundle, sst, prog, rounded(fields))]
     # batch-estimated guidance: K = 2 perturbed copies (the RNG inside expand_batch), DDIM with eta = 1
     kst = bundle.state(2 * 2 * N, N, plan={})
     kfields = step_fields(bundle.tables(20), 7, seed=4, K=2, J=2, N=N, var_branch=plan.var_branch,
@@ -164,9 +172,10 @@ def validate(bundle: Bundle, ckpt: str | None = None, B: int = 2) -> list[Row]:
     bundle.gpu.write(kst.buffers[io["sample"]], torch.randn(N * int(np.prod(io["x_shape"])), generator=g).numpy())
     bundle.gpu.write(kst.buffers[io["out"]], torch.randn(4 * N * int(np.prod(io["out_shape"])), generator=g).numpy())
     for prog in ("step_begin", "step_end"):
-        rows += [dataclasses.replace(r, kernel=r.kernel.replace(" [", " K=2 [", 1), shape={**r.shape, "copies": 2})
+        rows += [(f"K=2 {prog}", dataclasses.replace(r, kernel=r.kernel.replace(" [", " K=2 [", 1),
+                                                     shape={**r.shape, "copies": 2}))
                  for r in check_program(bundle, kst, prog, rounded(kfields))]
-    rows.append(whole_model(bundle, torch_model(bundle, ckpt), B))
+    rows.append(("model", whole_model(bundle, torch_model(bundle, ckpt), B)))
     return rows
 
 
@@ -213,36 +222,69 @@ def format_rows(rows: list[Row]) -> str:
 
 
 def register(sub):
-    p = sub.add_parser("validate", help="check every kernel of a bundle and the whole model against float64 torch")
+    p = sub.add_parser("validate", help="check every kernel of a bundle and the whole model against float64 torch",
+                       description="Exit status: 0 every check passed, 1 a check failed, 2 bad input (the bundle, "
+                                   "an option or a report path; no check ran). CI set-up: docs/ci.md.")
     p.add_argument("bundle", help="bundle folder (from ditweb export)")
     p.add_argument("--ckpt", help="checkpoint to compare with (default: the bundle's own weights in torch)")
     p.add_argument("--batch", type=int, default=2, help="batch rows B for the kernel checks (default 2)")
-    p.add_argument("--summary", action="store_true", help="one row per kernel (its worst dispatch)")
+    p.add_argument("--summary", action="store_true", help="one row per kernel (its worst dispatch) in the printed table")
     p.add_argument("--no-decoder", dest="decoder", action="store_false",
                    help="skip a latent bundle's VAE decoder (its float64 checks at 256 px take a long time on a CPU)")
+    p.add_argument("--json", metavar="FILE", help="also write every check (error, bound, ratio, verdict) as JSON")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report: one test case per check")
     p.set_defaults(func=cmd_validate)
+
+
+def check_report_path(path: str | None, option: str) -> None:
+    """A report path that cannot be written is bad input, found before minutes of checks."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
 
 
 def cmd_validate(args):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    if args.batch < 1:
-        raise UsageError("--batch must be at least 1")
-    bundle = Bundle.load(args.bundle, plan="default")      # every candidate is checked dispatch by dispatch
-    print(f"bundle {args.bundle}: {bundle.manifest['dtype']}, {len(bundle.manifest['kernels'])} kernels, "
-          f"adapter {bundle.gpu.name}")
-    rows = validate(bundle, args.ckpt, args.batch)
+    for path, option in ((args.json, "--json"), (args.junit, "--junit")):
+        check_report_path(path, option)
+    if args.json and args.junit and Path(args.json).resolve() == Path(args.junit).resolve():
+        raise UsageError("--json and --junit name the same file")
+    info = {"bundle": args.bundle, "ckpt": args.ckpt, "ditweb": EXPORTER_VERSION, "batch": args.batch}
+    t0 = time.perf_counter()
+    try:
+        if args.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        bundle = Bundle.load(args.bundle, plan="default")      # every candidate is checked dispatch by dispatch
+    except DitwebError as e:                                    # bad input: exit 2, and the reports say why
+        write_reports(make_report(info, error=str(e)), args.json, args.junit)
+        raise
+    m = bundle.manifest
+    info.update(dtype=m["dtype"], format_version=m["format_version"], kernels=len(m["kernels"]),
+                adapter=bundle.gpu.name)
+    print(f"bundle {args.bundle}: {m['dtype']}, {len(m['kernels'])} kernels, adapter {bundle.gpu.name}")
+    checks = validate_checks(bundle, args.ckpt, args.batch)
     if args.decoder:
-        rows += validate_decoder(bundle)              # a latent bundle's VAE decoder (export --vae)
+        checks += [("decoder", r) for r in validate_decoder(bundle)]     # a latent bundle's VAE decoder (export --vae)
+    rows = [r for _, r in checks]
     print(format_rows(summarize(rows) if args.summary else rows))
     bad = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(bad)}/{len(rows)} checks passed")
-    if bundle.manifest["dtype"] == "f16" and args.ckpt:
+    if m["dtype"] == "f16" and args.ckpt:
+        info["f16_quantisation_error"] = quantisation_error(args.ckpt)
         print(f"f16 quantisation error (torch float64, f16 vs f32 weights of {args.ckpt}): "
-              f"{quantisation_error(args.ckpt):.3e} of max |output|")
+              f"{info['f16_quantisation_error']:.3e} of max |output|")
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    report = make_report(info, checks)
+    for path in write_reports(report, args.json, args.junit):
+        print(f"wrote {path}")
     if bad:
         print(f"ditweb validate: {len(bad)} check(s) failed", file=sys.stderr)
-        return 1
-    return 0
+    return report["exit_code"]
 
 
 # ------------------------------------------------------------------ the decode program of a latent bundle

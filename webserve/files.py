@@ -11,7 +11,9 @@ from pathlib import Path
 from ditformat.errors import DitwebError
 from runtime_py.verify import sha256_file
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The page: package data `webserve.page` in an installed wheel (pyproject.toml maps web/ there), web/ in a checkout
+PACKAGED_WEB_DIR = Path(__file__).resolve().parent / "page"
+WEB_DIR = PACKAGED_WEB_DIR if (PACKAGED_WEB_DIR / "index.html").is_file() else Path(__file__).resolve().parent.parent / "web"
 PAGE_SUFFIXES = {".html", ".js", ".css", ".svg", ".png", ".ico", ".wasm"}
 MANIFEST = "manifest.json"
 
@@ -23,7 +25,8 @@ class SiteError(DitwebError):
 def web_files() -> list[Path]:
     """The page: web/*.{html,js,css,...}, relative to WEB_DIR."""
     if not (WEB_DIR / "index.html").is_file():
-        raise SiteError(f"the page is missing: {WEB_DIR / 'index.html'} not found (is this a source checkout?)")
+        raise SiteError(f"the page is missing: {WEB_DIR / 'index.html'} not found (an installed ditweb holds it in "
+                        f"{PACKAGED_WEB_DIR}: reinstall the wheel; a source checkout, in web/)")
     return sorted(p.relative_to(WEB_DIR) for p in WEB_DIR.iterdir() if p.is_file() and p.suffix in PAGE_SUFFIXES)
 
 
