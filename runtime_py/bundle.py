@@ -18,10 +18,10 @@ from ditformat.guidance import Guide, make_plan
 from ditformat.schedule import sampler_tables
 from ditformat.step import MAX_BRANCHES, STEP_BYTES, pack_step, step_fields
 
-from .gpu import GPU, DeviceLimitError, get_gpu
+from .gpu import GPU, DeviceLimitError, get_gpu, refuses_gpu_errors
 from .shards import check_weight_limits, upload_shards
 from .tune import PLAN_MODES, check_plan, load_plan_file, resolve, slot_key
-from .verify import read_vocabulary, verify_bundle
+from .verify import check_dispatch_reach, read_vocabulary, verify_bundle
 
 PROGRAMS = ("forward", "init", "step_begin", "step_end")
 
@@ -62,6 +62,7 @@ class BatchState:
         pipe, bgl = self.bundle.pipeline(kname)
         forms = d["workgroups"] if kname == d["kernel"] else workgroup_forms(k["groups"], k["params"], d["params"])
         groups = [evaluate(g, self.B, self.N) for g in forms]
+        check_dispatch_reach(f"{d['label']} [{kname}]", d, k, forms, self.bundle.manifest["buffers"], self.B, self.N)
         if max(groups) > self.max_groups:
             raise DeviceLimitError(f"{d['label']}: {max(groups)} workgroups exceed this adapter's "
                                    f"maxComputeWorkgroupsPerDimension {self.max_groups}; use a smaller batch")
@@ -94,6 +95,7 @@ class Bundle:
 
     # ------------------------------------------------------------- load
     @classmethod
+    @refuses_gpu_errors("loading the bundle")
     def load(cls, path, gpu: GPU | None = None, verbose: bool = True, plan=None) -> "Bundle":
         """plan: "auto" (time the candidates on first use of a batch size, cached per adapter), "default"
         (every dispatch's own kernel), a {slot: kernel} dict or a plan file; None: $DITWEB_PLAN, else "auto"."""
@@ -218,6 +220,7 @@ class Bundle:
         cp.end()
         return enc.finish()
 
+    @refuses_gpu_errors("the forward pass")
     def forward(self, x, t, y) -> np.ndarray:
         """x (B, C, I, I), t (B,) integer timesteps, y (B,) class ids (a named bundle: (B, L) per-level ids)
         -> model output (B, C_out, I, I)."""
@@ -255,6 +258,7 @@ class Bundle:
     def tables(self, steps: int) -> dict:
         return sampler_tables(steps, self.manifest["sampler"])      # the schedule's tables, as the page computes them
 
+    @refuses_gpu_errors("sampling")
     def sample(self, class_id, seed: int = 0, steps: int = 50, cfg: float = 4.0, *, n: int | None = None,
                guide: Guide | None = None, negative_class=None, sampler: str = "ddim",
                eta: float = 0.0, clip_x0: bool | None = None, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:

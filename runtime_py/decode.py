@@ -10,9 +10,9 @@ import numpy as np
 from ditformat.errors import UsageError
 from ditformat.forms import evaluate
 
-from .gpu import GPU, DeviceLimitError
+from .gpu import GPU, DeviceLimitError, refuses_gpu_errors
 from .shards import check_weight_limits, upload_shards
-from .verify import verify_decoder
+from .verify import BundleError, check_dispatch_reach, verify_decoder
 
 
 def bytes_needed(buffers: dict, N: int) -> tuple[int, int]:
@@ -66,12 +66,14 @@ class DecodeRunner:
             raw = np.array(vals + [0] * (-len(vals) % 4), np.uint32)
             uni = gpu.buffer(raw.nbytes, f"{d['label']}.params", raw, uniform=True)
             groups = [evaluate(g, N, N) for g in d["workgroups"]]
+            check_dispatch_reach(d["label"], d, self.kernels[d["kernel"]], d["workgroups"], self.buffer_table, N, N)
             if max(groups) > max_groups:
                 raise DeviceLimitError(f"{d['label']}: {max(groups)} workgroups exceed this adapter's "
                                        f"maxComputeWorkgroupsPerDimension {max_groups}; decode fewer images at once")
             seq.append((pipe, gpu.bind_group(bgl, [uni] + [bufs[n] for n in d["bindings"]], d["label"]), groups))
         self.buffers, self.seq, self._n = bufs, seq, N
 
+    @refuses_gpu_errors("decoding")
     def decode(self, latents) -> np.ndarray:
         """latents (N, L, h, w) as the DiT samples them -> images (N, 3, H, W) in about [-1, 1] (not clamped),
         decoded one after the other."""
@@ -104,6 +106,20 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ decoder/ of a bundle: load (verified first)
 
+def check_decoder_listing(bundle_manifest: dict, m: dict) -> None:
+    """The bundle's files list exactly the decoder's files (decoder/ + name) with the decoder manifest's size and
+    sha256, so both manifests vouch for the same bytes (web/decode.js checkDecoderListing is the twin)."""
+    listed = sorted(f[8:] for f in bundle_manifest["files"] if f.startswith("decoder/") and f != "decoder/manifest.json")
+    if listed != sorted(m["files"]):
+        raise BundleError(f"manifest.json: files lists decoder/ files {listed[:4]}... that differ from "
+                          f"decoder/manifest.json's {sorted(m['files'])[:4]}...")
+    for f, info in m["files"].items():
+        other = bundle_manifest["files"][f"decoder/{f}"]
+        if (other["size"], other["sha256"]) != (info["size"], info["sha256"]):
+            raise BundleError(f"decoder/{f}: size or sha256 differs between manifest.json and decoder/manifest.json")
+
+
+@refuses_gpu_errors("loading the decoder")
 def load_decoder(bundle, max_images: int = 1):
     """The bundle's decoder (a DecodeRunner with `.manifest`), or None for a bundle without one. Weights are
     uploaded shard by shard after checking that the weights and the activations of `max_images` images fit
@@ -112,6 +128,7 @@ def load_decoder(bundle, max_images: int = 1):
     if "decoder/manifest.json" not in bundle.manifest["files"]:      # listed (and hash-checked) by the bundle
         return None
     m = verify_decoder(root, bundle.manifest["io"]["x_shape"])     # runtime_py/verify.py, with the bundle's checks
+    check_decoder_listing(bundle.manifest, m)
     gpu = bundle.gpu
     weights = {n: b for n, b in m["buffers"].items() if b["kind"] == "weight"}
     check_weight_limits(gpu, weights, root, "decoder weights")

@@ -2,7 +2,9 @@
 buffers. Shared by the bundle runtime, the kernel parity checks and the benchmarks."""
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sys
 import tempfile
 
@@ -27,6 +29,39 @@ class DeviceLimitError(DitwebError):
 class NoAdapterError(DitwebError):
     """No WebGPU adapter: install Mesa lavapipe (apt-get install mesa-vulkan-drivers). A DitwebError so
     that the CLI reports it in one line."""
+
+
+class GPURefusedError(DitwebError):
+    """The GPU refused a kernel, a binding or a dispatch of a bundle (a WGSL compile or validation error that the
+    verifiers did not foresee): one line naming the GPU objects (kernels, dispatches) the driver names."""
+
+
+_LABEL = re.compile(r"label = '([^']*)'")
+_DECORATION = re.compile(r"\s*(?:[\u2500-\u257f^|].*|[0-9]+\s*\u2502.*)")       # the source excerpt's drawing
+
+
+def refused(e: Exception, what: str) -> GPURefusedError:
+    """wgpu-py's multi-line GPUError -> one line: what was being done, the labels it names, its reasons."""
+    text = str(e)
+    labels = list(dict.fromkeys(_LABEL.findall(text)))
+    reasons = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() not in ("Validation Error", "Caused by:")
+               and not ln.strip().startswith("In ") and not _DECORATION.fullmatch(ln)]
+    named = f" ({', '.join(repr(x) for x in labels[:4])})" if labels else ""
+    line = f"{what}: the GPU refused it{named}: {'; '.join(reasons) or type(e).__name__}"
+    return GPURefusedError("".join(c if c.isprintable() else repr(c)[1:-1] for c in line)[:600])
+
+
+def refuses_gpu_errors(what: str):
+    """Decorator: a GPU validation error inside the call becomes a one-line GPURefusedError (no traceback)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except wgpu.GPUError as e:
+                raise refused(e, what) from None
+        return call
+    return wrap
 
 
 def _rank(adapter) -> int:
@@ -76,14 +111,18 @@ class GPU:
 
     # ------------------------------------------------------------- pipelines
     def pipeline(self, code: str, label: str, bindings: list[dict]):
-        """A compute pipeline with an explicit bind group layout from the manifest's binding types."""
-        module = self.device.create_shader_module(code=code, label=label)
-        entries = [{"binding": b["binding"], "visibility": wgpu.ShaderStage.COMPUTE,
-                    "buffer": {"type": BINDING_TYPES[b["type"]]}} for b in bindings]
-        bgl = self.device.create_bind_group_layout(entries=entries, label=label)
-        layout = self.device.create_pipeline_layout(bind_group_layouts=[bgl], label=label)
-        pipe = self.device.create_compute_pipeline(layout=layout, compute={"module": module, "entry_point": "main"},
-                                                   label=label)
+        """A compute pipeline with an explicit bind group layout from the manifest's binding types; a kernel the GPU
+        refuses (compile or layout error) is a one-line GPURefusedError naming it."""
+        try:
+            module = self.device.create_shader_module(code=code, label=label)
+            entries = [{"binding": b["binding"], "visibility": wgpu.ShaderStage.COMPUTE,
+                        "buffer": {"type": BINDING_TYPES[b["type"]]}} for b in bindings]
+            bgl = self.device.create_bind_group_layout(entries=entries, label=label)
+            layout = self.device.create_pipeline_layout(bind_group_layouts=[bgl], label=label)
+            pipe = self.device.create_compute_pipeline(layout=layout, compute={"module": module, "entry_point": "main"},
+                                                       label=label)
+        except wgpu.GPUError as e:
+            raise refused(e, f"kernel {label}") from None
         return pipe, bgl
 
     # ------------------------------------------------------------- buffers
@@ -111,9 +150,12 @@ class GPU:
         return (a if count is None else a[:count]).copy()
 
     def bind_group(self, bgl, buffers: list, label: str):
-        return self.device.create_bind_group(layout=bgl, label=label,
-                                             entries=[{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
-                                                      for i, b in enumerate(buffers)])
+        try:
+            return self.device.create_bind_group(layout=bgl, label=label,
+                                                 entries=[{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                                                          for i, b in enumerate(buffers)])
+        except wgpu.GPUError as e:
+            raise refused(e, f"dispatch {label}") from None
 
 
 _GPU: GPU | None = None
