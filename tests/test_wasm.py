@@ -6,6 +6,7 @@ the same engine the page's Web Worker runs). Pixel parity in Chromium: tests/tes
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -85,6 +86,15 @@ def test_web_package_types_check():
     assert pkg["type"] == "module" and pkg["exports"]["."] == "./ditweb.js"
     for target in pkg["exports"].values():
         assert (REPO / "web" / target).is_file(), target
+    # every module a listed file imports (or starts as a worker / fetches next to itself) is listed too
+    listed = set(pkg["files"])
+    assert {Path(t).name for t in pkg["exports"].values()} <= listed
+    for name in sorted(f for f in listed if f.endswith(".js")):
+        text = (REPO / "web" / name).read_text()
+        for rel in re.findall(r"""(?:\bfrom|\bimport\(?|new URL\()\s*["']\./([^"']+)["']""", text):
+            assert rel in listed, f"web/{name} uses ./{rel}, which package.json files does not list"
+    tsconfig = json.loads((REPO / "web" / "tsconfig.json").read_text())
+    assert {f for f in listed if f.endswith(".js")} <= set(tsconfig["files"]), "tsconfig.json checks every listed module"
     if not TSC.exists():
         pytest.fail(f"{TSC} is missing: run scripts/setup.sh")
     r = subprocess.run([str(TSC), "-p", str(REPO / "web" / "tsconfig.json")], capture_output=True, text=True,

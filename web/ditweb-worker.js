@@ -1,5 +1,5 @@
 // ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
-// page. The page (ditweb.js, WasmBundle) sends one request per step; each reply carries the time the
+// page. The page (wasm-bundle.js, WasmBundle) sends one request per step; each reply carries the time the
 // kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
 //   init    {module, manifest, tensors}   compile and unpack the weights (tensors: {buffer: {buf, offset, nbytes}})
 //   state   {B, N, y}                                batch buffers; y: the label of every row

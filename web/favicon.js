@@ -1,4 +1,5 @@
-// Model-space images -> RGBA bytes -> a canvas, a PNG data URL and the page's <link rel="icon">.
+// The favicon: model-space images -> RGBA bytes -> a canvas, a PNG data URL and the page's <link rel="icon">, and
+// diffuseFavicon, the animation of that link through the denoising steps of a bundle's sample() (either runtime).
 
 // x: Float32Array (C, H, W) in [-1, 1] for one image -> Uint8ClampedArray (H, W, 4).
 // Same rounding as dit_model/images.py to_uint8: clip((x + 1) * 127.5 + 0.5) truncated;
@@ -59,4 +60,68 @@ export function restoreStaticFavicon(doc = document) {
   /** @type {HTMLLinkElement | null} */
   const link = doc.querySelector('link[rel~="icon"]');
   if (link && link.dataset.staticHref !== undefined) link.href = link.dataset.staticHref;
+}
+
+// ------------------------------------------------------------------ the animation
+
+// Animate the page's <link rel="icon"> through the denoising steps (x_t after each step) and
+// leave the final image as the favicon; the same on both runtimes. opts: everything sample() takes,
+// plus canvas (drawn too), timeBudgetMs (stop with a "TimeoutError" once a run takes longer; the
+// signal aborts as before) and remember (default true: the drawn favicon is kept in localStorage per
+// bundle and shown at once on the next visit, before a new one is drawn).
+// On failure the previous favicon (the remembered one, else the static one) is kept and the error thrown.
+export async function diffuseFavicon(bundle, opts = {}) {
+  faviconLink();   // remember the static favicon before the first frame
+  const { canvas, onStep, timeBudgetMs } = opts;
+  const remember = opts.remember !== false;
+  const key = `ditweb-favicon:${bundle.url}`;
+  const stored = remember ? rememberedFavicon(key) : null;
+  if (stored) faviconLink().href = stored;
+  const controller = new AbortController();
+  const stop = (reason) => controller.abort(reason);
+  if (opts.signal) {
+    if (opts.signal.aborted) stop(opts.signal.reason);
+    else opts.signal.addEventListener("abort", () => stop(opts.signal.reason), { once: true });
+  }
+  const timer = timeBudgetMs > 0 ? setTimeout(() => stop("budget"), timeBudgetMs) : null;
+  try {
+    const result = await bundle.sample({
+      ...opts,
+      signal: controller.signal,
+      n: 1,
+      preview: true,
+      onStep: (info) => {
+        let dataURL = null;
+        if (info.rgba) {
+          dataURL = setFavicon(info.rgba[0], info.width, info.height);
+          if (canvas) drawRGBA(canvas, info.rgba[0], info.width, info.height);
+        }
+        if (onStep) onStep({ ...info, dataURL, runtime: bundle.runtime });
+      },
+    });
+    result.dataURL = setFavicon(result.rgba[0], result.width, result.height);
+    if (canvas) drawRGBA(canvas, result.rgba[0], result.width, result.height);
+    if (onStep) onStep({ step: opts.steps ?? 25, steps: opts.steps ?? 25, msPerStep: result.msPerStep, dataURL: result.dataURL, runtime: result.runtime });
+    if (remember) {
+      try { localStorage.setItem(key, result.dataURL); } catch { /* storage full or blocked: nothing to remember */ }
+    }
+    return result;
+  } catch (e) {
+    if (stored) faviconLink().href = stored; else restoreStaticFavicon();
+    if (e.name === "AbortError" && controller.signal.reason === "budget") {
+      throw new DOMException(`the favicon took longer than its time budget of ${timeBudgetMs} ms`, "TimeoutError");
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function rememberedFavicon(key) {
+  try {
+    const v = localStorage.getItem(key);
+    return v && v.startsWith("data:image/png;base64,") ? v : null;
+  } catch {
+    return null;
+  }
 }

@@ -136,32 +136,63 @@ async function proportional(device, allRuns) {
 // fastest sample is 1.5x the best's; the pick is the fastest sample (noise on a loaded machine only adds time).
 export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targetS = 5e-4 } = {}) {
   const t0 = performance.now();
-  const m = bundle.manifest;
   bundle.state(B, N, {});
-  const slots = {};
-  for (const [prog, list] of Object.entries(bundle.batch.programs)) {
-    list.forEach((d, i) => {
-      const names = (m.candidates || {})[d.kernelName] || [];
-      if (names.length < 2) return;
-      const key = slotKey(d.kernelName, d.values);
-      if (!slots[key]) slots[key] = { prog, i, count: 0, candidates: names };
-      slots[key].count += 1;
-    });
-  }
+  const slots = tunedSlots(bundle);
   await Promise.all([...new Set(Object.values(slots).flatMap((s) => s.candidates))].map((k) => bundle.pipeline(k)));
   const t1 = performance.now();
   const pairs = [];                  // [slot, kernel, run]
   for (const [key, s] of Object.entries(slots)) {
     for (const k of s.candidates) pairs.push([key, k, bundle.alternative(s.prog, s.i, k)]);
   }
+  await bundle.checkRuns(pairs.map(([, , run]) => run));   // a candidate the device refuses: one line naming it
   const device = bundle.device;
   await timeMany(device, pairs.map(([, , run]) => ({ run, reps: 1, groups: [1, 1, 1] })));
   const t2 = performance.now();
   const [partial, fixed] = pairs.length ? await proportional(device, pairs.map(([, , run]) => run)) : [false, 0];
+  const timed = timer(device, pairs, partial, fixed);
+  const { bySlot, est, live } = await probeCandidates(pairs, timed);
   const threads = Math.max(1, Math.min(32, (globalThis.navigator && navigator.hardwareConcurrency) || 1));
-  // [seconds of one whole dispatch, the same without subtracting the fixed time] of each [pair index, n]:
-  // n workgroups (partial) or n repetitions of the whole dispatch
-  const timed = async (items) => {
+  const size = (j) => {
+    const total = prod(pairs[j][2].workgroups);
+    if (partial) {
+      const n = Math.floor(Math.max(targetS, 8 * fixed) * total / Math.max(est[j], 1e-9));
+      return Math.min(total, threads * Math.max(1, Math.ceil(n / threads)));
+    }
+    return Math.min(8, Math.max(1, Math.floor(targetS / Math.max(est[j], 1e-7))));
+  };
+  await rounds(live, est, timed, size, { repeats, budgetMs, t2 });
+  const plan = {}, report = {};
+  for (const [key, js] of Object.entries(bySlot)) {
+    report[key] = Object.fromEntries(js.map((j) => [pairs[j][1], est[j]]));
+    plan[key] = pairs[js.reduce((a, b) => (est[b] < est[a] ? b : a))][1];
+  }
+  const counts = Object.fromEntries(Object.entries(slots).map(([k, s]) => [k, s.count]));
+  return { plan, report: { slots: report, counts, pipelinesMs: t1 - t0, firstMs: t2 - t1, timingMs: performance.now() - t2,
+                           source: device.features.has("timestamp-query") ? "timestamp queries" : "wall clock",
+                           partial, fixedMs: fixed * 1e3 } };
+}
+
+// {slot: {prog, i, count, candidates}}: the slots of the resident batch whose kernel has two or more candidates
+// (prog, i: the first dispatch of the slot; count: how many dispatches it stands for).
+function tunedSlots(bundle) {
+  const cands = bundle.manifest.candidates || {};
+  const slots = {};
+  for (const [prog, list] of Object.entries(bundle.batch.programs)) {
+    list.forEach((d, i) => {
+      const names = cands[d.kernelName] || [];
+      if (names.length < 2) return;
+      const key = slotKey(d.kernelName, d.values);
+      if (!slots[key]) slots[key] = { prog, i, count: 0, candidates: names };
+      slots[key].count += 1;
+    });
+  }
+  return slots;
+}
+
+// timed(items): [seconds of one whole dispatch, the same without subtracting the fixed time] of each [pair index, n]:
+// n workgroups (partial) or n repetitions of the whole dispatch.
+function timer(device, pairs, partial, fixed) {
+  return async (items) => {
     const work = items.map(([j, n]) => {
       const run = pairs[j][2];
       if (!partial) return { run, reps: n, frac: 1 };
@@ -171,8 +202,12 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targ
     const got = await timeMany(device, work);
     return got.map((t, i) => [Math.max(t - fixed, 0.05 * t) / work[i].frac, t / work[i].frac]);
   };
-  // the probe; a candidate it finds 2x slower (less the fixed time) than the best (with it) is out, at once
-  // where 8x slower, else if a second probe (in reverse order) agrees
+}
+
+// The probe of one workgroup; a candidate it finds 2x slower (less the fixed time) than the best (with it) is out,
+// at once where 8x slower, else if a second probe (in reverse order) agrees. -> {bySlot: {slot: [pair index]},
+// probe, est: each pair's estimate, live: {slot: [pair index]} still in the race (two or more)}.
+async function probeCandidates(pairs, timed) {
   const probe = await timed(pairs.map((_, j) => [j, 1]));
   const bySlot = {};
   pairs.forEach(([key], j) => (bySlot[key] = bySlot[key] || []).push(j));
@@ -186,22 +221,20 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targ
   });
   best = Object.fromEntries(Object.keys(bySlot).map((key) => [key, bestOf(key)]));
   const est = probe.map((p) => p[0]);
-  let live = {};
+  const live = {};
   for (const [key, js] of Object.entries(bySlot)) {
     const keep = js.filter((j) => est[j] <= 2 * best[key] || est[j] < 0.75 * probe[j][1]);   // mostly fixed time: kept
     if (keep.length > 1) live[key] = keep;
   }
-  const size = (j) => {
-    const total = prod(pairs[j][2].workgroups);
-    if (partial) {
-      const n = Math.floor(Math.max(targetS, 8 * fixed) * total / Math.max(est[j], 1e-9));
-      return Math.min(total, threads * Math.max(1, Math.ceil(n / threads)));
-    }
-    return Math.min(8, Math.max(1, Math.floor(targetS / Math.max(est[j], 1e-7))));
-  };
-  const times = pairs.map(() => []);
+  return { bySlot, probe, est, live };
+}
+
+// Up to `repeats` interleaved rounds (round r starts at candidate r mod n) of samples of size(j); est[j] becomes
+// each pair's fastest sample; from the second round on, candidates 1.5x the fastest of their slot drop out.
+async function rounds(live, est, timed, size, { repeats, budgetMs, t2 }) {
+  const times = est.map(() => []);
   for (let r = 0; r < repeats && Object.keys(live).length; r++) {
-    const batch = [];                 // interleaved: round r starts at candidate r mod n
+    const batch = [];
     for (const js of Object.values(live)) js.forEach((_, i) => batch.push(js[(i + r) % js.length]));
     const got = await timed(batch.map((j) => [j, size(j)]));
     batch.forEach((j, i) => { times[j].push(got[i][0]); est[j] = Math.min(...times[j]); });
@@ -216,13 +249,4 @@ export async function tunePlan(bundle, B, N, { repeats = 3, budgetMs = 300, targ
     }
     if (performance.now() - t2 > budgetMs && r >= 1) break;
   }
-  const plan = {}, report = {};
-  for (const [key, js] of Object.entries(bySlot)) {
-    report[key] = Object.fromEntries(js.map((j) => [pairs[j][1], est[j]]));
-    plan[key] = pairs[js.reduce((a, b) => (est[b] < est[a] ? b : a))][1];
-  }
-  const counts = Object.fromEntries(Object.entries(slots).map(([k, s]) => [k, s.count]));
-  return { plan, report: { slots: report, counts, pipelinesMs: t1 - t0, firstMs: t2 - t1, timingMs: performance.now() - t2,
-                           source: device.features.has("timestamp-query") ? "timestamp queries" : "wall clock",
-                           partial, fixedMs: fixed * 1e3 } };
 }

@@ -9,8 +9,8 @@
 // from ditformat/layout.py, like the PARAMS_<op> macros kernels.c reads them with), picked by name.
 
 import { OP_PARAMS } from "./bundle-layout.js";
+import { evaluate } from "./forms.js";
 
-const lin = (form, B, N) => form[0] * B + form[1] * N + form[2];
 const ACT = { none: 0, gelu: 1, silu: 2 };
 const IN_ACT = { none: 0, silu: 1 };
 // ops that share a function: the tiled matmul variants compute the same product
@@ -106,7 +106,7 @@ export class WasmEngine {
         const op = m.kernels[d.kernel].op;
         const isMatmul = op === "matmul" || op === "matmul_shared";
         if (isMatmul) {
-          const p = named(m.kernels[d.kernel], d.params.map((f) => lin(f, 1, 1)));
+          const p = named(m.kernels[d.kernel], d.params.map((f) => evaluate(f, 1, 1)));
           matmulShape[d.bindings[1]] = [p.N, p.K];
         }
         d.bindings.forEach((name, i) => { if (!(isMatmul && i === 1)) plain.add(name); });
@@ -157,7 +157,7 @@ export class WasmEngine {
         buffers[name] = this.alloc(Math.max(spec.bytes, 128));
         elements[name] = Infinity;
       } else {
-        elements[name] = lin(spec.elements, B, N);
+        elements[name] = evaluate(spec.elements, B, N);
         buffers[name] = this.alloc(4 * elements[name] + 16);
       }
     }
@@ -168,7 +168,7 @@ export class WasmEngine {
       programs[prog] = dispatches.map((d, index) => {
         const kernel = m.kernels[d.kernel];
         const op = OP_FUNCTION[kernel.op] || kernel.op;
-        const p = named(kernel, d.params.map((f) => lin(f, B, N)));
+        const p = named(kernel, d.params.map((f) => evaluate(f, B, N)));
         checkExtents(`programs.${prog}[${index}]`, d, kernel, p, elements, B, N);
         const params = (OP_PARAMS[op] || kernel.params).map((name) => p[name]);   // the order kernels.c's PARAMS_<op> reads
         const paramsPtr = this.alloc(4 * Math.max(params.length, 1));

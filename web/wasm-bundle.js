@@ -1,0 +1,91 @@
+// wasm-bundle.js: the WebAssembly runtime's bundle, a proxy of the Web Worker (ditweb-worker.js) that runs
+// ditweb-kernels.wasm: one message per step, so the page stays responsive and an abort or a time budget takes
+// effect between steps. Single-threaded: it runs on every page, cross-origin isolated or not. The sampling loop
+// is sampling.js's, served here by three worker calls (state, run, run with a read-back).
+
+import { SampledBundle } from "./sampling.js";
+
+export class WasmBundle extends SampledBundle {
+  constructor(base, manifest, tensors, stats, opts) {
+    super(base, manifest, tensors, stats);
+    this.opts = opts;
+    this.runtime = "wasm";
+    this.adapterDescription = "WebAssembly SIMD, 1 thread (Web Worker)";
+    /** @type {Worker | null} */
+    this.worker = null;
+    this.calls = new Map();
+    this.nextId = 1;
+    this.count = 0;                    // floats of x_t in the current run
+  }
+
+  // Fetch the kernels (next to this file), start the worker and unpack the weights there.
+  async start() {
+    const wasmUrl = this.opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
+    let module;
+    try {
+      const response = await fetch(wasmUrl, { signal: this.opts.signal });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      module = await WebAssembly.compile(await response.arrayBuffer());
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new Error(`the WebAssembly kernels (${wasmUrl}) could not be loaded: ${e.message}`);
+    }
+    this.worker = new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
+    this.worker.onmessage = ({ data }) => {
+      const call = this.calls.get(data.id);
+      if (!call) return;
+      this.calls.delete(data.id);
+      if (data.error) {
+        const e = new Error(data.error.message);
+        e.name = data.error.name;
+        call.reject(e);
+      } else {
+        call.resolve(data.result);
+      }
+    };
+    this.worker.onerror = (ev) => {
+      const e = new Error(`the WebAssembly worker failed: ${ev.message || "could not start"}`);
+      for (const call of this.calls.values()) call.reject(e);
+      this.calls.clear();
+    };
+    await this.call("init", { module, manifest: this.manifest, tensors: this.tensors });
+  }
+
+  call(cmd, args = {}, transfer = []) {
+    if (!this.worker) return Promise.reject(new Error("the WebAssembly runtime was disposed"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      this.worker.postMessage({ id, cmd, ...args }, transfer);
+    });
+  }
+
+  // the sampling loop's part (sampling.js): the batch and its labels, then init; a step; its read-back
+  async startRun(run) {
+    const { C, I, B, N, y } = run;
+    this.count = N * C * I * I;
+    await this.call("state", { B, N, y });
+    await this.call("run", { programs: ["init"], record: run.initRecord });
+  }
+
+  async runStep(record, read) {
+    const reply = await this.call("run", {
+      programs: ["step_begin", "forward", "step_end"],
+      record,
+      read: read ? { name: this.manifest.io.sample, count: this.count } : null,
+    });
+    return { x: reply.x, ms: reply.ms };
+  }
+
+  forwardRows(x, t, rows) {
+    return this.call("forward", { x, t, y: rows });
+  }
+
+  dispose() {
+    this.disposed = true;
+    if (this.worker) this.worker.terminate();
+    this.worker = null;
+    for (const call of this.calls.values()) call.reject(new Error("the WebAssembly runtime was disposed"));
+    this.calls.clear();
+  }
+}
