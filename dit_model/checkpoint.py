@@ -42,7 +42,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_weights(model, path, class_names: list[str], step: int | None = None, vocab=None) -> None:
+def save_weights(model, path, class_names: list[str], step: int | None = None, vocab=None, extra: dict | None = None) -> None:
     """A model's weights as .safetensors, with its config and class names in the metadata
     (how the shipped default model travels: no pickle at all), and a named model's label
     vocabulary (ditformat.labels). Written atomically."""
@@ -52,6 +52,7 @@ def save_weights(model, path, class_names: list[str], step: int | None = None, v
             "step": str(step if step is not None else "")}
     if vocab is not None:
         meta["vocabulary"] = vocab.dumps()
+    meta.update(extra or {})                             # e.g. a latent model's autoencoder (dit_model/latent.py)
     data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
     atomic_write(path, lambda f: f.write(data), "weights")
 

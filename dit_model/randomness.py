@@ -93,9 +93,13 @@ def make_batch(images_u8: torch.Tensor, labels: torch.Tensor, cfg: DiTConfig, se
     idx, t, drop, flips = batch_plan(seed, step, batch_size, lo, hi, len(images_u8), cfg.class_dropout_prob, flip,
                                      t_sampling, levels)
     sel = torch.from_numpy(idx)
-    x0 = to_model(images_u8[sel.to(images_u8.device)].to(device))      # (n, C, S, S)
     f = torch.from_numpy(flips).to(device)
-    x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)           # the paper's only augmentation
+    if images_u8.is_floating_point():                                   # latents (N, 2, C, h, w): dit_model/latent.py
+        from .latent import latent_batch
+        x0 = latent_batch(images_u8, sel, f).to(device)                 # the mirror image's own latent where flipped
+    else:
+        x0 = to_model(images_u8[sel.to(images_u8.device)].to(device))  # (n, C, S, S)
+        x0 = torch.where(f[:, None, None, None], x0.flip(-1), x0)       # the paper's only augmentation
     y = drop_labels(labels[sel.to(labels.device)].to(device), torch.from_numpy(drop).to(device),
                     list(cfg.levels) if multi else cfg.num_classes)
     per = cfg.in_channels * cfg.input_size ** 2

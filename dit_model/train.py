@@ -29,6 +29,7 @@ from .checkpoint import CheckpointError, atomic_save, first_nonfinite
 from .data import FaviconData, add_data_options, load_data
 from .model import DEFAULT_PRESET, DiTConfig, preset_config
 from .precision import PRECISIONS, resolve_precision
+from .latent import training_inputs, training_latents
 from .randomness import T_SAMPLINGS, make_batch
 from .trainer import Trainer, read_training_checkpoint
 
@@ -38,7 +39,7 @@ DEFAULTS = dict(preset=DEFAULT_PRESET, data=None, size=32, skin_tones=False, sub
                 time_limit=None, run_dir=None, log_every=50, sample_every=1000, ckpt_every=500,
                 sample_per_class=4, sample_steps=50, sample_cfg=4.0, precision="auto", compile=False, device="auto",
                 conditioning=None, init=None, prediction="eps", loss_weighting="none", min_snr_gamma=5.0, t_sampling="uniform", warmup=0,
-                styles=None, repeat=None)
+                styles=None, repeat=None, vae=None)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -71,6 +72,8 @@ def register(sub):
                    help="named model: show the images under this label FACTOR times per epoch (repeatable), "
                         "e.g. 'Animals & Nature:10'")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
+    p.add_argument("--vae", metavar="AUTOENCODER", help="a latent DiT: train on the latents of this favicon autoencoder "
+                                                       "(ditweb train-vae; e.g. models/favicon-vae.safetensors)")
     p.add_argument("--batch-size", type=int, help=f"global batch size, split over processes (default {d['batch_size']})")
     p.add_argument("--lr", type=float, help=f"AdamW learning rate, constant (default {d['lr']:g}, the paper's)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
@@ -242,7 +245,8 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         if opts["repeat"]:
             raise UsageError("--repeat needs --styles (a named model)")
         data, vocab, levels = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"]), None, {}
-    cfg = preset_config(opts["preset"], input_size=data.size, in_channels=4, num_classes=len(data.class_names),
+    vae_ref, shape = training_latents(opts, data, saved)               # --vae: encoded once (dit_model/latent.py)
+    cfg = preset_config(opts["preset"], **shape, num_classes=len(data.class_names),
                         prediction=opts["prediction"], conditioning=opts["conditioning"], **levels)
     if saved is not None:
         _check_compatible(saved, cfg, data, ckpt_path)
@@ -263,12 +267,12 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
     if opts["epochs"] is not None:
         by_epochs = int(np.ceil(opts["epochs"] * n / B))
         max_steps = by_epochs if max_steps is None else min(max_steps, by_epochs)
-    images = torch.from_numpy(data.images)                              # (N, S, S, 4) uint8
+    images = training_inputs(data)                                      # (N, S, S, 4) uint8, or --vae latents
     labels = torch.from_numpy(data.labels)
     if ctx.device.type == "cuda":                                       # small (8 MB at 32x32): keep it on the GPU
         images, labels = images.to(ctx.device), labels.to(ctx.device)
     lo, hi = ctx.rank * B // ctx.world, (ctx.rank + 1) * B // ctx.world
-    train_args = dict(opts, precision_used=precision)                   # what --precision auto chose, for the record
+    train_args = dict(opts, precision_used=precision, **vae_ref)                   # what --precision auto chose, for the record
     saved_at = {"step": trainer.step}                                   # what ckpt.pt holds now
 
     def kept() -> str:
@@ -425,7 +429,11 @@ def write_sample_grid(ema, cfg: DiTConfig, classes, path: Path, opts: dict) -> P
     model = lambda x, t, y: ema(x.to(device), t.to(device), y.to(device)).float().cpu()
     x = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
                       class_ids=[c for c in rows for _ in range(k)], guide=Guide(scale=opts["sample_cfg"]),
-                      steps=opts["sample_steps"], seed=0, prediction=cfg.prediction, null=null)
+                      steps=opts["sample_steps"], seed=0, prediction=cfg.prediction, null=null,
+                      clip_x0=not opts.get("vae"))                      # latents are not bounded to [-1, 1]
+    if opts.get("vae"):
+        from .latent import decode_for_grid
+        x = decode_for_grid(opts["vae"], x)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid(to_uint8(x), cols=k, scale=2).save(path)
     return path

@@ -221,7 +221,8 @@ def export_weights(run: str | os.PathLike, out_dir: str | os.PathLike, max_mib: 
         else:
             raise CheckpointError(f"{ckpt}: {part} weights exceed {max_mib:g} MiB even in bfloat16")
         path = Path(out_dir) / f"{part}.safetensors"
-        save_weights(model, path, obj["class_names"], obj["step"], vocab)
+        from .latent import weights_metadata                            # a latent model names its autoencoder
+        save_weights(model, path, obj["class_names"], obj["step"], vocab, weights_metadata(obj["train_args"].get("vae_ref")))
         if path.stat().st_size > max_mib * 2 ** 20:
             raise CheckpointError(f"{path}: {path.stat().st_size} bytes, over {max_mib:g} MiB")
         written.append(path)

@@ -320,6 +320,12 @@ def config_from_json(path: Path) -> VAEConfig:
         d = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise VAEError(f"{path}: not a readable JSON config ({e})") from None
+    return config_from_dict(d, str(path))
+
+
+def config_from_dict(d, path: str) -> VAEConfig:
+    """A config as a dict (a diffusers config.json, or the `config` metadata of a favicon autoencoder file),
+    checked field by field; errors name `path`."""
     if not isinstance(d, dict):
         raise VAEError(f"{path}: expected a JSON object")
     if d.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
@@ -330,6 +336,7 @@ def config_from_json(path: Path) -> VAEConfig:
         "out_channels": lambda v: _int(v, 1, 64), "norm_num_groups": lambda v: _int(v, 1, 4096),
         "scaling_factor": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6,
         "shift_factor": lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6,
+        "norm_eps": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
         "use_post_quant_conv": lambda v: isinstance(v, bool), "mid_block_add_attention": lambda v: isinstance(v, bool),
         "act_fn": lambda v: v == "silu",
         "up_block_types": lambda v: isinstance(v, list) and all(t == "UpDecoderBlock2D" for t in v),
@@ -381,12 +388,43 @@ def save_vae_folder(vae: VAEDecoder, path) -> Path:
     return path
 
 
+DITWEB_VAE_FORMAT = "favicon-vae"
+
+
+def safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VAEError(f"{path}: not a readable safetensors file ({first})") from None
+
+
+def ditweb_config(path: Path) -> VAEConfig | None:
+    """The config a `ditweb train-vae` file carries in its safetensors metadata (`ditweb` = favicon-vae,
+    `config` = the VAEConfig as JSON, checked field by field); None for any other file."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    meta = safetensors_metadata(path)
+    if meta.get("ditweb") != DITWEB_VAE_FORMAT:
+        return None
+    try:
+        conf = json.loads(meta.get("config", ""))
+    except ValueError as e:
+        raise VAEError(f"{path}: metadata 'config' is not JSON ({e})") from None
+    return config_from_dict(conf, str(path))
+
+
 def load_vae(path, device="cpu", dtype: torch.dtype = torch.float32, quiet: bool = False) -> VAEDecoder:
     """The decoder of a published VAE file; layouts in the module docstring. Untrusted input:
     every problem is a one-line VAEError, and shapes are checked before anything is allocated."""
     weights, config = _locate(Path(path))
     sd, layout = to_diffusers_layout(read_tensors(weights, VAEError), str(weights))
-    if config is not None:
+    own = ditweb_config(weights)
+    if own is not None:                                                  # a favicon autoencoder (ditweb train-vae)
+        cfg, layout = own, "ditweb favicon autoencoder"
+    elif config is not None:
         cfg = config_from_json(config)
     else:
         cfg = infer_vae_config(sd, str(weights))

@@ -1,8 +1,8 @@
 """Buffer reach: how many elements each binding of a dispatch touches, from its params (ditformat/reach.json, one
 rule per op), so that both verifiers refuse a dispatch that would read or write past a buffer before anything runs
 (WebGPU would clamp the access and compute garbage; the WebAssembly runtime would touch a neighbour). The rules are
-expressions in a small language (reach.json "_doc"); web/bundle.js evaluates the same expressions with BigInt, and
-this module with Python integers: exact, with floor division, in both. Standard library only."""
+expressions in a small language (reach.json "_doc"), parsed here into a tree and compiled to Python (integers: exact,
+floor division); web/bundle.js parses and evaluates the same expressions with BigInt and floor division. Standard library only."""
 from __future__ import annotations
 
 import json
@@ -72,39 +72,39 @@ def parse(text: str):
     return node
 
 
-def _floordiv(a: int, b: int, text: str) -> int:
-    if b == 0:
-        raise ReachError(f"division by zero in {text}")
-    return a // b
-
-
-def evaluate(node, env: dict, text: str = "") -> int:
-    """An expression tree's integer value; ReachError for an unknown name or a division by zero."""
+def _python(node) -> str:
+    """An expression tree as Python source over a dict of names (floor division and modulo are Python's)."""
     kind = node[0]
     if kind == "int":
-        return node[1]
+        return str(node[1])
     if kind == "name":
-        if node[1] not in env:
-            raise ReachError(f"{'variant value ' + node[1][1:] if node[1].startswith('$') else 'param ' + node[1]} "
-                             f"is missing (needed by {text})")
-        return env[node[1]]
+        return f"_env[{node[1]!r}]"
     if kind == "neg":
-        return -evaluate(node[1], env, text)
+        return f"(-{_python(node[1])})"
     if kind == "call":
-        a, b = (evaluate(x, env, text) for x in node[2])
-        if node[1] == "cdiv":
-            return -_floordiv(-a, b, text)
-        return {"max": max, "min": min, "eq": lambda x, y: int(x == y)}[node[1]](a, b)
-    a, b = evaluate(node[1], env, text), evaluate(node[2], env, text)
-    if kind == "+":
-        return a + b
-    if kind == "-":
-        return a - b
-    if kind == "*":
-        return a * b
-    if kind == "/":
-        return _floordiv(a, b, text)
-    return a - b * _floordiv(a, b, text)         # "%": Python's sign rule (the divisor's), as web/bundle.js
+        return f"_{node[1]}({', '.join(_python(x) for x in node[2])})"
+    return f"({_python(node[1])} {'//' if kind == '/' else kind} {_python(node[2])})"
+
+
+_CALLS = {"_cdiv": lambda a, b: -(-a // b), "_max": max, "_min": min, "_eq": lambda a, b: int(a == b)}
+
+
+@lru_cache(maxsize=None)
+def compiled(text: str):
+    """The rule text compiled once (rules come from reach.json, never from a bundle)."""
+    return compile(_python(parse(text)), f"<reach {text}>", "eval")
+
+
+def fast_evaluate(text: str, env: dict) -> int:
+    """The value of a rule expression over `env` (params, batch, variant values, lets); ReachError if it cannot."""
+    try:
+        return eval(compiled(text), {"__builtins__": {}, **_CALLS}, {"_env": env})
+    except ZeroDivisionError:
+        raise ReachError(f"division by zero in {text}") from None
+    except KeyError as e:
+        name = e.args[0]
+        raise ReachError(f"{'variant value ' + name[1:] if name.startswith('$') else 'param ' + name} is missing "
+                         f"(needed by {text})") from None
 
 
 def rule(op: str) -> dict | None:
@@ -124,12 +124,12 @@ def reach(kernel: dict, values: list[int], B: int, N: int, groups: list[int]) ->
         if isinstance(v, int) and not isinstance(v, bool):
             env["$" + k] = v
     for text in r["divisors"]:
-        v = evaluate(parse(text), env, text)
+        v = fast_evaluate(text, env)
         if v <= 0:
             raise ReachError(f"{text} = {v}: a size parameter is 0")
     for name, text in r.get("let", {}).items():
-        env[name] = evaluate(parse(text), env, text)
-    need = [evaluate(parse(text), env, text) for text in r["need"]]
+        env[name] = fast_evaluate(text, env)
+    need = [fast_evaluate(text, env) for text in r["need"]]
     if len(need) != len(kernel["bindings"]) - 1:
         raise ReachError(f"op {kernel['op']} binds {len(need)} buffers, the kernel declares {len(kernel['bindings']) - 1}")
     return need

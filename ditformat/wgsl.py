@@ -26,40 +26,33 @@ class WgslError(ValueError):
     """The source breaks one of the rules above; the message says which (no file name: the caller adds it)."""
 
 
+_COMMENT = re.compile(r"//|/\*")
+_BLOCK_MARK = re.compile(r"/\*|\*/")
+_LINE_END = re.compile(r"[\n\r]")
+
+
 def strip_comments(code: str) -> str:
     """The source with every comment replaced by one space; WgslError for characters outside printable ASCII or
     an unterminated block comment."""
     if not _ALLOWED.fullmatch(code):
         bad = next(c for c in code if not _ALLOWED.fullmatch(c))
         raise WgslError(f"character {bad!r} (U+{ord(bad):04X}): kernel sources are printable ASCII")
-    out, i, n = [], 0, len(code)
-    while i < n:
-        if code.startswith("//", i):
-            j = i
-            while j < n and code[j] not in "\n\r":
-                j += 1
-            out.append(" ")
-            i = j
-        elif code.startswith("/*", i):
-            depth, j = 1, i + 2
-            while depth and j < n:
-                if code.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif code.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            if depth:
+    out, i = [], 0
+    while True:
+        m = _COMMENT.search(code, i)
+        if m is None:
+            return "".join(out) + code[i:]
+        out += [code[i:m.start()], " "]
+        if m.group() == "//":
+            end = _LINE_END.search(code, m.end())
+            i = end.start() if end else len(code)
+            continue
+        depth, i = 1, m.end()
+        while depth:
+            mark = _BLOCK_MARK.search(code, i)
+            if mark is None:
                 raise WgslError("unterminated /* comment")
-            out.append(" ")
-            i = j
-        else:
-            j = i
-            while j < n and not code.startswith("//", j) and not code.startswith("/*", j):
-                j += 1
-            out.append(code[i:j])
-            i = j
-    return "".join(out)
+            depth, i = depth + (1 if mark.group() == "/*" else -1), mark.end()
 
 
 def tokens(code: str) -> list[str]:

@@ -20,6 +20,7 @@ VERBS = [
     ("sample", "ditweb.sample:register"),
     ("data", "dit_model.data_cli:register"),
     ("train", "dit_model.train:register"),
+    ("train-vae", "dit_model.favicon_vae:register"),
     ("eval", "dit_model.eval_cli:register"),
     ("bench", "ditweb.bench:register"),
     ("export", "export.cli:register"),

@@ -205,6 +205,11 @@ def cmd_sample(args):
             vae = load_vae(args.vae)
             args.clip = False                                 # latents are not bounded to [-1, 1]
         model, cfg, names, vocab = load_source(args.source, args.preset)
+        from dit_model.latent import vae_for_model
+        named, named_path = vae_for_model(args.source, args.vae)   # a latent model names its autoencoder (and sha256)
+        if named is not None:
+            import torch
+            vae, args.vae, args.clip = named, str(named_path), False
         if vae is not None and vae.cfg.latent_channels != cfg.in_channels:
             raise UsageError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes {cfg.in_channels}")
         cls, what = request(args, names, vocab)

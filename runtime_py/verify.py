@@ -10,6 +10,8 @@ runs against both. numpy and the standard library only: no torch."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import struct
 from pathlib import Path
 
@@ -259,7 +261,7 @@ def buffer_elements(b: dict, B: int, N: int) -> int | None:
     if b["kind"] == "activation":
         return evaluate(b["elements"], B, N)
     if b["kind"] == "weight":
-        return int(np.prod(b["shape"], dtype=object))
+        return math.prod(b["shape"])
     return None
 
 
@@ -287,11 +289,17 @@ def check_dispatch_reach(where: str, d: dict, k: dict, forms: list, buffers: dic
 
 def check_reach(kernels: dict, buffers: dict, dispatches: list, candidates: dict, batches) -> None:
     """Every dispatch ((where, d) pairs), run by its kernel and by each of its candidates, at every batch."""
+    done = set()                 # dispatches alike in kernel, params, workgroups and buffer sizes are checked once
     for where, d in dispatches:
+        sizes = [(buffers[n]["kind"], buffers[n].get("elements"), buffer_elements(buffers[n], 1, 1)) for n in d["bindings"]]
         for kname in candidates.get(d["kernel"], [d["kernel"]]):
             k = kernels[kname]
             own = kname == d["kernel"]
             forms = d["workgroups"] if own else workgroup_forms(k["groups"], k["params"], d["params"])
+            key = json.dumps([kname, d["params"], forms, sizes])
+            if key in done:
+                continue
+            done.add(key)
             for B, N in batches:
                 check_dispatch_reach(where if own else f"{where} [candidate {kname}]", d, k, forms, buffers, B, N)
 

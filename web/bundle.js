@@ -431,7 +431,7 @@ export function verifyFiles(m, files) {
   const kernels = {};
   for (const [name, k] of Object.entries(m.kernels)) {
     let code;
-    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(k.file, "not UTF-8 text"); }
+    try { code = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(files[k.file]); } catch { throw new BundleError(k.file, "not UTF-8 text"); }
     verifyKernelSource(name, k, code);
     kernels[name] = code;
   }
@@ -483,31 +483,29 @@ const ownKey = (o, key) => Object.prototype.hasOwnProperty.call(o, key);
 function stripComments(code) {
   const bad = /[^\t\n\r\x20-\x7e]/.exec(code);
   if (bad) throw new WgslError(`character '${bad[0]}' (U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}): kernel sources are printable ASCII`);
-  const out = [];
-  let i = 0;
-  const n = code.length;
-  while (i < n) {
-    if (code.startsWith("//", i)) {
-      let j = i;
-      while (j < n && code[j] !== "\n" && code[j] !== "\r") j++;
-      out.push(" ");
-      i = j;
-    } else if (code.startsWith("/*", i)) {
-      let depth = 1, j = i + 2;
-      while (depth && j < n) {
-        if (code.startsWith("/*", j)) { depth++; j += 2; } else if (code.startsWith("*/", j)) { depth--; j += 2; } else j++;
-      }
-      if (depth) throw new WgslError("unterminated /* comment");
-      out.push(" ");
-      i = j;
-    } else {
-      let j = i;
-      while (j < n && !code.startsWith("//", j) && !code.startsWith("/*", j)) j++;
-      out.push(code.slice(i, j));
-      i = j;
+  const comment = /\/\/|\/\*/g, mark = /\/\*|\*\//g, lineEnd = /[\n\r]/g;
+  let out = "", i = 0;
+  for (;;) {
+    comment.lastIndex = i;
+    const m = comment.exec(code);
+    if (!m) return out + code.slice(i);
+    out += code.slice(i, m.index) + " ";
+    if (m[0] === "//") {
+      lineEnd.lastIndex = m.index + 2;
+      const end = lineEnd.exec(code);
+      i = end ? end.index : code.length;
+      continue;
+    }
+    let depth = 1;
+    i = m.index + 2;
+    while (depth) {
+      mark.lastIndex = i;
+      const k = mark.exec(code);
+      if (!k) throw new WgslError("unterminated /* comment");
+      depth += k[0] === "/*" ? 1 : -1;
+      i = k.index + 2;
     }
   }
-  return out.join("");
 }
 
 function literalInt(toks, what) {

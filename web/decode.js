@@ -61,7 +61,7 @@ export function verifyDecoderFiles(m, files) {
   const kernels = {};
   for (const [name, k] of Object.entries(m.kernels)) {
     let code;
-    try { code = new TextDecoder("utf-8", { fatal: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
+    try { code = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
     verifyKernelSource(name, k, code);
     kernels[name] = code;
   }

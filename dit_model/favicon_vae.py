@@ -1,0 +1,479 @@
+"""The favicon autoencoder: a small KL autoencoder (RGBA 32x32 -> C x 8 x 8 latents) for latent DiT training.
+
+Built from the Stable Diffusion VAE's own building blocks (dit_model/vae.py: ResNets with GroupNorm + SiLU,
+nearest-2x upsamplers, the decoder itself) at favicon width, and stored in the diffusers AutoencoderKL
+layout (`encoder.*`, `quant_conv`, `post_quant_conv`, `decoder.*`), so `load_vae` reads its decoder like any
+other VAE file. The encoder mirrors the decoder: conv_in, one down block per entry of block_out_channels
+(layers_per_block ResNets, then a stride-2 3x3 convolution padded on the right and bottom only, except in
+the last block), a mid block, GroupNorm + SiLU, a 3x3 convolution to 2C channels (mean and log-variance),
+then `quant_conv` (1x1, 2C -> 2C). docs/vae.md, "The favicon autoencoder".
+
+The file (`save_favicon_vae`): safetensors, every tensor float32, metadata `ditweb` = "favicon-vae" and
+`config` = the VAEConfig as JSON, with the latents' measured mean and std as shift_factor and
+1 / scaling_factor (the DiT trains on (z - shift) * scale, whose std is 1).
+
+`ditweb train-vae` trains it (`cmd_train_vae`): L1 on RGBA in [-1, 1] + an edge term (L1 of the horizontal
+and vertical differences) + a small KL, AdamW, an EMA of the weights, resumable (ckpt.pt and log.csv in the
+run folder).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ditformat.errors import UsageError
+
+from .vae import (DITWEB_VAE_FORMAT, ResnetBlock2D, UNetMidBlock2D, VAEConfig, VAEDecoder, VAEError, conv3x3,
+                  ditweb_config, group_norm, safetensors_metadata)
+
+FORMAT = DITWEB_VAE_FORMAT
+# favicon width: 32 channels at 32x32, 64 at 16x16 and 8x8; 8 latent channels; no attention (the mid block is
+# two ResNets), so the decoder needs only conv2d, GroupNorm(+SiLU) and nearest upsampling
+FAVICON_VAE = VAEConfig(latent_channels=8, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+                        norm_num_groups=8, norm_eps=1e-6, scaling_factor=1.0, shift_factor=0.0,
+                        mid_block_add_attention=False)
+
+
+class Downsample2D(nn.Module):
+    """A 3x3 convolution with stride 2, the input padded by one pixel on the right and bottom only."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))                         # (N, C, H/2, W/2)
+
+
+class DownEncoderBlock2D(nn.Module):
+    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, add_downsample: bool):
+        super().__init__()
+        self.resnets = nn.ModuleList([ResnetBlock2D(cfg, c_in if j == 0 else c_out, c_out)
+                                      for j in range(cfg.layers_per_block)])
+        self.downsamplers = nn.ModuleList([Downsample2D(c_out)] if add_downsample else [])
+
+    def forward(self, x):
+        for resnet in self.resnets:
+            x = resnet(x)
+        for down in self.downsamplers:
+            x = down(x)
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        chans = list(cfg.block_out_channels)
+        self.conv_in = conv3x3(cfg.out_channels, chans[0])               # the image's channels (RGBA: 4)
+        self.down_blocks = nn.ModuleList([
+            DownEncoderBlock2D(cfg, chans[max(i - 1, 0)], c, add_downsample=i < len(chans) - 1)
+            for i, c in enumerate(chans)])
+        self.mid_block = UNetMidBlock2D(cfg, chans[-1])
+        self.conv_norm_out = group_norm(cfg, chans[-1])
+        self.conv_out = conv3x3(chans[-1], 2 * cfg.latent_channels)
+
+    def forward(self, x):
+        x = self.conv_in(x)                                              # (N, C_0, H, W)
+        for block in self.down_blocks:
+            x = block(x)                                                 # 32x32 -> 8x8 with three blocks
+        x = self.mid_block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))             # (N, 2L, h, w): mean, log-variance
+
+
+class FaviconVAE(nn.Module):
+    """Encoder + quant_conv + the SD-layout decoder (`VAEDecoder`: post_quant_conv and decoder)."""
+
+    def __init__(self, cfg: VAEConfig = FAVICON_VAE):
+        super().__init__()
+        self.cfg = cfg.validate()
+        L = cfg.latent_channels
+        self.encoder = Encoder(cfg)
+        self.quant_conv = nn.Conv2d(2 * L, 2 * L, 1)
+        self.dec = VAEDecoder(cfg)
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.cfg.block_out_channels) - 1)
+
+    def moments(self, x):
+        """Images (N, 4, S, S) in [-1, 1] -> posterior mean and log-variance (N, L, S/4, S/4) each."""
+        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def forward(self, x, noise=None):
+        """(reconstruction, mean, logvar); with `noise` (N, L, h, w) the latent is a posterior sample."""
+        mean, logvar = self.moments(x)
+        z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
+        return self.dec(z), mean, logvar
+
+    @torch.no_grad()
+    def encode(self, x) -> torch.Tensor:
+        """Images (N, 4, S, S) in [-1, 1] -> the DiT's latents: (mean - shift) * scaling_factor."""
+        mean, _ = self.moments(x)
+        return (mean - self.cfg.shift_factor) * self.cfg.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents) -> torch.Tensor:
+        return self.dec.decode(latents)
+
+    def decoder_state_dict(self) -> dict:
+        return self.dec.state_dict()
+
+    def state_dict_diffusers(self) -> dict:
+        """Every tensor under its diffusers AutoencoderKL name."""
+        sd = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        sd |= {f"quant_conv.{k}": v for k, v in self.quant_conv.state_dict().items()}
+        sd |= self.dec.state_dict()                                      # post_quant_conv.*, decoder.*
+        return sd
+
+    def load_state_dict_diffusers(self, sd: dict) -> None:
+        self.encoder.load_state_dict({k[8:]: v for k, v in sd.items() if k.startswith("encoder.")}, strict=True)
+        self.quant_conv.load_state_dict({k[11:]: v for k, v in sd.items() if k.startswith("quant_conv.")}, strict=True)
+        self.dec.load_state_dict({k: v for k, v in sd.items() if k.startswith(("decoder.", "post_quant_conv."))}, strict=True)
+
+
+def kl_divergence(mean, logvar):
+    """KL(N(mean, exp(logvar)) || N(0, 1)), mean over the latent elements."""
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+def edge_l1(a, b):
+    """L1 of the difference of horizontal and vertical neighbour steps."""
+    dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
+    dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
+    return 0.5 * ((dxa - dxb).abs().mean() + (dya - dyb).abs().mean())
+
+
+def psnr_u8(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """Per-image PSNR (dB) of uint8 RGBA arrays (N, S, S, 4), over all four channels."""
+    mse = ((real.astype(np.float64) - fake.astype(np.float64)) ** 2).reshape(len(real), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+# ---------------------------------------------------------------- the file
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_favicon_vae(vae: FaviconVAE, path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conf = {**vae.cfg.to_dict(), "block_out_channels": list(vae.cfg.block_out_channels)}
+    meta = {"ditweb": FORMAT, "config": json.dumps(conf), **{k: str(v) for k, v in (extra or {}).items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().float().contiguous() for k, v in vae.state_dict_diffusers().items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load_favicon_vae(path, device="cpu") -> FaviconVAE:
+    """Encoder and decoder of a file written by save_favicon_vae; untrusted: one-line VAEErrors."""
+    from .convert import read_tensors
+    path = Path(path)
+    if not path.is_file():
+        raise VAEError(f"{path}: no such autoencoder file")
+    cfg = ditweb_config(path) if path.suffix == ".safetensors" else None
+    if cfg is None:
+        raise VAEError(f"{path}: not a favicon autoencoder (a .safetensors file written by `ditweb train-vae`)")
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in FaviconVAE(cfg).state_dict_diffusers().items()}
+    sd = read_tensors(path, VAEError)
+    for k in want:
+        if k not in sd:
+            raise VAEError(f"{path}: missing tensor {k!r}")
+        if tuple(sd[k].shape) != want[k]:
+            raise VAEError(f"{path}: tensor {k!r} is {list(sd[k].shape)}, the autoencoder needs {list(want[k])}")
+    extra = sorted(set(sd) - set(want))
+    if extra:
+        raise VAEError(f"{path}: unexpected tensor {extra[0]!r}")
+    for k, v in sd.items():
+        if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+            raise VAEError(f"{path}: tensor {k!r} is not finite floating point")
+    vae = FaviconVAE(cfg)
+    vae.load_state_dict_diffusers({k: v.float() for k, v in sd.items()})
+    return vae.to(device).eval()
+
+
+# ---------------------------------------------------------------- data
+
+def split_identities(emoji_ids: np.ndarray, every: int = 20) -> np.ndarray:
+    """True for the held-out images: every `every`-th identity (by a hash of its id, so fixed)."""
+    h = np.asarray([int(hashlib.sha256(str(int(i)).encode()).hexdigest()[:8], 16) for i in emoji_ids])
+    return h % every == 0
+
+
+def load_training_images(styles: str, pack: str | None, size: int = 32):
+    """(EmojiSet, held-out mask) from a pack or the npm data."""
+    from .emoji import load_emoji, load_emoji_pack
+    es = load_emoji_pack(pack) if pack else load_emoji(styles=[s for s in styles.split(",") if s], size=size)
+    return es, split_identities(es.emoji)
+
+
+def to_model(u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, S, S, 4) uint8 -> (N, 4, S, S) float32 in [-1, 1]."""
+    t = torch.as_tensor(u8)
+    return t.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 4, S, S) in [-1, 1] -> (N, S, S, 4) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def reconstruct(vae: FaviconVAE, images_u8: np.ndarray, batch: int = 256) -> np.ndarray:
+    out = []
+    for i in range(0, len(images_u8), batch):
+        x = to_model(images_u8[i:i + batch])
+        rec, _, _ = vae(x)
+        out.append(to_uint8(rec))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def latent_moments(vae: FaviconVAE, images_u8: np.ndarray, batch: int = 256) -> tuple[float, float]:
+    """Mean and std of the posterior means over all images (one number each, over every channel)."""
+    s = s2 = n = 0.0
+    for i in range(0, len(images_u8), batch):
+        m, _ = vae.moments(to_model(images_u8[i:i + batch]))
+        s += float(m.double().sum())
+        s2 += float(m.double().square().sum())
+        n += m.numel()
+    mean = s / n
+    return mean, math.sqrt(max(s2 / n - mean * mean, 1e-12))
+
+
+# ---------------------------------------------------------------- `ditweb train-vae`
+
+DEFAULTS = dict(styles="twemoji,noto,fluent", data=None, latent_channels=FAVICON_VAE.latent_channels,
+                channels=",".join(map(str, FAVICON_VAE.block_out_channels)), layers_per_block=FAVICON_VAE.layers_per_block,
+                groups=FAVICON_VAE.norm_num_groups, batch_size=32, lr=1e-3, warmup=100, ema=0.999, kl=1e-4, edge=0.5,
+                seed=0, max_steps=3000, time_limit=None, log_every=50, eval_every=500, ckpt_every=250, run_dir=None,
+                out=None)
+
+
+def register(sub):
+    d = DEFAULTS
+    p = sub.add_parser("train-vae", help="train the favicon autoencoder (RGBA 32x32 -> 8x8 latents) for latent DiTs",
+                       argument_default=argparse.SUPPRESS,
+                       description="Train a small KL autoencoder on emoji of every style (docs/vae.md, 'The favicon "
+                                   "autoencoder'). Resumable: --resume RUN_DIR continues exactly.")
+    p.add_argument("--styles", help=f"emoji styles (default {d['styles']})")
+    p.add_argument("--data", help="an emoji pack (`ditweb data --styles ... --pack`) instead of the npm data")
+    p.add_argument("--latent-channels", type=int, help=f"latent channels C (default {d['latent_channels']})")
+    p.add_argument("--channels", help=f"block widths, encoder order (default {d['channels']}; 3 blocks = 4x down)")
+    p.add_argument("--layers-per-block", type=int, help=f"ResNets per encoder block (default {d['layers_per_block']})")
+    p.add_argument("--groups", type=int, help=f"GroupNorm groups (default {d['groups']})")
+    p.add_argument("--batch-size", type=int, help=f"default {d['batch_size']}")
+    p.add_argument("--lr", type=float, help=f"peak AdamW learning rate, cosine to 10%% at --max-steps (default {d['lr']:g})")
+    p.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {d['warmup']})")
+    p.add_argument("--ema", type=float, help=f"EMA decay of the saved weights (default {d['ema']})")
+    p.add_argument("--kl", type=float, help=f"KL weight (per latent element, against mean L1; default {d['kl']:g})")
+    p.add_argument("--edge", type=float, help=f"weight of the edge (neighbour-difference) L1 term (default {d['edge']:g})")
+    p.add_argument("--seed", type=int, help="seed of the weights and the batch order (default 0)")
+    p.add_argument("--max-steps", type=int, help=f"total steps (default {d['max_steps']}); the learning-rate schedule's length")
+    p.add_argument("--time-limit", help="stop (and save) after this long, e.g. 45m")
+    p.add_argument("--log-every", type=int, help=f"default {d['log_every']}")
+    p.add_argument("--eval-every", type=int, help=f"steps between held-out PSNR rows (default {d['eval_every']})")
+    p.add_argument("--ckpt-every", type=int, help=f"default {d['ckpt_every']}")
+    p.add_argument("--run-dir", help="folder for ckpt.pt, log.csv, vae.safetensors (default runs/vae-favicon)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly (its options are reused)")
+    p.add_argument("--out", help="also write the final EMA autoencoder here (e.g. models/favicon-vae.safetensors)")
+    p.set_defaults(func=cmd_train_vae)
+
+
+def _config(opts: dict) -> VAEConfig:
+    try:
+        chans = tuple(int(c) for c in str(opts["channels"]).split(","))
+    except ValueError:
+        raise UsageError(f"--channels {opts['channels']!r}: want comma-separated integers, e.g. 32,64,64") from None
+    try:
+        return replace(FAVICON_VAE, latent_channels=opts["latent_channels"], block_out_channels=chans,
+                       layers_per_block=opts["layers_per_block"], norm_num_groups=opts["groups"]).validate()
+    except VAEError as e:
+        raise UsageError(f"bad autoencoder shape: {e}") from None
+
+
+def _lr(opts: dict, step: int) -> float:
+    if step < opts["warmup"]:
+        return opts["lr"] * (step + 1) / opts["warmup"]
+    frac = min(1.0, (step - opts["warmup"]) / max(1, opts["max_steps"] - opts["warmup"]))
+    return opts["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def cmd_train_vae(args):
+    from .train import parse_duration
+    given = {k: v for k, v in vars(args).items() if k in DEFAULTS or k == "resume"}
+    saved = None
+    if given.get("resume"):
+        run_dir = Path(given.pop("resume"))
+        ck = run_dir / "ckpt.pt"
+        if not ck.is_file():
+            raise UsageError(f"{ck}: no checkpoint to resume")
+        saved = torch.load(ck, map_location="cpu", weights_only=True)
+        opts = {**DEFAULTS, **json.loads(saved["opts"]), "time_limit": None, **given}   # a time limit is per leg
+    else:
+        opts = {**DEFAULTS, **given}
+        run_dir = Path(opts["run_dir"] or "runs/vae-favicon")
+        if (run_dir / "ckpt.pt").exists():
+            raise UsageError(f"{run_dir / 'ckpt.pt'} exists; continue it with `ditweb train-vae --resume {run_dir}`")
+    opts["run_dir"] = str(run_dir)
+    return train_vae(opts, saved, run_dir, parse_duration(opts["time_limit"]))
+
+
+@torch.no_grad()
+def _evaluate(vae: FaviconVAE, images: np.ndarray) -> float:
+    vae.eval()
+    p = float(psnr_u8(images, reconstruct(vae, images)).mean())
+    return p
+
+
+def train_vae(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | None) -> int:
+    from tqdm import tqdm
+    cfg = _config(opts)
+    es, held = load_training_images(opts["styles"], opts["data"])
+    train_u8 = torch.from_numpy(np.ascontiguousarray(es.images[~held]))   # (N, S, S, 4)
+    held_u8 = es.images[held][::4]                                        # a fixed quarter for the log's PSNR
+    if len(held_u8) == 0:                                                 # a tiny data set: no identity held out
+        held_u8 = es.images[:64]
+    n = len(train_u8)
+    torch.manual_seed(opts["seed"])
+    vae = FaviconVAE(cfg)
+    ema = FaviconVAE(cfg)
+    ema.load_state_dict(vae.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(vae.parameters(), lr=opts["lr"], weight_decay=0.0)
+    step = 0
+    if saved is not None:
+        vae.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["opt"])
+        step = int(saved["step"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    B = opts["batch_size"]
+    ckpt = run_dir / "ckpt.pt"
+
+    def save():
+        tmp = ckpt.with_name("ckpt.pt.tmp")
+        torch.save({"model": vae.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "opts": json.dumps(opts), "config": json.dumps(cfg.to_dict())}, tmp)
+        tmp.replace(ckpt)
+        save_favicon_vae(ema, run_dir / "vae.safetensors", {"step": step, "images_seen": step * B})
+
+    header = ["step", "epoch", "loss", "l1", "edge", "kl", "lr", "img_per_s", "elapsed_s", "heldout_psnr"]
+    log_path = run_dir / "log.csv"
+    rows = []
+    if saved is not None and log_path.is_file():
+        with open(log_path, newline="") as f:
+            rows = [r for r in list(csv.reader(f))[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    logf = open(log_path, "w", newline="")
+    log = csv.writer(logf)
+    log.writerow(header)
+    log.writerows(rows)
+    print(f"training the favicon autoencoder ({sum(p.numel() for p in vae.parameters()):,} params: {cfg.block_out_channels}, "
+          f"{cfg.latent_channels} latent channels) on {n} images ({len(held_u8) * 4} held out) of "
+          f"{','.join(es.styles)}; batch {B}; run dir {run_dir}; from step {step}", file=sys.stderr)
+    stop = {"signal": None}
+
+    def on_signal(num, frame):
+        if stop["signal"] is not None:
+            raise KeyboardInterrupt
+        stop["signal"] = num
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = tqdm(total=opts["max_steps"], initial=step, unit="step", file=sys.stderr, dynamic_ncols=True)
+    t0 = time.time()
+    win, win_n, win_t = np.zeros(4), 0, time.time()
+    reason = "max steps"
+    try:
+        while step < opts["max_steps"]:
+            epoch, k = divmod(step * B, n)
+            g = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + epoch)
+            perm = torch.randperm(n, generator=g)
+            idx = perm[k:k + B]
+            if len(idx) < B:                                               # the batch wraps into the next epoch
+                g2 = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + epoch + 1)
+                idx = torch.cat([idx, torch.randperm(n, generator=g2)[:B - len(idx)]])
+            gs = torch.Generator().manual_seed(opts["seed"] * 7_919 + step + 1)
+            x = to_model(train_u8[idx])
+            flip = torch.rand(B, generator=gs) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            side = x.shape[-1] // vae.downscale
+            noise = torch.randn(B, cfg.latent_channels, side, side, generator=gs)
+            vae.train()
+            for group in opt.param_groups:
+                group["lr"] = _lr(opts, step)
+            rec, mean, logvar = vae(x, noise)
+            l1 = (rec - x).abs().mean()
+            edge = edge_l1(rec, x)
+            kl = kl_divergence(mean, logvar)
+            loss = l1 + opts["edge"] * edge + opts["kl"] * kl
+            if not bool(torch.isfinite(loss)):
+                raise UsageError(f"the loss became non-finite at step {step}; {ckpt} keeps the last checkpoint")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(vae.parameters()), 1.0 - opts["ema"])
+            step += 1
+            win += np.array([loss.item(), l1.item(), edge.item(), kl.item()])
+            win_n += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            last = step == opts["max_steps"]
+            if step % opts["log_every"] == 0 or last:
+                psnr = ""
+                if step % opts["eval_every"] == 0 or last:
+                    psnr = f"{_evaluate(ema, held_u8):.2f}"
+                m = win / win_n
+                log.writerow([step, f"{step * B / n:.3f}", *(f"{v:.5f}" for v in m), f"{_lr(opts, step - 1):.2e}",
+                              f"{win_n * B / (time.time() - win_t):.1f}", f"{time.time() - t0:.0f}", psnr])
+                logf.flush()
+                if psnr:
+                    bar.write(f"step {step}: loss {m[0]:.4f}, held-out PSNR (EMA) {psnr} dB")
+                win, win_n, win_t = np.zeros(4), 0, time.time()
+            if step % opts["ckpt_every"] == 0:
+                save()
+            if stop["signal"] is not None or (time_limit is not None and time.time() - t0 >= time_limit):
+                reason = "interrupted" if stop["signal"] is not None else "time limit"
+                break
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    save()
+    logf.close()
+    final = finalize(ema, es.images, run_dir / "vae.safetensors", {"step": step, "images_seen": step * B})
+    if opts["out"]:
+        Path(opts["out"]).write_bytes(final.read_bytes())
+    print(f"stopped ({reason}) at step {step}; {final} (latent mean/std measured and stored); continue with "
+          f"`ditweb train-vae --resume {run_dir}`", file=sys.stderr)
+    return 0
+
+
+def finalize(vae: FaviconVAE, images_u8: np.ndarray, path, extra: dict) -> Path:
+    """Measure the latents' mean and std over all images, store them as shift_factor and 1/scaling_factor."""
+    mean, std = latent_moments(vae, images_u8)
+    vae.cfg = replace(vae.cfg, shift_factor=mean, scaling_factor=1.0 / std)
+    vae.dec.cfg = vae.cfg
+    return save_favicon_vae(vae, path, {**extra, "latent_mean": f"{mean:.6g}", "latent_std": f"{std:.6g}"})
