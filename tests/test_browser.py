@@ -548,6 +548,89 @@ def test_bad_bundles_fail_with_one_named_error_before_any_gpu_call(site, bundles
     assert errors["adapterCalls"] == 0
 
 
+def _gpu_kernel(m: dict, which: str) -> str:
+    """A kernel the programs run ("used": the first gated_residual) or a candidate no program names ("candidate",
+    compiled only while a plan is timed)."""
+    used = {d["kernel"] for ds in m["programs"].values() for d in ds}
+    if which == "used":
+        return next(k for k in sorted(used) if m["kernels"][k]["op"] == "gated_residual")
+    return next(k for ks in m["candidates"].values() for k in ks if k not in used)
+
+
+def _edit_kernel(b: Path, which: str, edit) -> str:
+    """Edit that kernel's WGSL, hashes refreshed; returns its name."""
+    m = json.loads((b / "manifest.json").read_text())
+    name = _gpu_kernel(m, which)
+    rel = m["kernels"][name]["file"]
+    (b / rel).write_text(edit((b / rel).read_text()))
+    _rehash(b, rel)
+    return name
+
+
+def _type_error(src: str) -> str:
+    return src.replace("\n@compute", "\nfn broken() -> u32 { return 1.5; }\n@compute", 1)
+
+
+def _huge_workgroup(src: str) -> str:
+    """1 MiB of workgroup memory, used by main: it compiles, and no device creates its pipeline."""
+    src = src.replace("\n@compute", "\nvar<workgroup> huge: array<vec4<f32>, 65535>;\n@compute", 1)
+    body = src.index("{\n", src.index("fn main(")) + 2
+    return src[:body] + "  huge[0] = vec4<f32>(0.0);\n" + src[body:]
+
+
+def _aliased_writes(b: Path) -> str:
+    """gated_residual reads y from the buffer it writes h to: sizes and reach fit, the device refuses the aliasing."""
+    m = json.loads((b / "manifest.json").read_text())
+    name = _gpu_kernel(m, "used")
+    d = next(d for ds in m["programs"].values() for d in ds if d["kernel"] == name)
+    d["bindings"][1] = d["bindings"][0]
+    (b / "manifest.json").write_text(json.dumps(m))
+    return name
+
+
+GPU_REFUSALS = {   # name -> (damage returning the kernel's name, words of the one-line error besides that name)
+    "does-not-compile": (lambda b: _edit_kernel(b, "used", _type_error), ["WGSL does not compile"]),
+    "candidate-does-not-compile": (lambda b: _edit_kernel(b, "candidate", _type_error), ["WGSL does not compile"]),
+    "workgroup-memory": (lambda b: _edit_kernel(b, "candidate", _huge_workgroup), ["pipeline could not be created"]),
+    "aliased-writes": (_aliased_writes, ["is refused by the device"]),
+}
+
+
+def test_gpu_refusals_are_one_line_errors_naming_the_kernel(site, bundles, tmp_path):
+    """What passes the verifier but not the GPU (a type error, in a kernel the programs run or in a candidate compiled
+    only while a plan is timed; a candidate over the workgroup memory limit; a dispatch that writes the buffer it
+    reads, refused at dispatch): one BundleError line naming the kernel, before anything runs, and nothing on the
+    GPU's uncaptured-error channel."""
+    names = {}
+    for case, (damage, _) in GPU_REFUSALS.items():
+        shutil.copytree(bundles["f32"], tmp_path / case)
+        names[case] = damage(tmp_path / case)
+    page = site["ctx"].new_page()
+    with local_server({"/": WEB_DIR, "/bad/": tmp_path}) as url:
+        page.goto(url + "favicon.svg")
+        got = page.evaluate("""async (cases) => {
+            const { loadBundle } = await import('/ditweb.js');
+            const out = {};
+            for (const c of cases) {
+              let b = null;
+              try {
+                b = await loadBundle(`/bad/${c}/`, { runtime: 'webgpu', useCache: false, plan: 'auto' });
+                await b.sample({ classId: 0, steps: 1 });
+                out[c] = 'ran';
+              } catch (e) { out[c] = `${e.name}: ${e.message}`; }
+              out[c + ':uncaptured'] = b ? b.lastGPUError : null;
+              if (b) b.dispose();
+            }
+            return out;
+        }""", list(GPU_REFUSALS))
+    page.close()
+    for case, (_, words) in GPU_REFUSALS.items():
+        msg = got[case]
+        assert msg.startswith("BundleError: kernels/") and "\n" not in msg, f"{case}: {msg}"
+        assert f"kernel {names[case]}" in msg and all(w in msg for w in words), f"{case}: {msg!r} should name {words}"
+        assert got[case + ":uncaptured"] is None, f"{case}: {got[case + ':uncaptured']}"
+
+
 def test_webgpu_plans_timed_cached_forced_and_checked(site):
     """web/tune.js: plan "auto" times the candidates on SwiftShader and caches the plan in localStorage
     (a second load times nothing); a forced plan runs its kernels; plans differ only within the

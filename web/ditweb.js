@@ -14,7 +14,7 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { fetchManifest, fetchVerified, verifyFiles, verifyManifest, vocabularyFiles, weightFiles } from "./bundle.js";
+import { bundleFiles, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
 import { Bundle, checkWebGPU } from "./webgpu-bundle.js";
 import { WasmBundle } from "./wasm-bundle.js";
@@ -102,12 +102,12 @@ export async function loadBundle(url, opts = {}) {
   return bundle;
 }
 
-// Only what the runtime runs: the weight shards, the kernels and a named bundle's vocabulary (model.onnx and the
-// like stay on the server). Each shard is fetched, sha256-verified and cached on its own (web/bundle.js
-// fetchVerified), one progress step each: an interrupted download of a big model resumes at the first shard not in
-// the Cache API. The first bad file stops the other downloads, and no progress is reported after it.
+// Every file the manifest lists (bundleFiles; decoder/ is fetchDecoder's): one rule, every listed file verified.
+// Each weight shard is fetched, sha256-verified and cached on its own (web/bundle.js fetchVerified), one progress
+// step each: an interrupted download of a big model resumes at the first shard not in the Cache API. The first
+// bad file stops the other downloads, and no progress is reported after it.
 async function fetchFiles(base, manifest, stats, opts) {
-  const names = [...weightFiles(manifest.buffers), ...new Set(Object.values(manifest.kernels).map((k) => k.file)), ...vocabularyFiles(manifest)];
+  const names = bundleFiles(manifest);
   const files = {};
   let done = 0;
   const stop = new AbortController();
