@@ -28,6 +28,9 @@ def register(sub):
     p.add_argument("--floor-pairs", type=int, default=FLOOR_PAIRS, help="real-vs-real pairs behind the floor")
     p.add_argument("--json", help="also write the results (one row per scale) as JSON to this file")
     p.add_argument("--out", default=None, help="folder for the table (default bench/results)")
+    p.add_argument("--card", nargs="?", const="", metavar="FILE",
+                   help="also add the table to a model card file (default: CKPT's NAME.card.json beside it), which "
+                        "`ditweb export` renders into the bundle's README.md")
     p.add_argument("--seeds", type=int, default=4, help="named models: seeds per (evaluation emoji, style) request")
     p.add_argument("--styles", help="named models: the styles to draw in (default: all of the model's)")
     p.add_argument("--hippo-seeds", type=int, default=16, help="named models: seeds of the hippo per style")
@@ -44,6 +47,26 @@ def _is_named(path) -> bool:
     return isinstance(obj, dict) and "vocabulary" in obj
 
 
+def check_card_target(args) -> None:
+    """--card: a folder, or a card file that does not read, is bad input found before minutes of sampling."""
+    if args.card is None:
+        return
+    from .card import card_path_for, read_card_file
+    path = Path(args.card or card_path_for(args.ckpt))
+    if path.is_dir():
+        raise EvalError(f"--card {path}: is a folder; give a card file name (NAME.card.json)")
+    if path.exists():
+        read_card_file(path)
+
+
+def add_to_card(args, result_table) -> None:
+    """--card: the result table (title, header, rows, notes) into the model card file."""
+    if args.card is None:
+        return
+    from .card import add_eval, card_path_for
+    print(f"added the table to the model card {add_eval(args.card or card_path_for(args.ckpt), *result_table)}")
+
+
 def cmd_eval_named(args):
     from .bench import RESULTS, publish, save_text
     from .named_eval import evaluate_named_model, table as named_table
@@ -57,12 +80,14 @@ def cmd_eval_named(args):
     result = evaluate_named_model(args.ckpt, scales, args.seeds, args.steps, styles, args.weights, args.hippo_seeds,
                                   args.floor_pairs)
     publish("eval-named", *named_table(result), args.out or RESULTS)
+    add_to_card(args, named_table(result))
     if args.json:
         print(f"saved {save_text(Path(args.json), json.dumps(result, indent=1, default=str) + chr(10))}")
 
 
 def cmd_eval(args):
     from .bench import RESULTS, publish, save_text
+    check_card_target(args)
     if _is_named(args.ckpt):
         return cmd_eval_named(args)
     try:
@@ -83,5 +108,6 @@ def cmd_eval(args):
     result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,
                       args.weights, args.judge, args.retrain_judge, args.floor_pairs, interval)
     publish("eval", *table(result), args.out or RESULTS)
+    add_to_card(args, table(result))
     if args.json:
         print(f"saved {save_text(Path(args.json), json.dumps(result, indent=1) + chr(10))}")

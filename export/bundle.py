@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dit_model.model import DiT
+from dit_model.model import DiT, count_params
 from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import SCHEDULE
@@ -22,6 +22,7 @@ from ditformat.shards import DEFAULT_FILE, SHARD_BYTES, weight_entry, write_shar
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
 
+from .card import CARD_FILE, render_card
 from .program import FREQ_DIM, build
 
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
@@ -89,12 +90,14 @@ def sha256(path: Path) -> str:
 
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
                   onnx: bool = False, matmul: str = "registers", candidates: bool = True,
-                  shard_bytes: int = SHARD_BYTES, vocab=None) -> Path:
+                  shard_bytes: int = SHARD_BYTES, vocab=None, card: dict | None = None, title: str | None = None) -> Path:
     """Write the bundle folder atomically (a temporary folder renamed over `out`). matmul: "registers"
     (register-blocked, the default) or "shared" (workgroup-memory tiles) for every Linear layer. Weights go to
 shards of at most shard_bytes (ditformat/shards.py): one shard is weights.safetensors (its buffers name no
 file), more are weights-NN.safetensors, each weight buffer naming its `file`. A named model (cfg.label_levels) needs
-its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its manifest lists no class names."""
+its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its manifest lists no class names.
+Every bundle gets its model card, README.md (export/card.py), from `card` (the checkpoint's record merged with a card
+file; None: what is unknown says so), titled `title` (default: the folder's name)."""
     if dtype not in ("f32", "f16", "int8"):
         raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16 or int8")
     if shard_bytes < 1:
@@ -146,6 +149,8 @@ its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its ma
         for name, a in tensors.items():
             buffers[name] = weight_entry(a, name, None if where[name] == DEFAULT_FILE else where[name])
         buffers.update(pb.buffers)
+        (tmp / CARD_FILE).write_text(render_card(title or out.name, cfg, names, vocab, dtype, count_params(model), card,
+                                                 f"ditweb {EXPORTER_VERSION}", FORMAT_VERSION), encoding="utf-8")
         if onnx:
             from .onnx_export import export_onnx
             export_onnx(model, tmp / "model.onnx")

@@ -23,25 +23,47 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
     p.add_argument("--vae", help="a latent model's VAE (diffusers folder, .safetensors or .ckpt): its decoder goes into "
                                  "the bundle (decoder/), run once after sampling; the bundle then makes RGB images")
+    p.add_argument("--card", metavar="FILE",
+                   help="a model card file (JSON, dit_model/card.py: data sources, recipe, compute, eval, limits) "
+                        "merged over the checkpoint's own record into the bundle's README.md (default: CKPT's "
+                        "NAME.card.json beside it, where there is one; `ditweb eval --card` writes it)")
     p.add_argument("--vae-dtype", choices=["f32", "f16", "int8"],
                    help="the decoder's weights (default: --dtype); int8: per-output-channel int8 convolutions")
     p.set_defaults(func=cmd_export)
 
 
-def load_for_export(source: str, preset: str | None, seed: int = 0, with_vocab: bool = False):
-    """(model, class names), with the label vocabulary (None for a one-level model) as a third item when
-    with_vocab. A preset name gives random weights in every tensor (see randomize_)."""
+def load_checkpoint(source: str, preset: str | None, seed: int = 0):
+    """(model, class names, label vocabulary or None, card record or None). A preset name gives random weights in
+    every tensor (see randomize_)."""
     from dit_model.checkpoint import load_model
     from dit_model.model import PRESETS, DiT
     from .bundle import ExportError, randomize_
     if Path(source).is_file():
         model, meta = load_model(source, preset)
-        return (model, meta["class_names"], meta.get("vocab")) if with_vocab else (model, meta["class_names"])
+        card = meta.get("card") or ({"steps": meta["step"]} if isinstance(meta.get("step"), int) else None)
+        return model, meta["class_names"], meta.get("vocab"), card
     if source in PRESETS:
         model = randomize_(DiT.from_preset(source).eval(), seed)
-        names = [str(i) for i in range(model.cfg.num_classes)]
-        return (model, names, None) if with_vocab else (model, names)
+        card = {"description": f"random weights of the preset {source} (seed {seed}): a test bundle, not a model"}
+        return model, [str(i) for i in range(model.cfg.num_classes)], None, card
     raise ExportError(f"{source!r} is neither a checkpoint file nor a preset name")
+
+
+def load_for_export(source: str, preset: str | None, seed: int = 0, with_vocab: bool = False):
+    """(model, class names), with the label vocabulary (None for a one-level model) as a third item when
+    with_vocab."""
+    model, names, vocab, _ = load_checkpoint(source, preset, seed)
+    return (model, names, vocab) if with_vocab else (model, names)
+
+
+def model_card(source: str, record: dict | None, card_file: str | None) -> tuple[dict | None, str]:
+    """The checkpoint's card record merged with a card file (--card, else SOURCE's NAME.card.json beside it), and
+    a line saying where the card came from."""
+    from dit_model.card import card_path_for, merge, read_card_file
+    path = Path(card_file) if card_file else card_path_for(source) if Path(source).is_file() else None
+    if path is None or (not card_file and not path.is_file()):
+        return record, "from the checkpoint" if record else "unknown: the checkpoint records none (see --card)"
+    return merge(record, read_card_file(path)), f"from {'the checkpoint and ' if record else ''}{path}"
 
 
 def check_exportable(model, source, dtype: str) -> None:
@@ -68,8 +90,9 @@ def cmd_export(args):
     if args.shard_mb * 2 ** 20 < MIN_SHARD_BYTES:
         from .bundle import ExportError
         raise ExportError(f"--shard-mb {args.shard_mb:g} is below 1 MiB")
-    model, names, vocab = load_for_export(args.ckpt, args.preset, args.seed, with_vocab=True)
+    model, names, vocab, record = load_checkpoint(args.ckpt, args.preset, args.seed)
     check_exportable(model, args.ckpt, args.dtype)
+    card, card_from = model_card(args.ckpt, record, args.card)
     vae = None
     if args.vae_dtype and not args.vae:
         from .bundle import ExportError
@@ -82,7 +105,7 @@ def cmd_export(args):
             raise ExportError(f"--vae {args.vae} decodes {vae.cfg.latent_channels}-channel latents, the model makes "
                               f"{model.cfg.in_channels}")
     out = export_bundle(model, args.out, args.dtype, names, vocab=vocab, onnx=args.onnx, matmul=args.matmul,
-                        candidates=args.candidates, shard_bytes=int(args.shard_mb * 2 ** 20))
+                        candidates=args.candidates, shard_bytes=int(args.shard_mb * 2 ** 20), card=card)
     if vae is not None:
         from .decode import write_decoder
         dec = write_decoder(out, vae, args.vae_dtype or args.dtype, model.cfg.input_size)
@@ -92,4 +115,4 @@ def cmd_export(args):
     size = sum(f["size"] for f in m["files"].values())
     n = sum(len(m["programs"][p]) for p in m["programs"])
     print(f"wrote {out}: {m['dtype']} weights, {len(m['kernels'])} kernels, {n} dispatches, {size / 1e6:.2f} MB "
-          f"({', '.join(sorted(m['files']))[:120]}...)")
+          f"({', '.join(sorted(m['files']))[:120]}...); model card README.md {card_from}")

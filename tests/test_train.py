@@ -104,7 +104,7 @@ def test_checkpoint_is_plain_and_samples_are_written(folder, tmp_path, capsys):
     run = tmp_path / "run"
     assert train(folder, run, "--max-steps", 3, "--sample-every", 3, "--sample-steps", 2, "--sample-per-class", 2) == 0
     ck = load(run / "ckpt.pt")                                          # weights_only=True
-    assert set(ck) == {"model", "ema", "opt", "step", "config", "class_names", "train_args"}
+    assert set(ck) == {"model", "ema", "opt", "step", "config", "class_names", "train_args", "card"}
     assert ck["step"] == 3 and ck["class_names"] == ["cats", "dogs", "fish"]
     cfg = DiTConfig.from_dict(ck["config"])
     assert (cfg.input_size, cfg.num_classes, cfg.hidden_size) == (16, 3, 32)
