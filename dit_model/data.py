@@ -177,21 +177,28 @@ def save_pack(data: FaviconData, path: str | os.PathLike) -> Path:
         meta=np.asarray(json.dumps({"version": PACK_VERSION, "source": data.source}))), "the pack", DataError)
 
 
-def load_pack(path: str | os.PathLike) -> FaviconData:
+def read_pack(path: str | os.PathLike, what: str, parse):
+    """parse(npz, meta) of the data pack at path (meta: its JSON "meta" entry); a missing or unreadable file is one
+    DataError line (`what` names the kind of pack and the command that writes it)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("version") != PACK_VERSION:
-                raise DataError(f"{path}: pack version {meta.get('version')} not supported (want {PACK_VERSION})")
-            return FaviconData(z["images"], z["labels"].astype(np.int64), [str(c) for c in z["class_names"]],
-                               source=str(path), names=[str(n) for n in z["names"]])
+            return parse(z, json.loads(str(z["meta"])))
     except FileNotFoundError:
         raise DataError(f"{path}: no such pack file") from None
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: not a data pack written by `ditweb data --pack` ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not {what} ({type(e).__name__}: {e})") from None
+
+
+def load_pack(path: str | os.PathLike) -> FaviconData:
+    def parse(z, meta):
+        if meta.get("version") != PACK_VERSION:
+            raise DataError(f"{path}: pack version {meta.get('version')} not supported (want {PACK_VERSION})")
+        return FaviconData(z["images"], z["labels"].astype(np.int64), [str(c) for c in z["class_names"]],
+                           source=str(path), names=[str(n) for n in z["names"]])
+    return read_pack(path, "a data pack written by `ditweb data --pack`", parse)
 
 
 def load_data(source: str | None = None, size: int = 32, skin_tones: bool = False,

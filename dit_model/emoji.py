@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import ROOT, SETUP_HINT, SIZES, SKIP_CATEGORIES, DataError, FaviconData, resize_rgba
+from .data import ROOT, SETUP_HINT, SIZES, SKIP_CATEGORIES, DataError, FaviconData, read_pack, resize_rgba
 
 STYLES = ("twemoji", "noto", "fluent")            # the default styles, in this order
 OPT_IN_STYLES = ("openmoji",)                     # only when asked for by name (CC BY-SA: never in shipped weights)
@@ -465,22 +465,14 @@ def save_emoji_pack(es: EmojiSet, path: str | os.PathLike) -> Path:
 
 
 def load_emoji_pack(path: str | os.PathLike) -> EmojiSet:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("kind") != "emoji" or meta.get("version") != PACK_VERSION:
-                raise DataError(f"{path}: not an emoji pack of version {PACK_VERSION} (written by `ditweb data --styles ... --pack`)")
-            return EmojiSet(z["images"], z["emoji"].astype(np.int64), z["style"].astype(np.int64),
-                            [str(v) for v in z["variant"]], [Emoji(**e) for e in meta["identities"]],
-                            list(meta["styles"]), list(meta["categories"]), list(meta["subcategories"]),
-                            source=meta.get("source", str(path)))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such pack file") from None
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"{path}: not an emoji pack written by `ditweb data --styles ... --pack` ({type(e).__name__}: {e})") from None
+    def parse(z, meta):
+        if meta.get("kind") != "emoji" or meta.get("version") != PACK_VERSION:
+            raise DataError(f"{path}: not an emoji pack of version {PACK_VERSION} (written by `ditweb data --styles ... --pack`)")
+        return EmojiSet(z["images"], z["emoji"].astype(np.int64), z["style"].astype(np.int64),
+                        [str(v) for v in z["variant"]], [Emoji(**e) for e in meta["identities"]],
+                        list(meta["styles"]), list(meta["categories"]), list(meta["subcategories"]),
+                        source=meta.get("source", str(path)))
+    return read_pack(path, "an emoji pack written by `ditweb data --styles ... --pack`", parse)
 
 
 # ---------------------------------------------------------------- `ditweb data --styles`

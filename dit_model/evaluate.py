@@ -149,24 +149,29 @@ def save_judge(model: Classifier, path, class_names: list[str], input_size: int,
     atomic_write(path, lambda f: f.write(data), "the judge's weights", EvalError)
 
 
-def load_judge(path, class_names: list[str], input_size: int, in_channels: int) -> tuple[Classifier, dict]:
-    """The committed judge; a one-line EvalError if it is missing, unreadable or made for other data."""
+def read_judge(path: Path, fmt: str, error: type[Exception], what: str, parse):
+    """(state dict, metadata, parse(metadata)) of a judge's safetensors file: one `error` line where the file is
+    unreadable, not a `fmt` file, or its metadata does not parse."""
     from safetensors import safe_open
-    path = Path(path)
-    hint = f"train one for this data with --retrain-judge (writes {path})"
-    if not path.is_file():
-        raise EvalError(f"{path}: no judge weights; {hint}")
     try:
         with safe_open(str(path), framework="pt") as f:
             sd = {k: f.get_tensor(k) for k in f.keys()}
             meta = f.metadata() or {}
-        if meta.get("format") != JUDGE_FORMAT:
-            raise ValueError(f"not a {JUDGE_FORMAT} file")
-        names = json.loads(meta["class_names"])
-        size, chans = int(meta["input_size"]), int(meta["in_channels"])
-        width, feat = int(meta["width"]), int(meta["feat"])
+        if meta.get("format") != fmt:
+            raise ValueError(f"not a {fmt} file")
+        return sd, meta, parse(meta)
     except Exception as e:
-        raise EvalError(f"{path}: not a readable judge ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+        raise error(f"{path}: not a readable {what} ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+
+
+def load_judge(path, class_names: list[str], input_size: int, in_channels: int) -> tuple[Classifier, dict]:
+    """The committed judge; a one-line EvalError if it is missing, unreadable or made for other data."""
+    path = Path(path)
+    hint = f"train one for this data with --retrain-judge (writes {path})"
+    if not path.is_file():
+        raise EvalError(f"{path}: no judge weights; {hint}")
+    sd, meta, (names, size, chans, width, feat) = read_judge(path, JUDGE_FORMAT, EvalError, "judge", lambda meta: (
+        json.loads(meta["class_names"]), int(meta["input_size"]), int(meta["in_channels"]), int(meta["width"]), int(meta["feat"])))
     if names != list(class_names) or (size, chans) != (input_size, in_channels):
         raise EvalError(f"{path}: the judge was trained on {len(names)} classes ({', '.join(names)}) at "
                         f"{size}x{size}x{chans}, but the data has {len(class_names)} classes ({', '.join(class_names)}) "
@@ -191,28 +196,37 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
 
 
-def balanced_pairs(labels: np.ndarray, n_per_class: int, pairs: int, seed: int = FLOOR_SEED,
-                   class_names: list[str] | None = None, exclude: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`pairs` pairs (A, B) of index sets, each with exactly `n_per_class` images of every class and
-    A, B disjoint; pairs are drawn independently (they may share images with other pairs).
-    Indices in `exclude` are never drawn."""
+def matched_pairs(labels: np.ndarray, counts, pairs: int, seed: int = FLOOR_SEED, exclude: np.ndarray | None = None,
+                  short=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`pairs` pairs (A, B) of index sets with exactly counts[c] images of every class c (classes of count 0 left
+    out), A and B disjoint; pairs are drawn independently (they may share images with other pairs). Indices in
+    `exclude` are never drawn; short(c, have, k) is the error raised for a class with fewer than 2k images."""
     rng = np.random.default_rng(seed)
     allowed = np.ones(len(labels), bool)
     if exclude is not None:
         allowed[exclude] = False
     pools = []
-    for c in range(int(labels.max()) + 1):
+    for c, k in enumerate(counts):
         idx = np.flatnonzero((labels == c) & allowed)
-        if len(idx) < 2 * n_per_class:
-            name = class_names[c] if class_names else str(c)
-            raise EvalError(f"class {name!r} has {len(idx)} real images, but the floor needs two disjoint draws of "
-                            f"{n_per_class} (2 x --n-per-class); lower --n-per-class to {len(idx) // 2} or less")
+        if k and len(idx) < 2 * k:
+            raise short(c, len(idx), k)
         pools.append(idx)
+    ks = [k for k in counts if k]
     out = []
     for _ in range(pairs):
-        picks = [rng.permutation(idx)[:2 * n_per_class] for idx in pools]
-        out.append((np.concatenate([p[:n_per_class] for p in picks]), np.concatenate([p[n_per_class:] for p in picks])))
+        picks = [rng.permutation(idx)[:2 * k] for idx, k in zip(pools, counts) if k]
+        out.append((np.concatenate([p[:k] for p, k in zip(picks, ks)]), np.concatenate([p[k:] for p, k in zip(picks, ks)])))
     return out
+
+
+def balanced_pairs(labels: np.ndarray, n_per_class: int, pairs: int, seed: int = FLOOR_SEED,
+                   class_names: list[str] | None = None, exclude: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """matched_pairs with `n_per_class` images of every class."""
+    def short(c, have, k):
+        name = class_names[c] if class_names else str(c)
+        return EvalError(f"class {name!r} has {have} real images, but the floor needs two disjoint draws of "
+                         f"{k} (2 x --n-per-class); lower --n-per-class to {have // 2} or less")
+    return matched_pairs(labels, [n_per_class] * (int(labels.max()) + 1), pairs, seed, exclude, short)
 
 
 class Reference:

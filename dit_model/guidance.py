@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# For the callers not yet moved to ditformat.guidance (dit_model/evaluate.py, ditweb/sample.py).
-from ditformat.guidance import SCHEDULES, Guide, Plan, make_plan, parse_interval  # noqa: F401
-
 
 def combine(out: torch.Tensor, coeffs: np.ndarray, var_branch: int, C: int) -> torch.Tensor:
     """out (K, J, N, C_out, H, W) -> guided (N, C_out, H, W): sum_j a_j eps_j, mean over K."""

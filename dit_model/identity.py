@@ -207,22 +207,13 @@ def load_identity_judge(style: str, identities: list[str] | None = None, input_s
     """The committed judge that never saw `style`; a one-line IdentityError if it is missing,
     unreadable, held out another style, or was made for other identities (`identities`: the data's
     unified codes, in order) or another image size."""
-    from safetensors import safe_open
     path = Path(path) if path is not None else style_path(style)
     hint = "train them with `python bench/judges.py`"
     if not path.is_file():
         raise IdentityError(f"{path}: no identity judge weights; {hint}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-            meta = f.metadata() or {}
-        if meta.get("format") != IDENTITY_FORMAT:
-            raise ValueError(f"not a {IDENTITY_FORMAT} file")
-        names = json.loads(meta["identities"])
-        size, chans, width = int(meta["input_size"]), int(meta["in_channels"]), int(meta["width"])
-        held = meta["held_out_style"]
-    except Exception as e:
-        raise IdentityError(f"{path}: not a readable identity judge ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+    sd, meta, (names, size, chans, width, held) = ev.read_judge(path, IDENTITY_FORMAT, IdentityError, "identity judge", lambda meta: (
+        json.loads(meta["identities"]), int(meta["input_size"]), int(meta["in_channels"]), int(meta["width"]),
+        meta["held_out_style"]))
     if held != style:
         raise IdentityError(f"{path}: this judge held out style {held!r}, not {style!r}; {hint}")
     if size != input_size:
@@ -462,21 +453,11 @@ class MatchedReference(ev.Reference):
                  class_names: list[str] | None = None, seed: int = ev.FLOOR_SEED):
         counts = np.asarray(counts, np.int64)
         self.counts, self.pairs = counts, pairs
-        rng = np.random.default_rng(seed)
-        pools = []
-        for c, k in enumerate(counts):
-            idx = np.flatnonzero(labels == c)
-            if k and len(idx) < 2 * k:
-                name = class_names[c] if class_names else str(c)
-                raise IdentityError(f"class {name!r} has {len(idx)} real images, but the floor needs two disjoint "
-                                    f"draws of {k} (the generated count); generate fewer seeds per emoji")
-            pools.append(idx)
-        drawn = []
-        for _ in range(pairs):
-            picks = [rng.permutation(p)[:2 * k] for p, k in zip(pools, counts) if k]
-            ks = [k for k in counts if k]
-            drawn.append((np.concatenate([p[:k] for p, k in zip(picks, ks)]),
-                          np.concatenate([p[k:] for p, k in zip(picks, ks)])))
+        def short(c, have, k):
+            name = class_names[c] if class_names else str(c)
+            return IdentityError(f"class {name!r} has {have} real images, but the floor needs two disjoint "
+                                 f"draws of {k} (the generated count); generate fewer seeds per emoji")
+        drawn = ev.matched_pairs(labels, counts, pairs, seed, short=short)
         self.sets = [feats[i] for pair in drawn for i in pair]
         self.floors = np.array([ev.frechet_distance(feats[a], feats[b]) for a, b in drawn])
 

@@ -227,24 +227,13 @@ def cmd_train(args):
 
 
 def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | None, ctx: _Dist) -> int:
-    from tqdm import tqdm
     B = opts["batch_size"]
     if B % ctx.world:
         raise UsageError(f"--batch-size {B} is not divisible by the {ctx.world} processes")
     ckpt_path = run_dir / "ckpt.pt"
     if saved is None and ckpt_path.exists():
         raise UsageError(f"{ckpt_path} exists; continue it with `ditweb train --resume {run_dir}` or pick another --run-dir")
-
-    if opts["styles"]:                                                  # named emoji: labels at every level
-        from .named import load_named, parse_repeats
-        data = load_named(opts["styles"], opts["size"], True if opts["skin_tones"] is None else opts["skin_tones"],
-                          parse_repeats(opts["repeat"]), opts["data"])
-        vocab = data.vocab
-        levels = dict(label_levels=vocab.sizes, label_nested=vocab.nested)
-    else:
-        if opts["repeat"]:
-            raise UsageError("--repeat needs --styles (a named model)")
-        data, vocab, levels = load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"]), None, {}
+    data, vocab, levels = _training_data(opts)
     vae_ref, shape = training_latents(opts, data, saved)               # --vae: encoded once (dit_model/latent.py)
     cfg = preset_config(opts["preset"], **shape, num_classes=len(data.class_names),
                         prediction=opts["prediction"], conditioning=opts["conditioning"], **levels)
@@ -261,107 +250,146 @@ def _train(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | No
         note = trainer.warm_start(opts["init"], data.class_names, data.parents, vocab)
         if ctx.main:
             print(note, file=sys.stderr)
-
-    n = len(data.images)
-    max_steps = opts["max_steps"]
-    if opts["epochs"] is not None:
-        by_epochs = int(np.ceil(opts["epochs"] * n / B))
-        max_steps = by_epochs if max_steps is None else min(max_steps, by_epochs)
-    images = training_inputs(data)                                      # (N, S, S, 4) uint8, or --vae latents
-    labels = torch.from_numpy(data.labels)
-    if ctx.device.type == "cuda":                                       # small (8 MB at 32x32): keep it on the GPU
-        images, labels = images.to(ctx.device), labels.to(ctx.device)
-    lo, hi = ctx.rank * B // ctx.world, (ctx.rank + 1) * B // ctx.world
-    train_args = dict(opts, precision_used=precision, **vae_ref)                   # what --precision auto chose, for the record
-    saved_at = {"step": trainer.step}                                   # what ckpt.pt holds now
-
-    def kept() -> str:
-        return (f"{ckpt_path} keeps step {saved_at['step']}, the last good checkpoint" if ckpt_path.is_file()
-                else "no checkpoint was written")
-
-    def stop_non_finite(what: str):
-        if ctx.main:
-            bar.close()
-            log.close()
-        raise NonFiniteError(f"{what}; stopped without saving: {kept()} (a lower --lr, or --precision f32, may help)")
-
-    def save():
-        bad = first_nonfinite(trainer.model.state_dict(), "model") or first_nonfinite(trainer.ema.state_dict(), "ema")
-        if bad:
-            stop_non_finite(f"the weights became non-finite ({bad}) at step {trainer.step}")
-        if ctx.main:
-            atomic_save(trainer.state(data.class_names, train_args, vocab), ckpt_path)
-        saved_at["step"] = trainer.step
-        ctx.barrier()
-
+    loop = _Loop(opts, trainer, data, vocab, cfg, run_dir, ctx, dict(opts, precision_used=precision, **vae_ref))   # what auto chose
     if ctx.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
-        log = _Log(run_dir / "log.csv", trainer.step)
+        loop.log = _Log(run_dir / "log.csv", trainer.step)
         print(f"training {opts['preset']} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on "
-              f"{n} images / {len(data.class_names)} classes from {data.source}; global batch {B} on {ctx.world} "
+              f"{loop.n} images / {len(data.class_names)} classes from {data.source}; global batch {B} on {ctx.world} "
               f"process(es), {ctx.device}, {precision} ({why}){', compiled' if opts['compile'] else ''}; "
               f"run dir {run_dir}; from step {trainer.step}", file=sys.stderr)
-    stop = {"signal": None}
-
-    def on_signal(num, frame):                                          # first: finish the step and save; second: abort
-        if stop["signal"] is not None:
-            raise KeyboardInterrupt
-        stop["signal"] = num
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=max_steps, initial=trainer.step, unit="step", file=sys.stderr, disable=not ctx.main, dynamic_ncols=True)
-    t_start = time.time()
-    window, win_steps, win_t = None, 0, time.time()
-    ips, last_t = 0.0, time.time()
-    reason = "max steps"
-    try:
-        while max_steps is None or trainer.step < max_steps:
-            x0, y, t, eps = make_batch(images, labels, cfg, opts["seed"], trainer.step, B, lo, hi, opts["flip"], ctx.device,
-                                       opts["t_sampling"])
-            terms = trainer.train_step(x0, y, t, eps)
-            vals = torch.stack([terms["loss"], terms["mse"], terms.get("vlb", torch.zeros_like(terms["mse"]))]).detach()
-            if ctx.any(not bool(torch.isfinite(vals).all())):               # before it reaches log, grid or ckpt.pt
-                stop_non_finite(f"the loss became non-finite (loss {vals[0].item():g}, mse {vals[1].item():g}) "
-                                f"at step {trainer.step}")
-            window = vals if window is None else window + vals
-            win_steps += 1
-            step = trainer.step
-            if ctx.main:
-                now = time.time()
-                ips = B / max(now - last_t, 1e-9) if ips == 0.0 else 0.9 * ips + 0.1 * B / max(now - last_t, 1e-9)
-                last_t = now
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{terms['loss'].item():.4f}", img_s=f"{ips:.0f}", refresh=False)
-            if step % opts["log_every"] == 0 or step == max_steps:
-                mean = ctx.mean(window / win_steps).tolist()
-                if ctx.main:
-                    dt = time.time() - win_t
-                    log.write(step, step * B / n, *mean, win_steps * B / dt, time.time() - t_start)
-                window, win_steps, win_t = None, 0, time.time()
-            if opts["sample_every"] and step % opts["sample_every"] == 0 and ctx.main:
-                write_sample_grid(trainer.ema, cfg, vocab or data.class_names, run_dir / "samples" / f"step_{step:07d}.png", opts)
-                win_t += time.time() - now                              # images/s counts training only
-                last_t = time.time()
-            out_of_time = time_limit is not None and time.time() - t_start >= time_limit
-            if ctx.any(stop["signal"] is not None or out_of_time):
-                reason = "time limit" if out_of_time else "interrupted"
-                break
-            if step % opts["ckpt_every"] == 0:
-                save()
-    finally:
-        bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    if trainer.step != saved_at["step"]:
-        save()
+    reason = loop.run(time_limit)
+    if trainer.step != loop.saved_at:
+        loop.save()
     if ctx.main:
-        log.close()
+        loop.log.close()
         if opts["sample_every"] and trainer.step % opts["sample_every"]:
-            write_sample_grid(trainer.ema, cfg, vocab or data.class_names, run_dir / "samples" / f"step_{trainer.step:07d}.png", opts)
-        print(f"stopped ({reason}) at step {trainer.step}, epoch {trainer.step * B / n:.2f}; checkpoint {ckpt_path}; "
+            loop.sample_grid()
+        print(f"stopped ({reason}) at step {trainer.step}, epoch {trainer.step * B / loop.n:.2f}; checkpoint {ckpt_path}; "
               f"continue with `ditweb train --resume {run_dir}`", file=sys.stderr)
     return 0
+
+
+def _training_data(opts: dict):
+    """(data, vocab, label levels) of the run: a named model's labels at every level, else one level."""
+    if opts["styles"]:
+        from .named import load_named, parse_repeats
+        data = load_named(opts["styles"], opts["size"], True if opts["skin_tones"] is None else opts["skin_tones"],
+                          parse_repeats(opts["repeat"]), opts["data"])
+        vocab = data.vocab
+        return data, vocab, dict(label_levels=vocab.sizes, label_nested=vocab.nested)
+    if opts["repeat"]:
+        raise UsageError("--repeat needs --styles (a named model)")
+    return load_data(opts["data"], opts["size"], opts["skin_tones"], opts["subcategories"]), None, {}
+
+
+class _Loop:
+    """The training loop of one process: steps until max steps, the time limit or a signal; the log window,
+    the progress bar, sample grids and checkpoints (never one with non-finite weights)."""
+
+    def __init__(self, opts, trainer, data, vocab, cfg, run_dir, ctx, train_args):
+        self.opts, self.trainer, self.data, self.vocab, self.cfg, self.ctx = opts, trainer, data, vocab, cfg, ctx
+        self.run_dir, self.ckpt_path, self.train_args = run_dir, run_dir / "ckpt.pt", train_args
+        self.B, self.n = opts["batch_size"], len(data.images)
+        self.max_steps = opts["max_steps"]
+        if opts["epochs"] is not None:
+            by_epochs = int(np.ceil(opts["epochs"] * self.n / self.B))
+            self.max_steps = by_epochs if self.max_steps is None else min(self.max_steps, by_epochs)
+        self.images = training_inputs(data)                             # (N, S, S, 4) uint8, or --vae latents
+        self.labels = torch.from_numpy(data.labels)
+        if ctx.device.type == "cuda":                                   # small (8 MB at 32x32): keep it on the GPU
+            self.images, self.labels = self.images.to(ctx.device), self.labels.to(ctx.device)
+        self.lo, self.hi = ctx.rank * self.B // ctx.world, (ctx.rank + 1) * self.B // ctx.world
+        self.saved_at = trainer.step                                    # what ckpt.pt holds now
+        self.log, self.bar = None, None
+        self.stop_signal = None
+
+    def kept(self) -> str:
+        return (f"{self.ckpt_path} keeps step {self.saved_at}, the last good checkpoint" if self.ckpt_path.is_file()
+                else "no checkpoint was written")
+
+    def stop_non_finite(self, what: str):
+        if self.ctx.main:
+            self.bar.close()
+            self.log.close()
+        raise NonFiniteError(f"{what}; stopped without saving: {self.kept()} (a lower --lr, or --precision f32, may help)")
+
+    def save(self):
+        trainer = self.trainer
+        bad = first_nonfinite(trainer.model.state_dict(), "model") or first_nonfinite(trainer.ema.state_dict(), "ema")
+        if bad:
+            self.stop_non_finite(f"the weights became non-finite ({bad}) at step {trainer.step}")
+        if self.ctx.main:
+            atomic_save(trainer.state(self.data.class_names, self.train_args, self.vocab), self.ckpt_path)
+        self.saved_at = trainer.step
+        self.ctx.barrier()
+
+    def sample_grid(self):
+        step = self.trainer.step
+        write_sample_grid(self.trainer.ema, self.cfg, self.vocab or self.data.class_names,
+                          self.run_dir / "samples" / f"step_{step:07d}.png", self.opts)
+
+    def on_signal(self, num, frame):                                    # first: finish the step and save; second: abort
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.stop_signal = num
+
+    def run(self, time_limit: float | None) -> str:
+        """Steps until the end; returns why it stopped."""
+        from tqdm import tqdm
+        old_handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.bar = tqdm(total=self.max_steps, initial=self.trainer.step, unit="step", file=sys.stderr,
+                        disable=not self.ctx.main, dynamic_ncols=True)
+        self.t_start = time.time()
+        self.window, self.win_steps, self.win_t = None, 0, time.time()
+        self.ips, self.last_t = 0.0, time.time()
+        try:
+            while self.max_steps is None or self.trainer.step < self.max_steps:
+                self.one_step()
+                out_of_time = time_limit is not None and time.time() - self.t_start >= time_limit
+                if self.ctx.any(self.stop_signal is not None or out_of_time):
+                    return "time limit" if out_of_time else "interrupted"
+                if self.trainer.step % self.opts["ckpt_every"] == 0:
+                    self.save()
+            return "max steps"
+        finally:
+            self.bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+
+    def one_step(self):
+        """One training step, its loss checked (before it reaches the log, a grid or ckpt.pt), logged and shown."""
+        opts, trainer, ctx, B = self.opts, self.trainer, self.ctx, self.B
+        x0, y, t, eps = make_batch(self.images, self.labels, self.cfg, opts["seed"], trainer.step, B, self.lo, self.hi,
+                                   opts["flip"], ctx.device, opts["t_sampling"])
+        terms = trainer.train_step(x0, y, t, eps)
+        vals = torch.stack([terms["loss"], terms["mse"], terms.get("vlb", torch.zeros_like(terms["mse"]))]).detach()
+        if ctx.any(not bool(torch.isfinite(vals).all())):
+            self.stop_non_finite(f"the loss became non-finite (loss {vals[0].item():g}, mse {vals[1].item():g}) "
+                                 f"at step {trainer.step}")
+        self.window = vals if self.window is None else self.window + vals
+        self.win_steps += 1
+        step = trainer.step
+        if ctx.main:
+            now = time.time()
+            rate = B / max(now - self.last_t, 1e-9)
+            self.ips = rate if self.ips == 0.0 else 0.9 * self.ips + 0.1 * rate
+            self.last_t = now
+            self.bar.update(1)
+            if step % 10 == 0:
+                self.bar.set_postfix(loss=f"{terms['loss'].item():.4f}", img_s=f"{self.ips:.0f}", refresh=False)
+        if step % opts["log_every"] == 0 or step == self.max_steps:
+            mean = ctx.mean(self.window / self.win_steps).tolist()
+            if ctx.main:
+                dt = time.time() - self.win_t
+                self.log.write(step, step * B / self.n, *mean, self.win_steps * B / dt, time.time() - self.t_start)
+            self.window, self.win_steps, self.win_t = None, 0, time.time()
+        if opts["sample_every"] and step % opts["sample_every"] == 0 and ctx.main:
+            started = time.time()
+            self.sample_grid()
+            self.win_t += time.time() - started                         # images/s counts training only
+            self.last_t = time.time()
 
 
 def _check_compatible(saved: dict, cfg: DiTConfig, data: FaviconData, path: Path) -> None:

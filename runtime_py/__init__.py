@@ -6,16 +6,9 @@
     out = bundle.forward(x, t, y)                           # one model call, (B, C_out, I, I)
 
 Names are imported lazily, so `runtime_py.verify` (used by the site publisher) does not load wgpu."""
-import importlib
+from ditformat.lazy import lazy_attributes
 
 _LAZY = {"Bundle": "bundle", "BundleError": "verify", "verify_bundle": "verify", "DeviceLimitError": "gpu",
          "NoAdapterError": "gpu"}
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -14,6 +14,7 @@ Every import (also one inside a function) of a project package is checked, parse
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,144 @@ def test_public_api():
     from runtime_py import Bundle
     assert callable(Bundle.load) and callable(Bundle.sample) and callable(Bundle.forward)
     assert {"DiT", "Diffusion"} <= set(dit_model.__all__) and "Bundle" in runtime_py.__all__
+
+
+# ------------------------------------------------------------------ function length
+
+MAX_FUNCTION_LINES = 80
+SHORT_FUNCTION_DIRS = ["dit_model", "web", "ditformat"]   # issue 21: also export/ and runtime_py/ once they pass
+
+JS_HEADER = re.compile(r"""
+    \bfunction\b\s*\*?\s*(?P<fn>[\w$]*)\s*\(                                  # function f( / function (
+  | ^\s*(?:static\s+)?(?:async\s+)?(?:get\s+|set\s+)?(?P<method>[\w$]+)\s*\(  # a class method
+  | (?P<arrow>=>)\s*\{                                                        # an arrow function's body
+""", re.X)
+NOT_METHODS = {"if", "for", "while", "switch", "catch", "return", "function", "with"}
+
+
+def _skip_quoted(text: str, i: int, quote: str) -> int:
+    """Index of the quote that closes the one at text[i] (or of the "${" that interrupts a template literal)."""
+    j = i + 1
+    while j < len(text) and text[j] != quote and not (quote == "`" and text.startswith("${", j)):
+        j += 2 if text[j] == "\\" else 1
+    return j
+
+
+def _skip_regex(text: str, i: int) -> int:
+    j, in_class = i + 1, False
+    while j < len(text) and (text[j] != "/" or in_class) and text[j] != "\n":
+        if text[j] == "\\":
+            j += 1
+        elif text[j] in "[]":
+            in_class = text[j] == "["
+        j += 1
+    return j
+
+
+def _paren_end(text: str, i: int) -> int:
+    """Index of the ')' that closes the '(' at text[i] (strings skipped)."""
+    depth = 0
+    while i < len(text):
+        c = text[i]
+        if c in "\"'`":
+            i = _skip_quoted(text, i, c)
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return len(text)
+
+
+def _js_block_end(text: str, i: int) -> int:
+    """Index of the '}' that closes the '{' at text[i]: strings, template literals (with ${...}), comments and
+    regular expression literals skipped."""
+    depth, templates, prev = 0, [], "("     # templates: the depths at which a template's ${ opened
+    while i < len(text):
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            if i < 0:
+                break
+        elif text.startswith("/*", i):
+            i = text.find("*/", i) + 1
+        elif c in "\"'`" or (c == "}" and templates and templates[-1] == depth):
+            if c == "}":
+                templates.pop()
+                depth -= 1
+            i = _skip_quoted(text, i, "`" if c == "}" else c)
+            if text.startswith("${", i):
+                depth += 1
+                templates.append(depth)
+                i += 1
+            prev = "x"
+        elif c == "/" and (prev in "(,=:[!&|?{};+-*%<>~^" or re.search(r"\breturn\s*$", text[max(0, i - 12):i])):
+            i = _skip_regex(text, i)
+            prev = "x"
+        else:
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return i
+            if not c.isspace():
+                prev = c
+        i += 1
+    raise ValueError("unbalanced braces")
+
+
+def js_functions(text: str) -> list[tuple[str, int, int]]:
+    """(name, first line, lines) of every function, method and braced arrow function of a JS file."""
+    out = []
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    for lineno, start in enumerate(starts, 1):
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.lstrip().startswith(("//", "*", "/*")):
+            continue
+        for m in JS_HEADER.finditer(line):
+            name = m.group("fn") or m.group("method") or "=>"
+            if m.group("method") in NOT_METHODS:
+                continue
+            if m.group("arrow"):
+                brace = start + m.end() - 1
+            else:                           # the body follows the parameters' closing parenthesis
+                brace = _paren_end(text, start + m.end() - 1) + 1
+                while brace < len(text) and text[brace].isspace():
+                    brace += 1
+                if brace >= len(text) or text[brace] != "{":
+                    continue                # a call, not a definition
+            close = _js_block_end(text, brace)
+            out.append((name, lineno, text.count("\n", start, close) + 1))
+    return out
+
+
+def py_functions(text: str) -> list[tuple[str, int, int]]:
+    return [(node.name, node.lineno, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def long_functions(dirs) -> list[str]:
+    out = []
+    for d in dirs:
+        for f in sorted((ROOT / d).rglob("*")):
+            if f.suffix not in (".py", ".js") or "node_modules" in f.parts:
+                continue
+            text = f.read_text()
+            found = py_functions(text) if f.suffix == ".py" else js_functions(text)
+            out += [f"{f.relative_to(ROOT)}:{line} {name}: {n} lines" for name, line, n in found if n > MAX_FUNCTION_LINES]
+    return out
+
+
+def test_the_length_checker_sees_js_functions():
+    text = "export async function f(a, { b = 1 } = {}) {\n  const s = `x${ {a: 1}.a }`; // }\n  return /[}]/.test(s);\n}\n" \
+           "class C {\n  m(x) {\n    if (x) { return 1; }\n    return [1].map((v) => {\n      return v;\n    });\n  }\n}\n"
+    assert js_functions(text) == [("f", 1, 4), ("m", 6, 6), ("=>", 8, 3)]
+
+
+def test_no_function_is_longer_than_80_lines():
+    """One job per function (issue 21): no function, method or arrow body over 80 lines in these folders."""
+    assert not long_functions(SHORT_FUNCTION_DIRS), "\n".join(long_functions(SHORT_FUNCTION_DIRS))

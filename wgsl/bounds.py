@@ -22,6 +22,8 @@ import math
 import numpy as np
 import torch
 
+from .reference import sampler_operands
+
 U = 2.0 ** -23
 SECOND_ORDER = 1.01
 TINY = 2.0 ** -100
@@ -90,14 +92,6 @@ def gelu_err(x: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
 
 
 ACT_ERR = {"silu": silu_err, "gelu": gelu_err}
-
-
-def _act(x, kind):
-    if kind == "gelu":
-        return torch.nn.functional.gelu(x, approximate="tanh")
-    if kind == "silu":
-        return torch.nn.functional.silu(x)
-    return x
 
 
 # ------------------------------------------------------------------ kernels
@@ -269,12 +263,8 @@ def bound_guide_combine(x, p, v, step):
 
 def bound_sampler_step(x, p, v, step):
     """One DDPM / DDIM update (docs/tolerances.md, "Sampler step"); flags: 1 clip, 2 DDPM, 4 noise, 8 v-prediction."""
-    from ditformat import noise
-    count, C, P2 = p["count"], p["C"], p["P2"]
-    N = count // (C * P2)
-    Co = 2 * C if p["learn_sigma"] else C
-    g = x["guided"][: N * Co * P2].reshape(N, Co, P2)
-    xt = x["x"][:count].reshape(N, C, P2)
+    count, C, Co, g, xt, z = sampler_operands(x, p, step)
+    z = z.double()
     out_ = g[:, :C]
     sa, s1 = step["sqrt_abar"], step["sqrt_1m_abar"]
     flags = step["flags"]
@@ -287,7 +277,6 @@ def bound_sampler_step(x, p, v, step):
         d_x0 = (U * abs(s1) * out_.abs() + U * num.abs()) / abs(sa) + DIV * U * x0.abs()
     if flags & 1:
         x0 = x0.clamp(-1, 1)                                             # 1-Lipschitz: d_x0 stays
-    z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).double().reshape(xt.shape)
     if not flags & 4:
         z = torch.zeros_like(z)
     if flags & 2:                                                        # DDPM

@@ -11,7 +11,8 @@ import torch
 from ditformat import noise
 
 
-def _act(x, kind):
+def activation(x, kind):
+    """A matmul's act / in_act (wgsl/_activations.wgsl.j2) in torch."""
     if kind == "gelu":
         return torch.nn.functional.gelu(x, approximate="tanh")
     if kind == "silu":
@@ -40,9 +41,9 @@ def matmul_weight(x, p):
 def ref_matmul(x, p, v, step):
     M, Nn, K = p["M"], p["N"], p["K"]
     a = x["a"][: M * K].reshape(M, K)
-    a = _act(a, v.get("in_act", "none"))
+    a = activation(a, v.get("in_act", "none"))
     w = matmul_weight(x, p)
-    y = _act(a @ w.T + x["bias"][:Nn], v.get("act", "none"))          # (M, N)
+    y = activation(a @ w.T + x["bias"][:Nn], v.get("act", "none"))          # (M, N)
     return {"dst": _scatter_rows(x["dst"], y, p["out_group"], p["out_stride"])}
 
 
@@ -186,12 +187,20 @@ def ref_guide_combine(x, p, v, step):
     return {"guided": g}
 
 
-def ref_sampler_step(x, p, v, step):
+def sampler_operands(x, p, step):
+    """The sampler step's operands (its reference and its bound): count, C, the model's channels Co, the guided
+    output g (N, Co, P2), x_t (N, C, P2) and the step's noise z (N, C, P2) in x_t's dtype."""
     count, C, P2 = p["count"], p["C"], p["P2"]
     N = count // (C * P2)
     Co = 2 * C if p["learn_sigma"] else C
     g = x["guided"][: N * Co * P2].reshape(N, Co, P2)
     xt = x["x"][:count].reshape(N, C, P2)
+    z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).to(xt.dtype).reshape(xt.shape)
+    return count, C, Co, g, xt, z
+
+
+def ref_sampler_step(x, p, v, step):
+    count, C, Co, g, xt, z = sampler_operands(x, p, step)
     eps = g[:, :C]
     if step["flags"] & 8:                                                # v-prediction: the output is v
         x0 = step["sqrt_abar"] * xt - step["sqrt_1m_abar"] * eps
@@ -199,7 +208,6 @@ def ref_sampler_step(x, p, v, step):
         x0 = (xt - step["sqrt_1m_abar"] * eps) / step["sqrt_abar"]
     if step["flags"] & 1:
         x0 = x0.clamp(-1, 1)
-    z = torch.from_numpy(noise.normal(step["seed"], noise.STREAM_STEP, step["i"], count)).to(xt.dtype).reshape(xt.shape)
     noisy = bool(step["flags"] & 4)
     if step["flags"] & 2:                                                # DDPM
         if Co > C:
@@ -298,7 +306,7 @@ def ref_groupnorm(x, p, v, step):
     var = ((xg - mu) ** 2).mean(dim=2, keepdim=True)
     y = ((xg - mu) / (var + f32_bits(p["eps_bits"])).sqrt()).reshape(n, C, HW)
     y = y * x["norm_w"][:C, None] + x["norm_b"][:C, None]
-    y = _act(y, v.get("act", "none")).reshape(-1)
+    y = activation(y, v.get("act", "none")).reshape(-1)
     out = x["dst"].clone()
     out[: y.numel()] = y
     return {"dst": out}
