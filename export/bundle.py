@@ -88,6 +88,48 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_class_names(cfg, class_names, vocab) -> list[str]:
+    """The manifest's class names: one per class for a one-level model, none for a named one (its names live in
+    vocabulary.json, which must fit the model's label levels). Refuses what the kernels cannot run."""
+    if cfg.freq_shift != 0.0 or cfg.norm_eps != 1e-6:                  # the kernels bake the reference DiT's values
+        raise ExportError(f"this model uses freq_shift {cfg.freq_shift:g} / norm_eps {cfg.norm_eps:g} (a converted diffusers "
+                          "DiT); bundles support only the reference values 0 / 1e-6 so far")
+    if cfg.label_levels:
+        if vocab is None:
+            raise ExportError(f"this is a named model (labels at {len(cfg.label_levels)} levels) without its vocabulary")
+        if tuple(vocab.sizes) != tuple(cfg.label_levels) or vocab.nested != cfg.label_nested:
+            raise ExportError(f"the vocabulary (levels {list(vocab.sizes)}, {vocab.nested} nested) disagrees with the "
+                              f"model (levels {list(cfg.label_levels)}, {cfg.label_nested} nested)")
+        return []                       # the names live in vocabulary.json: the manifest stays small
+    if vocab is not None:
+        raise ExportError("a vocabulary was given for a one-level model")
+    names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
+    if len(names) != cfg.num_classes:
+        raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
+    return names
+
+
+def make_manifest(cfg, dtype: str, names: list[str], vocab, files: dict, kernels: dict, buffers: dict, pb) -> dict:
+    """manifest.json (docs/bundle-format.md): the model, io, every file with its size and sha256, the device limits
+    the kernels need, kernels, buffers, programs, candidates, sampler and guidance."""
+    C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype,
+        "model": model_entry(cfg), "class_names": names, **({} if vocab else {"null_class": cfg.num_classes}),
+        "io": {"x": "x_in", "x_shape": [C, I, I], "t": "t_in", "y": "y_in", "out": "out",
+               "out_shape": [Co, I, I], "sample": "x_sample"},
+        "files": files,
+        "limits": {"max_storage_buffer_binding_size": max(-(-b["bytes"] // 4) * 4 for b in buffers.values()
+                                                          if b["kind"] == "weight"),
+                   "max_compute_workgroup_storage_size": max(
+                       workgroup_bytes(k["op"], k["variant"]) for k in pb.kernels.values()),
+                   "max_compute_invocations_per_workgroup": 256,
+                   "max_storage_buffers_per_shader_stage": max(len(k["bindings"]) - 1 for k in kernels.values())},
+        "kernels": kernels, "buffers": buffers, "programs": pb.programs, "candidates": pb.candidates,
+        "sampler": {"prediction": cfg.prediction, **SCHEDULE}, "guidance": {"max_branches": MAX_BRANCHES},
+    }
+
+
 def export_bundle(model: DiT, out: str | os.PathLike, dtype: str = "f32", class_names: list[str] | None = None,
                   onnx: bool = False, matmul: str = "registers", candidates: bool = True,
                   shard_bytes: int = SHARD_BYTES, vocab=None, card: dict | None = None, title: str | None = None) -> Path:
@@ -105,22 +147,7 @@ file; None: what is unknown says so), titled `title` (default: the folder's name
     if matmul not in MATMUL_OPS:
         raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
-    if cfg.freq_shift != 0.0 or cfg.norm_eps != 1e-6:                  # the kernels bake the reference DiT's values
-        raise ExportError(f"this model uses freq_shift {cfg.freq_shift:g} / norm_eps {cfg.norm_eps:g} (a converted diffusers "
-                          "DiT); bundles support only the reference values 0 / 1e-6 so far")
-    if cfg.label_levels:
-        if vocab is None:
-            raise ExportError(f"this is a named model (labels at {len(cfg.label_levels)} levels) without its vocabulary")
-        if tuple(vocab.sizes) != tuple(cfg.label_levels) or vocab.nested != cfg.label_nested:
-            raise ExportError(f"the vocabulary (levels {list(vocab.sizes)}, {vocab.nested} nested) disagrees with the "
-                              f"model (levels {list(cfg.label_levels)}, {cfg.label_nested} nested)")
-        names = []                      # the names live in vocabulary.json: the manifest stays small
-    else:
-        if vocab is not None:
-            raise ExportError("a vocabulary was given for a one-level model")
-        names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
-        if len(names) != cfg.num_classes:
-            raise ExportError(f"{len(names)} class names for {cfg.num_classes} classes")
+    names = manifest_class_names(cfg, class_names, vocab)
     kdtype = "f16" if dtype == "int8" else dtype          # the weights of the kernels other than matmul_q8
     try:
         tensors = bundle_tensors(model, dtype)
@@ -158,22 +185,7 @@ file; None: what is unknown says so), titled `title` (default: the folder's name
         for f in sorted(tmp.rglob("*")):
             if f.is_file():
                 files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256(f)}
-        C, I, Co = cfg.in_channels, cfg.input_size, cfg.out_channels
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype,
-            "model": model_entry(cfg), "class_names": names, **({} if vocab else {"null_class": cfg.num_classes}),
-            "io": {"x": "x_in", "x_shape": [C, I, I], "t": "t_in", "y": "y_in", "out": "out",
-                   "out_shape": [Co, I, I], "sample": "x_sample"},
-            "files": files,
-            "limits": {"max_storage_buffer_binding_size": max(-(-b["bytes"] // 4) * 4 for b in buffers.values()
-                                                              if b["kind"] == "weight"),
-                       "max_compute_workgroup_storage_size": max(
-                           workgroup_bytes(k["op"], k["variant"]) for k in pb.kernels.values()),
-                       "max_compute_invocations_per_workgroup": 256,
-                       "max_storage_buffers_per_shader_stage": max(len(k["bindings"]) - 1 for k in kernels.values())},
-            "kernels": kernels, "buffers": buffers, "programs": pb.programs, "candidates": pb.candidates,
-            "sampler": {"prediction": cfg.prediction, **SCHEDULE}, "guidance": {"max_branches": MAX_BRANCHES},
-        }
+        manifest = make_manifest(cfg, dtype, names, vocab, files, kernels, buffers, pb)
         (tmp / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))    # compact: first-visit bytes
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():

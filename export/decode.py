@@ -119,71 +119,76 @@ def image_shape(cfg, latent_size: int) -> tuple[int, int, int]:
     return cfg.out_channels, side, side
 
 
-def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> str:
-    """Append the decoder's buffers (names `dec.*`) and dispatches to the ProgramBuilder's current program.
-    `latent`: the buffer holding the N latents (N, L, h, h). q8: int8 convolutions (conv2d_q8). Returns the
-    output buffer: (N, 3, H, W), not clamped."""
-    G, eps = cfg.norm_num_groups, f32_bits(cfg.norm_eps)
+def pool_elements(cfg, latent_size: int) -> int:
+    """The largest activation of one image, upsampled ones included: it sizes every buffer of the pool."""
     chans = list(reversed(cfg.block_out_channels))
-    # the largest activation of one image, upsampled ones included, sizes every buffer of the pool
     side, biggest = latent_size, cfg.latent_channels * latent_size ** 2
     for i, c in enumerate(chans):
         biggest = max(biggest, c * side * side)
         if i < len(chans) - 1:
             side *= 2
             biggest = max(biggest, c * side * side)
-    biggest = max(biggest, cfg.out_channels * side * side)
-    pool = [pb.act(f"dec.{i}", 0, biggest) for i in range(4)]
-    busy = set()
+    return max(biggest, cfg.out_channels * side * side)
 
-    def take() -> str:
-        name = next(n for n in pool if n not in busy)
-        busy.add(name)
+
+class DecodeProgram:
+    """The decoder's dispatches, appended to a ProgramBuilder's current program: four pooled activation buffers
+    (`dec.0` .. `dec.3`, taken and freed as the layers go) and the layers of the diffusers decoder."""
+
+    def __init__(self, pb, cfg, q8: bool = False, pool: int = 4, size: int = 0):
+        self.pb, self.cfg, self.q8 = pb, cfg, q8
+        self.G, self.eps = cfg.norm_num_groups, f32_bits(cfg.norm_eps)
+        self.pool = [pb.act(f"dec.{i}", 0, size) for i in range(pool)]
+        self.busy: set[str] = set()
+
+    def take(self) -> str:
+        name = next(n for n in self.pool if n not in self.busy)
+        self.busy.add(name)
         return name
 
-    def free(*names):
+    def free(self, *names) -> None:
         for n in names:
-            busy.discard(n)
+            self.busy.discard(n)
 
-    def w(name):
-        return pb.weight(PREFIX + name)
+    def w(self, name: str) -> str:
+        return self.pb.weight(PREFIX + name)
 
-    def conv(label, src, dst, c_in, c_out, hw, k=3, res=None):
+    def conv(self, label, src, dst, c_in, c_out, hw, k=3, res=None) -> None:
         blocks = hw * -(-hw // CONV_PIXELS)
         params = {"blocks": lin(0, blocks), "C_in": c_in, "C_out": c_out, "C_out4": -(-c_out // 4) * 4, "H": hw,
                   "W": hw, "has_res": int(res is not None)}
-        bind = {"src": src, "bias": w(label + ".bias"), "res": res or src, "dst": dst}
-        if q8:
-            pb.emit("conv2d_q8", label, {**bind, "wq": w(label + ".weight"), "scale": w(label + ".scale")}, params,
-                    k=k, q8="q8")
+        bind = {"src": src, "bias": self.w(label + ".bias"), "res": res or src, "dst": dst}
+        if self.q8:
+            self.pb.emit("conv2d_q8", label, {**bind, "wq": self.w(label + ".weight"),
+                                              "scale": self.w(label + ".scale")}, params, k=k, q8="q8")
         else:
-            pb.emit("conv2d", label, {**bind, "w": w(label + ".weight")}, params, k=k, vec4="vec4")
+            self.pb.emit("conv2d", label, {**bind, "w": self.w(label + ".weight")}, params, k=k, vec4="vec4")
 
-    def norm(label, src, dst, c, hw, act="silu"):
-        pb.emit("groupnorm", label, {"src": src, "norm_w": w(label + ".weight"), "norm_b": w(label + ".bias"),
-                                     "dst": dst},
-                {"rows": lin(0, G), "G": G, "C": c, "HW": hw * hw, "eps_bits": eps}, act=act)
+    def norm(self, label, src, dst, c, hw, act="silu") -> None:
+        self.pb.emit("groupnorm", label, {"src": src, "norm_w": self.w(label + ".weight"),
+                                          "norm_b": self.w(label + ".bias"), "dst": dst},
+                     {"rows": lin(0, self.G), "G": self.G, "C": c, "HW": hw * hw, "eps_bits": self.eps}, act=act)
 
-    def resnet(label, x, c_in, c_out, hw):
-        t, h = take(), take()
-        norm(label + ".norm1", x, t, c_in, hw)
-        conv(label + ".conv1", t, h, c_in, c_out, hw)
-        norm(label + ".norm2", h, t, c_out, hw)
+    def resnet(self, label, x, c_in, c_out, hw) -> str:
+        t, h = self.take(), self.take()
+        self.norm(label + ".norm1", x, t, c_in, hw)
+        self.conv(label + ".conv1", t, h, c_in, c_out, hw)
+        self.norm(label + ".norm2", h, t, c_out, hw)
         res = x
         if c_in != c_out:
-            res = take()
-            conv(label + ".conv_shortcut", x, res, c_in, c_out, hw, k=1)
-        conv(label + ".conv2", t, h, c_out, c_out, hw, res=res)      # h is free again after norm2 read it
-        free(x, t, res)
+            res = self.take()
+            self.conv(label + ".conv_shortcut", x, res, c_in, c_out, hw, k=1)
+        self.conv(label + ".conv2", t, h, c_out, c_out, hw, res=res)      # h is free again after norm2 read it
+        self.free(x, t, res)
         return h
 
-    def attention(label, x, c, hw):
-        T = hw * hw
-        t, h = take(), take()
+    def attention(self, label, x, c, hw) -> str:
+        pb, T = self.pb, hw * hw
+        t, h = self.take(), self.take()
         qkv = pb.act("dec.qkv", 0, 3 * c * T)
         scores = pb.act("dec.scores", 0, T * T)
-        norm(label + ".group_norm", x, t, c, hw, act="none")
-        conv(label + ".to_qkv", t, qkv, c, 3 * c, hw, k=1)
+        self.norm(label + ".group_norm", x, t, c, hw, act="none")
+        self.conv(label + ".to_qkv", t, qkv, c, 3 * c, hw, k=1)
         sb = 3 * c * T
         pb.emit("bmm", label + ".scores", {"a": qkv, "bm": qkv, "dst": scores},        # q^T k / sqrt(C)
                 {"batch": lin(0, 1), "M": T, "N": T, "K": c, "a_off": 0, "a_sb": sb, "a_sm": 1, "a_sk": T,
@@ -192,40 +197,53 @@ def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> st
         pb.emit("bmm", label + ".probs_v", {"a": qkv, "bm": scores, "dst": t},         # out[c, i] = sum_j v[c, j] p[i, j]
                 {"batch": lin(0, 1), "M": c, "N": T, "K": T, "a_off": 2 * c * T, "a_sb": sb, "a_sm": T, "a_sk": 1,
                  "b_off": 0, "b_sb": T * T, "b_sn": T, "b_sk": 1, "alpha_bits": f32_bits(1.0)})
-        conv(label + ".to_out.0", t, h, c, c, hw, k=1, res=x)
-        free(x, t)
+        self.conv(label + ".to_out.0", t, h, c, c, hw, k=1, res=x)
+        self.free(x, t)
         return h
 
-    hw = latent_size
-    x = take()
-    conv("post_quant_conv", latent, x, cfg.latent_channels, cfg.latent_channels, hw, k=1)
-    y = take()
-    conv("decoder.conv_in", x, y, cfg.latent_channels, chans[0], hw)
-    free(x)
-    x = resnet("decoder.mid_block.resnets.0", y, chans[0], chans[0], hw)
-    if cfg.mid_block_add_attention:
-        x = attention("decoder.mid_block.attentions.0", x, chans[0], hw)
-    x = resnet("decoder.mid_block.resnets.1", x, chans[0], chans[0], hw)
-    for i, c in enumerate(chans):
-        c_in = chans[max(i - 1, 0)]
-        for j in range(cfg.layers_per_block + 1):
-            x = resnet(f"decoder.up_blocks.{i}.resnets.{j}", x, c_in if j == 0 else c, c, hw)
-        if i < len(chans) - 1:
-            up = take()
-            pb.emit("upsample_nearest", f"decoder.up_blocks.{i}.upsample", {"src": x, "dst": up},
-                    {"count": lin(0, c * 4 * hw * hw), "H": hw, "W": hw})
-            free(x)
-            hw *= 2
-            x = take()
-            conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", up, x, c, c, hw)
-            free(up)
-    t = take()
-    norm("decoder.conv_norm_out", x, t, chans[-1], hw)
-    free(x)
-    out = pb.act("dec.image", 0, cfg.out_channels * hw * hw)
-    conv("decoder.conv_out", t, out, chans[-1], cfg.out_channels, hw)
-    free(t)
-    return out
+    def up_block(self, i: int, x: str, c_in: int, c: int, hw: int, last: bool) -> tuple[str, int]:
+        for j in range(self.cfg.layers_per_block + 1):
+            x = self.resnet(f"decoder.up_blocks.{i}.resnets.{j}", x, c_in if j == 0 else c, c, hw)
+        if last:
+            return x, hw
+        up = self.take()
+        self.pb.emit("upsample_nearest", f"decoder.up_blocks.{i}.upsample", {"src": x, "dst": up},
+                     {"count": lin(0, c * 4 * hw * hw), "H": hw, "W": hw})
+        self.free(x)
+        hw *= 2
+        x = self.take()
+        self.conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", up, x, c, c, hw)
+        self.free(up)
+        return x, hw
+
+    def decoder(self, latent: str, latent_size: int) -> str:
+        cfg, hw = self.cfg, latent_size
+        chans = list(reversed(cfg.block_out_channels))
+        x = self.take()
+        self.conv("post_quant_conv", latent, x, cfg.latent_channels, cfg.latent_channels, hw, k=1)
+        y = self.take()
+        self.conv("decoder.conv_in", x, y, cfg.latent_channels, chans[0], hw)
+        self.free(x)
+        x = self.resnet("decoder.mid_block.resnets.0", y, chans[0], chans[0], hw)
+        if cfg.mid_block_add_attention:
+            x = self.attention("decoder.mid_block.attentions.0", x, chans[0], hw)
+        x = self.resnet("decoder.mid_block.resnets.1", x, chans[0], chans[0], hw)
+        for i, c in enumerate(chans):
+            x, hw = self.up_block(i, x, chans[max(i - 1, 0)], c, hw, i == len(chans) - 1)
+        t = self.take()
+        self.norm("decoder.conv_norm_out", x, t, chans[-1], hw)
+        self.free(x)
+        out = self.pb.act("dec.image", 0, cfg.out_channels * hw * hw)
+        self.conv("decoder.conv_out", t, out, chans[-1], cfg.out_channels, hw)
+        self.free(t)
+        return out
+
+
+def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> str:
+    """Append the decoder's buffers (names `dec.*`) and dispatches to the ProgramBuilder's current program.
+    `latent`: the buffer holding the N latents (N, L, h, h). q8: int8 convolutions (conv2d_q8). Returns the
+    output buffer: (N, 3, H, W), not clamped."""
+    return DecodeProgram(pb, cfg, q8, size=pool_elements(cfg, latent_size)).decoder(latent, latent_size)
 
 
 # ------------------------------------------------------------------ decoder/ inside a bundle

@@ -4,6 +4,8 @@ This is the only place that knows the DiT's structure; the runtimes replay what 
 Linear forms [b, n, c] = b*B + n*N + c: B rows of the model batch, N images being sampled."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dit_model.model import DiTConfig
 from ditformat.forms import group_rule, lin
 from ditformat.step import STEP_BYTES
@@ -125,41 +127,74 @@ class ProgramBuilder:
                    "mod_stride": mod_stride, "gate_off": gate})
 
 
+@dataclass(frozen=True)
+class Dims:
+    """The sizes the program is written in: C channels, I image side, p patch, D width, T patch tokens, Tb tokens in
+    the residual stream (in-context: T + 2), Co output channels, hid MLP width, L label levels, n_mod adaLN chunks."""
+    C: int
+    I: int
+    p: int
+    D: int
+    T: int
+    Tb: int
+    Co: int
+    hid: int
+    L: int
+    n_mod: int | None
+    kind: str
+
+    @classmethod
+    def of(cls, cfg: DiTConfig) -> "Dims":
+        kind = cfg.conditioning
+        return cls(C=cfg.in_channels, I=cfg.input_size, p=cfg.patch_size, D=cfg.hidden_size, T=cfg.num_patches,
+                   Tb=cfg.num_patches + 2 if kind == "in-context" else cfg.num_patches, Co=cfg.out_channels,
+                   hid=int(cfg.hidden_size * cfg.mlp_ratio), L=len(cfg.levels),
+                   n_mod={"adaln-zero": 6, "adaln": 4}.get(kind), kind=kind)
+
+
 def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", candidates: bool = True,
           q8: bool = False) -> ProgramBuilder:
     """Buffers and the forward / init / step programs of a DiT in any conditioning design; with candidates,
     the other designs of its matmul / layer-norm / attention kernels. q8: every Linear layer runs matmul_q8
     (int8 weights with a scale per output channel; the other kernels' weights in wdtype)."""
     pb = ProgramBuilder(cfg, wdtype, weights, matmul, candidates, q8)
-    C, I, p, D = cfg.in_channels, cfg.input_size, cfg.patch_size, cfg.hidden_size
-    T, Co, H = cfg.num_patches, cfg.out_channels, cfg.num_heads
-    hid = int(D * cfg.mlp_ratio)
-    kind = cfg.conditioning
-    L = len(cfg.levels)                                    # label levels: label_embed sums L table rows
-    Tb = T + 2 if kind == "in-context" else T               # tokens in the residual stream
-    patch_dim = C * p * p
-    # model inputs and outputs
+    d = Dims.of(cfg)
+    activations(pb, d)
+    embeddings(pb, d, cfg.num_classes)
+    for i in range(cfg.depth):
+        block(pb, d, f"blocks.{i}")
+    final_layer(pb, d)
+    sampling(pb, d, cfg.learn_sigma)
+    return pb
+
+
+def activations(pb: ProgramBuilder, d: Dims) -> None:
+    """The model's inputs, outputs and activation buffers (per batch row)."""
+    C, I, p, D, T, Tb, Co, hid = d.C, d.I, d.p, d.D, d.T, d.Tb, d.Co, d.hid
     pb.act("x_in", C * I * I)
     pb.act("t_in", 1, dtype="u32")
-    pb.act("y_in", L, dtype="u32")          # B x L table rows (L label levels)
+    pb.act("y_in", d.L, dtype="u32")          # B x L table rows (L label levels)
     pb.act("out", Co * I * I)
-    for name, per in [("patches", T * patch_dim), ("h", Tb * D), ("t_freq", FREQ_DIM), ("t_hid", D), ("t_emb", D),
+    for name, per in [("patches", T * C * p * p), ("h", Tb * D), ("t_freq", FREQ_DIM), ("t_hid", D), ("t_emb", D),
                       ("y_emb", D), ("c", D), ("xm", Tb * D), ("qkv", Tb * 3 * D), ("attn", Tb * D), ("proj", Tb * D),
                       ("mlp_h", Tb * hid), ("mlp_o", Tb * D), ("final_mod", 2 * D), ("final_x", T * D),
                       ("final_out", T * p * p * Co)]:
         pb.act(name, per)
-    n_mod = {"adaln-zero": 6, "adaln": 4}.get(kind)
-    if n_mod:
-        pb.act("mod", n_mod * D)
-    if kind == "cross-attn":
+    if d.n_mod:
+        pb.act("mod", d.n_mod * D)
+    if d.kind == "cross-attn":
         pb.act("ctx", 2 * D)
         pb.act("kv", 2 * 2 * D)
         pb.act("q_c", Tb * D)
 
-    # ---- embeddings (Sec. 3.2): patchify + linear (the Conv2d), + pos_embed; t and y embedders
+
+def embeddings(pb: ProgramBuilder, d: Dims, num_classes: int) -> None:
+    """Sec. 3.2: patchify + linear (the Conv2d), + pos_embed; the t and y embedders; in-context tokens or the
+    cross-attention context."""
+    C, I, p, D, T, Tb, L = d.C, d.I, d.p, d.D, d.T, d.Tb, d.L
     pb.emit("patchify", "x_embedder.patchify", {"img": "x_in", "dst": "patches"},
             {"count": lin(C * I * I), "C": C, "I": I, "p": p})
-    pb.linear("x_embedder.proj", "patches", "h", lin(T), patch_dim, D, out_group=T, out_stride=Tb)  # row m -> item m // T, token m % T
+    pb.linear("x_embedder.proj", "patches", "h", lin(T), C * p * p, D, out_group=T, out_stride=Tb)  # row m -> item m // T, token m % T
     pb.emit("pos_embed_add", "pos_embed", {"h": "h", "pos": pb.weight("pos_embed")},
             {"count": lin(T * D), "T": T, "D": D, "T_buf": Tb})
     pb.emit("timestep_embed", "t_embedder.frequencies", {"t": "t_in", "freqs": pb.weight("_ditweb.t_freqs"),
@@ -169,50 +204,57 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", ca
     pb.linear("t_embedder.mlp.2", "t_hid", "t_emb", lin(1), D, D)
     pb.emit("label_embed", "y_embedder", {"y": "y_in", "table": pb.weight("y_embedder.embedding_table.weight"),
                                           "t_emb": "t_emb", "y_emb": "y_emb", "c": "c"},
-            {"count": lin(D), "D": D, "rows": cfg.num_classes + L, "levels": L})
-    if kind == "in-context":       # two extra tokens [t_emb, y_emb] after the T patches
+            {"count": lin(D), "D": D, "rows": num_classes + L, "levels": L})
+    if d.kind == "in-context":       # two extra tokens [t_emb, y_emb] after the T patches
         pb.emit("cond_tokens", "in_context_tokens", {"t_emb": "t_emb", "y_emb": "y_emb", "dst": "h"},
                 {"count": lin(2 * D), "D": D, "T_dst": Tb, "tok0": T})
-    if kind == "cross-attn":       # ctx = [t_emb, y_emb]
+    if d.kind == "cross-attn":       # ctx = [t_emb, y_emb]
         pb.emit("cond_tokens", "cross_attn_ctx", {"t_emb": "t_emb", "y_emb": "y_emb", "dst": "ctx"},
                 {"count": lin(2 * D), "D": D, "T_dst": 2, "tok0": 0})
 
-    # ---- DiT blocks (Figure 3)
-    for i in range(cfg.depth):
-        b = f"blocks.{i}"
-        mod = None
-        if n_mod:
-            pb.linear(f"{b}.adaLN_modulation.1", "c", "mod", lin(1), D, n_mod * D, in_act="silu")
-            mod = "mod"
-        # shift_msa, scale_msa, (gate_msa), shift_mlp, scale_mlp, (gate_mlp) chunk offsets
-        offs = [k * D for k in range(6)] if kind == "adaln-zero" else [0, D, None, 2 * D, 3 * D, None]
-        ms = (n_mod or 0) * D
-        pb.layernorm(f"{b}.norm1", "h", "xm", Tb, Tb, D, mod, ms, offs[0], offs[1])
-        pb.linear(f"{b}.attn.qkv", "xm", "qkv", lin(Tb), D, 3 * D)
-        pb.attention(f"{b}.attn", "qkv", "qkv", "attn", Tb, Tb, D, 3 * D, 0, 3 * D, D, 2 * D)
-        pb.linear(f"{b}.attn.proj", "attn", "proj", lin(Tb), D, D)
-        gated = kind == "adaln-zero"
-        pb.residual(f"{b}.residual_msa", "h", "proj", Tb, D, mod if gated else None, ms, offs[2] or 0)
-        if kind == "cross-attn":
-            pb.layernorm(f"{b}.norm_cross", "h", "xm", Tb, Tb, D)
-            pb.linear(f"{b}.cross_attn.q", "xm", "q_c", lin(Tb), D, D)
-            pb.linear(f"{b}.cross_attn.kv", "ctx", "kv", lin(2), D, 2 * D)
-            pb.attention(f"{b}.cross_attn", "q_c", "kv", "attn", Tb, 2, D, D, 0, 2 * D, 0, D)
-            pb.linear(f"{b}.cross_attn.proj", "attn", "proj", lin(Tb), D, D)
-            pb.residual(f"{b}.residual_cross", "h", "proj", Tb, D)
-        pb.layernorm(f"{b}.norm2", "h", "xm", Tb, Tb, D, mod, ms, offs[3], offs[4])
-        pb.linear(f"{b}.mlp.fc1", "xm", "mlp_h", lin(Tb), D, hid, act="gelu")
-        pb.linear(f"{b}.mlp.fc2", "mlp_h", "mlp_o", lin(Tb), hid, D)
-        pb.residual(f"{b}.residual_mlp", "h", "mlp_o", Tb, D, mod if gated else None, ms, offs[5] or 0)
 
-    # ---- final layer: adaLN (shift, scale) from c, LN over the T patch tokens, linear, unpatchify
+def block(pb: ProgramBuilder, d: Dims, b: str) -> None:
+    """One DiT block (Figure 3) in the model's conditioning design."""
+    D, Tb, hid, n_mod, kind = d.D, d.Tb, d.hid, d.n_mod, d.kind
+    mod = None
+    if n_mod:
+        pb.linear(f"{b}.adaLN_modulation.1", "c", "mod", lin(1), D, n_mod * D, in_act="silu")
+        mod = "mod"
+    # shift_msa, scale_msa, (gate_msa), shift_mlp, scale_mlp, (gate_mlp) chunk offsets
+    offs = [k * D for k in range(6)] if kind == "adaln-zero" else [0, D, None, 2 * D, 3 * D, None]
+    ms = (n_mod or 0) * D
+    pb.layernorm(f"{b}.norm1", "h", "xm", Tb, Tb, D, mod, ms, offs[0], offs[1])
+    pb.linear(f"{b}.attn.qkv", "xm", "qkv", lin(Tb), D, 3 * D)
+    pb.attention(f"{b}.attn", "qkv", "qkv", "attn", Tb, Tb, D, 3 * D, 0, 3 * D, D, 2 * D)
+    pb.linear(f"{b}.attn.proj", "attn", "proj", lin(Tb), D, D)
+    gated = kind == "adaln-zero"
+    pb.residual(f"{b}.residual_msa", "h", "proj", Tb, D, mod if gated else None, ms, offs[2] or 0)
+    if kind == "cross-attn":
+        pb.layernorm(f"{b}.norm_cross", "h", "xm", Tb, Tb, D)
+        pb.linear(f"{b}.cross_attn.q", "xm", "q_c", lin(Tb), D, D)
+        pb.linear(f"{b}.cross_attn.kv", "ctx", "kv", lin(2), D, 2 * D)
+        pb.attention(f"{b}.cross_attn", "q_c", "kv", "attn", Tb, 2, D, D, 0, 2 * D, 0, D)
+        pb.linear(f"{b}.cross_attn.proj", "attn", "proj", lin(Tb), D, D)
+        pb.residual(f"{b}.residual_cross", "h", "proj", Tb, D)
+    pb.layernorm(f"{b}.norm2", "h", "xm", Tb, Tb, D, mod, ms, offs[3], offs[4])
+    pb.linear(f"{b}.mlp.fc1", "xm", "mlp_h", lin(Tb), D, hid, act="gelu")
+    pb.linear(f"{b}.mlp.fc2", "mlp_h", "mlp_o", lin(Tb), hid, D)
+    pb.residual(f"{b}.residual_mlp", "h", "mlp_o", Tb, D, mod if gated else None, ms, offs[5] or 0)
+
+
+def final_layer(pb: ProgramBuilder, d: Dims) -> None:
+    """adaLN (shift, scale) from c, LN over the T patch tokens, linear, unpatchify."""
+    C, I, p, D, T, Tb, Co = d.C, d.I, d.p, d.D, d.T, d.Tb, d.Co
     pb.linear("final_layer.adaLN_modulation.1", "c", "final_mod", lin(1), D, 2 * D, in_act="silu")
     pb.layernorm("final_layer.norm_final", "h", "final_x", T, Tb, D, "final_mod", 2 * D, 0, D)
     pb.linear("final_layer.linear", "final_x", "final_out", lin(T), D, p * p * Co)
     pb.emit("unpatchify", "unpatchify", {"src": "final_out", "dst": "out"},
             {"count": lin(Co * I * I), "C": Co, "I": I, "p": p})
 
-    # ---- sampling: x_T, then per step expand -> forward -> guide -> sampler step
+
+def sampling(pb: ProgramBuilder, d: Dims, learn_sigma: bool) -> None:
+    """x_T (init), then per step expand (step_begin) -> forward -> guide -> sampler step (step_end)."""
+    C, I, Co = d.C, d.I, d.Co
     pb.buffers["step"] = {"kind": "step", "bytes": STEP_BYTES}
     pb.act("x_sample", 0, C * I * I)
     pb.act("guided", 0, Co * I * I)
@@ -226,5 +268,4 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", ca
     pb.emit("guide_combine", "guide_combine", {"st": "step", "model_out": "out", "guided": "guided"},
             {"count": lin(0, Co * I * I), "C": C, "C_out": Co, "P2": I * I})
     pb.emit("sampler_step", "sampler_step", {"st": "step", "guided": "guided", "x": "x_sample"},
-            {"count": lin(0, C * I * I), "C": C, "P2": I * I, "learn_sigma": int(cfg.learn_sigma)})
-    return pb
+            {"count": lin(0, C * I * I), "C": C, "P2": I * I, "learn_sigma": int(learn_sigma)})
