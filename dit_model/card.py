@@ -159,6 +159,7 @@ def write_card_file(path, card: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)                    # mkstemp's 0600 would hide the file from a CI artifact step
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
         os.replace(tmp, path)

@@ -12,20 +12,15 @@ The file (`save_favicon_vae`): safetensors, every tensor float32, metadata `ditw
 `config` = the VAEConfig as JSON, with the latents' measured mean and std as shift_factor and
 1 / scaling_factor (the DiT trains on (z - shift) * scale, whose std is 1).
 
-`ditweb train-vae` trains it (`cmd_train_vae`): L1 on RGBA in [-1, 1] + an edge term (L1 of the horizontal
-and vertical differences) + a small KL, AdamW, an EMA of the weights, resumable (ckpt.pt and log.csv in the
-run folder).
+`ditweb train-vae` (dit_model/favicon_vae_train.py) trains it: L1 on RGBA in [-1, 1] + an edge term (L1 of the
+horizontal and vertical differences) + a small KL, AdamW, an EMA of the weights, resumable (ckpt.pt and log.csv in
+the run folder).
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import hashlib
 import json
 import math
-import signal
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,10 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ditformat.errors import UsageError
-
 from .vae import (DITWEB_VAE_FORMAT, ResnetBlock2D, UNetMidBlock2D, VAEConfig, VAEDecoder, VAEError, conv3x3,
-                  ditweb_config, group_norm, safetensors_metadata)
+                  ditweb_config, group_norm)
 
 FORMAT = DITWEB_VAE_FORMAT
 # favicon width: 32 channels at 32x32, 64 at 16x16 and 8x8; 8 latent channels; no attention (the mid block is
@@ -260,215 +253,6 @@ def latent_moments(vae: FaviconVAE, images_u8: np.ndarray, batch: int = 256) -> 
         n += m.numel()
     mean = s / n
     return mean, math.sqrt(max(s2 / n - mean * mean, 1e-12))
-
-
-# ---------------------------------------------------------------- `ditweb train-vae`
-
-DEFAULTS = dict(styles="twemoji,noto,fluent", data=None, latent_channels=FAVICON_VAE.latent_channels,
-                channels=",".join(map(str, FAVICON_VAE.block_out_channels)), layers_per_block=FAVICON_VAE.layers_per_block,
-                groups=FAVICON_VAE.norm_num_groups, batch_size=32, lr=1e-3, warmup=100, ema=0.999, kl=1e-4, edge=0.5,
-                seed=0, max_steps=3000, time_limit=None, log_every=50, eval_every=500, ckpt_every=250, run_dir=None,
-                out=None)
-
-
-def register(sub):
-    d = DEFAULTS
-    p = sub.add_parser("train-vae", help="train the favicon autoencoder (RGBA 32x32 -> 8x8 latents) for latent DiTs",
-                       argument_default=argparse.SUPPRESS,
-                       description="Train a small KL autoencoder on emoji of every style (docs/vae.md, 'The favicon "
-                                   "autoencoder'). Resumable: --resume RUN_DIR continues exactly.")
-    p.add_argument("--styles", help=f"emoji styles (default {d['styles']})")
-    p.add_argument("--data", help="an emoji pack (`ditweb data --styles ... --pack`) instead of the npm data")
-    p.add_argument("--latent-channels", type=int, help=f"latent channels C (default {d['latent_channels']})")
-    p.add_argument("--channels", help=f"block widths, encoder order (default {d['channels']}; 3 blocks = 4x down)")
-    p.add_argument("--layers-per-block", type=int, help=f"ResNets per encoder block (default {d['layers_per_block']})")
-    p.add_argument("--groups", type=int, help=f"GroupNorm groups (default {d['groups']})")
-    p.add_argument("--batch-size", type=int, help=f"default {d['batch_size']}")
-    p.add_argument("--lr", type=float, help=f"peak AdamW learning rate, cosine to 10%% at --max-steps (default {d['lr']:g})")
-    p.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {d['warmup']})")
-    p.add_argument("--ema", type=float, help=f"EMA decay of the saved weights (default {d['ema']})")
-    p.add_argument("--kl", type=float, help=f"KL weight (per latent element, against mean L1; default {d['kl']:g})")
-    p.add_argument("--edge", type=float, help=f"weight of the edge (neighbour-difference) L1 term (default {d['edge']:g})")
-    p.add_argument("--seed", type=int, help="seed of the weights and the batch order (default 0)")
-    p.add_argument("--max-steps", type=int, help=f"total steps (default {d['max_steps']}); the learning-rate schedule's length")
-    p.add_argument("--time-limit", help="stop (and save) after this long, e.g. 45m")
-    p.add_argument("--log-every", type=int, help=f"default {d['log_every']}")
-    p.add_argument("--eval-every", type=int, help=f"steps between held-out PSNR rows (default {d['eval_every']})")
-    p.add_argument("--ckpt-every", type=int, help=f"default {d['ckpt_every']}")
-    p.add_argument("--run-dir", help="folder for ckpt.pt, log.csv, vae.safetensors (default runs/vae-favicon)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly (its options are reused)")
-    p.add_argument("--out", help="also write the final EMA autoencoder here (e.g. models/favicon-vae.safetensors)")
-    p.set_defaults(func=cmd_train_vae)
-
-
-def _config(opts: dict) -> VAEConfig:
-    try:
-        chans = tuple(int(c) for c in str(opts["channels"]).split(","))
-    except ValueError:
-        raise UsageError(f"--channels {opts['channels']!r}: want comma-separated integers, e.g. 32,64,64") from None
-    try:
-        return replace(FAVICON_VAE, latent_channels=opts["latent_channels"], block_out_channels=chans,
-                       layers_per_block=opts["layers_per_block"], norm_num_groups=opts["groups"]).validate()
-    except VAEError as e:
-        raise UsageError(f"bad autoencoder shape: {e}") from None
-
-
-def _lr(opts: dict, step: int) -> float:
-    if step < opts["warmup"]:
-        return opts["lr"] * (step + 1) / opts["warmup"]
-    frac = min(1.0, (step - opts["warmup"]) / max(1, opts["max_steps"] - opts["warmup"]))
-    return opts["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def cmd_train_vae(args):
-    from .train import parse_duration
-    given = {k: v for k, v in vars(args).items() if k in DEFAULTS or k == "resume"}
-    saved = None
-    if given.get("resume"):
-        run_dir = Path(given.pop("resume"))
-        ck = run_dir / "ckpt.pt"
-        if not ck.is_file():
-            raise UsageError(f"{ck}: no checkpoint to resume")
-        saved = torch.load(ck, map_location="cpu", weights_only=True)
-        opts = {**DEFAULTS, **json.loads(saved["opts"]), "time_limit": None, **given}   # a time limit is per leg
-    else:
-        opts = {**DEFAULTS, **given}
-        run_dir = Path(opts["run_dir"] or "runs/vae-favicon")
-        if (run_dir / "ckpt.pt").exists():
-            raise UsageError(f"{run_dir / 'ckpt.pt'} exists; continue it with `ditweb train-vae --resume {run_dir}`")
-    opts["run_dir"] = str(run_dir)
-    return train_vae(opts, saved, run_dir, parse_duration(opts["time_limit"]))
-
-
-@torch.no_grad()
-def _evaluate(vae: FaviconVAE, images: np.ndarray) -> float:
-    vae.eval()
-    p = float(psnr_u8(images, reconstruct(vae, images)).mean())
-    return p
-
-
-def train_vae(opts: dict, saved: dict | None, run_dir: Path, time_limit: float | None) -> int:
-    from tqdm import tqdm
-    cfg = _config(opts)
-    es, held = load_training_images(opts["styles"], opts["data"])
-    train_u8 = torch.from_numpy(np.ascontiguousarray(es.images[~held]))   # (N, S, S, 4)
-    held_u8 = es.images[held][::4]                                        # a fixed quarter for the log's PSNR
-    if len(held_u8) == 0:                                                 # a tiny data set: no identity held out
-        held_u8 = es.images[:64]
-    n = len(train_u8)
-    torch.manual_seed(opts["seed"])
-    vae = FaviconVAE(cfg)
-    ema = FaviconVAE(cfg)
-    ema.load_state_dict(vae.state_dict())
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(vae.parameters(), lr=opts["lr"], weight_decay=0.0)
-    step = 0
-    if saved is not None:
-        vae.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        opt.load_state_dict(saved["opt"])
-        step = int(saved["step"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    B = opts["batch_size"]
-    ckpt = run_dir / "ckpt.pt"
-
-    def save():
-        tmp = ckpt.with_name("ckpt.pt.tmp")
-        torch.save({"model": vae.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "opts": json.dumps(opts), "config": json.dumps(cfg.to_dict())}, tmp)
-        tmp.replace(ckpt)
-        save_favicon_vae(ema, run_dir / "vae.safetensors", {"step": step, "images_seen": step * B})
-
-    header = ["step", "epoch", "loss", "l1", "edge", "kl", "lr", "img_per_s", "elapsed_s", "heldout_psnr"]
-    log_path = run_dir / "log.csv"
-    rows = []
-    if saved is not None and log_path.is_file():
-        with open(log_path, newline="") as f:
-            rows = [r for r in list(csv.reader(f))[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-    logf = open(log_path, "w", newline="")
-    log = csv.writer(logf)
-    log.writerow(header)
-    log.writerows(rows)
-    print(f"training the favicon autoencoder ({sum(p.numel() for p in vae.parameters()):,} params: {cfg.block_out_channels}, "
-          f"{cfg.latent_channels} latent channels) on {n} images ({len(held_u8) * 4} held out) of "
-          f"{','.join(es.styles)}; batch {B}; run dir {run_dir}; from step {step}", file=sys.stderr)
-    stop = {"signal": None}
-
-    def on_signal(num, frame):
-        if stop["signal"] is not None:
-            raise KeyboardInterrupt
-        stop["signal"] = num
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=opts["max_steps"], initial=step, unit="step", file=sys.stderr, dynamic_ncols=True)
-    t0 = time.time()
-    win, win_n, win_t = np.zeros(4), 0, time.time()
-    reason = "max steps"
-    try:
-        while step < opts["max_steps"]:
-            epoch, k = divmod(step * B, n)
-            g = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + epoch)
-            perm = torch.randperm(n, generator=g)
-            idx = perm[k:k + B]
-            if len(idx) < B:                                               # the batch wraps into the next epoch
-                g2 = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + epoch + 1)
-                idx = torch.cat([idx, torch.randperm(n, generator=g2)[:B - len(idx)]])
-            gs = torch.Generator().manual_seed(opts["seed"] * 7_919 + step + 1)
-            x = to_model(train_u8[idx])
-            flip = torch.rand(B, generator=gs) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            side = x.shape[-1] // vae.downscale
-            noise = torch.randn(B, cfg.latent_channels, side, side, generator=gs)
-            vae.train()
-            for group in opt.param_groups:
-                group["lr"] = _lr(opts, step)
-            rec, mean, logvar = vae(x, noise)
-            l1 = (rec - x).abs().mean()
-            edge = edge_l1(rec, x)
-            kl = kl_divergence(mean, logvar)
-            loss = l1 + opts["edge"] * edge + opts["kl"] * kl
-            if not bool(torch.isfinite(loss)):
-                raise UsageError(f"the loss became non-finite at step {step}; {ckpt} keeps the last checkpoint")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(vae.parameters()), 1.0 - opts["ema"])
-            step += 1
-            win += np.array([loss.item(), l1.item(), edge.item(), kl.item()])
-            win_n += 1
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            last = step == opts["max_steps"]
-            if step % opts["log_every"] == 0 or last:
-                psnr = ""
-                if step % opts["eval_every"] == 0 or last:
-                    psnr = f"{_evaluate(ema, held_u8):.2f}"
-                m = win / win_n
-                log.writerow([step, f"{step * B / n:.3f}", *(f"{v:.5f}" for v in m), f"{_lr(opts, step - 1):.2e}",
-                              f"{win_n * B / (time.time() - win_t):.1f}", f"{time.time() - t0:.0f}", psnr])
-                logf.flush()
-                if psnr:
-                    bar.write(f"step {step}: loss {m[0]:.4f}, held-out PSNR (EMA) {psnr} dB")
-                win, win_n, win_t = np.zeros(4), 0, time.time()
-            if step % opts["ckpt_every"] == 0:
-                save()
-            if stop["signal"] is not None or (time_limit is not None and time.time() - t0 >= time_limit):
-                reason = "interrupted" if stop["signal"] is not None else "time limit"
-                break
-    finally:
-        bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    save()
-    logf.close()
-    final = finalize(ema, es.images, run_dir / "vae.safetensors", {"step": step, "images_seen": step * B})
-    if opts["out"]:
-        Path(opts["out"]).write_bytes(final.read_bytes())
-    print(f"stopped ({reason}) at step {step}; {final} (latent mean/std measured and stored); continue with "
-          f"`ditweb train-vae --resume {run_dir}`", file=sys.stderr)
-    return 0
 
 
 def finalize(vae: FaviconVAE, images_u8: np.ndarray, path, extra: dict) -> Path:

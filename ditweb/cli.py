@@ -20,7 +20,7 @@ VERBS = [
     ("sample", "ditweb.sample:register"),
     ("data", "dit_model.data_cli:register"),
     ("train", "dit_model.train:register"),
-    ("train-vae", "dit_model.favicon_vae:register"),
+    ("train-vae", "dit_model.favicon_vae_train:register"),
     ("eval", "dit_model.eval_cli:register"),
     ("bench", "ditweb.bench:register"),
     ("export", "export.cli:register"),
@@ -34,18 +34,11 @@ class MissingExtra(DitwebError):
     """A verb whose module needs a package that is not installed (torch is an extra)."""
 
 
-EXTRA_MODULES = ("torch", "onnx", "onnxruntime")       # what the `torch` extra (and dev) bring
-
-
-def _missing_extra(verb: str, package: str) -> MissingExtra:
-    return MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install 'ditweb[torch]' "
-                        f"(a checkout: pip install -e '.[torch]'; sampling a bundle with --runtime wgpu, serve and "
-                        f"site need no torch)")
-
-
 def _unavailable(verb: str, package: str):
     def run(args):
-        raise _missing_extra(verb, package)
+        raise MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install 'ditweb[torch]' "
+                           f"(a checkout: pip install -e '.[torch]'; sampling a bundle with --runtime wgpu, serve and "
+                           f"site need no torch)")
     return run
 
 
@@ -74,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             register = getattr(importlib.import_module(module), func)
         except ModuleNotFoundError as e:            # e.g. torch, an install extra: the other verbs still work
-            if e.name is None or e.name.split(".")[0] not in EXTRA_MODULES:
+            if e.name is None or e.name.split(".")[0] not in ("torch", "onnx", "onnxruntime"):
                 raise
             p = sub.add_parser(verb, help=f"(needs {e.name.split('.')[0]}: pip install 'ditweb[torch]')")
             p.add_argument("args", nargs=argparse.REMAINDER)
@@ -95,12 +88,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args.verb, args)           # finite numbers, seeds in 32 bits, no negative counts, no file as folder
-        try:
-            return args.func(args) or 0
-        except ModuleNotFoundError as e:      # a verb that imports an extra lazily (export: torch)
-            if e.name is None or e.name.split(".")[0] not in EXTRA_MODULES:
-                raise
-            raise _missing_extra(args.verb, e.name.split(".")[0]) from None
+        return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

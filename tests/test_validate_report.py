@@ -96,3 +96,26 @@ def test_report_writes_non_finite_numbers_as_strings():
     text = json.dumps(report, allow_nan=False)              # valid JSON: no Infinity / NaN tokens
     assert '"inf"' in text and report["exit_code"] == 1
     assert "dst[0]: gpu nan" in junit_xml(report)
+
+
+def test_the_ci_recipe_is_valid_yaml_with_real_options():
+    """docs/ci.md's workflow: valid YAML; every `ditweb ...` command in it parses with this ditweb's options."""
+    import re
+    import shlex
+    from pathlib import Path
+    yaml = pytest.importorskip("yaml")
+    from ditweb.cli import build_parser
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ci.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    steps = yaml.safe_load(block)["jobs"]["validate"]["steps"]
+    runs = [s["run"] for s in steps if "run" in s]
+    commands = [line.split("#")[0].strip() for r in runs for line in r.replace("\n", " ;\n").split(";")]
+    commands = [c.replace("\n", " ") for c in commands if c.startswith("ditweb ") and c != "ditweb --version"]
+    verbs = [shlex.split(c)[1] for c in commands]
+    assert verbs == ["export", "validate"]
+    parser = build_parser()
+    for c in commands:
+        args = parser.parse_args(shlex.split(c)[1:])
+        if args.verb == "validate":
+            assert args.junit == "reports/validate.xml" and args.json == "reports/validate.json"
+    assert "mesa-vulkan-drivers" in block and "upload-artifact" in block and "torch==2.13.0" in block
