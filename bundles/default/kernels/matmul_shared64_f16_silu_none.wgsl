@@ -27,7 +27,11 @@ var<workgroup> As: array<f32, 1024>;   // [k][row], 16 x 64
 var<workgroup> Ws: array<f32, 1024>;   // [k][col], 16 x 64
 
 fn in_act(x: f32) -> f32 {
-  return x / (1.0 + exp(-x));                       // SiLU before the adaLN projection
+  return x / (1.0 + exp(-x));
+}
+
+fn in_act4(x: vec4<f32>) -> vec4<f32> {
+  return x / (vec4<f32>(1.0) + exp(-x));
 }
 
 fn tanh_stable(u: f32) -> f32 {

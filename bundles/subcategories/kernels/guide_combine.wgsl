@@ -1,4 +1,4 @@
-// guide_combine: every guide of dit_model/guidance.py, eps_g[n] = mean_k sum_j a_j eps(x_k, y_j)[n];
+// guide_combine: every guide of ditformat/guidance.py (Guide, make_plan), eps_g[n] = mean_k sum_j a_j eps(x_k, y_j)[n];
 // the variance half (learned sigma, channels C..C_out) is mean_k out[k, var_branch, n].
 // bindings: 0 params {count = N*C_out*P2, C, C_out, P2 = I*I}; 1 st (K, J, N, var_branch, coef a_j);
 //   2 model_out (K, J, N, C_out, P2); 3 guided (N, C_out, P2). Invocation: 4 output elements.

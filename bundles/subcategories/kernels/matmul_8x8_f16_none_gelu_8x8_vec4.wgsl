@@ -23,11 +23,16 @@ fn load4_w(i: u32) -> vec4<f32> { let pair = w[i]; return vec4<f32>(unpack2x16fl
 fn load_bias(i: u32) -> f32 { let pair = unpack2x16float(bias[i >> 1u]); return select(pair.x, pair.y, (i & 1u) == 1u); }
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
+fn in_act(x: f32) -> f32 {
+  return x;
+}
+
 fn in_act4(x: vec4<f32>) -> vec4<f32> {
   return x;
 }
 
 fn tanh_stable(u: f32) -> f32 {
+  // 1 - 2 / (e^{2|u|} + 1): saturates to 1 instead of inf/inf for large |u|
   let t = 1.0 - 2.0 / (exp(2.0 * abs(u)) + 1.0);
   return select(t, -t, u < 0.0);
 }

@@ -32,6 +32,10 @@ fn in_act(x: f32) -> f32 {
   return x;
 }
 
+fn in_act4(x: vec4<f32>) -> vec4<f32> {
+  return x;
+}
+
 fn tanh_stable(u: f32) -> f32 {
   // 1 - 2 / (e^{2|u|} + 1): saturates to 1 instead of inf/inf for large |u|
   let t = 1.0 - 2.0 / (exp(2.0 * abs(u)) + 1.0);

@@ -29,7 +29,11 @@ var<workgroup> As: array<f32, 1024>;   // [row][k], 32 x 32
 var<workgroup> Ws: array<f32, 1024>;   // [col][k], 32 x 32
 
 fn in_act(x: f32) -> f32 {
-  return x / (1.0 + exp(-x));                       // SiLU before the adaLN projection
+  return x / (1.0 + exp(-x));
+}
+
+fn in_act4(x: vec4<f32>) -> vec4<f32> {
+  return x / (vec4<f32>(1.0) + exp(-x));
 }
 
 fn tanh_stable(u: f32) -> f32 {
