@@ -42,16 +42,19 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_weights(model, path, class_names: list[str], step: int | None = None, vocab=None, extra: dict | None = None) -> None:
+def save_weights(model, path, class_names: list[str], step: int | None = None, vocab=None, extra: dict | None = None,
+                 card: dict | None = None) -> None:
     """A model's weights as .safetensors, with its config and class names in the metadata
-    (how the shipped default model travels: no pickle at all), and a named model's label
-    vocabulary (ditformat.labels). Written atomically."""
+    (how the shipped default model travels: no pickle at all), a named model's label
+    vocabulary (ditformat.labels) and the model card's record (dit_model/card.py). Written atomically."""
     import json
     from safetensors.torch import save
     meta = {"config": json.dumps(model.cfg.to_dict()), "class_names": json.dumps(list(class_names)),
             "step": str(step if step is not None else "")}
     if vocab is not None:
         meta["vocabulary"] = vocab.dumps()
+    if card is not None:
+        meta["card"] = json.dumps(card)
     meta.update(extra or {})                             # e.g. a latent model's autoencoder (dit_model/latent.py)
     data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, metadata=meta)
     atomic_write(path, lambda f: f.write(data), "weights")
@@ -74,6 +77,8 @@ def _torch_load(path: Path) -> object:
                    "step": int(meta["step"]) if meta.get("step") else None}
             if "vocabulary" in meta:
                 out["vocabulary"] = meta["vocabulary"]
+            if "card" in meta:
+                out["card"] = json.loads(meta["card"])
             return out
         except ValueError as e:
             raise CheckpointError(f"{path}: bad metadata in safetensors header ({e})") from None
@@ -202,7 +207,24 @@ def load_model(path, preset: str | None = None, device="cpu") -> tuple[DiT, dict
         raise CheckpointError(f"{path}: incompatible with {cfg.conditioning} DiT (d={cfg.hidden_size}, depth={cfg.depth}): {lines[1] if len(lines) > 1 else lines[0]}") from None
     vocab = read_vocabulary(meta, cfg, path)
     return model.to(device).eval(), {"config": cfg, "class_names": list(names), "vocab": vocab,
-                                     "step": meta.get("step") if isinstance(meta, dict) else None}
+                                     "step": meta.get("step") if isinstance(meta, dict) else None,
+                                     "card": read_card(meta, path)}
+
+
+def read_card(meta, path) -> dict | None:
+    """The model card's record (dit_model/card.py) a checkpoint carries; None for one written before cards."""
+    from .card import CardError, check_card
+    card = meta.get("card") if isinstance(meta, dict) else None
+    if card is None:
+        args = meta.get("train_args") if isinstance(meta, dict) else None
+        if not isinstance(args, dict) or not isinstance(meta.get("step"), int):
+            return None
+        from .card import training_card                  # a run's checkpoint from before cards: its options say
+        return training_card(args, meta["step"], {})     # the data and recipe; the compute is unknown
+    try:
+        return check_card(card, path)
+    except CardError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _kind(v) -> str:

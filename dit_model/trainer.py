@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import platform
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -40,6 +42,8 @@ class Trainer:
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = torch.compile(net) if compile else net
         self.step = 0
+        # for the model card (dit_model/card.py): seconds in train_step over every sitting, and where they ran
+        self.train_seconds, self.sittings, self.warm_start_card, self.untimed_steps = 0.0, 1, None, 0
 
     def forward(self, x, t, y):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -49,6 +53,7 @@ class Trainer:
 
     def train_step(self, x0, y, t, eps) -> dict:
         """One AdamW step on the mean hybrid loss (DDP averages the gradients over processes)."""
+        t0 = time.perf_counter()
         terms = self.diffusion.training_losses(self.forward, x0, t, y, eps, self.loss_weighting, self.min_snr_gamma)
         loss = terms["loss"].mean()
         self.opt.zero_grad(set_to_none=True)
@@ -59,7 +64,9 @@ class Trainer:
         self.opt.step()
         self.update_ema()
         self.step += 1
-        return {k: v.detach().mean() for k, v in terms.items()}
+        out = {k: v.detach().mean() for k, v in terms.items()}
+        self.train_seconds += time.perf_counter() - t0
+        return out
 
     @torch.no_grad()
     def update_ema(self):
@@ -73,8 +80,10 @@ class Trainer:
         set: each class's embedding starts from the file's class of the same name, else from its parent's
         (`parents`, e.g. a Twemoji subcategory's category), else from the mean of the file's classes; the null
         (unconditional) label keeps its own. Returns a line saying what was mapped."""
+        from .card import warm_start_entry
         from .checkpoint import load_model
         model, meta = load_model(path)
+        self.warm_start_card = warm_start_entry(path, meta.get("card"), meta.get("step"))
         mine, theirs = self.cfg.to_dict(), meta["config"].to_dict()
         diff = [f"{k} {theirs.get(k)} vs {mine[k]}" for k in mine
                 if k not in ("prediction", "num_classes", "label_levels", "label_nested", "free_dropout_prob")
@@ -108,10 +117,25 @@ class Trainer:
     def state(self, class_names: list[str], train_args: dict, vocab=None) -> dict:
         out = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                "step": self.step, "config": self.cfg.to_dict(), "class_names": list(class_names),
-               "train_args": train_args}
+               "train_args": train_args, "card": self.card(train_args)}
         if vocab is not None:
             out["vocabulary"] = vocab.dumps()
         return out
+
+    def card(self, train_args: dict) -> dict:
+        """The model card's record (dit_model/card.py): data sources, recipe, steps, images seen, compute."""
+        from .card import training_card
+        if self.device.type == "cuda":
+            device = f"cuda ({torch.cuda.get_device_name(self.device)})"
+        else:
+            device = f"{self.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        world = torch.distributed.get_world_size() if torch.distributed.is_available() and \
+            torch.distributed.is_initialized() else 1
+        compute = {"device": device, "processes": world, "precision": self.precision,
+                   "train_seconds": round(self.train_seconds, 1), "sittings": self.sittings}
+        if self.untimed_steps:                      # resumed from a checkpoint written before cards were recorded
+            compute["untimed_steps"] = self.untimed_steps
+        return training_card(train_args, self.step, compute, self.warm_start_card)
 
     def load(self, obj: dict, path) -> None:
         from .checkpoint import first_nonfinite
@@ -130,6 +154,15 @@ class Trainer:
         for g in self.opt.param_groups:                                 # lr / wd may be changed on resume
             g["lr"], g["weight_decay"] = self.lr, self.weight_decay
         self.step = int(obj["step"])
+        card = obj.get("card") if isinstance(obj.get("card"), dict) else {}     # older checkpoints have none
+        compute = card.get("compute") if isinstance(card.get("compute"), dict) else {}
+        try:
+            self.train_seconds = float(compute.get("train_seconds", 0.0))
+            self.sittings = int(compute.get("sittings", 1)) + 1
+            self.untimed_steps = int(compute.get("untimed_steps", 0 if compute else self.step))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: its card's compute record is not numbers") from None
+        self.warm_start_card = card.get("warm_start") if isinstance(card.get("warm_start"), dict) else None
 
 
 @torch.no_grad()
@@ -222,7 +255,8 @@ def export_weights(run: str | os.PathLike, out_dir: str | os.PathLike, max_mib: 
             raise CheckpointError(f"{ckpt}: {part} weights exceed {max_mib:g} MiB even in bfloat16")
         path = Path(out_dir) / f"{part}.safetensors"
         from .latent import weights_metadata                            # a latent model names its autoencoder
-        save_weights(model, path, obj["class_names"], obj["step"], vocab, weights_metadata(obj["train_args"].get("vae_ref")))
+        save_weights(model, path, obj["class_names"], obj["step"], vocab, weights_metadata(obj["train_args"].get("vae_ref")),
+                     card=obj.get("card"))
         if path.stat().st_size > max_mib * 2 ** 20:
             raise CheckpointError(f"{path}: {path.stat().st_size} bytes, over {max_mib:g} MiB")
         written.append(path)

@@ -34,11 +34,18 @@ class MissingExtra(DitwebError):
     """A verb whose module needs a package that is not installed (torch is an extra)."""
 
 
+EXTRA_MODULES = ("torch", "onnx", "onnxruntime")       # what the `torch` extra (and dev) bring
+
+
+def _missing_extra(verb: str, package: str) -> MissingExtra:
+    return MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install 'ditweb[torch]' "
+                        f"(a checkout: pip install -e '.[torch]'; sampling a bundle with --runtime wgpu, serve and "
+                        f"site need no torch)")
+
+
 def _unavailable(verb: str, package: str):
     def run(args):
-        raise MissingExtra(f"`ditweb {verb}` needs {package}, which is not installed: pip install 'ditweb[torch]' "
-                           f"(a checkout: pip install -e '.[torch]'; sampling a bundle with --runtime wgpu, serve and "
-                           f"site need no torch)")
+        raise _missing_extra(verb, package)
     return run
 
 
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             register = getattr(importlib.import_module(module), func)
         except ModuleNotFoundError as e:            # e.g. torch, an install extra: the other verbs still work
-            if e.name is None or e.name.split(".")[0] not in ("torch", "onnx", "onnxruntime"):
+            if e.name is None or e.name.split(".")[0] not in EXTRA_MODULES:
                 raise
             p = sub.add_parser(verb, help=f"(needs {e.name.split('.')[0]}: pip install 'ditweb[torch]')")
             p.add_argument("args", nargs=argparse.REMAINDER)
@@ -88,7 +95,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args.verb, args)           # finite numbers, seeds in 32 bits, no negative counts, no file as folder
-        return args.func(args) or 0
+        try:
+            return args.func(args) or 0
+        except ModuleNotFoundError as e:      # a verb that imports an extra lazily (export: torch)
+            if e.name is None or e.name.split(".")[0] not in EXTRA_MODULES:
+                raise
+            raise _missing_extra(args.verb, e.name.split(".")[0]) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
