@@ -1,0 +1,88 @@
+"""The full fuzz corpus of issue 24: tampered bundles, named bundles and decoder/ folders through both verifiers
+(runtime_py/verify.py in-process, web/bundle.js + web/decode.js in node), case by case.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py                  # 2,000 cases per kind (6,000 per runtime)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases 500 --kinds bundle
+
+The corpus is tests/_fuzz_corpus.py (the families: manifest edits and bytes, safetensors headers, WGSL edits with
+updated hashes, numbers re-encoded, file names, buffer reach, NaN bits, byte-order marks; vocabulary files for named
+bundles), the same mechanism the CI subset of tests/test_fuzz_bundles.py runs. Prints one table row per kind and
+family (cases, rejected by Python, rejected by JS, disagreements, Python tracebacks, JS crashes) and writes
+bench/results/fuzz.md. Exit status 1 on any disagreement or crash."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def table(results: dict) -> list[str]:
+    """Markdown rows: per kind and family, then the totals."""
+    lines = ["| kind | family | cases | rejected (Python) | rejected (JS) | disagreements | Python tracebacks | JS crashes |",
+             "|---|---|---|---|---|---|---|---|"]
+    total = [0] * 6
+    for kind, r in results.items():
+        fams = {}
+        for _, fam, py, js in r["rows"]:
+            row = fams.setdefault(fam, [0] * 6)
+            row[0] += 1
+            row[1] += py != "ok"
+            row[2] += js != "ok"
+            row[3] += (py == "ok") != (js == "ok")
+            row[4] += py.startswith("CRASH")
+            row[5] += not (js == "ok" or js.startswith("BundleError: "))
+        for fam, row in sorted(fams.items()):
+            lines.append(f"| {kind} | {fam} | " + " | ".join(str(v) for v in row) + " |")
+            total = [a + b for a, b in zip(total, row)]
+    lines.append("| **all** | | " + " | ".join(f"**{v}**" for v in total) + " |")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=2000, help="cases per kind (default 2000)")
+    ap.add_argument("--kinds", default="bundle,named,decoder", help="comma-separated: bundle, named, decoder")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fuzz.md"))
+    args = ap.parse_args()
+    import _fuzz_corpus as corpus
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = [k for k in kinds if k not in corpus.KINDS]
+    if unknown or args.cases < 1:
+        ap.error(f"unknown kind(s) {unknown}; choose from {sorted(corpus.KINDS)}" if unknown else "--cases must be >= 1")
+    tmp = Path(tempfile.mkdtemp(prefix="ditweb-fuzz-"))
+    results, seconds = {}, {}
+    try:
+        for kind in kinds:
+            t0 = time.perf_counter()
+            (tmp / f"good-{kind}").mkdir()
+            (tmp / kind).mkdir()
+            good = corpus.build_good(kind, tmp / f"good-{kind}")
+            results[kind] = corpus.run_corpus(kind, good, tmp / kind, args.cases)
+            seconds[kind] = time.perf_counter() - t0
+            print(f"{kind}: {len(results[kind]['rows'])} cases in {seconds[kind]:.0f} s", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = table(results)
+    bad = {k: r["disagree"] + r["py_crash"] + r["js_crash"] for k, r in results.items()}
+    examples = [f"* {k}: {row[1]}: Python `{row[2][:200]}`, JS `{row[3][:200]}`" for k, rows in bad.items() for row in rows[:5]]
+    text = "\n".join(["# Fuzz corpus: both verifiers, case by case (bench/fuzz.py)", "",
+                      f"`OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases {args.cases} --kinds {','.join(kinds)}`; "
+                      + ", ".join(f"{k} {s:.0f} s" for k, s in seconds.items()) + " on this machine's CPUs.", "",
+                      *lines, "", *(["Disagreements and crashes:", "", *examples] if examples else
+                                    ["No disagreement, no traceback, no JS crash."]), ""])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print("\n".join(lines))
+    print(f"wrote {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
+    return 1 if any(bad.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
