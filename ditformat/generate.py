@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import noise
 from .layout import OP_PARAMS, STEP_BYTES, STEP_FIELDS, STEP_FLAGS, STEP_WORDS
-from .schema import js_module
+from .schema import compact_json, js_module
 
 ROOT = Path(__file__).resolve().parents[1]
 _HEADER = "Generated from ditformat/{src} by `python -m ditformat`; do not edit."
@@ -24,11 +24,11 @@ def js_layout() -> str:
 
 export const STEP_BYTES = {STEP_BYTES};
 /** @type {{Record<string, {{word: number, type: string, count?: number}}>}} */
-export const STEP_FIELDS = {json.dumps(fields, indent=1)};
+export const STEP_FIELDS = {compact_json(fields)};
 /** @type {{Record<string, number>}} */
 export const STEP_FLAGS = {json.dumps(STEP_FLAGS)};
 /** @type {{Record<string, string[]>}} */
-export const OP_PARAMS = {json.dumps({k: list(v) for k, v in OP_PARAMS.items()}, indent=1)};
+export const OP_PARAMS = {compact_json({k: list(v) for k, v in OP_PARAMS.items()})};
 
 /**
  * The step record holding `fields` (name -> number, or an array for `coef`); fields not given are 0.
@@ -68,7 +68,13 @@ def c_layout() -> str:
     lines += ["} Step;", ""]
     lines += [f"#define STEP_FLAG_{k.upper()} {v}u" for k, v in STEP_FLAGS.items()]
     lines += ["", "// each op's params: a struct, and PARAMS_<op>(ptr) declaring one const u32 local per param"]
+    first = {}                           # params -> the first op that takes them: later ones are aliases
     for op, params in OP_PARAMS.items():
+        same = first.setdefault(tuple(params), op)
+        if same != op:
+            lines.append(f"typedef {same}_params {op}_params;")
+            lines.append(f"#define PARAMS_{op}(ptr) PARAMS_{same}(ptr)")
+            continue
         lines.append(f"typedef struct {{ u32 {', '.join(params)}; }} {op}_params;")
         lines.append(f"#define PARAMS_{op}(ptr) const u32 "
                      + ", ".join(f"{p} = (ptr)[{i}]" for i, p in enumerate(params)))

@@ -40,34 +40,34 @@ typedef struct {
 // each op's params: a struct, and PARAMS_<op>(ptr) declaring one const u32 local per param
 typedef struct { u32 M, N, K, out_group, out_stride; } matmul_params;
 #define PARAMS_matmul(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
-typedef struct { u32 M, N, K, out_group, out_stride; } matmul_q8_params;
-#define PARAMS_matmul_q8(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
-typedef struct { u32 M, N, K, out_group, out_stride; } matmul_shared_params;
-#define PARAMS_matmul_shared(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
-typedef struct { u32 M, N, K, out_group, out_stride; } matmul_8x4_params;
-#define PARAMS_matmul_8x4(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
-typedef struct { u32 M, N, K, out_group, out_stride; } matmul_8x8_params;
-#define PARAMS_matmul_8x8(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
-typedef struct { u32 M, N, K, out_group, out_stride; } matmul_shared64_params;
-#define PARAMS_matmul_shared64(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], out_group = (ptr)[3], out_stride = (ptr)[4]
+typedef matmul_params matmul_q8_params;
+#define PARAMS_matmul_q8(ptr) PARAMS_matmul(ptr)
+typedef matmul_params matmul_shared_params;
+#define PARAMS_matmul_shared(ptr) PARAMS_matmul(ptr)
+typedef matmul_params matmul_8x4_params;
+#define PARAMS_matmul_8x4(ptr) PARAMS_matmul(ptr)
+typedef matmul_params matmul_8x8_params;
+#define PARAMS_matmul_8x8(ptr) PARAMS_matmul(ptr)
+typedef matmul_params matmul_shared64_params;
+#define PARAMS_matmul_shared64(ptr) PARAMS_matmul(ptr)
 typedef struct { u32 M, N, K, MN; } matmul_naive_params;
 #define PARAMS_matmul_naive(ptr) const u32 M = (ptr)[0], N = (ptr)[1], K = (ptr)[2], MN = (ptr)[3]
 typedef struct { u32 rows, D, T, T_in, has_mod, mod_stride, shift_off, scale_off; } layernorm_mod_params;
 #define PARAMS_layernorm_mod(ptr) const u32 rows = (ptr)[0], D = (ptr)[1], T = (ptr)[2], T_in = (ptr)[3], has_mod = (ptr)[4], mod_stride = (ptr)[5], shift_off = (ptr)[6], scale_off = (ptr)[7]
-typedef struct { u32 rows, D, T, T_in, has_mod, mod_stride, shift_off, scale_off; } layernorm_rows_params;
-#define PARAMS_layernorm_rows(ptr) const u32 rows = (ptr)[0], D = (ptr)[1], T = (ptr)[2], T_in = (ptr)[3], has_mod = (ptr)[4], mod_stride = (ptr)[5], shift_off = (ptr)[6], scale_off = (ptr)[7]
+typedef layernorm_mod_params layernorm_rows_params;
+#define PARAMS_layernorm_rows(ptr) PARAMS_layernorm_mod(ptr)
 typedef struct { u32 batch, T_q, T_kv, H, q_stride, q_off, kv_stride, k_off, v_off, out_stride; } attention_params;
 #define PARAMS_attention(ptr) const u32 batch = (ptr)[0], T_q = (ptr)[1], T_kv = (ptr)[2], H = (ptr)[3], q_stride = (ptr)[4], q_off = (ptr)[5], kv_stride = (ptr)[6], k_off = (ptr)[7], v_off = (ptr)[8], out_stride = (ptr)[9]
-typedef struct { u32 batch, T_q, T_kv, H, q_stride, q_off, kv_stride, k_off, v_off, out_stride; } attention_direct_params;
-#define PARAMS_attention_direct(ptr) const u32 batch = (ptr)[0], T_q = (ptr)[1], T_kv = (ptr)[2], H = (ptr)[3], q_stride = (ptr)[4], q_off = (ptr)[5], kv_stride = (ptr)[6], k_off = (ptr)[7], v_off = (ptr)[8], out_stride = (ptr)[9]
-typedef struct { u32 batch, T_q, T_kv, H, q_stride, q_off, kv_stride, k_off, v_off, out_stride; } attention_q4_params;
-#define PARAMS_attention_q4(ptr) const u32 batch = (ptr)[0], T_q = (ptr)[1], T_kv = (ptr)[2], H = (ptr)[3], q_stride = (ptr)[4], q_off = (ptr)[5], kv_stride = (ptr)[6], k_off = (ptr)[7], v_off = (ptr)[8], out_stride = (ptr)[9]
+typedef attention_params attention_direct_params;
+#define PARAMS_attention_direct(ptr) PARAMS_attention(ptr)
+typedef attention_params attention_q4_params;
+#define PARAMS_attention_q4(ptr) PARAMS_attention(ptr)
 typedef struct { u32 count, D, T, has_gate, mod_stride, gate_off; } gated_residual_params;
 #define PARAMS_gated_residual(ptr) const u32 count = (ptr)[0], D = (ptr)[1], T = (ptr)[2], has_gate = (ptr)[3], mod_stride = (ptr)[4], gate_off = (ptr)[5]
 typedef struct { u32 count, C, I, p; } patchify_params;
 #define PARAMS_patchify(ptr) const u32 count = (ptr)[0], C = (ptr)[1], I = (ptr)[2], p = (ptr)[3]
-typedef struct { u32 count, C, I, p; } unpatchify_params;
-#define PARAMS_unpatchify(ptr) const u32 count = (ptr)[0], C = (ptr)[1], I = (ptr)[2], p = (ptr)[3]
+typedef patchify_params unpatchify_params;
+#define PARAMS_unpatchify(ptr) PARAMS_patchify(ptr)
 typedef struct { u32 count, T, D, T_buf; } pos_embed_add_params;
 #define PARAMS_pos_embed_add(ptr) const u32 count = (ptr)[0], T = (ptr)[1], D = (ptr)[2], T_buf = (ptr)[3]
 typedef struct { u32 count, half; } timestep_embed_params;
@@ -86,8 +86,8 @@ typedef struct { u32 count, C, P2, learn_sigma; } sampler_step_params;
 #define PARAMS_sampler_step(ptr) const u32 count = (ptr)[0], C = (ptr)[1], P2 = (ptr)[2], learn_sigma = (ptr)[3]
 typedef struct { u32 blocks, C_in, C_out, C_out4, H, W, has_res; } conv2d_params;
 #define PARAMS_conv2d(ptr) const u32 blocks = (ptr)[0], C_in = (ptr)[1], C_out = (ptr)[2], C_out4 = (ptr)[3], H = (ptr)[4], W = (ptr)[5], has_res = (ptr)[6]
-typedef struct { u32 blocks, C_in, C_out, C_out4, H, W, has_res; } conv2d_q8_params;
-#define PARAMS_conv2d_q8(ptr) const u32 blocks = (ptr)[0], C_in = (ptr)[1], C_out = (ptr)[2], C_out4 = (ptr)[3], H = (ptr)[4], W = (ptr)[5], has_res = (ptr)[6]
+typedef conv2d_params conv2d_q8_params;
+#define PARAMS_conv2d_q8(ptr) PARAMS_conv2d(ptr)
 typedef struct { u32 rows, G, C, HW, eps_bits; } groupnorm_params;
 #define PARAMS_groupnorm(ptr) const u32 rows = (ptr)[0], G = (ptr)[1], C = (ptr)[2], HW = (ptr)[3], eps_bits = (ptr)[4]
 typedef struct { u32 count, H, W; } upsample_nearest_params;

@@ -13,243 +13,72 @@ export const SCHEMA = {
   "_doc": "a listed file name: segments of this pattern (ASCII) joined by '/', at most max_length characters"
  },
  "max_json_depth": 32,
- "binding_types": [
-  "uniform",
-  "read-only-storage",
-  "storage"
- ],
- "programs": [
-  "forward",
-  "init",
-  "step_begin",
-  "step_end"
- ],
+ "binding_types": ["uniform", "read-only-storage", "storage"],
+ "programs": ["forward", "init", "step_begin", "step_end"],
  "types": {
-  "prediction": {
-   "enum": [
-    "eps",
-    "v"
-   ]
-  },
+  "prediction": {"enum": ["eps", "v"]},
   "dispatch": {
    "fields": {
     "kernel": "string",
     "label": "string",
-    "bindings": {
-     "list": "string",
-     "max": 16
-    },
-    "params": {
-     "list": "form3",
-     "max": 64
-    },
-    "workgroups": {
-     "list": "form4",
-     "len": 3
-    }
+    "bindings": {"list": "string", "max": 16},
+    "params": {"list": "form3", "max": 64},
+    "workgroups": {"list": "form4", "len": 3}
    }
   },
   "binding": {
-   "fields": {
-    "binding": {
-     "int": [
-      0,
-      16
-     ]
-    },
-    "type": {
-     "enum": [
-      "uniform",
-      "read-only-storage",
-      "storage"
-     ]
-    }
-   }
+   "fields": {"binding": {"int": [0, 16]}, "type": {"enum": ["uniform", "read-only-storage", "storage"]}}
   }
  },
  "manifest": {
   "fields": {
    "format": "string",
-   "format_version": {
-    "int": [
-     0,
-     1000000
-    ]
-   },
+   "format_version": {"int": [0, 1000000]},
    "exporter": "string",
-   "dtype": {
-    "enum": [
-     "f32",
-     "f16",
-     "int8"
-    ]
-   },
+   "dtype": {"enum": ["f32", "f16", "int8"]},
    "model": {
     "fields": {
-     "input_size": {
-      "int": [
-       1,
-       1024
-      ]
-     },
-     "patch_size": {
-      "int": [
-       1,
-       64
-      ]
-     },
-     "in_channels": {
-      "int": [
-       1,
-       64
-      ]
-     },
-     "hidden_size": {
-      "int": [
-       4,
-       16384
-      ]
-     },
-     "depth": {
-      "int": [
-       1,
-       256
-      ]
-     },
-     "num_heads": {
-      "int": [
-       1,
-       1024
-      ]
-     },
-     "mlp_ratio": {
-      "number": [
-       0.0625,
-       16
-      ]
-     },
-     "num_classes": {
-      "int": [
-       1,
-       100000
-      ]
-     },
+     "input_size": {"int": [1, 1024]},
+     "patch_size": {"int": [1, 64]},
+     "in_channels": {"int": [1, 64]},
+     "hidden_size": {"int": [4, 16384]},
+     "depth": {"int": [1, 256]},
+     "num_heads": {"int": [1, 1024]},
+     "mlp_ratio": {"number": [0.0625, 16]},
+     "num_classes": {"int": [1, 100000]},
      "learn_sigma": "bool",
-     "conditioning": {
-      "enum": [
-       "adaln-zero",
-       "adaln",
-       "cross-attn",
-       "in-context"
-      ]
-     },
+     "conditioning": {"enum": ["adaln-zero", "adaln", "cross-attn", "in-context"]},
      "prediction": "prediction",
-     "label_levels": {
-      "list": {
-       "int": [
-        1,
-        100000
-       ]
-      },
-      "max": 8
-     },
-     "label_nested": {
-      "int": [
-       1,
-       8
-      ]
-     }
+     "label_levels": {"list": {"int": [1, 100000]}, "max": 8},
+     "label_nested": {"int": [1, 8]}
     },
-    "optional": [
-     "label_levels",
-     "label_nested"
-    ]
+    "optional": ["label_levels", "label_nested"]
    },
-   "class_names": {
-    "list": "string",
-    "max": 100000
-   },
-   "null_class": {
-    "int": [
-     1,
-     100000
-    ]
-   },
+   "class_names": {"list": "string", "max": 100000},
+   "null_class": {"int": [1, 100000]},
    "io": {
     "fields": {
      "x": "string",
-     "x_shape": {
-      "list": {
-       "int": [
-        1,
-        1024
-       ]
-      },
-      "len": 3
-     },
+     "x_shape": {"list": {"int": [1, 1024]}, "len": 3},
      "t": "string",
      "y": "string",
      "out": "string",
-     "out_shape": {
-      "list": {
-       "int": [
-        1,
-        1024
-       ]
-      },
-      "len": 3
-     },
+     "out_shape": {"list": {"int": [1, 1024]}, "len": 3},
      "sample": "string"
     }
    },
-   "files": {
-    "map": {
-     "fields": {
-      "size": {
-       "int": [
-        0,
-        2147483648
-       ]
-      },
-      "sha256": "hex64"
-     }
-    }
-   },
-   "limits": {
-    "map": {
-     "int": [
-      0,
-      2147483648
-     ]
-    }
-   },
+   "files": {"map": {"fields": {"size": {"int": [0, 2147483648]}, "sha256": "hex64"}}},
+   "limits": {"map": {"int": [0, 2147483648]}},
    "kernels": {
     "map": {
      "fields": {
       "file": "string",
       "op": "string",
       "variant": "object",
-      "workgroup_size": {
-       "list": {
-        "int": [
-         1,
-         1024
-        ]
-       },
-       "len": 3
-      },
-      "params": {
-       "list": "string",
-       "max": 64
-      },
-      "bindings": {
-       "list": "binding",
-       "max": 17
-      },
-      "groups": {
-       "list": "string",
-       "len": 3
-      }
+      "workgroup_size": {"list": {"int": [1, 1024]}, "len": 3},
+      "params": {"list": "string", "max": 64},
+      "bindings": {"list": "binding", "max": 17},
+      "groups": {"list": "string", "len": 3}
      }
     }
    },
@@ -260,273 +89,79 @@ export const SCHEMA = {
       "weight": {
        "fields": {
         "tensor": "string",
-        "dtype": {
-         "enum": [
-          "f32",
-          "f16",
-          "i8"
-         ]
-        },
-        "shape": {
-         "list": {
-          "int": [
-           0,
-           2147483648
-          ]
-         },
-         "max": 8
-        },
-        "bytes": {
-         "int": [
-          1,
-          2147483647
-         ]
-        },
+        "dtype": {"enum": ["f32", "f16", "i8"]},
+        "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
+        "bytes": {"int": [1, 2147483647]},
         "file": "string"
        },
-       "optional": [
-        "file"
-       ]
+       "optional": ["file"]
       },
-      "activation": {
-       "fields": {
-        "dtype": {
-         "enum": [
-          "f32",
-          "u32"
-         ]
-        },
-        "elements": "form3"
-       }
-      },
-      "step": {
-       "fields": {
-        "bytes": {
-         "int": [
-          128,
-          128
-         ]
-        }
-       }
-      }
+      "activation": {"fields": {"dtype": {"enum": ["f32", "u32"]}, "elements": "form3"}},
+      "step": {"fields": {"bytes": {"int": [128, 128]}}}
      }
     }
    },
    "programs": {
     "fields": {
-     "forward": {
-      "list": "dispatch"
-     },
-     "init": {
-      "list": "dispatch"
-     },
-     "step_begin": {
-      "list": "dispatch"
-     },
-     "step_end": {
-      "list": "dispatch"
-     }
+     "forward": {"list": "dispatch"},
+     "init": {"list": "dispatch"},
+     "step_begin": {"list": "dispatch"},
+     "step_end": {"list": "dispatch"}
     }
    },
    "sampler": {
     "fields": {
      "prediction": "prediction",
-     "schedule": {
-      "enum": [
-       "linear"
-      ]
-     },
-     "num_timesteps": {
-      "int": [
-       1000,
-       1000
-      ]
-     },
-     "beta_start": {
-      "number": [
-       1e-08,
-       0.5
-      ]
-     },
-     "beta_end": {
-      "number": [
-       1e-08,
-       0.5
-      ]
-     }
+     "schedule": {"enum": ["linear"]},
+     "num_timesteps": {"int": [1000, 1000]},
+     "beta_start": {"number": [1e-08, 0.5]},
+     "beta_end": {"number": [1e-08, 0.5]}
     }
    },
-   "candidates": {
-    "map": {
-     "list": "string",
-     "max": 16
-    }
-   },
-   "guidance": {
-    "fields": {
-     "max_branches": {
-      "int": [
-       1,
-       8
-      ]
-     }
-    }
-   }
+   "candidates": {"map": {"list": "string", "max": 16}},
+   "guidance": {"fields": {"max_branches": {"int": [1, 8]}}}
   },
-  "optional": [
-   "limits",
-   "null_class",
-   "guidance",
-   "candidates"
-  ]
+  "optional": ["limits", "null_class", "guidance", "candidates"]
  }
 };
 export const DECODER_SCHEMA = {
  "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest (the named types dispatch, binding, form3, hex64 are bundle-schema.json's). ops: the kernels a decoder may use (wgsl/ops.py).",
  "format": "ditweb-decoder",
  "format_version": 1,
- "ops": [
-  "bmm",
-  "conv2d",
-  "conv2d_q8",
-  "groupnorm",
-  "softmax_rows",
-  "upsample_nearest"
- ],
+ "ops": ["bmm", "conv2d", "conv2d_q8", "groupnorm", "softmax_rows", "upsample_nearest"],
  "manifest": {
   "fields": {
    "format": "string",
-   "format_version": {
-    "int": [
-     0,
-     1000000
-    ]
-   },
+   "format_version": {"int": [0, 1000000]},
    "exporter": "string",
-   "dtype": {
-    "enum": [
-     "f32",
-     "f16",
-     "int8"
-    ]
-   },
+   "dtype": {"enum": ["f32", "f16", "int8"]},
    "vae": {
     "fields": {
-     "latent_channels": {
-      "int": [
-       1,
-       64
-      ]
-     },
-     "out_channels": {
-      "int": [
-       1,
-       4
-      ]
-     },
-     "block_out_channels": {
-      "list": {
-       "int": [
-        1,
-        4096
-       ]
-      },
-      "max": 8
-     },
-     "layers_per_block": {
-      "int": [
-       0,
-       16
-      ]
-     },
-     "norm_num_groups": {
-      "int": [
-       1,
-       4096
-      ]
-     },
-     "norm_eps": {
-      "number": [
-       0,
-       1
-      ]
-     },
-     "scaling_factor": {
-      "number": [
-       1e-06,
-       1000000
-      ]
-     },
-     "shift_factor": {
-      "number": [
-       -1000000,
-       1000000
-      ]
-     },
+     "latent_channels": {"int": [1, 64]},
+     "out_channels": {"int": [1, 4]},
+     "block_out_channels": {"list": {"int": [1, 4096]}, "max": 8},
+     "layers_per_block": {"int": [0, 16]},
+     "norm_num_groups": {"int": [1, 4096]},
+     "norm_eps": {"number": [0, 1]},
+     "scaling_factor": {"number": [1e-06, 1000000]},
+     "shift_factor": {"number": [-1000000, 1000000]},
      "use_post_quant_conv": "bool",
      "mid_block_add_attention": "bool"
     }
    },
-   "latent_shape": {
-    "list": {
-     "int": [
-      1,
-      1024
-     ]
-    },
-    "len": 3
-   },
-   "image_shape": {
-    "list": {
-     "int": [
-      1,
-      16384
-     ]
-    },
-    "len": 3
-   },
-   "io": {
-    "fields": {
-     "latent": "string",
-     "image": "string"
-    }
-   },
-   "files": {
-    "map": {
-     "fields": {
-      "size": {
-       "int": [
-        0,
-        2147483648
-       ]
-      },
-      "sha256": "hex64"
-     }
-    }
-   },
+   "latent_shape": {"list": {"int": [1, 1024]}, "len": 3},
+   "image_shape": {"list": {"int": [1, 16384]}, "len": 3},
+   "io": {"fields": {"latent": "string", "image": "string"}},
+   "files": {"map": {"fields": {"size": {"int": [0, 2147483648]}, "sha256": "hex64"}}},
    "kernels": {
     "map": {
      "fields": {
       "file": "string",
       "op": "string",
       "variant": "object",
-      "workgroup_size": {
-       "list": {
-        "int": [
-         1,
-         1024
-        ]
-       },
-       "len": 3
-      },
-      "params": {
-       "list": "string",
-       "max": 64
-      },
-      "bindings": {
-       "list": "binding",
-       "max": 17
-      }
+      "workgroup_size": {"list": {"int": [1, 1024]}, "len": 3},
+      "params": {"list": "string", "max": 64},
+      "bindings": {"list": "binding", "max": 17}
      }
     }
    },
@@ -538,74 +173,22 @@ export const DECODER_SCHEMA = {
        "fields": {
         "tensor": "string",
         "file": "string",
-        "dtype": {
-         "enum": [
-          "f32",
-          "f16",
-          "i8"
-         ]
-        },
-        "shape": {
-         "list": {
-          "int": [
-           0,
-           2147483648
-          ]
-         },
-         "max": 8
-        },
-        "bytes": {
-         "int": [
-          1,
-          2147483647
-         ]
-        }
+        "dtype": {"enum": ["f32", "f16", "i8"]},
+        "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
+        "bytes": {"int": [1, 2147483647]}
        }
       },
-      "activation": {
-       "fields": {
-        "dtype": {
-         "enum": [
-          "f32"
-         ]
-        },
-        "elements": "form3"
-       }
-      }
+      "activation": {"fields": {"dtype": {"enum": ["f32"]}, "elements": "form3"}}
      }
     }
    },
-   "program": {
-    "list": "dispatch",
-    "max": 100000
-   }
+   "program": {"list": "dispatch", "max": 100000}
   }
  }
 };
 export const REACH = {
  "_doc": "How far each dispatch reaches into each buffer it binds, from its params: one rule per op (read by ditformat/reach.py and web/bundle.js through web/bundle-schema.js). need[i] is the number of elements (4-byte words of an activation, values of a weight tensor) that binding i+1 reaches: largest index + 1; 0 for a uniform. Expressions over the op's params, $B / $N (the batch), $g0..$g2 (the dispatch's workgroup counts) and $NAME (an integer of the kernel's variant): integers, + - * / (floor division) %, cdiv(a, b), max, min, eq (1 if equal else 0), and the names of `let` (evaluated in order). Every divisor must be positive. The WebAssembly runtime (web/wasm-runtime.js EXTENTS) computes the same for the ops it runs. docs/bundle-format.md, 'Buffer reach'.",
- "batches": [
-  [
-   1,
-   1
-  ],
-  [
-   2,
-   1
-  ],
-  [
-   2,
-   2
-  ],
-  [
-   6,
-   3
-  ],
-  [
-   48,
-   8
-  ]
- ],
+ "batches": [[1, 1], [2, 1], [2, 2], [6, 3], [48, 8]],
  "aliases": {
   "matmul_shared": "matmul",
   "matmul_8x4": "matmul",
@@ -617,50 +200,19 @@ export const REACH = {
  },
  "ops": {
   "matmul": {
-   "divisors": [
-    "out_group"
-   ],
-   "let": {
-    "dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"
-   },
-   "need": [
-    "M * K",
-    "N * K",
-    "N",
-    "dst_rows * N"
-   ]
+   "divisors": ["out_group"],
+   "let": {"dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"},
+   "need": ["M * K", "N * K", "N", "dst_rows * N"]
   },
   "matmul_q8": {
-   "divisors": [
-    "out_group"
-   ],
-   "let": {
-    "dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"
-   },
-   "need": [
-    "M * K",
-    "N * K",
-    "N",
-    "N",
-    "dst_rows * N"
-   ]
+   "divisors": ["out_group"],
+   "let": {"dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"},
+   "need": ["M * K", "N * K", "N", "N", "dst_rows * N"]
   },
-  "matmul_naive": {
-   "divisors": [],
-   "need": [
-    "M * K",
-    "N * K",
-    "N",
-    "M * N"
-   ]
-  },
+  "matmul_naive": {"divisors": [], "need": ["M * K", "N * K", "N", "M * N"]},
   "layernorm_mod": {
-   "divisors": [
-    "T"
-   ],
-   "let": {
-    "last": "(rows - 1) / T"
-   },
+   "divisors": ["T"],
+   "let": {"last": "(rows - 1) / T"},
    "need": [
     "(max(last * T_in + (rows - 1) % T, min(last, 1) * ((last - 1) * T_in + T - 1)) + 1) * D",
     "eq(has_mod, 1) * (last * mod_stride + max(shift_off, scale_off) + D)",
@@ -676,124 +228,27 @@ export const REACH = {
    ]
   },
   "gated_residual": {
-   "divisors": [
-    "D",
-    "T"
-   ],
-   "need": [
-    "count",
-    "count",
-    "eq(has_gate, 1) * ((cdiv(count, D * T) - 1) * mod_stride + gate_off + D)"
-   ]
+   "divisors": ["D", "T"],
+   "need": ["count", "count", "eq(has_gate, 1) * ((cdiv(count, D * T) - 1) * mod_stride + gate_off + D)"]
   },
-  "patchify": {
-   "divisors": [
-    "p",
-    "C * I * I"
-   ],
-   "need": [
-    "count",
-    "count"
-   ]
-  },
-  "unpatchify": {
-   "divisors": [
-    "p",
-    "C * I * I"
-   ],
-   "need": [
-    "count",
-    "count"
-   ]
-  },
-  "pos_embed_add": {
-   "divisors": [
-    "D * T"
-   ],
-   "need": [
-    "(cdiv(count, D * T) - 1) * T_buf * D + T * D",
-    "T * D"
-   ]
-  },
-  "timestep_embed": {
-   "divisors": [
-    "half"
-   ],
-   "need": [
-    "cdiv(count, 2 * half)",
-    "half",
-    "count"
-   ]
-  },
+  "patchify": {"divisors": ["p", "C * I * I"], "need": ["count", "count"]},
+  "unpatchify": {"divisors": ["p", "C * I * I"], "need": ["count", "count"]},
+  "pos_embed_add": {"divisors": ["D * T"], "need": ["(cdiv(count, D * T) - 1) * T_buf * D + T * D", "T * D"]},
+  "timestep_embed": {"divisors": ["half"], "need": ["cdiv(count, 2 * half)", "half", "count"]},
   "label_embed": {
-   "divisors": [
-    "D",
-    "rows",
-    "levels"
-   ],
-   "need": [
-    "cdiv(count, D) * levels",
-    "rows * D",
-    "count",
-    "count",
-    "count"
-   ]
+   "divisors": ["D", "rows", "levels"],
+   "need": ["cdiv(count, D) * levels", "rows * D", "count", "count", "count"]
   },
   "cond_tokens": {
-   "divisors": [
-    "D"
-   ],
-   "need": [
-    "cdiv(count, 2)",
-    "cdiv(count, 2)",
-    "(cdiv(count, 2 * D) - 1) * T_dst * D + (tok0 + 2) * D"
-   ]
+   "divisors": ["D"],
+   "need": ["cdiv(count, 2)", "cdiv(count, 2)", "(cdiv(count, 2 * D) - 1) * T_dst * D + (tok0 + 2) * D"]
   },
-  "rng_normal": {
-   "divisors": [],
-   "need": [
-    "0",
-    "count"
-   ]
-  },
-  "expand_batch": {
-   "divisors": [
-    "P"
-   ],
-   "need": [
-    "0",
-    "$N * P",
-    "count",
-    "B"
-   ]
-  },
-  "guide_combine": {
-   "divisors": [
-    "P2",
-    "C_out"
-   ],
-   "need": [
-    "0",
-    "$B * C_out * P2",
-    "count"
-   ]
-  },
-  "sampler_step": {
-   "divisors": [
-    "P2",
-    "C"
-   ],
-   "need": [
-    "0",
-    "$N * (1 + eq(learn_sigma, 1)) * C * P2",
-    "count"
-   ]
-  },
+  "rng_normal": {"divisors": [], "need": ["0", "count"]},
+  "expand_batch": {"divisors": ["P"], "need": ["0", "$N * P", "count", "B"]},
+  "guide_combine": {"divisors": ["P2", "C_out"], "need": ["0", "$B * C_out * P2", "count"]},
+  "sampler_step": {"divisors": ["P2", "C"], "need": ["0", "$N * (1 + eq(learn_sigma, 1)) * C * P2", "count"]},
   "conv2d": {
-   "divisors": [
-    "H",
-    "W"
-   ],
+   "divisors": ["H", "W"],
    "let": {
     "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
     "wrows": "C_in * $k * $k",
@@ -808,10 +263,7 @@ export const REACH = {
    ]
   },
   "conv2d_q8": {
-   "divisors": [
-    "H",
-    "W"
-   ],
+   "divisors": ["H", "W"],
    "let": {
     "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
     "wrows": "C_in * $k * $k",
@@ -827,45 +279,20 @@ export const REACH = {
    ]
   },
   "groupnorm": {
-   "divisors": [
-    "G"
-   ],
-   "let": {
-    "span": "((rows - 1) / G * C + G * (C / G)) * HW"
-   },
-   "need": [
-    "span",
-    "G * (C / G)",
-    "G * (C / G)",
-    "span"
-   ]
+   "divisors": ["G"],
+   "let": {"span": "((rows - 1) / G * C + G * (C / G)) * HW"},
+   "need": ["span", "G * (C / G)", "G * (C / G)", "span"]
   },
-  "upsample_nearest": {
-   "divisors": [
-    "H",
-    "W"
-   ],
-   "need": [
-    "cdiv(count, 4 * H * W) * H * W",
-    "count"
-   ]
-  },
+  "upsample_nearest": {"divisors": ["H", "W"], "need": ["cdiv(count, 4 * H * W) * H * W", "count"]},
   "bmm": {
    "divisors": [],
-   "let": {
-    "nb": "max(batch, $g2)"
-   },
+   "let": {"nb": "max(batch, $g2)"},
    "need": [
     "a_off + (nb - 1) * a_sb + (M - 1) * a_sm + (K - 1) * a_sk + 1",
     "b_off + (nb - 1) * b_sb + (N - 1) * b_sn + (K - 1) * b_sk + 1",
     "nb * M * N"
    ]
   },
-  "softmax_rows": {
-   "divisors": [],
-   "need": [
-    "rows * L"
-   ]
-  }
+  "softmax_rows": {"divisors": [], "need": ["rows * L"]}
  }
 };
