@@ -88,7 +88,7 @@ export function resolveClass(v, classNames, what = "class") {
   return id;
 }
 
-// pick(v, what): how a label is read (a named bundle: prompts and per-level ids, ditweb.js); default: class ids
+// pick(v, what): how a label is read (a named bundle: prompts and per-level ids, sampling.js); default: class ids
 // and names of classNames.
 export function makeGuide(opts, classNames, pick = null) {
   const classId = pick || ((v, what) => resolveClass(v, classNames, what));
