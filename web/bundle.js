@@ -8,6 +8,7 @@
 // the twins of verify.py's, shared with the decoder's (web/decode.js), and one corpus of tampered bundles
 // and decoders runs against both (tests/test_fuzz_bundles.py).
 import { REACH, SCHEMA } from "./bundle-schema.js";
+import { evaluate } from "./forms.js";
 import { Vocabulary, VocabularyError } from "./labels.js";
 
 const CACHE_NAME = "ditweb-bundle-v1";
@@ -743,19 +744,17 @@ export function reachOf(k, values, B, N, groups) {
   return need;
 }
 
-const linForm = (f, B, N) => f[0] * B + f[1] * N + f[2];
-const evalForm = (f, B, N) => (f.length === 4 ? Math.ceil(linForm(f, B, N) / f[3]) : linForm(f, B, N));
 
 // Elements a buffer holds at (B, N) as a BigInt; null for the step record.
 export function bufferElements(b, B, N) {
-  if (b.kind === "activation") return BigInt(linForm(b.elements, B, N));
+  if (b.kind === "activation") return BigInt(evaluate(b.elements, B, N));
   if (b.kind === "weight") return b.shape.reduce((a, d) => a * BigInt(d), 1n);
   return null;
 }
 
 function checkDispatchReach(where, d, k, forms, buffers, B, N, fail) {
-  const values = d.params.map((f) => evalForm(f, B, N));
-  const groups = forms.map((f) => evalForm(f, B, N));
+  const values = d.params.map((f) => evaluate(f, B, N));
+  const groups = forms.map((f) => evaluate(f, B, N));
   if ([...values, ...groups].some((v) => v >= 2 ** 32)) {
     if (B === 1 && N === 1) fail(`${where}: a param or workgroup count overflows u32 at B = N = 1`);
     return;
