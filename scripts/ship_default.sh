@@ -3,7 +3,8 @@
 #   scripts/ship_default.sh runs/favicon-t4/ckpt.pt
 # writes models/default.safetensors (EMA weights + config + class names), bundles/default/ (f16
 # bundle, what `ditweb serve` and the page use), validates the bundle, samples one grid per class
-# into docs/samples/ and evaluates it into bench/results/eval.md.
+# into docs/samples/ and evaluates it into bench/results/eval.md and the model card (models/default.card.json, the
+# bundle's README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:?usage: scripts/ship_default.sh RUN/ckpt.pt}
@@ -28,4 +29,5 @@ for c, name in enumerate(meta["class_names"]):
     grid(to_uint8(x), cols=8, scale=2).save(f"docs/samples/{slug}.png")
     print(f"docs/samples/{slug}.png  {name}")
 PYEOF
-$DITWEB eval models/default.safetensors --steps 50 --scales 1,2,2.5,3,4,6
+$DITWEB eval models/default.safetensors --steps 50 --scales 1,2,2.5,3,4,6 --card   # the table into models/default.card.json
+$DITWEB export models/default.safetensors bundles/default --dtype f16                # ... and into the bundle's README.md card

@@ -150,3 +150,24 @@ def test_wheel_without_torch_serves_and_samples_outside_the_checkout(wheel, tmp_
     installed = subprocess.run([str(py), "-c", "import webserve.files as f; print(f.WEB_DIR)"], cwd=work, env=env,
                                capture_output=True, text=True, check=True).stdout.strip()
     assert installed.startswith(str(venv)) and installed.endswith("webserve/page")
+
+
+@pytest.mark.slow
+def test_wheel_with_the_torch_extra_exports_and_validates(wheel, tmp_path):
+    """The wheel with `[torch]` in a fresh venv (torch pinned: the CPU build from the machine's wheel cache or index),
+    outside the checkout: export a preset to a bundle with its card, validate it with a JUnit report."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py, ditweb = venv / "bin" / "python", venv / "bin" / "ditweb"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", f"ditweb[torch] @ {wheel.as_uri()}"], check=True, timeout=1500)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), DITWEB_PLAN="default", OMP_NUM_THREADS="1")
+    run = lambda *a: subprocess.run([str(ditweb), *a], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    r = run("export", "Favicon-N/2", "b", "--no-candidates")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (work / "b" / "README.md").is_file() and (work / "b" / "manifest.json").is_file()
+    r = run("validate", "b", "--junit", "v.xml")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "<testcase" in (work / "v.xml").read_text()
