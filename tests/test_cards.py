@@ -133,3 +133,18 @@ def test_every_shipped_bundle_has_its_card(name):
                     "## Evaluation", "Default guidance scale", "Intended use", "## Limits"):
         assert section in text, section
     assert f"steps: {card['steps']:,}" in text and "unknown" not in text.split("## Evaluation")[0]
+
+
+def test_eval_adds_its_table_and_export_shows_it(tmp_path, capsys):
+    folder = make_png_folder(tmp_path / "pngs", per_class=(6, 6, 6))
+    run = tmp_path / "run"
+    assert main(["train", "Favicon-N/2", "--data", str(folder), "--run-dir", str(run), *FAST, "--max-steps", "2"]) == 0
+    assert main(["eval", str(run / "ckpt.pt"), "--data", str(folder), "--n-per-class", "2", "--steps", "2",
+                 "--scales", "2", "--retrain-judge", "--judge", str(tmp_path / "judge.safetensors"), "--floor-pairs",
+                 "2", "--card", "--out", str(tmp_path / "out")]) == 0
+    card = read_card_file(run / "ckpt.card.json")
+    (table,) = card["eval"]
+    assert table["title"] == "Sample quality (ditweb eval)" and table["rows"][-1][0] == "generated cfg 2"
+    assert main(["export", str(run / "ckpt.pt"), str(tmp_path / "b")]) == 0
+    text = card_of(tmp_path / "b")
+    assert "**Sample quality (ditweb eval)**" in text and "| generated cfg 2 |" in text and "steps: 2" in text
