@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py                  # 2,000 cases per kind (6,000 per runtime)
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases 500 --kinds bundle
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --gpu 200    # + 200 accepted bundles sampled in wgpu-py
 
 The corpus is tests/_fuzz_corpus.py (the families: manifest edits and bytes, safetensors headers, WGSL edits with
 updated hashes, numbers re-encoded, file names, buffer reach, NaN bits, byte-order marks; vocabulary files for named
@@ -12,6 +13,7 @@ bench/results/fuzz.md. Exit status 1 on any disagreement or crash."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -45,10 +47,33 @@ def table(results: dict) -> list[str]:
     return lines
 
 
+def gpu_pass(rows: list, limit: int) -> dict:
+    """The first `limit` cases that both verifiers accepted, loaded and sampled (one DDIM step, plan "auto": every
+    candidate compiled and timed) in wgpu-py: {"ok", "refused" (one-line GPURefusedError), "error" (another
+    DitwebError), "traceback": [..]}. The aim: every accepted case runs."""
+    from ditformat.errors import DitwebError
+    from runtime_py.bundle import Bundle
+    from runtime_py.gpu import GPURefusedError, get_gpu
+    gpu = get_gpu(verbose=False)
+    out = {"ok": 0, "refused": [], "error": [], "traceback": []}
+    for folder, fam, _, _ in [r for r in rows if r[2] == "ok" and r[3] == "ok"][:limit]:
+        try:
+            x = Bundle.load(folder, gpu=gpu, plan="auto").sample(0, steps=1, n=1)
+            out["ok"] += x.shape[0] == 1
+        except GPURefusedError as e:
+            out["refused"].append((fam, str(e)[:200]))
+        except DitwebError as e:
+            out["error"].append((fam, f"{type(e).__name__}: {str(e)[:200]}"))
+        except Exception as e:                  # noqa: BLE001 (what the pass is there to find)
+            out["traceback"].append((fam, f"{type(e).__name__}: {str(e)[:200]}"))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2000, help="cases per kind (default 2000)")
     ap.add_argument("--kinds", default="bundle,named,decoder", help="comma-separated: bundle, named, decoder")
+    ap.add_argument("--gpu", type=int, default=0, help="also load and sample this many accepted bundles in wgpu-py")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fuzz.md"))
     args = ap.parse_args()
     import _fuzz_corpus as corpus
@@ -57,7 +82,7 @@ def main() -> int:
     if unknown or args.cases < 1:
         ap.error(f"unknown kind(s) {unknown}; choose from {sorted(corpus.KINDS)}" if unknown else "--cases must be >= 1")
     tmp = Path(tempfile.mkdtemp(prefix="ditweb-fuzz-"))
-    results, seconds = {}, {}
+    results, seconds, gpu = {}, {}, None
     try:
         for kind in kinds:
             t0 = time.perf_counter()
@@ -67,6 +92,11 @@ def main() -> int:
             results[kind] = corpus.run_corpus(kind, good, tmp / kind, args.cases)
             seconds[kind] = time.perf_counter() - t0
             print(f"{kind}: {len(results[kind]['rows'])} cases in {seconds[kind]:.0f} s", file=sys.stderr)
+        if args.gpu and "bundle" in results:
+            t0 = time.perf_counter()
+            os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")      # the plans tuned here stay out of ~/.cache
+            gpu = gpu_pass(results["bundle"]["rows"], args.gpu)
+            seconds["gpu"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = table(results)
@@ -76,12 +106,23 @@ def main() -> int:
                       f"`OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases {args.cases} --kinds {','.join(kinds)}`; "
                       + ", ".join(f"{k} {s:.0f} s" for k, s in seconds.items()) + " on this machine's CPUs.", "",
                       *lines, "", *(["Disagreements and crashes:", "", *examples] if examples else
-                                    ["No disagreement, no traceback, no JS crash."]), ""])
+                                    ["No disagreement, no traceback, no JS crash."]), "", *gpu_lines(gpu)])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print("\n".join(lines))
     print(f"wrote {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
-    return 1 if any(bad.values()) else 0
+    print("\n".join(gpu_lines(gpu)))
+    return 1 if any(bad.values()) or (gpu and (gpu["refused"] or gpu["traceback"])) else 0
+
+
+def gpu_lines(gpu) -> list[str]:
+    if not gpu:
+        return []
+    n = gpu["ok"] + sum(len(gpu[k]) for k in ("refused", "error", "traceback"))
+    lines = [f"Accepted bundles then run in wgpu-py (`--gpu`, one DDIM step, plan auto): {n} loaded and sampled: {gpu['ok']} "
+             f"ran, {len(gpu['refused'])} refused by the GPU (one-line GPURefusedError), {len(gpu['error'])} other "
+             f"one-line errors, {len(gpu['traceback'])} tracebacks.", ""]
+    return lines + [f"* {k}: {fam}: {msg}" for k in ("refused", "error", "traceback") for fam, msg in gpu[k][:5]] + [""]
 
 
 if __name__ == "__main__":
