@@ -517,7 +517,7 @@ function literalInt(toks, what) {
 function closeAt(toks, i, open, close) {
   let depth = 0;
   for (let j = i; j < toks.length; j++) {
-    depth += (toks[j] === open) - (toks[j] === close);
+    depth += Number(toks[j] === open) - Number(toks[j] === close);
     if (depth === 0) return j + 1;
   }
   throw new WgslError(`unbalanced '${open}'`);
@@ -696,12 +696,14 @@ function parseReach(text) {
   return node;
 }
 
+/** @param {bigint} a @param {bigint} b @param {string} text @returns {bigint} */
 function floorDiv(a, b, text) {
   if (b === 0n) throw new ReachError(`division by zero in ${text}`);
   const q = a / b;
   return (a % b !== 0n && (a < 0n) !== (b < 0n)) ? q - 1n : q;
 }
 
+/** @param {any[]} node @param {Map<string, bigint>} env @param {string} text @returns {bigint} */
 function evalReach(node, env, text) {
   const [kind] = node;
   if (kind === "int") return node[1];
@@ -711,7 +713,7 @@ function evalReach(node, env, text) {
   }
   if (kind === "neg") return -evalReach(node[1], env, text);
   if (kind === "call") {
-    const [a, b] = node[2].map((x) => evalReach(x, env, text));
+    const [a, b] = /** @type {bigint[]} */ (node[2].map((x) => evalReach(x, env, text)));
     if (node[1] === "cdiv") return -floorDiv(-a, b, text);
     if (node[1] === "max") return a > b ? a : b;
     if (node[1] === "min") return a < b ? a : b;
