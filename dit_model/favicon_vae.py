@@ -261,3 +261,20 @@ def finalize(vae: FaviconVAE, images_u8: np.ndarray, path, extra: dict) -> Path:
     vae.cfg = replace(vae.cfg, shift_factor=mean, scaling_factor=1.0 / std)
     vae.dec.cfg = vae.cfg
     return save_favicon_vae(vae, path, {**extra, "latent_mean": f"{mean:.6g}", "latent_std": f"{std:.6g}"})
+
+
+def seam_ratio(images_u8: np.ndarray, period: int = 4) -> float:
+    """Mean luminance step across `period`-pixel boundaries over the mean step inside them (1 = no grid).
+
+    Images (N, S, S, 4) uint8 RGBA are composited over white (as a browser tab shows them); luminance
+    0.299 R + 0.587 G + 0.114 B; steps |L[x+1] - L[x]| between horizontal and vertical neighbours; a step is
+    across a boundary where x + 1 is a multiple of `period` (between pixels 3 and 4, 7 and 8, ...)."""
+    a = images_u8.astype(np.float64) / 255.0
+    rgb = a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
+    lum = rgb @ np.array([0.299, 0.587, 0.114])                              # (N, S, S)
+    dx = np.abs(np.diff(lum, axis=2))                                        # (N, S, S - 1): between x and x + 1
+    dy = np.abs(np.diff(lum, axis=1))
+    across = (np.arange(lum.shape[-1] - 1) + 1) % period == 0
+    on = np.concatenate([dx[:, :, across].ravel(), dy[:, across, :].ravel()]).mean()
+    off = np.concatenate([dx[:, :, ~across].ravel(), dy[:, ~across, :].ravel()]).mean()
+    return float(on / max(off, 1e-12))

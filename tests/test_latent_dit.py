@@ -93,3 +93,19 @@ def test_flipped_latents_are_the_mirror_images_own():
     lat = torch.arange(3 * 2 * 2 * 1 * 1, dtype=torch.float32).reshape(3, 2, 2, 1, 1)
     got = latent_batch(lat, torch.tensor([2, 0]), torch.tensor([True, False]))
     assert torch.equal(got, torch.stack([lat[2, 1], lat[0, 0]]))
+
+
+def test_bundle_with_the_favicon_decoder_samples_rgba_like_torch(setup, tmp_path):
+    """`ditweb export CKPT OUT --vae` takes the favicon autoencoder as it is (its config from the file: 4 output
+    channels, 8 GroupNorm groups, no attention); wgpu-py's decoded RGBA favicons equal torch's for the same seed."""
+    root, folder, vae_path, run = setup
+    assert main(["export", str(run / "ckpt.pt"), str(tmp_path / "b"), "--vae", str(vae_path)]) == 0
+    assert main(["sample", str(tmp_path / "b"), "--runtime", "wgpu", "--n", "2", "--steps", "3", "--out",
+                 str(tmp_path / "gpu")]) == 0
+    assert main(["sample", str(run / "ckpt.pt"), "--n", "2", "--steps", "3", "--out", str(tmp_path / "torch")]) == 0
+    for i in range(2):
+        a = np.asarray(Image.open(tmp_path / "gpu" / f"sample_00{i}.png"), np.float64)
+        b = np.asarray(Image.open(tmp_path / "torch" / f"sample_00{i}.png"), np.float64)
+        assert a.shape == (32, 32, 4)
+        psnr = 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10))
+        assert psnr >= 40, psnr
