@@ -12,6 +12,8 @@ more than one side needs to agree on lives here, once.
   noise     the counter-based Gaussian generator every runtime reproduces bit for bit
   schema    bundle-schema.json: the declarative manifest schema both verifiers read (the page through
             web/bundle-schema.js, written by `python -m ditformat`)
+  wgsl      a kernel's interface parsed from its WGSL (bindings, uniform sizes, entry point, workgroup size)
+  reach     reach.json: how far each op's dispatch reaches into each buffer, from its params
   generate  the files generated from these declarations (`python -m ditformat`): web/bundle-schema.js,
             web/bundle-layout.js (packStep, OP_PARAMS) and wasm/bundle-layout.h (included by wasm/kernels.c)
 """

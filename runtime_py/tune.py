@@ -23,6 +23,8 @@ import numpy as np
 from ditformat.errors import UsageError
 from ditformat.forms import evaluate
 
+from .gpu import refuses_gpu_errors
+
 PLAN_MODES = ("auto", "default")
 CACHE_VERSION = 1
 
@@ -210,6 +212,7 @@ def part(groups, want: int) -> tuple[tuple, float]:
     return tuple(g), total / max(1, int(np.prod(groups)))
 
 
+@refuses_gpu_errors("tuning the kernel plan (compiling and timing the candidates)")
 def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target_s: float = 5e-4,
          partial: bool | None = None) -> tuple[dict, dict]:
     """(plan, report): the fastest candidate of every slot at batch (B, N). report: {"slots": {key: {kernel:
