@@ -134,6 +134,10 @@ PRESETS.update({
     "Favicon-T/4": dict(depth=8, hidden_size=128, num_heads=4, patch_size=4, **FAVICON_DEFAULTS),
     "Favicon-S/2": dict(depth=8, hidden_size=192, num_heads=6, patch_size=2, **FAVICON_DEFAULTS),
     "Favicon-N/2": dict(depth=2, hidden_size=32, num_heads=2, patch_size=2, input_size=8, in_channels=4, num_classes=3),
+    # latent favicon presets: patch 1 on the favicon autoencoder's 8x8x8 latents (`train --vae`, dit_model/latent.py),
+    # 64 tokens like Favicon-T/4 on pixels; the latents' shape replaces input_size and in_channels when training
+    "Favicon-T/1": dict(depth=8, hidden_size=128, num_heads=4, patch_size=1, input_size=8, in_channels=8, num_classes=9),
+    "Favicon-S/1": dict(depth=8, hidden_size=192, num_heads=6, patch_size=1, input_size=8, in_channels=8, num_classes=9),
 })
 DEFAULT_PRESET = "Favicon-T/2"
 
