@@ -793,3 +793,11 @@ export function checkIoSizes(buffers, needs, batches, fail) {
   }
 }
 export const REACH_BATCHES = REACH.batches;
+
+// Every dispatch of a verified bundle manifest at the batch (B, N) a runtime is about to run (runtime_py checks
+// the same in BatchState): the verifier tried REACH.batches only. Throws a BundleError naming the dispatch.
+export function checkBatchReach(m, B, N) {
+  const fail = (msg) => { throw new BundleError("manifest.json", msg); };
+  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
+  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, [[B, N]], fail);
+}
