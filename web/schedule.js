@@ -76,7 +76,7 @@ export function samplerTables(manifest, steps) {
 }
 
 // The guide of a sample() call, checked like Guide.validate; class names or ids accepted.
-// A class name (case-insensitive) or id -> a checked id (as resolve_class in dit_model/cli.py).
+// A class name (case-insensitive) or id -> a checked id (as resolve_class in ditweb/sample.py).
 export function resolveClass(v, classNames, what = "class") {
   if (typeof v === "string" && !/^\d+$/.test(v)) {
     const i = classNames.findIndex((n) => n.toLowerCase() === v.toLowerCase());
