@@ -69,8 +69,8 @@ def main():
     bundle = Path(args.bundle)
     man = json.loads((bundle / "manifest.json").read_text())
     kern = sum(v["size"] for k, v in man["files"].items() if k.startswith("kernels/"))
-    js = sum((WEB_DIR / f).stat().st_size for f in ("ditweb.js", "bundle.js", "bundle-schema.js", "schedule.js",
-                                                     "favicon.js", "tune.js"))
+    from bench.web.run import OUR_JS
+    js = sum((WEB_DIR / f).stat().st_size for f in OUR_JS)
     first = (bundle / "manifest.json").stat().st_size + man["files"]["weights.safetensors"]["size"] + kern + js
     one, five, _ = os.getloadavg()
     tune = r["tune"] or {}

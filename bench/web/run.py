@@ -26,8 +26,9 @@ from webserve.browser import chromium, local_server
 REPO = Path(__file__).resolve().parents[2]
 
 ORT_DIST = REPO / "data" / "npm-ort" / "node_modules" / "onnxruntime-web" / "dist"
-OUR_JS = ["ditweb.js", "bundle.js", "bundle-schema.js", "bundle-layout.js", "schedule.js", "favicon.js", "tune.js"]   # what a site embedding the runtime loads
-OUR_WASM = ["wasm-runtime.js", "ditweb-worker.js", "ditweb-kernels.wasm"]             # ... and the WebAssembly path too
+OUR_WASM = ["wasm-runtime.js", "ditweb-worker.js", "ditweb-kernels.wasm"]             # the WebAssembly path's worker side
+# what a site embedding the runtime loads: every module web/package.json lists but the worker's
+OUR_JS = [f for f in json.loads((REPO / "web" / "package.json").read_text())["files"] if f.endswith(".js") and f not in OUR_WASM]
 RESULTS = REPO / "bench" / "results" / "web.md"
 
 
