@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import noise
 from .layout import OP_PARAMS, STEP_BYTES, STEP_FIELDS, STEP_FLAGS, STEP_WORDS
-from .schema import compact_json, js_module
+from .jsonfmt import compact_json
+from .schema import js_module
 
 ROOT = Path(__file__).resolve().parents[1]
 _HEADER = "Generated from ditformat/{src} by `python -m ditformat`; do not edit."

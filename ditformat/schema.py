@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+from .jsonfmt import compact_json
+
 SCHEMA_PATH = Path(__file__).resolve().parent / "bundle-schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 # decoder/manifest.json of a latent bundle (docs/vae.md): its own format and fields, the named types of SCHEMA
@@ -168,16 +170,3 @@ def js_module() -> str:
             f"export const SCHEMA = {compact_json(SCHEMA)};\n"
             f"export const DECODER_SCHEMA = {compact_json(DECODER_SCHEMA)};\n"
             f"export const REACH = {compact_json(REACH)};\n")
-
-
-def compact_json(value, level: int = 0) -> str:
-    """JSON for the generated files: one member a line, but a list or object on one line where it fits in 100
-    characters (a reader sees a field's whole spec at once)."""
-    flat = json.dumps(value)
-    if not isinstance(value, (dict, list)) or len(flat) <= 100:
-        return flat
-    pad = " " * (level + 1)
-    if isinstance(value, dict):
-        items = [f"{pad}{json.dumps(k)}: {compact_json(v, level + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
-    return "[\n" + ",\n".join(pad + compact_json(v, level + 1) for v in value) + "\n" + " " * level + "]"
