@@ -42,9 +42,12 @@ class ExportError(DitwebError):
 
 
 def t_freqs(dim: int = FREQ_DIM) -> np.ndarray:
-    """The float32 frequency table exactly as dit_model.model.timestep_frequencies computes it."""
+    """The float32 frequency table of dit_model.model's timestep embedding, exp(-ln(10000) i / half): the float32
+    argument as torch forms it, the exponential in float64 rounded once. Every CPU exports the same bytes (torch's
+    own float32 exp differs by 1 ulp in a few entries between CPUs); the parity bounds absorb that ulp."""
     half = dim // 2
-    return torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half).numpy()
+    arg = (np.float32(-math.log(10000)) * np.arange(half, dtype=np.float32)) / np.float32(half)   # float32, as torch
+    return np.exp(arg.astype(np.float64)).astype(np.float32)
 
 
 def quantize_linear(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
