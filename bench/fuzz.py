@@ -122,7 +122,13 @@ def gpu_lines(gpu) -> list[str]:
     lines = [f"Accepted bundles then run in wgpu-py (`--gpu`, one DDIM step, plan auto): {n} loaded and sampled: {gpu['ok']} "
              f"ran, {len(gpu['refused'])} refused by the GPU (one-line GPURefusedError), {len(gpu['error'])} other "
              f"one-line errors, {len(gpu['traceback'])} tracebacks.", ""]
-    return lines + [f"* {k}: {fam}: {msg}" for k in ("refused", "error", "traceback") for fam, msg in gpu[k][:5]] + [""]
+    counts: dict[str, int] = {}
+    for k in ("refused", "error", "traceback"):
+        for fam, msg in gpu[k]:
+            key = f"{k}, family {fam}, {msg.split(':')[0]}"
+            counts[key] = counts.get(key, 0) + 1
+    return lines + [f"* {n} x {key}" for key, n in sorted(counts.items())] + [""] + \
+        [f"* {k}: {fam}: {msg}" for k in ("refused", "error", "traceback") for fam, msg in gpu[k][:3]] + [""]
 
 
 if __name__ == "__main__":

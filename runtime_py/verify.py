@@ -236,7 +236,8 @@ def check_kernel_bindings(k: dict, where: str) -> None:
 
 def check_dispatch(d: dict, k: dict, buffers: dict, where: str) -> None:
     """A dispatch against its kernel: as many bindings and params as it declares, known buffers, a step buffer
-    exactly where the kernel has a uniform, and no weight buffer bound where the kernel may write."""
+    exactly where the kernel has a uniform, no weight buffer bound where the kernel may write, and a buffer it
+    writes bound once."""
     if len(d["bindings"]) != len(k["bindings"]) - 1:
         raise ProgramError(f"{where}: {len(d['bindings'])} bindings, kernel {d['kernel']} declares "
                            f"{len(k['bindings']) - 1}")
@@ -248,6 +249,10 @@ def check_dispatch(d: dict, k: dict, buffers: dict, where: str) -> None:
             raise ProgramError(f"{where}: binding {i} type {btype} cannot take buffer {bname!r}")
         if kind == "weight" and btype == "storage":
             raise ProgramError(f"{where}: binding {i} would write weight buffer {bname!r}")
+    for i, bname in enumerate(d["bindings"], 1):
+        if k["bindings"][i]["type"] == "storage" and d["bindings"].count(bname) > 1:
+            raise ProgramError(f"{where}: binding {i} writes buffer {bname[:60]!r}, which another binding of the dispatch "
+                               "also binds (WebGPU refuses a writable buffer bound twice)")
     if len(d["params"]) != len(k["params"]):
         raise ProgramError(f"{where}: {len(d['params'])} params, kernel {d['kernel']} declares {len(k['params'])}")
 

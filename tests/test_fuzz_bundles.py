@@ -178,6 +178,8 @@ def test_issue_cases_by_name(good, tmp_path):
         "manifest with a byte-order mark": (edit_text("manifest.json", lambda r: b"\xef\xbb\xbf" + r, False), "byte-order mark"),
         "a model card listed": (readme(hashlib.sha256(b"# card\n").hexdigest()), None),
         "a model card with a wrong hash": (readme("0" * 64), "README.md"),
+        "a written buffer bound twice": (edit(lambda m: first(m, "sampler_step")["bindings"].__setitem__(
+            1, first(m, "sampler_step")["bindings"][2])), "bound twice"),
         "an unknown op": (edit(lambda m: m["kernels"]["sampler_step"].update(op="sampler_stepx")), "no reach rule"),
     }
     check_named_corpus(good, tmp_path, corpus)

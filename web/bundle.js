@@ -263,7 +263,7 @@ export function checkKernelBindings(name, k, fail) {
 }
 
 // A dispatch against its kernel: bindings and params counts, known buffers, a step buffer exactly where the kernel
-// has a uniform, no weight buffer where the kernel may write.
+// has a uniform, no weight buffer where the kernel may write, a buffer it writes bound once.
 export function checkDispatch(d, k, buffers, where, fail) {
   if (d.bindings.length !== k.bindings.length - 1) fail(`${where}: ${d.bindings.length} bindings, kernel ${d.kernel} declares ${k.bindings.length - 1}`);
   d.bindings.forEach((bn, j) => {
@@ -272,6 +272,9 @@ export function checkDispatch(d, k, buffers, where, fail) {
     const type = k.bindings[j + 1].type;
     if ((buf.kind === "step") !== (type === "uniform")) fail(`${where}: binding ${j + 1} type ${type} cannot take buffer ${short(bn)}`);
     if (buf.kind === "weight" && type === "storage") fail(`${where}: binding ${j + 1} would write weight buffer ${short(bn)}`);
+  });
+  d.bindings.forEach((bn, j) => {
+    if (k.bindings[j + 1].type === "storage" && d.bindings.filter((x) => x === bn).length > 1) fail(`${where}: binding ${j + 1} writes buffer ${short(bn)}, which another binding of the dispatch also binds (WebGPU refuses a writable buffer bound twice)`);
   });
   if (d.params.length !== k.params.length) fail(`${where}: ${d.params.length} params, kernel ${d.kernel} declares ${k.params.length}`);
 }
