@@ -123,10 +123,11 @@ def test_a_manifest_that_overruns_a_buffer_is_refused(tmp_path):
     assert f"programs.forward[{i}]" in r["error"] and "reaches" in r["error"], r["error"]
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
-def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction):
+@pytest.mark.parametrize("prediction,dtype", [("eps", "f32"), ("v", "f32"), ("v", "int8")])
+def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction, dtype):
     """A whole guided DDPM run with the page's step records: flag 8 (the model predicts v) reaches
-    sampler_step as on WebGPU. runtime_py runs the same bundle's WGSL on lavapipe."""
+    sampler_step as on WebGPU. runtime_py runs the same bundle's WGSL on lavapipe; int8: op_matmul_q8 against
+    matmul_q8.wgsl.j2 at the same int8 weights."""
     import torch
     from ditformat.guidance import Guide
     from dit_model.model import DiT
@@ -137,12 +138,64 @@ def test_sample_matches_runtime_py_for_eps_and_v_models(tmp_path, prediction):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
-    bundle = export_bundle(model, tmp_path / prediction, "f32", ["hippo", "flag", "rocket"])
+    bundle = export_bundle(model, tmp_path / prediction, dtype, ["hippo", "flag", "rocket"])
     opts = {"classIds": [1, 2], "seed": 7, "steps": 5, "cfg": 3.0, "sampler": "ddpm"}
     got = np.asarray(node({"cmd": "sample", "bundle": str(bundle), "opts": opts})["x"], np.float32)
     ref = Bundle.load(bundle, verbose=False).sample([1, 2], seed=7, steps=5, guide=Guide(scale=3.0),
                                                     sampler="ddpm").reshape(-1)
     from webserve.browser import psnr, to_unit
     value = psnr(to_unit(got), to_unit(ref))
-    print(f"\n[{prediction}] wasm vs runtime_py: PSNR {value:.1f} dB")
-    assert value >= 40.0, f"{prediction}: PSNR {value:.1f} dB against runtime_py"
+    print(f"\n[{prediction} {dtype}] wasm vs runtime_py: PSNR {value:.1f} dB")
+    assert value >= 40.0, f"{prediction} {dtype}: PSNR {value:.1f} dB against runtime_py"
+
+
+def dequantized_model(model, dtype: str):
+    """The float64 model at the weights an exported bundle of `dtype` holds: int8 Linear weights q * scale per
+    output channel (export's quantize_linear), every other tensor rounded as the bundle stores it."""
+    import torch
+    from export.bundle import bundle_tensors
+    stored = bundle_tensors(model, dtype)
+    sd = {}
+    for k, v in model.state_dict().items():
+        w = stored[k]
+        scale = stored.get(k[: -len(".weight")] + ".scale") if k.endswith(".weight") else None
+        if scale is not None:
+            w = w.astype(np.float64) * scale.astype(np.float64)[:, None]
+        sd[k] = torch.from_numpy(np.asarray(w, np.float64).reshape(tuple(v.shape)))
+    ref = type(model)(model.cfg).double().eval()
+    ref.load_state_dict(sd)
+    return ref
+
+
+@pytest.mark.parametrize("heads,conditioning,matmul", [(2, "adaln-zero", "registers"), (1, "cross-attn", "registers")])
+def test_int8_forward_matches_float64_at_the_same_weights(tmp_path, heads, conditioning, matmul):
+    """op_matmul_q8 (int8 weights, a scale per output channel, as matmul_q8.wgsl.j2): the forward pass of an int8
+    bundle against torch in float64 at the dequantised weights. The products a q are f32 roundings of exact
+    integers times a, summed in f32 as op_matmul's, the scale one more rounding: the f32 bundle's tolerance
+    (1e-4 of the output's range) holds, and the error is far below the quantisation's own (checked too, so the
+    test would see a kernel that ignored the scales or read the bytes as unsigned)."""
+    import torch
+    from dit_model.model import DiT
+    from export.bundle import export_bundle
+    torch.manual_seed(0)
+    model = DiT.from_preset("Favicon-N/2", num_heads=heads, conditioning=conditioning).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
+    t, y = torch.tensor([0, 500, 999]), torch.tensor([0, 2, cfg.num_classes])
+    with torch.no_grad():
+        ref = dequantized_model(model, "int8")(x.double(), t, y).numpy().reshape(-1)
+        unquantized = model.double()(x.double(), t, y).numpy().reshape(-1)
+    bundle = export_bundle(model.float(), tmp_path / "int8", "int8", ["hippo", "flag", "rocket"], matmul=matmul)
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert any(k["op"] == "matmul_q8" for k in m["kernels"].values())
+    got = np.asarray(node({"cmd": "forward", "bundle": str(bundle), "x": x.reshape(-1).tolist(),
+                           "t": t.tolist(), "y": y.tolist()})["out"])
+    scale = np.abs(ref).max()
+    err, quant = np.abs(got - ref).max() / scale, np.abs(unquantized - ref).max() / scale
+    print(f"\n[int8 {conditioning}] wasm vs float64 at the int8 weights: {err:.2e}; the quantisation itself: {quant:.2e}")
+    assert err < 1e-4, f"max error {err:.2e} of the output's range"
+    assert quant > 100 * err

@@ -207,6 +207,77 @@ void EXPORT(op_matmul)(const u32 *params, const f32 *a, const f32 *wt, const f32
   }
 }
 
+// ------------------------------------------------------------------ matmul_q8 (int8 weights)
+// dst[row(m), n] = act(scale[n] * (in_act(a[m, :]) . q[n, :]) + bias[n]), as matmul_q8.wgsl.j2: q (N, K) signed
+// bytes in torch's layout, kept as int8 in memory (a quarter of the f32 bytes). For each block of 8 output
+// columns the K x 8 panel of q is widened to f32 once (exact: integers below 2^24) into scratch and every row
+// reuses it, so the inner loop is op_matmul's: the products a q round as matmul's do and sum in k order; the
+// scale adds one rounding after the sum, then the bias. scratch: M K floats (in_act) + 8 K floats (the panel).
+static inline void q8_panel(const int8_t *wq, f32 *panel, u32 n, u32 cols, u32 K) {
+  for (u32 c = 0; c < 8; c++) {
+    const int8_t *row = wq + (n + (c < cols ? c : 0)) * K;   // missing columns re-read column n; dropped later
+    for (u32 k = 0; k < K; k++) panel[k * 8 + c] = (f32)row[k];
+  }
+}
+
+static inline void q8_store(f32 *o, v128_t acc0, v128_t acc1, const f32 *scale, const f32 *bias, u32 n, u32 cols, u32 act) {
+  f32 lanes[8];
+  wasm_v128_store(lanes, acc0);
+  wasm_v128_store(lanes + 4, acc1);
+  if (cols == 8) {
+    v128_t v0 = wasm_f32x4_add(wasm_f32x4_mul(acc0, wasm_v128_load(scale + n)), wasm_v128_load(bias + n));
+    v128_t v1 = wasm_f32x4_add(wasm_f32x4_mul(acc1, wasm_v128_load(scale + n + 4)), wasm_v128_load(bias + n + 4));
+    wasm_v128_store(o, act4(v0, act));
+    wasm_v128_store(o + 4, act4(v1, act));
+    return;
+  }
+  for (u32 c = 0; c < cols; c++) o[c] = apply_act(lanes[c] * scale[n + c] + bias[n + c], act);
+}
+
+// rows [m_lo, m_hi) of the product (a thread's share; the single-thread call passes 0, M)
+static void matmul_q8_rows(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
+                           f32 *dst, u32 act, f32 *panel, u32 m_lo, u32 m_hi) {
+  PARAMS_matmul_q8(params);
+  (void)M;
+  for (u32 n = 0; n < N; n += 8) {
+    const u32 cols = N - n < 8 ? N - n : 8;
+    q8_panel(wq, panel, n, cols, K);
+    for (u32 m = m_lo; m < m_hi; m += 4) {
+      const u32 rows = m_hi - m < 4 ? m_hi - m : 4;
+      const f32 *a0 = a + m * K, *a1 = a + (m + (rows > 1)) * K, *a2 = a + (m + (rows > 2) * 2) * K,
+                *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
+      v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+      const f32 *w = panel;
+      for (u32 k = 0; k < K; k++, w += 8) {
+        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
+        v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
+        v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
+        c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
+        c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
+        c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
+        c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
+      }
+      v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      for (u32 r = 0; r < rows; r++) {
+        const u32 mm = m + r;
+        q8_store(dst + ((mm / out_group) * out_stride + mm % out_group) * N + n, acc[r][0], acc[r][1], scale, bias, n, cols, act);
+      }
+    }
+  }
+}
+
+void EXPORT(op_matmul_q8)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
+                          f32 *dst, u32 in_act, u32 act, f32 *scratch) {
+  PARAMS_matmul_q8(params);
+  (void)N; (void)out_group; (void)out_stride;
+  if (in_act == 1) {
+    for (u32 i = 0; i < M * K; i++) scratch[i] = silu(a[i]);
+    a = scratch;
+    scratch += (M * K + 3) & ~3u;
+  }
+  matmul_q8_rows(params, a, wq, scale, bias, dst, act, scratch, 0, M);
+}
+
 // ------------------------------------------------------------------ layernorm + modulation
 void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f32 *dst) {
   PARAMS_layernorm_mod(params);

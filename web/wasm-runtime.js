@@ -53,6 +53,11 @@ const EXTENTS = {
   sampler_step: (p, hd, B, N) => ({ divisors: [p.P2, p.C], need: [0, N * (p.learn_sigma === 1 ? 2 : 1) * p.C * p.P2, p.count] }),
 };
 EXTENTS.matmul_shared = EXTENTS.matmul;
+// matmul_q8's bindings: a, wq (N K signed bytes: one element a byte here), scale, bias, dst
+EXTENTS.matmul_q8 = (p, hd) => {
+  const { divisors, need } = EXTENTS.matmul(p, hd);
+  return { divisors, need: [need[0], need[1], p.N, p.N, need[3]] };
+};
 
 export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
@@ -119,11 +124,11 @@ export class WasmEngine {
       if (spec.kind !== "weight") continue;
       const t = tensors[name];
       const half = spec.dtype === "f16";
-      const count = t.nbytes / (half ? 2 : 4);
+      const count = t.nbytes / (half ? 2 : spec.dtype === "i8" ? 1 : 4);   // i8 (matmul_q8's wq): kept as bytes
       const shape = matmulShape[name];
       if (shape && shape[0] * shape[1] !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${shape[0]} x ${shape[1]}`);
       const w = { count, ptr: 0, wt: 0 };
-      if (!shape || plain.has(name)) w.ptr = this.alloc(4 * count + 16);
+      if (!shape || plain.has(name)) w.ptr = this.alloc((spec.dtype === "i8" ? 1 : 4) * count + 16);
       if (shape) w.wt = this.alloc(4 * count + 16);
       if (!w.ptr) w.ptr = w.wt;   // the extent check reads .ptr's count only
       this.weights[name] = w;
@@ -181,6 +186,13 @@ export class WasmEngine {
           if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
           if (inAct) scratchFloats = Math.max(scratchFloats, p.M * p.K);
           args.push(inAct, act, 0);   // scratch pointer filled in below
+        } else if (op === "matmul_q8") {
+          const v = kernel.variant || {};
+          const inAct = IN_ACT[v.in_act || "none"], act = ACT[v.act || "none"];
+          if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
+          // the silu'd copy of a (rounded up to 4 floats), then the 8-column panel of widened weights
+          scratchFloats = Math.max(scratchFloats, (inAct ? (p.M * p.K + 3) & ~3 : 0) + 8 * p.K);
+          args.push(inAct, act, 0);
         } else if (op === "attention") {
           args.push(kernel.variant.head_dim);
         }
@@ -188,8 +200,10 @@ export class WasmEngine {
       });
     }
     const scratch = this.alloc(4 * scratchFloats + 16);
-    // op_matmul's last argument (after params, a, w, bias, dst, in_act, act) is its scratch
-    for (const dispatches of Object.values(programs)) for (const d of dispatches) if (d.fn === this.x.op_matmul) d.args[d.args.length - 1] = scratch;
+    // op_matmul's and op_matmul_q8's last argument (after in_act, act) is their scratch
+    for (const dispatches of Object.values(programs)) {
+      for (const d of dispatches) if (d.fn === this.x.op_matmul || d.fn === this.x.op_matmul_q8) d.args[d.args.length - 1] = scratch;
+    }
     for (const [ptr, params] of pending) this.u32(ptr, params.length).set(params);
     const stepName = Object.keys(m.buffers).find((n) => m.buffers[n].kind === "step");
     this.batch = { B, N, buffers, programs, step: stepName ? buffers[stepName] : 0 };
