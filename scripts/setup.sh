@@ -61,4 +61,11 @@ if [ ! -f data/npm-ts/node_modules/@webgpu/types/package.json ] || [ ! -x data/n
   (cd data/npm-ts && [ -f package.json ] || echo '{"name":"ditweb-ts","private":true}' > package.json)
   npm install --prefix data/npm-ts --no-audit --no-fund --silent typescript@5.9.3 @webgpu/types@0.1.69
 fi
+# esbuild for the npm package's bundler test (tests/test_npm.py): test-only, pinned, its own ignored folder
+if [ ! -x data/npm-esbuild/node_modules/.bin/esbuild ]; then
+  echo "[setup] npm install esbuild@0.28.2 -> data/npm-esbuild"
+  mkdir -p data/npm-esbuild
+  (cd data/npm-esbuild && [ -f package.json ] || echo '{"name":"ditweb-esbuild","private":true}' > package.json)
+  npm install --prefix data/npm-esbuild --no-audit --no-fund --silent --save-exact esbuild@0.28.2
+fi
 echo "[setup] done"

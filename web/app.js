@@ -6,12 +6,17 @@
 // ?bundle=URL loads another bundle (same origin); bundles.json lists the ones the "model" picker offers.
 // A named bundle (vocabulary.json) shows a prompt box with suggestions as you type and a style picker in place of
 // the class picker: ?prompt=hippo (the default) and ?style=noto preset them.
+// The footer shows the attribution the training data's licences require, read from the bundle's model card
+// (README.md, listed and hashed in the manifest): every bullet of its "**Attribution**" list.
+// Relative URLs resolve against document.baseURI: `ditweb site --base-path /icons/` writes a <base href>, so the
+// page works at any URL a host maps to it. No inline script and no eval: the page runs under a strict CSP.
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
+import { fetchManifest, fetchVerified } from "./bundle.js";
 
 /** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const bundleUrl = new URL(params.get("bundle") || "bundle/", location.href);
+const bundleUrl = new URL(params.get("bundle") || "bundle/", document.baseURI);
 const runtime = params.get("runtime") || "auto";
 let bundle = null;
 let controller = null;
@@ -92,7 +97,7 @@ async function generate() {
 async function listModels() {
   let entries;
   try {
-    const r = await fetch("bundles.json", { cache: "no-cache" });
+    const r = await fetch(new URL("bundles.json", document.baseURI), { cache: "no-cache" });
     if (!r.ok) return 0;
     entries = await r.json();
   } catch {
@@ -103,7 +108,7 @@ async function listModels() {
   const models = [];
   for (const e of entries) {
     if (!e || typeof e.url !== "string" || typeof e.label !== "string") continue;
-    const url = new URL(e.url, location.href);
+    const url = new URL(e.url, document.baseURI);
     if (url.origin !== location.origin) continue;
     try {
       const head = await fetch(new URL("manifest.json", url), { method: "HEAD", cache: "no-cache" });
@@ -156,11 +161,70 @@ function setUpPrompt(vocab) {
   update();
 }
 
+/**
+ * The bullets of the card's "**Attribution**" list (export/card.py writes it), as text.
+ * @param {string} card the bundle's README.md
+ * @returns {string[]}
+ */
+export function attributionLines(card) {
+  const lines = card.split(/\r?\n/);
+  const start = lines.findIndex((l) => l.startsWith("**Attribution**"));
+  if (start < 0) return [];
+  const out = [];
+  for (const line of lines.slice(start + 1)) {
+    if (line.startsWith("- ")) out.push(line.slice(2).trim());
+    else if (line.trim() !== "" || out.length) break;
+  }
+  return out;
+}
+
+// One attribution line as footer content: its http(s) URLs become links (text nodes only: no HTML from the card).
+function attributionItem(text) {
+  const li = document.createElement("li");
+  let last = 0;
+  for (const m of text.matchAll(/https?:\/\/[^\s)]+/g)) {
+    li.append(text.slice(last, m.index));
+    const a = document.createElement("a");
+    a.href = a.textContent = m[0];
+    a.rel = "license noopener";
+    li.append(a);
+    last = m.index + m[0].length;
+  }
+  li.append(text.slice(last));
+  return li;
+}
+
+/**
+ * Fill the footer from the bundle's card (verified against the manifest's sha256; after a load it comes from the
+ * Cache API, no second download). Without a card, or without an attribution list in it, the footer says where to look.
+ * @param {any} [manifest] the loaded bundle's; fetched when absent (the page could not load the bundle)
+ */
+async function showAttribution(manifest) {
+  const footer = $("attribution");
+  try {
+    const m = manifest || await fetchManifest(bundleUrl);
+    const entry = m.files && m.files["README.md"];
+    if (!entry) return;
+    const card = new TextDecoder().decode(await fetchVerified(bundleUrl, "README.md", entry.sha256));
+    const lines = attributionLines(card);
+    if (!lines.length) return;
+    const list = document.createElement("ul");
+    list.append(...lines.map(attributionItem));
+    const intro = document.createElement("p");
+    intro.append("Training data of this model (", Object.assign(document.createElement("a"), { href: new URL("README.md", bundleUrl).href, textContent: "model card" }), "):");
+    footer.replaceChildren(intro, list);
+    footer.dataset.attribution = String(lines.length);
+  } catch (e) {
+    console.warn(`no attribution shown: ${e.message}`);
+  }
+}
+
 async function main() {
   /** @type {any} */ (window).ditwebModels = listModels();   // in parallel with loading the bundle; it only adds the picker
   if (runtime === "webgpu") {   // WebGPU asked for: say so plainly when it is missing
     const support = await checkWebGPU();
     if (!support.ok) {
+      /** @type {any} */ (window).ditwebAttribution = showAttribution();
       show(`${support.message} The page keeps its static favicon.`, "error");
       setState(support.reason);
       return;
@@ -179,6 +243,7 @@ async function main() {
     });
   } catch (e) {
     console.error(e);
+    /** @type {any} */ (window).ditwebAttribution = showAttribution();
     if (e.name === "UnsupportedError") {
       show(`${e.message} The page keeps its static favicon.`, "error");
       setState("unsupported");
@@ -192,6 +257,7 @@ async function main() {
     return;
   }
   /** @type {any} */ (window).ditwebBundle = bundle;
+  /** @type {any} */ (window).ditwebAttribution = showAttribution(bundle.manifest);
   show("");
   $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;

@@ -25,9 +25,10 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
-def local_server(routes: dict[str, Path], requested: list[str] | None = None):
-    """Yields the base URL 'http://127.0.0.1:PORT/' serving routes (e.g. {'/': web, '/b/': bundle})."""
-    server = make_server(routes, 0, requested=requested)
+def local_server(routes: dict[str, Path], requested: list[str] | None = None, headers: dict[str, str] | None = None):
+    """Yields the base URL 'http://127.0.0.1:PORT/' serving routes (e.g. {'/': web, '/b/': bundle}); headers are
+    sent with every file (e.g. a Content-Security-Policy)."""
+    server = make_server(routes, 0, requested=requested, headers=headers)
     serve_in_thread(server)
     try:
         yield f"http://127.0.0.1:{server.server_port}/"

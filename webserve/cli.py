@@ -51,12 +51,17 @@ def register_site(sub):
     p = sub.add_parser("site", help="write the demo page and a bundle as a static folder for any web host")
     p.add_argument("bundle", help="bundle folder (from `ditweb export`)")
     p.add_argument("out_dir", help="output folder (created; a folder from an earlier `ditweb site` is replaced)")
+    p.add_argument("--base-path", metavar="PATH", help="the URL path the site is served under, e.g. /icons/: the "
+                   "page gets a <base href> and works at any URL the host maps to it (default: relative URLs only)")
     p.set_defaults(func=cmd_site)
 
 
 def cmd_site(args):
-    from .site import write_site
-    written = write_site(Path(args.bundle), Path(args.out_dir))
+    from .site import CSP, first_visit_report, write_site
+    written = write_site(Path(args.bundle), Path(args.out_dir), base_path=args.base_path)
     size = sum((Path(args.out_dir) / p).stat().st_size for p in written)
-    print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) to {args.out_dir}; serve it as static files, "
-          f"e.g. `python -m http.server -d {args.out_dir}`")
+    where = f"under {args.base_path} of your host" if args.base_path else "anywhere on your host"
+    print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) to {args.out_dir}; upload it {where} as static files "
+          f"(try it: `python -m http.server -d {args.out_dir}`)")
+    print(first_visit_report(Path(args.out_dir)))
+    print(f"it runs under this Content-Security-Policy (docs/hosting.md): {CSP}")

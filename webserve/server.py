@@ -35,6 +35,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     requested: list[str] | None = None         # when a list, every path served is appended (tests count downloads)
     timeout = READ_TIMEOUT_S                   # socket read timeout (socketserver.StreamRequestHandler)
     listings: dict = {}                        # manifest path -> ((mtime_ns, size), names it lists)
+    extra_headers: dict[str, str] = {}         # sent with every file (a Content-Security-Policy, for the tests)
 
     def _resolve(self) -> tuple[int, Path | None]:
         """(status, file): 200 and the file to send, else 400 (a control character, a backslash, an unparsable
@@ -112,6 +113,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", MIME.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache")   # a re-export must be seen at once; weights are cached by the page
+        for name, value in self.extra_headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if self.requested is not None:
             self.requested.append(urllib.parse.urlsplit(self.path).path)
@@ -133,13 +136,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def make_server(routes: dict[str, Path], port: int = 0, log: bool = False, requested: list[str] | None = None,
-                timeout: float = READ_TIMEOUT_S) -> http.server.ThreadingHTTPServer:
+                timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None) -> http.server.ThreadingHTTPServer:
     """routes: {'/': web_dir, '/bundle/': bundle_dir, ...}. port 0 = any free port (server.server_port).
-    timeout: seconds a connection may stay silent while its request is read."""
+    timeout: seconds a connection may stay silent while its request is read. headers: sent with every file."""
     ordered = sorted(((p if p.endswith("/") else p + "/", Path(d).resolve()) for p, d in routes.items()),
                      key=lambda r: -len(r[0]))
     handler = type("Handler", (_Handler,), {"routes": ordered, "log_requests": log, "requested": requested,
-                                            "timeout": timeout, "listings": {}})
+                                            "timeout": timeout, "listings": {},
+                                            "extra_headers": dict(headers or {})})
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as e:

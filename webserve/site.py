@@ -2,11 +2,16 @@
 
 Layout (what `ditweb serve` serves too):  OUT_DIR/index.html, OUT_DIR/*.js|css,
 OUT_DIR/bundle/manifest.json, OUT_DIR/bundle/<every file the manifest lists>.
-All URLs in the page are relative, so the folder works under any path of any static host.
+All URLs in the page are relative, so the folder works under any path of any static host; `base_path`
+(`--base-path /icons/`) adds a <base href> so that it also works at any URL the host maps to index.html
+(`/icons`, a rewrite). The page has no inline script and no eval: it runs under the strict
+Content-Security-Policy CSP below (docs/hosting.md). `first_visit` says what a first visit downloads.
 """
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,11 +19,33 @@ from pathlib import Path
 from .files import WEB_DIR, SiteError, check_bundle, web_files
 
 MARKER = ".ditweb-site"     # lets a re-run replace a folder this verb wrote, and only such a folder
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+       "img-src 'self' data: blob:")
+BASE_PATH = re.compile(r"^/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+/)*$")   # '/', '/icons/', '/a/b/': URL path characters
 
 
-def write_site(bundle: Path, out_dir: Path) -> list[Path]:
+def check_base_path(base_path: str | None) -> str | None:
+    if base_path is None:
+        return None
+    if not BASE_PATH.match(base_path) or "/../" in base_path or "/./" in base_path or "'" in base_path:
+        raise SiteError(f"--base-path {base_path!r}: give the URL path the site is served under, starting and "
+                        "ending with '/', e.g. /icons/")
+    return base_path
+
+
+def page_html(base_path: str | None) -> bytes:
+    html = (WEB_DIR / "index.html").read_text("utf-8")
+    if base_path:
+        html = html.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n<base href="{base_path}">\n', 1)
+        if f'<base href="{base_path}">' not in html:
+            raise SiteError(f"{WEB_DIR / 'index.html'}: no <meta charset=\"utf-8\"> line to put the <base href> after")
+    return html.encode("utf-8")
+
+
+def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> list[Path]:
     """Returns the files written (relative to out_dir)."""
     bundle, out_dir = Path(bundle), Path(out_dir)
+    base_path = check_base_path(base_path)
     bundle_files = check_bundle(bundle)
     page_files = web_files()
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MARKER).exists())):
@@ -29,7 +56,10 @@ def write_site(bundle: Path, out_dir: Path) -> list[Path]:
     try:
         written = []
         for rel in page_files:
-            shutil.copyfile(WEB_DIR / rel, tmp / rel)
+            if rel == Path("index.html"):
+                (tmp / rel).write_bytes(page_html(base_path))
+            else:
+                shutil.copyfile(WEB_DIR / rel, tmp / rel)
             written.append(rel)
         for rel in bundle_files:
             dst = tmp / "bundle" / rel
@@ -49,3 +79,57 @@ def write_site(bundle: Path, out_dir: Path) -> list[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------ what a first visit downloads
+
+IMPORT = re.compile(r"""(?:\bfrom|\bimport\(?)\s*["']\./([^"']+)["']""")
+
+
+def module_graph(root: Path, entry: str) -> list[str]:
+    """entry and every module it imports (static and dynamic `./x.js` imports), in the folder root."""
+    seen, todo = [], [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (root / name).is_file():
+            continue
+        seen.append(name)
+        todo += IMPORT.findall((root / name).read_text("utf-8"))
+    return seen
+
+
+def first_visit(out_dir: Path) -> dict[str, list[str]]:
+    """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
+    page's module graph, the bundle (manifest and every file it lists); WebAssembly adds the kernels and the
+    worker's module graph. Each file once (a later request is answered by the HTTP cache or revalidated)."""
+    out_dir = Path(out_dir)
+    page = ["index.html", "style.css", "favicon.svg"] + module_graph(out_dir, "app.js")
+    bundle = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "bundle").rglob("*") if p.is_file())
+    worker = ["ditweb-kernels.wasm"] + [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
+    return {"webgpu": page + bundle, "wasm": page + bundle + worker}
+
+
+def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
+    """(bytes, gzip bytes at level 9: what a host that compresses sends) of files."""
+    raw = gz = 0
+    for rel in files:
+        data = (Path(out_dir) / rel).read_bytes()
+        raw += len(data)
+        gz += len(gzip.compress(data, 9, mtime=0))
+    return raw, gz
+
+
+def first_visit_report(out_dir: Path) -> str:
+    visit = first_visit(out_dir)
+    lines = ["a first visit downloads:"]
+    for runtime, label in (("webgpu", "WebGPU"), ("wasm", "WebAssembly")):
+        files = visit[runtime]
+        raw, gz = sizes(out_dir, files)
+        in_bundle = [f for f in files if f.startswith("bundle/")]
+        b_raw, b_gz = sizes(out_dir, in_bundle)
+        lines.append(f"  {label:<11} {len(files):3d} files, {raw / 1e6:6.2f} MB, gzip {gz / 1e6:6.2f} MB "
+                     f"(page {len(files) - len(in_bundle)} files {(raw - b_raw) / 1e3:.0f} kB, gzip "
+                     f"{(gz - b_gz) / 1e3:.0f} kB; bundle {len(in_bundle)} files {b_raw / 1e6:.2f} MB, gzip "
+                     f"{b_gz / 1e6:.2f} MB)")
+    lines.append("  later visits: the bundle's files come from the browser's Cache API (checked by sha256)")
+    return "\n".join(lines)
