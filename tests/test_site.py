@@ -1,0 +1,136 @@
+"""`ditweb site` for real hosts (docs/hosting.md): the folder runs under the strict Content-Security-Policy
+(webserve.site.CSP: no inline script, no eval) served as a header, under a sub-path (`--base-path /icons/`, also at a
+URL a host rewrites to index.html), keeps the static favicon where neither runtime can run, prints what a first visit
+downloads (and that list is what the browser fetched), and shows the attribution the data's licences require, read
+from the bundle's card: all of a named model's sources."""
+from __future__ import annotations
+
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from webserve.browser import WEB_DIR, chromium, local_server, wait_state
+from webserve.files import SiteError
+from webserve.site import CSP, first_visit, write_site
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "bundles" / "default"
+NAMED = REPO / "bundles" / "named-wip"
+HEADERS = {"Content-Security-Policy": CSP}
+WATCH_CSP = """window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));"""
+
+
+def card_attribution(bundle: Path) -> list[str]:
+    lines = (bundle / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("**Attribution**"))
+    out = []
+    for line in lines[start + 1:]:
+        if line.startswith("- "):
+            out.append(line[2:].strip())
+        elif line.strip() or out:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site") / "icons"
+    write_site(BUNDLE, out, base_path="/icons/")
+    return out
+
+
+def watched_page(ctx, console: list[str]):
+    page = ctx.new_page()
+    page.add_init_script(WATCH_CSP)
+    page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    return page
+
+
+def test_site_cli_prints_first_visit_and_refuses_a_bad_base_path(tmp_path, capsys):
+    from ditweb.cli import main
+    assert main(["site", str(BUNDLE), str(tmp_path / "out"), "--base-path", "/icons/"]) == 0
+    out = capsys.readouterr().out
+    for runtime in ("WebGPU", "WebAssembly"):
+        assert re.search(rf"{runtime} +\d+ files, +[\d.]+ MB, gzip +[\d.]+ MB", out), out
+    assert CSP in out and '<base href="/icons/">' in (tmp_path / "out" / "index.html").read_text()
+    assert main(["site", str(BUNDLE), str(tmp_path / "bad"), "--base-path", "icons"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--base-path 'icons'" in err, err
+    for bad in ("icons/", "/icons", "/a/../b/", '/"x/', "/a b/"):
+        with pytest.raises(SiteError, match="--base-path"):
+            write_site(BUNDLE, tmp_path / "bad", base_path=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
+    """Served under /icons/ with the CSP header: the favicon is drawn on WebAssembly at /icons/ and on WebGPU at
+    /icons/app/ (a URL the host rewrites to index.html: only the <base href> makes its relative URLs work); no CSP
+    violation; the files fetched are the ones the first-visit report lists; the footer holds the card's attribution."""
+    rewrite = tmp_path / "rewrite"
+    rewrite.mkdir()
+    shutil.copy2(site / "index.html", rewrite / "index.html")
+    requested: list[str] = []
+    console: list[str] = []
+    with local_server({"/icons/": site, "/icons/app/": rewrite}, requested=requested, headers=HEADERS) as url, \
+            chromium() as ctx:
+        with urllib.request.urlopen(url + "icons/") as r:
+            assert r.headers["Content-Security-Policy"] == CSP
+        for path, runtime in (("icons/", "wasm"), ("icons/app/", "webgpu")):
+            page = watched_page(ctx, console)
+            page.goto(f"{url}{path}?runtime={runtime}&steps=2&autorun=1")
+            state = wait_state(page, ("done", "error", "bundle-error", "unsupported", "no-webgpu", "no-adapter"), 120)
+            assert state == "done", (runtime, state, page.text_content("#message"))
+            assert page.get_attribute('link[rel~="icon"]', "href").startswith("data:image/png;base64,")
+            assert page.evaluate("window.ditwebLast.runtime") == runtime
+            page.evaluate("window.ditwebAttribution")
+            items = page.eval_on_selector_all("#attribution li", "els => els.map((e) => e.textContent)")
+            assert items == card_attribution(BUNDLE) and any("Twemoji" in i for i in items), items
+            assert page.evaluate("window.cspViolations") == [], page.evaluate("window.cspViolations")
+            if runtime == "wasm":
+                fetched = {p[len("/icons/"):] for p in requested}
+                listed = set(first_visit(site)["wasm"])
+                assert listed - fetched <= {"favicon.svg", "index.html"}, listed - fetched
+                assert fetched - listed <= {""}, fetched - listed       # "" is /icons/ itself: index.html
+            page.close()
+    assert not console, console
+
+
+def test_static_favicon_stays_and_attribution_shows_without_any_runtime(site):
+    """A browser with neither WebGPU nor WebAssembly SIMD, under the CSP at the sub-path: the static favicon stays
+    (served from the sub-path) and the footer still shows the attribution."""
+    console: list[str] = []
+    with local_server({"/icons/": site}, headers=HEADERS) as url, chromium(gpu=False) as ctx:
+        page = watched_page(ctx, console)
+        page.add_init_script("WebAssembly.validate = () => false;")
+        page.goto(url + "icons/")
+        assert wait_state(page, ("unsupported", "ready", "error", "bundle-error"), 30) == "unsupported"
+        assert page.get_attribute('link[rel~="icon"]', "href") == "favicon.svg"
+        with urllib.request.urlopen(page.evaluate("new URL('favicon.svg', document.baseURI).href")) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/svg+xml"
+        page.evaluate("window.ditwebAttribution")
+        assert page.eval_on_selector_all("#attribution li", "els => els.length") == len(card_attribution(BUNDLE))
+        assert page.evaluate("window.cspViolations") == []
+    assert not console, console
+
+
+@pytest.mark.skipif(not (NAMED / "README.md").is_file(), reason="no named bundle shipped")
+def test_a_named_model_shows_every_source():
+    """The named model trains on Twemoji, Noto and Fluent: the footer names all three (and its metadata sources)."""
+    expected = card_attribution(NAMED)
+    assert len(expected) >= 3
+    with local_server({"/": WEB_DIR, "/bundle/": NAMED}, headers=HEADERS) as url, chromium(gpu=False) as ctx:
+        page = ctx.new_page()
+        page.add_init_script("WebAssembly.validate = () => false;")
+        page.goto(url)
+        wait_state(page, ("unsupported",), 30)
+        page.evaluate("window.ditwebAttribution")
+        items = page.eval_on_selector_all("#attribution li", "els => els.map((e) => e.textContent)")
+        links = page.eval_on_selector_all("#attribution li a", "els => els.map((e) => e.href)")
+    assert items == expected
+    for source in ("Twemoji", "Noto", "Fluent"):
+        assert any(source in i for i in items), (source, items)
+    assert "https://creativecommons.org/licenses/by/4.0/" in links
