@@ -330,8 +330,8 @@ def test_f16_bundle_matches_f32_bundle(site):
 
 def test_sharded_and_int8_bundles(site, bundles):
     """Weights in shards (here of 4 kB: ~15 files): each fetched, verified and reported on its own, the image
-    bit-identical to the one-file bundle's. An int8 bundle (matmul_q8) runs on WebGPU even where the WebAssembly
-    runtime is asked for, and matches runtime_py on the same bundle."""
+    bit-identical to the one-file bundle's. An int8 bundle runs on the WebAssembly runtime when asked for
+    (op_matmul_q8) and matches runtime_py (matmul_q8.wgsl.j2) on the same bundle."""
     from runtime_py.bundle import Bundle
     m = json.loads((bundles["sharded"] / "manifest.json").read_text())
     shards = sorted(f for f in m["files"] if f.endswith(".safetensors"))
@@ -352,7 +352,7 @@ def test_sharded_and_int8_bundles(site, bundles):
     np.testing.assert_array_equal(browser_sample(page, opts), one)
     page.close()
     page = open_page(site, "?bundle=int8/&runtime=wasm")
-    assert page.evaluate("window.ditwebBundle.runtime") == "webgpu"
+    assert page.evaluate("window.ditwebBundle.runtime") == "wasm"
     assert page.evaluate("window.ditwebBundle.manifest.dtype") == "int8"
     got = browser_sample(page, opts)
     page.close()

@@ -160,16 +160,18 @@ static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
 // act: 0 none, 1 gelu, 2 silu; in_act: 0 none, 1 silu (applied to a copy of a, in scratch).
 static inline f32 apply_act(f32 v, u32 act) { return act == 1 ? gelu_tanh(v) : act == 2 ? silu(v) : v; }
 
-void EXPORT(op_matmul)(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
-                       u32 in_act, u32 act, f32 *scratch) {
+// Rows [m_lo, m_hi) of the product: a thread's share (threads split M in blocks of 4 rows; every output's sum
+// runs in the same order whatever the split, so any number of threads gives the same bits).
+static void matmul_rows(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
+                        u32 in_act, u32 act, f32 *scratch, u32 m_lo, u32 m_hi) {
   PARAMS_matmul(params);
-  if (in_act == 1) {   // SiLU on the (small) input once, not per output tile
-    for (u32 i = 0; i < M * K; i++) scratch[i] = silu(a[i]);
+  (void)M;
+  if (in_act == 1) {   // SiLU on the (small) input once, not per output tile; each share its own rows
+    for (u32 i = m_lo * K; i < m_hi * K; i++) scratch[i] = silu(a[i]);
     a = scratch;
   }
-  u32 m = 0;
-  for (; m < M; m += 4) {
-    const u32 rows = M - m < 4 ? M - m : 4;
+  for (u32 m = m_lo; m < m_hi; m += 4) {
+    const u32 rows = m_hi - m < 4 ? m_hi - m : 4;
     const f32 *a0 = a + m * K, *a1 = a + (m + (rows > 1)) * K, *a2 = a + (m + (rows > 2) * 2) * K,
               *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
     u32 n = 0;
@@ -207,12 +209,33 @@ void EXPORT(op_matmul)(const u32 *params, const f32 *a, const f32 *wt, const f32
   }
 }
 
+// share `part` of `parts` of `count` items taken in blocks of `block`: [lo, hi)
+static inline void share(u32 count, u32 block, u32 part, u32 parts, u32 *lo, u32 *hi) {
+  const u32 blocks = (count + block - 1) / block;
+  const u32 b0 = (u32)((uint64_t)blocks * part / parts), b1 = (u32)((uint64_t)blocks * (part + 1) / parts);
+  *lo = b0 * block < count ? b0 * block : count;
+  *hi = b1 * block < count ? b1 * block : count;
+}
+
+void EXPORT(op_matmul)(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
+                       u32 in_act, u32 act, f32 *scratch) {
+  matmul_rows(params, a, wt, bias, dst, in_act, act, scratch, 0, params[0]);
+}
+
+// the same, rows of share `part` of `parts` (threads: web/wasm-threads.js)
+void EXPORT(op_matmul_part)(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
+                            u32 in_act, u32 act, f32 *scratch, u32 part, u32 parts) {
+  u32 lo, hi;
+  share(params[0], 4, part, parts, &lo, &hi);
+  if (lo < hi) matmul_rows(params, a, wt, bias, dst, in_act, act, scratch, lo, hi);
+}
+
 // ------------------------------------------------------------------ matmul_q8 (int8 weights)
 // dst[row(m), n] = act(scale[n] * (in_act(a[m, :]) . q[n, :]) + bias[n]), as matmul_q8.wgsl.j2: q (N, K) signed
 // bytes in torch's layout, kept as int8 in memory (a quarter of the f32 bytes). For each block of 8 output
 // columns the K x 8 panel of q is widened to f32 once (exact: integers below 2^24) into scratch and every row
 // reuses it, so the inner loop is op_matmul's: the products a q round as matmul's do and sum in k order; the
-// scale adds one rounding after the sum, then the bias. scratch: M K floats (in_act) + 8 K floats (the panel).
+// scale adds one rounding after the sum, then the bias. scratch: M K floats (in_act) + 8 K floats per thread (its panel).
 static inline void q8_panel(const int8_t *wq, f32 *panel, u32 n, u32 cols, u32 K) {
   for (u32 c = 0; c < 8; c++) {
     const int8_t *row = wq + (n + (c < cols ? c : 0)) * K;   // missing columns re-read column n; dropped later
@@ -266,16 +289,30 @@ static void matmul_q8_rows(const u32 *params, const f32 *a, const int8_t *wq, co
   }
 }
 
-void EXPORT(op_matmul_q8)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
-                          f32 *dst, u32 in_act, u32 act, f32 *scratch) {
+// scratch: the silu'd rows (M K floats, rounded up to 4) when in_act, then one 8 K panel per part
+static void matmul_q8_part(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
+                           f32 *dst, u32 in_act, u32 act, f32 *scratch, u32 part, u32 parts) {
   PARAMS_matmul_q8(params);
   (void)N; (void)out_group; (void)out_stride;
+  u32 lo, hi;
+  share(M, 4, part, parts, &lo, &hi);
+  if (lo >= hi) return;
   if (in_act == 1) {
-    for (u32 i = 0; i < M * K; i++) scratch[i] = silu(a[i]);
+    for (u32 i = lo * K; i < hi * K; i++) scratch[i] = silu(a[i]);
     a = scratch;
     scratch += (M * K + 3) & ~3u;
   }
-  matmul_q8_rows(params, a, wq, scale, bias, dst, act, scratch, 0, M);
+  matmul_q8_rows(params, a, wq, scale, bias, dst, act, scratch + part * 8 * K, lo, hi);
+}
+
+void EXPORT(op_matmul_q8)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
+                          f32 *dst, u32 in_act, u32 act, f32 *scratch) {
+  matmul_q8_part(params, a, wq, scale, bias, dst, in_act, act, scratch, 0, 1);
+}
+
+void EXPORT(op_matmul_q8_part)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
+                               f32 *dst, u32 in_act, u32 act, f32 *scratch, u32 part, u32 parts) {
+  matmul_q8_part(params, a, wq, scale, bias, dst, in_act, act, scratch, part, parts);
 }
 
 // ------------------------------------------------------------------ layernorm + modulation
@@ -308,14 +345,14 @@ void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f
 
 typedef attention_params AttnParams;
 
+// r_lo..r_hi: a range of the batch H T_q (b, h, i) rows (a thread's share), each computed alone
 static inline __attribute__((always_inline)) void attention_vec(const AttnParams *A, const f32 *q, const f32 *kv,
-                                                                  f32 *dst, const u32 HDV) {
+                                                                  f32 *dst, const u32 HDV, u32 r_lo, u32 r_hi) {
   const u32 HD = 4 * HDV;
   const f32 scale = 1.0f / __builtin_sqrtf((f32)HD);
   f32 s[KEYS];
-  for (u32 b = 0; b < A->batch; b++)
-    for (u32 h = 0; h < A->H; h++)
-      for (u32 i = 0; i < A->T_q; i++) {
+  for (u32 r = r_lo; r < r_hi; r++) {
+        const u32 i = r % A->T_q, h = (r / A->T_q) % A->H, b = r / (A->T_q * A->H);
         const f32 *qr = q + (b * A->T_q + i) * A->q_stride + A->q_off + h * HD;
         v128_t qv[16], acc[16];
         for (u32 d = 0; d < HDV; d++) {
@@ -356,13 +393,12 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
       }
 }
 
-static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 r_lo, u32 r_hi) {
   const f32 scale = 1.0f / __builtin_sqrtf((f32)HD);
   f32 s[KEYS], acc[256], qs[256];
   if (HD > 256) return;   // the exporter's head dims are far below
-  for (u32 b = 0; b < A->batch; b++)
-    for (u32 h = 0; h < A->H; h++)
-      for (u32 i = 0; i < A->T_q; i++) {
+  for (u32 r = r_lo; r < r_hi; r++) {
+        const u32 i = r % A->T_q, h = (r / A->T_q) % A->H, b = r / (A->T_q * A->H);
         const f32 *qr = q + (b * A->T_q + i) * A->q_stride + A->q_off + h * HD;
         for (u32 d = 0; d < HD; d++) { qs[d] = qr[d] * scale; acc[d] = 0; }
         f32 m = -3.0e38f, l = 0;
@@ -392,13 +428,23 @@ static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f
       }
 }
 
-void EXPORT(op_attention)(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+static void attention_part(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 part, u32 parts) {
   const AttnParams *A = (const AttnParams *)params;
+  u32 lo, hi;
+  share(A->batch * A->H * A->T_q, 1, part, parts, &lo, &hi);
   // the vector loads need 4-float alignment of every row start (strides and offsets)
   const int aligned = ((A->q_stride | A->q_off | A->kv_stride | A->k_off | A->v_off | A->out_stride) % 4) == 0;
-  if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8);
-  else if (aligned && HD == 64) attention_vec(A, q, kv, dst, 16);
-  else attention_scalar(A, q, kv, dst, HD);
+  if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8, lo, hi);
+  else if (aligned && HD == 64) attention_vec(A, q, kv, dst, 16, lo, hi);
+  else attention_scalar(A, q, kv, dst, HD, lo, hi);
+}
+
+void EXPORT(op_attention)(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD) {
+  attention_part(params, q, kv, dst, HD, 0, 1);
+}
+
+void EXPORT(op_attention_part)(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 part, u32 parts) {
+  attention_part(params, q, kv, dst, HD, part, parts);
 }
 
 // ------------------------------------------------------------------ elementwise ops

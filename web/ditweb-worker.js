@@ -1,7 +1,9 @@
 // ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
 // page. The page (wasm-bundle.js, WasmBundle) sends one request per step; each reply carries the time the
 // kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
-//   init    {module, manifest, tensors}   compile and unpack the weights (tensors: {buffer: {buf, offset, nbytes}})
+//   init    {module, manifest, tensors, threads}   compile and unpack the weights (tensors: {buffer: {buf, offset,
+//           nbytes}}); threads > 1: module is ditweb-kernels-mt.wasm and a pool of threads - 1 more workers
+//           shares matmul and attention (wasm-threads.js) -> {memoryBytes, threads}
 //   state   {B, N, y}                                batch buffers; y: the label of every row
 //   run     {programs, record, read}                 step record -> programs in order; read: a buffer to return
 //   forward {x, t, y}                                a plain forward pass -> out
@@ -13,9 +15,9 @@ let engine = null;
 const scope = self;
 
 const handlers = {
-  async init({ module, manifest, tensors }) {
-    engine = await WasmEngine.create(module, manifest, tensors);
-    return { memoryBytes: engine.memory.buffer.byteLength };
+  async init({ module, manifest, tensors, threads = 1 }) {
+    engine = await WasmEngine.create(module, manifest, tensors, { threads });
+    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads };
   },
   state({ B, N, y }) {
     engine.state(B, N);

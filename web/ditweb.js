@@ -125,11 +125,10 @@ async function fetchFiles(base, manifest, stats, opts) {
   return files;
 }
 
-// {runtime, reason} for this bundle: WebGPU whatever was asked where only WGSL can run it (a VAE decoder, int8
-// weights: the WebAssembly kernels read f32 / f16 weights and have no decoder kernels), else as asked or chosen.
+// {runtime, reason} for this bundle: WebGPU whatever was asked where only WGSL can run it (a VAE decoder: the
+// WebAssembly path has no decoder program), else as asked or chosen. int8 weights run on both (op_matmul_q8).
 async function runtimeFor(manifest, runtime, hasDecoder) {
-  const only = hasDecoder ? ["this bundle's VAE decoder needs WebGPU", "the bundle's VAE decoder runs on WebGPU only"]
-    : manifest.dtype === "int8" ? ["this bundle's int8 weights need WebGPU", "int8 weights run on WebGPU only"] : null;
+  const only = hasDecoder ? ["this bundle's VAE decoder needs WebGPU", "the bundle's VAE decoder runs on WebGPU only"] : null;
   if (only) {
     const support = await checkWebGPU();
     if (!support.ok) throw new UnsupportedError(`${only[0]}: ${support.message}`);

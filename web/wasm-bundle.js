@@ -1,9 +1,12 @@
 // wasm-bundle.js: the WebAssembly runtime's bundle, a proxy of the Web Worker (ditweb-worker.js) that runs
 // ditweb-kernels.wasm: one message per step, so the page stays responsive and an abort or a time budget takes
-// effect between steps. Single-threaded: it runs on every page, cross-origin isolated or not. The sampling loop
+// effect between steps. One thread on every page; on a cross-origin isolated page (COOP/COEP headers, as
+// `ditweb serve` sends) the worker runs ditweb-kernels-mt.wasm with a pool of threads (wasm-threads.js):
+// opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. The sampling loop
 // is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
 import { SampledBundle } from "./sampling.js";
+import { threadsAvailable } from "./wasm-threads.js";
 
 export class WasmBundle extends SampledBundle {
   constructor(base, manifest, tensors, stats, opts) {
@@ -11,6 +14,9 @@ export class WasmBundle extends SampledBundle {
     this.opts = opts;
     this.runtime = "wasm";
     this.adapterDescription = "WebAssembly SIMD, 1 thread (Web Worker)";
+    const wanted = Math.floor(opts.threads ?? (globalThis.navigator && navigator.hardwareConcurrency) ?? 1);
+    this.threads = wanted > 1 && threadsAvailable() ? Math.min(wanted, 64) : 1;   // how many run (set by start)
+    this.threadsWanted = Math.max(1, wanted || 1);
     /** @type {Worker | null} */
     this.worker = null;
     this.calls = new Map();
@@ -20,7 +26,8 @@ export class WasmBundle extends SampledBundle {
 
   // Fetch the kernels (next to this file), start the worker and unpack the weights there.
   async start() {
-    const wasmUrl = this.opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
+    const name = this.threads > 1 ? "./ditweb-kernels-mt.wasm" : "./ditweb-kernels.wasm";
+    const wasmUrl = (this.threads > 1 ? this.opts.wasmThreadsUrl : this.opts.wasmUrl) || new URL(name, import.meta.url);
     let module;
     try {
       const response = await fetch(wasmUrl, { signal: this.opts.signal });
@@ -48,7 +55,15 @@ export class WasmBundle extends SampledBundle {
       for (const call of this.calls.values()) call.reject(e);
       this.calls.clear();
     };
-    await this.call("init", { module, manifest: this.manifest, tensors: this.tensors });
+    const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads });
+    this.threads = reply.threads;
+    this.adapterDescription = `WebAssembly SIMD, ${this.threads} thread${this.threads > 1 ? "s" : ""} (Web Worker${this.threads > 1 ? "s" : ""})`;
+  }
+
+  // sampling.js's result, plus how many threads ran it
+  async sample(opts = {}) {
+    const result = await super.sample(opts);
+    return { ...result, threads: this.threads };
   }
 
   call(cmd, args = {}, transfer = []) {

@@ -10,11 +10,15 @@
 
 import { OP_PARAMS } from "./bundle-layout.js";
 import { evaluate } from "./forms.js";
+import { CONTROL_BYTES, PART_FUNCTIONS, STACK_BYTES, ThreadPool } from "./wasm-threads.js";
 
 const ACT = { none: 0, gelu: 1, silu: 2 };
 const IN_ACT = { none: 0, silu: 1 };
 // ops that share a function: the tiled matmul variants compute the same product
 const OP_FUNCTION = { matmul_shared: "matmul" };
+// ops a thread pool splits (wasm-threads.js): their op_<name>_part takes (..., part, parts)
+const SPLIT = Object.fromEntries(PART_FUNCTIONS.map((name, i) => [name.replace(/^op_|_part$/g, ""), i]));
+const MAX_MEMORY_PAGES = 16384;   // the mt module's maximum (wasm/build.sh: --max-memory, 1 GiB)
 
 // Elements each binding of a dispatch reaches (largest index + 1), from its params (named as in the
 // manifest's kernel) and the batch; the divisors it uses must be positive. WebGPU clamps an access
@@ -62,18 +66,30 @@ EXTENTS.matmul_q8 = (p, hd) => {
 export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
   // bundle.js: {weight buffer name: {buf (its shard's ArrayBuffer), offset, nbytes}}.
-  static async create(wasmModule, manifest, tensors) {
+  // threads > 1: wasmModule is ditweb-kernels-mt.wasm (an imported shared memory) and threads - 1 workers
+  // (wasm-threads.js) share the split dispatches; workerUrl: where ditweb-thread.js is (default: beside this file).
+  static async create(wasmModule, manifest, tensors, { threads = 1, workerUrl = undefined } = {}) {
     const module = wasmModule instanceof WebAssembly.Module ? wasmModule : await WebAssembly.compile(wasmModule);
-    const instance = await WebAssembly.instantiate(module, {});
-    const engine = new WasmEngine(instance.exports, manifest);
+    const memory = threads > 1 ? new WebAssembly.Memory({ initial: 32, maximum: MAX_MEMORY_PAGES, shared: true }) : null;
+    const instance = await WebAssembly.instantiate(module, memory ? { env: { memory } } : {});
+    const engine = new WasmEngine(instance.exports, manifest, memory);
+    if (threads > 1) {
+      const control = engine.alloc(CONTROL_BYTES);
+      const stacks = Array.from({ length: threads - 1 }, () => engine.alloc(STACK_BYTES) + STACK_BYTES);
+      engine.pool = await ThreadPool.create(module, memory, instance.exports, threads, control, stacks, workerUrl);
+      engine.threads = threads;
+    }
     engine.loadWeights(tensors);
     return engine;
   }
 
-  constructor(exports, manifest) {
+  constructor(exports, manifest, memory = null) {
     this.x = exports;
-    this.memory = exports.memory;
+    this.memory = memory || exports.memory;
     this.manifest = manifest;
+    this.threads = 1;
+    /** @type {ThreadPool | null} */
+    this.pool = null;
     this.top = (exports.__heap_base.value + 15) & ~15;
     this.batch = null;
     // every dispatch's function, checked once: an op without a wasm kernel is a one-line error
@@ -191,12 +207,12 @@ export class WasmEngine {
           const inAct = IN_ACT[v.in_act || "none"], act = ACT[v.act || "none"];
           if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
           // the silu'd copy of a (rounded up to 4 floats), then the 8-column panel of widened weights
-          scratchFloats = Math.max(scratchFloats, (inAct ? (p.M * p.K + 3) & ~3 : 0) + 8 * p.K);
+          scratchFloats = Math.max(scratchFloats, (inAct ? (p.M * p.K + 3) & ~3 : 0) + 8 * p.K * this.threads);   // a panel per thread
           args.push(inAct, act, 0);
         } else if (op === "attention") {
           args.push(kernel.variant.head_dim);
         }
-        return { fn: this.x[`op_${op}`], args, label: d.label };
+        return { fn: this.x[`op_${op}`], args, label: d.label, part: this.pool && op in SPLIT ? SPLIT[op] : -1 };
       });
     }
     const scratch = this.alloc(4 * scratchFloats + 16);
@@ -211,7 +227,18 @@ export class WasmEngine {
   }
 
   run(names) {
-    for (const name of names) for (const d of this.batch.programs[name]) d.fn(...d.args);
+    const pool = this.pool;
+    for (const name of names) {
+      for (const d of this.batch.programs[name]) {
+        if (d.part >= 0) pool.parallel(d.part, d.args);
+        else d.fn(...d.args);
+      }
+    }
+  }
+
+  dispose() {
+    if (this.pool) this.pool.dispose();
+    this.pool = null;
   }
 
   writeStep(record) {
