@@ -26,6 +26,8 @@ def register_serve(sub):
     p.add_argument("bundle", nargs="?", help="bundle folder (default: $DITWEB_BUNDLE or bundles/default)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 = any free port)")
     p.add_argument("--log", action="store_true", help="print every request")
+    p.add_argument("--csp", action="store_true", help="send the strict Content-Security-Policy a `ditweb site` folder "
+                   "runs under (docs/hosting.md): try the page as a strict host serves it")
     p.set_defaults(func=cmd_serve)
 
 
@@ -38,7 +40,9 @@ def cmd_serve(args):
     routes = {"/": WEB_DIR, "/bundle/": bundle}
     if (REPO / "bundles").is_dir():
         routes["/bundles/"] = REPO / "bundles"        # the page's model picker (web/bundles.json) offers these too
-    server = make_server(routes, args.port, log=args.log)
+    # cross-origin isolated (COOP + COEP): SharedArrayBuffer, so the WebAssembly path runs a pool of threads
+    isolated = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+    server = make_server(routes, args.port, log=args.log, headers=isolated)
     print(f"serving {WEB_DIR} with bundle {bundle} ({len(files)} files) at http://127.0.0.1:{server.server_port}/ "
           "(Ctrl-C stops)", flush=True)
     try:
