@@ -87,6 +87,8 @@ def main():
     from dit_model.favicon_vae import load_favicon_vae, psnr_u8, reconstruct, seam_ratio, split_identities
     from dit_model.vae import decode_gmacs
     vae = load_favicon_vae(args.vae)
+    from dit_model.vae import safetensors_metadata
+    meta = safetensors_metadata(Path(args.vae))
     es = load_emoji(styles=("twemoji", "noto", "fluent"))
     held = split_identities(es.emoji)
     t = time.process_time()
@@ -118,7 +120,8 @@ def main():
              f"{sum(p.numel() for p in vae.parameters()):,} parameters "
              f"({sum(p.numel() for p in vae.dec.parameters()):,} in the decoder, "
              f"{decode_gmacs(cfg, 8) * 1000:.0f} M multiply-adds per decoded favicon); latent mean {cfg.shift_factor:.4g}, "
-             f"std {1 / cfg.scaling_factor:.4g} (stored as shift_factor and 1/scaling_factor).", "",
+             f"std {1 / cfg.scaling_factor:.4g} (stored as shift_factor and 1/scaling_factor). The file holds the "
+             f"{'raw' if meta.get('weights') == 'model' else 'EMA'} weights of step {meta.get('step', '?')}.", "",
              f"Reconstruction of all {len(es.images)} emoji (Twemoji, Noto, Fluent; skin tones included) from the "
              f"posterior mean. Torch on one CPU thread: encode + decode {enc_dec_ips:.0f} img/s, decode alone "
              f"{dec_ips:.0f} img/s (CPU time).", "", "## By style", ""]

@@ -174,6 +174,7 @@ def save_favicon_vae(vae: FaviconVAE, path, extra: dict | None = None) -> Path:
     meta = {"ditweb": FORMAT, "config": json.dumps(conf), **{k: str(v) for k, v in (extra or {}).items()}}
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().float().contiguous() for k, v in vae.state_dict_diffusers().items()}, str(tmp), metadata=meta)
+    tmp.chmod(0o644)                                      # safetensors writes 0600
     tmp.replace(path)
     return path
 
