@@ -17,6 +17,7 @@ export class WasmBundle extends SampledBundle {
     const wanted = Math.floor(opts.threads ?? (globalThis.navigator && navigator.hardwareConcurrency) ?? 1);
     this.threads = wanted > 1 && threadsAvailable() ? Math.min(wanted, 64) : 1;   // how many run (set by start)
     this.threadsWanted = Math.max(1, wanted || 1);
+    this.timings = { compileMs: 0, initMs: 0 };   // start(): the kernels' fetch + compile, the worker's init
     /** @type {Worker | null} */
     this.worker = null;
     this.calls = new Map();
@@ -29,10 +30,12 @@ export class WasmBundle extends SampledBundle {
     const name = this.threads > 1 ? "./ditweb-kernels-mt.wasm" : "./ditweb-kernels.wasm";
     const wasmUrl = (this.threads > 1 ? this.opts.wasmThreadsUrl : this.opts.wasmUrl) || new URL(name, import.meta.url);
     let module;
+    const t0 = performance.now();
     try {
       const response = await fetch(wasmUrl, { signal: this.opts.signal });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       module = await WebAssembly.compile(await response.arrayBuffer());
+      this.timings.compileMs = performance.now() - t0;      // fetch + compile of the kernels
     } catch (e) {
       if (e.name === "AbortError") throw e;
       throw new Error(`the WebAssembly kernels (${wasmUrl}) could not be loaded: ${e.message}`);
@@ -55,7 +58,9 @@ export class WasmBundle extends SampledBundle {
       for (const call of this.calls.values()) call.reject(e);
       this.calls.clear();
     };
+    const t1 = performance.now();
     const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads });
+    this.timings.initMs = performance.now() - t1;            // worker start, threads, weights unpacked
     this.threads = reply.threads;
     this.adapterDescription = `WebAssembly SIMD, ${this.threads} thread${this.threads > 1 ? "s" : ""} (Web Worker${this.threads > 1 ? "s" : ""})`;
   }
