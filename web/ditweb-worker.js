@@ -17,7 +17,7 @@ const scope = self;
 const handlers = {
   async init({ module, manifest, tensors, threads = 1 }) {
     engine = await WasmEngine.create(module, manifest, tensors, { threads });
-    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads };
+    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError };
   },
   state({ B, N, y }) {
     engine.state(B, N);

@@ -62,6 +62,7 @@ export class WasmBundle extends SampledBundle {
     const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads });
     this.timings.initMs = performance.now() - t1;            // worker start, threads, weights unpacked
     this.threads = reply.threads;
+    this.threadsError = reply.threadsError || "";   // a pool was asked for but could not start (one thread ran)
     this.adapterDescription = `WebAssembly SIMD, ${this.threads} thread${this.threads > 1 ? "s" : ""} (Web Worker${this.threads > 1 ? "s" : ""})`;
   }
 

@@ -76,8 +76,12 @@ export class WasmEngine {
     if (threads > 1) {
       const control = engine.alloc(CONTROL_BYTES);
       const stacks = Array.from({ length: threads - 1 }, () => engine.alloc(STACK_BYTES) + STACK_BYTES);
-      engine.pool = await ThreadPool.create(module, memory, instance.exports, threads, control, stacks, workerUrl);
-      engine.threads = threads;
+      try {
+        engine.pool = await ThreadPool.create(module, memory, instance.exports, threads, control, stacks, workerUrl);
+        engine.threads = threads;
+      } catch (e) {   // no nested workers here, say: this module runs on one thread just as well
+        engine.threadsError = e.message || String(e);
+      }
     }
     engine.loadWeights(tensors);
     return engine;
@@ -88,6 +92,7 @@ export class WasmEngine {
     this.memory = memory || exports.memory;
     this.manifest = manifest;
     this.threads = 1;
+    this.threadsError = "";   // why a pool that was asked for did not start
     /** @type {ThreadPool | null} */
     this.pool = null;
     this.top = (exports.__heap_base.value + 15) & ~15;

@@ -25,7 +25,12 @@ export class ThreadPool {
   // control: byte offset of the control block; stacks: byte offsets of threads - 1 stack tops.
   static async create(module, memory, exports, threads, control, stacks, workerUrl) {
     const pool = new ThreadPool(memory, exports, threads, control);
-    await Promise.all(stacks.map((stackTop, i) => pool.spawn(module, stackTop, i + 1, workerUrl)));
+    try {
+      await Promise.all(stacks.map((stackTop, i) => pool.spawn(module, stackTop, i + 1, workerUrl)));
+    } catch (e) {
+      pool.dispose();
+      throw e;
+    }
     return pool;
   }
 
