@@ -46,7 +46,8 @@ def package(tmp_path_factory) -> Path:
     src = root / "repo" / "web"
     src.mkdir(parents=True)
     pkg = json.loads((WEB / "package.json").read_text())
-    for name in PACK_FILES + tuple(f for f in pkg["files"] if (WEB / f).is_file()):
+    checked = json.loads((WEB / "tsconfig.json").read_text())["files"]           # tsc reads these (app.js too)
+    for name in set(PACK_FILES + tuple(f for f in pkg["files"] + checked if (WEB / f).is_file())):
         shutil.copy2(WEB / name, src / name)
     shutil.copy2(REPO / "LICENSE", root / "repo" / "LICENSE")
     (root / "repo" / "data").symlink_to(REPO / "data")          # tsc and the WebGPU typings (tsconfig.json)
@@ -131,13 +132,13 @@ window.ditwebRun = (async () => {
   const b = await loadBundle(new URL("bundle/", location.href), { runtime, plan: "default", useCache: false });
   const r = await diffuseFavicon(b, { classId: 2, seed: 7, steps: %d, remember: false });
   const link = document.querySelector('link[rel~="icon"]');
-  return { runtime: b.runtime, href: link.href, rgba: Array.from(r.rgba[0]) };
+  return { runtime: b.runtime, threads: r.threads ?? 1, href: link.href, rgba: Array.from(r.rgba[0]) };
 })();
 """ % STEPS
 
 
-def draw_both(page_url: str, requested: list[str]) -> dict:
-    """Open page_url?runtime=... for both runtimes; the favicon each drew and its pixels."""
+def draw_both(page_url: str) -> dict:
+    """Open page_url?runtime=... for both runtimes; the favicon each drew (pixels) and the WebAssembly threads."""
     out = {}
     with chromium() as ctx:
         for runtime in ("webgpu", "wasm"):
@@ -150,6 +151,7 @@ def draw_both(page_url: str, requested: list[str]) -> dict:
             assert not errors, errors
             assert r["runtime"] == runtime and r["href"].startswith("data:image/png;base64,"), r["href"][:40]
             out[runtime] = np.asarray(r["rgba"], np.float64) / 255.0
+            out[f"{runtime}-threads"] = r["threads"]
             page.close()
     assert out["wasm"].std() > 0.01, "a drawn favicon, not a blank one"
     assert psnr(out["webgpu"], out["wasm"]) >= 40.0, "the same seed draws the same favicon on both runtimes"
@@ -164,28 +166,41 @@ def test_unpacked_tarball_imports_from_a_plain_esm_page(package):
     (package / "main.js").write_text(MAIN_JS)
     requested: list[str] = []
     with local_server({"/": package, "/bundle/": BUNDLE}, requested=requested) as url:
-        draw_both(url, requested)
+        draw_both(url)
     assert "/node_modules/ditweb/ditweb-worker.js" in requested and "/node_modules/ditweb/ditweb-kernels.wasm" in requested
 
 
-def test_esbuild_bundle_loads_its_worker_and_wasm(package, tmp_path):
-    """esbuild bundles the app into one file (dist/main.js) and the worker into another beside it; the wasm is copied
-    beside them: the runtime finds both with new URL(..., import.meta.url). Nothing is fetched from node_modules."""
+ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+
+
+def test_esbuild_bundle_loads_its_workers_and_wasm(package, tmp_path):
+    """esbuild bundles the app into one file (dist/main.js) and each worker (the runtime's, the thread pool's) into
+    another beside it; the two wasm files are copied beside them: the runtime finds all of them with
+    new URL(..., import.meta.url). Served cross-origin isolated, so the WebAssembly path runs its thread pool.
+    Nothing is fetched from node_modules."""
     need(ESBUILD)
     (package / "main.js").write_text(MAIN_JS)
     dist = tmp_path / "dist"
-    r = subprocess.run([str(ESBUILD), "main.js", "node_modules/ditweb/ditweb-worker.js", "--bundle", "--format=esm",
+    r = subprocess.run([str(ESBUILD), "main.js", "node_modules/ditweb/ditweb-worker.js",
+                        "node_modules/ditweb/ditweb-thread.js", "--bundle", "--format=esm",
                         "--entry-names=[name]", f"--outdir={dist}", "--log-level=warning"],
                        cwd=package, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    shutil.copy2(package / "node_modules" / "ditweb" / "ditweb-kernels.wasm", dist)
-    assert sorted(p.name for p in dist.iterdir()) == ["ditweb-kernels.wasm", "ditweb-worker.js", "main.js"]
+    for wasm in ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm"):
+        shutil.copy2(package / "node_modules" / "ditweb" / wasm, dist)
+    assert sorted(p.name for p in dist.iterdir()) == ["ditweb-kernels-mt.wasm", "ditweb-kernels.wasm",
+                                                      "ditweb-thread.js", "ditweb-worker.js", "main.js"]
     assert "from \"./" not in (dist / "main.js").read_text(), "one file: no imports left"
     (dist / "index.html").write_text('<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">\n'
                                      '<script type="module" src="main.js"></script>\n')
     requested: list[str] = []
-    with local_server({"/": dist, "/bundle/": BUNDLE}, requested=requested) as url:
-        draw_both(url, requested)
+    with local_server({"/": dist, "/bundle/": BUNDLE}, requested=requested, headers=ISOLATED) as url:
+        drawn = draw_both(url)
     page_files = {p for p in requested if not p.startswith("/bundle/")}
-    assert page_files <= {"/", "/main.js", "/ditweb-worker.js", "/ditweb-kernels.wasm"}, page_files
-    assert {"/ditweb-worker.js", "/ditweb-kernels.wasm"} <= page_files
+    assert page_files <= {"/", "/main.js", "/ditweb-worker.js", "/ditweb-thread.js", "/ditweb-kernels.wasm",
+                          "/ditweb-kernels-mt.wasm"}, page_files
+    if (os.cpu_count() or 1) > 1:                   # a pool only where the browser sees more than one core
+        assert drawn["wasm-threads"] > 1
+        assert {"/ditweb-worker.js", "/ditweb-thread.js", "/ditweb-kernels-mt.wasm"} <= page_files
+    else:
+        assert {"/ditweb-worker.js", "/ditweb-kernels.wasm"} <= page_files

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "default"
 NAMED = REPO / "bundles" / "named-wip"
 HEADERS = {"Content-Security-Policy": CSP}
+ISOLATED = {**HEADERS, "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 WATCH_CSP = """window.cspViolations = [];
 document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));"""
 
@@ -67,15 +68,16 @@ def test_site_cli_prints_first_visit_and_refuses_a_bad_base_path(tmp_path, capsy
 
 
 def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
-    """Served under /icons/ with the CSP header: the favicon is drawn on WebAssembly at /icons/ and on WebGPU at
-    /icons/app/ (a URL the host rewrites to index.html: only the <base href> makes its relative URLs work); no CSP
-    violation; the files fetched are the ones the first-visit report lists; the footer holds the card's attribution."""
+    """Served under /icons/ with the CSP header (and COOP + COEP: the WebAssembly thread pool's workers and shared
+    memory run under it too): the favicon is drawn on WebAssembly at /icons/ and on WebGPU at /icons/app/ (a URL the
+    host rewrites to index.html: only the <base href> makes its relative URLs work); no CSP violation; the files
+    fetched are the ones the first-visit report lists; the footer holds the card's attribution."""
     rewrite = tmp_path / "rewrite"
     rewrite.mkdir()
     shutil.copy2(site / "index.html", rewrite / "index.html")
     requested: list[str] = []
     console: list[str] = []
-    with local_server({"/icons/": site, "/icons/app/": rewrite}, requested=requested, headers=HEADERS) as url, \
+    with local_server({"/icons/": site, "/icons/app/": rewrite}, requested=requested, headers=ISOLATED) as url, \
             chromium() as ctx:
         with urllib.request.urlopen(url + "icons/") as r:
             assert r.headers["Content-Security-Policy"] == CSP
@@ -91,8 +93,9 @@ def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
             assert items == card_attribution(BUNDLE) and any("Twemoji" in i for i in items), items
             assert page.evaluate("window.cspViolations") == [], page.evaluate("window.cspViolations")
             if runtime == "wasm":
+                threads = page.evaluate("window.ditwebLast.threads ?? 1")
                 fetched = {p[len("/icons/"):] for p in requested}
-                listed = set(first_visit(site)["wasm"])
+                listed = set(first_visit(site)["wasm-threads" if threads > 1 else "wasm"])
                 assert listed - fetched <= {"favicon.svg", "index.html"}, listed - fetched
                 assert fetched - listed <= {""}, fetched - listed       # "" is /icons/ itself: index.html
             page.close()

@@ -4,7 +4,7 @@
 // ditweb.d.ts next to ditweb.js through package.json "exports"). Both are ignored by git; `node prepack.mjs clean`
 // (package.json "postpack") removes them again.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,4 +25,6 @@ if (process.argv[2] === "clean") {
   clean();
   copyFileSync(join(here, "..", "LICENSE"), join(here, "LICENSE"));
   execFileSync(tsc, ["-p", join(here, "tsconfig.types.json")], { stdio: "inherit" });
+  const listed = new Set(JSON.parse(readFileSync(join(here, "package.json"), "utf-8")).files);
+  for (const f of readdirSync(here)) if (f.endsWith(".d.ts") && !listed.has(f.replace(/\.d\.ts$/, ".js"))) rmSync(join(here, f));
 }

@@ -42,6 +42,9 @@ def cmd_serve(args):
         routes["/bundles/"] = REPO / "bundles"        # the page's model picker (web/bundles.json) offers these too
     # cross-origin isolated (COOP + COEP): SharedArrayBuffer, so the WebAssembly path runs a pool of threads
     isolated = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+    if args.csp:
+        from .site import CSP
+        isolated["Content-Security-Policy"] = CSP
     server = make_server(routes, args.port, log=args.log, headers=isolated)
     print(f"serving {WEB_DIR} with bundle {bundle} ({len(files)} files) at http://127.0.0.1:{server.server_port}/ "
           "(Ctrl-C stops)", flush=True)

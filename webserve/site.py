@@ -101,12 +101,15 @@ def module_graph(root: Path, entry: str) -> list[str]:
 def first_visit(out_dir: Path) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
     page's module graph, the bundle (manifest and every file it lists); WebAssembly adds the kernels and the
-    worker's module graph. Each file once (a later request is answered by the HTTP cache or revalidated)."""
+    worker's module graph; on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the
+    thread workers' modules instead of the one-thread kernels. Each file once (a later request is answered by the HTTP cache or revalidated)."""
     out_dir = Path(out_dir)
     page = ["index.html", "style.css", "favicon.svg"] + module_graph(out_dir, "app.js")
     bundle = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "bundle").rglob("*") if p.is_file())
-    worker = ["ditweb-kernels.wasm"] + [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
-    return {"webgpu": page + bundle, "wasm": page + bundle + worker}
+    worker = [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
+    thread = [m for m in module_graph(out_dir, "ditweb-thread.js") if m not in page + worker]
+    return {"webgpu": page + bundle, "wasm": page + bundle + ["ditweb-kernels.wasm"] + worker,
+            "wasm-threads": page + bundle + ["ditweb-kernels-mt.wasm"] + worker + thread}
 
 
 def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
@@ -122,14 +125,16 @@ def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
 def first_visit_report(out_dir: Path) -> str:
     visit = first_visit(out_dir)
     lines = ["a first visit downloads:"]
-    for runtime, label in (("webgpu", "WebGPU"), ("wasm", "WebAssembly")):
+    for runtime, label in (("webgpu", "WebGPU"), ("wasm", "WebAssembly"), ("wasm-threads", "WebAssembly, threads")):
         files = visit[runtime]
         raw, gz = sizes(out_dir, files)
         in_bundle = [f for f in files if f.startswith("bundle/")]
         b_raw, b_gz = sizes(out_dir, in_bundle)
-        lines.append(f"  {label:<11} {len(files):3d} files, {raw / 1e6:6.2f} MB, gzip {gz / 1e6:6.2f} MB "
+        lines.append(f"  {label:<20} {len(files):3d} files, {raw / 1e6:6.2f} MB, gzip {gz / 1e6:6.2f} MB "
                      f"(page {len(files) - len(in_bundle)} files {(raw - b_raw) / 1e3:.0f} kB, gzip "
                      f"{(gz - b_gz) / 1e3:.0f} kB; bundle {len(in_bundle)} files {b_raw / 1e6:.2f} MB, gzip "
                      f"{b_gz / 1e6:.2f} MB)")
+    lines.append("  (threads: only where the host sends Cross-Origin-Opener-Policy: same-origin and "
+                 "Cross-Origin-Embedder-Policy: require-corp)")
     lines.append("  later visits: the bundle's files come from the browser's Cache API (checked by sha256)")
     return "\n".join(lines)
