@@ -15,12 +15,11 @@ Standard library only: the card is read by `ditweb export` and written by `ditwe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from ditformat.errors import DitwebError
+from ditformat.atomic import write_text_atomic
 
 CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
@@ -155,18 +154,7 @@ def merge(base: dict | None, extra: dict | None) -> dict:
 
 
 def write_card_file(path, card: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)                    # mkstemp's 0600 would hide the file from a CI artifact step
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(card, indent=1, ensure_ascii=False) + "\n")
 
 
 def add_eval(path, title: str, header: list, rows: list, notes: str) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ditformat.errors import DitwebError
+from ditformat.atomic import write_atomic
 from ditformat.schema import SchemaMismatch, check_model_config
 
 from .model import PRESETS, DiT, DiTConfig, build_meta, preset_config
@@ -18,23 +18,12 @@ from .tensor_checks import (CheckpointError, check_finite, check_model_budget, c
 
 
 def atomic_write(path: str | os.PathLike, write, what: str = "checkpoint", error: type = CheckpointError) -> Path:
-    """write(f) into a temporary file in the same folder, fsync, then rename over `path`.
+    """write(f) into a temporary file in the same folder, fsync, then rename over `path` (a private file, 0600).
     A failure (e.g. a full disk) leaves the previous file untouched and raises `error`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, (OSError, RuntimeError)):
-            raise error(f"{path}: could not write {what} ({e}); the previous file is unchanged") from e
-        raise
-    return path
+        return write_atomic(path, write, mode=None)
+    except (OSError, RuntimeError) as e:
+        raise error(f"{path}: could not write {what} ({e}); the previous file is unchanged") from e
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from ditformat.atomic import write_text_atomic
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 REPORT_VERSION = 1
@@ -101,22 +101,6 @@ def junit_xml(report: dict) -> str:
             ET.SubElement(case, "system-out").text = text
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a report beside its final name, then rename: a CI system never reads half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)                    # mkstemp's 0600 would hide the file from a CI artifact step
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_reports(report: dict, json_path=None, junit_path=None) -> list[Path]:
