@@ -80,3 +80,41 @@ def test_without_isolation_one_thread_runs(bundles):
     got = run_page(bundles, {}, [4], dtypes=("f32",))
     assert got["isolated"] is False
     assert got["runs"][0]["threads"] == 1 and "1 thread" in got["runs"][0]["describe"]
+
+
+def test_ditweb_serve_isolates_the_page_and_the_page_runs_threads(tmp_path):
+    """`ditweb serve` sends COOP + COEP, so the favicon page itself (web/index.html, app.js) is cross-origin
+    isolated and its WebAssembly runtime starts the pool (headless Chromium reports 2 or more cores here) and
+    shows the count in its adapter line."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+    from webserve.browser import chromium, wait_state
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-c", "import sys; from ditweb.cli import main; sys.exit(main())",
+           "serve", str(repo / "bundles" / "default"), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline()).group(0)
+        with urllib.request.urlopen(url) as r:
+            assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        with chromium(gpu=False) as ctx:
+            page = ctx.new_page()
+            page.goto(url + "?runtime=wasm")
+            state = wait_state(page, ("ready", "error", "bundle-error", "no-webgpu"), 90)
+            assert state == "ready", page.text_content("#message")
+            got = page.evaluate("""async () => {
+                const b = window.ditwebBundle;
+                const r = await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0 });
+                return { isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, threads: r.threads,
+                         runtime: r.runtime, adapter: document.getElementById("adapter").textContent };
+            }""")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert got["isolated"] is True and got["runtime"] == "wasm"
+    assert got["threads"] == got["cores"] >= 2 or got["cores"] < 2, got
+    assert f"{got['threads']} thread" in got["adapter"], got
