@@ -137,3 +137,16 @@ def test_a_named_model_shows_every_source():
     for source in ("Twemoji", "Noto", "Fluent"):
         assert any(source in i for i in items), (source, items)
     assert "https://creativecommons.org/licenses/by/4.0/" in links
+
+
+@pytest.mark.skipif(not (NAMED / "README.md").is_file(), reason="no named bundle shipped")
+def test_site_writes_the_attribution_into_the_html(tmp_path):
+    """`ditweb site` writes the footer into index.html too (seen without script, by crawlers, before the page runs):
+    the same items, with the card's URLs as links, the text escaped."""
+    import html
+    write_site(NAMED, tmp_path / "s")
+    page = (tmp_path / "s" / "index.html").read_text()
+    footer = re.search(r'<footer id="attribution"[^>]*>(.*?)</footer>', page, re.S).group(1)
+    items = [html.unescape(re.sub(r"<[^>]+>", "", li)) for li in re.findall(r"<li>(.*?)</li>", footer)]
+    assert items == card_attribution(NAMED)
+    assert '<a href="https://creativecommons.org/licenses/by/4.0/"' in footer

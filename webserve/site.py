@@ -10,6 +10,7 @@ Content-Security-Policy CSP below (docs/hosting.md). `first_visit` says what a f
 from __future__ import annotations
 
 import gzip
+import html
 import os
 import re
 import shutil
@@ -33,13 +34,46 @@ def check_base_path(base_path: str | None) -> str | None:
     return base_path
 
 
-def page_html(base_path: str | None) -> bytes:
-    html = (WEB_DIR / "index.html").read_text("utf-8")
+def attribution_lines(card: str) -> list[str]:
+    """The bullets of the card's "**Attribution**" list (export/card.py; web/app.js attributionLines is the twin)."""
+    lines = card.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("**Attribution**")), None)
+    out: list[str] = []
+    for line in lines[start + 1:] if start is not None else []:
+        if line.startswith("- "):
+            out.append(line[2:].strip())
+        elif line.strip() or out:
+            break
+    return out
+
+
+def attribution_html(lines: list[str]) -> str:
+    """The footer the page's script writes (web/app.js showAttribution), as static HTML: shown without script too."""
+    def item(text: str) -> str:
+        parts, last = [], 0
+        for m in re.finditer(r"https?://[^\s)]+", text):
+            url = html.escape(m.group(0))
+            parts += [html.escape(text[last:m.start()]), f'<a href="{url}" rel="license noopener">{url}</a>']
+            last = m.end()
+        return "<li>" + "".join(parts) + html.escape(text[last:]) + "</li>"
+    return ('<footer id="attribution" data-attribution="%d"><p>Training data of this model (<a href="bundle/README.md">'
+            'model card</a>):</p><ul>%s</ul></footer>' % (len(lines), "".join(item(t) for t in lines)))
+
+
+def page_html(base_path: str | None, card: str | None = None) -> bytes:
+    """index.html with the <base href> (base_path) and the attribution footer from the bundle's card written in."""
+    page = (WEB_DIR / "index.html").read_text("utf-8")
     if base_path:
-        html = html.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n<base href="{base_path}">\n', 1)
-        if f'<base href="{base_path}">' not in html:
+        page = page.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n<base href="{base_path}">\n', 1)
+        if f'<base href="{base_path}">' not in page:
             raise SiteError(f"{WEB_DIR / 'index.html'}: no <meta charset=\"utf-8\"> line to put the <base href> after")
-    return html.encode("utf-8")
+    lines = attribution_lines(card) if card else []
+    if lines:
+        page, n = re.subn(r'<footer id="attribution">.*?</footer>', lambda _: attribution_html(lines), page,
+                          count=1, flags=re.S)
+        if n != 1:
+            raise SiteError(f"{WEB_DIR / 'index.html'}: no <footer id=\"attribution\"> to write the attribution into")
+    return page.encode("utf-8")
 
 
 def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> list[Path]:
@@ -57,7 +91,8 @@ def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> lis
         written = []
         for rel in page_files:
             if rel == Path("index.html"):
-                (tmp / rel).write_bytes(page_html(base_path))
+                card = (bundle / "README.md").read_text("utf-8") if "README.md" in bundle_files else None
+                (tmp / rel).write_bytes(page_html(base_path, card))
             else:
                 shutil.copyfile(WEB_DIR / rel, tmp / rel)
             written.append(rel)
