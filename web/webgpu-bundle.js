@@ -6,7 +6,7 @@
 // layout, a candidate that fails while a plan is timed, a bind group or dispatch the device refuses) is caught in
 // an error scope and becomes one BundleError line naming the kernel, before or instead of a broken run.
 
-import { BundleError, workgroupForms } from "./bundle.js";
+import { BundleError, checkBatchReach, workgroupForms } from "./bundle.js";
 import { evaluate } from "./forms.js";
 import { SampledBundle } from "./sampling.js";
 import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
@@ -60,6 +60,7 @@ export class Bundle extends SampledBundle {
     if (typeof this.planMode === "object") checkPlan(this.planMode, manifest);
     else if (!["auto", "default"].includes(this.planMode)) throw new RangeError(`plan must be "auto", "default" or an object, got ${JSON.stringify(this.planMode)}`);
     this.plans = {};                   // "B,N" -> the plan in use
+    this.reachChecked = new Set();     // "B,N" of the batches whose dispatches checkBatchReach found inside their buffers
     this.lastTune = null;              // the report of the last timing run
     this.decoder = null;               // a latent bundle's Decoder on the current device
     this.batch = null;
@@ -211,6 +212,7 @@ export class Bundle extends SampledBundle {
   state(B, N, plan = undefined) {
     plan = plan || this.plans[`${B},${N}`] || {};
     if (this.batch && this.batch.B === B && this.batch.N === N && this.batch.plan === plan) return this.batch;
+    this.checkReachAt(B, N);
     if (this.batch) for (const b of this.batch.owned) b.destroy();
     this.batch = null;
     const owned = [];
@@ -222,6 +224,15 @@ export class Bundle extends SampledBundle {
     const stepBuffer = Object.entries(this.manifest.buffers).find(([, s]) => s.kind === "step");
     this.batch = { B, N, plan, buffers, programs, owned, step: stepBuffer ? buffers[stepBuffer[0]] : null, checked: null };
     return this.batch;
+  }
+
+  // Every dispatch, by its kernel and each candidate, inside its buffers at this batch (the verifier tried
+  // REACH.batches only; runtime_py checks the same in BatchState.run_of): a BundleError before anything runs.
+  checkReachAt(B, N) {
+    const id = `${B},${N}`;
+    if (this.reachChecked.has(id)) return;
+    checkBatchReach(this.manifest, B, N);
+    this.reachChecked.add(id);
   }
 
   activationBuffers(B, N, owned) {
@@ -364,6 +375,7 @@ export class Bundle extends SampledBundle {
 
   // The batch of (B, N) under its plan, validated.
   async ready(B, N) {
+    this.checkReachAt(B, N);         // before a plan is timed or a pipeline built for this batch
     await this.ensureDevice();
     await this.ensurePlan(B, N);
     this.state(B, N);
