@@ -27,8 +27,9 @@ export class WasmBundle extends SampledBundle {
 
   // Fetch the kernels (next to this file), start the worker and unpack the weights there.
   async start() {
-    const name = this.threads > 1 ? "./ditweb-kernels-mt.wasm" : "./ditweb-kernels.wasm";
-    const wasmUrl = (this.threads > 1 ? this.opts.wasmThreadsUrl : this.opts.wasmUrl) || new URL(name, import.meta.url);
+    // literal URLs next to this file, so that bundlers see (and copy) both modules
+    const wasmUrl = this.threads > 1 ? this.opts.wasmThreadsUrl || new URL("./ditweb-kernels-mt.wasm", import.meta.url)
+      : this.opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
     let module;
     const t0 = performance.now();
     try {
