@@ -7,8 +7,9 @@
 // output's sum in the same order as on one thread, so the image is the same bits for any count), the engine
 // does share 0 and waits until the others report. Needs a cross-origin isolated page (SharedArrayBuffer).
 
-// control block, i32 slots: generation, function (-1: stop), argument count, done count, arguments
-const GEN = 0, FN = 1, NARGS = 2, DONE = 3, ARGS = 4, MAX_ARGS = 12;
+// control block, i32 slots: generation, function (-1: stop), argument count, done count, the first failed thread
+// (its part; 0: none), arguments
+const GEN = 0, FN = 1, NARGS = 2, DONE = 3, FAILED = 4, ARGS = 5, MAX_ARGS = 12;
 export const CONTROL_BYTES = 4 * (ARGS + MAX_ARGS);
 export const STACK_BYTES = 65536;   // each thread's stack (wasm/build.sh: -z stack-size)
 // the split functions, by index in the control block
@@ -64,6 +65,8 @@ export class ThreadPool {
     Atomics.notify(ctl, GEN);
     this.fns[index](...args, 0, this.threads);
     for (let d = Atomics.load(ctl, DONE); d !== others; d = Atomics.load(ctl, DONE)) Atomics.wait(ctl, DONE, d, 1000);
+    const failed = Atomics.load(ctl, FAILED);
+    if (failed) throw new Error(`WebAssembly thread ${failed} failed in ${PART_FUNCTIONS[index]}`);
   }
 
   dispose() {
@@ -92,7 +95,11 @@ export function threadLoop(exports, memory, control, part, parts, ready) {
     if (fn < 0) return;
     const n = ctl[NARGS], args = new Array(n);
     for (let i = 0; i < n; i++) args[i] = ctl[ARGS + i];
-    fns[fn](...args, part, parts);
+    try {
+      fns[fn](...args, part, parts);
+    } catch (e) {
+      Atomics.compareExchange(ctl, FAILED, 0, part);   // reported by the engine; this thread keeps serving
+    }
     if (Atomics.add(ctl, DONE, 1) === parts - 2) Atomics.notify(ctl, DONE);
   }
 }
