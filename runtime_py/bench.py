@@ -151,9 +151,6 @@ def bench_step(args):
     # one thread for torch and onnxruntime: on this shared 2-core machine torch with 2 threads measured
     # 786-1111 ms for a Favicon-T/2 B=2 forward that takes 32-38 ms with 1 (spin-waiting under load)
     torch.set_num_threads(1)
-    from dit_model.diffusion import Diffusion
-    from dit_model.guidance import combine
-    from ditformat.guidance import Guide, make_plan
     from dit_model.model import DiTConfig, forward_gflops
     steps = 3 if args.quick else 10
     rounds = 3 if args.quick else 5
@@ -171,92 +168,124 @@ def bench_step(args):
         name = f"{cfg.input_size}px D={cfg.hidden_size} depth {cfg.depth} p{cfg.patch_size}"
         for N in images:
             B = 2 * N                                         # CFG doubles the batch
-            plan, rep = tune(bundle, B, N)
-            for key, times in rep["slots"].items():
-                for k, t in sorted(times.items(), key=lambda kv: kv[1]):
-                    cand_rows.append([f"{name} {dtype}", N, key, rep["counts"][key], k, t * 1e3,
-                                      "chosen" if plan[key] == k else ""])
-            cand_rows.append([f"{name} {dtype}", N, "(selection)", "", f"{rep['timing_s'] * 1e3:.0f} ms timing + "
-                              f"{rep['first_s'] * 1e3:.0f} ms first dispatches + {rep['pipelines_s'] * 1e3:.0f} ms "
-                              "pipelines", "", ""])
-            other = {key: next((k for k in bundle.manifest["candidates"][key.split("|")[0]] if k != key.split("|")[0]),
-                               key.split("|")[0]) for key in plan}
-            plans = {"default": {}, "tuned": plan, "alternatives": other}
-            if rep["partial"] and not args.quick:    # the reference: whole dispatches, more rounds, no budget
-                whole, wrep = tune(bundle, B, N, repeats=7, budget_s=1e9, partial=False)
-                plans["whole dispatches"] = whole
-                cand_rows.append([f"{name} {dtype}", N, "(reference)", "", f"{wrep['timing_s'] * 1e3:.0f} ms timing whole "
-                                  f"dispatches, 7 rounds: {sum(whole[k] != plan[k] for k in plan)} of {len(plan)} slots "
-                                  "pick another kernel", "", ""])
-            _step_time(bundle, N, {}, 2)                      # warm-up: buffers, pipelines, first submit
-            times: dict[str, list[float]] = {k: [] for k in plans}
-            for r in range(rounds):                           # interleaved: round r starts at plan r mod n
-                order = list(plans)[r % len(plans):] + list(plans)[:r % len(plans)]
-                for pname in order:
-                    times[pname].append(_step_time(bundle, N, plans[pname], steps))
+            plans, rep = _plans_to_time(bundle, B, N, args.quick, f"{name} {dtype}", cand_rows)
+            times = _time_plans(bundle, N, plans, steps, rounds)
             best = min(float(np.median(v)) for v in times.values())
             for pname, v in times.items():
                 t = float(np.median(v))
                 rows.append([name, N, B, f"wgpu {dtype}, plan {pname}", t * 1e3, gflop * B / t,
                              f"{t / best:.2f}x"])
-            # a whole 25-step favicon with the tuned plan: init, 25 command buffers, the one read-back
-            bundle.state(B, N, plan=plan)
-            t25 = []
-            for _ in range(1 if args.quick else 3):
-                t0 = time.perf_counter()
-                bundle.sample(list(range(N)), seed=0, steps=25, cfg=4.0)
-                t25.append(time.perf_counter() - t0)
             rows.append([name, N, B, f"wgpu {dtype}, plan tuned: a whole 25-step sample, one read-back",
-                         float(np.median(t25)) * 1e3, "", ""])
-            bundle.state(B, N, plan={})
-            if dtype != "f32" or model is None or not with_torch:
-                continue
-            x = torch.randn(N, cfg.in_channels, cfg.input_size, cfg.input_size)
-            gplan = make_plan(Guide(4.0), list(range(N)), cfg.num_classes)
-            y = torch.tensor([c for br in gplan.labels for c in br])
-            diff = Diffusion(steps)
-
-            def torch_step():
-                with torch.no_grad():
-                    out = model(x.repeat(2, 1, 1, 1), torch.full((B,), 500), y).reshape(1, 2, N, -1, cfg.input_size,
-                                                                                         cfg.input_size)
-                    g = combine(out, gplan.coefficients(4.0), gplan.var_branch, cfg.in_channels)
-                    diff.ddim_step(g, x, steps // 2, torch.zeros_like(x), 0.0, True)
-            t_torch = _torch_time(torch_step, steps)
-            rows.append(["", N, B, "torch CPU (f32, 1 thread)", t_torch * 1e3, gflop * B / t_torch, ""])
-            import onnxruntime as ort
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            sess = ort.InferenceSession(str(bundle.path / "model.onnx"), so, providers=["CPUExecutionProvider"])
-            feed = {"x": x.repeat(2, 1, 1, 1).numpy(), "t": np.full(B, 500, np.int64), "y": y.numpy()}
-            t_ort = _torch_time(lambda: sess.run(None, feed), steps)
-            rows.append(["", N, B, "onnxruntime CPU (model only, 1 thread)", t_ort * 1e3, gflop * B / t_ort, ""])
-    gpu = bundle.gpu
-    cand_notes = (f"Adapter: {gpu.name}. Each slot (dispatches sharing a kernel and params at batch B = 2N) with its "
-                  f"candidate kernels (docs/bundle-format.md, 'candidates'): median time of one dispatch from "
-                  f"{rep['source']}, the fastest of interleaved samples (runtime_py/tune.py: "
-                  + ("on this adapter a sample is the first workgroups of a dispatch, less the fixed time of a sample "
-                     f"({rep['fixed_s'] * 1e3:.3f} ms), scaled to the whole dispatch; " if rep["partial"] else
-                     "whole dispatches; ") +
-                  "a probe of one workgroup drops candidates 2x slower than the best, the rounds those 1.5x slower, "
-                  "so a slow candidate's time is rough); 'chosen' is the plan's pick. Selection time: the timing "
-                  "itself, the candidates' first dispatches (one workgroup each: lavapipe compiles a pipeline on "
-                  "its first dispatch) and their pipeline creation (both once per load). " + _load_note())
+                         _whole_sample_ms(bundle, B, N, plans["tuned"], 1 if args.quick else 3), "", ""])
+            if dtype == "f32" and model is not None and with_torch:
+                rows += _cpu_rows(model, cfg, bundle.path / "model.onnx", N, steps, gflop)
     from dit_model.bench import publish
+    gpu = bundle.gpu
     publish("step-plans", f"ditweb bench step: candidates and plans ({gpu.name})",
-            ["model", "images N", "slot (kernel|params)", "dispatches", "candidate", "ms (fastest sample)", ""], cand_rows, cand_notes,
-            getattr(args, "out", None) or "bench/results")
+            ["model", "images N", "slot (kernel|params)", "dispatches", "candidate", "ms (fastest sample)", ""], cand_rows,
+            _candidate_notes(gpu.name, rep), getattr(args, "out", None) or "bench/results")
     header = ["model", "images N", "batch B", "runtime", "ms / denoising step", "GFLOP/s", "vs fastest plan"]
-    notes = (f"Adapter: {gpu.name}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
-             "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
-             f"{steps} steps of Bundle.sample (wall clock, includes submit overhead), median of {rounds} interleaved "
-             "rounds per plan: default = every dispatch's own kernel, tuned = the timed plan "
-             "(step-plans.md), alternatives = every slot's other candidate, whole dispatches (where the timing "
-             "samples parts of dispatches) = the plan the same timing picks from whole dispatches over 7 rounds; "
-             "'a whole 25-step sample': "
-             "Bundle.sample wall clock, ms for all 25 steps (not per step). torch CPU: the same model "
-             "forward + combine + ddim_step. onnxruntime: the exported model.onnx forward only. GFLOP/s = "
-             "2 x forward MACs x B / time (dit_model.model.forward_gflops). "
-             + (f"Bundle {args.bundle}. " if getattr(args, "bundle", None) else
-                "Random weights (speed does not depend on them). ") + _load_note())
-    return f"ditweb bench step ({gpu.name})", header, rows, notes
+    return f"ditweb bench step ({gpu.name})", header, rows, _step_notes(gpu.name, steps, rounds, getattr(args, "bundle", None))
+
+
+def _plans_to_time(bundle, B: int, N: int, quick: bool, model: str, cand_rows: list):
+    """The plans the step is timed under ({name: plan}: default, tuned, every slot's other candidate, and where the
+    timing samples parts of dispatches a reference from whole ones) and the timing's report; the candidates'
+    times and the selection time go to cand_rows."""
+    plan, rep = tune(bundle, B, N)
+    for key, times in rep["slots"].items():
+        for k, t in sorted(times.items(), key=lambda kv: kv[1]):
+            cand_rows.append([model, N, key, rep["counts"][key], k, t * 1e3, "chosen" if plan[key] == k else ""])
+    cand_rows.append([model, N, "(selection)", "", f"{rep['timing_s'] * 1e3:.0f} ms timing + "
+                      f"{rep['first_s'] * 1e3:.0f} ms first dispatches + {rep['pipelines_s'] * 1e3:.0f} ms "
+                      "pipelines", "", ""])
+    other = {key: next((k for k in bundle.manifest["candidates"][key.split("|")[0]] if k != key.split("|")[0]),
+                       key.split("|")[0]) for key in plan}
+    plans = {"default": {}, "tuned": plan, "alternatives": other}
+    if rep["partial"] and not quick:    # the reference: whole dispatches, more rounds, no budget
+        whole, wrep = tune(bundle, B, N, repeats=7, budget_s=1e9, partial=False)
+        plans["whole dispatches"] = whole
+        cand_rows.append([model, N, "(reference)", "", f"{wrep['timing_s'] * 1e3:.0f} ms timing whole "
+                          f"dispatches, 7 rounds: {sum(whole[k] != plan[k] for k in plan)} of {len(plan)} slots "
+                          "pick another kernel", "", ""])
+    return plans, rep
+
+
+def _time_plans(bundle, N: int, plans: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step under each plan, `rounds` samples each, interleaved: round r starts at plan r mod n."""
+    _step_time(bundle, N, {}, 2)                              # warm-up: buffers, pipelines, first submit
+    times: dict[str, list[float]] = {k: [] for k in plans}
+    for r in range(rounds):
+        order = list(plans)[r % len(plans):] + list(plans)[:r % len(plans)]
+        for pname in order:
+            times[pname].append(_step_time(bundle, N, plans[pname], steps))
+    return times
+
+
+def _whole_sample_ms(bundle, B: int, N: int, plan: dict, repeat: int) -> float:
+    """Median ms of a whole 25-step favicon with `plan`: init, 25 command buffers, the one read-back."""
+    bundle.state(B, N, plan=plan)
+    t25 = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        bundle.sample(list(range(N)), seed=0, steps=25, cfg=4.0)
+        t25.append(time.perf_counter() - t0)
+    bundle.state(B, N, plan={})
+    return float(np.median(t25)) * 1e3
+
+
+def _cpu_rows(model, cfg, onnx_path: Path, N: int, steps: int, gflop: float) -> list[list]:
+    """The same step on the CPU, one thread: torch (forward + combine + ddim_step) and onnxruntime (the exported
+    model.onnx forward only)."""
+    from dit_model.diffusion import Diffusion
+    from dit_model.guidance import combine
+    from ditformat.guidance import Guide, make_plan
+    B = 2 * N
+    x = torch.randn(N, cfg.in_channels, cfg.input_size, cfg.input_size)
+    gplan = make_plan(Guide(4.0), list(range(N)), cfg.num_classes)
+    y = torch.tensor([c for br in gplan.labels for c in br])
+    diff = Diffusion(steps)
+
+    def torch_step():
+        with torch.no_grad():
+            out = model(x.repeat(2, 1, 1, 1), torch.full((B,), 500), y).reshape(1, 2, N, -1, cfg.input_size,
+                                                                                 cfg.input_size)
+            g = combine(out, gplan.coefficients(4.0), gplan.var_branch, cfg.in_channels)
+            diff.ddim_step(g, x, steps // 2, torch.zeros_like(x), 0.0, True)
+    t_torch = _torch_time(torch_step, steps)
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    feed = {"x": x.repeat(2, 1, 1, 1).numpy(), "t": np.full(B, 500, np.int64), "y": y.numpy()}
+    t_ort = _torch_time(lambda: sess.run(None, feed), steps)
+    return [["", N, B, "torch CPU (f32, 1 thread)", t_torch * 1e3, gflop * B / t_torch, ""],
+            ["", N, B, "onnxruntime CPU (model only, 1 thread)", t_ort * 1e3, gflop * B / t_ort, ""]]
+
+
+def _candidate_notes(adapter: str, rep: dict) -> str:
+    return (f"Adapter: {adapter}. Each slot (dispatches sharing a kernel and params at batch B = 2N) with its "
+            f"candidate kernels (docs/bundle-format.md, 'candidates'): median time of one dispatch from "
+            f"{rep['source']}, the fastest of interleaved samples (runtime_py/tune.py: "
+            + ("on this adapter a sample is the first workgroups of a dispatch, less the fixed time of a sample "
+               f"({rep['fixed_s'] * 1e3:.3f} ms), scaled to the whole dispatch; " if rep["partial"] else
+               "whole dispatches; ") +
+            "a probe of one workgroup drops candidates 2x slower than the best, the rounds those 1.5x slower, "
+            "so a slow candidate's time is rough); 'chosen' is the plan's pick. Selection time: the timing "
+            "itself, the candidates' first dispatches (one workgroup each: lavapipe compiles a pipeline on "
+            "its first dispatch) and their pipeline creation (both once per load). " + _load_note())
+
+
+def _step_notes(adapter: str, steps: int, rounds: int, bundle_path) -> str:
+    return (f"Adapter: {adapter}. One DDIM step with CFG scale 4: the whole step on the GPU is expand + "
+            "forward (B = 2N rows) + guide_combine + sampler_step in one command buffer, timed over "
+            f"{steps} steps of Bundle.sample (wall clock, includes submit overhead), median of {rounds} interleaved "
+            "rounds per plan: default = every dispatch's own kernel, tuned = the timed plan "
+            "(step-plans.md), alternatives = every slot's other candidate, whole dispatches (where the timing "
+            "samples parts of dispatches) = the plan the same timing picks from whole dispatches over 7 rounds; "
+            "'a whole 25-step sample': "
+            "Bundle.sample wall clock, ms for all 25 steps (not per step). torch CPU: the same model "
+            "forward + combine + ddim_step. onnxruntime: the exported model.onnx forward only. GFLOP/s = "
+            "2 x forward MACs x B / time (dit_model.model.forward_gflops). "
+            + (f"Bundle {bundle_path}. " if bundle_path else "Random weights (speed does not depend on them). ")
+            + _load_note())

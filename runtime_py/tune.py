@@ -245,63 +245,10 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target
     timer.run_many([([(p, bg, (1, 1, 1))], 1) for p, bg, _ in (runs[key][k] for key, k in pairs)])
     t2 = time.perf_counter()
     partial, fixed = _proportional(timer, runs) if pairs and partial is not False else (False, 0.0)
-    threads = _threads()
-    groups = {pk: int(np.prod(runs[pk[0]][pk[1]][2])) for pk in pairs}
-
-    def timed(items):
-        """[(pk, n)] -> [(seconds of one whole dispatch, the same without subtracting the fixed time)]: n
-        workgroups (partial) or n repetitions of the whole dispatch."""
-        work = []
-        for (key, k), n in items:
-            p, bg, g = runs[key][k]
-            if partial:
-                gg, frac = part(g, n)
-                work.append(([(p, bg, gg)], 1, frac))
-            else:
-                work.append(([(p, bg, g)], n, 1.0))
-        got = timer.run_many([(d, reps) for d, reps, _ in work])
-        return [(max(t - fixed, 0.05 * t) / frac, t / frac) for t, (_, _, frac) in zip(got, work)]
-
-    # the probe; a candidate it finds 2x slower (less the fixed time) than the best (with it) is out, at once
-    # where 8x slower, else if a second probe (in reverse order) agrees: one preempted sample drops nothing close
-    probe = dict(zip(pairs, timed([(pk, 1) for pk in pairs])))
-    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
-    again = [pk for pk in pairs if 2.0 * best[pk[0]] < probe[pk][0] <= 8.0 * best[pk[0]]
-             and probe[pk][0] >= 0.75 * probe[pk][1]]
-    for pk, (t, t_all) in zip(again[::-1], timed([(pk, 1) for pk in again[::-1]])):
-        probe[pk] = (min(t, probe[pk][0]), min(t_all, probe[pk][1]))
-    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
-    est = {pk: v[0] for pk, v in probe.items()}
+    samples = _Samples(timer, runs, partial, fixed, target_s)
+    est, live = _probe(samples, pairs)
     t_probe = time.perf_counter()
-    live = {}
-    for key in runs:                           # a probe mostly fixed time (a small workgroup) drops nothing
-        names = [k for k in runs[key] if est[(key, k)] <= 2.0 * best[key] or est[(key, k)] < 0.75 * probe[(key, k)][1]]
-        if len(names) > 1:
-            live[key] = names
-
-    def size(pk) -> int:                       # workgroups (partial) or repetitions (whole) of about target_s
-        if partial:
-            n = max(target_s, 8 * fixed) * groups[pk] / max(est[pk], 1e-9)
-            return int(min(groups[pk], threads * max(1, -(-int(n) // threads))))
-        return int(min(8, max(1, target_s / max(est[pk], 1e-7))))
-
-    times: dict[tuple[str, str], list[float]] = {pk: [] for pk in pairs}
-    for r in range(repeats):
-        if not live:
-            break
-        batch = []
-        for key, names in live.items():            # interleaved: round r starts at candidate r mod n
-            batch += [(key, names[(j + r) % len(names)]) for j in range(len(names))]
-        for pk, (t, _) in zip(batch, timed([(pk, size(pk)) for pk in batch])):
-            times[pk].append(t)
-            est[pk] = min(times[pk])
-        if r >= 1:                             # out: a fastest sample 1.5x the best's
-            for key, names in live.items():
-                fastest = min(est[(key, k)] for k in names)
-                live[key] = [k for k in names if est[(key, k)] <= 1.5 * fastest]
-            live = {key: names for key, names in live.items() if len(names) > 1}
-        if time.perf_counter() - t2 > budget_s and r >= 1:
-            break
+    _rounds(samples, est, live, repeats, budget_s, t2)
     plan, report = {}, {}
     for key in runs:
         report[key] = {k: est[(key, k)] for k in runs[key]}
@@ -310,6 +257,84 @@ def tune(bundle, B: int, N: int, repeats: int = 3, budget_s: float = 0.3, target
     return plan, {"slots": report, "counts": {k: s["count"] for k, s in slots.items()}, "pipelines_s": t1 - t0,
                   "first_s": t2 - t1, "timing_s": t3 - t2, "source": timer.source, "partial": partial,
                   "fixed_s": fixed, "probe_s": t_probe - t2}
+
+
+class _Samples:
+    """Timing samples of the candidates' dispatches (runs: {slot key: {kernel: (pipeline, bind group, groups)}};
+    a pk is a (slot key, kernel) pair): where `partial`, the first workgroups of a dispatch less the adapter's
+    fixed time, scaled to the whole; else the whole dispatch, repeated."""
+
+    def __init__(self, timer, runs: dict, partial: bool, fixed: float, target_s: float):
+        self.timer, self.runs, self.partial, self.fixed, self.target_s = timer, runs, partial, fixed, target_s
+        self.threads = _threads()
+        self.groups = {(key, k): int(np.prod(run[2])) for key, alts in runs.items() for k, run in alts.items()}
+
+    def timed(self, items) -> list[tuple[float, float]]:
+        """[(pk, n)] -> [(seconds of one whole dispatch, the same without subtracting the fixed time)]: n
+        workgroups (partial) or n repetitions of the whole dispatch."""
+        work = []
+        for (key, k), n in items:
+            p, bg, g = self.runs[key][k]
+            if self.partial:
+                gg, frac = part(g, n)
+                work.append(([(p, bg, gg)], 1, frac))
+            else:
+                work.append(([(p, bg, g)], n, 1.0))
+        got = self.timer.run_many([(d, reps) for d, reps, _ in work])
+        return [(max(t - self.fixed, 0.05 * t) / frac, t / frac) for t, (_, _, frac) in zip(got, work)]
+
+    def size(self, pk, est: float) -> int:
+        """Workgroups (partial) or repetitions (whole) of a sample of about target_s, given an estimate of the
+        whole dispatch's seconds."""
+        if self.partial:
+            n = max(self.target_s, 8 * self.fixed) * self.groups[pk] / max(est, 1e-9)
+            return int(min(self.groups[pk], self.threads * max(1, -(-int(n) // self.threads))))
+        return int(min(8, max(1, self.target_s / max(est, 1e-7))))
+
+
+def _probe(samples: _Samples, pairs: list) -> tuple[dict, dict]:
+    """(est: {pk: seconds of one whole dispatch}, live: {slot key: the candidates still in}) from a probe of one
+    workgroup (one dispatch) of every candidate: one 2x slower (less the fixed time) than the best (with it) is
+    out, at once where 8x slower, else if a second probe (in reverse order) agrees: one preempted sample drops
+    nothing close; a probe mostly fixed time (a small workgroup) drops nothing."""
+    runs = samples.runs
+    probe = dict(zip(pairs, samples.timed([(pk, 1) for pk in pairs])))
+    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
+    again = [pk for pk in pairs if 2.0 * best[pk[0]] < probe[pk][0] <= 8.0 * best[pk[0]]
+             and probe[pk][0] >= 0.75 * probe[pk][1]]
+    for pk, (t, t_all) in zip(again[::-1], samples.timed([(pk, 1) for pk in again[::-1]])):
+        probe[pk] = (min(t, probe[pk][0]), min(t_all, probe[pk][1]))
+    best = {key: min(probe[(key, k)][1] for k in runs[key]) for key in runs}
+    est = {pk: v[0] for pk, v in probe.items()}
+    live = {}
+    for key in runs:
+        names = [k for k in runs[key] if est[(key, k)] <= 2.0 * best[key] or est[(key, k)] < 0.75 * probe[(key, k)][1]]
+        if len(names) > 1:
+            live[key] = names
+    return est, live
+
+
+def _rounds(samples: _Samples, est: dict, live: dict, repeats: int, budget_s: float, t_start: float) -> None:
+    """Up to `repeats` interleaved rounds over the live candidates (round r starts at candidate r mod n); est
+    becomes each candidate's fastest sample. From the second round on a candidate 1.5x the best's is out; rounds
+    stop past `budget_s` after t_start."""
+    times: dict[tuple[str, str], list[float]] = {pk: [] for pk in est}
+    for r in range(repeats):
+        if not live:
+            break
+        batch = []
+        for key, names in live.items():
+            batch += [(key, names[(j + r) % len(names)]) for j in range(len(names))]
+        for pk, (t, _) in zip(batch, samples.timed([(pk, samples.size(pk, est[pk])) for pk in batch])):
+            times[pk].append(t)
+            est[pk] = min(times[pk])
+        if r >= 1:
+            for key, names in live.items():
+                fastest = min(est[(key, k)] for k in names)
+                live[key] = [k for k in names if est[(key, k)] <= 1.5 * fastest]
+            live = {key: names for key, names in live.items() if len(names) > 1}
+        if time.perf_counter() - t_start > budget_s and r >= 1:
+            break
 
 
 def _proportional(timer, runs) -> tuple[bool, float]:
