@@ -1,6 +1,7 @@
 """The wgpu-py runtime: load a verified bundle, create pipelines once, replay its programs.
 
-Function for function the twin of web/ditweb.js: load bundle -> create pipelines -> step -> sample.
+Function for function the twin of web/webgpu-bundle.js (the sampling loop: web/sampling.js): load bundle -> create
+pipelines -> step -> sample.
 No model-specific code: buffers, kernels and dispatches all come from the manifest."""
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ A bundle lists, beside a dispatch's kernel, the kernels that may replace it (`ca
 A *slot* is the work of one or more dispatches: their kernel and their params evaluated at the batch
 (B, N); a *plan* maps slots to kernel names (a slot it does not name runs the dispatch's own kernel: the
 "default" plan maps nothing). `tune` times every candidate of every slot on the slot's real buffers
-(timestamp queries where the adapter has them, else wall clock around a submitted pass), as medians of
-interleaved repetitions, and picks the fastest. Plans are cached per adapter, bundle and batch in the
+(timestamp queries where the adapter has them, else wall clock around a submitted pass) in interleaved
+samples, and picks the candidate with the fastest sample. Plans are cached per adapter, bundle and batch in the
 user's cache folder (`$XDG_CACHE_HOME/ditweb/plans.json`), so a second load times nothing.
 
 numpy + wgpu only: the runtime's sampling path stays torch-free."""
