@@ -579,7 +579,8 @@ def _huge_workgroup(src: str) -> str:
 
 
 def _aliased_writes(b: Path) -> str:
-    """gated_residual reads y from the buffer it writes h to: sizes and reach fit, the device refuses the aliasing."""
+    """gated_residual reads y from the buffer it writes h to: sizes and reach fit; WebGPU would refuse the aliasing, and
+    the verifier refuses it first."""
     m = json.loads((b / "manifest.json").read_text())
     name = _gpu_kernel(m, "used")
     d = next(d for ds in m["programs"].values() for d in ds if d["kernel"] == name)
@@ -592,19 +593,20 @@ GPU_REFUSALS = {   # name -> (damage returning the kernel's name, words of the o
     "does-not-compile": (lambda b: _edit_kernel(b, "used", _type_error), ["WGSL does not compile"]),
     "candidate-does-not-compile": (lambda b: _edit_kernel(b, "candidate", _type_error), ["WGSL does not compile"]),
     "workgroup-memory": (lambda b: _edit_kernel(b, "candidate", _huge_workgroup), ["pipeline could not be created"]),
-    "aliased-writes": (_aliased_writes, ["is refused by the device"]),
 }
 
 
 def test_gpu_refusals_are_one_line_errors_naming_the_kernel(site, bundles, tmp_path):
     """What passes the verifier but not the GPU (a type error, in a kernel the programs run or in a candidate compiled
-    only while a plan is timed; a candidate over the workgroup memory limit; a dispatch that writes the buffer it
-    reads, refused at dispatch): one BundleError line naming the kernel, before anything runs, and nothing on the
-    GPU's uncaptured-error channel."""
+    only while a plan is timed; a candidate over the workgroup memory limit): one BundleError line naming the kernel,
+    before anything runs, and nothing on the GPU's uncaptured-error channel. A dispatch that writes a buffer it also
+    reads, which the device would refuse at dispatch, is refused by the verifier already (one line, no GPU call)."""
     names = {}
     for case, (damage, _) in GPU_REFUSALS.items():
         shutil.copytree(bundles["f32"], tmp_path / case)
         names[case] = damage(tmp_path / case)
+    shutil.copytree(bundles["f32"], tmp_path / "aliased-writes")
+    _aliased_writes(tmp_path / "aliased-writes")
     page = site["ctx"].new_page()
     with local_server({"/": WEB_DIR, "/bad/": tmp_path}) as url:
         page.goto(url + "favicon.svg")
@@ -623,8 +625,10 @@ def test_gpu_refusals_are_one_line_errors_naming_the_kernel(site, bundles, tmp_p
               if (b) b.dispose();
             }
             return out;
-        }""", list(GPU_REFUSALS))
+        }""", list(GPU_REFUSALS) + ["aliased-writes"])
     page.close()
+    msg = got["aliased-writes"]
+    assert msg.startswith("BundleError: ") and "\n" not in msg and "bound twice" in msg, msg
     for case, (_, words) in GPU_REFUSALS.items():
         msg = got[case]
         assert msg.startswith("BundleError: kernels/") and "\n" not in msg, f"{case}: {msg}"
