@@ -1,6 +1,6 @@
 // Kernels of web/ditweb-kernels.wasm called directly (no manifest, no engine) for tests/test_wasm_q8.py: reads a
 // JSON list of calls on stdin, each {fn, params: [u32...], args: [{f32: [...]} | {i8: [...]} | {zeros: n} | {u32: v}],
-// read: [argIndex, count]}, runs each in a fresh instance and prints [{out: [...]}, ...] (the f32 block `read` names).
+// read: [argIndex, count], parts?}, runs each in a fresh instance (parts: fn(..., part, parts) for every part in turn) and prints [{out: [...]}, ...] (the f32 block `read` names).
 // f32 / i8 / zeros arguments get their own 16-byte-aligned block of memory and pass as pointers; u32 ones as is.
 import { readFileSync } from "node:fs";
 
@@ -27,7 +27,8 @@ for (const req of JSON.parse(readFileSync(0, "utf-8"))) {
     if ("i8" in a) new Int8Array(x.memory.buffer, p, a.i8.length).set(a.i8);
     ptrs.push(p); values.push(p);
   }
-  x[req.fn](paramsPtr, ...values);
+  if (req.parts) for (let part = 0; part < req.parts; part++) x[req.fn](paramsPtr, ...values, part, req.parts);   // every share
+  else x[req.fn](paramsPtr, ...values);
   const [i, count] = req.read;
   replies.push({ out: Array.from(new Float32Array(x.memory.buffer, ptrs[i], count)) });
 }

@@ -2,7 +2,9 @@
 directly in node on random inputs and held to matmul_q8's derived error bound (wgsl/ops.py: the bound the WGSL
 kernel is held to, K + 1 roundings) against its float64 reference at the dequantised weights q * scale. Shapes
 with M not a multiple of 4 and N not a multiple of 8 take the kernel's edge paths; out_group / out_stride scatter
-rows as the adaLN programs do. The whole-bundle forward pass of an int8 bundle: tests/test_wasm.py."""
+rows as the adaLN programs do. The whole-bundle forward pass of an int8 bundle: tests/test_wasm.py. And the thread
+pool's split kernels (op_<name>_part) give the whole op's bits for any number of parts (tests/test_wasm_threads.py
+runs the pool itself in Chromium)."""
 from __future__ import annotations
 
 import json
@@ -64,3 +66,39 @@ def test_matmul_q8_matches_float64_within_its_bound():
             row = (m // p["out_group"]) * p["out_stride"] + m % p["out_group"]
             written[row * p["N"]: (row + 1) * p["N"]] = True
         assert (got[~written] == 0).all()
+
+
+def test_split_kernels_give_the_same_bits_for_any_number_of_parts():
+    """op_matmul_part, op_matmul_q8_part and op_attention_part (the thread pool's shares, web/wasm-threads.js), all
+    parts run in turn, against the whole op in one call: the same bits for 1..7 parts, with M not a multiple of 4,
+    fewer row blocks than parts, and attention rows (batch H T_q) not a multiple of the parts."""
+    g = torch.Generator().manual_seed(3)
+    rnd = lambda n: torch.randn(n, generator=g).tolist()
+    M, N, K = 37, 20, 24
+    q = torch.randint(-127, 128, (N * K,), generator=g).tolist()
+    scratch = {"zeros": M * K + 8 * K * 8}
+    mm = [{"f32": rnd(M * K)}, {"f32": rnd(K * N)}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 1}, scratch]
+    q8 = [{"f32": rnd(M * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 2}, scratch]
+    # attention params: batch, H, T_q, T_kv, q_stride, q_off, kv_stride, k_off, v_off, out_stride (bundle-layout.h)
+    from ditformat.layout import OP_PARAMS
+    B_, H, Tq, Tkv, hd = 2, 3, 11, 300, 32            # T_kv > 256: two key blocks of the online softmax
+    p = {"batch": B_, "H": H, "T_q": Tq, "T_kv": Tkv, "q_stride": H * hd, "q_off": 0, "kv_stride": 2 * H * hd,
+         "k_off": 0, "v_off": H * hd, "out_stride": H * hd}
+    att_params = [p[name] for name in OP_PARAMS["attention"]]
+    att = [{"f32": rnd(B_ * Tq * H * hd)}, {"f32": rnd(B_ * Tkv * 2 * H * hd)}, {"zeros": B_ * Tq * H * hd}, {"u32": hd}]
+    cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N),
+             ("op_attention", att_params, att, 2, B_ * Tq * H * hd)]
+    calls = []
+    for fn, params, args, out, count in cases:
+        calls.append({"fn": fn, "params": params, "args": args, "read": [out, count]})
+        for parts in range(1, 8):
+            calls.append({"fn": fn + "_part", "params": params, "args": args, "read": [out, count], "parts": parts})
+    r = subprocess.run(["node", str(SCRIPT)], input=json.dumps(calls), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    replies = iter(json.loads(r.stdout))
+    for fn, *_ in cases:
+        whole = np.asarray(next(replies)["out"], np.float32)
+        assert np.isfinite(whole).all() and (whole != 0).any()
+        for parts in range(1, 8):
+            got = np.asarray(next(replies)["out"], np.float32)
+            assert (got.view(np.uint32) == whole.view(np.uint32)).all(), f"{fn}: {parts} parts differ from one call"
