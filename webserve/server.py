@@ -4,13 +4,15 @@ Used by `ditweb serve`, by the browser tests and by the browser benchmark. Only 
 files under the mapped folders (no directory listings, no `..`), explicit MIME types because
 ES modules must be served as JavaScript and .wasm as application/wasm. Hostile requests: a control
 character or backslash in the path is 400, an over-long path 414, a silent connection is dropped after
-READ_TIMEOUT_S; a bundle file that is a symlink is served exactly when its manifest lists it (as
+READ_TIMEOUT_S, and one whose request line and headers have not all arrived after REQUEST_DEADLINE_S (a client that
+sends a byte now and then) is closed; a bundle file that is a symlink is served exactly when its manifest lists it (as
 `Bundle.load` reads it), and nothing else from outside the folders.
 """
 from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import urllib.parse
 from pathlib import Path
@@ -27,6 +29,7 @@ MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=ut
 MAX_PATH_CHARS = 2048          # a longer URL path: 414 (no file of ours is named that long)
 MAX_SEGMENTS = 64              # more '/'-separated parts: 414
 READ_TIMEOUT_S = 10.0          # an idle or half-sent request is dropped after this long without a byte
+REQUEST_DEADLINE_S = 30.0      # ... and after this long in all, however its bytes trickle in
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -36,6 +39,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = READ_TIMEOUT_S                   # socket read timeout (socketserver.StreamRequestHandler)
     listings: dict = {}                        # manifest path -> ((mtime_ns, size), names it lists)
     extra_headers: dict[str, str] = {}         # sent with every file (a Content-Security-Policy, for the tests)
+    deadline = REQUEST_DEADLINE_S              # seconds for the request line and headers in all
+
+    def setup(self):
+        super().setup()
+        self._timer = threading.Timer(self.deadline, self._hang_up)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _hang_up(self):
+        """The request is not in after `deadline`: close the connection; the blocked read returns nothing."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True       # the client hung up, or the deadline did (no answer to send)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()           # the request line and the headers are read by now
+        self._timer.cancel()
+        return ok
+
+    def finish(self):
+        self._timer.cancel()
+        super().finish()
 
     def _resolve(self) -> tuple[int, Path | None]:
         """(status, file): 200 and the file to send, else 400 (a control character, a backslash, an unparsable
@@ -136,13 +168,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def make_server(routes: dict[str, Path], port: int = 0, log: bool = False, requested: list[str] | None = None,
-                timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None) -> http.server.ThreadingHTTPServer:
+                timeout: float = READ_TIMEOUT_S, headers: dict[str, str] | None = None,
+                deadline: float = REQUEST_DEADLINE_S) -> http.server.ThreadingHTTPServer:
     """routes: {'/': web_dir, '/bundle/': bundle_dir, ...}. port 0 = any free port (server.server_port).
-    timeout: seconds a connection may stay silent while its request is read. headers: sent with every file."""
+    timeout: seconds a connection may stay silent while its request is read; deadline: seconds for the whole
+    request line and headers. headers: sent with every file."""
     ordered = sorted(((p if p.endswith("/") else p + "/", Path(d).resolve()) for p, d in routes.items()),
                      key=lambda r: -len(r[0]))
     handler = type("Handler", (_Handler,), {"routes": ordered, "log_requests": log, "requested": requested,
-                                            "timeout": timeout, "listings": {},
+                                            "timeout": timeout, "deadline": deadline, "listings": {},
                                             "extra_headers": dict(headers or {})})
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
