@@ -127,7 +127,8 @@ def reach(kernel: dict, values: list[int], B: int, N: int, groups: list[int]) ->
         v = fast_evaluate(text, env)
         if v <= 0:
             raise ReachError(f"{text} = {v}: a size parameter is 0")
-    for name, text in r.get("let", {}).items():
+    lets = r.get("let", {})
+    for name, text in (REACH["lets"][lets] if isinstance(lets, str) else lets).items():
         env[name] = fast_evaluate(text, env)
     need = [fast_evaluate(text, env) for text in r["need"]]
     if len(need) != len(kernel["bindings"]) - 1:

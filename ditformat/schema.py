@@ -47,7 +47,10 @@ def check(value, spec, where: str) -> None:
         if not ok(value):
             fail(f"expected {spec}, got {_kind(value)} {json.dumps(value)[:40]}")
         return
-    if "enum" in spec:
+    if "all" in spec:                                   # every spec in turn (a named type and what this use adds)
+        for sub in spec["all"]:
+            check(value, sub, where)
+    elif "enum" in spec:
         if not (isinstance(value, str) and value in spec["enum"]):
             fail(f"{json.dumps(value)[:40]} is not one of {', '.join(spec['enum'])}")
     elif "int" in spec:
@@ -100,7 +103,7 @@ def check_model_config(d, where: str) -> None:
     it lacks are allowed (older checkpoints; the config's defaults fill them)."""
     if not isinstance(d, dict):
         raise SchemaMismatch(f"{where}: expected an object, got {_kind(d)}")
-    fields = SCHEMA["manifest"]["fields"]["model"]["fields"]
+    fields = SCHEMA["types"]["model"]["fields"]
     for k, sub in fields.items():
         if k in d:
             check(d[k], sub, f"{where}.{k}")

@@ -1,6 +1,6 @@
 // Generated from ditformat/bundle-schema.json, decoder-schema.json and reach.json by `python -m ditformat`; do not edit.
 export const SCHEMA = {
- "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}. docs/bundle-format.md explains every field.",
+ "_doc": "The manifest.json schema, read by runtime_py/verify.py (through ditformat/schema.py) and by web/bundle.js (through web/bundle-schema.js, written by `python -m ditformat`). Types: int [lo, hi], number, bool, string, hex64, object, form3 = [b, n, c] non-negative ints, form4 = [b, n, c, d] with d >= 1; {enum}, {list, len?, max?}, {map}, {fields, optional?}, {tagged, cases}, {all: [spec, ...]} (every spec in turn), and the named types of `types` (shared with decoder-schema.json). docs/bundle-format.md explains every field.",
  "format": "ditweb-bundle",
  "format_version": 4,
  "exporter_version": "0.4.0",
@@ -17,6 +17,32 @@ export const SCHEMA = {
  "programs": ["forward", "init", "step_begin", "step_end"],
  "types": {
   "prediction": {"enum": ["eps", "v"]},
+  "manifest_head": {
+   "fields": {
+    "format": "string",
+    "format_version": {"int": [0, 1000000]},
+    "exporter": "string",
+    "dtype": {"enum": ["f32", "f16", "int8"]}
+   }
+  },
+  "model": {
+   "fields": {
+    "input_size": {"int": [1, 1024]},
+    "patch_size": {"int": [1, 64]},
+    "in_channels": {"int": [1, 64]},
+    "hidden_size": {"int": [4, 16384]},
+    "depth": {"int": [1, 256]},
+    "num_heads": {"int": [1, 1024]},
+    "mlp_ratio": {"number": [0.0625, 16]},
+    "num_classes": {"int": [1, 100000]},
+    "learn_sigma": "bool",
+    "conditioning": {"enum": ["adaln-zero", "adaln", "cross-attn", "in-context"]},
+    "prediction": "prediction",
+    "label_levels": {"list": {"int": [1, 100000]}, "max": 8},
+    "label_nested": {"int": [1, 8]}
+   },
+   "optional": ["label_levels", "label_nested"]
+  },
   "dispatch": {
    "fields": {
     "kernel": "string",
@@ -28,166 +54,132 @@ export const SCHEMA = {
   },
   "binding": {
    "fields": {"binding": {"int": [0, 16]}, "type": {"enum": ["uniform", "read-only-storage", "storage"]}}
+  },
+  "files": {"map": {"fields": {"size": {"int": [0, 2147483648]}, "sha256": "hex64"}}},
+  "kernel": {
+   "fields": {
+    "file": "string",
+    "op": "string",
+    "variant": "object",
+    "workgroup_size": {"list": {"int": [1, 1024]}, "len": 3},
+    "params": {"list": "string", "max": 64},
+    "bindings": {"list": "binding", "max": 17}
+   }
+  },
+  "weight": {
+   "fields": {
+    "tensor": "string",
+    "dtype": {"enum": ["f32", "f16", "i8"]},
+    "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
+    "bytes": {"int": [1, 2147483647]},
+    "file": "string"
+   },
+   "optional": ["file"]
   }
  },
  "manifest": {
-  "fields": {
-   "format": "string",
-   "format_version": {"int": [0, 1000000]},
-   "exporter": "string",
-   "dtype": {"enum": ["f32", "f16", "int8"]},
-   "model": {
+  "all": [
+   "manifest_head",
+   {
     "fields": {
-     "input_size": {"int": [1, 1024]},
-     "patch_size": {"int": [1, 64]},
-     "in_channels": {"int": [1, 64]},
-     "hidden_size": {"int": [4, 16384]},
-     "depth": {"int": [1, 256]},
-     "num_heads": {"int": [1, 1024]},
-     "mlp_ratio": {"number": [0.0625, 16]},
-     "num_classes": {"int": [1, 100000]},
-     "learn_sigma": "bool",
-     "conditioning": {"enum": ["adaln-zero", "adaln", "cross-attn", "in-context"]},
-     "prediction": "prediction",
-     "label_levels": {"list": {"int": [1, 100000]}, "max": 8},
-     "label_nested": {"int": [1, 8]}
+     "model": "model",
+     "class_names": {"list": "string", "max": 100000},
+     "null_class": {"int": [1, 100000]},
+     "io": {
+      "fields": {
+       "x": "string",
+       "x_shape": {"list": {"int": [1, 1024]}, "len": 3},
+       "t": "string",
+       "y": "string",
+       "out": "string",
+       "out_shape": {"list": {"int": [1, 1024]}, "len": 3},
+       "sample": "string"
+      }
+     },
+     "files": "files",
+     "limits": {"map": {"int": [0, 2147483648]}},
+     "kernels": {"map": {"all": ["kernel", {"fields": {"groups": {"list": "string", "len": 3}}}]}},
+     "buffers": {
+      "map": {
+       "tagged": "kind",
+       "cases": {
+        "weight": "weight",
+        "activation": {"fields": {"dtype": {"enum": ["f32", "u32"]}, "elements": "form3"}},
+        "step": {"fields": {"bytes": {"int": [128, 128]}}}
+       }
+      }
+     },
+     "programs": {
+      "fields": {
+       "forward": {"list": "dispatch"},
+       "init": {"list": "dispatch"},
+       "step_begin": {"list": "dispatch"},
+       "step_end": {"list": "dispatch"}
+      }
+     },
+     "sampler": {
+      "fields": {
+       "prediction": "prediction",
+       "schedule": {"enum": ["linear"]},
+       "num_timesteps": {"int": [1000, 1000]},
+       "beta_start": {"number": [1e-08, 0.5]},
+       "beta_end": {"number": [1e-08, 0.5]}
+      }
+     },
+     "candidates": {"map": {"list": "string", "max": 16}},
+     "guidance": {"fields": {"max_branches": {"int": [1, 8]}}}
     },
-    "optional": ["label_levels", "label_nested"]
-   },
-   "class_names": {"list": "string", "max": 100000},
-   "null_class": {"int": [1, 100000]},
-   "io": {
-    "fields": {
-     "x": "string",
-     "x_shape": {"list": {"int": [1, 1024]}, "len": 3},
-     "t": "string",
-     "y": "string",
-     "out": "string",
-     "out_shape": {"list": {"int": [1, 1024]}, "len": 3},
-     "sample": "string"
-    }
-   },
-   "files": {"map": {"fields": {"size": {"int": [0, 2147483648]}, "sha256": "hex64"}}},
-   "limits": {"map": {"int": [0, 2147483648]}},
-   "kernels": {
-    "map": {
-     "fields": {
-      "file": "string",
-      "op": "string",
-      "variant": "object",
-      "workgroup_size": {"list": {"int": [1, 1024]}, "len": 3},
-      "params": {"list": "string", "max": 64},
-      "bindings": {"list": "binding", "max": 17},
-      "groups": {"list": "string", "len": 3}
-     }
-    }
-   },
-   "buffers": {
-    "map": {
-     "tagged": "kind",
-     "cases": {
-      "weight": {
-       "fields": {
-        "tensor": "string",
-        "dtype": {"enum": ["f32", "f16", "i8"]},
-        "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
-        "bytes": {"int": [1, 2147483647]},
-        "file": "string"
-       },
-       "optional": ["file"]
-      },
-      "activation": {"fields": {"dtype": {"enum": ["f32", "u32"]}, "elements": "form3"}},
-      "step": {"fields": {"bytes": {"int": [128, 128]}}}
-     }
-    }
-   },
-   "programs": {
-    "fields": {
-     "forward": {"list": "dispatch"},
-     "init": {"list": "dispatch"},
-     "step_begin": {"list": "dispatch"},
-     "step_end": {"list": "dispatch"}
-    }
-   },
-   "sampler": {
-    "fields": {
-     "prediction": "prediction",
-     "schedule": {"enum": ["linear"]},
-     "num_timesteps": {"int": [1000, 1000]},
-     "beta_start": {"number": [1e-08, 0.5]},
-     "beta_end": {"number": [1e-08, 0.5]}
-    }
-   },
-   "candidates": {"map": {"list": "string", "max": 16}},
-   "guidance": {"fields": {"max_branches": {"int": [1, 8]}}}
-  },
-  "optional": ["limits", "null_class", "guidance", "candidates"]
+    "optional": ["limits", "null_class", "guidance", "candidates"]
+   }
+  ]
  }
 };
 export const DECODER_SCHEMA = {
- "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest (the named types dispatch, binding, form3, hex64 are bundle-schema.json's). ops: the kernels a decoder may use (wgsl/ops.py).",
+ "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest: the named types (manifest_head, dispatch, binding, files, kernel, weight, form3, hex64) are bundle-schema.json's, so a decoder's head (format, version, exporter, dtype), kernels, weights and files are the bundle's, less a kernel's workgroup rule (`groups`: a decoder has no candidates) and with each weight's shard file named. ops: the kernels a decoder may use (wgsl/ops.py).",
  "format": "ditweb-decoder",
  "format_version": 1,
  "ops": ["bmm", "conv2d", "conv2d_q8", "groupnorm", "softmax_rows", "upsample_nearest"],
  "manifest": {
-  "fields": {
-   "format": "string",
-   "format_version": {"int": [0, 1000000]},
-   "exporter": "string",
-   "dtype": {"enum": ["f32", "f16", "int8"]},
-   "vae": {
+  "all": [
+   "manifest_head",
+   {
     "fields": {
-     "latent_channels": {"int": [1, 64]},
-     "out_channels": {"int": [1, 4]},
-     "block_out_channels": {"list": {"int": [1, 4096]}, "max": 8},
-     "layers_per_block": {"int": [0, 16]},
-     "norm_num_groups": {"int": [1, 4096]},
-     "norm_eps": {"number": [0, 1]},
-     "scaling_factor": {"number": [1e-06, 1000000]},
-     "shift_factor": {"number": [-1000000, 1000000]},
-     "use_post_quant_conv": "bool",
-     "mid_block_add_attention": "bool"
-    }
-   },
-   "latent_shape": {"list": {"int": [1, 1024]}, "len": 3},
-   "image_shape": {"list": {"int": [1, 16384]}, "len": 3},
-   "io": {"fields": {"latent": "string", "image": "string"}},
-   "files": {"map": {"fields": {"size": {"int": [0, 2147483648]}, "sha256": "hex64"}}},
-   "kernels": {
-    "map": {
-     "fields": {
-      "file": "string",
-      "op": "string",
-      "variant": "object",
-      "workgroup_size": {"list": {"int": [1, 1024]}, "len": 3},
-      "params": {"list": "string", "max": 64},
-      "bindings": {"list": "binding", "max": 17}
-     }
-    }
-   },
-   "buffers": {
-    "map": {
-     "tagged": "kind",
-     "cases": {
-      "weight": {
-       "fields": {
-        "tensor": "string",
-        "file": "string",
-        "dtype": {"enum": ["f32", "f16", "i8"]},
-        "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
-        "bytes": {"int": [1, 2147483647]}
+     "vae": {
+      "fields": {
+       "latent_channels": {"int": [1, 64]},
+       "out_channels": {"int": [1, 4]},
+       "block_out_channels": {"list": {"int": [1, 4096]}, "max": 8},
+       "layers_per_block": {"int": [0, 16]},
+       "norm_num_groups": {"int": [1, 4096]},
+       "norm_eps": {"number": [0, 1]},
+       "scaling_factor": {"number": [1e-06, 1000000]},
+       "shift_factor": {"number": [-1000000, 1000000]},
+       "use_post_quant_conv": "bool",
+       "mid_block_add_attention": "bool"
+      }
+     },
+     "latent_shape": {"list": {"int": [1, 1024]}, "len": 3},
+     "image_shape": {"list": {"int": [1, 16384]}, "len": 3},
+     "io": {"fields": {"latent": "string", "image": "string"}},
+     "files": "files",
+     "kernels": {"map": "kernel"},
+     "buffers": {
+      "map": {
+       "tagged": "kind",
+       "cases": {
+        "weight": {"all": ["weight", {"fields": {"file": "string"}}]},
+        "activation": {"fields": {"dtype": {"enum": ["f32"]}, "elements": "form3"}}
        }
-      },
-      "activation": {"fields": {"dtype": {"enum": ["f32"]}, "elements": "form3"}}
-     }
+      }
+     },
+     "program": {"list": "dispatch", "max": 100000}
     }
-   },
-   "program": {"list": "dispatch", "max": 100000}
-  }
+   }
+  ]
  }
 };
 export const REACH = {
- "_doc": "How far each dispatch reaches into each buffer it binds, from its params: one rule per op (read by ditformat/reach.py and web/bundle.js through web/bundle-schema.js). need[i] is the number of elements (4-byte words of an activation, values of a weight tensor) that binding i+1 reaches: largest index + 1; 0 for a uniform. Expressions over the op's params, $B / $N (the batch), $g0..$g2 (the dispatch's workgroup counts) and $NAME (an integer of the kernel's variant): integers, + - * / (floor division) %, cdiv(a, b), max, min, eq (1 if equal else 0), and the names of `let` (evaluated in order). Every divisor must be positive. The WebAssembly runtime (web/wasm-runtime.js EXTENTS) computes the same for the ops it runs. docs/bundle-format.md, 'Buffer reach'.",
+ "_doc": "How far each dispatch reaches into each buffer it binds, from its params: one rule per op (read by ditformat/reach.py and web/bundle.js through web/bundle-schema.js). need[i] is the number of elements (4-byte words of an activation, values of a weight tensor) that binding i+1 reaches: largest index + 1; 0 for a uniform. Expressions over the op's params, $B / $N (the batch), $g0..$g2 (the dispatch's workgroup counts) and $NAME (an integer of the kernel's variant): integers, + - * / (floor division) %, cdiv(a, b), max, min, eq (1 if equal else 0), and the names of `let` (evaluated in order; a string names one of `lets`, the let-sets ops share: a q8 op is its design with one more binding, the scales). Every divisor must be positive. The WebAssembly runtime (web/wasm-runtime.js EXTENTS) computes the same for the ops it runs. docs/bundle-format.md, 'Buffer reach'.",
  "batches": [[1, 1], [2, 1], [2, 2], [6, 3], [48, 8]],
  "aliases": {
   "matmul_shared": "matmul",
@@ -198,17 +190,21 @@ export const REACH = {
   "attention_direct": "attention",
   "attention_q4": "attention"
  },
+ "lets": {
+  "matmul": {"dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"},
+  "conv2d": {
+   "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
+   "wrows": "C_in * $k * $k",
+   "w4": "max(C_out4 / 4, (C_out - 1) / 8 * 2 + 1)",
+   "src": "items * C_in * H * W",
+   "w": "4 * ((wrows - 1) * (C_out4 / 4) + w4)",
+   "res": "eq(has_res, 1) * items * C_out * H * W",
+   "dst": "items * C_out * H * W"
+  }
+ },
  "ops": {
-  "matmul": {
-   "divisors": ["out_group"],
-   "let": {"dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"},
-   "need": ["M * K", "N * K", "N", "dst_rows * N"]
-  },
-  "matmul_q8": {
-   "divisors": ["out_group"],
-   "let": {"dst_rows": "(M - 1) / out_group * out_stride + (M - 1) % out_group + 1"},
-   "need": ["M * K", "N * K", "N", "N", "dst_rows * N"]
-  },
+  "matmul": {"divisors": ["out_group"], "let": "matmul", "need": ["M * K", "N * K", "N", "dst_rows * N"]},
+  "matmul_q8": {"divisors": ["out_group"], "let": "matmul", "need": ["M * K", "N * K", "N", "N", "dst_rows * N"]},
   "matmul_naive": {"divisors": [], "need": ["M * K", "N * K", "N", "M * N"]},
   "layernorm_mod": {
    "divisors": ["T"],
@@ -247,37 +243,8 @@ export const REACH = {
   "expand_batch": {"divisors": ["P"], "need": ["0", "$N * P", "count", "B"]},
   "guide_combine": {"divisors": ["P2", "C_out"], "need": ["0", "$B * C_out * P2", "count"]},
   "sampler_step": {"divisors": ["P2", "C"], "need": ["0", "$N * (1 + eq(learn_sigma, 1)) * C * P2", "count"]},
-  "conv2d": {
-   "divisors": ["H", "W"],
-   "let": {
-    "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
-    "wrows": "C_in * $k * $k",
-    "w4": "max(C_out4 / 4, (C_out - 1) / 8 * 2 + 1)"
-   },
-   "need": [
-    "items * C_in * H * W",
-    "4 * ((wrows - 1) * (C_out4 / 4) + w4)",
-    "C_out",
-    "eq(has_res, 1) * items * C_out * H * W",
-    "items * C_out * H * W"
-   ]
-  },
-  "conv2d_q8": {
-   "divisors": ["H", "W"],
-   "let": {
-    "items": "(blocks - 1) / (cdiv(W, 8) * H) + 1",
-    "wrows": "C_in * $k * $k",
-    "w4": "max(C_out4 / 4, (C_out - 1) / 8 * 2 + 1)"
-   },
-   "need": [
-    "items * C_in * H * W",
-    "4 * ((wrows - 1) * (C_out4 / 4) + w4)",
-    "C_out",
-    "C_out",
-    "eq(has_res, 1) * items * C_out * H * W",
-    "items * C_out * H * W"
-   ]
-  },
+  "conv2d": {"divisors": ["H", "W"], "let": "conv2d", "need": ["src", "w", "C_out", "res", "dst"]},
+  "conv2d_q8": {"divisors": ["H", "W"], "let": "conv2d", "need": ["src", "w", "C_out", "C_out", "res", "dst"]},
   "groupnorm": {
    "divisors": ["G"],
    "let": {"span": "((rows - 1) / G * C + G * (C / G)) * HW"},

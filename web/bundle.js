@@ -191,6 +191,10 @@ export function schemaError(value, spec, where) {
     }[spec];
     return ok(value) ? null : `${where}: expected ${spec}, got ${short(value)}`;
   }
+  if (spec.all) {                                    // every spec in turn (a named type and what this use adds)
+    for (const sub of spec.all) { const e = schemaError(value, sub, where); if (e) return e; }
+    return null;
+  }
   if (spec.enum) return typeof value === "string" && spec.enum.includes(value) ? null : `${where}: ${short(value)} is not one of ${spec.enum.join(", ")}`;
   if (spec.int || spec.number) {
     const [lo, hi] = spec.int || spec.number;
@@ -743,7 +747,8 @@ export function reachOf(k, values, B, N, groups) {
     const v = evalReach(parseReach(text), env, text);
     if (v <= 0n) throw new ReachError(`${text} = ${v}: a size parameter is 0`);
   }
-  for (const [name, text] of Object.entries(rule.let || {})) env.set(name, evalReach(parseReach(text), env, text));
+  const lets = typeof rule.let === "string" ? REACH.lets[rule.let] : rule.let || {};   // a name: a let-set ops share
+  for (const [name, text] of Object.entries(lets)) env.set(name, evalReach(parseReach(text), env, text));
   const need = rule.need.map((text) => evalReach(parseReach(text), env, text));
   if (need.length !== k.bindings.length - 1) throw new ReachError(`op ${k.op} binds ${need.length} buffers, the kernel declares ${k.bindings.length - 1}`);
   return need;
