@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from ditformat.cliargs import SEED_MAX
 from ditformat.errors import NonFiniteError, UsageError
 from ditformat.labels import Label, VocabularyError
 from ditformat.forms import evaluate, workgroup_forms
@@ -281,6 +282,8 @@ class Bundle:
             raise UsageError(f"unknown sampler {sampler!r}; choose ddim or ddpm")
         if not 1 <= steps <= 1000:
             raise UsageError(f"steps must be in [1, 1000], got {steps}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+            raise UsageError(f"seed must be an integer in 0..{SEED_MAX} (the noise takes 32 bits), got {seed!r}")
         guide = guide or Guide(scale=cfg, negative_class=negative_class)
         guide = dataclasses.replace(   # every label of the guide checked (named bundles: prompts and Labels -> id tuples)
             guide, negative_class=None if guide.negative_class is None else self.label(guide.negative_class),

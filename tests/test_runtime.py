@@ -315,3 +315,17 @@ def test_bad_bundle_cli_is_one_line(tmp_path, good_bundle, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ditweb validate: error:") and "weights.safetensors" in err[-1]
+
+
+def test_sample_refuses_bad_seeds_and_steps_in_one_line(gpu, good_bundle):
+    """The noise takes a u32 seed: outside 0..2^32-1 seeds would alias silently, so Bundle.sample refuses them (as the
+    command line and the page do) before any GPU work; likewise step counts outside 1..1000."""
+    from ditformat.errors import UsageError
+    bundle = Bundle.load(good_bundle, gpu)
+    for seed in (-1, 2 ** 32, 10 ** 30, 1.5, True, "7"):
+        with pytest.raises(UsageError, match="seed must be an integer in 0..4294967295"):
+            bundle.sample(0, seed=seed, steps=1)
+    for steps in (0, 1001):
+        with pytest.raises(UsageError, match="steps must be in"):
+            bundle.sample(0, steps=steps)
+    assert bundle.sample(0, seed=2 ** 32 - 1, steps=1).shape[0] == 1
