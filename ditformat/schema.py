@@ -5,6 +5,7 @@ web/bundle-schema.js (tests/test_fuzz_bundles.py keeps the two identical). check
 against a spec and names the first field that does not fit."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -125,6 +126,16 @@ def unsafe_path(rel) -> bool:
     read the same file. (web/bundle.js unsafePath is the twin.)"""
     return not isinstance(rel, str) or not rel or len(rel) > SCHEMA["file_name"]["max_length"] or \
         not all(_SEGMENT.fullmatch(s) for s in rel.split("/"))
+
+
+def sha256_file(path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks: what a `files` entry records and both verifiers compare
+    (the browser: web/bundle.js sha256Hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def js_number(text: str):

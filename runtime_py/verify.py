@@ -9,7 +9,6 @@ written here and in web/bundle.js, and one corpus of tampered bundles and decode
 runs against both. numpy and the standard library only: no torch."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -22,7 +21,8 @@ from ditformat.errors import DitwebError
 from ditformat.forms import evaluate, parse_group, workgroup_forms
 from ditformat.labels import Vocabulary, VocabularyError
 from ditformat.reach import REACH, ReachError, reach
-from ditformat.schema import DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, loads_json, unsafe_path
+from ditformat.schema import (DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, loads_json, sha256_file,
+                              unsafe_path)
 from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
 from ditformat.wgsl import WgslError, interface
@@ -86,15 +86,6 @@ class VocabularyFileError(BundleError):
 
 
 VOCABULARY_FILE = "vocabulary.json"      # a named model's label vocabulary (ditformat/labels.py)
-
-
-def sha256_file(path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _int(v) -> bool:
