@@ -83,6 +83,9 @@ def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
     return out
 
 
+ONNX_FILE = "model.onnx"     # export --onnx: beside the bundle's files, never in its manifest
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -142,7 +145,8 @@ shards of at most shard_bytes (ditformat/shards.py): one shard is weights.safete
 file), more are weights-NN.safetensors, each weight buffer naming its `file`. A named model (cfg.label_levels) needs
 its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its manifest lists no class names.
 Every bundle gets its model card, README.md (export/card.py), from `card` (the checkpoint's record merged with a card
-file; None: what is unknown says so), titled `title` (default: the folder's name)."""
+file; None: what is unknown says so), titled `title` (default: the folder's name). onnx: also the forward pass as
+ONNX, ONNX_FILE in the folder, not listed in the manifest (for other tools; docs/bundle-format.md)."""
     if dtype not in ("f32", "f16", "int8"):
         raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16 or int8")
     if shard_bytes < 1:
@@ -181,15 +185,15 @@ file; None: what is unknown says so), titled `title` (default: the folder's name
         buffers.update(pb.buffers)
         (tmp / CARD_FILE).write_text(render_card(title or out.name, cfg, names, vocab, dtype, count_params(model), card,
                                                  f"ditweb {EXPORTER_VERSION}", FORMAT_VERSION), encoding="utf-8")
-        if onnx:
-            from .onnx_export import export_onnx
-            export_onnx(model, tmp / "model.onnx")
         files = {}
         for f in sorted(tmp.rglob("*")):
             if f.is_file():
                 files[f.relative_to(tmp).as_posix()] = {"size": f.stat().st_size, "sha256": sha256(f)}
         manifest = make_manifest(cfg, dtype, names, vocab, files, kernels, buffers, pb)
         (tmp / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))    # compact: first-visit bytes
+        if onnx:        # in the folder, not in `files`: no runtime reads it (the browser fetches every listed file)
+            from .onnx_export import export_onnx
+            export_onnx(model, tmp / ONNX_FILE)
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             out.rename(old)

@@ -14,7 +14,9 @@ def register(sub):
                         "the other tensors f16")
     p.add_argument("--shard-mb", type=float, default=64,
                    help="largest weight shard in MiB (default 64; >= 1): browsers download, cache and resume per shard")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (the forward pass, opset 17)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx into the bundle folder (the forward pass, opset 17; not listed in the "
+                   "manifest: no runtime reads it)")
     p.add_argument("--preset", help="preset for a checkpoint whose config is not stored and shapes match no preset")
     p.add_argument("--matmul", default="registers", choices=["registers", "shared"],
                    help="matmul kernel: 4x4 register blocks (default; best on software adapters) or workgroup-memory tiles")

@@ -145,7 +145,8 @@ def test_onnx_parity(tmp_path):
     import onnxruntime as ort
     model = random_model(small_cfg("adaln-zero"), seed=4)
     out = export_bundle(model, tmp_path / "b", "f32", onnx=True)
-    assert "model.onnx" in json.loads((out / "manifest.json").read_text())["files"]
+    assert "model.onnx" not in json.loads((out / "manifest.json").read_text())["files"]   # no runtime reads it
+    verify_bundle(out)
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     for B in (1, 3):                                          # dynamic batch axis
         g = torch.Generator().manual_seed(B)
