@@ -30,16 +30,18 @@ def _sampler(model):
 
 @torch.no_grad()
 def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps: int, seed: int,
-                    batch: int = 256, log=print) -> torch.Tensor:
+                    batch: int = 256, log=print, vae=None) -> torch.Tensor:
     """(len(labels), C, I, I) samples of the given labels at guidance `scale`, `batch` at a time;
     chunk j draws its noise from seed * 1000 + j, so the images depend on `batch` too: keep it fixed
-    to compare runs."""
+    to compare runs. A latent model (`vae`: its autoencoder) samples unclipped latents, decoded to images."""
     out = []
     for j in range(0, len(labels), batch):
         chunk = labels[j:j + batch]
-        out.append(sample_images(_sampler(model), in_channels=cfg.in_channels, input_size=cfg.input_size,
-                                 num_classes=cfg.num_classes, class_ids=chunk, guide=Guide(scale=scale), steps=steps,
-                                 seed=seed * 1000 + j // batch, prediction=cfg.prediction, null=vocab.sizes))
+        x = sample_images(_sampler(model), in_channels=cfg.in_channels, input_size=cfg.input_size,
+                          num_classes=cfg.num_classes, class_ids=chunk, guide=Guide(scale=scale), steps=steps,
+                          seed=seed * 1000 + j // batch, prediction=cfg.prediction, null=vocab.sizes,
+                          clip_x0=vae is None)
+        out.append(x if vae is None else vae.decode(x.float()).clamp(-1.0, 1.0))
     return torch.cat(out)
 
 
@@ -48,7 +50,9 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
                          log=print) -> dict:
     from . import identity
     from .evaluate import load_eval_model
+    from .latent import vae_for_model
     model, meta = load_eval_model(ckpt, weights)
+    vae, _ = vae_for_model(ckpt)                    # a latent model's autoencoder (checked by its sha256), else None
     vocab, cfg = meta.get("vocab"), meta["config"]
     if vocab is None:
         raise NamedEvalError(f"{ckpt}: not a named model (no label vocabulary)")
@@ -70,12 +74,12 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
         requests = [(e, s) for s in styles for e in eval_ids]
         labels = [vocab.label(0, e, style=s).ids for e, s in requests]
         for seed in range(seeds):
-            x = sample_requests(model, cfg, vocab, labels, scale, steps, seed)
+            x = sample_requests(model, cfg, vocab, labels, scale, steps, seed, vae=vae)
             recs += [{"emoji": e, "style": s, "seed": seed, "image": img} for (e, s), img in zip(requests, x)]
             log(f"cfg {scale:g}: seed {seed + 1}/{seeds} sampled ({time.time() - t0:.0f}s)")
         generated[f"cfg {scale:g}"] = recs
         hl = [vocab.label(0, hippo, style=s).ids for s in styles for _ in range(hippo_seeds)]
-        hx = sample_requests(model, cfg, vocab, hl, scale, steps, seed=777)
+        hx = sample_requests(model, cfg, vocab, hl, scale, steps, seed=777, vae=vae)
         hs = [s for s in styles for _ in range(hippo_seeds)]
         sc = identity.identity_scores(hx, [hippo] * len(hl), hs)
         for s in styles:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dit_model import identity                      # noqa: E402
 from dit_model.evaluate import load_eval_model      # noqa: E402
 from dit_model.images import to_uint8               # noqa: E402
+from dit_model.latent import vae_for_model          # noqa: E402
 from dit_model.named_eval import sample_requests    # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     model, meta = load_eval_model(args.ckpt)
     vocab, cfg = meta["vocab"], meta["config"]
+    vae, _ = vae_for_model(args.ckpt)                # a latent model: its autoencoder decodes the samples
     data = identity.load_data()
     ids = identity.load_eval_list(data)[:args.rows]
     styles = [s.strip() for s in args.styles.split(",")]
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
             m = np.flatnonzero((data.emoji == e) & (data.style == si) & base)
             real[e, s] = data.images[m[0]] if len(m) else np.zeros_like(data.images[0])
     labels = [vocab.label(0, e, style=s).ids for e in ids for s in styles for _ in range(args.seeds)]
-    x = to_uint8(sample_requests(model, cfg, vocab, labels, args.cfg, args.steps, seed=0))
+    x = to_uint8(sample_requests(model, cfg, vocab, labels, args.cfg, args.steps, seed=0, vae=vae))
     x = x.reshape(len(ids), len(styles), args.seeds, *x.shape[1:])
     S, pad, gap = data.images.shape[1], 2, 8
     cols = len(styles) * (1 + args.seeds)

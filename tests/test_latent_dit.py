@@ -109,3 +109,21 @@ def test_bundle_with_the_favicon_decoder_samples_rgba_like_torch(setup, tmp_path
         assert a.shape == (32, 32, 4)
         psnr = 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10))
         assert psnr >= 40, psnr
+
+
+def test_the_named_eval_decodes_a_latent_models_samples(setup):
+    """ditweb eval (dit_model/named_eval.py) judges images, so a latent model's samples are drawn unclipped and
+    decoded by the autoencoder the model names (found and checked by vae_for_model), RGBA at the data's size."""
+    from types import SimpleNamespace
+    from dit_model.evaluate import load_eval_model
+    from dit_model.latent import vae_for_model
+    from dit_model.named_eval import sample_requests
+    root, folder, vae_path, run = setup
+    model, meta = load_eval_model(run / "ckpt.pt")
+    vae, found = vae_for_model(run / "ckpt.pt")
+    assert file_sha256(found) == file_sha256(vae_path)
+    one_level = SimpleNamespace(sizes=None)                      # a one-level model: the null label is num_classes
+    x = sample_requests(model, meta["config"], one_level, [0, 1, 2], 2.0, 2, seed=0, vae=vae)
+    assert x.shape == (3, 4, 32, 32) and float(x.abs().max()) <= 1.0
+    latents = sample_requests(model, meta["config"], one_level, [0, 1, 2], 2.0, 2, seed=0)
+    assert latents.shape == (3, 4, 8, 8)
