@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditformat.schema import sha256_file
+
 from .vae import (DITWEB_VAE_FORMAT, ResnetBlock2D, UNetMidBlock2D, VAEConfig, VAEDecoder, VAEError, conv3x3,
                   ditweb_config, group_norm)
 
@@ -158,12 +160,7 @@ def psnr_u8(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the file
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file          # the autoencoder a latent model names is pinned by this hash
 
 
 def save_favicon_vae(vae: FaviconVAE, path, extra: dict | None = None) -> Path:

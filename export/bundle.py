@@ -4,7 +4,6 @@ aligned), kernels/*.wgsl, manifest.json.
 See docs/bundle-format.md for the format; export/program.py for the dispatch program."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from dit_model.model import DiT, count_params
 from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import SCHEDULE
+from ditformat.schema import sha256_file
 from ditformat.shards import DEFAULT_FILE, SHARD_BYTES, weight_entry, write_shards
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
@@ -86,12 +86,7 @@ def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
 ONNX_FILE = "model.onnx"     # export --onnx: beside the bundle's files, never in its manifest
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = sha256_file                # a `files` entry's hash, as both verifiers compute it
 
 
 def manifest_class_names(cfg, class_names, vocab) -> list[str]:

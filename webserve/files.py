@@ -62,17 +62,12 @@ def bundle_hashes(manifest: dict, bundle: Path) -> dict[str, str]:
     return out
 
 
-NOT_PUBLISHED = {"model.onnx"}   # in the bundle for other tools; the page never fetches it
-
-
 def check_bundle(bundle: Path) -> list[str]:
     """Every file the manifest names exists and hashes as listed. Returns the relative paths to publish,
     manifest first."""
     manifest = read_manifest(bundle)
     rels = []
     for rel, digest in bundle_hashes(manifest, bundle).items():
-        if rel in NOT_PUBLISHED:
-            continue
         path = bundle / rel
         if not path.is_file():
             raise SiteError(f"{path}: listed in manifest.json but missing")
