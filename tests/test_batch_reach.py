@@ -83,3 +83,29 @@ def test_webgpu_refuses_a_batch_its_buffers_do_not_hold_before_dispatching(short
     assert "x_sample" in msg and "B = 3, N = 3" in msg, msg
     assert got["short:gpu"] == {"dispatch": 0, "submit": 0}, got["short:gpu"]
     assert got["short:uncaptured"] is None
+
+
+def test_webassembly_refuses_the_same_batch_in_the_same_line(short_sample_buffer):
+    """The WebAssembly path checks the batch on the page, before its worker runs anything: the same BundleError
+    line as WebGPU for three images; one image runs, and the good bundle runs three."""
+    good, short = short_sample_buffer
+    with local_server({"/": WEB_DIR, "/good/": good, "/short/": short}) as url, chromium() as ctx:
+        page = ctx.new_page()
+        page.goto(url + "favicon.svg")
+        got = page.evaluate("""async () => {
+            const { loadBundle } = await import('/ditweb.js');
+            const out = {};
+            for (const name of ['good', 'short']) {
+              const b = await loadBundle(`/${name}/`, { runtime: 'wasm', useCache: false, threads: 1 });
+              out[name + ':one'] = (await b.sample({ classId: 0, steps: 1, cfg: 1 })).B;
+              try { const r = await b.sample({ classIds: [0, 1, 2], steps: 1, cfg: 1 }); out[name] = `ran at B = ${r.B}`; }
+              catch (e) { out[name] = `${e.name}: ${e.message}`; }
+              b.dispose();
+            }
+            return out;
+        }""")
+        page.close()
+    assert got["good:one"] == 1 and got["short:one"] == 1 and got["good"] == "ran at B = 3"
+    msg = got["short"]
+    assert msg.startswith("BundleError: manifest.json") and "\n" not in msg, msg
+    assert "x_sample" in msg and "B = 3, N = 3" in msg, msg

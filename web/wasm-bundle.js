@@ -5,6 +5,7 @@
 // opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. The sampling loop
 // is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
+import { checkBatchReach } from "./bundle.js";
 import { SampledBundle } from "./sampling.js";
 import { threadsAvailable } from "./wasm-threads.js";
 
@@ -83,8 +84,18 @@ export class WasmBundle extends SampledBundle {
   }
 
   // the sampling loop's part (sampling.js): the batch and its labels, then init; a step; its read-back
+  // Every dispatch inside its buffers at this batch, as on WebGPU: one BundleError line before the worker runs
+  // anything (the worker's kernels check their reach again, as the last line of defence).
+  checkReachAt(B, N) {
+    this.reachChecked = this.reachChecked || new Set();
+    if (this.reachChecked.has(`${B},${N}`)) return;
+    checkBatchReach(this.manifest, B, N);
+    this.reachChecked.add(`${B},${N}`);
+  }
+
   async startRun(run) {
     const { C, I, B, N, y } = run;
+    this.checkReachAt(B, N);
     this.count = N * C * I * I;
     await this.call("state", { B, N, y });
     await this.call("run", { programs: ["init"], record: run.initRecord });
@@ -100,6 +111,7 @@ export class WasmBundle extends SampledBundle {
   }
 
   forwardRows(x, t, rows) {
+    this.checkReachAt(t.length, t.length);
     return this.call("forward", { x, t, y: rows });
   }
 
