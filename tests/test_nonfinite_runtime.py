@@ -44,3 +44,29 @@ def test_ditweb_sample_wgpu_is_one_line_and_writes_nothing(overflowing_bundle, t
     lines = [l for l in err.splitlines() if "error:" in l]
     assert len(lines) == 1 and "Traceback" not in err and "wgpu runtime" in lines[0] and "step 1 of 2" in lines[0]
     assert not out.exists()
+
+
+def test_the_browser_refuses_a_non_finite_run_on_both_runtimes(overflowing_bundle):
+    """The page's runtimes check the model's output after the first, every tenth and the last two steps (and x_t
+    wherever it is read): the overflowing bundle fails with one NonFiniteError line naming the runtime and step 1,
+    on WebGPU and on WebAssembly, instead of drawing a black, transparent favicon."""
+    from webserve.browser import WEB_DIR, chromium, local_server
+    with local_server({"/": WEB_DIR, "/b/": overflowing_bundle}) as url, chromium() as ctx:
+        page = ctx.new_page()
+        page.goto(url + "favicon.svg")
+        got = page.evaluate("""async () => {
+            const { loadBundle } = await import('/ditweb.js');
+            const out = {};
+            for (const runtime of ['webgpu', 'wasm']) {
+              const b = await loadBundle('/b/', { runtime, useCache: false, plan: 'default', threads: 1 });
+              try { await b.sample({ classId: 0, steps: 3, cfg: 2 }); out[runtime] = 'ran'; }
+              catch (e) { out[runtime] = `${e.name}: ${e.message}`; }
+              b.dispose();
+            }
+            return out;
+        }""")
+        page.close()
+    for runtime in ("webgpu", "wasm"):
+        msg = got[runtime]
+        assert msg.startswith(f"NonFiniteError: sampling ({runtime} runtime): the model's output became non-finite by "
+                              "step 1 of 3") and "\n" not in msg, msg

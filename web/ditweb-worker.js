@@ -24,12 +24,14 @@ const handlers = {
     if (y) engine.write(engine.manifest.io.y, y);
     return null;
   },
-  run({ programs, record, read }) {
+  run({ programs, record, read, check }) {
     const started = performance.now();
     if (record) engine.writeStep(record);
     engine.run(programs);
     const ms = performance.now() - started;
-    return { ms, x: read ? engine.read(read.name, read.count) : null };
+    let outBad = 0;                    // check: the model output's NaN / Inf count (the values stay here)
+    if (check) for (const v of engine.read(check.name, check.count)) if (!Number.isFinite(v)) outBad++;
+    return { ms, x: read ? engine.read(read.name, read.count) : null, outBad };
   },
   forward({ x, t, y }) {
     const io = engine.manifest.io;

@@ -24,6 +24,7 @@ export { Label, VocabularyError } from "./labels.js";
 export { Bundle, DeviceLostError, checkWebGPU } from "./webgpu-bundle.js";
 export { WasmBundle } from "./wasm-bundle.js";
 export { diffuseFavicon, toDataURL, toRGBA } from "./favicon.js";
+export { NonFiniteError } from "./sampling.js";
 
 // ------------------------------------------------------------------ runtime choice
 

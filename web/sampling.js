@@ -81,6 +81,33 @@ function setUpRun(bundle, opts) {
   return { C, I, steps, tables, B, K, J, N, y, common, initRecord, aborted };
 }
 
+// NaN or Inf in a run (weights that overflow, a kernel that divides by zero): never a silent black favicon.
+export class NonFiniteError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "NonFiniteError";
+  }
+}
+
+// Steps after which the model's output (and x_t where read) is checked: the first, every tenth and the last two
+// (WGSL's clamp of x0 may turn a NaN output into -1 and leave x_t finite, so the output itself is what is checked).
+const checkedStep = (done, steps) => done === 1 || done % 10 === 0 || done >= steps - 1;
+
+function nonFinite(v) {
+  let bad = 0;
+  for (let k = 0; k < v.length; k++) if (!Number.isFinite(v[k])) bad++;
+  return bad;
+}
+
+function checkFinite(bundle, reply, done, steps) {
+  const xBad = reply.x ? nonFinite(reply.x) : 0;
+  const what = reply.outBad ? "the model's output" : xBad ? "the latents" : null;
+  if (what) {
+    throw new NonFiniteError(`sampling (${bundle.runtime} runtime): ${what} became non-finite by step ${done} of ${steps} `
+      + `(${reply.outBad || xBad} values NaN or Inf): the bundle's weights or its kernels produce NaN`);
+  }
+}
+
 // The sampling loop: init, then one step record per step (reading x_t back where a preview or the end wants it),
 // onStep after each, the pictures at the end.
 async function runSampling(bundle, opts) {
@@ -96,8 +123,10 @@ async function runSampling(bundle, opts) {
     const last = nDone + 1 === steps;
     // waiting on each step costs a little throughput but gives honest per-step times, prompt cancellation
     // and the live preview
-    const reply = await bundle.runStep(stepUniform({ ...common, i, nDone }), !!opts.preview || last);
+    const check = checkedStep(nDone + 1, steps);
+    const reply = await bundle.runStep(stepUniform({ ...common, i, nDone }), !!opts.preview || last, check);
     if (reply.ms !== undefined) kernelMs.push(reply.ms);
+    if (check || reply.x) checkFinite(bundle, reply, nDone + 1, steps);
     x = reply.x;
     aborted();
     if (opts.onStep) {
@@ -194,8 +223,9 @@ export class SampledBundle {
   /** @returns {Promise<void>} */
   async startRun(run) { throw new Error(`startRun(${run.B} rows) is each runtime's own`); }
 
-  /** @returns {Promise<{x: Float32Array | null, ms?: number}>} */
-  async runStep(record, read) { throw new Error(`runStep(${record.byteLength} bytes, ${read}) is each runtime's own`); }
+  // read: return x_t; check: also count the model output's non-finite values (outBad)
+  /** @returns {Promise<{x: Float32Array | null, outBad?: number, ms?: number}>} */
+  async runStep(record, read, check) { throw new Error(`runStep(${record.byteLength} bytes, ${read}, ${check}) is each runtime's own`); }
 
   /** @returns {Promise<{rgba: Uint8ClampedArray[], width: number, height: number, image?: Float32Array}>} */
   async output(x, run) { return this.images(x, run.C, run.I); }

@@ -97,17 +97,20 @@ export class WasmBundle extends SampledBundle {
     const { C, I, B, N, y } = run;
     this.checkReachAt(B, N);
     this.count = N * C * I * I;
+    this.rows = B;
     await this.call("state", { B, N, y });
     await this.call("run", { programs: ["init"], record: run.initRecord });
   }
 
-  async runStep(record, read) {
+  async runStep(record, read, check = false) {
+    const io = this.manifest.io;
     const reply = await this.call("run", {
       programs: ["step_begin", "forward", "step_end"],
       record,
-      read: read ? { name: this.manifest.io.sample, count: this.count } : null,
+      read: read ? { name: io.sample, count: this.count } : null,
+      check: check ? { name: io.out, count: this.rows * io.out_shape.reduce((a, b) => a * b, 1) } : null,
     });
-    return { x: reply.x, ms: reply.ms };
+    return { x: reply.x, outBad: reply.outBad, ms: reply.ms };
   }
 
   forwardRows(x, t, rows) {

@@ -420,15 +420,21 @@ export class Bundle extends SampledBundle {
     await this.submit(["init"]);
   }
 
-  async runStep(record, read) {
+  async runStep(record, read, check = false) {
     const { device, bytes } = this.current;
     this.lost(device);
     device.queue.writeBuffer(this.batch.step, 0, record);
     await this.submit(["step_begin", "forward", "step_end"]);
-    const x = read ? await this.readBuffer(this.manifest.io.sample, bytes) : null;
-    if (!read) await device.queue.onSubmittedWorkDone();
+    const io = this.manifest.io;
+    const x = read ? await this.readBuffer(io.sample, bytes) : null;
+    let outBad = 0;
+    if (check) {
+      const out = await this.readBuffer(io.out, 4 * this.batch.B * io.out_shape.reduce((a, b) => a * b, 1));
+      for (let k = 0; k < out.length; k++) if (!Number.isFinite(out[k])) outBad++;
+    }
+    if (!read && !check) await device.queue.onSubmittedWorkDone();
     this.lost(device);
-    return { x };
+    return { x, outBad };
   }
 
   lost(device, what = "sampling") {
