@@ -3,8 +3,8 @@
 #   make test  - set up, then run the test suite
 PY := .venv/bin/python
 DITWEB := .venv/bin/ditweb
-MODEL := models/default.safetensors
-BUNDLE := bundles/default
+MODEL := models/named.safetensors
+BUNDLE := bundles/named
 PORT ?= 8000
 
 .PHONY: setup run test
@@ -12,7 +12,7 @@ setup:
 	./scripts/setup.sh
 
 run: setup
-	$(DITWEB) sample $(MODEL) --class "Animals & Nature" --n 16 --steps 50 --cfg 4 --seed 0 --out samples/default
+	$(DITWEB) sample $(MODEL) --prompt hippo --n 16 --steps 50 --cfg 4 --seed 0 --out samples/hippo
 	$(DITWEB) serve $(BUNDLE) --port $(PORT)
 
 test: setup

@@ -675,8 +675,8 @@ def test_webgpu_plans_timed_cached_forced_and_checked(site):
 
 
 def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
-    """web/bundles.json lists bundle/, bundles/subcategories/ and bundles/named-wip/: where all answer (as under
-    `ditweb serve`) the page offers them, and choosing the second reloads the page with that bundle and its
+    """web/bundles.json lists bundle/, bundles/default/ and bundles/subcategories/: where all answer (as under
+    `ditweb serve`) the page offers them, and choosing the third reloads the page with that bundle and its
     classes; where none does (this module's server) the picker stays hidden."""
     from dit_model.model import DiT, DiTConfig
     from export.bundle import export_bundle
@@ -686,8 +686,8 @@ def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
     page = open_page(site, "?bundle=f32/&runtime=webgpu")
     assert page.evaluate("() => window.ditwebModels") == 0 and page.is_hidden("#model-label")
     page.close()
-    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/subcategories/": other,
-                       "/bundles/named-wip/": other}) as url:
+    with local_server({"/": WEB_DIR, "/bundle/": bundles["f32"], "/bundles/default/": bundles["f32"],
+                       "/bundles/subcategories/": other}) as url:
         page = site["ctx"].new_page()
         page.goto(url + "?runtime=webgpu")
         assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
@@ -695,9 +695,9 @@ def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
         assert page.eval_on_selector_all("#model option", "os => os.map(o => o.textContent)") == \
             [e["label"] for e in json.loads((WEB_DIR / "bundles.json").read_text())]
         with page.expect_navigation():
-            page.select_option("#model", "1")
+            page.select_option("#model", "2")
         assert "bundle=%2Fbundles%2Fsubcategories%2F" in page.url
         assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
         assert page.eval_on_selector_all("#class option", "os => os.map(o => o.textContent)") == list("abcde")
-        assert page.eval_on_selector("#model", "s => s.value") == "1"
+        assert page.eval_on_selector("#model", "s => s.value") == "2"
         page.close()

@@ -119,7 +119,7 @@ def test_bad_cards_are_one_line_errors(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["default", "subcategories", "named-wip"])
+@pytest.mark.parametrize("name", ["default", "subcategories", "named"])
 def test_every_shipped_bundle_has_its_card(name):
     text = card_of(ROOT / "bundles" / name)
     card = read_card_file(ROOT / "models" / f"{name}.card.json")
@@ -127,7 +127,7 @@ def test_every_shipped_bundle_has_its_card(name):
     for s in card["data"]["sources"]:
         assert s["licence"] in text and s["attribution"] in text
     assert "Twemoji graphics: Copyright 2020 Twitter" in text and "CC-BY 4.0" in text
-    if name == "named-wip":
+    if name == "named":
         assert "Noto Emoji graphics" in text and "Fluent Emoji: Copyright (c) Microsoft" in text
     for section in ("## Model", "## Labels", "## Training data", "## Training recipe", "## Compute",
                     "## Evaluation", "Default guidance scale", "Intended use", "## Limits"):

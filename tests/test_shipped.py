@@ -1,7 +1,7 @@
-"""The shipped models: models/default.safetensors (9 Twemoji categories; what `make run` and `ditweb serve` use),
-models/subcategories.safetensors (98 subcategories) and models/named-wip.safetensors (any emoji by name, in three
-styles; a run in progress), the last two offered by the page's model picker, each with its f16 bundle under
-bundles/. They must load, agree with their bundle and fit the budget."""
+"""The shipped models: models/named.safetensors (any emoji by name, in three styles; what `make run` and
+`ditweb serve` use; its run continues), models/default.safetensors (9 Twemoji categories) and
+models/subcategories.safetensors (98 subcategories), the last two offered by the page's model picker, each with its
+f16 bundle under bundles/. They must load, agree with their bundle and fit the budget."""
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from runtime_py.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"default": (9, "Animals & Nature"), "subcategories": (98, "animal-mammal"),
-           "named-wip": (1906 + 98 + 9 + 3, "hippopotamus")}
+           "named": (1906 + 98 + 9 + 3, "hippopotamus")}
 
 
 def paths(name):
@@ -42,7 +42,7 @@ def test_shipped_model_is_a_trained_favicon_model(name):
 def test_the_page_lists_the_shipped_bundles():
     import json
     listed = [e["url"] for e in json.loads((ROOT / "web" / "bundles.json").read_text())]
-    assert listed == ["bundle/", "bundles/subcategories/", "bundles/named-wip/"]
+    assert listed == ["bundle/", "bundles/default/", "bundles/subcategories/"]
     assert all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
 
 

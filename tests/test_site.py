@@ -18,7 +18,7 @@ from webserve.site import CSP, first_visit, write_site
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "default"
-NAMED = REPO / "bundles" / "named-wip"
+NAMED = REPO / "bundles" / "named"
 HEADERS = {"Content-Security-Policy": CSP}
 ISOLATED = {**HEADERS, "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 WATCH_CSP = """window.cspViolations = [];
