@@ -132,7 +132,7 @@ class Trainer:
         world = torch.distributed.get_world_size() if torch.distributed.is_available() and \
             torch.distributed.is_initialized() else 1
         compute = {"device": device, "processes": world, "precision": self.precision,
-                   "train_seconds": round(self.train_seconds, 1), "sittings": self.sittings}
+                   "train_seconds": round(self.train_seconds, 3), "sittings": self.sittings}
         if self.untimed_steps:                      # resumed from a checkpoint written before cards were recorded
             compute["untimed_steps"] = self.untimed_steps
         return training_card(train_args, self.step, compute, self.warm_start_card)

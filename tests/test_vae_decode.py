@@ -53,7 +53,8 @@ def make_runner(gpu, vae, latent_size, dtype):
     table = {n: {"kind": "weight", "dtype": DTYPE_NAME[a.dtype], "shape": list(a.shape), "bytes": a.nbytes}
              for n, a in tensors.items()}
     table.update(pb.buffers)
-    runner = DecodeRunner(gpu, pipes, pb.kernels, weights, pb.buffers, pb.programs["decode"], latent, image,
+    entries = {n: k["entry"] for n, k in pb.kernels.items()}          # the kernels as a manifest lists them
+    runner = DecodeRunner(gpu, pipes, entries, weights, table, pb.programs["decode"], latent, image,
                           (cfg.latent_channels, latent_size, latent_size), image_shape(cfg, latent_size))
     return runner, tensors, table, pb.kernels
 

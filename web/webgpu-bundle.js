@@ -426,13 +426,15 @@ export class Bundle extends SampledBundle {
     device.queue.writeBuffer(this.batch.step, 0, record);
     await this.submit(["step_begin", "forward", "step_end"]);
     const io = this.manifest.io;
+    await device.queue.onSubmittedWorkDone();
+    this.lost(device);                 // a device lost meanwhile: DeviceLostError, before any read-back
     const x = read ? await this.readBuffer(io.sample, bytes) : null;
     let outBad = 0;
     if (check) {
+      this.lost(device);
       const out = await this.readBuffer(io.out, 4 * this.batch.B * io.out_shape.reduce((a, b) => a * b, 1));
       for (let k = 0; k < out.length; k++) if (!Number.isFinite(out[k])) outBad++;
     }
-    if (!read && !check) await device.queue.onSubmittedWorkDone();
     this.lost(device);
     return { x, outBad };
   }
