@@ -1,4 +1,5 @@
-// Kernels of web/ditweb-kernels.wasm called directly (no manifest, no engine) for tests/test_wasm_q8.py: reads a
+// Kernels of web/ditweb-kernels.wasm called directly (no manifest, no engine) for tests/test_wasm_q8.py and
+// tests/test_wasm_decoder.py: reads a
 // JSON list of calls on stdin, each {fn, params: [u32...], args: [{f32: [...]} | {i8: [...]} | {zeros: n} | {u32: v}],
 // read: [argIndex, count], parts?}, runs each in a fresh instance (parts: fn(..., part, parts) for every part in turn) and prints [{out: [...]}, ...] (the f32 block `read` names).
 // f32 / i8 / zeros arguments get their own 16-byte-aligned block of memory and pass as pointers; u32 ones as is.

@@ -15,14 +15,14 @@ import torch
 from wgsl.ops import OPS
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "tests" / "_wasm_ops_node.mjs"
+SCRIPT = REPO / "tests" / "_wasm_kernels_node.mjs"
 
 
 def call(fn: str, params: list[int], args: list[dict], read: tuple[int, int]) -> np.ndarray:
     req = {"fn": fn, "params": [int(v) for v in params], "args": args, "read": list(read)}
-    r = subprocess.run(["node", str(SCRIPT)], input=json.dumps(req), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(["node", str(SCRIPT)], input=json.dumps([req]), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    return np.asarray(json.loads(r.stdout)["out"], np.float64)
+    return np.asarray(json.loads(r.stdout)[0]["out"], np.float64)
 
 
 def f32(t: torch.Tensor) -> torch.Tensor:
