@@ -117,6 +117,24 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip() == f"ditweb {EXPORTER_VERSION} (bundle format {FORMAT_VERSION})"
 
 
+def draws_under_strict_csp(public: Path) -> None:
+    """The folder `ditweb site` wrote, served with the strict Content-Security-Policy (and COOP + COEP): headless
+    Chromium draws the favicon on both runtimes, with no CSP violation."""
+    from test_site import ISOLATED, watched_page
+    from webserve.browser import chromium, local_server, wait_state
+    console: list[str] = []
+    with local_server({"/": public}, headers=ISOLATED) as url, chromium() as ctx:
+        for runtime in ("wasm", "webgpu"):
+            page = watched_page(ctx, console)
+            page.goto(f"{url}?runtime={runtime}&steps=2&autorun=1")
+            state = wait_state(page, ("done", "error", "bundle-error", "unsupported", "no-webgpu", "no-adapter"), 120)
+            assert state == "done", (runtime, state, page.text_content("#message"))
+            assert page.get_attribute('link[rel~="icon"]', "href").startswith("data:image/png;base64,")
+            assert page.evaluate("window.cspViolations") == []
+            page.close()
+    assert not console, console
+
+
 @pytest.mark.slow
 def test_wheel_without_torch_serves_and_samples_outside_the_checkout(wheel, tmp_path):
     """A fresh venv, the wheel without extras (no torch), a folder outside the checkout: `ditweb site` and
@@ -143,6 +161,7 @@ def test_wheel_without_torch_serves_and_samples_outside_the_checkout(wheel, tmp_
     from webserve.files import web_files
     assert sorted(p.name for p in (work / "public").iterdir() if p.is_file() and p.name != ".ditweb-site") == \
         sorted(p.as_posix() for p in web_files())                # the same page as from the checkout
+    draws_under_strict_csp(work / "public")
     run("sample", "bundle", "--runtime", "wgpu", "--class", "Flags", "--n", "2", "--steps", "4", "--out", "s")
     assert list((work / "s").glob("*.png"))
     r = run("export", "bundle", "x", ok=False)
