@@ -161,6 +161,11 @@ class _Dist:
             dist.destroy_process_group()
 
 
+# Options of one sitting, not of the run: a resumed run does not inherit them (a --time-limit given once would
+# otherwise stop every later sitting after that long).
+PER_SITTING = ("time_limit",)
+
+
 def _run_dir_of(resume: str) -> tuple[Path, Path]:
     p = Path(resume)
     return (p, p / "ckpt.pt") if p.is_dir() else (p.parent, p)
@@ -178,7 +183,7 @@ def resolve_args(args) -> tuple[dict, dict | None, Path]:
         saved = read_training_checkpoint(ckpt)
         if not isinstance(saved["train_args"], dict):
             raise CheckpointError(f"{ckpt}: train_args is not a dict")
-        opts.update({k: v for k, v in saved["train_args"].items() if k in DEFAULTS})
+        opts.update({k: v for k, v in saved["train_args"].items() if k in DEFAULTS and k not in PER_SITTING})
         if "precision" not in saved["train_args"] and "bf16" in saved["train_args"]:   # before --precision
             opts["precision"] = "bf16" if saved["train_args"]["bf16"] else "f32"
         opts["run_dir"] = str(run_dir)

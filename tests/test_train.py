@@ -282,6 +282,10 @@ def test_precision_is_recorded_and_old_bf16_flag_still_works(folder, tmp_path):
                  "train_args": dict(old, bf16=True)}, tmp_path / "old" / "ckpt.pt")
     opts, _, _ = T.resolve_args(build_parser().parse_args(["train", "--resume", str(tmp_path / "old")]))
     assert opts["precision"] == "bf16"                                 # a run from before --precision keeps its choice
+    atomic_save({"model": {}, "ema": {}, "opt": {}, "step": 5, "config": {}, "class_names": [],
+                 "train_args": dict(T.DEFAULTS, time_limit="24m", lr=3e-4)}, tmp_path / "timed" / "ckpt.pt")
+    opts, _, _ = T.resolve_args(build_parser().parse_args(["train", "--resume", str(tmp_path / "timed")]))
+    assert opts["time_limit"] is None and opts["lr"] == 3e-4            # a sitting's time limit is not the run's
 
 
 # ---------------------------------------------------------------- the torch twin of the noise
