@@ -28,6 +28,12 @@ ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-
 RESULTS = REPO / "bench" / "results" / "web-threads.md"
 
 
+def shown(path: str) -> str:
+    """A path as the results name it: relative to the repository where it lies inside it (no machine paths)."""
+    p = Path(path).resolve()
+    return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else Path(path).name
+
+
 def bundle_bytes(b: Path) -> int:
     return sum(f.stat().st_size for f in b.rglob("*") if f.is_file())
 
@@ -98,7 +104,7 @@ def main(argv=None) -> int:
     sizes = ", ".join(f"{d} bundle {bundle_bytes(b) / 1e6:.2f} MB" for d, b in bundles.items())
     text = (f"# WebAssembly path: threads, int8, time to the first favicon\n\n"
             f"{stamp}, headless Chromium, {os.cpu_count()} cores (shared); load average {load0[0]:.2f} at the start, "
-            f"{load1[0]:.2f} at the end. Model {args.ckpt} ({sizes}).\n"
+            f"{load1[0]:.2f} at the end. Model {shown(args.ckpt)} ({sizes}).\n"
             f"Command: `.venv/bin/python bench/web/threads.py --threads {args.threads} --reps {args.reps} --n {args.n} "
             f"--steps {args.steps}`\n\n"
             "## ms per CFG step (step_begin + forward + step_end, timed from the page)\n\n"
