@@ -157,3 +157,13 @@ def test_same_image_in_torch_runtime_py_and_the_browser(named, py_bundles, site,
         vocab.resolve("hipo")
     assert bad[0] == str(e.value) and "unknown style 'comic'" in bad[1] and "needs a prompt" in bad[2] and "does not fit" in bad[3]
     page.close()
+    # the page's negative label for a named bundle: a prompt box (the vocabulary has thousands of names), ?negative= presets it
+    page = open_page(site, f"?bundle={dtype}/&runtime={runtime}&prompt=hippo&negative=dog&steps=2")
+    page.click("#go")
+    state = wait_state(page, ("done", "error"), 90)
+    form = page.evaluate("""() => ({ box: document.querySelector("#negative-prompt").value,
+        boxHidden: document.querySelector("#negative-prompt-label").hidden, selectHidden: document.querySelector("#negative-label").hidden,
+        options: document.querySelectorAll("#negative option").length })""")
+    assert state == "done", page.text_content("#message")
+    assert form == {"box": "dog", "boxHidden": False, "selectHidden": True, "options": 1}, form
+    page.close()

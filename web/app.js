@@ -38,14 +38,15 @@ function option(select, value, text) {
 }
 
 function readOptions() {
-  const negative = $("negative").value;
+  // a named bundle's negative label is a prompt like the label itself (its vocabulary has thousands of names)
+  const negative = bundle.vocab ? /** @type {HTMLInputElement} */ ($("negative-prompt")).value.trim() : $("negative").value;
   const label = bundle.vocab ? { prompt: $("prompt").value, style: $("style").value || null } : { classId: Number($("class").value) };
   return {
     ...label,
     seed: Number($("seed").value) >>> 0,
     steps: Math.max(1, Math.min(1000, Math.round(Number($("steps").value) || 1))),
     cfg: Number($("cfg").value),
-    negativeClass: negative === "" ? null : Number(negative),
+    negativeClass: negative === "" ? null : bundle.vocab ? negative : Number(negative),
     sampler: $("sampler").value,
   };
 }
@@ -262,10 +263,16 @@ async function main() {
   $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
-  bundle.classNames.forEach((name, i) => { option($("class"), i, name); option($("negative"), i, name); });
-  if (bundle.vocab) setUpPrompt(bundle.vocab);
+  bundle.classNames.forEach((name, i) => option($("class"), i, name));
+  if (bundle.vocab) {
+    setUpPrompt(bundle.vocab);
+    $("negative-label").hidden = true;
+    $("negative-prompt-label").hidden = false;
+  } else {
+    bundle.classNames.forEach((name, i) => option($("negative"), i, name));
+  }
   for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler", "prompt", "style"]) {   // ?class=1&seed=7... presets the form
-    if (params.has(key)) $(key).value = params.get(key);
+    if (params.has(key)) $(key === "negative" && bundle.vocab ? "negative-prompt" : key).value = params.get(key);
   }
   $("go").disabled = false;
   setState("ready");
