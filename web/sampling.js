@@ -8,7 +8,7 @@
 // and forwardRows(x, t, rows) for a plain forward pass. Steps, records, label rows, guides and the result's
 // shape are decided here once, so a seed gives the same image on either runtime.
 
-import { labelLevels } from "./bundle.js";
+import { checkBatchReach, labelLevels } from "./bundle.js";
 import { Label } from "./labels.js";
 import { toRGBA } from "./favicon.js";
 import { MAX_BRANCHES, SAMPLERS, labelRows, labelStarts, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
@@ -100,11 +100,12 @@ function nonFinite(v) {
 }
 
 function checkFinite(bundle, reply, done, steps) {
+  const outBad = reply.out ? nonFinite(reply.out) : 0;
   const xBad = reply.x ? nonFinite(reply.x) : 0;
-  const what = reply.outBad ? "the model's output" : xBad ? "the latents" : null;
+  const what = outBad ? "the model's output" : xBad ? "the latents" : null;
   if (what) {
     throw new NonFiniteError(`sampling (${bundle.runtime} runtime): ${what} became non-finite by step ${done} of ${steps} `
-      + `(${reply.outBad || xBad} values NaN or Inf): the bundle's weights or its kernels produce NaN`);
+      + `(${outBad || xBad} values NaN or Inf): the bundle's weights or its kernels produce NaN`);
   }
 }
 
@@ -126,7 +127,7 @@ async function runSampling(bundle, opts) {
     const check = checkedStep(nDone + 1, steps);
     const reply = await bundle.runStep(stepUniform({ ...common, i, nDone }), !!opts.preview || last, check);
     if (reply.ms !== undefined) kernelMs.push(reply.ms);
-    if (check || reply.x) checkFinite(bundle, reply, nDone + 1, steps);
+    checkFinite(bundle, reply, nDone + 1, steps);
     x = reply.x;
     aborted();
     if (opts.onStep) {
@@ -157,6 +158,16 @@ export class SampledBundle {
     /** @type {import("./labels.js").Vocabulary | null} */
     this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
     this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js; WebGPU only), else null
+    this.reachChecked = new Set();     // "B,N" of the batches whose dispatches checkBatchReach found inside their buffers
+  }
+
+  // Every dispatch, by its kernel and each candidate, inside its buffers at this batch (the verifier tried
+  // REACH.batches only; runtime_py checks the same in BatchState.run_of): a BundleError before anything runs.
+  checkReachAt(B, N) {
+    const id = `${B},${N}`;
+    if (this.reachChecked.has(id)) return;
+    checkBatchReach(this.manifest, B, N);
+    this.reachChecked.add(id);
   }
 
   // every label's name: a one-level bundle's class names; a named bundle's names of every level, level after level
@@ -223,8 +234,8 @@ export class SampledBundle {
   /** @returns {Promise<void>} */
   async startRun(run) { throw new Error(`startRun(${run.B} rows) is each runtime's own`); }
 
-  // read: return x_t; check: also count the model output's non-finite values (outBad)
-  /** @returns {Promise<{x: Float32Array | null, outBad?: number, ms?: number}>} */
+  // read: return x_t; check: also return the model's output (out), for the NaN / Inf check
+  /** @returns {Promise<{x: Float32Array | null, out?: Float32Array | null, ms?: number}>} */
   async runStep(record, read, check) { throw new Error(`runStep(${record.byteLength} bytes, ${read}, ${check}) is each runtime's own`); }
 
   /** @returns {Promise<{rgba: Uint8ClampedArray[], width: number, height: number, image?: Float32Array}>} */

@@ -5,7 +5,6 @@
 // opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. The sampling loop
 // is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
-import { checkBatchReach } from "./bundle.js";
 import { SampledBundle } from "./sampling.js";
 import { threadsAvailable } from "./wasm-threads.js";
 
@@ -84,15 +83,6 @@ export class WasmBundle extends SampledBundle {
   }
 
   // the sampling loop's part (sampling.js): the batch and its labels, then init; a step; its read-back
-  // Every dispatch inside its buffers at this batch, as on WebGPU: one BundleError line before the worker runs
-  // anything (the worker's kernels check their reach again, as the last line of defence).
-  checkReachAt(B, N) {
-    this.reachChecked = this.reachChecked || new Set();
-    if (this.reachChecked.has(`${B},${N}`)) return;
-    checkBatchReach(this.manifest, B, N);
-    this.reachChecked.add(`${B},${N}`);
-  }
-
   async startRun(run) {
     const { C, I, B, N, y } = run;
     this.checkReachAt(B, N);
@@ -110,7 +100,7 @@ export class WasmBundle extends SampledBundle {
       read: read ? { name: io.sample, count: this.count } : null,
       check: check ? { name: io.out, count: this.rows * io.out_shape.reduce((a, b) => a * b, 1) } : null,
     });
-    return { x: reply.x, outBad: reply.outBad, ms: reply.ms };
+    return { x: reply.x, out: reply.out, ms: reply.ms };
   }
 
   forwardRows(x, t, rows) {
