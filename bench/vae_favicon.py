@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from dit_model.bench import shown_path  # noqa: E402
 
 
 def psnr_over_white(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
@@ -45,11 +46,6 @@ def contact_sheet(es, rec, held, per_category: int = 2, scale: int = 3):
         rows += [es.images[pick], rec[pick]]
     cols = len(rows[0])
     return grid(np.concatenate(rows), cols=cols, scale=scale)
-
-
-def rel(p) -> str:
-    p = Path(p).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def table(head, rows) -> list[str]:
@@ -113,7 +109,7 @@ def main():
     every = [["all", *cell(np.ones(len(es.images), bool))]]
     cfg = vae.cfg
     lines = ["# The favicon autoencoder (`ditweb train-vae`, dit_model/favicon_vae.py)", "",
-             f"`{rel(args.vae)}`: RGBA 32x32 -> "
+             f"`{shown_path(args.vae)}`: RGBA 32x32 -> "
              f"{cfg.latent_channels}x8x8 latents, block widths {list(cfg.block_out_channels)}, "
              f"{cfg.layers_per_block} ResNet per encoder block ({cfg.layers_per_block + 1} per decoder block), "
              f"GroupNorm {cfg.norm_num_groups} groups, no attention; "
@@ -130,7 +126,7 @@ def main():
               "grid; the issue measured 1.42 for the pixel model's samples). Real images vs the same images "
               "reconstructed.", "", "## Training", ""]
     train_lines, _ = training_summary(Path(args.run))
-    lines += train_lines + ["", f"Contact sheet: `{rel(args.sheet)}` (per style: real row, "
+    lines += train_lines + ["", f"Contact sheet: `{shown_path(args.sheet)}` (per style: real row, "
                                  f"reconstructed row; two held-out emoji per category).", ""]
     Path(args.out).write_text("\n".join(lines))
     contact_sheet(es, rec, held).save(args.sheet)

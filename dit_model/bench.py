@@ -8,7 +8,15 @@ import platform
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def shown_path(path) -> str:
+    """A file as a result table names it: relative to the repository where it lies inside it, else its name alone
+    (a table never carries a machine path)."""
+    p = Path(path).resolve()
+    return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else p.name
 
 
 def format_table(header: list[str], rows: list[list]) -> str:

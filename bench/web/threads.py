@@ -21,17 +21,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from dit_model.bench import format_table, save_text  # noqa: E402
+from dit_model.bench import format_table, save_text, shown_path  # noqa: E402
 from webserve.browser import chromium, local_server  # noqa: E402
 
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 RESULTS = REPO / "bench" / "results" / "web-threads.md"
-
-
-def shown(path: str) -> str:
-    """A path as the results name it: relative to the repository where it lies inside it (no machine paths)."""
-    p = Path(path).resolve()
-    return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else Path(path).name
 
 
 def bundle_bytes(b: Path) -> int:
@@ -104,7 +98,7 @@ def main(argv=None) -> int:
     sizes = ", ".join(f"{d} bundle {bundle_bytes(b) / 1e6:.2f} MB" for d, b in bundles.items())
     text = (f"# WebAssembly path: threads, int8, time to the first favicon\n\n"
             f"{stamp}, headless Chromium, {os.cpu_count()} cores (shared); load average {load0[0]:.2f} at the start, "
-            f"{load1[0]:.2f} at the end. Model {shown(args.ckpt)} ({sizes}).\n"
+            f"{load1[0]:.2f} at the end. Model {shown_path(args.ckpt)} ({sizes}).\n"
             f"Command: `.venv/bin/python bench/web/threads.py --threads {args.threads} --reps {args.reps} --n {args.n} "
             f"--steps {args.steps}`\n\n"
             "## ms per CFG step (step_begin + forward + step_end, timed from the page)\n\n"
