@@ -25,34 +25,28 @@ CARD_VERSION = 1
 CARD_SUFFIX = ".card.json"
 
 # The data sets (docs/data.md, "Sources and licences"; the attribution lines are docs/data.md's, verbatim).
-SOURCES = {
-    "twemoji": {
-        "name": "Twemoji graphics", "package": "emoji-datasource-twitter@16.0.0 (img/twitter/64)",
-        "licence": "CC-BY 4.0", "url": "https://github.com/jdecked/twemoji",
-        "attribution": "Twemoji graphics: Copyright 2020 Twitter, Inc and other contributors "
-                       "(https://github.com/jdecked/twemoji), licensed under CC-BY 4.0 "
-                       "(https://creativecommons.org/licenses/by/4.0/). Changes: resized to 32x32 (premultiplied alpha)."},
-    "noto": {
-        "name": "Noto Emoji graphics", "package": "emoji-datasource-google@16.0.0 (img/google/64)",
-        "licence": "Apache-2.0", "url": "https://github.com/googlefonts/noto-emoji",
-        "attribution": "Noto Emoji graphics: Copyright Google Inc. (https://github.com/googlefonts/noto-emoji), licensed "
-                       "under the Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0). Changes: resized to "
-                       "32x32 (premultiplied alpha)."},
-    "fluent": {
-        "name": "Fluent Emoji (flat)", "package": "@iconify-json/fluent-emoji-flat@1.2.6",
-        "licence": "MIT", "url": "https://github.com/microsoft/fluentui-emoji",
-        "attribution": "Fluent Emoji: Copyright (c) Microsoft Corporation (https://github.com/microsoft/fluentui-emoji), "
-                       "MIT licence. Changes: rasterised with resvg and resized to 32x32."},
-    "emoji-data": {
-        "name": "emoji-data metadata (emoji.json, categories)", "package": "emoji-datasource-twitter@16.0.0, "
-        "emoji-datasource-google@16.0.0", "licence": "MIT", "url": "https://github.com/iamcal/emoji-data",
-        "attribution": "emoji-data: Copyright (c) 2013 Cal Henderson, MIT licence."},
-    "emojibase": {
-        "name": "emojibase-data (names, keywords; CLDR)", "package": "emojibase-data@17.0.0",
-        "licence": "MIT (labels: Unicode License v3)", "url": "https://github.com/milesj/emojibase",
-        "attribution": "emojibase-data: Copyright (c) 2017-2019 Miles Johnson, MIT licence; its labels and tags come "
-                       "from Unicode CLDR (Copyright (c) Unicode, Inc., Unicode License v3)."},
-}
+_RESIZED = "Changes: resized to 32x32 (premultiplied alpha)."
+_SOURCE_ROWS = (  # key, name, npm package, licence, url, attribution ({url} stands for the url)
+    ("twemoji", "Twemoji graphics", "emoji-datasource-twitter@16.0.0 (img/twitter/64)", "CC-BY 4.0",
+     "https://github.com/jdecked/twemoji", "Twemoji graphics: Copyright 2020 Twitter, Inc and other contributors "
+     "({url}), licensed under CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/). " + _RESIZED),
+    ("noto", "Noto Emoji graphics", "emoji-datasource-google@16.0.0 (img/google/64)", "Apache-2.0",
+     "https://github.com/googlefonts/noto-emoji", "Noto Emoji graphics: Copyright Google Inc. ({url}), licensed under "
+     "the Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0). " + _RESIZED),
+    ("fluent", "Fluent Emoji (flat)", "@iconify-json/fluent-emoji-flat@1.2.6", "MIT",
+     "https://github.com/microsoft/fluentui-emoji",
+     "Fluent Emoji: Copyright (c) Microsoft Corporation ({url}), MIT licence. Changes: rasterised with resvg and "
+     "resized to 32x32."),
+    ("emoji-data", "emoji-data metadata (emoji.json, categories)",
+     "emoji-datasource-twitter@16.0.0, emoji-datasource-google@16.0.0", "MIT", "https://github.com/iamcal/emoji-data",
+     "emoji-data: Copyright (c) 2013 Cal Henderson, MIT licence."),
+    ("emojibase", "emojibase-data (names, keywords; CLDR)", "emojibase-data@17.0.0", "MIT (labels: Unicode License v3)",
+     "https://github.com/milesj/emojibase", "emojibase-data: Copyright (c) 2017-2019 Miles Johnson, MIT licence; its "
+     "labels and tags come from Unicode CLDR (Copyright (c) Unicode, Inc., Unicode License v3)."),
+)
+SOURCES = {key: {"name": name, "package": package, "licence": licence, "url": url,
+                 "attribution": attribution.format(url=url)}
+           for key, name, package, licence, url, attribution in _SOURCE_ROWS}
 # The options of `ditweb train` that define the model a card describes (the rest: logging, paths, devices).
 RECIPE_KEYS = ("preset", "size", "subcategories", "styles", "repeat", "skin_tones", "flip", "conditioning",
                "prediction", "loss_weighting", "min_snr_gamma", "t_sampling", "batch_size", "lr", "weight_decay",
