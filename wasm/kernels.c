@@ -160,6 +160,24 @@ static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
 // act: 0 none, 1 gelu, 2 silu; in_act: 0 none, 1 silu (applied to a copy of a, in scratch).
 static inline f32 apply_act(f32 v, u32 act) { return act == 1 ? gelu_tanh(v) : act == 2 ? silu(v) : v; }
 
+// The 4 x 8 block of products of rows a0..a3 (K values each) with 8 columns of w (row k at w + k * stride), summed
+// in k order in 8 vector accumulators: matmul's inner loop, and matmul_q8's over its widened panel.
+static inline __attribute__((always_inline)) void dot_4x8(const f32 *a0, const f32 *a1, const f32 *a2, const f32 *a3,
+                                                          const f32 *w, u32 stride, u32 K, v128_t acc[4][2]) {
+  v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (u32 k = 0; k < K; k++, w += stride) {
+    v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
+    v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
+    v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
+    c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
+    c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
+    c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
+    c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
+  }
+  acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
+  acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
+}
+
 // Rows [m_lo, m_hi) of the product: a thread's share (threads split M in blocks of 4 rows; every output's sum
 // runs in the same order whatever the split, so any number of threads gives the same bits).
 static void matmul_rows(const u32 *params, const f32 *a, const f32 *wt, const f32 *bias, f32 *dst,
@@ -176,18 +194,8 @@ static void matmul_rows(const u32 *params, const f32 *a, const f32 *wt, const f3
               *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
     u32 n = 0;
     for (; n + 8 <= N; n += 8) {
-      v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-      const f32 *w = wt + n;
-      for (u32 k = 0; k < K; k++, w += N) {
-        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
-        v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
-        v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
-        c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
-        c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
-        c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
-        c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
-      }
-      v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      v128_t acc[4][2];
+      dot_4x8(a0, a1, a2, a3, wt + n, N, K, acc);
       v128_t b0 = wasm_v128_load(bias + n), b1 = wasm_v128_load(bias + n + 4);
       for (u32 r = 0; r < rows; r++) {
         u32 mm = m + r;
@@ -269,18 +277,8 @@ static void matmul_q8_rows(const u32 *params, const f32 *a, const int8_t *wq, co
       const u32 rows = m_hi - m < 4 ? m_hi - m : 4;
       const f32 *a0 = a + m * K, *a1 = a + (m + (rows > 1)) * K, *a2 = a + (m + (rows > 2) * 2) * K,
                 *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
-      v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-      const f32 *w = panel;
-      for (u32 k = 0; k < K; k++, w += 8) {
-        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
-        v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
-        v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
-        c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
-        c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
-        c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
-        c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
-      }
-      v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      v128_t acc[4][2];
+      dot_4x8(a0, a1, a2, a3, panel, 8, K, acc);
       for (u32 r = 0; r < rows; r++) {
         const u32 mm = m + r;
         q8_store(dst + ((mm / out_group) * out_stride + mm % out_group) * N + n, acc[r][0], acc[r][1], scale, bias, n, cols, act);
