@@ -440,6 +440,13 @@ def test_no_webgpu_page_draws_the_favicon_via_wasm(site):
         page.text_content("#message")
     assert page.text_content("#runtime").startswith("wasm") and "no WebGPU" in page.text_content("#runtime")
     assert page.get_attribute('link[rel~="icon"]', "href").startswith("data:image/png;base64,")
+    # the first favicon's time from navigation, split into its parts (their sum is the total, to rounding)
+    first = page.evaluate("window.ditwebFirstFavicon")
+    assert first["steps"] == 3 and first["runtime"] == "wasm" and first["threads"] >= 1
+    parts = first["pageMs"] + first["bundleMs"] + first["waitMs"] + first["stepsMs"]
+    assert min(first["pageMs"], first["bundleMs"], first["waitMs"], first["stepsMs"]) >= 0
+    assert abs(parts - first["totalMs"]) < 1e-6 * first["totalMs"] + 1e-3
+    assert page.text_content("#first").startswith(f"{first['totalMs'] / 1000:.2f} s after navigation")
     # a repeat visit shows the remembered favicon at once, before any drawing
     page.goto(site["url"] + "?bundle=f32/")
     assert wait_state(page, ("ready", "error"), 60) == "ready"
