@@ -27,7 +27,7 @@ from ditformat.errors import UsageError
 
 from .favicon_vae import (FAVICON_VAE, FaviconVAE, edge_l1, finalize, kl_divergence, load_training_images, psnr_u8,
                           reconstruct, save_favicon_vae, to_model)
-from .train import parse_duration
+from .train import add_run_options, parse_duration
 from .vae import VAEConfig, VAEError
 
 
@@ -58,14 +58,9 @@ def register(sub):
     p.add_argument("--ema", type=float, help=f"EMA decay of the saved weights (default {d['ema']})")
     p.add_argument("--kl", type=float, help=f"KL weight (per latent element, against mean L1; default {d['kl']:g})")
     p.add_argument("--edge", type=float, help=f"weight of the edge (neighbour-difference) L1 term (default {d['edge']:g})")
-    p.add_argument("--seed", type=int, help="seed of the weights and the batch order (default 0)")
     p.add_argument("--max-steps", type=int, help=f"total steps (default {d['max_steps']}); the learning-rate schedule's length")
-    p.add_argument("--time-limit", help="stop (and save) after this long, e.g. 45m")
-    p.add_argument("--log-every", type=int, help=f"default {d['log_every']}")
     p.add_argument("--eval-every", type=int, help=f"steps between held-out PSNR rows (default {d['eval_every']})")
-    p.add_argument("--ckpt-every", type=int, help=f"default {d['ckpt_every']}")
-    p.add_argument("--run-dir", help="folder for ckpt.pt, log.csv, vae.safetensors (default runs/vae-favicon)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly (its options are reused)")
+    add_run_options(p, d, "ckpt.pt, log.csv, vae.safetensors (default runs/vae-favicon)", "RUN_DIR")
     p.add_argument("--out", help="also write the final EMA autoencoder here (e.g. models/favicon-vae.safetensors)")
     p.set_defaults(func=cmd_train_vae)
 

@@ -53,6 +53,17 @@ def parse_duration(text: str | None) -> float | None:
     return h * 3600 + mi * 60 + s
 
 
+def add_run_options(p, d: dict, run_dir_holds: str, resume_metavar: str) -> None:
+    """The options of a resumable run that `train` and `train-vae` share: seed, time limit (per sitting), run
+    folder, --resume, log and checkpoint intervals; d holds the command's defaults."""
+    p.add_argument("--seed", type=int, help=f"seed of the weights and of every random draw (default {d['seed']})")
+    p.add_argument("--time-limit", help="stop (and save) after this long, e.g. 3600, 90m, 2h30m")
+    p.add_argument("--run-dir", help=f"folder for {run_dir_holds}")
+    p.add_argument("--resume", metavar=resume_metavar, help="continue a run exactly (its options are reused)")
+    p.add_argument("--log-every", type=int, help=f"steps between log.csv rows (default {d['log_every']})")
+    p.add_argument("--ckpt-every", type=int, help=f"steps between checkpoints (default {d['ckpt_every']}); also at the end")
+
+
 def register(sub):
     d = DEFAULTS
     p = sub.add_parser(
@@ -81,15 +92,10 @@ def register(sub):
                    help=f"EMA decay (default {d['ema']}, the paper's). Short runs need less: after n steps the EMA "
                         "still holds decay^n of the initial random weights (0.9999^10000 = 37%%), so pick "
                         "decay ~ 1 - 10/steps, e.g. 0.999 for 10k-30k steps")
-    p.add_argument("--seed", type=int, help="seed of the weights and of every random draw (default 0)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (counting resumed ones)")
     p.add_argument("--epochs", type=float, help="stop after this many passes over the data")
-    p.add_argument("--time-limit", help="stop (and save) after this long, e.g. 3600, 90m, 2h30m")
-    p.add_argument("--run-dir", help="folder for ckpt.pt, log.csv and samples/ (default runs/<preset>)")
-    p.add_argument("--resume", metavar="RUN_DIR_OR_CKPT", help="continue a run exactly (its options are reused)")
-    p.add_argument("--log-every", type=int, help=f"steps between log.csv rows (default {d['log_every']})")
+    add_run_options(p, d, "ckpt.pt, log.csv and samples/ (default runs/<preset>)", "RUN_DIR_OR_CKPT")
     p.add_argument("--sample-every", type=int, help=f"steps between EMA sample grids, 0 = never (default {d['sample_every']})")
-    p.add_argument("--ckpt-every", type=int, help=f"steps between checkpoints (default {d['ckpt_every']}); also at the end")
     p.add_argument("--sample-per-class", type=int, help=f"images per class in a grid (default {d['sample_per_class']})")
     p.add_argument("--sample-steps", type=int, help=f"DDIM steps for the grids (default {d['sample_steps']})")
     p.add_argument("--sample-cfg", type=float, help=f"guidance scale for the grids (default {d['sample_cfg']})")
