@@ -58,9 +58,10 @@ def write_sd_vae(path: Path) -> Path:
 
 
 def main():
+    from ditformat.errors import UsageError
+    from export.cli import add_benchmark_model_options, check_dtypes
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="DiT-XL/2")
-    ap.add_argument("--dtypes", default="f16,int8")
+    add_benchmark_model_options(ap, "DiT-XL/2", "f16,int8")
     ap.add_argument("--validate", action="store_true", help="run `ditweb validate` (float64 torch per dispatch: slow)")
     ap.add_argument("--no-step", action="store_true", help="export (validate) and load only: no denoising step")
     ap.add_argument("--vae", action="store_true", help="bake a random SD-config VAE decoder into the bundle (export --vae)")
@@ -71,6 +72,10 @@ def main():
     ap.add_argument("--work", help="folder for the checkpoint and bundles (default: a temporary one)")
     ap.add_argument("--table", default=str(ROOT / "bench" / "results" / "xl.md"))
     args = ap.parse_args()
+    try:
+        dtypes = check_dtypes(args.dtypes)
+    except UsageError as e:
+        ap.error(str(e))
     import os
 
     import torch
@@ -96,7 +101,7 @@ def main():
         print(f"SD VAE decoder, random weights -> {work / 'vae'}", flush=True)
     gpu = get_gpu(False)
     rows = []
-    for dtype in args.dtypes.split(","):
+    for dtype in dtypes:
         out = work / f"bundle-{dtype}"
         row = {"dtype": dtype}
         t = time.perf_counter()

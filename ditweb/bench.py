@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from dit_model.bench import RESULTS, publish
+from export.cli import add_benchmark_model_options, check_dtypes
 
 # target -> "module:function(args)"; each returns (title, header, rows, notes)
 TARGETS = {
@@ -12,6 +13,7 @@ TARGETS = {
     "kernels": "runtime_py.bench:bench_kernels",
     "step": "runtime_py.bench:bench_step",
 }
+STEP_DTYPES = ("f32", "f16")          # the weight dtypes `bench step` times
 
 
 def register(sub):
@@ -20,8 +22,8 @@ def register(sub):
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument("--out", default=str(RESULTS), help="folder for the result table")
     p.add_argument("--bundle", help="bundle folder (kernels, step)")
-    p.add_argument("--preset", help="preset to benchmark (kernels, step)")
-    p.add_argument("--dtypes", default="f32,f16", help="step: bundle weight dtypes to time (comma-separated)")
+    add_benchmark_model_options(p, None, "f32,f16", STEP_DTYPES, preset_for="kernels, step: ",
+                                dtypes_for="step: ")
     p.add_argument("--images", default="1,4", help="step: image counts N to time (comma-separated; batch B = 2N)")
     p.add_argument("--no-torch", action="store_true", help="kernels, step: no torch / onnxruntime CPU rows (large models)")
     p.add_argument("--sizes", default="", help="kernels: also square f32 matmuls of these sizes, e.g. 1024,4096")
@@ -37,9 +39,7 @@ def _ints(text: str, what: str) -> str:
 
 
 def cmd_bench(args):
-    from ditformat.errors import UsageError
-    if any(d not in ("f32", "f16") for d in filter(None, args.dtypes.split(","))):
-        raise UsageError(f"--dtypes: choose from f32, f16 (comma-separated), got {args.dtypes[:40]!r}")
+    check_dtypes(args.dtypes, STEP_DTYPES)
     _ints(args.images, "--images")
     _ints(args.sizes, "--sizes")
     module, func = TARGETS[args.target].split(":")

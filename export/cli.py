@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DTYPES = ("f32", "f16", "int8")      # a bundle's weight storage (the manifest's "dtype"); the math is always f32
+
 
 def register(sub):
     p = sub.add_parser("export", help="export a checkpoint to a WGSL shader bundle (weights, kernels, manifest)")
     p.add_argument("ckpt", help="checkpoint (.pt ours / reference {ema, model} / bare state dict / .safetensors), "
                                 "or a preset name for random weights (tests, benchmarks)")
     p.add_argument("out", help="bundle folder to write (replaced atomically)")
-    p.add_argument("--dtype", default="f32", choices=["f32", "f16", "int8"],
+    p.add_argument("--dtype", default="f32", choices=list(DTYPES),
                    help="weight storage (math is always f32); int8: every linear weight int8 per output channel, "
                         "the other tensors f16")
     p.add_argument("--shard-mb", type=float, default=64,
@@ -29,9 +31,29 @@ def register(sub):
                    help="a model card file (JSON, dit_model/card.py: data sources, recipe, compute, eval, limits) "
                         "merged over the checkpoint's own record into the bundle's README.md (default: CKPT's "
                         "NAME.card.json beside it, where there is one; `ditweb eval --card` writes it)")
-    p.add_argument("--vae-dtype", choices=["f32", "f16", "int8"],
+    p.add_argument("--vae-dtype", choices=list(DTYPES),
                    help="the decoder's weights (default: --dtype); int8: per-output-channel int8 convolutions")
     p.set_defaults(func=cmd_export)
+
+
+def add_benchmark_model_options(p, preset: str | None, dtypes: str, allowed=DTYPES, preset_for: str = "",
+                                dtypes_for: str = "") -> None:
+    """The model a benchmark exports and times: a preset with random weights (export's CKPT as a preset name), once
+    per weight dtype of --dtypes (`ditweb bench`, bench/xl.py; check_dtypes reads the list). *_for: a help prefix
+    naming the benchmarks that read the option, where not all do (e.g. "step: ")."""
+    p.add_argument("--preset", default=preset, help=f"{preset_for}preset to benchmark, with random weights"
+                   + (f" (default {preset})" if preset else ""))
+    p.add_argument("--dtypes", default=dtypes, help=f"{dtypes_for}bundle weight dtypes to time, comma-separated, of "
+                   f"{', '.join(allowed)} (default {dtypes})")
+
+
+def check_dtypes(text: str, allowed=DTYPES) -> list[str]:
+    """--dtypes as a list: each of `allowed` (a UsageError names the option otherwise)."""
+    from ditformat.errors import UsageError
+    dtypes = [d for d in text.split(",") if d]
+    if any(d not in allowed for d in dtypes):
+        raise UsageError(f"--dtypes: choose from {', '.join(allowed)} (comma-separated), got {text[:40]!r}")
+    return dtypes
 
 
 def load_checkpoint(source: str, preset: str | None, seed: int = 0):
