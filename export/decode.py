@@ -248,10 +248,20 @@ def build_decode(pb, cfg, latent_size: int, latent: str, q8: bool = False) -> st
 
 # ------------------------------------------------------------------ decoder/ inside a bundle
 
-def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: int = SHARD_BYTES):
-    """Write `decoder/` into a bundle folder: manifest.json (ditformat/decoder-schema.json), kernels/*.wgsl and
-    weights-NN.safetensors shards of at most shard_bytes, written to a temporary folder, then renamed; then list
-    them in the bundle's manifest.json `files`."""
+def write_preview(vae, latent_size: int, folder) -> tuple[dict, dict, float]:
+    """decoder/preview.safetensors: the preview map (export/preview.py) fitted to this decoder, f32. -> (the
+    manifest's `preview` entry, its weight buffer entries, the map's PSNR against the decoder)."""
+    from ditformat.shards import weight_entry, write_safetensors
+    from .preview import PREVIEW_FILE, PREVIEW_K, PREVIEW_TENSOR, fit_for_decoder
+    M, db = fit_for_decoder(vae, (vae.cfg.latent_channels, latent_size, latent_size))
+    write_safetensors({PREVIEW_TENSOR: M}, folder / PREVIEW_FILE)
+    return {"buffer": PREVIEW_TENSOR, "k": PREVIEW_K}, {PREVIEW_TENSOR: weight_entry(M, PREVIEW_TENSOR, PREVIEW_FILE)}, db
+
+
+def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: int = SHARD_BYTES, preview: bool = True):
+    """Write `decoder/` into a bundle folder: manifest.json (ditformat/decoder-schema.json), kernels/*.wgsl,
+    weights-NN.safetensors shards of at most shard_bytes and (preview) preview.safetensors, the page's per-step
+    preview map, written to a temporary folder, then renamed; then list them in the bundle's manifest.json `files`."""
     import json
     import os
     import shutil
@@ -289,6 +299,12 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
         for n, fname in where.items():
             buffers[n] = weight_entry(tensors[n], n, fname)
         buffers.update(pb.buffers)
+        extra = {}
+        if preview:
+            extra["preview"], entries, db = write_preview(vae, latent_size, tmp)
+            buffers.update(entries)
+            print(f"preview map: {entries[extra['preview']['buffer']]['shape']} (k = {extra['preview']['k']}), "
+                  f"{db:.1f} dB PSNR against the decoder on latents of the prior")
         kernels = {}
         for kname, k in sorted(pb.kernels.items()):
             (tmp / k["entry"]["file"]).write_text(OPS[k["op"]].render(k["variant"], kdtype))
@@ -299,7 +315,7 @@ def write_decoder(bundle_dir, vae, dtype: str, latent_size: int, shard_bytes: in
                     "exporter": f"ditweb {EXPORTER_VERSION}", "dtype": dtype, "vae": cfg.to_dict(),
                     "latent_shape": [L, latent_size, latent_size], "image_shape": list(image_shape(cfg, latent_size)),
                     "io": {"latent": latent, "image": image}, "files": files, "kernels": kernels, "buffers": buffers,
-                    "program": pb.programs["decode"]}
+                    "program": pb.programs["decode"], **extra}
         manifest["vae"]["block_out_channels"] = list(cfg.block_out_channels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))
         out = root / "decoder"

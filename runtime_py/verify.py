@@ -543,12 +543,43 @@ def verify_decoder_manifest(m, w: str = "decoder/manifest.json", latent_shape=No
         if k is None:
             raise ProgramError(f"{where}: unknown kernel {d['kernel'][:60]!r}")
         check_dispatch(d, k, bufs, where)
+    check_preview(m, w)
     batches = [(n, n) for b, n in BATCHES if b == n]          # a decoder runs at B = N (its images)
     check_reach(m["kernels"], bufs, [(f"{w}.program[{n}] ({d['label'][:40]})", d) for n, d in enumerate(m["program"])],
                 {}, batches)
     check_io_sizes(bufs, [("latent", m["io"]["latent"], 0, 1, int(np.prod(m["latent_shape"]))),
                           ("image", m["io"]["image"], 0, 1, int(np.prod(m["image_shape"])))], batches, w)
     return m
+
+
+def preview_shape(m: dict, k: int) -> list[int] | None:
+    """The shape a decoder's preview map must have (export/preview.py): (k k C + 1, Co f f), f the image side over
+    the latent side; None when the image is not a whole multiple of the latent."""
+    (C, h, w), (Co, H, W) = m["latent_shape"], m["image_shape"]
+    f = H // h
+    if H % h or W % w or W // w != f:
+        return None
+    return [k * k * C + 1, Co * f * f]
+
+
+def check_preview(m: dict, w: str) -> None:
+    """The optional preview map (docs/vae.md, "Live previews"): an f32 weight buffer of preview_shape (web/decode.js
+    checkPreview is the twin)."""
+    p = m.get("preview")
+    if p is None:
+        return
+    b = m["buffers"].get(p["buffer"])
+    if b is None or b["kind"] != "weight" or b["dtype"] != "f32":
+        raise ManifestError(f"{w}.preview.buffer {p['buffer'][:60]!r} names no f32 weight buffer")
+    if p["k"] % 2 != 1:
+        raise ManifestError(f"{w}.preview.k is {p['k']}; a preview map reads 1 or 3 cells a side")
+    want = preview_shape(m, p["k"])
+    if want is None:
+        raise ManifestError(f"{w}: image_shape {m['image_shape']} is not a whole multiple of latent_shape "
+                            f"{m['latent_shape']}, so there is no preview map")
+    if b["shape"] != want:
+        raise ManifestError(f"{w}.preview: the map {p['buffer'][:60]!r} is {b['shape']}, a k = {p['k']} map of these "
+                            f"latents and images is {want}")
 
 
 def verify_decoder(root, latent_shape=None) -> dict:

@@ -5,10 +5,18 @@
 //                                                                  a named bundle's per-level id arrays)
 //   {cmd: "sample", bundle, opts}                               -> {x}   a whole guided run, as WasmBundle.sample
 //                                                                  (opts.nullLabel: a named bundle's level sizes)
+//   {cmd: "decode", bundle, latents, n}                          -> {image, preview} a latent bundle's decoder/ (verified
+//                                                                  as the page does) on the WebAssembly kernels, and its
+//                                                                  preview map's image of the same latents
+//   {cmd: "decoder-problem", bundle, kernel}                    -> {problem, error, topBefore, topAfter} decoder/ with one
+//                                                                  more kernel ({op, variant}): wasmDecoderProblem's line,
+//                                                                  WasmDecoder.create's error, the allocator before and after
 // An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
 import { labelLevels, verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
+import { WasmDecoder, wasmDecoderProblem } from "../web/wasm-decode.js";
+import { previewMap, previewPictures, verifyDecoderFiles, verifyDecoderManifest } from "../web/decode.js";
 import { labelRows, labelStarts, makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
 
 const WASM = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
@@ -23,6 +31,18 @@ async function engineFor(dir) {
     files[f] = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
   }
   return WasmEngine.create(WASM, manifest, verifyShards(manifest.buffers, files));
+}
+
+// decoder/ of a bundle folder, verified as fetchDecoder does (sha256 aside: tests/test_fuzz_bundles.py covers it)
+function decoderFor(dir, xShape) {
+  const m = JSON.parse(readFileSync(`${dir}/decoder/manifest.json`, "utf-8"));
+  verifyDecoderManifest(m, xShape);
+  const files = {};
+  for (const f of Object.keys(m.files)) {
+    const raw = readFileSync(`${dir}/decoder/${f}`);
+    files[f] = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+  }
+  return { manifest: m, ...verifyDecoderFiles(m, files) };
 }
 
 let reply;
@@ -69,6 +89,22 @@ if (req.cmd === "noise") {
     e.run(["step_begin", "forward", "step_end"]);
   }
   reply = { x: Array.from(e.read(m.io.sample, N * m.io.x_shape.reduce((a, b) => a * b, 1))) };
+} else if (req.cmd === "decode") {
+  const e = await engineFor(req.bundle);
+  const dec = decoderFor(req.bundle, e.manifest.io.x_shape);
+  const d = WasmDecoder.create(e, dec.manifest, dec.tensors);
+  e.state(1, 1);                                   // a batch above the decoder's buffers, as a sampling run has
+  const latents = Float32Array.from(req.latents);
+  const pv = previewMap(dec.manifest, dec.tensors);
+  reply = { image: Array.from(d.decode(latents, req.n).image), preview: pv ? Array.from(previewPictures(pv, latents).image) : null };
+} else if (req.cmd === "decoder-problem") {
+  const e = await engineFor(req.bundle);
+  const dec = decoderFor(req.bundle, e.manifest.io.x_shape);
+  const m = { ...dec.manifest, kernels: { ...dec.manifest.kernels, extra: { ...req.kernel, params: [], bindings: [] } } };
+  const topBefore = e.top;
+  let error = null;
+  try { WasmDecoder.create(e, m, dec.tensors); } catch (err) { error = err.message; }
+  reply = { problem: wasmDecoderProblem(m), error, topBefore, topAfter: e.top };
 }
 } catch (e) {
   reply = { error: `${e.name}: ${e.message}` };   // what the worker would send the page

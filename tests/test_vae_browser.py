@@ -65,7 +65,7 @@ def open_page(site, query, states=("ready",)):
 def test_browser_decodes_like_runtime_py(site, latent):
     from runtime_py.bundle import Bundle
     from runtime_py.decode import load_decoder
-    page = open_page(site, "?bundle=lat/")                 # auto: SwiftShader would pick wasm; the decoder needs WebGPU
+    page = open_page(site, "?bundle=lat/")                 # auto: SwiftShader would pick wasm; this decoder's attention needs WebGPU
     got = page.evaluate("""async (o) => { const r = await window.ditwebBundle.sample(o);
         return {image: Array.from(r.image), w: r.width, h: r.height, rt: r.runtime, n: r.rgba.length, len: r.rgba[0].length}; }""",
                         {"classId": CLASS_ID, "seed": SEED, "steps": STEPS})
@@ -87,14 +87,17 @@ def test_corrupted_decoder_shard_is_a_bundle_error(site):
     page.close()
 
 
-def test_without_webgpu_a_latent_bundle_is_unsupported(site):
-    """The WebAssembly runtime has no decoder kernels: without WebGPU the page says so and keeps its favicon."""
+def test_without_webgpu_a_latent_bundle_with_attention_is_unsupported(site):
+    """The WebAssembly kernels have no attention (bmm, softmax_rows; web/wasm-decode.js): without WebGPU the page says
+    so in one line, before the worker starts, and keeps its favicon (tests/test_latent_browser.py: a decoder
+    without attention runs on WebAssembly)."""
     page = site["ctx"].new_page()
     page.add_init_script("delete Navigator.prototype.gpu;")      # this page's visitor has no WebGPU
     page.goto(site["url"] + "?bundle=lat/&runtime=wasm")
     state = wait_state(page, ("unsupported", "ready", "error", "bundle-error", "no-webgpu"), 60)
     assert state == "unsupported", page.text_content("#message")
-    assert "VAE decoder needs WebGPU" in page.text_content("#message")
+    message = page.text_content("#message")
+    assert "(op bmm) has no WebAssembly version" in message and "there is no WebGPU" in message, message
     page.close()
 
 

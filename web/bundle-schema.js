@@ -135,7 +135,7 @@ export const SCHEMA = {
  }
 };
 export const DECODER_SCHEMA = {
- "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest: the named types (manifest_head, dispatch, binding, files, kernel, weight, form3, hex64) are bundle-schema.json's, so a decoder's head (format, version, exporter, dtype), kernels, weights and files are the bundle's, less a kernel's workgroup rule (`groups`: a decoder has no candidates) and with each weight's shard file named. ops: the kernels a decoder may use (wgsl/ops.py).",
+ "_doc": "The schema of decoder/manifest.json, the VAE decoder of a latent bundle (docs/vae.md, 'Bundles with a decoder'), checked by runtime_py/verify.py verify_decoder and web/decode.js (through web/bundle-schema.js) with the same schema walk as the bundle's manifest: the named types (manifest_head, dispatch, binding, files, kernel, weight, form3, hex64) are bundle-schema.json's, so a decoder's head (format, version, exporter, dtype), kernels, weights and files are the bundle's, less a kernel's workgroup rule (`groups`: a decoder has no candidates) and with each weight's shard file named. ops: the kernels a decoder may use (wgsl/ops.py). preview (optional): the weight buffer holding the preview map, a (k k C + 1, Co f f) f32 matrix, and k (1 or 3; docs/vae.md, 'Live previews').",
  "format": "ditweb-decoder",
  "format_version": 1,
  "ops": ["bmm", "conv2d", "conv2d_q8", "groupnorm", "softmax_rows", "upsample_nearest"],
@@ -172,8 +172,10 @@ export const DECODER_SCHEMA = {
        }
       }
      },
-     "program": {"list": "dispatch", "max": 100000}
-    }
+     "program": {"list": "dispatch", "max": 100000},
+     "preview": {"fields": {"buffer": "string", "k": {"int": [1, 3]}}}
+    },
+    "optional": ["preview"]
    }
   ]
  }

@@ -7,6 +7,7 @@ import { DECODER_SCHEMA } from "./bundle-schema.js";
 import { BundleError, REACH_BATCHES, checkDispatch, checkIoSizes, checkKernelBindings, checkPaths, checkReach, fetchVerified,
   parseJson, schemaError, verifyKernelSource, verifyShards } from "./bundle.js";
 import { evaluate } from "./forms.js";
+import { decodedPictures } from "./favicon.js";
 
 export const DECODER_FORMAT = DECODER_SCHEMA.format;
 export const DECODER_VERSION = DECODER_SCHEMA.format_version;
@@ -44,10 +45,74 @@ export function verifyDecoderManifest(m, xShape = null) {
     if (!own(m.kernels, d.kernel)) fail(`${where}: unknown kernel ${short(d.kernel)}`);
     checkDispatch(d, m.kernels[d.kernel], m.buffers, where, fail);
   });
+  checkPreview(m, fail);
   const batches = REACH_BATCHES.filter(([B, N]) => B === N);      // a decoder runs at B = N (its images)
   checkReach(m.kernels, m.buffers, m.program.map((d, n) => [`program[${n}] (${d.label.slice(0, 40)})`, d]), {}, batches, fail);
   const rows = (shape) => shape.reduce((a, v) => a * v, 1);
   checkIoSizes(m.buffers, [["latent", m.io.latent, 0, 1, rows(m.latent_shape)], ["image", m.io.image, 0, 1, rows(m.image_shape)]], batches, fail);
+}
+
+// The shape a decoder's preview map must have (export/preview.py): (k k C + 1, Co f f), f = image side / latent
+// side; null when the image is not a whole multiple of the latent (runtime_py/verify.py preview_shape).
+export function previewShape(m, k) {
+  const [C, h, w] = m.latent_shape, [Co, H, W] = m.image_shape;
+  const f = Math.floor(H / h);
+  return H % h || W % w || Math.floor(W / w) !== f ? null : [k * k * C + 1, Co * f * f];
+}
+
+// The optional preview map: an f32 weight buffer of previewShape (runtime_py/verify.py check_preview).
+function checkPreview(m, fail) {
+  const p = m.preview;
+  if (p === undefined) return;
+  const b = own(m.buffers, p.buffer) ? m.buffers[p.buffer] : null;
+  if (!b || b.kind !== "weight" || b.dtype !== "f32") fail(`preview.buffer ${short(p.buffer)} names no f32 weight buffer`);
+  if (p.k % 2 !== 1) fail(`preview.k is ${p.k}; a preview map reads 1 or 3 cells a side`);
+  const want = previewShape(m, p.k);
+  if (!want) fail(`image_shape [${m.image_shape.join(", ")}] is not a whole multiple of latent_shape [${m.latent_shape.join(", ")}], so there is no preview map`);
+  if (b.shape.join(",") !== want.join(",")) fail(`preview: the map ${short(p.buffer)} is [${b.shape.join(", ")}], a k = ${p.k} map of these latents and images is [${want.join(", ")}]`);
+}
+
+// The verified preview map of decoder/ (null without one): {map: Float32Array, k, C, h, w, Co, f}.
+export function previewMap(m, tensors) {
+  if (!m.preview) return null;
+  const t = tensors[m.preview.buffer];
+  const [C, h, w] = m.latent_shape, [Co, H] = m.image_shape;
+  return { map: new Float32Array(t.buf.slice(t.offset, t.offset + t.nbytes)), k: m.preview.k, C, h, w, Co, f: H / h };
+}
+
+// The preview of N latents (N, C, h, w): the map on each cell's k x k neighbourhood (zeros past the edge) and a
+// constant, one (k k C + 1) x (Co f f) product per cell, rows (c, ky, kx) then 1, columns (c_out, dy, dx): export/
+// preview.py apply_preview_map's arithmetic (in f32 here). -> {rgba, width, height} as the final pictures.
+export function previewPictures(pv, latents) {
+  const { map, k, C, h, w, Co, f } = pv;
+  const per = C * h * w, cols = Co * f * f, rows = k * k * C + 1, pad = (k - 1) / 2, H = h * f, W = w * f;
+  const N = latents.length / per;
+  const image = new Float32Array(N * Co * H * W);
+  const feat = new Float32Array(rows);
+  for (let n = 0; n < N; n++) {
+    const z = latents.subarray(n * per, (n + 1) * per), out = image.subarray(n * Co * H * W, (n + 1) * Co * H * W);
+    for (let cy = 0; cy < h; cy++) {
+      for (let cx = 0; cx < w; cx++) {
+        let r = 0;
+        for (let c = 0; c < C; c++) {
+          for (let ky = 0; ky < k; ky++) {
+            for (let kx = 0; kx < k; kx++) {
+              const y = cy + ky - pad, x = cx + kx - pad;
+              feat[r++] = y < 0 || y >= h || x < 0 || x >= w ? 0 : z[(c * h + y) * w + x];
+            }
+          }
+        }
+        feat[r] = 1;
+        for (let j = 0; j < cols; j++) {
+          let s = 0;
+          for (let i = 0; i < rows; i++) s += feat[i] * map[i * cols + j];
+          const co = Math.floor(j / (f * f)), dy = Math.floor(j / f) % f, dx = j % f;
+          out[(co * H + cy * f + dy) * W + cx * f + dx] = s;
+        }
+      }
+    }
+  }
+  return decodedPictures(image, [Co, H, W], N);
 }
 
 // After the downloads (each file's sha256 checked by fetchVerified): sizes, every kernel's WGSL against its entry,
@@ -71,7 +136,7 @@ export function verifyDecoderFiles(m, files) {
 
 // decoder/ of the bundle at baseUrl, downloaded and verified; null when the bundle lists none (its manifest's
 // files name "decoder/manifest.json" with its sha256, so the bundle's own manifest vouches for the decoder's).
-// -> {manifest, tensors: {name: {buf, offset, nbytes}}, kernels: {name: WGSL}}
+// -> {manifest, tensors: {name: {buf, offset, nbytes}}, kernels: {name: WGSL}, preview: previewMap's or null}
 /**
  * @param {string | URL} baseUrl @param {any} bundleManifest
  * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean,
@@ -95,7 +160,7 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
     if (onProgress) onProgress({ file: `decoder/${file}`, done: ++done, total: names.length });
   }
   const { tensors, kernels } = verifyDecoderFiles(m, files);
-  return { manifest: m, tensors, kernels };
+  return { manifest: m, tensors, kernels, preview: previewMap(m, tensors) };
 }
 
 // The bundle's manifest lists the decoder's files too: exactly the decoder's own, with the same size and sha256

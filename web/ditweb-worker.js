@@ -1,22 +1,28 @@
 // ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
 // page. The page (wasm-bundle.js, WasmBundle) sends one request per step; each reply carries the time the
 // kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
-//   init    {module, manifest, tensors, threads}   compile and unpack the weights (tensors: {buffer: {buf, offset,
-//           nbytes}}); threads > 1: module is ditweb-kernels-mt.wasm and a pool of threads - 1 more workers
-//           shares matmul and attention (wasm-threads.js) -> {memoryBytes, threads}
+//   init    {module, manifest, tensors, threads, decoder}   compile and unpack the weights (tensors: {buffer: {buf,
+//           offset, nbytes}}); threads > 1: module is ditweb-kernels-mt.wasm and a pool of threads - 1 more workers
+//           shares matmul and attention (wasm-threads.js); decoder: a latent bundle's verified decoder/ {manifest,
+//           tensors} (wasm-decode.js), its weights unpacked too -> {memoryBytes, threads}
 //   state   {B, N, y}                                batch buffers; y: the label of every row
 //   run     {programs, record, read}                 step record -> programs in order; read: a buffer to return
 //   forward {x, t, y}                                a plain forward pass -> out
+//   decode  {latents, N}                             a latent bundle's decoder on N latents -> {image, ms}
+import { WasmDecoder } from "./wasm-decode.js";
 import { WasmEngine } from "./wasm-runtime.js";
 
 /** @type {WasmEngine} */
 let engine = null;
+/** @type {WasmDecoder | null} */
+let decoder = null;
 /** @type {any} the worker's global scope (the DOM typings describe a window) */
 const scope = self;
 
 const handlers = {
-  async init({ module, manifest, tensors, threads = 1 }) {
+  async init({ module, manifest, tensors, threads = 1, decoder: dec = null }) {
     engine = await WasmEngine.create(module, manifest, tensors, { threads });
+    decoder = dec ? WasmDecoder.create(engine, dec.manifest, dec.tensors) : null;
     return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError };
   },
   state({ B, N, y }) {
@@ -40,12 +46,17 @@ const handlers = {
     engine.run(["forward"]);
     return engine.read(io.out, t.length * io.out_shape.reduce((a, b) => a * b, 1));
   },
+  decode({ latents, N }) {
+    if (!decoder) throw new Error("this bundle has no decoder");
+    return decoder.decode(latents, N);
+  },
 };
 
 scope.onmessage = async ({ data }) => {
   try {
     const result = await handlers[data.cmd](data);
-    const transfer = result && result.x ? [result.x.buffer] : result instanceof Float32Array ? [result.buffer] : [];
+    const transfer = result && result.x ? [result.x.buffer] : result && result.image ? [result.image.buffer]
+      : result instanceof Float32Array ? [result.buffer] : [];
     scope.postMessage({ id: data.id, result }, transfer);
   } catch (e) {
     scope.postMessage({ id: data.id, error: { name: e.name || "Error", message: e.message || String(e) } });

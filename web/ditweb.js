@@ -18,6 +18,7 @@ import { bundleFiles, fetchManifest, fetchVerified, verifyFiles, verifyManifest 
 import { fetchDecoder } from "./decode.js";
 import { Bundle, checkWebGPU } from "./webgpu-bundle.js";
 import { WasmBundle } from "./wasm-bundle.js";
+import { wasmDecoderProblem } from "./wasm-decode.js";
 
 export { BundleError, FORMAT, FORMAT_VERSION } from "./bundle.js";
 export { Label, VocabularyError } from "./labels.js";
@@ -85,9 +86,9 @@ export async function loadBundle(url, opts = {}) {
   const stats = { downloaded: 0, cached: 0 };
   const files = await fetchFiles(base, manifest, stats, opts);
   const { tensors, kernels, vocab } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest, vocabulary
-  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, WebGPU only
+  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
   const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
-  const chosen = await runtimeFor(manifest, runtime, !!decoderFiles);
+  const chosen = await runtimeFor(runtime, decoderFiles);
   let bundle;
   if (chosen.runtime === "wasm") {
     const simd = checkWasmSimd();
@@ -95,8 +96,8 @@ export async function loadBundle(url, opts = {}) {
     bundle = new WasmBundle(base, manifest, tensors, stats, opts);
   } else {
     bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
-    bundle.decoderFiles = decoderFiles;
   }
+  bundle.decoderFiles = decoderFiles;
   bundle.runtimeReason = chosen.reason;
   bundle.vocab = vocab;
   await (bundle instanceof WasmBundle ? bundle.start() : bundle.createDevice());
@@ -126,14 +127,14 @@ async function fetchFiles(base, manifest, stats, opts) {
   return files;
 }
 
-// {runtime, reason} for this bundle: WebGPU whatever was asked where only WGSL can run it (a VAE decoder: the
-// WebAssembly path has no decoder program), else as asked or chosen. int8 weights run on both (op_matmul_q8).
-async function runtimeFor(manifest, runtime, hasDecoder) {
-  const only = hasDecoder ? ["this bundle's VAE decoder needs WebGPU", "the bundle's VAE decoder runs on WebGPU only"] : null;
-  if (only) {
-    const support = await checkWebGPU();
-    if (!support.ok) throw new UnsupportedError(`${only[0]}: ${support.message}`);
-    return { runtime: "webgpu", reason: only[1] };
-  }
-  return runtime === "auto" ? chooseRuntime() : { runtime, reason: "asked for" };
+// {runtime, reason} for this bundle: as asked or chosen, except that a latent bundle whose decoder has a kernel the
+// WebAssembly kernels lack (a mid-block attention: wasm-decode.js wasmDecoderProblem) takes WebGPU, and without
+// WebGPU is a one-line UnsupportedError naming the kernel, before the worker starts or anything is allocated.
+async function runtimeFor(runtime, decoderFiles) {
+  const chosen = runtime === "auto" ? await chooseRuntime() : { runtime, reason: "asked for" };
+  const problem = chosen.runtime === "wasm" && decoderFiles ? wasmDecoderProblem(decoderFiles.manifest) : null;
+  if (!problem) return chosen;
+  const support = await checkWebGPU();
+  if (!support.ok) throw new UnsupportedError(`${problem}, and there is no WebGPU: ${support.message}`);
+  return { runtime: "webgpu", reason: `${problem}: WebGPU runs it` };
 }

@@ -19,6 +19,14 @@ export function toRGBA(x, C, H, W) {
   return out;
 }
 
+// A decoder's images (N, C, H, W) -> {image, rgba: one (H, W, 4) per image, width, height}, a sample() result's pictures.
+export function decodedPictures(image, [C, H, W], N) {
+  const per = C * H * W;
+  const rgba = [];
+  for (let n = 0; n < N; n++) rgba.push(toRGBA(image.subarray(n * per, (n + 1) * per), C, H, W));
+  return { image, rgba, width: W, height: H };
+}
+
 // Draw RGBA (H, W, 4) onto a canvas of any size, nearest-neighbour (favicons are pixel art).
 export function drawRGBA(canvas, rgba, W, H) {
   const small = document.createElement("canvas");

@@ -10,6 +10,7 @@
 
 import { checkBatchReach, labelLevels } from "./bundle.js";
 import { Label } from "./labels.js";
+import { previewPictures } from "./decode.js";
 import { toRGBA } from "./favicon.js";
 import { MAX_BRANCHES, SAMPLERS, labelRows, labelStarts, makeGuide, makePlan, resolveClass, samplerTables, stepUniform } from "./schedule.js";
 
@@ -133,7 +134,7 @@ async function runSampling(bundle, opts) {
     if (opts.onStep) {
       const msPerStep = (performance.now() - started) / (nDone + 1);
       const preview = last ? null : x;
-      opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? bundle.images(preview, C, I) : {}) });
+      opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? bundle.previewImages(preview, C, I) : {}) });
     }
   }
   const msPerStep = (performance.now() - started) / steps;
@@ -157,7 +158,7 @@ export class SampledBundle {
     this.disposed = false;
     /** @type {import("./labels.js").Vocabulary | null} */
     this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
-    this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js; WebGPU only), else null
+    this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
     this.reachChecked = new Set();     // "B,N" of the batches whose dispatches checkBatchReach found inside their buffers
   }
 
@@ -198,6 +199,13 @@ export class SampledBundle {
     return { rgba, width: I, height: I };
   }
 
+  // A step's preview: x_t itself (pixels), or a latent bundle's x_t through its preview map (decoder/, docs/vae.md
+  // "Live previews"; the real decoder makes the final image only); none for a latent bundle without a map.
+  previewImages(x, C, I) {
+    if (!this.decoderFiles) return this.images(x, C, I);
+    return this.decoderFiles.preview ? previewPictures(this.decoderFiles.preview, x) : {};
+  }
+
   /** @template T @param {() => Promise<T>} fn @returns {Promise<T>} fn, after every call queued before it */
   queue(fn) {
     const run = this.busy.then(fn);
@@ -210,7 +218,8 @@ export class SampledBundle {
   //   batchEstimate {k, tau}, sampler "ddim" | "ddpm", eta, clipX0, signal, onStep, preview.
   // Returns {rgba: [Uint8ClampedArray (H, W, 4) per image], x: Float32Array (N, C, I, I), width, height, channels,
   //   msPerStep, B, K, J, N, runtime} (WebAssembly: kernelMs per step too); a latent bundle (decoder/) also returns
-  //   image: Float32Array (N, 3, H, W) from its VAE decoder, and rgba / width / height are the decoded pictures.
+  //   image: Float32Array (N, C, H, W) from its VAE decoder (WebAssembly: decodeMs too), and rgba / width / height
+  //   are the decoded pictures; its onStep previews are x_t through the bundle's preview map.
   sample(opts = {}) {
     return this.queue(() => this.sampleOnce(opts));
   }

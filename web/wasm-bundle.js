@@ -5,6 +5,7 @@
 // opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. The sampling loop
 // is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
+import { decodedPictures } from "./favicon.js";
 import { SampledBundle } from "./sampling.js";
 import { threadsAvailable } from "./wasm-threads.js";
 
@@ -60,7 +61,9 @@ export class WasmBundle extends SampledBundle {
       this.calls.clear();
     };
     const t1 = performance.now();
-    const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads });
+    const dec = this.decoderFiles;   // a latent bundle's decoder/ (web/decode.js), run in the worker (wasm-decode.js)
+    const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads,
+                                            decoder: dec ? { manifest: dec.manifest, tensors: dec.tensors } : null });
     this.timings.initMs = performance.now() - t1;            // worker start, threads, weights unpacked
     this.threads = reply.threads;
     this.threadsError = reply.threadsError || "";   // a pool was asked for but could not start (one thread ran)
@@ -101,6 +104,13 @@ export class WasmBundle extends SampledBundle {
       check: check ? { name: io.out, count: this.rows * io.out_shape.reduce((a, b) => a * b, 1) } : null,
     });
     return { x: reply.x, out: reply.out, ms: reply.ms };
+  }
+
+  // a latent bundle: the decoder's images of the final latents, in the worker
+  async output(x, run) {
+    if (!this.decoderFiles) return this.images(x, run.C, run.I);
+    const { image, ms } = await this.call("decode", { latents: x, N: run.N });
+    return { ...decodedPictures(image, this.decoderFiles.manifest.image_shape, run.N), decodeMs: ms };
   }
 
   forwardRows(x, t, rows) {

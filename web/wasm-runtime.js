@@ -56,6 +56,20 @@ const EXTENTS = {
   guide_combine: (p, hd, B) => ({ divisors: [p.P2, p.C_out], need: [0, B * p.C_out * p.P2, p.count] }),
   sampler_step: (p, hd, B, N) => ({ divisors: [p.P2, p.C], need: [0, N * (p.learn_sigma === 1 ? 2 : 1) * p.C * p.P2, p.count] }),
 };
+// the decoder's ops (wasm-decode.js); v: the kernel's variant (conv2d's k)
+const convItems = (p) => (p.blocks > 0 ? Math.floor((p.blocks - 1) / (cdiv(p.W, 8) * p.H)) + 1 : 0);   // images
+EXTENTS.conv2d = (p, hd, B, N, v) => {
+  const n = convItems(p), HW = p.H * p.W;
+  const layout = p.C_out4 >= p.C_out && p.C_out4 % 4 === 0 ? 1 : 0;    // 4 output channels a vec4, none missing
+  return { divisors: [p.H, p.W, layout], need: [n * p.C_in * HW, p.C_in * v.k * v.k * p.C_out4, p.C_out, p.has_res === 1 ? n * p.C_out * HW : 0, n * p.C_out * HW] };
+};
+// conv2d_q8's bindings: src, wq (one element a weight here), scale, bias, res, dst
+EXTENTS.conv2d_q8 = (p, hd, B, N, v) => {
+  const { divisors, need } = EXTENTS.conv2d(p, hd, B, N, v);
+  return { divisors, need: [need[0], need[1], p.C_out, ...need.slice(2)] };
+};
+EXTENTS.groupnorm = (p) => ({ divisors: [p.G, Math.floor(p.C / p.G)], need: [cdiv(p.rows, p.G) * p.C * p.HW, p.C, p.C, cdiv(p.rows, p.G) * p.C * p.HW] });
+EXTENTS.upsample_nearest = (p) => ({ divisors: [p.H, p.W], need: [cdiv(p.count, 4 * p.H * p.W) * p.H * p.W, p.count] });
 EXTENTS.matmul_shared = EXTENTS.matmul;
 // matmul_q8's bindings: a, wq (N K signed bytes: one element a byte here), scale, bias, dst
 EXTENTS.matmul_q8 = (p, hd) => {
@@ -261,7 +275,7 @@ export class WasmEngine {
 
 // A dispatch's evaluated params by name (the kernel's manifest entry names them); an op whose WebAssembly kernel
 // reads a param the kernel does not declare is refused.
-function named(kernel, values) {
+export function named(kernel, values) {
   const p = Object.fromEntries(kernel.params.map((name, i) => [name, values[i]]));
   const op = OP_FUNCTION[kernel.op] || kernel.op;
   for (const name of OP_PARAMS[op] || []) {
@@ -270,10 +284,11 @@ function named(kernel, values) {
   return p;
 }
 
-function checkExtents(where, d, kernel, p, elements, B, N) {
+export function checkExtents(where, d, kernel, p, elements, B, N) {
   const extent = EXTENTS[kernel.op];
   if (!extent) return;
-  const { divisors, need } = extent(p, (kernel.variant || {}).head_dim || 0, B, N);
+  const v = kernel.variant || {};
+  const { divisors, need } = extent(p, v.head_dim || 0, B, N, v);
   if (divisors.some((v) => !(v > 0))) throw new Error(`${where} (${d.label}): a size parameter is 0 in ${JSON.stringify(p)}`);
   d.bindings.forEach((name, i) => {
     const n = need[i] || 0;

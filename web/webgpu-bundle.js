@@ -8,10 +8,10 @@
 
 import { BundleError, workgroupForms } from "./bundle.js";
 import { evaluate } from "./forms.js";
+import { decodedPictures } from "./favicon.js";
 import { SampledBundle } from "./sampling.js";
 import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
 import { Decoder } from "./decode.js";
-import { toRGBA } from "./favicon.js";
 
 // {ok, reason, message, adapter}: reason "no-webgpu" or "no-adapter" when not ok.
 export async function checkWebGPU() {
@@ -434,11 +434,7 @@ export class Bundle extends SampledBundle {
     if (!this.decoder) return this.images(x, run.C, run.I);
     const image = await this.decoder.decode(x, run.N);
     this.lost(this.current.device, "decoding");
-    const [Ci, H, W] = this.decoder.manifest.image_shape;
-    const per = Ci * H * W;
-    const rgba = [];
-    for (let n = 0; n < run.N; n++) rgba.push(toRGBA(image.subarray(n * per, (n + 1) * per), Ci, H, W));
-    return { image, rgba, width: W, height: H };
+    return decodedPictures(image, this.decoder.manifest.image_shape, run.N);
   }
 
   dispose() {
