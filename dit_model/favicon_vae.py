@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from ditformat.schema import sha256_file
 
-from .vae import (DITWEB_VAE_FORMAT, ResnetBlock2D, UNetMidBlock2D, VAEConfig, VAEDecoder, VAEError, conv3x3,
-                  ditweb_config, group_norm)
+from .vae import (DITWEB_VAE_FORMAT, ResampleBlock2D, UNetMidBlock2D, VAEConfig, VAEDecoder, VAEError, check_tensors,
+                  conv3x3, ditweb_config, group_norm, resample_blocks)
 
 FORMAT = DITWEB_VAE_FORMAT
 # favicon width: 32 channels at 32x32, 64 at 16x16 and 8x8; 8 latent channels; no attention (the mid block is
@@ -53,19 +53,12 @@ class Downsample2D(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))                         # (N, C, H/2, W/2)
 
 
-class DownEncoderBlock2D(nn.Module):
-    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, add_downsample: bool):
-        super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(cfg, c_in if j == 0 else c_out, c_out)
-                                      for j in range(cfg.layers_per_block)])
-        self.downsamplers = nn.ModuleList([Downsample2D(c_out)] if add_downsample else [])
+class DownEncoderBlock2D(ResampleBlock2D):
+    """layers_per_block ResNets, then optionally the downsampler."""
+    RESAMPLERS = "downsamplers"
 
-    def forward(self, x):
-        for resnet in self.resnets:
-            x = resnet(x)
-        for down in self.downsamplers:
-            x = down(x)
-        return x
+    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, add_downsample: bool):
+        super().__init__(cfg, c_in, c_out, cfg.layers_per_block, Downsample2D(c_out) if add_downsample else None)
 
 
 class Encoder(nn.Module):
@@ -73,9 +66,7 @@ class Encoder(nn.Module):
         super().__init__()
         chans = list(cfg.block_out_channels)
         self.conv_in = conv3x3(cfg.out_channels, chans[0])               # the image's channels (RGBA: 4)
-        self.down_blocks = nn.ModuleList([
-            DownEncoderBlock2D(cfg, chans[max(i - 1, 0)], c, add_downsample=i < len(chans) - 1)
-            for i, c in enumerate(chans)])
+        self.down_blocks = resample_blocks(DownEncoderBlock2D, cfg, chans)
         self.mid_block = UNetMidBlock2D(cfg, chans[-1])
         self.conv_norm_out = group_norm(cfg, chans[-1])
         self.conv_out = conv3x3(chans[-1], 2 * cfg.latent_channels)
@@ -186,16 +177,9 @@ def load_favicon_vae(path, device="cpu") -> FaviconVAE:
     if cfg is None:
         raise VAEError(f"{path}: not a favicon autoencoder (a .safetensors file written by `ditweb train-vae`)")
     with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in FaviconVAE(cfg).state_dict_diffusers().items()}
+        want = FaviconVAE(cfg).state_dict_diffusers()
     sd = read_tensors(path, VAEError)
-    for k in want:
-        if k not in sd:
-            raise VAEError(f"{path}: missing tensor {k!r}")
-        if tuple(sd[k].shape) != want[k]:
-            raise VAEError(f"{path}: tensor {k!r} is {list(sd[k].shape)}, the autoencoder needs {list(want[k])}")
-    extra = sorted(set(sd) - set(want))
-    if extra:
-        raise VAEError(f"{path}: unexpected tensor {extra[0]!r}")
+    check_tensors(sd, want, path, "the autoencoder")
     for k, v in sd.items():
         if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
             raise VAEError(f"{path}: tensor {k!r} is not finite floating point")

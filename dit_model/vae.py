@@ -137,21 +137,35 @@ class UNetMidBlock2D(nn.Module):
         return self.resnets[1](x)
 
 
-class UpDecoderBlock2D(nn.Module):
-    """layers_per_block + 1 ResNets (the first maps c_in -> c_out), then optionally the upsampler."""
+class ResampleBlock2D(nn.Module):
+    """n ResNets (the first maps c_in -> c_out), then optionally one resampler (2x up or down). The modules are
+    `resnets` and, named by the subclass's RESAMPLERS, `upsamplers` or `downsamplers`: the files' tensor names."""
+    RESAMPLERS = ""
 
-    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, add_upsample: bool):
+    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, n: int, resampler: nn.Module | None):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(cfg, c_in if j == 0 else c_out, c_out)
-                                      for j in range(cfg.layers_per_block + 1)])
-        self.upsamplers = nn.ModuleList([Upsample2D(c_out)] if add_upsample else [])
+        self.resnets = nn.ModuleList([ResnetBlock2D(cfg, c_in if j == 0 else c_out, c_out) for j in range(n)])
+        setattr(self, self.RESAMPLERS, nn.ModuleList([resampler] if resampler is not None else []))
 
     def forward(self, x):
         for resnet in self.resnets:
             x = resnet(x)
-        for up in self.upsamplers:
-            x = up(x)
+        for resample in getattr(self, self.RESAMPLERS):
+            x = resample(x)
         return x
+
+
+class UpDecoderBlock2D(ResampleBlock2D):
+    """layers_per_block + 1 ResNets, then optionally the upsampler."""
+    RESAMPLERS = "upsamplers"
+
+    def __init__(self, cfg: VAEConfig, c_in: int, c_out: int, add_upsample: bool):
+        super().__init__(cfg, c_in, c_out, cfg.layers_per_block + 1, Upsample2D(c_out) if add_upsample else None)
+
+
+def resample_blocks(block, cfg: VAEConfig, chans: list[int]) -> nn.ModuleList:
+    """One block per width of chans, each from the width before it; every block but the last resamples."""
+    return nn.ModuleList([block(cfg, chans[max(i - 1, 0)], c, i < len(chans) - 1) for i, c in enumerate(chans)])
 
 
 class Decoder(nn.Module):
@@ -160,9 +174,7 @@ class Decoder(nn.Module):
         chans = list(reversed(cfg.block_out_channels))                   # SD: 512, 512, 256, 128
         self.conv_in = conv3x3(cfg.latent_channels, chans[0])
         self.mid_block = UNetMidBlock2D(cfg, chans[0])
-        self.up_blocks = nn.ModuleList([
-            UpDecoderBlock2D(cfg, chans[max(i - 1, 0)], c, add_upsample=i < len(chans) - 1)
-            for i, c in enumerate(chans)])
+        self.up_blocks = resample_blocks(UpDecoderBlock2D, cfg, chans)
         self.conv_norm_out = group_norm(cfg, chans[-1])
         self.conv_out = conv3x3(chans[-1], cfg.out_channels)
 
@@ -416,6 +428,22 @@ def ditweb_config(path: Path) -> VAEConfig | None:
     return config_from_dict(conf, str(path))
 
 
+def check_tensors(sd: dict, want: dict, where, needs: str, layout: str | None = None) -> None:
+    """The tensors of a file (sd) are those of the model (`want`: its state dict, on the meta device), at their
+    shapes: a one-line VAEError naming `where` otherwise (with the file's `layout` and a count, where given)."""
+    def count(n: int, what: str) -> str:
+        return f" ({layout} layout; {n} {what})" if layout else ""
+    shapes = {k: tuple(v.shape) for k, v in want.items()}
+    for k in shapes:
+        if k not in sd:
+            raise VAEError(f"{where}: missing tensor {k!r}{count(sum(k not in sd for k in shapes), 'missing')}")
+        if tuple(sd[k].shape) != shapes[k]:
+            raise VAEError(f"{where}: tensor {k!r} is {list(sd[k].shape)}, {needs} needs {list(shapes[k])}")
+    extra = sorted(set(sd) - set(shapes))
+    if extra:
+        raise VAEError(f"{where}: unexpected tensor {extra[0]!r}{count(len(extra), 'unexpected')}")
+
+
 def load_vae(path, device="cpu", dtype: torch.dtype = torch.float32, quiet: bool = False) -> VAEDecoder:
     """The decoder of a published VAE file; layouts in the module docstring. Untrusted input:
     every problem is a one-line VAEError, and shapes are checked before anything is allocated."""
@@ -432,15 +460,7 @@ def load_vae(path, device="cpu", dtype: torch.dtype = torch.float32, quiet: bool
             print(f"{weights}: {layout} layout without config.json: channels from the tensor shapes, the Stable "
                   f"Diffusion VAE's GroupNorm ({cfg.norm_num_groups} groups, eps {cfg.norm_eps}) and scaling factor "
                   f"{cfg.scaling_factor} assumed", file=sys.stderr)
-    want = {k: tuple(v.shape) for k, v in build_meta(cfg).state_dict().items()}
-    for k in want:
-        if k not in sd:
-            raise VAEError(f"{weights}: missing tensor {k!r} ({layout} layout; {sum(k not in sd for k in want)} missing)")
-        if tuple(sd[k].shape) != want[k]:
-            raise VAEError(f"{weights}: tensor {k!r} is {list(sd[k].shape)}, the decoder needs {list(want[k])}")
-    extra = sorted(set(sd) - set(want))
-    if extra:
-        raise VAEError(f"{weights}: unexpected tensor {extra[0]!r} ({layout} layout; {len(extra)} unexpected)")
+    check_tensors(sd, build_meta(cfg).state_dict(), weights, "the decoder", layout)
     bad = [k for k, v in sd.items() if not v.is_floating_point()]
     if bad:
         raise VAEError(f"{weights}: tensor {bad[0]!r} is {sd[bad[0]].dtype}, not floating point")
