@@ -1,8 +1,9 @@
-// The VAE decoder of a latent bundle (decoder/, written by `ditweb export CKPT OUT --vae VAE`) on WebGPU:
-// fetch and verify decoder/ before any GPU work, then decode the sampled latents into RGB images once
-// after sampling. The twin of runtime_py/decode.py; the format is ditformat/decoder-schema.json
-// (docs/vae.md, "Bundles with a decoder"). Its weights come in shards of at most 64 MiB, each verified
-// (sha256) and cached by fetchVerified, so an interrupted download resumes shard by shard.
+// The VAE decoder of a latent bundle (decoder/, written by `ditweb export CKPT OUT --vae VAE`): fetch and verify
+// decoder/ before any GPU work, run it on WebGPU (Decoder) once after sampling, and its preview map
+// (previewPictures: x_t -> a picture every step, on either runtime; the WebAssembly decoder is wasm-decode.js).
+// The twin of runtime_py/decode.py; the format is ditformat/decoder-schema.json (docs/vae.md, "Bundles with a
+// decoder", "Live previews"). Its weights come in shards of at most 64 MiB, each verified (sha256) and cached by
+// fetchVerified, so an interrupted download resumes shard by shard.
 import { DECODER_SCHEMA } from "./bundle-schema.js";
 import { BundleError, REACH_BATCHES, checkDispatch, checkIoSizes, checkKernelBindings, checkPaths, checkReach, fetchVerified,
   parseJson, schemaError, verifyKernelSource, verifyShards } from "./bundle.js";
