@@ -26,7 +26,8 @@ def register(sub):
                    help="write only the default kernel of each step, no candidates for the runtimes to time")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when CKPT is a preset name")
     p.add_argument("--vae", help="a latent model's VAE (diffusers folder, .safetensors or .ckpt): its decoder goes into "
-                                 "the bundle (decoder/), run once after sampling; the bundle then makes RGB images")
+                                 "the bundle (decoder/), run once after sampling, with a preview map fitted to it (decoder/preview.safetensors: "
+                                 "the page's per-step previews); the bundle then makes images")
     p.add_argument("--card", metavar="FILE",
                    help="a model card file (JSON, dit_model/card.py: data sources, recipe, compute, eval, limits) "
                         "merged over the checkpoint's own record into the bundle's README.md (default: CKPT's "
