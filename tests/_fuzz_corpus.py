@@ -393,7 +393,7 @@ def fam_vocab(c: Case, how: str) -> None:
 
 BUNDLE_SECTIONS = ["model", "io", "files", "kernels", "buffers", "programs", "sampler", "class_names", "guidance",
                    "candidates"]
-DECODER_SECTIONS = ["vae", "latent_shape", "image_shape", "io", "files", "kernels", "buffers", "program", "dtype"]
+DECODER_SECTIONS = ["vae", "latent_shape", "image_shape", "io", "files", "kernels", "buffers", "program", "dtype", "preview"]
 # family -> (weight, function); a kind draws its families with these weights
 FAMILIES = {
     "manifest": (4, None), "manifest-bytes": (1, fam_manifest_bytes), "header": (1, lambda c: fam_header(c, "header")),
