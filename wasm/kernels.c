@@ -457,33 +457,26 @@ void EXPORT(op_gated_residual)(const u32 *params, f32 *h, const f32 *y, const f3
   }
 }
 
-void EXPORT(op_patchify)(const u32 *params, const f32 *img, f32 *dst) {
-  // dst index = ((((b G + gr) G + gc) C + c) p + pr) p + pc, in that order: one running index
+// patchify and unpatchify: one permutation between the NCHW image (b, c, y, x) and the token layout, token
+// (b G + y / p) G + x / p of G x G patches, its p p C values (c, pr, pc) in patchify's order, (pr, pc, c) in
+// unpatchify's (the final layer's). to_tokens: dst is the token layout (patchify), else src is (unpatchify).
+static void patch_permute(const u32 *params, const f32 *src, f32 *dst, int to_tokens) {
   PARAMS_patchify(params);
   const u32 G = I / p, B = count / (C * I * I);
-  u32 idx = 0;
-  for (u32 b = 0; b < B; b++)
-    for (u32 gr = 0; gr < G; gr++)
-      for (u32 gc = 0; gc < G; gc++)
-        for (u32 c = 0; c < C; c++)
-          for (u32 pr = 0; pr < p; pr++) {
-            const f32 *src = img + ((b * C + c) * I + gr * p + pr) * I + gc * p;
-            for (u32 pc = 0; pc < p; pc++) dst[idx++] = src[pc];
-          }
-}
-
-void EXPORT(op_unpatchify)(const u32 *params, const f32 *src, f32 *dst) {
-  PARAMS_unpatchify(params);
-  const u32 G = I / p, B = count / (C * I * I);
-  u32 idx = 0;
+  u32 idx = 0;   // the NCHW index, in order
   for (u32 b = 0; b < B; b++)
     for (u32 c = 0; c < C; c++)
       for (u32 yy = 0; yy < I; yy++)
-        for (u32 xx = 0; xx < I; xx++) {
-          const u32 token = (b * G + yy / p) * G + xx / p;
-          dst[idx++] = src[((token * p + yy % p) * p + xx % p) * C + c];
+        for (u32 xx = 0; xx < I; xx++, idx++) {
+          const u32 token = (b * G + yy / p) * G + xx / p, pr = yy % p, pc = xx % p;
+          if (to_tokens) dst[((token * C + c) * p + pr) * p + pc] = src[idx];
+          else dst[idx] = src[((token * p + pr) * p + pc) * C + c];
         }
 }
+
+void EXPORT(op_patchify)(const u32 *params, const f32 *img, f32 *dst) { patch_permute(params, img, dst, 1); }
+
+void EXPORT(op_unpatchify)(const u32 *params, const f32 *src, f32 *dst) { patch_permute(params, src, dst, 0); }
 
 void EXPORT(op_pos_embed_add)(const u32 *params, f32 *h, const f32 *pos) {
   PARAMS_pos_embed_add(params);
