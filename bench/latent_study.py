@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -252,15 +253,22 @@ def seam(ckpt, per_category: int, steps: int, seed: int = 0) -> dict:
 # ---------------------------------------------------------------- results
 
 def runtime(study: Study, row: str, step: int) -> dict:
-    """Seconds per step from the run's log.csv (wall clock of the sittings up to `step`, shared machine)."""
+    """Seconds per step from the run's log.csv: the wall clock of the sittings up to `step` (each sitting's
+    elapsed_s starts again from 0) over the steps (one thread on a shared machine)."""
     path = study.run(row) / "log.csv"
     if not path.is_file():
         return {}
     rows = [r for r in csv.DictReader(open(path, newline="")) if int(r["step"]) <= step]
     if not rows:
         return {}
-    return {"seconds_per_step": round(float(rows[-1]["elapsed_s"]) / int(rows[-1]["step"]), 3),
-            "minutes": round(float(rows[-1]["elapsed_s"]) / 60, 1)}
+    total, last = 0.0, 0.0
+    for r in rows:
+        e = float(r["elapsed_s"])
+        if e < last:                                                   # a new sitting
+            total += last
+        last = e
+    total += last
+    return {"seconds_per_step": round(total / int(rows[-1]["step"]), 3), "minutes": round(total / 60, 1)}
 
 
 def point(study: Study, row: str, step: int) -> dict | None:
@@ -286,6 +294,14 @@ def point(study: Study, row: str, step: int) -> dict | None:
     return res
 
 
+def effective(flags: list) -> list:
+    """'--opt value' pairs with a repeated option's last value (the one `ditweb train` takes) in its first place."""
+    opts = {}
+    for k, v in zip(flags[::2], flags[1::2]):
+        opts[k] = v
+    return [x for k, v in opts.items() for x in (k, v)]
+
+
 def collect(study: Study) -> dict:
     """Every evaluated checkpoint, merged into the study's JSON (rows evaluated in an earlier session keep their
     numbers when runs/ is gone)."""
@@ -303,7 +319,7 @@ def collect(study: Study) -> dict:
             if pt is not None:
                 entry["points"][str(mark)] = pt
     results["meta"] = {"tflop_per_row": round(study.tflop, 2), "batch": study.batch, "guidance": SCALE,
-                       "autoencoder": shown_path(study.vae), "recipe": " ".join(NAMED + study.train_flags)}
+                       "autoencoder": shown_path(study.vae), "recipe": shlex.join(effective(NAMED + study.train_flags))}
     results["rows"] = {r: results["rows"][r] for r in ROWS if r in results["rows"]}
     save_text(path, json.dumps(results, indent=1, sort_keys=False) + "\n")
     return results

@@ -74,7 +74,9 @@ def fake_eval(study, row, step, fd):
              "category_of_ceiling": 30.0, "diversity": 0.3}]
     ls.eval_path(study, row, step).write_text(json.dumps({"meta": {"seeds per request": 2, "steps": 50}, "rows": rows}))
     ls.seam_path(study, row, step).write_text(json.dumps({"generated": 1.1, "real": 1.0, "vs_real": 1.1, "samples": 144}))
-    (run / "log.csv").write_text("step,epoch,loss,mse,vlb,img_per_s,elapsed_s\n" + f"{step},1,0.1,0.1,0,10,{2 * step}\n")
+    half = step // 2                                                   # two sittings: elapsed_s starts again
+    (run / "log.csv").write_text("step,epoch,loss,mse,vlb,img_per_s,elapsed_s\n" + f"{half},1,0.1,0.1,0,10,{2 * half}\n"
+                                 + f"{half + 1},1,0.1,0.1,0,10,2\n" + f"{step},1,0.1,0.1,0,10,{2 * (step - half)}\n")
 
 
 def test_table_and_plot_from_the_rows_finished_so_far(study):
@@ -91,6 +93,7 @@ def test_table_and_plot_from_the_rows_finished_so_far(study):
     assert "/tmp" not in md and str(ROOT) not in md
     data = json.loads((study.results / "latent-study.json").read_text())
     assert data["rows"]["pixel-T4"]["points"][str(end)]["fd_over_floor_mean"] == pytest.approx(20.0)
+    assert data["rows"]["pixel-T4"]["points"][str(end)]["seconds_per_step"] == pytest.approx(2.0)
     assert data["rows"]["latent-S2"]["points"] == {}
     png = ls.plot(study)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
