@@ -10,10 +10,20 @@ dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # clang + lld: wasm/build.sh rebuilds web/ditweb-kernels.wasm (tests/test_wasm.py checks the committed one)
 for pkg in clang lld; do dpkg -s $pkg >/dev/null 2>&1 || need_apt+=($pkg); done
+# clang-19 + lld-19, pinned: wasm/build.sh builds the relaxed SIMD kernels with them (clang 14 emits only the
+# pre-standard relaxed SIMD opcodes); the committed web/ditweb-kernels*-relaxed.wasm are this version's output
+LLVM_RELAXED=1:19.1.7-3~deb12u1
+for pkg in clang-19 lld-19; do
+  [ "$(dpkg-query -W -f='${Version}' $pkg 2>/dev/null)" = "$LLVM_RELAXED" ] || need_apt+=("$pkg=$LLVM_RELAXED")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null; then
+    # the pinned clang-19 gone from the archive (a point release replaced it): the current one, and a warning
+    echo "[setup] warning: clang-19/lld-19 $LLVM_RELAXED not found; installing the archive's (the relaxed kernels may not rebuild byte for byte)" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]%%=*}" >/dev/null
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -8,19 +8,24 @@
 //   {cmd: "decode", bundle, latents, n}                          -> {image, preview} a latent bundle's decoder/ (verified
 //                                                                  as the page does) on the WebAssembly kernels, and its
 //                                                                  preview map's image of the same latents
+//   {cmd: "simd"}                                              -> {probe, relaxed, plain} checkRelaxedSimd() (the page's
+//                                                                  feature test) and whether node validates each module
 //   {cmd: "decoder-problem", bundle, kernel}                    -> {problem, error, topBefore, topAfter} decoder/ with one
 //                                                                  more kernel ({op, variant}): wasmDecoderProblem's line,
 //                                                                  WasmDecoder.create's error, the allocator before and after
-// An exception becomes {error: "Name: message"}.
+// Every request may name simd: "relaxed" (the relaxed SIMD kernels). An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
 import { labelLevels, verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
 import { WasmEngine } from "../web/wasm-runtime.js";
+import { checkRelaxedSimd } from "../web/wasm-bundle.js";
 import { WasmDecoder, wasmDecoderProblem } from "../web/wasm-decode.js";
 import { previewMap, previewPictures, verifyDecoderFiles, verifyDecoderManifest } from "../web/decode.js";
 import { labelRows, labelStarts, makeGuide, makePlan, samplerTables, stepUniform } from "../web/schedule.js";
 
-const WASM = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
 const req = JSON.parse(readFileSync(0, "utf-8"));
+// req.simd "relaxed": ditweb-kernels-relaxed.wasm (node 20 needs --experimental-wasm-relaxed-simd)
+const WASM = readFileSync(new URL(req.simd === "relaxed" ? "../web/ditweb-kernels-relaxed.wasm" : "../web/ditweb-kernels.wasm",
+                                  import.meta.url));
 
 async function engineFor(dir) {
   const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
@@ -97,6 +102,10 @@ if (req.cmd === "noise") {
   const latents = Float32Array.from(req.latents);
   const pv = previewMap(dec.manifest, dec.tensors);
   reply = { image: Array.from(d.decode(latents, req.n).image), preview: pv ? Array.from(previewPictures(pv, latents).image) : null };
+} else if (req.cmd === "simd") {
+  const file = (name) => readFileSync(new URL(`../web/${name}`, import.meta.url));
+  reply = { probe: checkRelaxedSimd(), relaxed: WebAssembly.validate(file("ditweb-kernels-relaxed.wasm")),
+            plain: WebAssembly.validate(file("ditweb-kernels.wasm")) };
 } else if (req.cmd === "decoder-problem") {
   const e = await engineFor(req.bundle);
   const dec = decoderFor(req.bundle, e.manifest.io.x_shape);

@@ -132,7 +132,7 @@ window.ditwebRun = (async () => {
   const b = await loadBundle(new URL("bundle/", location.href), { runtime, plan: "default", useCache: false });
   const r = await diffuseFavicon(b, { classId: 2, seed: 7, steps: %d, remember: false });
   const link = document.querySelector('link[rel~="icon"]');
-  return { runtime: b.runtime, threads: r.threads ?? 1, href: link.href, rgba: Array.from(r.rgba[0]) };
+  return { runtime: b.runtime, threads: r.threads ?? 1, simd: b.simd ?? null, href: link.href, rgba: Array.from(r.rgba[0]) };
 })();
 """ % STEPS
 
@@ -152,6 +152,7 @@ def draw_both(page_url: str) -> dict:
             assert r["runtime"] == runtime and r["href"].startswith("data:image/png;base64,"), r["href"][:40]
             out[runtime] = np.asarray(r["rgba"], np.float64) / 255.0
             out[f"{runtime}-threads"] = r["threads"]
+            out[f"{runtime}-simd"] = r["simd"]
             page.close()
     assert out["wasm"].std() > 0.01, "a drawn favicon, not a blank one"
     assert psnr(out["webgpu"], out["wasm"]) >= 40.0, "the same seed draws the same favicon on both runtimes"
@@ -166,18 +167,22 @@ def test_unpacked_tarball_imports_from_a_plain_esm_page(package):
     (package / "main.js").write_text(MAIN_JS)
     requested: list[str] = []
     with local_server({"/": package, "/bundle/": BUNDLE}, requested=requested) as url:
-        draw_both(url)
-    assert "/node_modules/ditweb/ditweb-worker.js" in requested and "/node_modules/ditweb/ditweb-kernels.wasm" in requested
+        drawn = draw_both(url)
+    kernels = KERNELS[drawn["wasm-simd"]][0]   # one thread: the page is not cross-origin isolated
+    assert "/node_modules/ditweb/ditweb-worker.js" in requested and f"/node_modules/ditweb/{kernels}" in requested
 
 
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+# the kernels (one thread, a pool) each SIMD flavour loads: relaxed where Chromium validates relaxed SIMD
+KERNELS = {"plain": ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm"),
+           "relaxed": ("ditweb-kernels-relaxed.wasm", "ditweb-kernels-mt-relaxed.wasm")}
 
 
 def test_esbuild_bundle_loads_its_workers_and_wasm(package, tmp_path):
     """esbuild bundles the app into one file (dist/main.js) and each worker (the runtime's, the thread pool's) into
-    another beside it; the two wasm files are copied beside them: the runtime finds all of them with
-    new URL(..., import.meta.url). Served cross-origin isolated, so the WebAssembly path runs its thread pool.
-    Nothing is fetched from node_modules."""
+    another beside it; the four wasm files are copied beside them: the runtime finds all of them with
+    new URL(..., import.meta.url). Served cross-origin isolated, so the WebAssembly path runs its thread pool
+    (with the relaxed SIMD kernels where Chromium has relaxed SIMD). Nothing is fetched from node_modules."""
     need(ESBUILD)
     (package / "main.js").write_text(MAIN_JS)
     dist = tmp_path / "dist"
@@ -186,10 +191,11 @@ def test_esbuild_bundle_loads_its_workers_and_wasm(package, tmp_path):
                         "--entry-names=[name]", f"--outdir={dist}", "--log-level=warning"],
                        cwd=package, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    for wasm in ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm"):
+    wasm_files = KERNELS["plain"] + KERNELS["relaxed"]
+    for wasm in wasm_files:
         shutil.copy2(package / "node_modules" / "ditweb" / wasm, dist)
-    assert sorted(p.name for p in dist.iterdir()) == ["ditweb-kernels-mt.wasm", "ditweb-kernels.wasm",
-                                                      "ditweb-thread.js", "ditweb-worker.js", "main.js"]
+    assert sorted(p.name for p in dist.iterdir()) == sorted(wasm_files + ("ditweb-thread.js", "ditweb-worker.js",
+                                                                          "main.js"))
     assert "from \"./" not in (dist / "main.js").read_text(), "one file: no imports left"
     (dist / "index.html").write_text('<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">\n'
                                      '<script type="module" src="main.js"></script>\n')
@@ -197,10 +203,10 @@ def test_esbuild_bundle_loads_its_workers_and_wasm(package, tmp_path):
     with local_server({"/": dist, "/bundle/": BUNDLE}, requested=requested, headers=ISOLATED) as url:
         drawn = draw_both(url)
     page_files = {p for p in requested if not p.startswith("/bundle/")}
-    assert page_files <= {"/", "/main.js", "/ditweb-worker.js", "/ditweb-thread.js", "/ditweb-kernels.wasm",
-                          "/ditweb-kernels-mt.wasm"}, page_files
+    one, pool = KERNELS[drawn["wasm-simd"]]
+    assert page_files <= {"/", "/main.js", "/ditweb-worker.js", "/ditweb-thread.js", f"/{one}", f"/{pool}"}, page_files
     if (os.cpu_count() or 1) > 1:                   # a pool only where the browser sees more than one core
         assert drawn["wasm-threads"] > 1
-        assert {"/ditweb-worker.js", "/ditweb-thread.js", "/ditweb-kernels-mt.wasm"} <= page_files
+        assert {"/ditweb-worker.js", "/ditweb-thread.js", f"/{pool}"} <= page_files
     else:
-        assert {"/ditweb-worker.js", "/ditweb-kernels.wasm"} <= page_files
+        assert {"/ditweb-worker.js", f"/{one}"} <= page_files

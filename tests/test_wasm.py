@@ -18,8 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = REPO / "tests" / "_wasm_node.mjs"
 
 
-def node(request: dict) -> dict:
-    r = subprocess.run(["node", str(NODE_SCRIPT)], input=json.dumps(request), capture_output=True, text=True,
+def node_flags(relaxed: bool) -> list[str]:
+    """node's flags for the relaxed SIMD kernels: node 20's V8 has relaxed SIMD behind a flag (Chromium ships it)."""
+    if not relaxed:
+        return []
+    v8 = subprocess.run(["node", "--v8-options"], capture_output=True, text=True, timeout=60).stdout
+    return ["--experimental-wasm-relaxed-simd"] if "--experimental-wasm-relaxed-simd" in v8 else []
+
+
+def node(request: dict, flags: list[str] | None = None) -> dict:
+    if flags is None:
+        flags = node_flags(request.get("simd") == "relaxed")
+    r = subprocess.run(["node", *flags, str(NODE_SCRIPT)], input=json.dumps(request), capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -30,28 +40,36 @@ def test_committed_wasm_is_a_fresh_build(tmp_path):
         pytest.fail("clang and lld are needed to rebuild the WebAssembly kernels: run scripts/setup.sh")
     r = subprocess.run([str(REPO / "wasm" / "build.sh"), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    for name in ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm"):   # one thread; a pool over shared memory
+    # one thread; a pool over shared memory; both with relaxed SIMD (clang-19)
+    for name in ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm", "ditweb-kernels-relaxed.wasm",
+                 "ditweb-kernels-mt-relaxed.wasm"):
         committed = (REPO / "web" / name).read_bytes()
         assert (tmp_path / name).read_bytes() == committed, f"web/{name} is stale: run wasm/build.sh and commit it"
 
 
+@pytest.mark.parametrize("simd", ["plain", "relaxed"])
 @pytest.mark.parametrize("seed,stream,step", [(0, 0, 0), (7, 1, 3), (4294967295, 2, 999)])
-def test_noise_is_bit_identical_to_python(seed, stream, step):
+def test_noise_is_bit_identical_to_python(seed, stream, step, simd):
+    """In the relaxed SIMD kernels too: only the matmul, attention and conv inner loops fuse (madd4)."""
     from ditformat.noise import normal
     count = 4099                                              # not a multiple of anything the kernels group by
-    got = np.asarray(node({"cmd": "noise", "seed": seed, "stream": stream, "step": step, "count": count})["x"],
-                     np.float32)
+    got = np.asarray(node({"cmd": "noise", "seed": seed, "stream": stream, "step": step, "count": count,
+                           "simd": simd})["x"], np.float32)
     ref = np.asarray(normal(seed, stream, step, count), np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
-@pytest.mark.parametrize("heads,conditioning,matmul", [(2, "adaln-zero", "registers"), (1, "adaln-zero", "registers"),
-                                                       (2, "cross-attn", "registers"), (2, "in-context", "registers"),
-                                                       (2, "adaln", "shared")])
-def test_forward_matches_torch(tmp_path, heads, conditioning, matmul):
+@pytest.mark.parametrize("heads,conditioning,matmul,simd", [(2, "adaln-zero", "registers", "plain"),
+                                                            (1, "adaln-zero", "registers", "plain"),
+                                                            (2, "cross-attn", "registers", "plain"),
+                                                            (2, "in-context", "registers", "plain"),
+                                                            (2, "adaln", "shared", "plain"),
+                                                            (2, "adaln-zero", "registers", "relaxed"),
+                                                            (1, "cross-attn", "shared", "relaxed")])
+def test_forward_matches_torch(tmp_path, heads, conditioning, matmul, simd):
     """A tiny random-weight bundle (every weight drawn, so nothing is trivially zero), f32 and f16, for
     every conditioning (each has its own program) and both matmul kernels. Head dim 16 takes the scalar attention, 32 the one
-    with the head in vector registers."""
+    with the head in vector registers. simd "relaxed": the relaxed SIMD kernels (fused multiply-add), same tolerance."""
     import torch
     from dit_model.model import DiT
     from export.bundle import export_bundle
@@ -69,9 +87,37 @@ def test_forward_matches_torch(tmp_path, heads, conditioning, matmul):
     for dtype, tol in (("f32", 1e-4), ("f16", 5e-2)):
         bundle = export_bundle(model.float(), tmp_path / dtype, dtype, ["hippo", "flag", "rocket"], matmul=matmul)
         got = np.asarray(node({"cmd": "forward", "bundle": str(bundle), "x": x.reshape(-1).tolist(),
-                               "t": t.tolist(), "y": y.tolist()})["out"])
+                               "t": t.tolist(), "y": y.tolist(), "simd": simd})["out"])
         err = np.abs(got - ref).max() / np.abs(ref).max()
-        assert err < tol, f"{dtype}: max error {err:.2e} of the output's range"
+        assert err < tol, f"{dtype} {simd}: max error {err:.2e} of the output's range"
+
+
+def test_relaxed_simd_probe_agrees_with_the_relaxed_kernels():
+    """wasm-bundle.js's feature test (a tiny module with f32x4.relaxed_madd) says yes exactly where the relaxed
+    kernels validate: node 20 without its flag has no relaxed SIMD (the page then loads the plain kernels), with
+    the flag it has; the plain kernels validate either way."""
+    flags = node_flags(True)
+    for f in ([], flags):
+        got = node({"cmd": "simd"}, flags=f)
+        assert got["plain"] is True and got["probe"] == got["relaxed"], (f, got)
+    assert node({"cmd": "simd"}, flags=flags)["relaxed"] is True
+
+
+def test_relaxed_and_plain_kernels_draw_the_same_favicon():
+    """The shipped model, a full 25-step guided run: the relaxed SIMD kernels (fused multiply-add in matmul and
+    attention) against the plain ones >= 40 dB, as across WebGPU kernel plans; the same seed gives the same bits
+    twice on one machine with either."""
+    from webserve.browser import psnr, to_unit
+    opts = {"classIds": [0, 3], "seed": 11, "steps": 25, "cfg": 4.0, "sampler": "ddim"}
+    req = {"cmd": "sample", "bundle": str(REPO / "bundles" / "default"), "opts": opts}
+    plain = np.asarray(node({**req, "simd": "plain"})["x"], np.float32)
+    relaxed = np.asarray(node({**req, "simd": "relaxed"})["x"], np.float32)
+    again = np.asarray(node({**req, "simd": "relaxed"})["x"], np.float32)
+    assert np.isfinite(relaxed).all()
+    np.testing.assert_array_equal(relaxed.view(np.uint32), again.view(np.uint32))
+    value = psnr(to_unit(relaxed), to_unit(plain))
+    print(f"\nrelaxed vs plain SIMD kernels, 25 steps: PSNR {value:.1f} dB, identical: {(relaxed == plain).all()}")
+    assert value >= 40.0, f"PSNR {value:.1f} dB between the relaxed and the plain kernels"
 
 
 TSC = REPO / "data" / "npm-ts" / "node_modules" / ".bin" / "tsc"

@@ -153,6 +153,19 @@ static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
   return radius * cos_2pi_u24(j);
 }
 
+// ------------------------------------------------------------------ multiply-add
+// acc + x w in four lanes, the inner step of matmul, attention and conv2d. Every module but the relaxed ones
+// rounds the product before the add, as the rest of this file does. ditweb-kernels-relaxed.wasm (built with
+// -mrelaxed-simd, wasm/build.sh) uses f32x4.relaxed_madd: one rounding where the CPU has fused multiply-add,
+// two where it has not (the engine chooses; a module's results may differ in the last bits between machines).
+// The noise, the sampler and every other expression stay unfused in all modules (-ffp-contract=off).
+// (a macro: the plain modules' code stays as it was before the relaxed ones)
+#ifdef __wasm_relaxed_simd__
+#define madd4(acc, x, w) wasm_f32x4_relaxed_madd((x), (w), (acc))
+#else
+#define madd4(acc, x, w) wasm_f32x4_add((acc), wasm_f32x4_mul((x), (w)))
+#endif
+
 // ------------------------------------------------------------------ matmul
 // dst[row(m), n] = act(in_act(a[m, :]) . w[:, n] + bias[n]), w transposed to (K, N).
 // 4 rows x 8 columns of outputs in 8 vector accumulators: per k, 4 broadcasts of a and 2 vector
@@ -169,10 +182,10 @@ static inline __attribute__((always_inline)) void dot_4x8(const f32 *a0, const f
     v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
     v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
     v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
-    c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(x0, w0)); c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(x0, w1));
-    c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(x1, w0)); c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(x1, w1));
-    c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(x2, w0)); c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(x2, w1));
-    c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(x3, w0)); c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(x3, w1));
+    c00 = madd4(c00, x0, w0); c01 = madd4(c01, x0, w1);
+    c10 = madd4(c10, x1, w0); c11 = madd4(c11, x1, w1);
+    c20 = madd4(c20, x2, w0); c21 = madd4(c21, x2, w1);
+    c30 = madd4(c30, x3, w0); c31 = madd4(c31, x3, w1);
   }
   acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
   acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
@@ -366,7 +379,7 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
           for (u32 jj = 0; jj < n; jj++) {
             const f32 *kr = kbase + jj * A->kv_stride;
             v128_t dv = wasm_f32x4_mul(qv[0], wasm_v128_load(kr));
-            for (u32 d = 1; d < HDV; d++) dv = wasm_f32x4_add(dv, wasm_f32x4_mul(qv[d], wasm_v128_load(kr + 4 * d)));
+            for (u32 d = 1; d < HDV; d++) dv = madd4(dv, qv[d], wasm_v128_load(kr + 4 * d));
             const f32 dot = (wasm_f32x4_extract_lane(dv, 0) + wasm_f32x4_extract_lane(dv, 1)) +
                             (wasm_f32x4_extract_lane(dv, 2) + wasm_f32x4_extract_lane(dv, 3));
             s[jj] = dot;
@@ -381,7 +394,7 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
             l += pj;
             const v128_t pv = wasm_f32x4_splat(pj);
             const f32 *vr = vbase + jj * A->kv_stride;
-            for (u32 d = 0; d < HDV; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vr + 4 * d)));
+            for (u32 d = 0; d < HDV; d++) acc[d] = madd4(acc[d], pv, wasm_v128_load(vr + 4 * d));
           }
           m = m_new;
         }
@@ -618,8 +631,8 @@ void EXPORT(op_sampler_step)(const u32 *params, const Step *st, const f32 *guide
         const v128_t wb = two ? wasm_v128_load(wrow + kx * C_out4 + 4) : zero;                                \
         for (u32 p = 0; p < 8; p++) {                                                                         \
           const v128_t s = wasm_f32x4_splat(r[kx + p]);                                                       \
-          acc[p][0] = wasm_f32x4_add(acc[p][0], wasm_f32x4_mul(s, wa));                                       \
-          acc[p][1] = wasm_f32x4_add(acc[p][1], wasm_f32x4_mul(s, wb));                                       \
+          acc[p][0] = madd4(acc[p][0], s, wa);                                                                \
+          acc[p][1] = madd4(acc[p][1], s, wb);                                                                \
         }                                                                                                     \
       }                                                                                                       \
     }                                                                                                         \

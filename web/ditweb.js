@@ -17,13 +17,13 @@
 import { bundleFiles, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
 import { Bundle, checkWebGPU } from "./webgpu-bundle.js";
-import { WasmBundle } from "./wasm-bundle.js";
+import { SIMD_MODES, WasmBundle, chooseSimd } from "./wasm-bundle.js";
 import { wasmDecoderProblem } from "./wasm-decode.js";
 
 export { BundleError, FORMAT, FORMAT_VERSION } from "./bundle.js";
 export { Label, VocabularyError } from "./labels.js";
 export { Bundle, DeviceLostError, checkWebGPU } from "./webgpu-bundle.js";
-export { WasmBundle } from "./wasm-bundle.js";
+export { SIMD_MODES, WasmBundle, checkRelaxedSimd } from "./wasm-bundle.js";
 export { diffuseFavicon, toDataURL, toRGBA } from "./favicon.js";
 export { NonFiniteError } from "./sampling.js";
 
@@ -75,10 +75,13 @@ export class UnsupportedError extends Error {
 // opts: {runtime: "auto" (default) | "webgpu" | "wasm", signal, useCache = true, onDeviceLost(info),
 //        onProgress({file, done, total}), features: [...],
 //        plan: "auto" (default: time the bundle's candidate kernels on this adapter at the first batch of
-//        each size, cached in localStorage) | "default" (each dispatch's own kernel) | {slot: kernel}}
+//        each size, cached in localStorage) | "default" (each dispatch's own kernel) | {slot: kernel},
+//        WebAssembly: threads: N, simd: "auto" (default: relaxed SIMD where the browser validates it) | "relaxed" | "plain"}
 export async function loadBundle(url, opts = {}) {
   const runtime = opts.runtime || "auto";
   if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);
+  // an unknown simd, or relaxed SIMD asked for where there is none: one line before any download
+  if (runtime === "wasm" || !SIMD_MODES.includes(opts.simd ?? "auto")) chooseSimd(opts);
   const base = new URL(url, globalThis.location ? location.href : undefined);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const manifest = await fetchManifest(base, opts.signal);

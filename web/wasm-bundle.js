@@ -2,19 +2,67 @@
 // ditweb-kernels.wasm: one message per step, so the page stays responsive and an abort or a time budget takes
 // effect between steps. One thread on every page; on a cross-origin isolated page (COOP/COEP headers, as
 // `ditweb serve` sends) the worker runs ditweb-kernels-mt.wasm with a pool of threads (wasm-threads.js):
-// opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. The sampling loop
-// is sampling.js's, served here by three worker calls (state, run, run with a read-back).
+// opts.threads (default navigator.hardwareConcurrency), 1 where the page is not isolated. Where the browser
+// validates relaxed SIMD (checkRelaxedSimd), the same kernels built with -mrelaxed-simd run instead
+// (ditweb-kernels-relaxed.wasm, ditweb-kernels-mt-relaxed.wasm: fused multiply-add in the matmul, attention and
+// conv inner loops); opts.simd: "auto" (default) | "relaxed" | "plain" forces one; bundle.simd says which ran.
+// The sampling loop is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
 import { decodedPictures } from "./favicon.js";
 import { SampledBundle } from "./sampling.js";
 import { threadsAvailable } from "./wasm-threads.js";
+
+export const SIMD_MODES = ["auto", "relaxed", "plain"];
+
+// The smallest module with a relaxed SIMD instruction:
+// (func (param v128 v128 v128) (result v128) local.get 0 local.get 1 local.get 2 f32x4.relaxed_madd).
+const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2, 1, 0,
+                                           10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11]);
+
+/** Whether this browser validates relaxed SIMD (f32x4.relaxed_madd, the relaxed kernels' instruction). */
+export function checkRelaxedSimd() {
+  try {
+    return typeof WebAssembly === "object" && WebAssembly.validate(RELAXED_SIMD_PROBE);
+  } catch {
+    return false;   // treated as missing
+  }
+}
+
+/** "relaxed" | "plain" for opts.simd; "auto" takes relaxed where the browser has it, unless the caller points
+ * opts.wasmUrl / opts.wasmThreadsUrl at plain kernels of its own and names no relaxed ones. */
+export function chooseSimd(opts = {}) {
+  const asked = opts.simd ?? "auto";
+  if (!SIMD_MODES.includes(asked)) throw new RangeError(`unknown simd ${JSON.stringify(asked)}; choose one of ${SIMD_MODES.join(", ")}`);
+  if (asked === "plain") return "plain";
+  const has = checkRelaxedSimd();
+  if (asked === "relaxed" && !has) throw new Error("simd: \"relaxed\" was asked for, but this browser has no relaxed WebAssembly SIMD");
+  const ownPlain = (opts.wasmUrl || opts.wasmThreadsUrl) && !(opts.wasmRelaxedUrl || opts.wasmThreadsRelaxedUrl);
+  return has && (asked === "relaxed" || !ownPlain) ? "relaxed" : "plain";
+}
+
+// The kernels for a thread count and SIMD flavour: literal URLs next to this file, so that bundlers see (and
+// copy) all four modules; opts.wasmUrl, wasmThreadsUrl, wasmRelaxedUrl, wasmThreadsRelaxedUrl load them from elsewhere.
+function kernelsUrl(threads, simd, opts) {
+  if (simd === "relaxed") {
+    return threads > 1 ? opts.wasmThreadsRelaxedUrl || new URL("./ditweb-kernels-mt-relaxed.wasm", import.meta.url)
+      : opts.wasmRelaxedUrl || new URL("./ditweb-kernels-relaxed.wasm", import.meta.url);
+  }
+  return threads > 1 ? opts.wasmThreadsUrl || new URL("./ditweb-kernels-mt.wasm", import.meta.url)
+    : opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
+}
+
+function describe(simd, threads) {
+  const many = threads > 1 ? "s" : "";
+  return `WebAssembly ${simd === "relaxed" ? "relaxed SIMD" : "SIMD"}, ${threads} thread${many} (Web Worker${many})`;
+}
 
 export class WasmBundle extends SampledBundle {
   constructor(base, manifest, tensors, stats, opts) {
     super(base, manifest, tensors, stats);
     this.opts = opts;
     this.runtime = "wasm";
-    this.adapterDescription = "WebAssembly SIMD, 1 thread (Web Worker)";
+    this.simd = chooseSimd(opts);      // "relaxed" | "plain": the kernels that run
+    this.adapterDescription = describe(this.simd, 1);
     const wanted = Math.floor(opts.threads ?? (globalThis.navigator && navigator.hardwareConcurrency) ?? 1);
     this.threads = wanted > 1 && threadsAvailable() ? Math.min(wanted, 64) : 1;   // how many run (set by start)
     this.threadsWanted = Math.max(1, wanted || 1);
@@ -28,9 +76,7 @@ export class WasmBundle extends SampledBundle {
 
   // Fetch the kernels (next to this file), start the worker and unpack the weights there.
   async start() {
-    // literal URLs next to this file, so that bundlers see (and copy) both modules
-    const wasmUrl = this.threads > 1 ? this.opts.wasmThreadsUrl || new URL("./ditweb-kernels-mt.wasm", import.meta.url)
-      : this.opts.wasmUrl || new URL("./ditweb-kernels.wasm", import.meta.url);
+    const wasmUrl = kernelsUrl(this.threads, this.simd, this.opts);
     let module;
     const t0 = performance.now();
     try {
@@ -67,13 +113,13 @@ export class WasmBundle extends SampledBundle {
     this.timings.initMs = performance.now() - t1;            // worker start, threads, weights unpacked
     this.threads = reply.threads;
     this.threadsError = reply.threadsError || "";   // a pool was asked for but could not start (one thread ran)
-    this.adapterDescription = `WebAssembly SIMD, ${this.threads} thread${this.threads > 1 ? "s" : ""} (Web Worker${this.threads > 1 ? "s" : ""})`;
+    this.adapterDescription = describe(this.simd, this.threads);
   }
 
-  // sampling.js's result, plus how many threads ran it
+  // sampling.js's result, plus how many threads ran it and which kernels ("relaxed" | "plain" SIMD)
   async sample(opts = {}) {
     const result = await super.sample(opts);
-    return { ...result, threads: this.threads };
+    return { ...result, threads: this.threads, simd: this.simd };
   }
 
   call(cmd, args = {}, transfer = []) {

@@ -13,9 +13,9 @@ const median = (a) => { const s = [...a].sort((p, q) => p - q); return s.length 
 
 // Load, warm up with a 2-step CFG sample (allocates the batch, runs every kernel once) and
 // return a function that times one more step: the step record sample() would write at i = 12 of 25.
-async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined) {
+async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined, simd = undefined) {
   const t0 = now();
-  const b = await loadBundle(bundleUrl, { runtime, threads, useCache: false, features: ["timestamp-query"] });
+  const b = await loadBundle(bundleUrl, { runtime, threads, simd, useCache: false, features: ["timestamp-query"] });
   const loadMs = now() - t0;
   const t1 = now();
   await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0, n: N });
@@ -37,7 +37,8 @@ async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined
     await b.device.queue.onSubmittedWorkDone();
     return now() - s;
   };
-  return { b, record, step, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription, threads: b.threads || 1, times: [] } };
+  return { b, record, step, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription, threads: b.threads || 1,
+    simd: b.simd || null, times: [] } };
 }
 
 // GPU time of every dispatch of one step (one compute pass each, timestamps at its start and end),
@@ -126,7 +127,7 @@ window.runBench = async (cfg) => {
   const ours = [];
   for (const v of cfg.variants) {
     log(`ditweb ${v.label}: ${v.bundle}`);
-    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime, v.threads)) });
+    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime, v.threads, v.simd)) });
   }
   const orts = {}, ortErrors = {};
   for (const ep of cfg.onnx ? ["webgpu", "wasm"] : []) {
@@ -160,17 +161,17 @@ window.runBench = async (cfg) => {
 };
 // Time to the first favicon, from navigation (performance.now()'s origin) to the last step of a `steps`-step
 // sample: the bundle's fetch + verify (loadBundle less the runtime's start), the kernels' fetch + compile,
-// the worker's start and weight unpacking, the steps. cfg: {bundle, runtime, threads, steps, useCache}.
+// the worker's start and weight unpacking, the steps. cfg: {bundle, runtime, threads, simd, steps, useCache}.
 window.firstFavicon = async (cfg) => {
   const t0 = now();
-  const b = await loadBundle(cfg.bundle, { runtime: cfg.runtime, threads: cfg.threads, useCache: cfg.useCache });
+  const b = await loadBundle(cfg.bundle, { runtime: cfg.runtime, threads: cfg.threads, simd: cfg.simd, useCache: cfg.useCache });
   const loaded = now();
   const r = await b.sample({ classId: 0, seed: 1, steps: cfg.steps, cfg: 4.0 });
   const end = now();
   const t = b.timings || { compileMs: 0, initMs: 0 };
   const out = { navToStart: t0, loadMs: loaded - t0, compileMs: t.compileMs, initMs: t.initMs,
                 fetchVerifyMs: loaded - t0 - t.compileMs - t.initMs, stepsMs: end - loaded, total: end,
-                threads: r.threads || 1, runtime: r.runtime, downloaded: b.stats.downloaded, cached: b.stats.cached };
+                threads: r.threads || 1, simd: r.simd || null, runtime: r.runtime, downloaded: b.stats.downloaded, cached: b.stats.cached };
   b.dispose();
   return out;
 };
