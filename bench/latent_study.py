@@ -388,6 +388,11 @@ def plot(study: Study) -> Path:
                           marker="s" if e["kind"] == "pixel" else "o", label=name)
             ax[1].annotate(name, (e["gflops"], end[0]["fd_over_floor_mean"]), textcoords="offset points", xytext=(5, 5))
     m = results["meta"]
+    if not any(p["step"] == e["steps"] for e in results["rows"].values() for p in e["points"].values()):
+        ax[1].text(0.5, 0.5, "no row at the full compute yet", ha="center", va="center", transform=ax[1].transAxes)
+    for a in (ax[0], ax[2]):
+        a.set_xlim(0, 1.05 * m["tflop_per_row"])
+    ax[2].set_ylim(bottom=0)
     ax[0].set(xlabel="training Tflop", ylabel="FD / floor (mean of styles; 1 = real)", yscale="log",
               title="FD/floor against training compute")
     ax[1].set(xlabel="forward Gflops per image", ylabel="FD / floor at the full compute", xscale="log", yscale="log",
