@@ -87,12 +87,15 @@ async function openCache() {
 
 // One bundle file, checked against its sha256. Cached under a key that holds the hash, so a
 // re-exported bundle (new hash) is downloaded again and a stale entry can never be used.
-// stats counts {downloaded, cached} bytes for the page and the tests.
+// stats counts {downloaded, cached} bytes for the page and the tests. pending: where the Cache API write of a
+// download goes instead of being awaited here (loadBundle awaits it alongside the runtime's start); the write
+// stores the verified bytes, its own copy.
 /**
  * @param {string | URL} baseUrl @param {string} file @param {string} sha256
- * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean}} [options]
+ * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean,
+ *          pending?: Promise<void>[]}} [options]
  */
-export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useCache = true } = {}) {
+export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useCache = true, pending } = {}) {
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new BundleError("manifest.json", `files["${file}"]: sha256 is not 64 hex digits`);
   const url = new URL(file, baseUrl);
   const key = new Request(`${url.href}?sha256=${sha256}`);
@@ -115,9 +118,10 @@ export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useC
   }
   if (stats) stats.downloaded += buf.byteLength;
   if (cache) {
-    try {
-      await cache.put(key, new Response(buf, { headers: { "Content-Type": "application/octet-stream" } }));
-    } catch { /* quota exceeded or private mode: run without the cache */ }
+    const put = cache.put(key, new Response(buf, { headers: { "Content-Type": "application/octet-stream" } }))
+      .catch(() => { /* quota exceeded or private mode: run without the cache */ });
+    if (pending) pending.push(put);
+    else await put;
   }
   return buf;
 }

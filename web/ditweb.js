@@ -71,7 +71,10 @@ export class UnsupportedError extends Error {
 // ------------------------------------------------------------------ load bundle
 
 // Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device (WebGPU)
-// or start the worker (WebAssembly).
+// or start the worker (WebAssembly). When the runtime is WebAssembly already before the download (asked for, or
+// "auto" in a browser without navigator.gpu: no adapter is requested before verification), the kernels are fetched
+// and compiled and the worker started while the files download (startEarly); no byte of the bundle reaches the
+// worker before every file is verified.
 // opts: {runtime: "auto" (default) | "webgpu" | "wasm", signal, useCache = true, onDeviceLost(info),
 //        onProgress({file, done, total}), features: [...],
 //        plan: "auto" (default: time the bundle's candidate kernels on this adapter at the first batch of
@@ -87,24 +90,46 @@ export async function loadBundle(url, opts = {}) {
   const manifest = await fetchManifest(base, opts.signal);
   verifyManifest(manifest);
   const stats = { downloaded: 0, cached: 0 };
-  const files = await fetchFiles(base, manifest, stats, opts);
-  const { tensors, kernels, vocab } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest, vocabulary
-  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
-  const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
-  const chosen = await runtimeFor(runtime, decoderFiles);
-  let bundle;
-  if (chosen.runtime === "wasm") {
-    const simd = checkWasmSimd();
-    if (!simd.ok) throw new UnsupportedError(simd.message);
-    bundle = new WasmBundle(base, manifest, tensors, stats, opts);
-  } else {
-    bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
+  const early = startEarly(runtime, base, manifest, stats, opts);
+  const pending = [];                  // the Cache API writes of the downloads (fetchVerified)
+  try {
+    const files = await fetchFiles(base, manifest, stats, { ...opts, pending });
+    const { tensors, kernels, vocab } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+    // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
+    const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
+    const chosen = await runtimeFor(runtime, decoderFiles);
+    let bundle;
+    if (chosen.runtime === "wasm") {
+      const simd = checkWasmSimd();
+      if (!simd.ok) throw new UnsupportedError(simd.message);
+      bundle = early.bundle || new WasmBundle(base, manifest, tensors, stats, opts);
+      bundle.tensors = tensors;        // verified: start() hands them to the worker
+    } else {
+      bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
+    }
+    if (early.bundle && early.bundle !== bundle) early.bundle.dispose();   // a decoder only WebGPU runs
+    bundle.decoderFiles = decoderFiles;
+    bundle.runtimeReason = chosen.reason;
+    bundle.vocab = vocab;
+    await Promise.all([bundle instanceof WasmBundle ? bundle.start() : bundle.createDevice(), ...pending]);
+    return bundle;
+  } catch (e) {
+    if (early.bundle) early.bundle.dispose();
+    throw e;
   }
-  bundle.decoderFiles = decoderFiles;
-  bundle.runtimeReason = chosen.reason;
-  bundle.vocab = vocab;
-  await (bundle instanceof WasmBundle ? bundle.start() : bundle.createDevice());
-  return bundle;
+}
+
+// {bundle}: the WebAssembly bundle started before the download (its kernels fetched and compiled, its worker up; no
+// weights) where the runtime is sure to be WebAssembly without asking for an adapter; bundle null otherwise.
+function startEarly(runtime, base, manifest, stats, opts) {
+  const nav = /** @type {any} */ (globalThis.navigator);
+  const wasm = runtime === "wasm" || (runtime === "auto" && !(nav && nav.gpu));
+  if (!wasm || !checkWasmSimd().ok) return { bundle: null };
+  try {
+    return { bundle: new WasmBundle(base, manifest, null, stats, opts).prestart() };
+  } catch {
+    return { bundle: null };           // an opts error: loadBundle's own WasmBundle reports it
+  }
 }
 
 // Every file the manifest lists (bundleFiles; decoder/ is fetchDecoder's): one rule, every listed file verified.
@@ -119,7 +144,8 @@ async function fetchFiles(base, manifest, stats, opts) {
   if (opts.signal) opts.signal.addEventListener("abort", () => stop.abort(opts.signal.reason), { once: true });
   await Promise.all(names.map(async (file) => {
     try {
-      const fetchOpts = /** @type {any} */ ({ signal: stop.signal, stats, useCache: opts.useCache !== false });
+      const fetchOpts = /** @type {any} */ ({ signal: stop.signal, stats, useCache: opts.useCache !== false,
+                                               pending: opts.pending });
       files[file] = await fetchVerified(base, file, manifest.files[file].sha256, fetchOpts);
       if (opts.onProgress && !stop.signal.aborted) opts.onProgress({ file, done: ++done, total: names.length });
     } catch (e) {

@@ -66,28 +66,46 @@ export class WasmBundle extends SampledBundle {
     const wanted = Math.floor(opts.threads ?? (globalThis.navigator && navigator.hardwareConcurrency) ?? 1);
     this.threads = wanted > 1 && threadsAvailable() ? Math.min(wanted, 64) : 1;   // how many run (set by start)
     this.threadsWanted = Math.max(1, wanted || 1);
-    this.timings = { compileMs: 0, initMs: 0 };   // start(): the kernels' fetch + compile, the worker's init
+    // start(): compileMs, the wait for the kernels once the weights are verified (their fetch + compile runs
+    // alongside the download: kernelsMs); initMs, the worker's init (threads, the weights unpacked)
+    this.timings = { compileMs: 0, kernelsMs: 0, initMs: 0 };
     /** @type {Worker | null} */
     this.worker = null;
+    /** @type {Error | null} */
+    this.workerError = null;           // the worker failed to start: every call rejects with it
+    /** @type {Promise<WebAssembly.Module> | null} */
+    this.kernels = null;
     this.calls = new Map();
     this.nextId = 1;
     this.count = 0;                    // floats of x_t in the current run
   }
 
-  // Fetch the kernels (next to this file), start the worker and unpack the weights there.
-  async start() {
+  // Fetch and compile the kernels and start the worker, before the weights are there: loadBundle calls it when
+  // the download begins. The worker receives nothing of the bundle until start(), after every file is verified.
+  prestart() {
+    if (this.kernels) return this;
+    this.kernels = this.compileKernels();
+    this.kernels.catch(() => {});      // reported by start()
+    this.openWorker();
+    return this;
+  }
+
+  async compileKernels() {
     const wasmUrl = kernelsUrl(this.threads, this.simd, this.opts);
-    let module;
     const t0 = performance.now();
     try {
       const response = await fetch(wasmUrl, { signal: this.opts.signal });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      module = await WebAssembly.compile(await response.arrayBuffer());
-      this.timings.compileMs = performance.now() - t0;      // fetch + compile of the kernels
+      const module = await WebAssembly.compile(await response.arrayBuffer());
+      this.timings.kernelsMs = performance.now() - t0;
+      return module;
     } catch (e) {
       if (e.name === "AbortError") throw e;
       throw new Error(`the WebAssembly kernels (${wasmUrl}) could not be loaded: ${e.message}`);
     }
+  }
+
+  openWorker() {
     this.worker = new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
     this.worker.onmessage = ({ data }) => {
       const call = this.calls.get(data.id);
@@ -102,10 +120,18 @@ export class WasmBundle extends SampledBundle {
       }
     };
     this.worker.onerror = (ev) => {
-      const e = new Error(`the WebAssembly worker failed: ${ev.message || "could not start"}`);
-      for (const call of this.calls.values()) call.reject(e);
+      this.workerError = new Error(`the WebAssembly worker failed: ${ev.message || "could not start"}`);
+      for (const call of this.calls.values()) call.reject(this.workerError);
       this.calls.clear();
     };
+  }
+
+  // The kernels (prestart's, or fetched now), then the worker's init: the verified weights unpacked there.
+  async start() {
+    this.prestart();
+    const t0 = performance.now();
+    const module = await this.kernels;
+    this.timings.compileMs = performance.now() - t0;
     const t1 = performance.now();
     const dec = this.decoderFiles;   // a latent bundle's decoder/ (web/decode.js), run in the worker (wasm-decode.js)
     const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads,
@@ -124,6 +150,7 @@ export class WasmBundle extends SampledBundle {
 
   call(cmd, args = {}, transfer = []) {
     if (!this.worker) return Promise.reject(new Error("the WebAssembly runtime was disposed"));
+    if (this.workerError) return Promise.reject(this.workerError);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.calls.set(id, { resolve, reject });
