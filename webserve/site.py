@@ -133,18 +133,21 @@ def module_graph(root: Path, entry: str) -> list[str]:
     return seen
 
 
-def first_visit(out_dir: Path) -> dict[str, list[str]]:
+def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
     page's module graph, the bundle (manifest and every file it lists); WebAssembly adds the kernels and the
     worker's module graph; on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the
-    thread workers' modules instead of the one-thread kernels. Each file once (a later request is answered by the HTTP cache or revalidated)."""
+    thread workers' modules instead of the one-thread kernels. `relaxed`: a browser with relaxed WebAssembly SIMD
+    fetches the kernels built for it (web/wasm-bundle.js, chooseSimd), another the plain ones. Each file once (a
+    later request is answered by the HTTP cache or revalidated)."""
     out_dir = Path(out_dir)
+    kind = "-relaxed" if relaxed else ""
     page = ["index.html", "style.css", "favicon.svg"] + module_graph(out_dir, "app.js")
     bundle = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "bundle").rglob("*") if p.is_file())
     worker = [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
     thread = [m for m in module_graph(out_dir, "ditweb-thread.js") if m not in page + worker]
-    return {"webgpu": page + bundle, "wasm": page + bundle + ["ditweb-kernels.wasm"] + worker,
-            "wasm-threads": page + bundle + ["ditweb-kernels-mt.wasm"] + worker + thread}
+    return {"webgpu": page + bundle, "wasm": page + bundle + [f"ditweb-kernels{kind}.wasm"] + worker,
+            "wasm-threads": page + bundle + [f"ditweb-kernels-mt{kind}.wasm"] + worker + thread}
 
 
 def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
@@ -169,6 +172,9 @@ def first_visit_report(out_dir: Path) -> str:
                      f"(page {len(files) - len(in_bundle)} files {(raw - b_raw) / 1e3:.0f} kB, gzip "
                      f"{(gz - b_gz) / 1e3:.0f} kB; bundle {len(in_bundle)} files {b_raw / 1e6:.2f} MB, gzip "
                      f"{b_gz / 1e6:.2f} MB)")
+    plain = sizes(out_dir, [f for f in first_visit(out_dir, relaxed=False)["wasm"] if f.endswith(".wasm")])[0]
+    lines.append(f"  (WebAssembly: the kernels for relaxed SIMD, what current Chromium fetches; a browser without it "
+                 f"fetches the plain ones, {plain / 1e3:.1f} kB)")
     lines.append("  (threads: only where the host sends Cross-Origin-Opener-Policy: same-origin and "
                  "Cross-Origin-Embedder-Policy: require-corp)")
     lines.append("  later visits: the bundle's files come from the browser's Cache API (checked by sha256)")
