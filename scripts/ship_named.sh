@@ -32,4 +32,8 @@ PYEOF
 )
 $DITWEB eval models/named.safetensors --scales "$SCALE" --seeds 2 --card --json bench/results/eval-named.json
 $DITWEB export models/named.safetensors bundles/named --dtype f16
+# the int8 bundle the page's picker offers (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8
+# --reference-json bench/results/eval-named.json measures what int8 costs)
+$DITWEB export models/named.safetensors bundles/named-int8 --dtype int8
+$DITWEB validate bundles/named-int8 --ckpt models/named.safetensors --summary 2>/dev/null > bench/results/validate-named-int8.md
 $PY scripts/named_grid.py models/named.safetensors --cfg "$SCALE"

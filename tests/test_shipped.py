@@ -42,8 +42,23 @@ def test_shipped_model_is_a_trained_favicon_model(name):
 def test_the_page_lists_the_shipped_bundles():
     import json
     listed = [e["url"] for e in json.loads((ROOT / "web" / "bundles.json").read_text())]
-    assert listed == ["bundle/", "bundles/default/", "bundles/subcategories/"]
+    assert listed == ["bundle/", "bundles/named-int8/", "bundles/default/", "bundles/subcategories/"]
     assert all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
+
+
+def test_the_int8_bundle_is_the_shipped_named_weights(tmp_path):
+    """bundles/named-int8 (offered by the page) is `export --dtype int8` of models/named.safetensors: a fresh
+    export gives the same files byte for byte, so it cannot fall behind a newly shipped named model."""
+    import subprocess
+    import sys
+    shipped = ROOT / "bundles" / "named-int8"
+    fresh = tmp_path / "named-int8"
+    subprocess.run([sys.executable, "-m", "ditweb", "export", str(ROOT / "models" / "named.safetensors"), str(fresh),
+                    "--dtype", "int8"], check=True, capture_output=True)
+    names = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
+    stale = [n for n in names if (shipped / n).read_bytes() != (fresh / n).read_bytes()]
+    assert not stale, f"re-export bundles/named-int8 (ditweb export models/named.safetensors bundles/named-int8 --dtype int8): {stale}"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
