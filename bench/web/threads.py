@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from export.bundle import export_bundle
     model, meta = load_model(args.ckpt)
     work = Path(tempfile.mkdtemp(prefix="ditweb-threads-"))
-    bundles = {d: export_bundle(model, work / d, d, meta["class_names"]) for d in ("f16", "int8")}
+    bundles = {d: export_bundle(model, work / d, d, meta["class_names"], vocab=meta.get("vocab")) for d in ("f16", "int8")}
     routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", **{f"/{d}/": b for d, b in bundles.items()}}
     load0 = os.getloadavg()
     with local_server(routes, headers=ISOLATED) as url:
