@@ -14,6 +14,7 @@ Pixel models only (a latent model's x0 is a latent). Writes bench/results/denois
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -25,14 +26,21 @@ sys.path.insert(0, str(ROOT))
 from dit_model.bench import RESULTS, publish, shown_path  # noqa: E402
 
 
+@functools.lru_cache(maxsize=2)
+def training_data(styles: tuple[str, ...] | None):
+    """The named data set of these styles, or the Twemoji categories (styles None); loaded once for every
+    checkpoint that asks for it."""
+    if styles is not None:
+        from dit_model.named import load_named
+        return load_named(list(styles), skin_tones=False)
+    from dit_model.data import load_data
+    return load_data()
+
+
 def real_batch(meta, n: int, seed: int):
     """n real training images (uint8 NHWC) and their labels in the model's label layout."""
-    if meta.get("vocab") is not None:                       # a named model: labels at every level
-        from dit_model.named import load_named
-        data = load_named(list(meta["vocab"].names[-1]), skin_tones=False)   # its last level: the styles
-    else:
-        from dit_model.data import load_data
-        data = load_data()
+    vocab = meta.get("vocab")                                # a named model: labels at every level
+    data = training_data(tuple(vocab.names[-1]) if vocab is not None else None)   # its last level: the styles
     pick = np.random.default_rng(seed).choice(len(data.images), min(n, len(data.images)), replace=False)
     return data.images[pick], data.labels[pick]
 
@@ -44,9 +52,9 @@ def denoise_errors(path: str, ts: list[int], n: int, seed: int) -> tuple[dict, l
     from dit_model.data import to_model
     from dit_model.diffusion import Diffusion
     from dit_model.latent import read_reference
-    model, meta = load_model(path)
     if read_reference(path) is not None:
         raise SystemExit(f"{path}: a latent model; this benchmark measures pixel models only")
+    model, meta = load_model(path)
     model.eval()
     images, labels = real_batch(meta, n, seed)
     x0 = to_model(torch.as_tensor(images))
@@ -62,7 +70,7 @@ def denoise_errors(path: str, ts: list[int], n: int, seed: int) -> tuple[dict, l
         x0_hat, _ = diffusion.x0_eps_from_output(out[:, :x0.shape[1]], xt, tt)
         rmse = lambda est: float(((est.clamp(-1, 1) - x0) ** 2).mean().sqrt())
         ours.append(rmse(x0_hat))
-        naive.append(rmse(xt / diffusion._at(diffusion.sqrt_abar, tt, xt)))
+        naive.append(rmse(diffusion.predict_x0(xt, tt, torch.zeros_like(xt))))   # x_t / sqrt(abar_t)
     return meta, ours, naive
 
 
