@@ -133,6 +133,11 @@ def module_graph(root: Path, entry: str) -> list[str]:
     return seen
 
 
+def kernels_file(threads: bool, relaxed: bool) -> str:
+    """The WebAssembly kernels a visitor fetches (web/wasm-bundle.js, kernelsUrl)."""
+    return f"ditweb-kernels{'-mt' if threads else ''}{'-relaxed' if relaxed else ''}.wasm"
+
+
 def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
     page's module graph, the bundle (manifest and every file it lists); WebAssembly adds the kernels and the
@@ -141,13 +146,12 @@ def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     fetches the kernels built for it (web/wasm-bundle.js, chooseSimd), another the plain ones. Each file once (a
     later request is answered by the HTTP cache or revalidated)."""
     out_dir = Path(out_dir)
-    kind = "-relaxed" if relaxed else ""
     page = ["index.html", "style.css", "favicon.svg"] + module_graph(out_dir, "app.js")
     bundle = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "bundle").rglob("*") if p.is_file())
     worker = [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
     thread = [m for m in module_graph(out_dir, "ditweb-thread.js") if m not in page + worker]
-    return {"webgpu": page + bundle, "wasm": page + bundle + [f"ditweb-kernels{kind}.wasm"] + worker,
-            "wasm-threads": page + bundle + [f"ditweb-kernels-mt{kind}.wasm"] + worker + thread}
+    return {"webgpu": page + bundle, "wasm": page + bundle + [kernels_file(False, relaxed)] + worker,
+            "wasm-threads": page + bundle + [kernels_file(True, relaxed)] + worker + thread}
 
 
 def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
@@ -172,7 +176,7 @@ def first_visit_report(out_dir: Path) -> str:
                      f"(page {len(files) - len(in_bundle)} files {(raw - b_raw) / 1e3:.0f} kB, gzip "
                      f"{(gz - b_gz) / 1e3:.0f} kB; bundle {len(in_bundle)} files {b_raw / 1e6:.2f} MB, gzip "
                      f"{b_gz / 1e6:.2f} MB)")
-    plain = sizes(out_dir, [f for f in first_visit(out_dir, relaxed=False)["wasm"] if f.endswith(".wasm")])[0]
+    plain = (Path(out_dir) / kernels_file(False, relaxed=False)).stat().st_size
     lines.append(f"  (WebAssembly: the kernels for relaxed SIMD, what current Chromium fetches; a browser without it "
                  f"fetches the plain ones, {plain / 1e3:.1f} kB)")
     lines.append("  (threads: only where the host sends Cross-Origin-Opener-Policy: same-origin and "
