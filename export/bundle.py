@@ -69,9 +69,13 @@ def linear_layers(model: DiT) -> list[str]:
     return sorted({d["label"] for p in pb.programs.values() for d in p if pb.kernels[d["kernel"]]["op"] == "matmul"})
 
 
+LABEL_TABLE = "y_embedder.embedding_table"     # one row per label of every level (label_embed, label_embed_q8)
+
+
 def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
     """State-dict tensors in the bundle dtype, plus the exporter's f32 tables. int8: every Linear weight
-    quantised per output channel (X.weight int8 (N, K), X.scale f32 (N,)), its bias f32, the rest f16."""
+    quantised per output channel (X.weight int8 (N, K), X.scale f32 (N,)), its bias f32; the label table by the
+    same rule per row (LABEL_TABLE.weight int8 (rows, D), LABEL_TABLE.scale f32 (rows,)); the rest f16."""
     np_dtype = np.float16 if dtype in ("f16", "int8") else np.float32
     sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
     out = {k: v.astype(np_dtype) for k, v in sd.items()}
@@ -79,6 +83,7 @@ def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
         for x in linear_layers(model):
             out[x + ".weight"], out[x + ".scale"] = quantize_linear(sd[x + ".weight"])
             out[x + ".bias"] = sd[x + ".bias"].astype(np.float32)
+        out[LABEL_TABLE + ".weight"], out[LABEL_TABLE + ".scale"] = quantize_linear(sd[LABEL_TABLE + ".weight"])
     out["_ditweb.t_freqs"] = t_freqs()
     return out
 

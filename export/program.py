@@ -44,7 +44,8 @@ class ProgramBuilder:
                  q8: bool = False):
         self.cfg, self.wdtype, self.weights = cfg, wdtype, weights   # weights: name -> shape
         self.matmul = matmul                                          # op for every Linear layer
-        self.q8 = q8                      # int8 bundles: every Linear is matmul_q8 (X.weight int8, X.scale f32)
+        self.q8 = q8                      # int8 bundles: every Linear is matmul_q8 (X.weight int8, X.scale f32), the
+                                          # label table label_embed_q8 (int8, a scale per row)
         self.with_candidates = candidates
         self.candidates: dict[str, list[str]] = {}   # a dispatch's kernel -> the kernels that may replace it
         self.buffers: dict[str, dict] = {}
@@ -156,7 +157,8 @@ def build(cfg: DiTConfig, wdtype: str, weights: dict, matmul: str = "matmul", ca
           q8: bool = False) -> ProgramBuilder:
     """Buffers and the forward / init / step programs of a DiT in any conditioning design; with candidates,
     the other designs of its matmul / layer-norm / attention kernels. q8: every Linear layer runs matmul_q8
-    (int8 weights with a scale per output channel; the other kernels' weights in wdtype)."""
+    (int8 weights with a scale per output channel) and the label table label_embed_q8 (int8, a scale per row); the
+    other kernels' weights in wdtype."""
     pb = ProgramBuilder(cfg, wdtype, weights, matmul, candidates, q8)
     d = Dims.of(cfg)
     activations(pb, d)
@@ -202,8 +204,11 @@ def embeddings(pb: ProgramBuilder, d: Dims, num_classes: int) -> None:
             {"count": lin(FREQ_DIM), "half": FREQ_DIM // 2})
     pb.linear("t_embedder.mlp.0", "t_freq", "t_hid", lin(1), FREQ_DIM, D, act="silu")
     pb.linear("t_embedder.mlp.2", "t_hid", "t_emb", lin(1), D, D)
-    pb.emit("label_embed", "y_embedder", {"y": "y_in", "table": pb.weight("y_embedder.embedding_table.weight"),
-                                          "t_emb": "t_emb", "y_emb": "y_emb", "c": "c"},
+    table = {"table": pb.weight("y_embedder.embedding_table.weight")}
+    if pb.q8:                        # int8 bundles: the table int8 with a scale per row
+        table["scale"] = pb.weight("y_embedder.embedding_table.scale")
+    pb.emit("label_embed_q8" if pb.q8 else "label_embed", "y_embedder",
+            {"y": "y_in", **table, "t_emb": "t_emb", "y_emb": "y_emb", "c": "c"},
             {"count": lin(D), "D": D, "rows": num_classes + L, "levels": L})
     if d.kind == "in-context":       # two extra tokens [t_emb, y_emb] after the T patches
         pb.emit("cond_tokens", "in_context_tokens", {"t_emb": "t_emb", "y_emb": "y_emb", "dst": "h"},

@@ -31,6 +31,7 @@ MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above 
 ST_ITEMSIZE = {"F32": 4, "F16": 2, "I8": 1}     # I8: a latent bundle's int8 decoder weights (decoder/)
 DTYPE_NAME = {"F32": "f32", "F16": "f16", "I8": "i8"}
 PROGRAMS = tuple(SCHEMA["programs"])
+LABEL_OPS = tuple(SCHEMA["label_ops"])   # the ops that sum a label's table rows (param levels = the model's L)
 
 
 class BundleError(DitwebError):
@@ -458,7 +459,7 @@ def check_fields(m: dict) -> None:
             if d["workgroups"] != workgroup_forms(k["groups"], k["params"], d["params"]):
                 raise ProgramError(f"{where}: workgroups {str(d['workgroups'])[:80]} do not follow kernel "
                                    f"{d['kernel']}'s groups {k['groups']}")
-            if k["op"] == "label_embed" and "levels" in k["params"] and \
+            if k["op"] in LABEL_OPS and "levels" in k["params"] and \
                     d["params"][k["params"].index("levels")] != [0, 0, n_levels]:
                 raise ProgramError(f"{where}: levels {d['params'][k['params'].index('levels')]} differ from the "
                                    f"model's {n_levels} label levels")

@@ -1,8 +1,8 @@
 // Kernels of web/ditweb-kernels.wasm called directly (no manifest, no engine) for tests/test_wasm_q8.py and
 // tests/test_wasm_decoder.py: reads a
-// JSON list of calls on stdin, each {fn, params: [u32...], args: [{f32: [...]} | {i8: [...]} | {zeros: n} | {u32: v}],
+// JSON list of calls on stdin, each {fn, params: [u32...], args: [{f32: [...]} | {i8: [...]} | {u32s: [...]} | {zeros: n} | {u32: v}],
 // read: [argIndex, count], parts?}, runs each in a fresh instance (parts: fn(..., part, parts) for every part in turn) and prints [{out: [...]}, ...] (the f32 block `read` names).
-// f32 / i8 / zeros arguments get their own 16-byte-aligned block of memory and pass as pointers; u32 ones as is.
+// f32 / i8 / u32s / zeros arguments get their own 16-byte-aligned block of memory and pass as pointers; u32 ones as is.
 import { readFileSync } from "node:fs";
 
 const bytes = readFileSync(new URL("../web/ditweb-kernels.wasm", import.meta.url));
@@ -23,8 +23,9 @@ for (const req of JSON.parse(readFileSync(0, "utf-8"))) {
   const ptrs = [], values = [];
   for (const a of req.args) {
     if ("u32" in a) { values.push(a.u32); ptrs.push(null); continue; }
-    const p = "i8" in a ? alloc(a.i8.length + 16) : alloc(4 * ("f32" in a ? a.f32.length : a.zeros) + 16);
+    const p = "i8" in a ? alloc(a.i8.length + 16) : alloc(4 * ("f32" in a ? a.f32.length : "u32s" in a ? a.u32s.length : a.zeros) + 16);
     if ("f32" in a) new Float32Array(x.memory.buffer, p, a.f32.length).set(a.f32);
+    if ("u32s" in a) new Uint32Array(x.memory.buffer, p, a.u32s.length).set(a.u32s);
     if ("i8" in a) new Int8Array(x.memory.buffer, p, a.i8.length).set(a.i8);
     ptrs.push(p); values.push(p);
   }

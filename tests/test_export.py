@@ -110,8 +110,8 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_shards_and_int8_export(tmp_path, capsys):
     """ditformat/shards.py: shards in file order (f32 first), each at most the bound unless one tensor is larger;
-    --shard-mb below 1 refused; int8 stores every Linear as I8 (N, K) + f32 scale and bias, and a Linear with
-    K % 4 != 0 is refused in one line."""
+    --shard-mb below 1 refused; int8 stores every Linear as I8 (N, K) + f32 scale and bias, the label table as I8
+    (rows, D) + an f32 scale per row, and a Linear with K % 4 != 0 is refused in one line."""
     from ditformat.shards import plan_shards
     t = {"a": np.zeros(300, np.float16), "b": np.zeros(10, np.float32), "c": np.zeros(2000, np.float16),
          "d": np.zeros(100, np.float16)}
@@ -132,7 +132,11 @@ def test_shards_and_int8_export(tmp_path, capsys):
     assert qkv["dtype"] == "i8" and qkv["shape"] == [3 * 64, 64] and qkv["bytes"] == 3 * 64 * 64
     assert m["buffers"]["blocks.0.attn.qkv.scale"]["dtype"] == m["buffers"]["blocks.0.attn.qkv.bias"]["dtype"] == "f32"
     assert m["buffers"]["x_embedder.proj.weight"]["shape"] == [64, 4 * 2 * 2]
-    assert m["buffers"]["y_embedder.embedding_table.weight"]["dtype"] == "f16"
+    table, rows = m["buffers"]["y_embedder.embedding_table.weight"], model.cfg.num_classes + 1
+    assert table["dtype"] == "i8" and table["shape"] == [rows, 64] and table["bytes"] == rows * 64   # int8 too, per row
+    assert m["buffers"]["y_embedder.embedding_table.scale"]["dtype"] == "f32"
+    assert m["buffers"]["y_embedder.embedding_table.scale"]["shape"] == [rows]
+    assert m["buffers"]["pos_embed"]["dtype"] == "f16"                                             # the rest f16
     cfg = DiTConfig(input_size=4, patch_size=1, in_channels=3, hidden_size=16, depth=1, num_heads=2, num_classes=2,
                     learn_sigma=False)
     atomic_save({"model": random_model(cfg).state_dict(), "config": cfg.to_dict()}, tmp_path / "k3.pt")

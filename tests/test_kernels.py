@@ -56,6 +56,26 @@ def matmul_q8_case(M, N, K, in_act="none", act="none"):
                  dst=rnd(M * N)), None)
 
 
+def label_embed_q8_case(B, D, sizes):
+    """label_embed_q8: the table quantised per row as `ditweb export --dtype int8` does (export/bundle.py
+    quantize_linear), one row all zeros (scale 1) and one with a 50x outlier; the reference sums the dequantised
+    q * scale. Bound (wgsl/bounds.py bound_label_embed): each value q * scale is one rounding (q exact in f32), so
+    y_emb is within gamma(L) sum_l |e_l| (L = 1: U |e|), c one rounding more, U (|t_emb| + sum_l |e_l|)."""
+    from export.bundle import quantize_linear
+    starts = np.cumsum([0] + [n + 1 for n in sizes[:-1]])
+    rows = sum(sizes) + len(sizes)
+    table = rnd(rows, D, scale=3.0)
+    table[0] = 0.0
+    table[-1, 0] *= 50.0
+    q, scale = quantize_linear(table)
+    ids = np.stack([np.arange(B) * (3 + l) % (n + 1) for l, n in enumerate(sizes)], 1)   # null rows included
+    y = (ids + starts).astype(np.uint32).reshape(-1)
+    y[0] = rows + 5                                   # past the table: the last row
+    return ("label_embed_q8", {}, dict(count=B * D, D=D, rows=rows, levels=len(sizes)),
+            dict(y=y, table=np.ascontiguousarray(q).view(np.uint32).reshape(-1), scale=scale, t_emb=rnd(B * D),
+                 y_emb=zeros(B * D), c=zeros(B * D)), None)
+
+
 def cases():
     out = []
     for M, N, K in [(1, 1, 1), (17, 65, 257), (65, 17, 33), (257, 17, 65)]:
@@ -141,6 +161,8 @@ def cases():
         y = (ids + starts).astype(np.uint32).reshape(-1)
         out.append(("label_embed", {}, dict(count=B * D, D=D, rows=rows, levels=len(sizes)),
                     dict(y=y, table=rnd(rows * D, scale=3.0), t_emb=rnd(B * D), y_emb=zeros(B * D), c=zeros(B * D)), None))
+    for B, D, sizes in [(1, 4, (1,)), (17, 64, (9,)), (13, 68, (37, 11, 5, 3))]:   # int8 tables (D % 4 == 0, as exported)
+        out.append(label_embed_q8_case(B, D, sizes))
     for B, D, T_dst, tok0 in [(1, 1, 2, 0), (3, 17, 19, 17)]:
         out.append(("cond_tokens", {}, dict(count=B * 2 * D, D=D, T_dst=T_dst, tok0=tok0),
                     dict(t_emb=rnd(B * D), y_emb=rnd(B * D), dst=rnd(B * T_dst * D)), None))

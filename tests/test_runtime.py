@@ -74,15 +74,16 @@ def test_f16_quantisation_error_is_reported_separately(gpu, tmp_path):
 
 def torch64_int8(model: DiT) -> DiT:
     """float64 torch with the weights an int8 bundle holds: every Linear dequantised (q * scale per output channel,
-    export/bundle.py quantize_linear), the other tensors f16-rounded."""
-    from export.bundle import linear_layers, quantize_linear
+    export/bundle.py quantize_linear), the label table too (q * scale per row), the other tensors f16-rounded."""
+    from export.bundle import LABEL_TABLE, linear_layers, quantize_linear
     ref = torch64(model, f16=True)
     sd = ref.state_dict()
-    for x in linear_layers(model):
+    for x in linear_layers(model) + [LABEL_TABLE]:
         w = model.state_dict()[x + ".weight"]
         q, scale = quantize_linear(w.numpy())
         sd[x + ".weight"] = torch.from_numpy(q.astype(np.float64) * scale.astype(np.float64)[:, None]).reshape(w.shape)
-        sd[x + ".bias"] = model.state_dict()[x + ".bias"].double()
+        if x != LABEL_TABLE:
+            sd[x + ".bias"] = model.state_dict()[x + ".bias"].double()
     ref.load_state_dict(sd)
     return ref
 
@@ -96,9 +97,10 @@ def test_int8_whole_model_parity(gpu, tmp_path, conditioning):
     out = export_bundle(model, tmp_path / "b", "int8")
     m = json.loads((out / "manifest.json").read_text())
     ops = {m["kernels"][d["kernel"]]["op"] for p in m["programs"].values() for d in p}
-    assert "matmul_q8" in ops and not ops & {"matmul", "matmul_shared"} and m["dtype"] == "int8"
-    i8 = [b for b in m["buffers"].values() if b["kind"] == "weight" and b["dtype"] == "i8"]
-    assert len(i8) == len([d for p in m["programs"].values() for d in p if d["kernel"].startswith("matmul_q8")])
+    assert {"matmul_q8", "label_embed_q8"} <= ops and not ops & {"matmul", "matmul_shared", "label_embed"}
+    assert m["dtype"] == "int8"
+    i8 = [b for b in m["buffers"].values() if b["kind"] == "weight" and b["dtype"] == "i8"]     # one per q8 dispatch
+    assert len(i8) == len([d for p in m["programs"].values() for d in p if m["kernels"][d["kernel"]]["op"].endswith("_q8")])
     bundle = Bundle.load(out, gpu)
     ref = torch64_int8(model)
     for B in (1, 3):

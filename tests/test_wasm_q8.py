@@ -68,6 +68,56 @@ def test_matmul_q8_matches_float64_within_its_bound():
         assert (got[~written] == 0).all()
 
 
+LABEL_CASES = [  # B, D, level sizes
+    (1, 4, (1,)),
+    (5, 8, (9,)),                             # one level: each value is q * scale alone (one rounding)
+    (13, 68, (37, 11, 5, 3)),                 # a named model's four levels, null rows included
+]
+
+
+def test_label_embed_q8_matches_float64_within_its_bound():
+    """op_label_embed_q8 (int8 bundles: the label table as signed bytes with an f32 scale per row) against
+    label_embed_q8's float64 reference at the dequantised table q * scale, held to the bound the WGSL kernel is held
+    to (wgsl/bounds.py bound_label_embed): each value q * scale is one rounding (q exact in f32), the L values of a
+    label add L - 1 more, so y_emb is within gamma(L) sum_l |e_l| and c one rounding more. A row past the table reads
+    the last row; one row is all -127 (the extreme byte), one all zeros. The table is quantised as the exporter does
+    it (export/bundle.py quantize_linear)."""
+    from export.bundle import quantize_linear
+    g = torch.Generator().manual_seed(5)
+    calls, xs = [], []
+    for B, D, sizes in LABEL_CASES:
+        rows, L = sum(sizes) + len(sizes), len(sizes)
+        table = torch.randn(rows, D, generator=g, dtype=torch.float64) * 3.0
+        table[-1] = -2.0
+        table[0] = 0.0
+        q, scale = quantize_linear(table.numpy().astype(np.float32))
+        starts = np.cumsum([0] + [n + 1 for n in sizes[:-1]])
+        y = (np.stack([np.arange(B) * (3 + l) % (n + 1) for l, n in enumerate(sizes)], 1) + starts).reshape(-1)
+        y[0] = rows + 7                                         # past the table: the last row
+        t_emb = torch.randn(B * D, generator=g, dtype=torch.float64).float().double()
+        b = torch.from_numpy(q.astype(np.int64)).reshape(-1, 4) & 0xFF    # the bundle's u32 words, low byte first
+        words = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+        x = {"y": torch.from_numpy(y.astype(np.float64)), "table": words.double(),
+             "scale": torch.from_numpy(scale.astype(np.float64)), "t_emb": t_emb,
+             "y_emb": torch.zeros(B * D, dtype=torch.float64), "c": torch.zeros(B * D, dtype=torch.float64)}
+        p = {"count": B * D, "D": D, "rows": rows, "levels": L}
+        args = [{"u32s": y.tolist()}, {"i8": q.reshape(-1).tolist()}, {"f32": scale.tolist()}, {"f32": t_emb.tolist()},
+                {"zeros": B * D}, {"zeros": B * D}]
+        for out in (4, 5):                                      # y_emb, then c
+            calls.append({"fn": "op_label_embed_q8", "params": [B * D, D, rows, L], "args": args, "read": [out, B * D]})
+        xs.append((x, p))
+    r = subprocess.run(["node", str(SCRIPT)], input=json.dumps(calls), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    replies = json.loads(r.stdout)
+    op = OPS["label_embed_q8"]
+    for k, (x, p) in enumerate(xs):
+        ref, bound = op.reference(x, p, {}, None), op.bound(x, p, {}, None)
+        for name, reply in zip(("y_emb", "c"), replies[2 * k: 2 * k + 2]):
+            err = np.abs(np.asarray(reply["out"], np.float64) - ref[name].numpy())
+            assert (err <= bound[name].numpy()).all(), f"{p} {name}: error {err.max():.3g} exceeds its bound"
+            assert np.abs(ref[name].numpy()).max() > 0
+
+
 def test_split_kernels_give_the_same_bits_for_any_number_of_parts():
     """op_matmul_part, op_matmul_q8_part and op_attention_part (the thread pool's shares, web/wasm-threads.js), all
     parts run in turn, against the whole op in one call: the same bits for 1..7 parts, with M not a multiple of 4,

@@ -74,6 +74,8 @@ typedef struct { u32 count, half; } timestep_embed_params;
 #define PARAMS_timestep_embed(ptr) const u32 count = (ptr)[0], half = (ptr)[1]
 typedef struct { u32 count, D, rows, levels; } label_embed_params;
 #define PARAMS_label_embed(ptr) const u32 count = (ptr)[0], D = (ptr)[1], rows = (ptr)[2], levels = (ptr)[3]
+typedef label_embed_params label_embed_q8_params;
+#define PARAMS_label_embed_q8(ptr) PARAMS_label_embed(ptr)
 typedef struct { u32 count, D, T_dst, tok0; } cond_tokens_params;
 #define PARAMS_cond_tokens(ptr) const u32 count = (ptr)[0], D = (ptr)[1], T_dst = (ptr)[2], tok0 = (ptr)[3]
 typedef struct { u32 count, stream, use_step; } rng_normal_params;

@@ -534,6 +534,24 @@ void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, c
   }
 }
 
+// int8 bundles: the table as signed bytes (rows, D) with an f32 scale per row; each value is q * scale (q exact in
+// f32: one rounding), the L levels' values added in order as in op_label_embed (label_embed.wgsl.j2 with q8).
+void EXPORT(op_label_embed_q8)(const u32 *params, const u32 *y, const int8_t *table, const f32 *scale, const f32 *t_emb,
+                               f32 *y_emb, f32 *c) {
+  PARAMS_label_embed_q8(params);
+  for (u32 idx = 0; idx < count; idx++) {
+    const u32 b = idx / D, d = idx % D;
+    f32 e = 0.0f;
+    for (u32 l = 0; l < levels; l++) {
+      const u32 r = y[b * levels + l] < rows - 1 ? y[b * levels + l] : rows - 1;   // a row >= rows reads the last row
+      const f32 v = (f32)table[r * D + d] * scale[r];
+      e = l == 0 ? v : e + v;
+    }
+    y_emb[idx] = e;
+    c[idx] = t_emb[idx] + e;
+  }
+}
+
 void EXPORT(op_cond_tokens)(const u32 *params, const f32 *t_emb, const f32 *y_emb, f32 *dst) {
   PARAMS_cond_tokens(params);
   for (u32 idx = 0; idx < count; idx++) {

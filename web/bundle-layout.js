@@ -47,6 +47,7 @@ export const OP_PARAMS = {
  "pos_embed_add": ["count", "T", "D", "T_buf"],
  "timestep_embed": ["count", "half"],
  "label_embed": ["count", "D", "rows", "levels"],
+ "label_embed_q8": ["count", "D", "rows", "levels"],
  "cond_tokens": ["count", "D", "T_dst", "tok0"],
  "rng_normal": ["count", "stream", "use_step"],
  "expand_batch": ["count", "P", "B"],

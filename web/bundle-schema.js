@@ -15,6 +15,7 @@ export const SCHEMA = {
  "max_json_depth": 32,
  "binding_types": ["uniform", "read-only-storage", "storage"],
  "programs": ["forward", "init", "step_begin", "step_end"],
+ "label_ops": ["label_embed", "label_embed_q8"],
  "types": {
   "prediction": {"enum": ["eps", "v"]},
   "manifest_head": {
@@ -236,6 +237,10 @@ export const REACH = {
   "label_embed": {
    "divisors": ["D", "rows", "levels"],
    "need": ["cdiv(count, D) * levels", "rows * D", "count", "count", "count"]
+  },
+  "label_embed_q8": {
+   "divisors": ["D", "rows", "levels"],
+   "need": ["cdiv(count, D) * levels", "rows * D", "rows", "count", "count", "count"]
   },
   "cond_tokens": {
    "divisors": ["D"],

@@ -17,6 +17,7 @@ export const FORMAT_VERSION = SCHEMA.format_version;
 export const EXPORTER_VERSION = SCHEMA.exporter_version;
 const MAX_BYTES = SCHEMA.max_bytes;   // sizes at B = 1 above this are absurd: refuse before any allocation
 const short = (v) => String(JSON.stringify(v)).slice(0, 40);
+const LABEL_OPS = SCHEMA.label_ops;   // the ops that sum a label's table rows (param levels = the model's L)
 
 export class BundleError extends Error {
   constructor(file, message) {
@@ -394,7 +395,7 @@ export function verifyManifest(m) {
       if (!k) fail(`${where}: unknown kernel ${short(d.kernel)}`);
       checkDispatch(d, k, m.buffers, where, fail);
       if (JSON.stringify(d.workgroups) !== JSON.stringify(workgroupForms(k, d.params))) fail(`${where}: workgroups ${short(d.workgroups)} do not follow kernel ${d.kernel}'s groups ${JSON.stringify(k.groups)}`);
-      const li = k.op === "label_embed" ? k.params.indexOf("levels") : -1;
+      const li = LABEL_OPS.includes(k.op) ? k.params.indexOf("levels") : -1;
       if (li >= 0 && JSON.stringify(d.params[li]) !== JSON.stringify([0, 0, nLevels])) fail(`${where}: levels ${short(d.params[li])} differ from the model's ${nLevels} label levels`);
     });
   }

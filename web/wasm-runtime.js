@@ -76,6 +76,11 @@ EXTENTS.matmul_q8 = (p, hd) => {
   const { divisors, need } = EXTENTS.matmul(p, hd);
   return { divisors, need: [need[0], need[1], p.N, p.N, need[3]] };
 };
+// label_embed_q8's bindings: y, table (rows D signed bytes: one element a byte here), scale (one per row), t_emb, y_emb, c
+EXTENTS.label_embed_q8 = (p) => {
+  const { divisors, need } = EXTENTS.label_embed(p);
+  return { divisors, need: [need[0], need[1], p.rows, ...need.slice(2)] };
+};
 
 export class WasmEngine {
   // wasmModule: a compiled WebAssembly.Module (or its bytes); manifest and tensors as verified by
@@ -159,7 +164,7 @@ export class WasmEngine {
       if (spec.kind !== "weight") continue;
       const t = tensors[name];
       const half = spec.dtype === "f16";
-      const count = t.nbytes / (half ? 2 : spec.dtype === "i8" ? 1 : 4);   // i8 (matmul_q8's wq): kept as bytes
+      const count = t.nbytes / (half ? 2 : spec.dtype === "i8" ? 1 : 4);   // i8 (matmul_q8's wq, label_embed_q8's table): kept as bytes
       const shape = matmulShape[name];
       if (shape && shape[0] * shape[1] !== count) throw new Error(`weight ${name}: ${count} values, the matmul reads ${shape[0]} x ${shape[1]}`);
       const w = { count, ptr: 0, wt: 0 };

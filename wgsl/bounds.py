@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .reference import sampler_operands
+from .reference import label_table, sampler_operands
 
 U = 2.0 ** -23
 SECOND_ORDER = 1.01
@@ -216,15 +216,19 @@ def bound_pos_embed_add(x, p, v, step):
 
 def bound_label_embed(x, p, v, step):
     # y_emb: L rows added in order, L - 1 roundings: |err| <= gamma(L - 1) sum_l |e_l| (exact for L = 1);
-    # c = t_emb + y_emb: that error plus one rounding of U |t_emb + y_emb| <= U (|t_emb| + sum_l |e_l|)
+    # c = t_emb + y_emb: that error plus one rounding of U |t_emb + y_emb| <= U (|t_emb| + sum_l |e_l|).
+    # label_embed_q8: each e_l is the product q * scale[row] (q exact in f32), one rounding more per term:
+    # |fl(q s) - q s| <= U |e_l|, and the L - 1 additions of the rounded terms make it gamma(L) sum_l |e_l| in all
+    # (L = 1: U |e|, the product alone), with e_l = q s the dequantised value the reference sums.
     D, L = p["D"], p["levels"]
     Bn = p["count"] // D
+    n = L - 1 + ("scale" in x)                                           # roundings of y_emb
     rows = x["y"][: Bn * L].long().clamp(max=p["rows"] - 1).reshape(Bn, L)
-    mag = x["table"].reshape(-1, D)[rows].abs().sum(1).reshape(-1)       # sum_l |e_l|, (B D,)
+    mag = label_table(x, p)[rows].abs().sum(1).reshape(-1)              # sum_l |e_l|, (B D,)
     y_emb, c = _full(x["y_emb"]), _full(x["c"])
-    y_emb[: Bn * D] = gamma(L - 1) * mag
-    c[: Bn * D] = (gamma(L - 1) + U) * mag + U * x["t_emb"][: Bn * D].abs()
-    return {"y_emb": _finish(y_emb) if L > 1 else y_emb, "c": _finish(c)}
+    y_emb[: Bn * D] = gamma(n) * mag
+    c[: Bn * D] = (gamma(n) + U) * mag + U * x["t_emb"][: Bn * D].abs()
+    return {"y_emb": _finish(y_emb) if n > 0 else y_emb, "c": _finish(c)}
 
 
 def bound_exact(x, p, v, step, names=("dst",)):

@@ -227,6 +227,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _elementwise("label_embed", (B("y", "u32"), B("table", "w"), B("t_emb"), B("y_emb", access="rw"),
                                  B("c", access="rw")), ref_label_embed,
                  bounds.bound_label_embed),
+    # int8 bundles: the table as int8 (4 values a u32 word) with an f32 scale per row (export/bundle.py
+    # quantize_linear's rule), dequantised as it is read; label_embed.wgsl.j2 with q8 set
+    _elementwise("label_embed_q8", (B("y", "u32"), B("table", "u32"), B("scale"), B("t_emb"), B("y_emb", access="rw"),
+                                    B("c", access="rw")), ref_label_embed,
+                 bounds.bound_label_embed),
     _elementwise("cond_tokens", (B("t_emb"), B("y_emb"), B("dst", access="rw")),
                  ref_cond_tokens, bounds.bound_exact),
     _elementwise("rng_normal", (B("st", "step", "uniform"), B("dst", access="rw")),

@@ -131,11 +131,19 @@ def ref_timestep_embed(x, p, v, step):
     return {"dst": out}
 
 
+def label_table(x, p):
+    """(rows, D) embedding table; int8 kernels (label_embed_q8): the dequantised q * scale[row]."""
+    R, D = p["rows"], p["D"]
+    if "scale" in x:
+        return unpack_i8(x["table"][: -(-R * D // 4)])[: R * D].reshape(R, D) * x["scale"][:R, None]
+    return x["table"][: R * D].reshape(R, D)
+
+
 def ref_label_embed(x, p, v, step):
     D, L = p["D"], p["levels"]
     Bn = p["count"] // D
     rows = x["y"][: Bn * L].long().clamp(max=p["rows"] - 1).reshape(Bn, L)
-    emb = x["table"].reshape(-1, D)[rows].sum(1)                         # (B, D): the sum of the L levels' rows
+    emb = label_table(x, p)[rows].sum(1)                                 # (B, D): the sum of the L levels' rows
     c = x["t_emb"][: Bn * D].reshape(Bn, D) + emb                        # c = t_emb + y_emb
     yo, co = x["y_emb"].clone(), x["c"].clone()
     yo[: Bn * D] = emb.reshape(-1)
