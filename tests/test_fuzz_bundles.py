@@ -239,6 +239,46 @@ def test_named_vocabulary_damage_by_name(good_named, tmp_path):
     check_named_corpus(good_named, tmp_path, corpus)
 
 
+def test_int8_label_table_damage_by_name(tmp_path):
+    """An int8 named bundle (label_embed_q8: the table int8 with an f32 scale per row): the good one passes both
+    verifiers; a scale of the wrong shape, a scale buffer shorter than the table's rows, the table read as fewer rows
+    than the labels need and the wrong level count are one-line errors naming what is wrong, the same in both."""
+    from _gpu_helpers import random_model
+    from dit_model.model import preset_config
+    from dit_model.named import named_data
+    from export.bundle import export_bundle
+    from test_named import tiny_set
+    vocab = named_data(tiny_set()).vocab
+    cfg = preset_config("Favicon-N/2", num_classes=sum(vocab.sizes), label_levels=vocab.sizes, label_nested=vocab.nested)
+    good = export_bundle(random_model(cfg, seed=3), tmp_path / "good", "int8", vocab=vocab)
+    table = "y_embedder.embedding_table"
+
+    def label_dispatch(m):
+        d = first(m, "y_embedder")
+        assert m["kernels"][d["kernel"]]["op"] == "label_embed_q8" and d["bindings"][2] == table + ".scale"
+        return d
+    def short_scale(folder):                             # one scale fewer than the rows, in the shard and manifest
+        from safetensors.numpy import load_file
+        from ditformat.shards import write_shards, weight_entry
+        tensors = load_file(str(folder / "weights.safetensors"))
+        tensors[table + ".scale"] = tensors[table + ".scale"][:-1].copy()
+        write_shards({k: v for k, v in tensors.items() if not k.startswith("_ditweb.pad")}, folder,
+                     single="weights.safetensors")
+        edit(lambda m: m["buffers"].update({table + ".scale": weight_entry(tensors[table + ".scale"],
+                                                                           table + ".scale", None)}))(folder)
+        rehash(folder, "weights.safetensors")
+    corpus = {
+        "the good int8 bundle": (lambda f: None, None),
+        "scale shape differs from its tensor": (edit(lambda m: m["buffers"][table + ".scale"].update(
+            shape=[m["buffers"][table + ".scale"]["shape"][0] - 1])), table + ".scale"),
+        "one scale fewer than the rows": (short_scale, "reaches"),
+        "rows past the table": (edit(lambda m: label_dispatch(m)["params"].__setitem__(
+            2, [0, 0, label_dispatch(m)["params"][2][2] + 1])), "reaches"),
+        "label_embed_q8 levels": (edit(lambda m: label_dispatch(m)["params"].__setitem__(3, [0, 0, 1])), "label levels"),
+    }
+    check_named_corpus(good, tmp_path / "cases", corpus)
+
+
 def test_the_good_decoder_passes_both_and_the_schemas_agree(good_decoder):
     """The untampered decoder passes both verifiers; the latent_shape bound is the schema's in both (it was
     16384 in a hand-written JS copy and 1024 in the schema)."""
