@@ -39,8 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 NODE = ROOT / "tests" / "_wasm_node.mjs"     # the engine driver the wasm tests use: {cmd: "sample", bundle, opts}
+CHECK_HEADER = ["comparison", "PSNR", "bundle bytes"]   # the bundles on the WebAssembly path, one row per comparison
 
-from dit_model.bench import save_text, shown_path        # noqa: E402  (after the path insert)
+from dit_model.bench import format_table, save_text, shown_path  # noqa: E402  (after the path insert)
 from dit_model.evaluate import FLOOR_PAIRS                # noqa: E402
 from dit_model.named_eval import HIPPO_SEEDS              # noqa: E402
 
@@ -177,16 +178,14 @@ def category_table(results: dict, checks: list[list], args, load, seconds: float
     lines = ["# int8 weights on the shipped model: the eval's verdict", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}, `.venv/bin/python bench/int8_eval.py --n-per-class {args.n_per_class} "
              f"--steps {args.steps} --scales {args.scales}`; load average at start {load[0]:.2f}, {seconds:.0f} s in all", "",
-             "| weights | cfg | n | balanced class accuracy % | of ceiling | FD (judge features) | FD - floor | nearest-copy RMSE median |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+             format_table(["weights", "cfg", "n", "balanced class accuracy %", "of ceiling", "FD (judge features)",
+                           "FD - floor", "nearest-copy RMSE median"], rows)]
     lines += ["", f"Judge ceiling {first['ceiling']:.1f}% (held-out real images); real-vs-real floor FD "
               f"{fl['mean']:.2f} ± {fl['std']:.2f} ({fl['pairs']} pairs). Same seeds for every row (class c: seed c), "
               f"{args.steps} DDIM steps, as `ditweb eval`. The f16 and int8 rows are `ditweb eval` of the weights those "
               "bundles hold (int8: q * scale per output channel, the rest f16).", "",
               "The bundles themselves on the WebAssembly path (one image per class, seed c, the first scale):", "",
-              "| comparison | PSNR | bundle bytes |", "|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in checks]
+              format_table(CHECK_HEADER, checks)]
     return "\n".join(lines) + "\n"
 
 
@@ -247,10 +246,9 @@ def named_table(results: dict, checks: list[list] | None, args, load, seconds: f
     lines = ["# int8 weights on the named model: the eval's verdict", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}, `.venv/bin/python bench/int8_eval.py {cmd}`; load average at start "
              f"{load[0]:.2f}, {seconds:.0f} s in all", "",
-             "| weights | cfg | style | n | identity top-1 % | identity top-5 % | category, % of ceiling | FD / floor "
-             "(FD ± over reference sets) | diversity | hippo top-5 |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in named_rows(name, r)]
+             format_table(["weights", "cfg", "style", "n", "identity top-1 %", "identity top-5 %",
+                           "category, % of ceiling", "FD / floor (FD ± over reference sets)", "diversity", "hippo top-5"],
+                          [row for name, r in results.items() for row in named_rows(name, r)])]
     first = next(iter(results.values()))
     lines += ["", f"`ditweb eval` (named: identity judges per held-out style, category judge ceiling "
               f"{first['category_ceiling']:.1f}%, FD per style against its real-vs-real floor, hippo over "
@@ -267,8 +265,7 @@ def named_table(results: dict, checks: list[list] | None, args, load, seconds: f
         lines += ["The bundles on the WebAssembly path: not checked (--no-bundle-check)."]
     else:
         lines += ["The bundles themselves on the WebAssembly path (the hippo in every style, seed k, the first scale):",
-                  "", "| comparison | PSNR | bundle bytes |", "|---|---|---|"]
-        lines += ["| " + " | ".join(row) + " |" for row in checks]
+                  "", format_table(CHECK_HEADER, checks)]
     return "\n".join(lines) + "\n"
 
 

@@ -44,12 +44,13 @@ def test_named_table_verdict_and_bundle_check(tiny_named, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     text = (tmp_path / "int8-eval-named.md").read_text()
     assert not (tmp_path / "int8-eval.md").exists()
-    for row in ("| f16 | 4 | noto | 200 |", "| int8 | 4 | noto | 200 |", "| int8 | 4 | all |"):
-        assert row in text, text
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    for row in (["f16", "4", "noto", "200"], ["int8", "4", "noto", "200"], ["int8", "4", "all"]):
+        assert any(c[:len(row)] == row for c in cells), text
     assert "**Verdict: int8" in text and "of f16" in text and "binomial standard errors" in text
     assert "--ckpt tiny-named.safetensors" in text and str(tmp_path.parent) not in text   # no machine paths
     if "--no-bundle-check" not in quick:
-        psnrs = [float(v) for v in re.findall(r"wasm path vs torch at its weights \| ([0-9.]+) dB", text)]
+        psnrs = [float(v) for v in re.findall(r"wasm path vs torch at its weights +\| ([0-9.]+) dB", text)]
         assert len(psnrs) == 2 and min(psnrs) > 40, text
 
 
