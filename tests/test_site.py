@@ -14,11 +14,12 @@ import pytest
 
 from webserve.browser import WEB_DIR, chromium, local_server, wait_state
 from webserve.files import SiteError
-from webserve.site import CSP, first_visit, write_site
+from webserve.site import CSP, bundle_files, first_visit, write_site
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "default"
 NAMED = REPO / "bundles" / "named"
+NAMED_INT8 = REPO / "bundles" / "named-int8"
 HEADERS = {"Content-Security-Policy": CSP}
 ISOLATED = {**HEADERS, "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 WATCH_CSP = """window.cspViolations = [];
@@ -65,6 +66,36 @@ def test_site_cli_prints_first_visit_and_refuses_a_bad_base_path(tmp_path, capsy
         with pytest.raises(SiteError, match="--base-path"):
             write_site(BUNDLE, tmp_path / "bad", base_path=bad)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(not (NAMED_INT8 / "manifest.json").is_file(), reason="no int8 named bundle shipped")
+def test_first_visit_fetches_what_each_runtime_reads(tmp_path):
+    """The first-visit report per path, computed from the site: WebAssembly fetches the weights and the vocabulary, not
+    the bundle's WGSL kernels, its model card (the footer is in the HTML) or the WebGPU bundle's modules; WebGPU
+    fetches and verifies every listed file. The Python rule (webserve/site.py bundle_files) and the page's
+    (web/bundle.js bundleFiles, run by node) name the same files for both runtimes."""
+    import json
+    import subprocess
+    out = tmp_path / "s"
+    write_site(NAMED_INT8, out)
+    visit = first_visit(out)
+    m = json.loads((NAMED_INT8 / "manifest.json").read_text())
+    kernels = {f"bundle/{k['file']}" for k in m["kernels"].values()}
+    for path in ("wasm", "wasm-threads"):
+        files = set(visit[path])
+        assert not files & (kernels | {"bundle/README.md", "webgpu-bundle.js", "tune.js"}), files & kernels
+        assert {"bundle/manifest.json", "bundle/weights.safetensors", "bundle/vocabulary.json", "ditweb.js",
+                "wasm-bundle.js", "ditweb-worker.js"} <= files
+    assert kernels | {"bundle/README.md", "webgpu-bundle.js", "tune.js"} <= set(visit["webgpu"])
+    assert {f"bundle/{f}" for f in m["files"]} <= set(visit["webgpu"])
+    script = ("import { bundleFiles } from './web/bundle.js';\n"
+              "const m = JSON.parse((await import('node:fs')).readFileSync(0, 'utf-8'));\n"
+              "process.stdout.write(JSON.stringify({webgpu: bundleFiles(m), wasm: bundleFiles(m, 'wasm')}));\n")
+    r = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(m), capture_output=True,
+                       text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for runtime, js in json.loads(r.stdout).items():
+        assert bundle_files(out, runtime) == ["bundle/manifest.json"] + [f"bundle/{f}" for f in js], runtime
 
 
 def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):

@@ -227,12 +227,15 @@ function attributionItem(text) {
 }
 
 /**
- * Fill the footer from the bundle's card (verified against the manifest's sha256; after a load it comes from the
- * Cache API, no second download). Without a card, or without an attribution list in it, the footer says where to look.
+ * Fill the footer from the bundle's card (verified against the manifest's sha256; after a WebGPU load it comes from
+ * the Cache API, no second download). A page written by `ditweb site` has the footer in its HTML already
+ * (data-attribution, webserve/site.py): nothing is fetched. Without a card, or without an attribution list in it, the
+ * footer says where to look.
  * @param {any} [manifest] the loaded bundle's; fetched when absent (the page could not load the bundle)
  */
 async function showAttribution(manifest) {
   const footer = $("attribution");
+  if (footer.dataset.attribution !== undefined) return;
   try {
     const m = manifest || await fetchManifest(bundleUrl);
     const entry = m.files && m.files["README.md"];

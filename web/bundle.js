@@ -432,17 +432,18 @@ export const weightFile = (b) => (typeof b.file === "string" ? b.file : "weights
 export const weightFiles = (buffers) => [...new Set(Object.values(buffers).filter((b) => b.kind === "weight").map(weightFile))].sort();
 
 // After the downloads: every file's size (the hashes were checked by fetchVerified), the safetensors
-// headers against the buffer table, and every kernel's WGSL against its entry. -> {tensors, kernels}
-export function verifyFiles(m, files) {
-  for (const file of bundleFiles(m)) if (!ownKey(files, file)) throw new BundleError(file, "was not downloaded (every listed file is verified)");
+// headers against the buffer table, and, for WebGPU, every kernel's WGSL against its entry (the WebAssembly path runs
+// its own kernels and fetches no WGSL: kernels null). -> {tensors, kernels, vocab}
+export function verifyFiles(m, files, runtime = "webgpu") {
+  for (const file of bundleFiles(m, runtime)) if (!ownKey(files, file)) throw new BundleError(file, `was not downloaded (every file the ${runtime} runtime reads is verified)`);
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
   }
   const vocabFile = vocabularyFiles(m)[0];
   if (vocabFile && !Object.prototype.hasOwnProperty.call(files, vocabFile)) throw new BundleError(vocabFile, "was not downloaded");
   const tensors = verifyShards(m.buffers, files);
-  const kernels = {};
-  for (const [name, k] of Object.entries(m.kernels)) {
+  const kernels = runtime === "wasm" ? null : {};
+  for (const [name, k] of runtime === "wasm" ? [] : Object.entries(m.kernels)) {
     let code;
     try { code = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(files[k.file]); } catch { throw new BundleError(k.file, "not UTF-8 text"); }
     verifyKernelSource(name, k, code);
@@ -452,9 +453,14 @@ export function verifyFiles(m, files) {
   return { tensors, kernels, vocab };
 }
 
-// Every file the bundle's manifest lists, except its decoder/ (fetchDecoder verifies those against both manifests):
-// all are downloaded and verified, used or not (a model card too), as runtime_py/verify.py check_files does.
-export const bundleFiles = (m) => Object.keys(m.files).filter((f) => !f.startsWith("decoder/")).sort();
+// The files loadBundle downloads and verifies for a runtime, its decoder/ aside (fetchDecoder verifies those against
+// both manifests). WebGPU: every file the manifest lists, used or not (a model card too), as runtime_py/verify.py
+// check_files does. WebAssembly: what it runs, the weight shards and a named model's vocabulary.json; not the WGSL
+// kernels (it runs ditweb-kernels*.wasm) nor the model card. webserve/site.py runtime_files is the twin (the
+// first-visit report).
+export const bundleFiles = (m, runtime = "webgpu") => (runtime === "wasm"
+  ? [...weightFiles(m.buffers), ...vocabularyFiles(m)]
+  : Object.keys(m.files).filter((f) => !f.startsWith("decoder/"))).sort();
 
 // [VOCABULARY_FILE] for a named bundle (fetched and verified with the weights and kernels), else [].
 export const vocabularyFiles = (m) => (Object.prototype.hasOwnProperty.call(m.model, "label_levels") ? [VOCABULARY_FILE] : []);

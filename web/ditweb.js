@@ -1,7 +1,8 @@
 // ditweb.js: run a ditweb shader bundle (docs/bundle-format.md) with WebGPU, or with the
 // WebAssembly SIMD kernels (ditweb-kernels.wasm, in a Web Worker) where WebGPU is missing or runs
 // on a software adapter. This module chooses the runtime and loads the bundle; the rest is one job a file:
-//   webgpu-bundle.js  the WebGPU bundle (pipelines, batch state, a step as one command buffer)
+//   webgpu-bundle.js  the WebGPU bundle (pipelines, batch state, a step as one command buffer); imported by
+//                     loadBundle on the WebGPU path only: a visitor on WebAssembly does not download it
 //   wasm-bundle.js    the WebAssembly bundle: a proxy of ditweb-worker.js (wasm-runtime.js, the kernels)
 //   sampling.js       the one sampling loop both serve (run set-up, step records, onStep, the result)
 //   favicon.js        pixels -> the page's <link rel="icon">, and diffuseFavicon, its animation
@@ -16,16 +17,16 @@
 
 import { bundleFiles, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
-import { Bundle, checkWebGPU } from "./webgpu-bundle.js";
 import { SIMD_MODES, WasmBundle, chooseSimd } from "./wasm-bundle.js";
 import { wasmDecoderProblem } from "./wasm-decode.js";
 
 export { BundleError, FORMAT, FORMAT_VERSION } from "./bundle.js";
 export { Label, VocabularyError } from "./labels.js";
-export { Bundle, DeviceLostError, checkWebGPU } from "./webgpu-bundle.js";
 export { SIMD_MODES, WasmBundle, checkRelaxedSimd } from "./wasm-bundle.js";
 export { diffuseFavicon, toDataURL, toRGBA } from "./favicon.js";
-export { NonFiniteError } from "./sampling.js";
+export { DeviceLostError, NonFiniteError } from "./sampling.js";
+// The WebGPU bundle's class (webgpu-bundle.js Bundle, what loadBundle returns on that path) is not re-exported here:
+// that would make every page download the module, the WebAssembly path included.
 
 // ------------------------------------------------------------------ runtime choice
 
@@ -41,6 +42,21 @@ export function isSoftwareAdapter(adapter) {
 
 // The smallest module with a SIMD instruction: (func (result v128) i32.const 0 i8x16.splat).
 const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 15, 11]);
+
+// {ok, reason, message, adapter}: reason "no-webgpu" or "no-adapter" when not ok.
+export async function checkWebGPU() {
+  if (!globalThis.navigator || !navigator.gpu) {
+    return { ok: false, reason: "no-webgpu", message: "This browser has no WebGPU (navigator.gpu is missing)." };
+  }
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter();
+  } catch { /* treated as no adapter */ }
+  if (!adapter) {
+    return { ok: false, reason: "no-adapter", message: "WebGPU is present but no GPU adapter is available (blocked, or no supported GPU)." };
+  }
+  return { ok: true, reason: null, message: "", adapter };
+}
 
 // {ok, message}: WebAssembly with SIMD128 (every current browser; older Safari lacks it).
 export function checkWasmSimd() {
@@ -70,11 +86,12 @@ export class UnsupportedError extends Error {
 
 // ------------------------------------------------------------------ load bundle
 
-// Fetch and verify every file (sha256, sizes, header) before any GPU work; then get a device (WebGPU)
-// or start the worker (WebAssembly). When the runtime is WebAssembly already before the download (asked for, or
-// "auto" in a browser without navigator.gpu: no adapter is requested before verification), the kernels are fetched
-// and compiled and the worker started while the files download (startEarly); no byte of the bundle reaches the
-// worker before every file is verified.
+// Fetch and verify every file the runtime reads (sha256, sizes, header) before any GPU work; then get a device
+// (WebGPU) or start the worker (WebAssembly). When the runtime is WebAssembly already before the download (asked for,
+// or "auto" in a browser without navigator.gpu: no adapter is requested before verification), only the files it runs
+// are fetched (bundleFiles: the weights and a named model's vocabulary, no WGSL, no model card), and the kernels are
+// fetched and compiled and the worker started while they download (startEarly); otherwise every listed file is, as
+// WebGPU may be chosen. No byte of the bundle reaches the worker before every file it needs is verified.
 // opts: {runtime: "auto" (default) | "webgpu" | "wasm", signal, useCache = true, onDeviceLost(info),
 //        onProgress({file, done, total}), features: [...],
 //        plan: "auto" (default: time the bundle's candidate kernels on this adapter at the first batch of
@@ -90,11 +107,12 @@ export async function loadBundle(url, opts = {}) {
   const manifest = await fetchManifest(base, opts.signal);
   verifyManifest(manifest);
   const stats = { downloaded: 0, cached: 0 };
-  const early = startEarly(runtime, base, manifest, stats, opts);
+  const fetchFor = sureOfWasm(runtime) ? "wasm" : "webgpu";        // the runtime whose files are fetched
+  const early = startEarly(fetchFor, base, manifest, stats, opts);
   const pending = [];                  // the Cache API writes of the downloads (fetchVerified)
   try {
-    const files = await fetchFiles(base, manifest, stats, { ...opts, pending });
-    const { tensors, kernels, vocab } = verifyFiles(manifest, files);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+    const files = await fetchFiles(base, manifest, bundleFiles(manifest, fetchFor), stats, { ...opts, pending });
+    let { tensors, kernels, vocab } = verifyFiles(manifest, files, fetchFor);   // sizes, safetensors header, WGSL vs manifest, vocabulary
     // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
     const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
     const chosen = await runtimeFor(runtime, decoderFiles);
@@ -105,7 +123,13 @@ export async function loadBundle(url, opts = {}) {
       bundle = early.bundle || new WasmBundle(base, manifest, tensors, stats, opts);
       bundle.tensors = tensors;        // verified: start() hands them to the worker
     } else {
-      bundle = new Bundle(base, manifest, tensors, kernels, stats, opts);
+      if (fetchFor === "wasm") {       // WebAssembly asked for, and a decoder only WebGPU runs: its files too
+        const rest = bundleFiles(manifest).filter((f) => !Object.prototype.hasOwnProperty.call(files, f));
+        Object.assign(files, await fetchFiles(base, manifest, rest, stats, { ...opts, pending }));
+        ({ tensors, kernels, vocab } = verifyFiles(manifest, files));
+      }
+      const { Bundle } = await import("./webgpu-bundle.js");
+      bundle = new Bundle(base, manifest, tensors, kernels, stats, opts, checkWebGPU);
     }
     if (early.bundle && early.bundle !== bundle) early.bundle.dispose();   // a decoder only WebGPU runs
     bundle.decoderFiles = decoderFiles;
@@ -119,12 +143,17 @@ export async function loadBundle(url, opts = {}) {
   }
 }
 
-// {bundle}: the WebAssembly bundle started before the download (its kernels fetched and compiled, its worker up; no
-// weights) where the runtime is sure to be WebAssembly without asking for an adapter; bundle null otherwise.
-function startEarly(runtime, base, manifest, stats, opts) {
+// Whether the runtime is WebAssembly for sure before anything is downloaded, without asking for an adapter: asked
+// for, or "auto" in a browser without navigator.gpu.
+function sureOfWasm(runtime) {
   const nav = /** @type {any} */ (globalThis.navigator);
-  const wasm = runtime === "wasm" || (runtime === "auto" && !(nav && nav.gpu));
-  if (!wasm || !checkWasmSimd().ok) return { bundle: null };
+  return runtime === "wasm" || (runtime === "auto" && !(nav && nav.gpu));
+}
+
+// {bundle}: the WebAssembly bundle started before the download (its kernels fetched and compiled, its worker up; no
+// weights) where the runtime is sure to be WebAssembly (fetchFor "wasm"); bundle null otherwise.
+function startEarly(fetchFor, base, manifest, stats, opts) {
+  if (fetchFor !== "wasm" || !checkWasmSimd().ok) return { bundle: null };
   try {
     return { bundle: new WasmBundle(base, manifest, null, stats, opts).prestart() };
   } catch {
@@ -132,12 +161,11 @@ function startEarly(runtime, base, manifest, stats, opts) {
   }
 }
 
-// Every file the manifest lists (bundleFiles; decoder/ is fetchDecoder's): one rule, every listed file verified.
+// The files named (bundleFiles: a runtime's; decoder/ is fetchDecoder's), every one verified.
 // Each weight shard is fetched, sha256-verified and cached on its own (web/bundle.js fetchVerified), one progress
 // step each: an interrupted download of a big model resumes at the first shard not in the Cache API. The first
 // bad file stops the other downloads, and no progress is reported after it.
-async function fetchFiles(base, manifest, stats, opts) {
-  const names = bundleFiles(manifest);
+async function fetchFiles(base, manifest, names, stats, opts) {
   const files = {};
   let done = 0;
   const stop = new AbortController();

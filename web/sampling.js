@@ -90,6 +90,11 @@ export class NonFiniteError extends Error {
   }
 }
 
+// The WebGPU device was lost during a run (webgpu-bundle.js: it creates a new device and tries again, twice).
+export class DeviceLostError extends Error {
+  constructor(message) { super(message); this.name = "DeviceLostError"; }
+}
+
 // Steps after which the model's output (and x_t where read) is checked: the first, every tenth and the last two
 // (WGSL's clamp of x0 may turn a NaN output into -1 and leave x_t finite, so the output itself is what is checked).
 const checkedStep = (done, steps) => done === 1 || done % 10 === 0 || done >= steps - 1;

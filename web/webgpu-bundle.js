@@ -9,28 +9,9 @@
 import { BundleError, workgroupForms } from "./bundle.js";
 import { evaluate } from "./forms.js";
 import { decodedPictures } from "./favicon.js";
-import { SampledBundle } from "./sampling.js";
+import { DeviceLostError, SampledBundle } from "./sampling.js";
 import { cacheKey, checkPlan, readCachedPlan, slotKey, tunePlan, writeCachedPlan } from "./tune.js";
 import { Decoder } from "./decode.js";
-
-// {ok, reason, message, adapter}: reason "no-webgpu" or "no-adapter" when not ok.
-export async function checkWebGPU() {
-  if (!globalThis.navigator || !navigator.gpu) {
-    return { ok: false, reason: "no-webgpu", message: "This browser has no WebGPU (navigator.gpu is missing)." };
-  }
-  let adapter = null;
-  try {
-    adapter = await navigator.gpu.requestAdapter();
-  } catch { /* treated as no adapter */ }
-  if (!adapter) {
-    return { ok: false, reason: "no-adapter", message: "WebGPU is present but no GPU adapter is available (blocked, or no supported GPU)." };
-  }
-  return { ok: true, reason: null, message: "", adapter };
-}
-
-export class DeviceLostError extends Error {
-  constructor(message) { super(message); this.name = "DeviceLostError"; }
-}
 
 function bufferBytes(spec, B, N) {
   if (spec.kind === "weight") return Math.ceil(spec.bytes / 4) * 4;
@@ -47,9 +28,12 @@ const LIMITS = ["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkg
   "maxComputeInvocationsPerWorkgroup", "maxStorageBuffersPerShaderStage", "maxComputeWorkgroupSizeX"];
 
 export class Bundle extends SampledBundle {
-  constructor(base, manifest, tensors, kernelSources, stats, opts) {
+  // checkWebGPU: ditweb.js's adapter request ({ok, message, adapter}), run for every device this bundle creates (the
+  // first, and a new one after a device loss); loadBundle passes it, and imports this module on the WebGPU path only
+  constructor(base, manifest, tensors, kernelSources, stats, opts, checkWebGPU) {
     super(base, manifest, tensors, stats);
     this.kernelSources = kernelSources;
+    this.checkWebGPU = checkWebGPU;
     this.onDeviceLost = opts.onDeviceLost || null;
     this.features = opts.features || [];
     this.device = null;
@@ -68,7 +52,7 @@ export class Bundle extends SampledBundle {
 
   // Adapter and device with the limits the bundle needs (taken from the adapter, not the defaults).
   async createDevice() {
-    const support = await checkWebGPU();
+    const support = await this.checkWebGPU();
     if (!support.ok) throw new Error(support.message);
     const adapter = support.adapter;
     this.checkLimits(adapter);

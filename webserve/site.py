@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from .files import WEB_DIR, SiteError, check_bundle, web_files
+from ditformat.shards import buffer_file
+from runtime_py.verify import VOCABULARY_FILE
 
+from .files import MANIFEST, WEB_DIR, SiteError, check_bundle, web_files
+
+CARD = "README.md"          # the bundle's model card (export/card.py CARD_FILE)
 MARKER = ".ditweb-site"     # lets a re-run replace a folder this verb wrote, and only such a folder
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
        "img-src 'self' data: blob:")
@@ -91,7 +96,7 @@ def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> lis
         written = []
         for rel in page_files:
             if rel == Path("index.html"):
-                card = (bundle / "README.md").read_text("utf-8") if "README.md" in bundle_files else None
+                card = (bundle / CARD).read_text("utf-8") if CARD in bundle_files else None
                 (tmp / rel).write_bytes(page_html(base_path, card))
             else:
                 shutil.copyfile(WEB_DIR / rel, tmp / rel)
@@ -118,18 +123,25 @@ def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> lis
 
 # ------------------------------------------------------------------ what a first visit downloads
 
-IMPORT = re.compile(r"""(?:\bfrom|\bimport\(?)\s*["']\./([^"']+)["']""")
+STATIC_IMPORT = re.compile(r"""(?:\bfrom|^import)\s*["']\./([^"']+)["']""", re.M)     # import / export ... from "./x.js"
+ON_DEMAND_IMPORT = re.compile(r"""\bawait\s+import\(\s*["']\./([^"']+)["']\s*\)""")  # await import("./x.js")
+# modules a page imports on demand, and the one runtime that loads each (web/ditweb.js loadBundle: the WebGPU bundle
+# on the WebGPU path only); a module imported on demand that is not named here counts on every path
+RUNTIME_MODULES = {"webgpu-bundle.js": "webgpu"}
 
 
-def module_graph(root: Path, entry: str) -> list[str]:
-    """entry and every module it imports (static and dynamic `./x.js` imports), in the folder root."""
+def module_graph(root: Path, entry: str, runtime: str | None = None) -> list[str]:
+    """entry and every module it imports from the folder root (`./x.js`): static imports, and the modules imported on
+    demand (`await import(...)`) that `runtime` loads (RUNTIME_MODULES; runtime None: none of those)."""
     seen, todo = [], [entry]
     while todo:
         name = todo.pop()
         if name in seen or not (root / name).is_file():
             continue
         seen.append(name)
-        todo += IMPORT.findall((root / name).read_text("utf-8"))
+        text = (root / name).read_text("utf-8")
+        todo += STATIC_IMPORT.findall(text)
+        todo += [m for m in ON_DEMAND_IMPORT.findall(text) if RUNTIME_MODULES.get(m, runtime) == runtime]
     return seen
 
 
@@ -138,20 +150,43 @@ def kernels_file(threads: bool, relaxed: bool) -> str:
     return f"ditweb-kernels{'-mt' if threads else ''}{'-relaxed' if relaxed else ''}.wasm"
 
 
+def bundle_files(out_dir: Path, runtime: str) -> list[str]:
+    """The bundle's files a first visit on `runtime` fetches (relative to out_dir): manifest.json, then what the page's
+    loadBundle verifies for that runtime (web/bundle.js bundleFiles is the twin): WebGPU every listed file, WebAssembly
+    the weight shards and a named model's vocabulary.json only; a latent bundle's decoder/ on both (web/decode.js
+    fetchDecoder). The model card README.md too where the page reads it for its footer: an index.html without the
+    attribution written in (page_html: a card without an attribution list)."""
+    out_dir = Path(out_dir)
+    m = json.loads((out_dir / "bundle" / MANIFEST).read_text("utf-8"))
+    listed = set(m["files"])
+    if runtime == "webgpu":
+        names = listed
+    else:
+        names = {buffer_file(b) for b in m["buffers"].values() if b["kind"] == "weight"}
+        names |= {VOCABULARY_FILE} & listed if "label_levels" in m["model"] else set()
+        names |= {f for f in listed if f.startswith("decoder/")}
+        if CARD in listed and "data-attribution=" not in (out_dir / "index.html").read_text("utf-8"):
+            names.add(CARD)
+    return [f"bundle/{MANIFEST}"] + [f"bundle/{f}" for f in sorted(names)]
+
+
 def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
-    page's module graph, the bundle (manifest and every file it lists); WebAssembly adds the kernels and the
-    worker's module graph; on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the
-    thread workers' modules instead of the one-thread kernels. `relaxed`: a browser with relaxed WebAssembly SIMD
-    fetches the kernels built for it (web/wasm-bundle.js, chooseSimd), another the plain ones. Each file once (a
-    later request is answered by the HTTP cache or revalidated)."""
+    page's module graph (the WebGPU bundle's modules on the WebGPU path only: web/ditweb.js imports them on demand),
+    the bundle's files that runtime reads (bundle_files); WebAssembly adds the kernels and the worker's module graph;
+    on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the thread workers' modules instead
+    of the one-thread kernels. `relaxed`: a browser with relaxed WebAssembly SIMD fetches the kernels built for it
+    (web/wasm-bundle.js, chooseSimd), another the plain ones. Each file once (a later request is answered by the HTTP
+    cache or revalidated)."""
     out_dir = Path(out_dir)
-    page = ["index.html", "style.css", "favicon.svg"] + module_graph(out_dir, "app.js")
-    bundle = sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "bundle").rglob("*") if p.is_file())
-    worker = [m for m in module_graph(out_dir, "ditweb-worker.js") if m not in page]
-    thread = [m for m in module_graph(out_dir, "ditweb-thread.js") if m not in page + worker]
-    return {"webgpu": page + bundle, "wasm": page + bundle + [kernels_file(False, relaxed)] + worker,
-            "wasm-threads": page + bundle + [kernels_file(True, relaxed)] + worker + thread}
+    html = ["index.html", "style.css", "favicon.svg"]
+    page = {rt: html + module_graph(out_dir, "app.js", rt) for rt in ("webgpu", "wasm")}
+    worker = [m for m in module_graph(out_dir, "ditweb-worker.js", "wasm") if m not in page["wasm"]]
+    thread = [m for m in module_graph(out_dir, "ditweb-thread.js", "wasm") if m not in page["wasm"] + worker]
+    wasm = page["wasm"] + bundle_files(out_dir, "wasm")
+    return {"webgpu": page["webgpu"] + bundle_files(out_dir, "webgpu"),
+            "wasm": wasm + [kernels_file(False, relaxed)] + worker,
+            "wasm-threads": wasm + [kernels_file(True, relaxed)] + worker + thread}
 
 
 def sizes(out_dir: Path, files: list[str]) -> tuple[int, int]:
