@@ -26,7 +26,8 @@ export { SIMD_MODES, WasmBundle, checkRelaxedSimd } from "./wasm-bundle.js";
 export { diffuseFavicon, toDataURL, toRGBA } from "./favicon.js";
 export { DeviceLostError, NonFiniteError } from "./sampling.js";
 // The WebGPU bundle's class (webgpu-bundle.js Bundle, what loadBundle returns on that path) is not re-exported here:
-// that would make every page download the module, the WebAssembly path included.
+// that would make every page download the module, the WebAssembly path included. Packages import it by name:
+// `import { Bundle } from "ditweb/webgpu-bundle"` (package.json "exports").
 
 // ------------------------------------------------------------------ runtime choice
 
