@@ -374,11 +374,28 @@ def test_favicon_link_animates_and_ends_on_the_image(site, runtime):
     hrefs = page.evaluate("window.iconHrefs")
     final = page.get_attribute('link[rel~="icon"]', "href")
     assert final.startswith("data:image/png;base64,") and final != "favicon.svg"
-    assert len(set(hrefs)) >= 3, f"the favicon changed {len(set(hrefs))} times over 4 steps"
+    # the first step's x_t at once, then at most one icon per 100 ms (iconEveryMs), the final image last
+    assert len(set(hrefs)) >= 2, f"the favicon changed {len(set(hrefs))} times over 4 steps"
     assert hrefs[-1] == final == page.evaluate("window.ditwebLast.dataURL")
     assert "ms" in page.text_content("#ms") and runtime in page.text_content("#ms")
     assert page.text_content("#step") == "4 / 4" and page.text_content("#runtime").startswith(runtime)
     assert page.evaluate("window.ditwebLast.runtime") == runtime
+    # every step's icon with iconEveryMs 0; none between the first and the final one with a long interval
+    counts = page.evaluate("""async () => {
+        const { diffuseFavicon } = await import('/ditweb.js');
+        const out = [];
+        for (const iconEveryMs of [0, 1e9]) {
+          let n = 0;
+          const o = new MutationObserver((m) => { n += m.length; });
+          o.observe(document.head, { subtree: true, attributes: true, attributeFilter: ['href'] });
+          await diffuseFavicon(window.ditwebBundle, { classId: 0, seed: 1, steps: 4, iconEveryMs, remember: false });
+          await new Promise((r) => setTimeout(r, 0));
+          o.disconnect();
+          out.push(n);
+        }
+        return out;
+    }""")
+    assert counts == [4, 2], counts      # 3 previews (the last step has none) + the final; the first + the final
     page.close()
 
 

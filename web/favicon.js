@@ -76,11 +76,17 @@ export function restoreStaticFavicon(doc = document) {
 // leave the final image as the favicon; the same on both runtimes. opts: everything sample() takes,
 // plus canvas (drawn too), timeBudgetMs (stop with a "TimeoutError" once a run takes longer; the
 // signal aborts as before) and remember (default true: the drawn favicon is kept in localStorage per
-// bundle and shown at once on the next visit, before a new one is drawn).
+// bundle and shown at once on the next visit, before a new one is drawn) and iconEveryMs (default 100: the
+// <link rel="icon"> follows the steps at most this often, the canvas every step; the final image always). Each
+// icon is a PNG encode plus the browser's decode on the main thread, which competes with the WebAssembly worker
+// threads for the visitor's cores: every step's icon cost 6 ms a step at 2 threads on 2 cores; tabs show a few
+// frames a second at most.
 // On failure the previous favicon (the remembered one, else the static one) is kept and the error thrown.
 export async function diffuseFavicon(bundle, opts = {}) {
   faviconLink();   // remember the static favicon before the first frame
   const { canvas, onStep, timeBudgetMs } = opts;
+  const iconEveryMs = opts.iconEveryMs ?? 100;
+  let iconAt = -Infinity;
   const remember = opts.remember !== false;
   const key = `ditweb-favicon:${bundle.url}`;
   const stored = remember ? rememberedFavicon(key) : null;
@@ -101,7 +107,11 @@ export async function diffuseFavicon(bundle, opts = {}) {
       onStep: (info) => {
         let dataURL = null;
         if (info.rgba) {
-          dataURL = setFavicon(info.rgba[0], info.width, info.height);
+          const now = performance.now();
+          if (now - iconAt >= iconEveryMs) {
+            dataURL = setFavicon(info.rgba[0], info.width, info.height);
+            iconAt = now;
+          }
           if (canvas) drawRGBA(canvas, info.rgba[0], info.width, info.height);
         }
         if (onStep) onStep({ ...info, dataURL, runtime: bundle.runtime });
