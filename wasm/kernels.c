@@ -69,8 +69,14 @@ static inline f32 expf_(f32 x) {
 }
 
 static inline v128_t exp4(v128_t x) {   // the same formula, four lanes
-  x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f)), wasm_f32x4_splat(88.0f));
-  v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
+  // pmin/pmax (one instruction each on x86; min/max's NaN and -0 rules cost several): the same clamp, NaN kept
+  x = wasm_f32x4_pmin(wasm_f32x4_pmax(x, wasm_f32x4_splat(-87.0f)), wasm_f32x4_splat(88.0f));
+  // n = rint(x log2 e) by the 1.5 2^23 trick: the sum rounds to an integer (ties to even, as rint) and holds n in
+  // its low mantissa bits, so 2^n is a shift of those bits: no float -> int conversion (several instructions
+  // on x86), the same n and result bits as nearest + trunc_sat
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  v128_t tn = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), magic);
+  v128_t n = wasm_f32x4_sub(tn, magic);
   v128_t r = wasm_f32x4_add(wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f))),
                             wasm_f32x4_mul(n, wasm_f32x4_splat(2.12194440e-4f)));
   v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
@@ -80,7 +86,7 @@ static inline v128_t exp4(v128_t x) {   // the same formula, four lanes
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.6666665459e-1f));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
   p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), r), wasm_f32x4_splat(1.0f));
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(tn, wasm_i32x4_splat(127 - 0x4B400000)), 23);
   return wasm_f32x4_mul(p, e);
 }
 
@@ -95,7 +101,7 @@ static inline v128_t gelu4(v128_t x) {   // gelu_tanh below, four lanes
                             wasm_f32x4_add(x, wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.044715f), x), x), x)));
   v128_t e = exp4(wasm_f32x4_mul(wasm_f32x4_splat(2.0f), wasm_f32x4_abs(u)));
   v128_t t = wasm_f32x4_sub(wasm_f32x4_splat(1.0f), wasm_f32x4_div(wasm_f32x4_splat(2.0f), wasm_f32x4_add(e, wasm_f32x4_splat(1.0f))));
-  t = wasm_v128_bitselect(wasm_f32x4_neg(t), t, wasm_f32x4_lt(u, wasm_f32x4_splat(0.0f)));
+  t = wasm_v128_xor(t, wasm_v128_and(u, wasm_i32x4_splat((int)0x80000000)));   // tanh(u) = sign(u) tanh|u|
   return wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.5f), x), wasm_f32x4_add(wasm_f32x4_splat(1.0f), t));
 }
 
@@ -376,7 +382,34 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
           const f32 *kbase = kv + (b * A->T_kv + j0) * A->kv_stride + A->k_off + h * HD;
           const f32 *vbase = kv + (b * A->T_kv + j0) * A->kv_stride + A->v_off + h * HD;
           f32 m_new = m;
-          for (u32 jj = 0; jj < n; jj++) {
+          u32 jj = 0;
+          // four keys at a time: their lane sums transposed into one vector, each (l0 + l1) + (l2 + l3) as the
+          // one-key loop below adds them; the running maximum lane-wise (pmax: a < b ? b : a, the scalar test)
+          v128_t mv = wasm_f32x4_splat(m_new);
+          for (; jj + 4 <= n; jj += 4) {
+            const f32 *k0 = kbase + jj * A->kv_stride, *k1 = k0 + A->kv_stride, *k2 = k1 + A->kv_stride,
+                      *k3 = k2 + A->kv_stride;
+            v128_t d0 = wasm_f32x4_mul(qv[0], wasm_v128_load(k0)), d1 = wasm_f32x4_mul(qv[0], wasm_v128_load(k1));
+            v128_t d2 = wasm_f32x4_mul(qv[0], wasm_v128_load(k2)), d3 = wasm_f32x4_mul(qv[0], wasm_v128_load(k3));
+            for (u32 d = 1; d < HDV; d++) {
+              d0 = madd4(d0, qv[d], wasm_v128_load(k0 + 4 * d));
+              d1 = madd4(d1, qv[d], wasm_v128_load(k1 + 4 * d));
+              d2 = madd4(d2, qv[d], wasm_v128_load(k2 + 4 * d));
+              d3 = madd4(d3, qv[d], wasm_v128_load(k3 + 4 * d));
+            }
+            const v128_t p01 = wasm_f32x4_add(wasm_i32x4_shuffle(d0, d1, 0, 2, 4, 6), wasm_i32x4_shuffle(d0, d1, 1, 3, 5, 7));
+            const v128_t p23 = wasm_f32x4_add(wasm_i32x4_shuffle(d2, d3, 0, 2, 4, 6), wasm_i32x4_shuffle(d2, d3, 1, 3, 5, 7));
+            const v128_t dots = wasm_f32x4_add(wasm_i32x4_shuffle(p01, p23, 0, 2, 4, 6),
+                                               wasm_i32x4_shuffle(p01, p23, 1, 3, 5, 7));
+            wasm_v128_store(s + jj, dots);
+            mv = wasm_f32x4_pmax(mv, dots);
+          }
+          for (u32 lane = 0; lane < 4; lane++) {
+            const f32 v = lane == 0 ? wasm_f32x4_extract_lane(mv, 0) : lane == 1 ? wasm_f32x4_extract_lane(mv, 1)
+                        : lane == 2 ? wasm_f32x4_extract_lane(mv, 2) : wasm_f32x4_extract_lane(mv, 3);
+            if (v > m_new) m_new = v;
+          }
+          for (; jj < n; jj++) {
             const f32 *kr = kbase + jj * A->kv_stride;
             v128_t dv = wasm_f32x4_mul(qv[0], wasm_v128_load(kr));
             for (u32 d = 1; d < HDV; d++) dv = madd4(dv, qv[d], wasm_v128_load(kr + 4 * d));

@@ -1,7 +1,8 @@
 // Where the WebAssembly step's time goes: the engine of web/wasm-runtime.js in node, one thread, a bundle's
 // step_begin + forward + step_end programs run `reps` times with every dispatch timed on its own (the median per
 // dispatch over the reps), then the same programs untimed (the whole step). Driven by bench/web/wasm_profile.py,
-// which formats the table; reads one JSON request on stdin: {bundle, simd: "plain" | "relaxed", reps, n}.
+// which formats the table; reads one JSON request on stdin: {bundle, simd: "plain" | "relaxed", reps, n, modules?}
+// (modules: a folder of wasm/build.sh output to time instead of web/'s).
 // Prints {ops: [{label, op, ms, flop}], stepMs: [...], B, N}; flop: a matmul's 2 M K N, attention's 4 B H T_q T_kv HD
 // (QK^T and PV), else 0.
 import { readFileSync } from "node:fs";
@@ -11,7 +12,8 @@ import { evaluate } from "../../web/forms.js";
 import { labelRows, labelStarts, makeGuide, makePlan, samplerTables, stepUniform } from "../../web/schedule.js";
 
 const req = JSON.parse(readFileSync(0, "utf-8"));
-const wasm = readFileSync(new URL(`../../web/ditweb-kernels${req.simd === "relaxed" ? "-relaxed" : ""}.wasm`, import.meta.url));
+const moduleFile = `ditweb-kernels${req.simd === "relaxed" ? "-relaxed" : ""}.wasm`;   // req.modules: another build's folder
+const wasm = readFileSync(req.modules ? `${req.modules}/${moduleFile}` : new URL(`../../web/${moduleFile}`, import.meta.url));
 const dir = req.bundle;
 const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
 verifyManifest(manifest);
