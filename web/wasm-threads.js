@@ -12,6 +12,17 @@
 const GEN = 0, FN = 1, NARGS = 2, DONE = 3, FAILED = 4, ARGS = 5, MAX_ARGS = 12;
 export const CONTROL_BYTES = 4 * (ARGS + MAX_ARGS);
 export const STACK_BYTES = 65536;   // each thread's stack (wasm/build.sh: -z stack-size)
+// Loads of a control slot before sleeping on it (Atomics.wait): the dispatches of a step follow each other within
+// tens to hundreds of microseconds, and a futex wake-up costs about as much, twice per split dispatch; a short
+// spin (some tens of microseconds) catches most hand-overs awake. Bounded, so an idle pool sleeps.
+const SPIN = 50000;
+
+/** Whether ctl[slot] moves off `value` within SPIN loads. */
+function spinWhile(ctl, slot, value) {
+  for (let i = 0; i < SPIN; i++) if (Atomics.load(ctl, slot) !== value) return true;
+  return false;
+}
+
 // the split functions, by index in the control block
 export const PART_FUNCTIONS = ["op_matmul_part", "op_matmul_q8_part", "op_attention_part"];
 
@@ -64,7 +75,9 @@ export class ThreadPool {
     Atomics.add(ctl, GEN, 1);
     Atomics.notify(ctl, GEN);
     this.fns[index](...args, 0, this.threads);
-    for (let d = Atomics.load(ctl, DONE); d !== others; d = Atomics.load(ctl, DONE)) Atomics.wait(ctl, DONE, d, 1000);
+    for (let d = Atomics.load(ctl, DONE); d !== others; d = Atomics.load(ctl, DONE)) {
+      if (!spinWhile(ctl, DONE, d)) Atomics.wait(ctl, DONE, d, 1000);
+    }
     const failed = Atomics.load(ctl, FAILED);
     if (failed) throw new Error(`WebAssembly thread ${failed} failed in ${PART_FUNCTIONS[index]}`);
   }
@@ -87,7 +100,7 @@ export function threadLoop(exports, memory, control, part, parts, ready) {
   let seen = Atomics.load(ctl, GEN);
   ready();
   for (;;) {
-    Atomics.wait(ctl, GEN, seen);
+    if (!spinWhile(ctl, GEN, seen)) Atomics.wait(ctl, GEN, seen);
     const gen = Atomics.load(ctl, GEN);
     if (gen === seen) continue;
     seen = gen;
