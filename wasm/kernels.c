@@ -338,15 +338,35 @@ void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f
   for (u32 r = 0; r < rows; r++) {
     const u32 b = r / T;
     const f32 *xr = x + (b * T_in + r % T) * D;
-    f32 s = 0;
-    for (u32 d = 0; d < D; d++) s += xr[d];
+    // both sums in 4 lanes (lane j: the d = j mod 4 terms), then (l0 + l1) + (l2 + l3), then the D mod 4 rest:
+    // chains of D / 4 + 3 roundings (layernorm_rows' order; the serial sum's D - 1 is what the bound allows)
+    const u32 D4 = D & ~3u;
+    v128_t sv = wasm_f32x4_splat(0);
+    for (u32 d = 0; d < D4; d += 4) sv = wasm_f32x4_add(sv, wasm_v128_load(xr + d));
+    f32 s = (wasm_f32x4_extract_lane(sv, 0) + wasm_f32x4_extract_lane(sv, 1)) +
+            (wasm_f32x4_extract_lane(sv, 2) + wasm_f32x4_extract_lane(sv, 3));
+    for (u32 d = D4; d < D; d++) s += xr[d];
     const f32 mean = s / (f32)D;
-    f32 v = 0;
-    for (u32 d = 0; d < D; d++) { f32 c = xr[d] - mean; v += c * c; }
+    const v128_t mv = wasm_f32x4_splat(mean);
+    v128_t vv = wasm_f32x4_splat(0);
+    for (u32 d = 0; d < D4; d += 4) {
+      const v128_t c = wasm_f32x4_sub(wasm_v128_load(xr + d), mv);
+      vv = wasm_f32x4_add(vv, wasm_f32x4_mul(c, c));
+    }
+    f32 v = (wasm_f32x4_extract_lane(vv, 0) + wasm_f32x4_extract_lane(vv, 1)) +
+            (wasm_f32x4_extract_lane(vv, 2) + wasm_f32x4_extract_lane(vv, 3));
+    for (u32 d = D4; d < D; d++) { f32 c = xr[d] - mean; v += c * c; }
     const f32 rstd = 1.0f / __builtin_sqrtf(v / (f32)D + 1e-6f);
     const f32 *shift = ada + b * mod_stride + shift_off, *scale = ada + b * mod_stride + scale_off;
     f32 *o = dst + r * D;
-    for (u32 d = 0; d < D; d++) {
+    const v128_t rv = wasm_f32x4_splat(rstd), one = wasm_f32x4_splat(1.0f);
+    u32 d = 0;
+    for (; d < D4; d += 4) {
+      v128_t y = wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(xr + d), mv), rv);
+      if (has_mod == 1) y = wasm_f32x4_add(wasm_f32x4_mul(y, wasm_f32x4_add(one, wasm_v128_load(scale + d))), wasm_v128_load(shift + d));
+      wasm_v128_store(o + d, y);
+    }
+    for (; d < D; d++) {
       f32 y = (xr[d] - mean) * rstd;
       if (has_mod == 1) y = y * (1.0f + scale[d]) + shift[d];
       o[d] = y;
