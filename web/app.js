@@ -190,7 +190,7 @@ function setUpPrompt(vocab) {
     }
   };
   input.addEventListener("input", update);
-  update();
+  setTimeout(update, 0);   // after an autorun's first step is on its way: the suggestions need not delay it
 }
 
 /**
@@ -299,7 +299,7 @@ async function main() {
   $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
-  bundle.classNames.forEach((name, i) => option($("class"), i, name));
+  if (!bundle.vocab) bundle.classNames.forEach((name, i) => option($("class"), i, name));   // a named bundle: hidden
   if (bundle.vocab) {
     setUpPrompt(bundle.vocab);
     $("negative-label").hidden = true;
