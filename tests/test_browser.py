@@ -699,7 +699,7 @@ def test_webgpu_plans_timed_cached_forced_and_checked(site):
 
 
 def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
-    """web/bundles.json lists bundle/, bundles/named-int8/, bundles/default/ and bundles/subcategories/: the page
+    """web/bundles.json lists bundle/, bundles/named/, bundles/default/ and bundles/subcategories/: the page
     offers those that answer (here three of them), and choosing the third reloads the page with that bundle and
     its classes; where none does (this module's server) the picker stays hidden."""
     from dit_model.model import DiT, DiTConfig
@@ -716,7 +716,7 @@ def test_model_picker_offers_the_served_bundles(site, bundles, tmp_path):
         page.goto(url + "?runtime=webgpu")
         assert wait_state(page, ("ready", "error", "bundle-error"), 90) == "ready"
         assert page.evaluate("() => window.ditwebModels") == 3 and page.is_visible("#model-label")
-        served = ("bundle/", "bundles/default/", "bundles/subcategories/")          # bundles/named-int8/ is not
+        served = ("bundle/", "bundles/default/", "bundles/subcategories/")          # bundles/named/ is not
         assert page.eval_on_selector_all("#model option", "os => os.map(o => o.textContent)") == \
             [e["label"] for e in json.loads((WEB_DIR / "bundles.json").read_text()) if e["url"] in served]
         with page.expect_navigation():

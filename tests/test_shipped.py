@@ -42,7 +42,7 @@ def test_shipped_model_is_a_trained_favicon_model(name):
 def test_the_page_lists_the_shipped_bundles():
     import json
     listed = [e["url"] for e in json.loads((ROOT / "web" / "bundles.json").read_text())]
-    assert listed == ["bundle/", "bundles/named-int8/", "bundles/default/", "bundles/subcategories/"]
+    assert listed == ["bundle/", "bundles/named/", "bundles/default/", "bundles/subcategories/"]
     assert all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
 
 
