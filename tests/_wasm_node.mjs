@@ -15,7 +15,8 @@
 //                                                                  WasmDecoder.create's error, the allocator before and after
 // Every request may name simd: "relaxed" (the relaxed SIMD kernels). An exception becomes {error: "Name: message"}.
 import { readFileSync } from "node:fs";
-import { labelLevels, verifyManifest, verifyShards, weightFiles } from "../web/bundle.js";
+import { labelLevels } from "../web/bundle.js";
+import { engineFor as bundleEngine } from "./_wasm_engine.mjs";
 import { WasmEngine } from "../web/wasm-runtime.js";
 import { checkRelaxedSimd } from "../web/wasm-bundle.js";
 import { WasmDecoder, wasmDecoderProblem } from "../web/wasm-decode.js";
@@ -27,16 +28,7 @@ const req = JSON.parse(readFileSync(0, "utf-8"));
 const WASM = readFileSync(new URL(req.simd === "relaxed" ? "../web/ditweb-kernels-relaxed.wasm" : "../web/ditweb-kernels.wasm",
                                   import.meta.url));
 
-async function engineFor(dir) {
-  const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
-  verifyManifest(manifest);
-  const files = {};
-  for (const f of weightFiles(manifest.buffers)) {
-    const raw = readFileSync(`${dir}/${f}`);
-    files[f] = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
-  }
-  return WasmEngine.create(WASM, manifest, verifyShards(manifest.buffers, files));
-}
+const engineFor = (dir) => bundleEngine(dir, WASM);
 
 // decoder/ of a bundle folder, verified as fetchDecoder does (sha256 aside: tests/test_fuzz_bundles.py covers it)
 function decoderFor(dir, xShape) {

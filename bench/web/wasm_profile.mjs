@@ -6,23 +6,16 @@
 // Prints {ops: [{label, op, ms, flop}], stepMs: [...], B, N}; flop: a matmul's 2 M K N, attention's 4 B H T_q T_kv HD
 // (QK^T and PV), else 0.
 import { readFileSync } from "node:fs";
-import { labelLevels, verifyManifest, verifyShards, weightFiles } from "../../web/bundle.js";
-import { WasmEngine, named } from "../../web/wasm-runtime.js";
+import { labelLevels } from "../../web/bundle.js";
+import { named } from "../../web/wasm-runtime.js";
+import { engineFor } from "../../tests/_wasm_engine.mjs";
 import { evaluate } from "../../web/forms.js";
 import { labelRows, labelStarts, makeGuide, makePlan, samplerTables, stepUniform } from "../../web/schedule.js";
 
 const req = JSON.parse(readFileSync(0, "utf-8"));
 const moduleFile = `ditweb-kernels${req.simd === "relaxed" ? "-relaxed" : ""}.wasm`;   // req.modules: another build's folder
 const wasm = readFileSync(req.modules ? `${req.modules}/${moduleFile}` : new URL(`../../web/${moduleFile}`, import.meta.url));
-const dir = req.bundle;
-const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf-8"));
-verifyManifest(manifest);
-const files = {};
-for (const f of weightFiles(manifest.buffers)) {
-  const raw = readFileSync(`${dir}/${f}`);
-  files[f] = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
-}
-const e = await WasmEngine.create(wasm, manifest, verifyShards(manifest.buffers, files));
+const e = await engineFor(req.bundle, wasm);
 const m = e.manifest;
 const levels = labelLevels(m);
 const nullLabel = levels ? levels.map((l) => l.size) : null;   // a named bundle: every level's null row
