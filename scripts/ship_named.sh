@@ -5,7 +5,7 @@
 #       --init models/subcategories.safetensors --prediction v --loss-weighting min-snr --t-sampling logit-normal \
 #       --ema 0.999 --lr 3e-4 --batch-size 64 --run-dir runs/named
 #   scripts/ship_named.sh runs/named/ckpt.pt
-# writes models/named.safetensors and bundles/named/ (f16) and validates them (scripts/ship_bundle.sh); records the
+# writes models/named.safetensors, bundles/named/ (f16) and bundles/named-int8/ and validates them (scripts/ship_bundle.sh); records the
 # step and the images seen in the model card models/named.card.json (its other fields are written by hand);
 # evaluates the weights at the card's guidance scale with the identity judges into bench/results/eval-named.md and
 # the card; re-exports, so that the bundle's README.md card carries the table; draws the README grid
@@ -32,7 +32,7 @@ PYEOF
 )
 $DITWEB eval models/named.safetensors --scales "$SCALE" --seeds 2 --card --json bench/results/eval-named.json
 $DITWEB export models/named.safetensors bundles/named --dtype f16
-# the int8 bundle the page's picker offers (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8
+# the int8 bundle: the page's, `ditweb serve`'s and `make run`'s default (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8
 # --reference-json bench/results/eval-named.json measures what int8 costs)
 $DITWEB export models/named.safetensors bundles/named-int8 --dtype int8
 $DITWEB validate bundles/named-int8 --ckpt models/named.safetensors --summary 2>/dev/null > bench/results/validate-named-int8.md
