@@ -31,9 +31,10 @@ print(card["guidance_scale"])
 PYEOF
 )
 $DITWEB eval models/named.safetensors --scales "$SCALE" --seeds 2 --card --json bench/results/eval-named.json
-$DITWEB export models/named.safetensors bundles/named --dtype f16
+VAE=$($PY -c "import sys; from dit_model.latent import read_reference; r = read_reference(sys.argv[1]); print(r['path'] if r else '')" models/named.safetensors)
+$DITWEB export models/named.safetensors bundles/named --dtype f16 ${VAE:+--vae "$VAE"}
 # the int8 bundle: the page's, `ditweb serve`'s and `make run`'s default (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8
 # --reference-json bench/results/eval-named.json measures what int8 costs)
-$DITWEB export models/named.safetensors bundles/named-int8 --dtype int8
+$DITWEB export models/named.safetensors bundles/named-int8 --dtype int8 ${VAE:+--vae "$VAE"}
 $DITWEB validate bundles/named-int8 --ckpt models/named.safetensors --summary 2>/dev/null > bench/results/validate-named-int8.md
 $PY scripts/named_grid.py models/named.safetensors --cfg "$SCALE"
