@@ -105,6 +105,12 @@ static inline v128_t gelu4(v128_t x) {   // gelu_tanh below, four lanes
   return wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.5f), x), wasm_f32x4_add(wasm_f32x4_splat(1.0f), t));
 }
 
+// the sum of four lanes in the order every kernel here adds them: (l0 + l1) + (l2 + l3)
+static inline f32 hsum4(v128_t v) {
+  return (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1)) +
+         (wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3));
+}
+
 static inline v128_t act4(v128_t v, u32 act) { return act == 1 ? gelu4(v) : act == 2 ? silu4(v) : v; }
 
 static inline f32 gelu_tanh(f32 x) {   // as matmul.wgsl.j2: tanh via exp of |u|, sign restored
@@ -343,8 +349,7 @@ void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f
     const u32 D4 = D & ~3u;
     v128_t sv = wasm_f32x4_splat(0);
     for (u32 d = 0; d < D4; d += 4) sv = wasm_f32x4_add(sv, wasm_v128_load(xr + d));
-    f32 s = (wasm_f32x4_extract_lane(sv, 0) + wasm_f32x4_extract_lane(sv, 1)) +
-            (wasm_f32x4_extract_lane(sv, 2) + wasm_f32x4_extract_lane(sv, 3));
+    f32 s = hsum4(sv);
     for (u32 d = D4; d < D; d++) s += xr[d];
     const f32 mean = s / (f32)D;
     const v128_t mv = wasm_f32x4_splat(mean);
@@ -353,8 +358,7 @@ void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f
       const v128_t c = wasm_f32x4_sub(wasm_v128_load(xr + d), mv);
       vv = wasm_f32x4_add(vv, wasm_f32x4_mul(c, c));
     }
-    f32 v = (wasm_f32x4_extract_lane(vv, 0) + wasm_f32x4_extract_lane(vv, 1)) +
-            (wasm_f32x4_extract_lane(vv, 2) + wasm_f32x4_extract_lane(vv, 3));
+    f32 v = hsum4(vv);
     for (u32 d = D4; d < D; d++) { f32 c = xr[d] - mean; v += c * c; }
     const f32 rstd = 1.0f / __builtin_sqrtf(v / (f32)D + 1e-6f);
     const f32 *shift = ada + b * mod_stride + shift_off, *scale = ada + b * mod_stride + scale_off;
@@ -424,17 +428,14 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
             wasm_v128_store(s + jj, dots);
             mv = wasm_f32x4_pmax(mv, dots);
           }
-          for (u32 lane = 0; lane < 4; lane++) {
-            const f32 v = lane == 0 ? wasm_f32x4_extract_lane(mv, 0) : lane == 1 ? wasm_f32x4_extract_lane(mv, 1)
-                        : lane == 2 ? wasm_f32x4_extract_lane(mv, 2) : wasm_f32x4_extract_lane(mv, 3);
-            if (v > m_new) m_new = v;
-          }
+          f32 lanes[4];
+          wasm_v128_store(lanes, mv);
+          for (u32 lane = 0; lane < 4; lane++) if (lanes[lane] > m_new) m_new = lanes[lane];
           for (; jj < n; jj++) {
             const f32 *kr = kbase + jj * A->kv_stride;
             v128_t dv = wasm_f32x4_mul(qv[0], wasm_v128_load(kr));
             for (u32 d = 1; d < HDV; d++) dv = madd4(dv, qv[d], wasm_v128_load(kr + 4 * d));
-            const f32 dot = (wasm_f32x4_extract_lane(dv, 0) + wasm_f32x4_extract_lane(dv, 1)) +
-                            (wasm_f32x4_extract_lane(dv, 2) + wasm_f32x4_extract_lane(dv, 3));
+            const f32 dot = hsum4(dv);
             s[jj] = dot;
             if (dot > m_new) m_new = dot;
           }
