@@ -573,14 +573,18 @@ void EXPORT(op_timestep_embed)(const u32 *params, const u32 *t, const f32 *freqs
   }
 }
 
-void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
-  PARAMS_label_embed(params);
+// y_emb = the sum of the L levels' table rows (added in level order, as the WGSL; a row >= rows reads the last row),
+// c = t_emb + y_emb. The table is f32 (op_label_embed), or int8 with an f32 scale per row (op_label_embed_q8, int8
+// bundles, label_embed.wgsl.j2 with q8): each value q * scale, q exact in f32, one rounding.
+static inline __attribute__((always_inline)) void label_embed(u32 count, u32 D, u32 rows, u32 levels, const u32 *y,
+                                                                const f32 *table, const int8_t *q, const f32 *scale,
+                                                                const f32 *t_emb, f32 *y_emb, f32 *c) {
   for (u32 idx = 0; idx < count; idx++) {
     const u32 b = idx / D, d = idx % D;
     f32 e = 0.0f;
-    for (u32 l = 0; l < levels; l++) {                    // the L levels' rows, added in order (as the WGSL)
-      const u32 r = y[b * levels + l];
-      const f32 v = table[(r < rows - 1 ? r : rows - 1) * D + d];   // a row >= rows reads the last row
+    for (u32 l = 0; l < levels; l++) {
+      const u32 r = y[b * levels + l] < rows - 1 ? y[b * levels + l] : rows - 1;
+      const f32 v = q ? (f32)q[r * D + d] * scale[r] : table[r * D + d];
       e = l == 0 ? v : e + v;
     }
     y_emb[idx] = e;
@@ -588,22 +592,15 @@ void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, c
   }
 }
 
-// int8 bundles: the table as signed bytes (rows, D) with an f32 scale per row; each value is q * scale (q exact in
-// f32: one rounding), the L levels' values added in order as in op_label_embed (label_embed.wgsl.j2 with q8).
+void EXPORT(op_label_embed)(const u32 *params, const u32 *y, const f32 *table, const f32 *t_emb, f32 *y_emb, f32 *c) {
+  PARAMS_label_embed(params);
+  label_embed(count, D, rows, levels, y, table, 0, 0, t_emb, y_emb, c);
+}
+
 void EXPORT(op_label_embed_q8)(const u32 *params, const u32 *y, const int8_t *table, const f32 *scale, const f32 *t_emb,
                                f32 *y_emb, f32 *c) {
   PARAMS_label_embed_q8(params);
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 b = idx / D, d = idx % D;
-    f32 e = 0.0f;
-    for (u32 l = 0; l < levels; l++) {
-      const u32 r = y[b * levels + l] < rows - 1 ? y[b * levels + l] : rows - 1;   // a row >= rows reads the last row
-      const f32 v = (f32)table[r * D + d] * scale[r];
-      e = l == 0 ? v : e + v;
-    }
-    y_emb[idx] = e;
-    c[idx] = t_emb[idx] + e;
-  }
+  label_embed(count, D, rows, levels, y, 0, table, scale, t_emb, y_emb, c);
 }
 
 void EXPORT(op_cond_tokens)(const u32 *params, const f32 *t_emb, const f32 *y_emb, f32 *dst) {
