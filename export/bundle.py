@@ -23,7 +23,7 @@ from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
 
 from .card import CARD_FILE, render_card
-from .program import FREQ_DIM, build
+from .program import FREQ_DIM, LABEL_TABLE, build
 
 MATMUL_OPS = {"registers": "matmul", "shared": "matmul_shared"}
 VOCABULARY_FILE = "vocabulary.json"          # a named model's label vocabulary (ditformat/labels.py)
@@ -67,9 +67,6 @@ def linear_layers(model: DiT) -> list[str]:
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()} | {"_ditweb.t_freqs": (FREQ_DIM // 2,)}
     pb = build(cfg, "f32", shapes, candidates=False)
     return sorted({d["label"] for p in pb.programs.values() for d in p if pb.kernels[d["kernel"]]["op"] == "matmul"})
-
-
-LABEL_TABLE = "y_embedder.embedding_table"     # one row per label of every level (label_embed, label_embed_q8)
 
 
 def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:

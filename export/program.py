@@ -12,6 +12,7 @@ from ditformat.step import STEP_BYTES
 from wgsl.ops import OPS, binding_type
 
 FREQ_DIM = 256          # timestep sinusoid width (TimestepEmbedder.freq_dim)
+LABEL_TABLE = "y_embedder.embedding_table"     # one row per label of every level (label_embed, label_embed_q8)
 
 
 def candidates_of(op_name: str, variant: dict, params: dict) -> list[tuple[str, dict]]:
@@ -204,9 +205,9 @@ def embeddings(pb: ProgramBuilder, d: Dims, num_classes: int) -> None:
             {"count": lin(FREQ_DIM), "half": FREQ_DIM // 2})
     pb.linear("t_embedder.mlp.0", "t_freq", "t_hid", lin(1), FREQ_DIM, D, act="silu")
     pb.linear("t_embedder.mlp.2", "t_hid", "t_emb", lin(1), D, D)
-    table = {"table": pb.weight("y_embedder.embedding_table.weight")}
+    table = {"table": pb.weight(LABEL_TABLE + ".weight")}
     if pb.q8:                        # int8 bundles: the table int8 with a scale per row
-        table["scale"] = pb.weight("y_embedder.embedding_table.scale")
+        table["scale"] = pb.weight(LABEL_TABLE + ".scale")
     pb.emit("label_embed_q8" if pb.q8 else "label_embed", "y_embedder",
             {"y": "y_in", **table, "t_emb": "t_emb", "y_emb": "y_emb", "c": "c"},
             {"count": lin(D), "D": D, "rows": num_classes + L, "levels": L})
