@@ -216,10 +216,12 @@ def dequantized_model(model, dtype: str):
 @pytest.mark.parametrize("heads,conditioning,matmul", [(2, "adaln-zero", "registers"), (1, "cross-attn", "registers")])
 def test_int8_forward_matches_float64_at_the_same_weights(tmp_path, heads, conditioning, matmul):
     """op_matmul_q8 (int8 weights, a scale per output channel, as matmul_q8.wgsl.j2): the forward pass of an int8
-    bundle against torch in float64 at the dequantised weights. The products a q are f32 roundings of exact
-    integers times a, summed in f32 as op_matmul's, the scale one more rounding: the f32 bundle's tolerance
-    (1e-4 of the output's range) holds, and the error is far below the quantisation's own (checked too, so the
-    test would see a kernel that ignored the scales or read the bytes as unsigned)."""
+    bundle against torch in float64 at the dequantised weights. The kernel sums p q exactly in int32, p the input
+    row quantised to int16 with its own step (max |x| / 32767): each element of every int8 matmul's input moves by
+    up to 2^-16 of its row's largest value (where the f32 kernels' products move by 2^-24 of themselves), which
+    through the network stays within 1e-3 of the output's range (measured: 1.2e-4 adaLN-zero, 7.5e-5 cross-attn;
+    the f32 kernels: under 1e-5), and the error is still more than 100 times below the int8 weights' own quantisation (checked too, so the test would see a kernel that ignored the scales or read
+    the bytes as unsigned). The kernel's own bound, derived: tests/test_wasm_q8.py."""
     import torch
     from dit_model.model import DiT
     from export.bundle import export_bundle
@@ -243,5 +245,5 @@ def test_int8_forward_matches_float64_at_the_same_weights(tmp_path, heads, condi
     scale = np.abs(ref).max()
     err, quant = np.abs(got - ref).max() / scale, np.abs(unquantized - ref).max() / scale
     print(f"\n[int8 {conditioning}] wasm vs float64 at the int8 weights: {err:.2e}; the quantisation itself: {quant:.2e}")
-    assert err < 1e-4, f"max error {err:.2e} of the output's range"
+    assert err < 1e-3, f"max error {err:.2e} of the output's range"
     assert quant > 100 * err

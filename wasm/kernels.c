@@ -19,6 +19,7 @@
 
 typedef float f32;
 typedef uint32_t u32;
+typedef int32_t i32;
 
 #include "bundle-layout.h"   // Step, <op>_params, PARAMS_<op>, STEP_FLAG_*, NOISE_*
 
@@ -265,67 +266,158 @@ void EXPORT(op_matmul_part)(const u32 *params, const f32 *a, const f32 *wt, cons
 
 // ------------------------------------------------------------------ matmul_q8 (int8 weights)
 // dst[row(m), n] = act(scale[n] * (in_act(a[m, :]) . q[n, :]) + bias[n]), as matmul_q8.wgsl.j2: q (N, K) signed
-// bytes in torch's layout, kept as int8 in memory (a quarter of the f32 bytes). For each block of 8 output
-// columns the K x 8 panel of q is widened to f32 once (exact: integers below 2^24) into scratch and every row
-// reuses it, so the inner loop is op_matmul's: the products a q round as matmul's do and sum in k order; the
-// scale adds one rounding after the sum, then the bias. scratch: M K floats (in_act) + 8 K floats per thread (its panel).
-static inline void q8_panel(const int8_t *wq, f32 *panel, u32 n, u32 cols, u32 K) {
-  for (u32 c = 0; c < 8; c++) {
-    const int8_t *row = wq + (n + (c < cols ? c : 0)) * K;   // missing columns re-read column n; dropped later
-    for (u32 k = 0; k < K; k++) panel[k * 8 + c] = (f32)row[k];
+// bytes in torch's layout, kept as int8 in memory (a quarter of the f32 bytes). In integers:
+//   each row x = in_act(a[m, :]) is quantised to int16 with its own step s_m = max_k |x_k| / Q:
+//     p_k = round(x_k / s_m), |p_k| <= Q, so |x_k - s_m p_k| <= s_m / 2 (plus a few f32 roundings of s_m, 1/s_m
+//     and x_k / s_m: under 2^-21 max |x| more);
+//   the sum S = sum_k p_k q_k is exact in int32: |S| <= K 127 Q < 2^31 with Q = min(32767, floor((2^31 - 1) / (127 K)));
+//   dst = act((f32)S * (s_m scale[n]) + bias[n]): three roundings (S to f32, the factor, the product) and the bias add.
+// So the error against the f32 inputs is the quantisation's, |sum_k (x_k - s_m p_k) q_k scale[n]| <=
+// (s_m / 2) sum_k |q_k| scale[n], and a few roundings; the sum itself has none, whatever order, so every module
+// (plain or relaxed SIMD) and any split into threads gives the same bits.
+// The inner loop: i32x4.dot_i16x8_s (x86 pmaddwd) multiplies 8 pairs of int16 and adds neighbours: lane c of
+// dot(splat(p_2j, p_2j+1), (q[c][2j], q[c][2j+1]) for 4 columns c) is p_2j q[c][2j] + p_2j+1 q[c][2j+1]: 8
+// multiply-adds an instruction (an f32x4 multiply-add does 4). For each block of 8 output columns the K x 8 panel
+// of q is widened to int16 once, in k pairs (the panel below), and every block of 4 rows reuses it: 4 x 8 outputs
+// in 8 i32x4 accumulators, per pair of k 4 broadcasts of a pair of p and 2 loads of the panel.
+// scratch (floats, each part 16-byte aligned): the silu'd rows (M K, when in_act), the int16 rows (M Kp / 2,
+// Kp = K rounded up to even), their steps s_m (M), then one panel (8 Kp int16 = 4 Kp floats) per part.
+static inline u32 q8_pairs(u32 K) { return (K + 1) & ~1u; }   // Kp: k in pairs, a zero after an odd K
+static inline u32 round4(u32 n) { return (n + 3) & ~3u; }
+
+// rows [lo, hi) of x (K floats each) to int16 rows of Kp (zero padded) and their steps s_m.
+// Rounding to the nearest integer by the 1.5 2^23 trick (as exp4): |x_k / s_m| <= Q < 2^22, so the f32 sum
+// x_k / s_m + 1.5 2^23 rounds to an integer (ties to even) held in its low mantissa bits, read back by an integer
+// subtraction of the constant's bits. A row with a NaN or an infinity gets the step NaN (its outputs are NaN, as
+// torch's would be non-finite); an all-zero row the step 0 (its outputs are the bias).
+static void q8_quantize_rows(const f32 *x, int16_t *xq, f32 *step, u32 K, u32 lo, u32 hi) {
+  const u32 Kp = q8_pairs(K), qk = 2147483647u / (127u * K);
+  const f32 Q = (f32)(qk < 32767u ? qk : 32767u);
+  const v128_t magic = wasm_f32x4_splat(12582912.0f), zero = wasm_f32x4_splat(0);
+  for (u32 m = lo; m < hi; m++) {
+    const f32 *row = x + m * K;
+    v128_t mx = zero, nf = zero;   // max |x_k| per lane; sum of x_k * 0 (0, or NaN where x_k is not finite)
+    u32 k = 0;
+    for (; k + 4 <= K; k += 4) {
+      v128_t v = wasm_v128_load(row + k);
+      mx = wasm_f32x4_pmax(mx, wasm_f32x4_abs(v));
+      nf = wasm_f32x4_add(nf, wasm_f32x4_mul(v, zero));
+    }
+    f32 l[4], z[4];
+    wasm_v128_store(l, mx);
+    wasm_v128_store(z, nf);
+    f32 amax = l[0] > l[1] ? l[0] : l[1], t = l[2] > l[3] ? l[2] : l[3], bad = (z[0] + z[1]) + (z[2] + z[3]);
+    amax = amax > t ? amax : t;
+    for (; k < K; k++) {
+      const f32 v = row[k] < 0 ? -row[k] : row[k];
+      amax = v > amax ? v : amax;
+      bad += row[k] * 0.0f;
+    }
+    const f32 inv = amax > 0 && bad == 0 ? Q / amax : 0;
+    step[m] = bad == 0 ? amax / Q : bad;
+    const v128_t vi = wasm_f32x4_splat(inv);
+    int16_t *o = xq + m * Kp;
+    for (k = 0; k + 8 <= K; k += 8) {
+      v128_t p0 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k), vi), magic), magic);
+      v128_t p1 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k + 4), vi), magic), magic);
+      wasm_v128_store(o + k, wasm_i16x8_narrow_i32x4(p0, p1));   // |p| <= Q: the narrowing never saturates
+    }
+    for (; k < Kp; k++) o[k] = k < K ? (int16_t)(i32)(f2u(row[k] * inv + 12582912.0f) - 0x4B400000u) : 0;
   }
 }
 
-static inline void q8_store(f32 *o, v128_t acc0, v128_t acc1, const f32 *scale, const f32 *bias, u32 n, u32 cols, u32 act) {
-  f32 lanes[8];
-  wasm_v128_store(lanes, acc0);
-  wasm_v128_store(lanes + 4, acc1);
-  if (cols == 8) {
-    v128_t v0 = wasm_f32x4_add(wasm_f32x4_mul(acc0, wasm_v128_load(scale + n)), wasm_v128_load(bias + n));
-    v128_t v1 = wasm_f32x4_add(wasm_f32x4_mul(acc1, wasm_v128_load(scale + n + 4)), wasm_v128_load(bias + n + 4));
-    wasm_v128_store(o, act4(v0, act));
-    wasm_v128_store(o + 4, act4(v1, act));
-    return;
-  }
-  for (u32 c = 0; c < cols; c++) o[c] = apply_act(lanes[c] * scale[n + c] + bias[n + c], act);
+// The panel of columns n..n+7: per pair of k (j), 16 int16: (q[n+c][2j], q[n+c][2j+1]) for c = 0..7, i.e. two
+// vectors of 4 columns whose i32 lanes are k pairs. 8 k of each column at a time: sign-extended to int16 (a row of 4
+// k pairs), then 4 such rows transposed as a 4 x 4 matrix of i32 lanes into 4 vectors of one k pair each.
+static inline void q8_transpose_pairs(const v128_t r[4], int16_t *out) {
+  v128_t t0 = wasm_i32x4_shuffle(r[0], r[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r[0], r[1], 2, 6, 3, 7);
+  v128_t t2 = wasm_i32x4_shuffle(r[2], r[3], 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r[2], r[3], 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5));
+  wasm_v128_store(out + 16, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+  wasm_v128_store(out + 32, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+  wasm_v128_store(out + 48, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
 }
 
-// rows [m_lo, m_hi) of the product (a thread's share; the single-thread call passes 0, M)
-static void matmul_q8_rows(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
-                           f32 *dst, u32 act, f32 *panel, u32 m_lo, u32 m_hi) {
+static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u32 K) {
+  const int8_t *col[8];
+  for (u32 c = 0; c < 8; c++) col[c] = wq + (n + (c < cols ? c : 0)) * K;   // missing columns re-read column n; dropped later
+  u32 k = 0;
+  for (; k + 8 <= K; k += 8) {
+    v128_t r[8];
+    for (u32 c = 0; c < 8; c++) r[c] = wasm_i16x8_load8x8(col[c] + k);
+    q8_transpose_pairs(r, panel + k * 8);          // columns 0..3 of pairs k/2 .. k/2 + 3
+    q8_transpose_pairs(r + 4, panel + k * 8 + 8);  // columns 4..7
+  }
+  for (; k < q8_pairs(K); k++)
+    for (u32 c = 0; c < 8; c++) panel[(k >> 1) * 16 + c * 2 + (k & 1)] = k < K ? col[c][k] : 0;
+}
+
+// rows [m_lo, m_hi) of the product (a thread's share; the single-thread call passes 0, M), from the int16 rows xq
+static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step, const int8_t *wq, const f32 *scale,
+                           const f32 *bias, f32 *dst, u32 act, int16_t *panel, u32 m_lo, u32 m_hi) {
   PARAMS_matmul_q8(params);
   (void)M;
+  const u32 Kp = q8_pairs(K);
   for (u32 n = 0; n < N; n += 8) {
     const u32 cols = N - n < 8 ? N - n : 8;
     q8_panel(wq, panel, n, cols, K);
     for (u32 m = m_lo; m < m_hi; m += 4) {
       const u32 rows = m_hi - m < 4 ? m_hi - m : 4;
-      const f32 *a0 = a + m * K, *a1 = a + (m + (rows > 1)) * K, *a2 = a + (m + (rows > 2) * 2) * K,
-                *a3 = a + (m + (rows > 3) * 3) * K;   // missing rows re-read row m; their results are dropped
-      v128_t acc[4][2];
-      dot_4x8(a0, a1, a2, a3, panel, 8, K, acc);
+      const int16_t *x0 = xq + m * Kp, *x1 = xq + (m + (rows > 1)) * Kp, *x2 = xq + (m + (rows > 2) * 2) * Kp,
+                    *x3 = xq + (m + (rows > 3) * 3) * Kp;   // missing rows re-read row m; their results are dropped
+      v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+      const int16_t *w = panel;
+      for (u32 k = 0; k < Kp; k += 2, w += 16) {
+        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 8);   // columns 0..3, 4..7 at the pair k, k + 1
+        v128_t p0 = wasm_v128_load32_splat(x0 + k), p1 = wasm_v128_load32_splat(x1 + k);
+        v128_t p2 = wasm_v128_load32_splat(x2 + k), p3 = wasm_v128_load32_splat(x3 + k);
+        c00 = wasm_i32x4_add(c00, wasm_i32x4_dot_i16x8(p0, w0)); c01 = wasm_i32x4_add(c01, wasm_i32x4_dot_i16x8(p0, w1));
+        c10 = wasm_i32x4_add(c10, wasm_i32x4_dot_i16x8(p1, w0)); c11 = wasm_i32x4_add(c11, wasm_i32x4_dot_i16x8(p1, w1));
+        c20 = wasm_i32x4_add(c20, wasm_i32x4_dot_i16x8(p2, w0)); c21 = wasm_i32x4_add(c21, wasm_i32x4_dot_i16x8(p2, w1));
+        c30 = wasm_i32x4_add(c30, wasm_i32x4_dot_i16x8(p3, w0)); c31 = wasm_i32x4_add(c31, wasm_i32x4_dot_i16x8(p3, w1));
+      }
+      const v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
       for (u32 r = 0; r < rows; r++) {
         const u32 mm = m + r;
-        q8_store(dst + ((mm / out_group) * out_stride + mm % out_group) * N + n, acc[r][0], acc[r][1], scale, bias, n, cols, act);
+        f32 *o = dst + ((mm / out_group) * out_stride + mm % out_group) * N + n;
+        if (cols == 8) {
+          const v128_t s = wasm_f32x4_splat(step[mm]);
+          const v128_t f0 = wasm_f32x4_mul(s, wasm_v128_load(scale + n)), f1 = wasm_f32x4_mul(s, wasm_v128_load(scale + n + 4));
+          v128_t v0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][0]), f0), wasm_v128_load(bias + n));
+          v128_t v1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][1]), f1), wasm_v128_load(bias + n + 4));
+          wasm_v128_store(o, act4(v0, act));
+          wasm_v128_store(o + 4, act4(v1, act));
+        } else {   // N % 8 columns: the same expressions, one lane at a time
+          i32 l[8];
+          wasm_v128_store(l, acc[r][0]);
+          wasm_v128_store(l + 4, acc[r][1]);
+          for (u32 c = 0; c < cols; c++) o[c] = apply_act((f32)l[c] * (step[mm] * scale[n + c]) + bias[n + c], act);
+        }
       }
     }
   }
 }
 
-// scratch: the silu'd rows (M K floats, rounded up to 4) when in_act, then one 8 K panel per part
+// the share `part` of `parts` (blocks of 4 rows): SiLU on its rows when in_act, its rows quantised, then its
+// outputs; the scratch layout above
 static void matmul_q8_part(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
                            f32 *dst, u32 in_act, u32 act, f32 *scratch, u32 part, u32 parts) {
   PARAMS_matmul_q8(params);
   (void)N; (void)out_group; (void)out_stride;
+  const u32 Kp = q8_pairs(K);
   u32 lo, hi;
   share(M, 4, part, parts, &lo, &hi);
   if (lo >= hi) return;
   if (in_act == 1) {
     for (u32 i = lo * K; i < hi * K; i++) scratch[i] = silu(a[i]);
     a = scratch;
-    scratch += (M * K + 3) & ~3u;
+    scratch += round4(M * K);
   }
-  matmul_q8_rows(params, a, wq, scale, bias, dst, act, scratch + part * 8 * K, lo, hi);
+  int16_t *xq = (int16_t *)scratch;
+  f32 *step = scratch + round4(M * Kp / 2);
+  int16_t *panel = (int16_t *)(step + round4(M)) + part * 8 * Kp;
+  q8_quantize_rows(a, xq, step, K, lo, hi);
+  matmul_q8_rows(params, xq, step, wq, scale, bias, dst, act, panel, lo, hi);
 }
 
 void EXPORT(op_matmul_q8)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,

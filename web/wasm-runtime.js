@@ -230,8 +230,11 @@ export class WasmEngine {
           const v = kernel.variant || {};
           const inAct = IN_ACT[v.in_act || "none"], act = ACT[v.act || "none"];
           if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
-          // the silu'd copy of a (rounded up to 4 floats), then the 8-column panel of widened weights
-          scratchFloats = Math.max(scratchFloats, (inAct ? (p.M * p.K + 3) & ~3 : 0) + 8 * p.K * this.threads);   // a panel per thread
+          // wasm/kernels.c's layout, each part rounded up to 4 floats: the silu'd copy of a (M K floats, when in_act),
+          // a's rows as int16 (M Kp / 2 floats, Kp = K rounded up to even), their steps (M), then a panel of widened
+          // weights per thread (8 Kp int16 = 4 Kp floats)
+          const r4 = (n) => (n + 3) & ~3, Kp = (p.K + 1) & ~1;
+          scratchFloats = Math.max(scratchFloats, (inAct ? r4(p.M * p.K) : 0) + r4(p.M * Kp / 2) + r4(p.M) + 4 * Kp * this.threads);
           args.push(inAct, act, 0);
         } else if (op === "attention") {
           args.push(kernel.variant.head_dim);
