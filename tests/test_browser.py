@@ -419,6 +419,25 @@ def test_second_visit_downloads_only_the_manifest(site):
     page.close()
 
 
+def test_the_cache_hint_is_only_a_hint(site):
+    """localStorage says which files the Cache API holds (web/bundle.js cacheHint), so that a first visit asks the
+    network at once. A hint whose entry is gone (the cache cleared alone) downloads the file again; a cached file
+    without a hint (localStorage cleared alone) is downloaded again too; both load, and the next visit is cached."""
+    def visit(then: str = "") -> int:
+        page = open_page(site, "?bundle=f32/")
+        downloaded = page.evaluate("window.ditwebBundle.stats.downloaded")
+        if then:
+            page.evaluate(then)
+        page.close()
+        return downloaded
+
+    visit("caches.delete('ditweb-bundle-v1')")
+    assert visit() > 0                                     # hinted, not cached: downloaded and checked again
+    assert visit("localStorage.clear()") == 0              # cached again
+    assert visit() > 0                                     # cached, not hinted: downloaded again
+    assert visit() == 0
+
+
 def test_device_loss_recreates_the_device_and_goes_on(site):
     page = open_page(site, "?bundle=f32/&runtime=webgpu")
     opts = {"classId": CLASS_ID, "seed": SEED, "steps": 3, "cfg": 4.0}
@@ -464,6 +483,21 @@ def test_no_webgpu_page_draws_the_favicon_via_wasm(site):
     assert min(first["pageMs"], first["bundleMs"], first["waitMs"], first["stepsMs"]) >= 0
     assert abs(parts - first["totalMs"]) < 1e-6 * first["totalMs"] + 1e-3
     assert page.text_content("#first").startswith(f"{first['totalMs'] / 1000:.2f} s after navigation")
+    # the fine breakdown: consecutive phases from navigation to the favicon, each >= 0, summing to the total, each
+    # named in the line; the detail's spans lie between navigation and the end
+    names = [name for name, _ in first["phases"]]
+    assert names == ["HTML", "modules", "start", "manifest", "download", "verify", "set-up", "wait", "first step",
+                     "2 steps", "finish"], names
+    assert min(ms for _, ms in first["phases"]) >= 0
+    assert abs(sum(ms for _, ms in first["phases"]) - first["totalMs"]) < 1e-6 * first["totalMs"] + 1e-3
+    line = page.text_content("#first")
+    assert all(f"{name} {ms / 1000:.2f}" in line for name, ms in first["phases"]), line
+    detail = first["detail"]
+    for key in ("manifest", "kernels", "worker", "init", "unpack"):
+        span = detail[key]
+        assert span and 0 <= span["start"] <= span["end"] <= first["totalMs"], (key, span)
+    assert detail["modules"] >= 10 and len(detail["fetch"]) + len(detail["cache"]) >= 1, detail
+    assert 0 < detail["kernelFirstMs"] and 0 < detail["stepMs"], detail
     # a repeat visit shows the remembered favicon at once, before any drawing
     page.goto(site["url"] + "?bundle=f32/")
     assert wait_state(page, ("ready", "error"), 60) == "ready"
@@ -530,6 +564,16 @@ def _first_dispatch_unknown_buffer(m):
     m["programs"]["forward"][0]["bindings"][0] = "no_such_buffer"
 
 
+def _too_small_buffer(m):
+    """An activation buffer a forward dispatch binds (not one the host reads or writes) shrunk to one element: only the
+    reach check finds it, and loadBundle runs that check while the files download."""
+    io = {v for v in m["io"].values() if isinstance(v, str)}
+    d = next(d for d in m["programs"]["forward"] for b in d["bindings"]
+             if m["buffers"][b]["kind"] == "activation" and b not in io)
+    name = next(b for b in d["bindings"] if m["buffers"][b]["kind"] == "activation" and b not in io)
+    m["buffers"][name]["elements"] = [1, 0, 0]
+
+
 def _wrong_weight_shape(m):
     name = next(n for n, b in m["buffers"].items() if b["kind"] == "weight" and len(b["shape"]) == 2)
     m["buffers"][name]["shape"] = m["buffers"][name]["shape"][::-1] + [1]
@@ -542,6 +586,7 @@ BAD_BUNDLES = {   # name -> (damage, words the one-line error must contain)
     "truncated-weights": (_truncate_weights, ["weights.safetensors", "past the end"]),
     "unknown-buffer": (lambda b: _edit_manifest(b, _first_dispatch_unknown_buffer), ["programs.forward[0]", "no_such_buffer"]),
     "absurd-shape": (lambda b: _edit_manifest(b, _wrong_weight_shape), ["weights.safetensors", "manifest buffer"]),
+    "reach": (lambda b: _edit_manifest(b, _too_small_buffer), ["manifest.json", "holds 1 elements", "reaches"]),
 }
 
 

@@ -98,6 +98,20 @@ def test_first_visit_fetches_what_each_runtime_reads(tmp_path):
         assert bundle_files(out, runtime) == ["bundle/manifest.json"] + [f"bundle/{f}" for f in js], runtime
 
 
+def test_modulepreload_lists_the_page_modules(site):
+    """index.html asks for every module app.js imports at once (<link rel="modulepreload">) instead of level by level:
+    exactly the page's static module graph (webserve/site.py module_graph; the WebGPU bundle's modules, imported on
+    that path only, left out), every file there, in the written site (under its <base href>) too."""
+    from webserve.site import module_graph
+    for root in (WEB_DIR, site):
+        html = (root / "index.html").read_text()
+        listed = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
+        assert len(listed) == len(set(listed)), listed
+        assert set(listed) == set(module_graph(root, "app.js")) - {"app.js"}, set(listed) ^ set(module_graph(root, "app.js"))
+        assert all((root / f).is_file() for f in listed)
+        assert not {"webgpu-bundle.js", "tune.js"} & set(listed)
+
+
 def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
     """Served under /icons/ with the CSP header (and COOP + COEP: the WebAssembly thread pool's workers and shared
     memory run under it too): the favicon is drawn on WebAssembly at /icons/ and on WebGPU at /icons/app/ (a URL the
@@ -124,6 +138,10 @@ def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
             assert items == card_attribution(BUNDLE) and any("Twemoji" in i for i in items), items
             assert page.evaluate("window.cspViolations") == [], page.evaluate("window.cspViolations")
             if runtime == "wasm":
+                # the page's breakdown of its first favicon: phases that sum to the total, shown in #first
+                first = page.evaluate("window.ditwebFirstFavicon")
+                assert abs(sum(ms for _, ms in first["phases"]) - first["totalMs"]) < 1e-6 * first["totalMs"] + 1e-3
+                assert page.text_content("#first").startswith(f"{first['totalMs'] / 1000:.2f} s after navigation: HTML ")
                 threads = page.evaluate("window.ditwebLast.threads ?? 1")
                 fetched = {p[len("/icons/"):] for p in requested}
                 relaxed = page.evaluate("window.ditwebBundle.simd") == "relaxed"

@@ -11,8 +11,10 @@
 // Relative URLs resolve against document.baseURI: `ditweb site --base-path /icons/` writes a <base href>, so the
 // page works at any URL a host maps to it. No inline script and no eval: the page runs under a strict CSP.
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
-import { fetchManifest, fetchVerified } from "./bundle.js";
+import { fetchManifest, fetchVerified, measure } from "./bundle.js";
 
+// when this module began to run, ms since navigation: the HTML, the CSS and the whole module graph are in by then
+const appStartMs = performance.now();
 /** @type {(id: string) => any} form fields, buttons, canvas: each used as what it is */
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -80,7 +82,7 @@ async function generate() {
     /** @type {any} */ (window).ditwebLast = result;   // for the browser tests: pixels and timings of the last run
     const seconds = (performance.now() - started) / 1000;
     show(`done: ${opts.steps} steps in ${seconds.toFixed(2)} s`);
-    if (!firstFavicon.shown) showFirstFavicon(started, opts.steps);
+    if (!firstFavicon.shown) showFirstFavicon(started, opts.steps, result);
     setState("done");
   } catch (e) {
     if (e.name === "AbortError") {
@@ -100,10 +102,13 @@ async function generate() {
 /**
  * The first finished favicon: how long after navigation, split into the page's own load, the bundle (fetch, sha256
  * of every file, kernels compiled, weights unpacked) and the sampling steps. A visitor waits for all of it.
+ * window.ditwebFirstFavicon: {totalMs, pageMs, bundleMs, waitMs, stepsMs} (the coarse split), phases (the fine one,
+ * firstFaviconPhases: [name, ms] in order, summing to totalMs) and detail (firstFaviconDetail: what ran alongside).
  * @param {number} runStartMs when the first run began (ms since navigation)
  * @param {number} steps
+ * @param {any} result the run's sample() result (its timeline, kernelMs, iconMs)
  */
-function showFirstFavicon(runStartMs, steps) {
+function showFirstFavicon(runStartMs, steps, result) {
   const doneMs = performance.now();
   const parts = {
     totalMs: doneMs,
@@ -114,14 +119,112 @@ function showFirstFavicon(runStartMs, steps) {
     steps,
     runtime: bundle.runtime,
     threads: bundle.threads || 1,
+    phases: firstFaviconPhases(runStartMs, doneMs, steps, result.timeline),
+    detail: firstFaviconDetail(result),
   };
   firstFavicon.shown = true;
   /** @type {any} */ (window).ditwebFirstFavicon = parts;
   const s = (ms) => (ms / 1000).toFixed(2);
-  const wait = parts.waitMs >= 5 ? `, waiting for the click ${s(parts.waitMs)} s` : "";
-  $("first").textContent = `${s(parts.totalMs)} s after navigation: page ${s(parts.pageMs)} s, bundle (fetch, verify, `
-    + `set-up) ${s(parts.bundleMs)} s${wait}, ${steps} steps ${s(parts.stepsMs)} s `
-    + `(${parts.runtime}${parts.runtime === "wasm" ? `, ${parts.threads} thread${parts.threads > 1 ? "s" : ""}` : ""})`;
+  const d = parts.detail;
+  const perStep = d.stepMs > 0 ? `; a step ${d.stepMs.toFixed(1)} ms${d.kernelMs > 0 ? `, kernels ${d.kernelMs.toFixed(1)} ms` : ""}` : "";
+  $("first").textContent = `${s(parts.totalMs)} s after navigation: `
+    + parts.phases.map(([name, ms]) => `${name} ${s(ms)}`).join(", ")
+    + ` s (${parts.runtime}${parts.runtime === "wasm" ? `, ${parts.threads} thread${parts.threads > 1 ? "s" : ""}` : ""}${perStep})`;
+}
+
+// The first user-timing entry named "ditweb:<name>" (web/bundle.js measure), or null.
+function span(name) {
+  const e = performance.getEntriesByName(`ditweb:${name}`)[0];
+  return e ? { start: e.startTime, end: e.startTime + e.duration } : null;
+}
+
+// All "ditweb:<prefix> <file>" entries: [{file, start, end}].
+function spans(prefix) {
+  return performance.getEntriesByType("measure").filter((e) => e.name.startsWith(`ditweb:${prefix} `))
+    .map((e) => ({ file: e.name.slice(prefix.length + 8), start: e.startTime, end: e.startTime + e.duration }));
+}
+
+/**
+ * The way to the first favicon as consecutive phases, [name, ms] each, summing to the total: each ends at a moment of
+ * the load (ms since navigation) and lasts from the latest moment before it (work that ran alongside an earlier phase
+ * adds nothing).
+ *   HTML        the document's bytes are in (navigation timing)
+ *   modules     the CSS and the page's module graph loaded and run, until app.js runs
+ *   start       until the bundle is asked for (the runtime chosen)
+ *   manifest    manifest.json fetched and verified
+ *   download    the last file's bytes in (the Cache API on a later visit)
+ *   verify      sha256 of the last file, sizes and headers of all
+ *   set-up      the runtime ready: the kernels compiled, the worker's init (weights unpacked)
+ *   wait        until the run began (a click; none with ?autorun)
+ *   first step  the run's batch set up, its first step done
+ *   steps       the other steps, with their previews
+ *   finish      the last picture made and set as the favicon
+ */
+function firstFaviconPhases(runStartMs, doneMs, steps, timeline) {
+  const nav = /** @type {any} */ (performance.getEntriesByType("navigation")[0]);
+  const manifest = span("verify manifest"), files = span("verify files");
+  const got = [...spans("fetch"), ...spans("cache")].filter((e) => !(e.file || "").startsWith("README"));
+  const ends = timeline ? timeline.stepEndMs : [];
+  const moments = [
+    ["HTML", nav ? nav.responseEnd : 0],
+    ["modules", appStartMs],
+    ["start", firstFavicon.loadStartMs],
+    ["manifest", manifest ? manifest.end : firstFavicon.loadStartMs],
+    ["download", got.length ? Math.max(...got.map((e) => e.end)) : 0],
+    ["verify", files ? files.end : 0],
+    ["set-up", firstFavicon.readyMs],
+    ["wait", runStartMs],
+    ["first step", ends.length ? ends[0] : runStartMs],
+    [`${Math.max(steps - 1, 0)} steps`, ends.length ? ends[ends.length - 1] : runStartMs],
+    ["finish", doneMs],
+  ];
+  let at = 0;
+  return moments.map(([name, t]) => {
+    const ms = Math.max(0, t - at);
+    at += ms;
+    return [name, ms];
+  });
+}
+
+// What ran alongside the phases, ms since navigation or ms: each file's fetch and sha256, the kernels' fetch and
+// compile, the worker's start, its init and the weights' unpacking in it; per step, the wall time, the kernels' time
+// in the worker and the page's own time between steps (previews), and the live icons.
+function firstFaviconDetail(result) {
+  const nav = /** @type {any} */ (performance.getEntriesByType("navigation")[0]);
+  const resources = /** @type {any[]} */ (performance.getEntriesByType("resource"));
+  const scripts = resources.filter((e) => /\.js$/.test(new URL(e.name).pathname) && e.startTime < appStartMs);   // imported or preloaded
+  const mean = (v) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
+  const tl = result.timeline || { stepEndMs: [], hostMs: [], initEndMs: 0 };
+  const ends = tl.stepEndMs;
+  const sha = spans("sha256").filter((e) => !e.file.startsWith("README"));
+  const kernelMs = result.kernelMs || [];
+  return {
+    htmlMs: nav ? nav.responseEnd : 0,
+    domInteractiveMs: nav ? nav.domInteractive : 0,
+    modules: scripts.length,
+    modulesStartMs: scripts.length ? Math.min(...scripts.map((e) => e.startTime)) : 0,
+    modulesEndMs: scripts.length ? Math.max(...scripts.map((e) => e.responseEnd)) : 0,
+    appStartMs,
+    manifest: span("manifest"),
+    verifyManifest: span("verify manifest"),
+    cache: spans("cache").filter((e) => !e.file.startsWith("README")),
+    fetch: spans("fetch").filter((e) => !e.file.startsWith("README")),
+    sha256Ms: sha.reduce((a, e) => a + e.end - e.start, 0),
+    verifyFiles: span("verify files"),
+    kernels: span("kernels"),
+    worker: span("worker"),
+    init: span("init"),
+    unpack: span("unpack"),
+    runStartMs: tl.startMs,
+    batchMs: tl.initEndMs - tl.startMs,                       // the run's batch buffers and its "init" program
+    firstStepMs: ends.length ? ends[0] - tl.initEndMs : 0,
+    stepMs: ends.length > 1 ? (ends[ends.length - 1] - ends[0]) / (ends.length - 1) : 0,   // steps 2 .. n, wall
+    kernelFirstMs: kernelMs.length ? kernelMs[0] : 0,
+    kernelMs: mean(kernelMs.slice(1)),                        // steps 2 .. n, the kernels in the worker
+    hostMs: mean(tl.hostMs),                                  // the page's own ms after each step
+    icons: (result.iconMs || []).length,
+    iconMs: (result.iconMs || []).reduce((a, b) => a + b, 0),
+  };
 }
 
 /**
@@ -279,6 +382,7 @@ async function main() {
     bundle = await loadBundle(bundleUrl, {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
+      warmUp: params.get("warmup") !== "0",                         // ?warmup=0: no warm-up of the kernels (wasm-bundle.js)
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
@@ -298,6 +402,7 @@ async function main() {
     return;
   }
   firstFavicon.readyMs = performance.now();
+  const t0 = firstFavicon.readyMs;
   /** @type {any} */ (window).ditwebBundle = bundle;
   /** @type {any} */ (window).ditwebAttribution = showAttribution(bundle.manifest);
   show("");
@@ -317,6 +422,7 @@ async function main() {
   }
   $("go").disabled = false;
   setState("ready");
+  measure("page set-up", t0);
   if (params.has("autorun")) generate();
 }
 

@@ -28,6 +28,13 @@ export class BundleError extends Error {
   }
 }
 
+// A span of a load for the page's breakdown of its first favicon (web/app.js): a User Timing measure named
+// "ditweb:<name>" on the page's clock (performance.now()), read back with performance.getEntriesByName; a no-op
+// where the User Timing API (Level 3: start and end given) is missing.
+export function measure(name, start, end = performance.now()) {
+  try { performance.measure(`ditweb:${name}`, { start, end }); } catch { /* no User Timing here: nothing to record */ }
+}
+
 export async function sha256Hex(buffer) {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buffer));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -77,12 +84,38 @@ export async function fetchManifest(baseUrl, signal) {
   return manifest;
 }
 
-async function openCache() {
-  // The Cache API exists only in secure contexts (https, localhost); elsewhere we just download.
+// The Cache API exists only in secure contexts (https, localhost); elsewhere we just download. Opened once per page
+// (a first visit's profile creates its cache storage here, some tens of ms): loadBundle opens it while the manifest
+// downloads, so that the files' look-ups do not wait for it.
+/** @type {Promise<Cache | null> | null} */
+let cacheOpened = null;
+export function openCache() {
+  if (!cacheOpened) {
+    cacheOpened = (async () => {
+      try {
+        return globalThis.caches ? await caches.open(CACHE_NAME) : null;
+      } catch {
+        return null;
+      }
+    })();
+  }
+  return cacheOpened;
+}
+
+// Which files the Cache API may hold, as a hint in localStorage (one key per sha256, set once a download is cached):
+// a first visit then asks the network at once instead of waiting for the cache (opening it in a new profile and a
+// look-up that misses took 50 to 100 ms). Only a hint: a file it names is still looked up and checked, and where
+// localStorage is missing or blocked every file is looked up in the cache as before.
+const HINT_PREFIX = "ditweb-cached:";
+function cacheHint(sha256, value) {
   try {
-    return globalThis.caches ? await caches.open(CACHE_NAME) : null;
+    const store = globalThis.localStorage;
+    if (!store) return true;
+    if (value === undefined) return store.getItem(HINT_PREFIX + sha256) !== null;
+    if (value) store.setItem(HINT_PREFIX + sha256, "1"); else store.removeItem(HINT_PREFIX + sha256);
+    return value;
   } catch {
-    return null;
+    return true;                       // no hint to be had: look in the cache
   }
 }
 
@@ -100,26 +133,40 @@ export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useC
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new BundleError("manifest.json", `files["${file}"]: sha256 is not 64 hex digits`);
   const url = new URL(file, baseUrl);
   const key = new Request(`${url.href}?sha256=${sha256}`);
-  const cache = useCache ? await openCache() : null;
+  const t0 = performance.now();
+  // not cached here (cacheHint): the download starts now, in this call, and the cache is opened for its write only
+  const cache = useCache && cacheHint(sha256) ? await openCache() : null;
   if (cache) {
     const hit = await cache.match(key);
     if (hit) {
       const buf = await hit.arrayBuffer();
-      if ((await sha256Hex(buf)) === sha256) {
+      const t1 = performance.now();
+      measure(`cache ${file}`, t0, t1);
+      const ok = (await sha256Hex(buf)) === sha256;
+      measure(`sha256 ${file}`, t1);
+      if (ok) {
         if (stats) stats.cached += buf.byteLength;
         return buf;
       }
       await cache.delete(key);   // damaged entry: fall through to a fresh download
     }
+    cacheHint(sha256, false);
   }
+  const t1 = performance.now();
+  if (cache) measure(`cache ${file}`, t0, t1);
   const buf = await download(url, file, signal);
+  const t2 = performance.now();
+  measure(`fetch ${file}`, t1, t2);
   const got = await sha256Hex(buf);
+  measure(`sha256 ${file}`, t2);
   if (got !== sha256) {
     throw new BundleError(file, `sha256 ${got.slice(0, 16)}... does not match manifest.json (${sha256.slice(0, 16)}...); the bundle is corrupted or was changed after export`);
   }
   if (stats) stats.downloaded += buf.byteLength;
-  if (cache) {
-    const put = cache.put(key, new Response(buf, { headers: { "Content-Type": "application/octet-stream" } }))
+  const store = useCache ? cache || await openCache() : null;
+  if (store) {
+    const put = store.put(key, new Response(buf, { headers: { "Content-Type": "application/octet-stream" } }))
+      .then(() => { cacheHint(sha256, true); })
       .catch(() => { /* quota exceeded or private mode: run without the cache */ });
     if (pending) pending.push(put);
     else await put;
@@ -331,8 +378,11 @@ export function verifyVocabulary(m, buf) {
   return vocab;
 }
 
-// Check everything the format promises, naming the field on failure (docs: "Verification").
-export function verifyManifest(m) {
+// Check everything the format promises, naming the field on failure (docs: "Verification"). reach: false leaves out
+// the one costly check, every dispatch's reach at REACH.batches (checkManifestReach; tens of ms for a shipped model),
+// which loadBundle runs while the files download: everything a download needs (the file list, its names and
+// hashes) is checked by then, and no byte is used before both have passed.
+export function verifyManifest(m, { reach = true } = {}) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
   if (m === null || typeof m !== "object" || Array.isArray(m)) fail("the top level must be a JSON object");
   if (m.format !== FORMAT) fail(`format is ${short(m.format)}, expected "${FORMAT}"`);
@@ -399,11 +449,18 @@ export function verifyManifest(m) {
       if (li >= 0 && JSON.stringify(d.params[li]) !== JSON.stringify([0, 0, nLevels])) fail(`${where}: levels ${short(d.params[li])} differ from the model's ${nLevels} label levels`);
     });
   }
-  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
-  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, REACH.batches, fail);
+  if (reach) checkManifestReach(m);
   const rows = (shape) => shape.reduce((a, v) => a * v, 1);
   const x = rows(m.io.x_shape), o = rows(m.io.out_shape);
   checkIoSizes(m.buffers, [["x", m.io.x, 1, 0, x], ["t", m.io.t, 1, 0, 1], ["out", m.io.out, 1, 0, o], ["sample", m.io.sample, 0, 1, x]], REACH.batches, fail);
+}
+
+// Every dispatch of a manifest that passed verifyManifest(m, {reach: false}), by its kernel and each candidate, inside
+// its buffers at every batch of REACH.batches (verify.py check_reach).
+export function checkManifestReach(m) {
+  const fail = (msg) => { throw new BundleError("manifest.json", msg); };
+  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
+  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, REACH.batches, fail);
 }
 
 // A kernel's WGSL, parsed (wgslInterface), declares what its manifest entry says: bindings and types, a params struct
@@ -434,7 +491,9 @@ export const weightFiles = (buffers) => [...new Set(Object.values(buffers).filte
 // After the downloads: every file's size (the hashes were checked by fetchVerified), the safetensors
 // headers against the buffer table, and, for WebGPU, every kernel's WGSL against its entry (the WebAssembly path runs
 // its own kernels and fetches no WGSL: kernels null). -> {tensors, kernels, vocab}
-export function verifyFiles(m, files, runtime = "webgpu") {
+// early.vocab: verifyVocabulary's outcome for files' vocabulary.json, found while the other files downloaded
+// (earlyVocabulary): its value is used, or its error thrown, where the check of the vocabulary comes.
+export function verifyFiles(m, files, runtime = "webgpu", early = {}) {
   for (const file of bundleFiles(m, runtime)) if (!ownKey(files, file)) throw new BundleError(file, `was not downloaded (every file the ${runtime} runtime reads is verified)`);
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
@@ -449,8 +508,21 @@ export function verifyFiles(m, files, runtime = "webgpu") {
     verifyKernelSource(name, k, code);
     kernels[name] = code;
   }
-  const vocab = vocabFile ? verifyVocabulary(m, files[vocabFile]) : null;
+  const known = early.vocab && early.vocab.buf === files[vocabFile] ? early.vocab : null;
+  if (known && known.error) throw known.error;
+  const vocab = !vocabFile ? null : known ? known.value : verifyVocabulary(m, files[vocabFile]);
   return { tensors, kernels, vocab };
+}
+
+// verifyVocabulary of a vocabulary.json whose sha256 has passed, ahead of verifyFiles (it parses some hundreds of kB
+// of JSON: done while the weights still download): {buf, value} or {buf, error}, for verifyFiles' early.vocab.
+export function earlyVocabulary(m, buf) {
+  try {
+    if (buf.byteLength !== m.files[VOCABULARY_FILE].size) return null;   // verifyFiles names the size first
+    return { buf, value: verifyVocabulary(m, buf) };
+  } catch (e) {
+    return { buf, error: e };
+  }
 }
 
 // The files loadBundle downloads and verifies for a runtime, its decoder/ aside (fetchDecoder verifies those against

@@ -1,10 +1,11 @@
 // ditweb-worker.js: the WebAssembly runtime in a Web Worker, so that a sampling run never blocks the
 // page. The page (wasm-bundle.js, WasmBundle) sends one request per step; each reply carries the time the
 // kernels took. Requests: {id, cmd, ...}; replies: {id, result} or {id, error: {name, message}}.
-//   init    {module, manifest, tensors, threads, decoder}   compile and unpack the weights (tensors: {buffer: {buf,
+//   init    {module, manifest, tensors, threads, decoder, batch}   compile and unpack the weights (tensors: {buffer: {buf,
 //           offset, nbytes}}); threads > 1: module is ditweb-kernels-mt.wasm and a pool of threads - 1 more workers
 //           shares matmul and attention (wasm-threads.js); decoder: a latent bundle's verified decoder/ {manifest,
-//           tensors} (wasm-decode.js), its weights unpacked too -> {memoryBytes, threads}
+//           tensors} (wasm-decode.js), its weights unpacked too; batch: [B, N], set up after the reply
+//           -> {memoryBytes, threads, unpack}
 //   state   {B, N, y}                                batch buffers; y: the label of every row
 //   run     {programs, record, read}                 step record -> programs in order; read: a buffer to return
 //   forward {x, t, y}                                a plain forward pass -> out
@@ -18,12 +19,28 @@ let engine = null;
 let decoder = null;
 /** @type {any} the worker's global scope (the DOM typings describe a window) */
 const scope = self;
+const epochMs = () => performance.timeOrigin + performance.now();   // a clock the page can read too
+
+// The weights' unpacking (WasmEngine.loadWeights: f16 -> f32, transposes) timed apart from the module's
+// instantiation, for the page's breakdown of its first favicon: [start, end] in epoch ms, sent with init's reply.
+/** @type {number[] | null} */
+let unpack = null;
+const loadWeights = WasmEngine.prototype.loadWeights;
+WasmEngine.prototype.loadWeights = function (tensors) {
+  const t0 = epochMs();
+  loadWeights.call(this, tensors);
+  unpack = [t0, epochMs()];
+};
 
 const handlers = {
-  async init({ module, manifest, tensors, threads = 1, decoder: dec = null }) {
+  async init({ module, manifest, tensors, threads = 1, decoder: dec = null, batch = null }) {
     engine = await WasmEngine.create(module, manifest, tensors, { threads });
     decoder = dec ? WasmDecoder.create(engine, dec.manifest, dec.tensors) : null;
-    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError };
+    // batch [B, N]: the batch the page will most likely ask for first, set up once this reply is sent, while the page
+    // prepares its run (a later state call for it finds it ready; another batch replaces it; a failure is the state
+    // call's to report)
+    if (batch) setTimeout(() => { try { engine.state(batch[0], batch[1]); } catch { /* reported by state */ } }, 0);
+    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError, unpack };
   },
   state({ B, N, y }) {
     engine.state(B, N);
@@ -62,3 +79,5 @@ scope.onmessage = async ({ data }) => {
     scope.postMessage({ id: data.id, error: { name: e.name || "Error", message: e.message || String(e) } });
   }
 };
+// the page hears when this worker's modules have loaded (wasm-bundle.js: the breakdown of the first favicon)
+scope.postMessage({ up: epochMs() });

@@ -15,7 +15,8 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { bundleFiles, fetchManifest, fetchVerified, verifyFiles, verifyManifest } from "./bundle.js";
+import { VOCABULARY_FILE, bundleFiles, checkManifestReach, earlyVocabulary, fetchManifest, fetchVerified, measure, openCache, verifyFiles,
+  verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
 import { SIMD_MODES, WasmBundle, chooseSimd } from "./wasm-bundle.js";
 import { wasmDecoderProblem } from "./wasm-decode.js";
@@ -105,15 +106,52 @@ export async function loadBundle(url, opts = {}) {
   if (runtime === "wasm" || !SIMD_MODES.includes(opts.simd ?? "auto")) chooseSimd(opts);
   const base = new URL(url, globalThis.location ? location.href : undefined);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
-  const manifest = await fetchManifest(base, opts.signal);
-  verifyManifest(manifest);
   const stats = { downloaded: 0, cached: 0 };
   const fetchFor = sureOfWasm(runtime) ? "wasm" : "webgpu";        // the runtime whose files are fetched
-  const early = startEarly(fetchFor, base, manifest, stats, opts);
+  // what needs no byte of the bundle starts before its manifest is asked for: the Cache API opened, and on the
+  // WebAssembly path the kernels fetched and compiled and the worker started
+  if (opts.useCache !== false) openCache();
+  const early = startEarly(fetchFor, base, stats, opts);
   const pending = [];                  // the Cache API writes of the downloads (fetchVerified)
   try {
-    const files = await fetchFiles(base, manifest, bundleFiles(manifest, fetchFor), stats, { ...opts, pending });
-    let { tensors, kernels, vocab } = verifyFiles(manifest, files, fetchFor);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+    const t0 = performance.now();
+    const manifest = await fetchManifest(base, opts.signal);
+    const t1 = performance.now();
+    measure("manifest", t0, t1);
+    verifyManifest(manifest, { reach: false });   // all but the reach of the dispatches, checked while the files download
+    const t2 = performance.now();
+    measure("verify manifest", t1, t2);
+    // the downloads go out now (fetchVerified issues a request in the call where no cache may hold the file), then the
+    // reach check runs: a manifest that fails it stops them, and nothing downloaded is used before it has passed
+    const halt = new AbortController();
+    if (opts.signal && opts.signal.aborted) halt.abort(opts.signal.reason);
+    else if (opts.signal) opts.signal.addEventListener("abort", () => halt.abort(opts.signal.reason), { once: true });
+    // a named model's vocabulary is parsed and checked as soon as it is in (verified), while the weights download
+    const checked = {};
+    const onFile = (file, buf) => {
+      if (file !== VOCABULARY_FILE) return;
+      const t = performance.now();
+      checked.vocab = earlyVocabulary(manifest, buf);
+      measure("vocabulary", t);
+    };
+    const downloads = fetchFiles(base, manifest, bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
+    downloads.catch(() => {});          // awaited below, once the manifest has passed
+    try {
+      checkManifestReach(manifest);
+    } catch (e) {
+      halt.abort(e);
+      throw e;
+    }
+    measure("verify reach", t2);
+    if (early.bundle) {
+      early.bundle.manifest = manifest;
+      if (opts.warmUp !== false) early.bundle.warmUp();
+    }
+    const files = await downloads;
+    const t3 = performance.now();
+    measure("files", t2, t3);
+    let { tensors, kernels, vocab } = verifyFiles(manifest, files, fetchFor, checked);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+    measure("verify files", t3);
     // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
     const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
     const chosen = await runtimeFor(runtime, decoderFiles);
@@ -136,7 +174,18 @@ export async function loadBundle(url, opts = {}) {
     bundle.decoderFiles = decoderFiles;
     bundle.runtimeReason = chosen.reason;
     bundle.vocab = vocab;
-    await Promise.all([bundle instanceof WasmBundle ? bundle.start() : bundle.createDevice(), ...pending]);
+    const t4 = performance.now();
+    const ready = Promise.all([bundle instanceof WasmBundle ? bundle.start().then(() => measure("start", t4)) : bundle.createDevice(),
+                               Promise.all(pending).then(() => measure("cache writes", t4))]);
+    if (vocab && bundle instanceof WasmBundle && typeof vocab.entries === "function") {
+      // while the worker unpacks the weights, this thread builds the vocabulary's look-up index, which the first
+      // prompt needs (once the init message is out: a task later)
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const t5 = performance.now();
+      vocab.entries();
+      measure("label index", t5);
+    }
+    await ready;
     return bundle;
   } catch (e) {
     if (early.bundle) early.bundle.dispose();
@@ -151,12 +200,13 @@ function sureOfWasm(runtime) {
   return runtime === "wasm" || (runtime === "auto" && !(nav && nav.gpu));
 }
 
-// {bundle}: the WebAssembly bundle started before the download (its kernels fetched and compiled, its worker up; no
-// weights) where the runtime is sure to be WebAssembly (fetchFor "wasm"); bundle null otherwise.
-function startEarly(fetchFor, base, manifest, stats, opts) {
+// {bundle}: the WebAssembly bundle started before the download, before the manifest even (its kernels fetched and
+// compiled, its worker up; no manifest and no weights yet: loadBundle sets the manifest once it is verified) where
+// the runtime is sure to be WebAssembly (fetchFor "wasm"); bundle null otherwise.
+function startEarly(fetchFor, base, stats, opts) {
   if (fetchFor !== "wasm" || !checkWasmSimd().ok) return { bundle: null };
   try {
-    return { bundle: new WasmBundle(base, manifest, null, stats, opts).prestart() };
+    return { bundle: new WasmBundle(base, null, null, stats, opts).prestart() };
   } catch {
     return { bundle: null };           // an opts error: loadBundle's own WasmBundle reports it
   }
@@ -176,7 +226,9 @@ async function fetchFiles(base, manifest, names, stats, opts) {
       const fetchOpts = /** @type {any} */ ({ signal: stop.signal, stats, useCache: opts.useCache !== false,
                                                pending: opts.pending });
       files[file] = await fetchVerified(base, file, manifest.files[file].sha256, fetchOpts);
-      if (opts.onProgress && !stop.signal.aborted) opts.onProgress({ file, done: ++done, total: names.length });
+      if (stop.signal.aborted) return;
+      if (opts.onFile) opts.onFile(file, files[file]);
+      if (opts.onProgress) opts.onProgress({ file, done: ++done, total: names.length });
     } catch (e) {
       stop.abort(e);
       throw e;

@@ -87,6 +87,7 @@ export async function diffuseFavicon(bundle, opts = {}) {
   const { canvas, onStep, timeBudgetMs } = opts;
   const iconEveryMs = opts.iconEveryMs ?? 100;
   let iconAt = -Infinity;
+  const icons = [];                    // ms of each live icon (PNG encode, <link> update): result.iconMs
   const remember = opts.remember !== false;
   const key = `ditweb-favicon:${bundle.url}`;
   const stored = remember ? rememberedFavicon(key) : null;
@@ -111,6 +112,7 @@ export async function diffuseFavicon(bundle, opts = {}) {
           if (now - iconAt >= iconEveryMs) {
             dataURL = setFavicon(info.rgba[0], info.width, info.height);
             iconAt = now;
+            icons.push(performance.now() - now);
           }
           if (canvas) drawRGBA(canvas, info.rgba[0], info.width, info.height);
         }
@@ -119,6 +121,7 @@ export async function diffuseFavicon(bundle, opts = {}) {
     });
     result.dataURL = setFavicon(result.rgba[0], result.width, result.height);
     if (canvas) drawRGBA(canvas, result.rgba[0], result.width, result.height);
+    result.iconMs = icons;
     if (onStep) onStep({ step: opts.steps ?? 25, steps: opts.steps ?? 25, msPerStep: result.msPerStep, dataURL: result.dataURL, runtime: result.runtime });
     if (remember) {
       try { localStorage.setItem(key, result.dataURL); } catch { /* storage full or blocked: nothing to remember */ }

@@ -8,7 +8,7 @@
 // and forwardRows(x, t, rows) for a plain forward pass. Steps, records, label rows, guides and the result's
 // shape are decided here once, so a seed gives the same image on either runtime.
 
-import { checkBatchReach, labelLevels } from "./bundle.js";
+import { checkBatchReach, labelLevels, measure } from "./bundle.js";
 import { Label } from "./labels.js";
 import { previewPictures } from "./decode.js";
 import { toRGBA } from "./favicon.js";
@@ -118,34 +118,55 @@ function checkFinite(bundle, reply, done, steps) {
 // The sampling loop: init, then one step record per step (reading x_t back where a preview or the end wants it),
 // onStep after each, the pictures at the end.
 async function runSampling(bundle, opts) {
+  const t0 = performance.now();
   const run = setUpRun(bundle, opts);
+  measure("run set-up", t0);
   const { C, I, steps, tables, common, aborted } = run;
   aborted();
+  const runStart = performance.now();
   await bundle.startRun(run);
   const started = performance.now();
   const kernelMs = [];
+  // the run's timeline on the page's clock (the page's breakdown of its first favicon): when each step's reply came,
+  // and the ms spent on the page after it (the NaN check, the preview, onStep) before the next step was asked for
+  const timeline = { startMs: runStart, initEndMs: started, stepEndMs: [], hostMs: [] };
   let x = null;
-  for (let nDone = 0; nDone < steps; nDone++) {
-    const i = steps - 1 - nDone;
-    const last = nDone + 1 === steps;
-    // waiting on each step costs a little throughput but gives honest per-step times, prompt cancellation
-    // and the live preview
-    const check = checkedStep(nDone + 1, steps);
-    const reply = await bundle.runStep(stepUniform({ ...common, i, nDone }), !!opts.preview || last, check);
-    if (reply.ms !== undefined) kernelMs.push(reply.ms);
-    checkFinite(bundle, reply, nDone + 1, steps);
-    x = reply.x;
-    aborted();
-    if (opts.onStep) {
-      const msPerStep = (performance.now() - started) / (nDone + 1);
-      const preview = last ? null : x;
-      opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? bundle.previewImages(preview, C, I) : {}) });
+  // waiting on each step's reply costs a little throughput but gives honest per-step times, prompt cancellation
+  // and the live preview. A bundle whose steps queue in order (bundle.pipelined: the WebAssembly worker) is asked
+  // for the next step before the page checks and previews this one, so the page's work overlaps the next step's
+  // kernels instead of adding to it; once a step is bad or the run stopped, no further step is asked for.
+  const ask = (nDone) => bundle.runStep(stepUniform({ ...common, i: steps - 1 - nDone, nDone }), !!opts.preview || nDone + 1 === steps,
+                                        checkedStep(nDone + 1, steps));
+  /** @type {Promise<{x: Float32Array | null, out?: Float32Array | null, ms?: number}> | null} */
+  let next = ask(0);
+  try {
+    for (let nDone = 0; nDone < steps; nDone++) {
+      const i = steps - 1 - nDone;
+      const last = nDone + 1 === steps;
+      const reply = await next;
+      next = null;
+      const got = performance.now();
+      timeline.stepEndMs.push(got);
+      if (reply.ms !== undefined) kernelMs.push(reply.ms);
+      checkFinite(bundle, reply, nDone + 1, steps);
+      x = reply.x;
+      aborted();
+      if (!last && bundle.pipelined) next = ask(nDone + 1);
+      if (opts.onStep) {
+        const msPerStep = (performance.now() - started) / (nDone + 1);
+        const preview = last ? null : x;
+        opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? bundle.previewImages(preview, C, I) : {}) });
+      }
+      timeline.hostMs.push(performance.now() - got);
+      if (!last && !next) next = ask(nDone + 1);
     }
+  } finally {
+    if (next) next.catch(() => {});   // a step still in flight when onStep threw: its answer is not wanted
   }
   const msPerStep = (performance.now() - started) / steps;
   const pictures = await bundle.output(x, run);
   return { x, ...pictures, channels: C, msPerStep, ...(kernelMs.length ? { kernelMs } : {}), B: run.B, K: common.K, J: common.J,
-           N: run.N, runtime: bundle.runtime };
+           N: run.N, runtime: bundle.runtime, timeline };
 }
 
 // What both runtimes' bundles share: labels, description, the queue of calls, sample() and forward().
@@ -165,6 +186,7 @@ export class SampledBundle {
     this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
     this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
     this.reachChecked = new Set();     // "B,N" of the batches whose dispatches checkBatchReach found inside their buffers
+    this.pipelined = false;            // runStep calls may overlap, answered in order (the sampling loop asks ahead)
   }
 
   // Every dispatch, by its kernel and each candidate, inside its buffers at this batch (the verifier tried
@@ -172,7 +194,9 @@ export class SampledBundle {
   checkReachAt(B, N) {
     const id = `${B},${N}`;
     if (this.reachChecked.has(id)) return;
+    const t0 = performance.now();
     checkBatchReach(this.manifest, B, N);
+    measure(`reach ${id}`, t0);
     this.reachChecked.add(id);
   }
 

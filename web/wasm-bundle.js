@@ -8,11 +8,16 @@
 // conv inner loops); opts.simd: "auto" (default) | "relaxed" | "plain" forces one; bundle.simd says which ran.
 // The sampling loop is sampling.js's, served here by three worker calls (state, run, run with a read-back).
 
+import { measure } from "./bundle.js";
 import { decodedPictures } from "./favicon.js";
 import { SampledBundle } from "./sampling.js";
+import { WasmEngine } from "./wasm-runtime.js";
 import { threadsAvailable } from "./wasm-threads.js";
 
 export const SIMD_MODES = ["auto", "relaxed", "plain"];
+// The batch [B, N] a page's first run most likely has (one image, guided: two rows): the worker sets it up right
+// after its init, while the page prepares the run, and the warm-up runs at it.
+const FIRST_BATCH = [2, 1];
 
 // The smallest module with a relaxed SIMD instruction:
 // (func (param v128 v128 v128) (result v128) local.get 0 local.get 1 local.get 2 f32x4.relaxed_madd).
@@ -67,8 +72,9 @@ export class WasmBundle extends SampledBundle {
     this.threads = wanted > 1 && threadsAvailable() ? Math.min(wanted, 64) : 1;   // how many run (set by start)
     this.threadsWanted = Math.max(1, wanted || 1);
     // start(): compileMs, the wait for the kernels once the weights are verified (their fetch + compile runs
-    // alongside the download: kernelsMs); initMs, the worker's init (threads, the weights unpacked)
-    this.timings = { compileMs: 0, kernelsMs: 0, initMs: 0 };
+    // alongside the download: kernelsMs); initMs, the worker's init (threads, the weights unpacked); unpackMs, the
+    // weights' unpacking in it; workerUpMs, when the worker's modules had loaded (ms on the page's clock)
+    this.timings = { compileMs: 0, kernelsMs: 0, initMs: 0, unpackMs: 0, workerUpMs: NaN };
     /** @type {Worker | null} */
     this.worker = null;
     /** @type {Error | null} */
@@ -78,6 +84,7 @@ export class WasmBundle extends SampledBundle {
     this.calls = new Map();
     this.nextId = 1;
     this.count = 0;                    // floats of x_t in the current run
+    this.pipelined = true;             // the worker answers its messages in order: the next step may be asked ahead
   }
 
   // Fetch and compile the kernels and start the worker, before the weights are there: loadBundle calls it when
@@ -96,8 +103,12 @@ export class WasmBundle extends SampledBundle {
     try {
       const response = await fetch(wasmUrl, { signal: this.opts.signal });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const module = await WebAssembly.compile(await response.arrayBuffer());
+      // compiled as the bytes arrive where the host names the type compileStreaming needs (application/wasm)
+      const streaming = typeof WebAssembly.compileStreaming === "function"
+        && /^application\/wasm\b/.test(response.headers.get("Content-Type") || "");
+      const module = await (streaming ? WebAssembly.compileStreaming(response) : WebAssembly.compile(await response.arrayBuffer()));
       this.timings.kernelsMs = performance.now() - t0;
+      measure("kernels", t0);
       return module;
     } catch (e) {
       if (e.name === "AbortError") throw e;
@@ -106,8 +117,14 @@ export class WasmBundle extends SampledBundle {
   }
 
   openWorker() {
+    const opened = performance.now();
     this.worker = new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
     this.worker.onmessage = ({ data }) => {
+      if (data.up) {                 // the worker's modules have loaded (its first message, unasked)
+        this.timings.workerUpMs = data.up - performance.timeOrigin;
+        measure("worker", opened, this.timings.workerUpMs);
+        return;
+      }
       const call = this.calls.get(data.id);
       if (!call) return;
       this.calls.delete(data.id);
@@ -126,8 +143,30 @@ export class WasmBundle extends SampledBundle {
     };
   }
 
+  // Warm the kernels up while the weights download: V8 runs a new WebAssembly module's functions in its baseline
+  // compiler first and recompiles the hot ones optimised as they run, which made a first visit's first steps two to
+  // four times slower than the later ones. Here the verified manifest's forward pass runs once on zero weights and
+  // inputs (nothing of the bundle's data) in a throwaway instance on this page; the worker's instance shares the
+  // compiled module, so its steps start optimised. One-thread kernels
+  // only (the threaded module imports a shared memory the worker makes). Best effort: any failure only skips it.
+  async warmUp() {
+    const t0 = performance.now();
+    try {
+      const module = await this.kernels;
+      if (this.threads > 1 || this.disposed || this.started) return;
+      const zeros = new ArrayBuffer(Math.max(16, ...Object.values(this.manifest.buffers).map((b) => (b.kind === "weight" ? b.bytes : 0))));
+      const tensors = Object.fromEntries(Object.entries(this.manifest.buffers).filter(([, b]) => b.kind === "weight")
+        .map(([name, b]) => [name, { buf: zeros, offset: 0, nbytes: b.bytes }]));
+      const engine = await WasmEngine.create(module, this.manifest, tensors);
+      engine.state(FIRST_BATCH[0], FIRST_BATCH[1]);
+      engine.run(["forward"]);         // the model on zero inputs (the sampler's programs read a step record)
+    } catch { /* a batch the manifest does not allow, say: no warm-up */ }
+    measure("warm-up", t0);
+  }
+
   // The kernels (prestart's, or fetched now), then the worker's init: the verified weights unpacked there.
   async start() {
+    this.started = true;
     this.prestart();
     const t0 = performance.now();
     const module = await this.kernels;
@@ -135,8 +174,15 @@ export class WasmBundle extends SampledBundle {
     const t1 = performance.now();
     const dec = this.decoderFiles;   // a latent bundle's decoder/ (web/decode.js), run in the worker (wasm-decode.js)
     const reply = await this.call("init", { module, manifest: this.manifest, tensors: this.tensors, threads: this.threads,
-                                            decoder: dec ? { manifest: dec.manifest, tensors: dec.tensors } : null });
+                                            decoder: dec ? { manifest: dec.manifest, tensors: dec.tensors } : null,
+                                            batch: FIRST_BATCH });
     this.timings.initMs = performance.now() - t1;            // worker start, threads, weights unpacked
+    measure("init", t1, t1 + this.timings.initMs);
+    if (reply.unpack) {              // [start, end] of the weights' unpacking, ms since the epoch (the worker's clock)
+      const [a, b] = reply.unpack.map((t) => t - performance.timeOrigin);
+      this.timings.unpackMs = b - a;
+      measure("unpack", a, b);
+    }
     this.threads = reply.threads;
     this.threadsError = reply.threadsError || "";   // a pool was asked for but could not start (one thread ran)
     this.adapterDescription = describe(this.simd, this.threads);
@@ -164,8 +210,12 @@ export class WasmBundle extends SampledBundle {
     this.checkReachAt(B, N);
     this.count = N * C * I * I;
     this.rows = B;
+    const t0 = performance.now();
     await this.call("state", { B, N, y });
+    const t1 = performance.now();
+    measure("state", t0, t1);
     await this.call("run", { programs: ["init"], record: run.initRecord });
+    measure("init program", t1);
   }
 
   async runStep(record, read, check = false) {

@@ -1,9 +1,14 @@
 """Time to the first favicon as a visitor meets it: the page `ditweb site` writes, served from a local server, opened
 in headless Chromium with `?runtime=wasm&autorun&steps=25`, from navigation to the last step's favicon, as the page's
-own line says (`window.ditwebFirstFavicon`: page, bundle = fetch + sha256 + set-up, steps). Cold: a fresh browser
-profile; warm: a second page of the same profile (the Cache API holds the verified files). Served plain (one thread)
-and cross-origin isolated (COOP + COEP, as `ditweb serve`: the thread pool). Not a test: the machine is shared, so
-the table carries the load average; time it with nothing else running.
+own line says (`window.ditwebFirstFavicon`: page, bundle = fetch + sha256 + set-up, steps, and the fine breakdown:
+consecutive phases that sum to the total, and what ran alongside them). Cold: a fresh browser profile; warm: a second
+page of the same profile (the Cache API holds the verified files). Served plain (one thread) and cross-origin isolated
+(COOP + COEP, as `ditweb serve`: the thread pool). Not a test: the machine is shared, so the table carries the load
+average; time it with nothing else running.
+
+The server runs in a process of its own (webserve/server.py, as `ditweb serve` runs it): in the process that drives
+the browser it shares one interpreter lock with the browser's driver, and its answers waited on that, which no static
+host does.
 
     .venv/bin/python bench/web/first_favicon.py [--bundle bundles/named-int8] [--reps 3] [--steps 25]
 
@@ -12,6 +17,8 @@ Writes bench/results/first-favicon.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import statistics
 import sys
@@ -21,18 +28,43 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from dit_model.bench import RESULTS, publish, shown_path  # noqa: E402
-from webserve.browser import chromium, local_server, wait_state  # noqa: E402
+from dit_model.bench import RESULTS, format_table, publish, shown_path  # noqa: E402
+from webserve.browser import chromium, wait_state  # noqa: E402
 from webserve.site import first_visit, sizes, write_site  # noqa: E402
 
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 PARTS = ("totalMs", "pageMs", "bundleMs", "waitMs", "stepsMs")
+# what ran alongside the phases (window.ditwebFirstFavicon.detail), each a span [start, end] in ms since navigation
+SPANS = (("kernels", "kernels fetch + compile"), ("worker", "worker up"), ("manifest", "manifest fetch"),
+         ("verifyManifest", "manifest checks"), ("verifyFiles", "files checked"), ("init", "worker init"),
+         ("unpack", "weights unpacked"))
 
 
-def visit(site: Path, headers: dict | None, query: str) -> list[dict]:
+def _serve(site: str, headers: dict | None, port) -> None:
+    from webserve.server import make_server
+    server = make_server({"/": Path(site)}, 0, headers=headers)
+    port.put(server.server_port)
+    server.serve_forever()
+
+
+@contextlib.contextmanager
+def server_process(site: Path, headers: dict | None):
+    """The site served by webserve/server.py in a process of its own; yields its base URL."""
+    ctx = multiprocessing.get_context("spawn")
+    port = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(str(site), headers, port), daemon=True)
+    proc.start()
+    try:
+        yield f"http://127.0.0.1:{port.get(timeout=60)}/"
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+def visit(url: str, query: str) -> list[dict]:
     """One fresh profile: the cold visit, then the warm one."""
     out = []
-    with local_server({"/": site}, headers=headers) as url, chromium() as ctx:
+    with chromium() as ctx:
         for cache in ("cold", "warm"):
             page = ctx.new_page()
             page.goto(url + "?" + query)
@@ -44,11 +76,59 @@ def visit(site: Path, headers: dict | None, query: str) -> list[dict]:
     return out
 
 
+def med(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def phase_table(runs: dict) -> str:
+    """Medians of the consecutive phases (each run's phases sum to its total; the medians need not)."""
+    names: list[str] = []
+    for rs in runs.values():
+        for r in rs:
+            for name, _ in r.get("phases", []):
+                if name not in names:
+                    names.append(name)
+    if not names:
+        return "(this page reports no phases)"
+    rows = []
+    for (serving, cache), rs in runs.items():
+        by = [dict(r.get("phases", [])) for r in rs]
+        rows.append([serving, cache] + [round(med(b.get(n) for b in by)) for n in names])
+    return format_table(["serving", "cache"] + [f"{n} ms" for n in names], rows)
+
+
+def detail_table(runs: dict) -> str:
+    """Medians of what ran alongside: spans (start-end, ms since navigation) and per-step costs."""
+    rows = []
+    for (serving, cache), rs in runs.items():
+        ds = [r.get("detail") for r in rs if r.get("detail")]
+        if not ds:
+            continue
+        row = [serving, cache, f"{med(d['htmlMs'] for d in ds):.0f}",
+               f"{med(d['modulesStartMs'] for d in ds):.0f}-{med(d['modulesEndMs'] for d in ds):.0f} "
+               f"({ds[0]['modules']})", f"{med(d['appStartMs'] for d in ds):.0f}"]
+        for key, _ in SPANS:
+            spans = [d[key] for d in ds if d.get(key)]
+            row.append(f"{med(s['start'] for s in spans):.0f}-{med(s['end'] for s in spans):.0f}" if spans else "-")
+        row += [f"{med(d['sha256Ms'] for d in ds):.1f}", f"{med(d['batchMs'] for d in ds):.0f}",
+                f"{med(d['kernelFirstMs'] for d in ds):.1f}", f"{med(d['stepMs'] for d in ds):.1f}",
+                f"{med(d['kernelMs'] for d in ds):.1f}", f"{med(d['hostMs'] for d in ds):.1f}",
+                f"{med(d['icons'] for d in ds):.0f} / {med(d['iconMs'] for d in ds):.0f}"]
+        rows.append(row)
+    if not rows:
+        return "(this page reports no detail)"
+    return format_table(["serving", "cache", "HTML in", "modules (files)", "app.js runs"] + [s for _, s in SPANS]
+                        + ["sha256 ms", "run set-up ms", "1st step kernels ms", "ms a step", "kernels ms a step",
+                           "page ms a step", "icons / ms"], rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", default=str(REPO / "bundles" / "named-int8"))
     ap.add_argument("--reps", type=int, default=3, help="fresh profiles per serving (each: a cold and a warm visit)")
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--plain-only", action="store_true", help="only the plain serving (one thread)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
@@ -56,6 +136,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.bundle}: not a bundle folder (no manifest.json)")
     if args.reps < 1 or args.steps < 1:
         raise SystemExit("need --reps >= 1 and --steps >= 1")
+    servings = (("plain", None),) if args.plain_only else (("plain", None), ("isolated", ISOLATED))
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ditweb-first-") as tmp:
         site = Path(tmp) / "site"
@@ -64,27 +145,45 @@ def main(argv=None) -> int:
         raw, gz = sizes(site, visit_files["wasm"])
         query = f"runtime=wasm&autorun&steps={args.steps}"
         runs: dict[tuple[str, str], list[dict]] = {}
-        for _ in range(args.reps):                       # servings in turns, so background load hits both alike
-            for serving, headers in (("plain", None), ("isolated", ISOLATED)):
-                for r in visit(site, headers, query):
-                    runs.setdefault((serving, r["cache"]), []).append(r)
+        with contextlib.ExitStack() as stack:
+            urls = {name: stack.enter_context(server_process(site, headers)) for name, headers in servings}
+            for _ in range(args.reps):                       # servings in turns, so background load hits both alike
+                for serving, _ in servings:
+                    for r in visit(urls[serving], query):
+                        runs.setdefault((serving, r["cache"]), []).append(r)
     load1 = os.getloadavg()[0]
     rows = []
     for (serving, cache), rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in PARTS}
-        rows.append([serving, rs[0]["threads"], cache, len(rs), round(med["totalMs"]), round(med["pageMs"]),
-                     round(med["bundleMs"]), round(med["waitMs"]), round(med["stepsMs"]),
-                     round(med["stepsMs"] / args.steps, 1), " ".join(str(round(r["totalMs"])) for r in rs)])
+        m = {k: statistics.median(r[k] for r in rs) for k in PARTS}
+        rows.append([serving, rs[0]["threads"], cache, len(rs), round(m["totalMs"]), round(m["pageMs"]),
+                     round(m["bundleMs"]), round(m["waitMs"]), round(m["stepsMs"]),
+                     round(m["stepsMs"] / args.steps, 1), " ".join(str(round(r["totalMs"])) for r in rs)])
+    flags = " --plain-only" if args.plain_only else ""
     notes = (f"Bundle {shown_path(bundle)} through `ditweb site`; a first visit on the WebAssembly path downloads "
              f"{len(visit_files['wasm'])} files, {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzipped). Load average "
              f"{load0:.2f} at the start, {load1:.2f} at the end.\n"
              f"Command: `.venv/bin/python bench/web/first_favicon.py --bundle {shown_path(bundle)} --reps {args.reps} "
-             f"--steps {args.steps}`\n\nMedians over the fresh profiles (ms): total = navigation to the last step's "
-             "favicon; page = navigation until the page starts loading the bundle (HTML, CSS, the module graph); "
+             f"--steps {args.steps}{flags}`\n\nMedians over the fresh profiles (ms): total = navigation to the last "
+             "step's favicon; page = navigation until the page starts loading the bundle (HTML, CSS, the module graph); "
              "bundle = fetch, sha256 and set-up (worker, kernels, weights) until ready; wait = ready until the run "
              "starts (the page's own work); steps = the sampling run with its live previews. plain: no COOP/COEP, one "
              "thread; isolated: COOP + COEP (`ditweb serve`, hosts that send them): the thread pool, one thread per "
-             "core the browser reports. The local server adds no network latency.")
+             "core the browser reports. The local server (its own process) adds no network latency.\n\n"
+             "## The phases\n\nThe page's breakdown line (`#first`, web/app.js firstFaviconPhases): consecutive "
+             "phases, each ending at a moment of the load and lasting from the latest moment before it, so that a run's "
+             "phases sum to its total (work that ran alongside an earlier phase adds nothing). Medians (ms):\n\n"
+             f"{phase_table(runs)}\n\nHTML: the document's bytes in; modules: CSS and the module graph loaded and "
+             "run; start: until the bundle is asked for; manifest: manifest.json fetched and checked (all but the "
+             "dispatches' reach, which runs while the files download); download: the last file's bytes in; verify: "
+             "its sha256, every file's size and header; set-up: the kernels compiled, the worker's init (weights "
+             "unpacked); wait: until the run starts; first step: the run's set-up (labels, batch, init program) and "
+             "its first step; steps: the others with their live previews; finish: the final picture set as the "
+             "favicon.\n\n## What ran alongside\n\nMedians; spans are start-end in ms since navigation:\n\n"
+             f"{detail_table(runs)}\n\nmodules: the page's JavaScript files (modulepreload: all requested at once); "
+             "worker up: from `new Worker` until its modules have loaded; run set-up: the run's batch buffers and "
+             "its init program; 1st step kernels: the first step's kernel time in the worker (the later steps': "
+             "kernels ms a step); page ms a step: the page's own work after each step (NaN check, preview, icon), "
+             "which overlaps the next step; icons: the live tab icons drawn and their ms in all.")
     publish("first-favicon", f"Time to the first favicon ({args.steps} steps, WebAssembly path, the `ditweb site` page)",
             ["serving", "threads", "cache", "runs", "total ms", "page ms", "bundle ms", "wait ms", "steps ms",
              "ms a step", "every total ms"], rows, notes, Path(args.out))
