@@ -6,6 +6,11 @@ matmul layer of the same run (what the issue's "share of the single-thread matmu
 machine is shared, so the table carries the load average.
 
     .venv/bin/python bench/web/wasm_profile.py [--bundle bundles/named-int8] [--reps 40] [--simd plain,relaxed]
+        [--before DIR]
+
+--before DIR: also the whole step with the modules of another build (wasm/build.sh DIR at another commit, or
+`git show REV:web/ditweb-kernels.wasm` and -relaxed), each run right before the current modules' run, as summary
+lines with the ratio.
 
 Writes bench/results/wasm-profile.md.
 """
@@ -28,9 +33,10 @@ from dit_model.bench import RESULTS, publish, shown_path  # noqa: E402
 DRIVER = REPO / "bench" / "web" / "wasm_profile.mjs"
 
 
-def profile(bundle: Path, simd: str, reps: int, n: int) -> dict:
+def profile(bundle: Path, simd: str, reps: int, n: int, modules: str | None = None) -> dict:
     flags = ["--experimental-wasm-relaxed-simd"] if simd == "relaxed" else []
-    req = json.dumps({"bundle": str(bundle), "simd": simd, "reps": reps, "n": n})
+    req = json.dumps({"bundle": str(bundle), "simd": simd, "reps": reps, "n": n,
+                      **({"modules": str(Path(modules).resolve())} if modules else {})})
     r = subprocess.run(["node", *flags, str(DRIVER)], input=req, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise SystemExit(f"node {DRIVER.name} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -70,16 +76,19 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--n", type=int, default=1, help="images per step (batch rows 2N)")
     ap.add_argument("--simd", default="plain,relaxed")
+    ap.add_argument("--before", help="a folder with another build's ditweb-kernels.wasm and ditweb-kernels-relaxed.wasm")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").is_file():
         raise SystemExit(f"{args.bundle}: not a bundle folder (no manifest.json)")
     load0 = os.getloadavg()[0]
-    rows, sums = [], []
+    rows, sums, befores = [], [], []
     for simd in [s.strip() for s in args.simd.split(",") if s.strip()]:
         if simd not in ("plain", "relaxed"):
             raise SystemExit(f"unknown --simd {simd!r}; choose plain and/or relaxed")
+        if args.before:
+            befores.append(rows_for(simd, profile(bundle, simd, args.reps, args.n, args.before))[1])
         rs, s = rows_for(simd, profile(bundle, simd, args.reps, args.n))
         rows += rs
         sums.append(s)
@@ -88,11 +97,14 @@ def main(argv=None) -> int:
         f"- {s['simd']}: whole step {s['step_ms']:.2f} ms (median of {args.reps}; the dispatches timed one by one sum "
         f"to {s['sum_ms']:.2f} ms), {s['gflop']:.3f} GFLOP of matmul and attention = {s['step_gflops']:.1f} GFLOP/s, "
         f"{100 * s['step_gflops'] / s['peak']:.0f}% of the fastest matmul layer's {s['peak']:.1f} GFLOP/s" for s in sums)
+    for b, s in zip(befores, sums):
+        summary += (f"\n- {b['simd']}, the --before modules, run just before: whole step {b['step_ms']:.2f} ms, fastest "
+                    f"matmul layer {b['peak']:.1f} GFLOP/s; these modules {b['step_ms'] / s['step_ms']:.2f}x faster")
     notes = (f"Bundle {shown_path(bundle)}, batch rows {2 * args.n} (one CFG step), node "
              f"{subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, one thread; load "
              f"average {load0:.2f} at the start, {load1:.2f} at the end.\n"
              f"Command: `.venv/bin/python bench/web/wasm_profile.py --bundle {shown_path(bundle)} --reps {args.reps} "
-             f"--simd {args.simd}`\n\n{summary}\n\nms: the median per dispatch over the reps, summed over the blocks "
+             f"--simd {args.simd}{' --before DIR' if args.before else ''}`\n\n{summary}\n\nms: the median per dispatch over the reps, summed over the blocks "
              "(blocks.*); GFLOP/s: 2 M K N per matmul, 4 B H T_q T_kv head_dim per attention. A matmul layer's "
              "activation (gelu, silu) runs in its epilogue, so fc1's GFLOP/s against fc2's is what the gelu costs.")
     publish("wasm-profile", "WebAssembly step, op by op (node, one thread)",
