@@ -26,6 +26,8 @@ const runtime = params.get("runtime") || "auto";
 const DEFAULT_STYLE = "twemoji";
 let bundle = null;
 let controller = null;
+/** @type {(() => void) | null} page work put off until the first run's first step is done (setUpPrompt) */
+let afterFirstStep = null;
 // Time to the first favicon, in ms since navigation (performance.now()'s origin): when the bundle's download began
 // and when it was ready to sample; the first finished run completes the line (#first, window.ditwebFirstFavicon).
 const firstFavicon = { loadStartMs: NaN, readyMs: NaN, shown: false };
@@ -74,6 +76,11 @@ async function generate() {
       signal: controller.signal,
       canvas: $("big"),
       onStep: ({ step, steps, msPerStep, dataURL }) => {
+        if (afterFirstStep) {
+          const later = afterFirstStep;
+          afterFirstStep = null;
+          later();
+        }
         $("step").textContent = `${step} / ${steps}`;
         $("ms").textContent = `${msPerStep.toFixed(1)} ms (${bundle.runtime}, mean over the steps so far)`;
         if (dataURL) $("live").src = dataURL;
@@ -151,7 +158,7 @@ function spans(prefix) {
  *   HTML        the document's bytes are in (navigation timing)
  *   modules     the CSS and the page's module graph loaded and run, until app.js runs
  *   start       until the bundle is asked for (the runtime chosen)
- *   manifest    manifest.json fetched and verified
+ *   manifest    manifest.json fetched, its files asked for (it is verified while they download)
  *   download    the last file's bytes in (the Cache API on a later visit)
  *   verify      sha256 of the last file, sizes and headers of all
  *   set-up      the runtime ready: the kernels compiled, the worker's init (weights unpacked)
@@ -162,7 +169,8 @@ function spans(prefix) {
  */
 function firstFaviconPhases(runStartMs, doneMs, steps, timeline) {
   const nav = /** @type {any} */ (performance.getEntriesByType("navigation")[0]);
-  const manifest = span("verify manifest"), files = span("verify files");
+  // the manifest is in once its files are asked for (it is verified while they download), else once verified
+  const manifest = span("requests") || span("verify manifest"), files = span("verify files");
   const got = [...spans("fetch"), ...spans("cache")].filter((e) => !(e.file || "").startsWith("README"));
   const ends = timeline ? timeline.stepEndMs : [];
   const moments = [
@@ -298,7 +306,10 @@ function setUpPrompt(vocab) {
     }
   };
   input.addEventListener("input", update);
-  setTimeout(update, 0);   // after an autorun's first step is on its way: the suggestions need not delay it
+  // the suggestions (some tens of ms on a first visit) need not delay a run: with ?autorun they are made after the
+  // first step, while the worker computes the next ones; else once this task is done
+  if (params.has("autorun")) afterFirstStep = update;
+  else setTimeout(update, 0);
 }
 
 /**
@@ -382,7 +393,6 @@ async function main() {
     bundle = await loadBundle(bundleUrl, {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
-      warmUp: params.get("warmup") !== "0",                         // ?warmup=0: no warm-up of the kernels (wasm-bundle.js)
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });

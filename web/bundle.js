@@ -378,11 +378,8 @@ export function verifyVocabulary(m, buf) {
   return vocab;
 }
 
-// Check everything the format promises, naming the field on failure (docs: "Verification"). reach: false leaves out
-// the one costly check, every dispatch's reach at REACH.batches (checkManifestReach; tens of ms for a shipped model),
-// which loadBundle runs while the files download: everything a download needs (the file list, its names and
-// hashes) is checked by then, and no byte is used before both have passed.
-export function verifyManifest(m, { reach = true } = {}) {
+// Check everything the format promises, naming the field on failure (docs: "Verification").
+export function verifyManifest(m) {
   const fail = (msg) => { throw new BundleError("manifest.json", msg); };
   if (m === null || typeof m !== "object" || Array.isArray(m)) fail("the top level must be a JSON object");
   if (m.format !== FORMAT) fail(`format is ${short(m.format)}, expected "${FORMAT}"`);
@@ -449,18 +446,11 @@ export function verifyManifest(m, { reach = true } = {}) {
       if (li >= 0 && JSON.stringify(d.params[li]) !== JSON.stringify([0, 0, nLevels])) fail(`${where}: levels ${short(d.params[li])} differ from the model's ${nLevels} label levels`);
     });
   }
-  if (reach) checkManifestReach(m);
+  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
+  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, REACH.batches, fail);
   const rows = (shape) => shape.reduce((a, v) => a * v, 1);
   const x = rows(m.io.x_shape), o = rows(m.io.out_shape);
   checkIoSizes(m.buffers, [["x", m.io.x, 1, 0, x], ["t", m.io.t, 1, 0, 1], ["out", m.io.out, 1, 0, o], ["sample", m.io.sample, 0, 1, x]], REACH.batches, fail);
-}
-
-// Every dispatch of a manifest that passed verifyManifest(m, {reach: false}), by its kernel and each candidate, inside
-// its buffers at every batch of REACH.batches (verify.py check_reach).
-export function checkManifestReach(m) {
-  const fail = (msg) => { throw new BundleError("manifest.json", msg); };
-  const dispatches = SCHEMA.programs.flatMap((prog) => m.programs[prog].map((d, i) => [`programs.${prog}[${i}] (${d.label.slice(0, 40)})`, d]));
-  checkReach(m.kernels, m.buffers, dispatches, m.candidates || {}, REACH.batches, fail);
 }
 
 // A kernel's WGSL, parsed (wgslInterface), declares what its manifest entry says: bindings and types, a params struct

@@ -15,8 +15,8 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { VOCABULARY_FILE, bundleFiles, checkManifestReach, earlyVocabulary, fetchManifest, fetchVerified, measure, openCache, verifyFiles,
-  verifyManifest } from "./bundle.js";
+import { FORMAT, FORMAT_VERSION, VOCABULARY_FILE, bundleFiles, earlyVocabulary, fetchManifest, fetchVerified, measure, openCache,
+  unsafePath, verifyFiles, verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
 import { SIMD_MODES, WasmBundle, chooseSimd } from "./wasm-bundle.js";
 import { wasmDecoderProblem } from "./wasm-decode.js";
@@ -118,11 +118,13 @@ export async function loadBundle(url, opts = {}) {
     const manifest = await fetchManifest(base, opts.signal);
     const t1 = performance.now();
     measure("manifest", t0, t1);
-    verifyManifest(manifest, { reach: false });   // all but the reach of the dispatches, checked while the files download
+    // The files the runtime reads, where the manifest lists them plainly (downloadList: safe names, each with a
+    // sha256): their downloads go out first (fetchVerified issues a request in the call where no cache may hold the
+    // file) and the manifest is verified while the bytes arrive; a manifest that fails stops them, with its own
+    // error, and nothing downloaded is used before it has passed. A listing that is not plain: verified first.
+    const names = downloadList(manifest, fetchFor);
+    if (!names) verifyManifest(manifest);
     const t2 = performance.now();
-    measure("verify manifest", t1, t2);
-    // the downloads go out now (fetchVerified issues a request in the call where no cache may hold the file), then the
-    // reach check runs: a manifest that fails it stops them, and nothing downloaded is used before it has passed
     const halt = new AbortController();
     if (opts.signal && opts.signal.aborted) halt.abort(opts.signal.reason);
     else if (opts.signal) opts.signal.addEventListener("abort", () => halt.abort(opts.signal.reason), { once: true });
@@ -134,24 +136,23 @@ export async function loadBundle(url, opts = {}) {
       checked.vocab = earlyVocabulary(manifest, buf);
       measure("vocabulary", t);
     };
-    const downloads = fetchFiles(base, manifest, bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
+    const downloads = fetchFiles(base, manifest, names || bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
     downloads.catch(() => {});          // awaited below, once the manifest has passed
+    const t3 = performance.now();
+    measure("requests", t2, t3);
     try {
-      checkManifestReach(manifest);
+      if (names) verifyManifest(manifest);
     } catch (e) {
       halt.abort(e);
       throw e;
     }
-    measure("verify reach", t2);
-    if (early.bundle) {
-      early.bundle.manifest = manifest;
-      if (opts.warmUp !== false) early.bundle.warmUp();
-    }
+    measure("verify manifest", names ? t3 : t1, names ? performance.now() : t2);
+    if (early.bundle) early.bundle.manifest = manifest;
     const files = await downloads;
-    const t3 = performance.now();
-    measure("files", t2, t3);
+    const t4 = performance.now();
+    measure("files", t2, t4);
     let { tensors, kernels, vocab } = verifyFiles(manifest, files, fetchFor, checked);   // sizes, safetensors header, WGSL vs manifest, vocabulary
-    measure("verify files", t3);
+    measure("verify files", t4);
     // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
     const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
     const chosen = await runtimeFor(runtime, decoderFiles);
@@ -174,22 +175,38 @@ export async function loadBundle(url, opts = {}) {
     bundle.decoderFiles = decoderFiles;
     bundle.runtimeReason = chosen.reason;
     bundle.vocab = vocab;
-    const t4 = performance.now();
-    const ready = Promise.all([bundle instanceof WasmBundle ? bundle.start().then(() => measure("start", t4)) : bundle.createDevice(),
-                               Promise.all(pending).then(() => measure("cache writes", t4))]);
+    const t5 = performance.now();
+    const ready = Promise.all([bundle instanceof WasmBundle ? bundle.start().then(() => measure("start", t5)) : bundle.createDevice(),
+                               Promise.all(pending).then(() => measure("cache writes", t5))]);
     if (vocab && bundle instanceof WasmBundle && typeof vocab.entries === "function") {
       // while the worker unpacks the weights, this thread builds the vocabulary's look-up index, which the first
       // prompt needs (once the init message is out: a task later)
       await new Promise((resolve) => setTimeout(resolve, 0));
-      const t5 = performance.now();
+      const t6 = performance.now();
       vocab.entries();
-      measure("label index", t5);
+      measure("label index", t6);
     }
     await ready;
     return bundle;
   } catch (e) {
     if (early.bundle) early.bundle.dispose();
     throw e;
+  }
+}
+
+// The files loadBundle downloads for a runtime (bundleFiles), where the unverified manifest lists each of them plainly:
+// files an object, every name a safe relative path (unsafePath: the URL stays under the bundle's) with a sha256 of 64
+// hex digits. null otherwise (the manifest is then verified before anything is fetched, and names the fault).
+function downloadList(m, runtime) {
+  try {
+    if (m.format !== FORMAT || m.format_version !== FORMAT_VERSION) return null;
+    const names = bundleFiles(m, runtime);
+    const own = (o, k) => o !== null && typeof o === "object" && !Array.isArray(o) && Object.prototype.hasOwnProperty.call(o, k);
+    const plain = names.every((f) => !unsafePath(f) && own(m.files, f) && own(m.files[f], "sha256")
+                                     && typeof m.files[f].sha256 === "string" && /^[0-9a-f]{64}$/.test(m.files[f].sha256));
+    return plain && names.length ? names : null;
+  } catch {
+    return null;                         // buffers or model not as the schema says: verifyManifest names it
   }
 }
 

@@ -95,6 +95,10 @@ export class DeviceLostError extends Error {
   constructor(message) { super(message); this.name = "DeviceLostError"; }
 }
 
+// Steps a pipelined bundle is asked for ahead of the one whose reply the loop waits on (runSampling): two keep its
+// worker busy through the page's work on a reply and the reply's and the next request's messages.
+const AHEAD = 2;
+
 // Steps after which the model's output (and x_t where read) is checked: the first, every tenth and the last two
 // (WGSL's clamp of x0 may turn a NaN output into -1 and leave x_t finite, so the output itself is what is checked).
 const checkedStep = (done, steps) => done === 1 || done % 10 === 0 || done >= steps - 1;
@@ -132,36 +136,42 @@ async function runSampling(bundle, opts) {
   const timeline = { startMs: runStart, initEndMs: started, stepEndMs: [], hostMs: [] };
   let x = null;
   // waiting on each step's reply costs a little throughput but gives honest per-step times, prompt cancellation
-  // and the live preview. A bundle whose steps queue in order (bundle.pipelined: the WebAssembly worker) is asked
-  // for the next step before the page checks and previews this one, so the page's work overlaps the next step's
-  // kernels instead of adding to it; once a step is bad or the run stopped, no further step is asked for.
+  // and the live preview. A bundle whose steps queue in order (bundle.pipelined: the WebAssembly worker) is kept
+  // AHEAD steps ahead: the next step is asked for before the page checks and previews this one, so the page's work
+  // and the message round trip overlap the kernels instead of adding to them; once a step is bad or the run
+  // stopped, no further step is asked for (those already asked are left unread).
   const ask = (nDone) => bundle.runStep(stepUniform({ ...common, i: steps - 1 - nDone, nDone }), !!opts.preview || nDone + 1 === steps,
                                         checkedStep(nDone + 1, steps));
-  /** @type {Promise<{x: Float32Array | null, out?: Float32Array | null, ms?: number}> | null} */
-  let next = ask(0);
+  /** @type {Promise<{x: Float32Array | null, out?: Float32Array | null, ms?: number}>[]} */
+  const asked = [];
+  const askAhead = () => {
+    while (asked.length < (bundle.pipelined ? AHEAD : 1) && timeline.stepEndMs.length + asked.length < steps) {
+      asked.push(ask(timeline.stepEndMs.length + asked.length));
+    }
+  };
+  askAhead();
   try {
     for (let nDone = 0; nDone < steps; nDone++) {
       const i = steps - 1 - nDone;
       const last = nDone + 1 === steps;
-      const reply = await next;
-      next = null;
+      const reply = await asked.shift();
       const got = performance.now();
       timeline.stepEndMs.push(got);
       if (reply.ms !== undefined) kernelMs.push(reply.ms);
       checkFinite(bundle, reply, nDone + 1, steps);
       x = reply.x;
       aborted();
-      if (!last && bundle.pipelined) next = ask(nDone + 1);
+      if (bundle.pipelined) askAhead();
       if (opts.onStep) {
         const msPerStep = (performance.now() - started) / (nDone + 1);
         const preview = last ? null : x;
         opts.onStep({ step: nDone + 1, steps, t: tables.t[i], msPerStep, x: preview, ...(preview ? bundle.previewImages(preview, C, I) : {}) });
       }
       timeline.hostMs.push(performance.now() - got);
-      if (!last && !next) next = ask(nDone + 1);
+      askAhead();
     }
   } finally {
-    if (next) next.catch(() => {});   // a step still in flight when onStep threw: its answer is not wanted
+    for (const step of asked) step.catch(() => {});   // asked ahead, not wanted: the run stopped or failed
   }
   const msPerStep = (performance.now() - started) / steps;
   const pictures = await bundle.output(x, run);

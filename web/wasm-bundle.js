@@ -11,12 +11,11 @@
 import { measure } from "./bundle.js";
 import { decodedPictures } from "./favicon.js";
 import { SampledBundle } from "./sampling.js";
-import { WasmEngine } from "./wasm-runtime.js";
 import { threadsAvailable } from "./wasm-threads.js";
 
 export const SIMD_MODES = ["auto", "relaxed", "plain"];
 // The batch [B, N] a page's first run most likely has (one image, guided: two rows): the worker sets it up right
-// after its init, while the page prepares the run, and the warm-up runs at it.
+// after its init, while the page prepares the run.
 const FIRST_BATCH = [2, 1];
 
 // The smallest module with a relaxed SIMD instruction:
@@ -143,30 +142,8 @@ export class WasmBundle extends SampledBundle {
     };
   }
 
-  // Warm the kernels up while the weights download: V8 runs a new WebAssembly module's functions in its baseline
-  // compiler first and recompiles the hot ones optimised as they run, which made a first visit's first steps two to
-  // four times slower than the later ones. Here the verified manifest's forward pass runs once on zero weights and
-  // inputs (nothing of the bundle's data) in a throwaway instance on this page; the worker's instance shares the
-  // compiled module, so its steps start optimised. One-thread kernels
-  // only (the threaded module imports a shared memory the worker makes). Best effort: any failure only skips it.
-  async warmUp() {
-    const t0 = performance.now();
-    try {
-      const module = await this.kernels;
-      if (this.threads > 1 || this.disposed || this.started) return;
-      const zeros = new ArrayBuffer(Math.max(16, ...Object.values(this.manifest.buffers).map((b) => (b.kind === "weight" ? b.bytes : 0))));
-      const tensors = Object.fromEntries(Object.entries(this.manifest.buffers).filter(([, b]) => b.kind === "weight")
-        .map(([name, b]) => [name, { buf: zeros, offset: 0, nbytes: b.bytes }]));
-      const engine = await WasmEngine.create(module, this.manifest, tensors);
-      engine.state(FIRST_BATCH[0], FIRST_BATCH[1]);
-      engine.run(["forward"]);         // the model on zero inputs (the sampler's programs read a step record)
-    } catch { /* a batch the manifest does not allow, say: no warm-up */ }
-    measure("warm-up", t0);
-  }
-
   // The kernels (prestart's, or fetched now), then the worker's init: the verified weights unpacked there.
   async start() {
-    this.started = true;
     this.prestart();
     const t0 = performance.now();
     const module = await this.kernels;
