@@ -12,6 +12,10 @@
 //   decode  {latents, N}                             a latent bundle's decoder on N latents -> {image, ms}
 import { WasmDecoder } from "./wasm-decode.js";
 import { WasmEngine } from "./wasm-runtime.js";
+// what those two import, named here as well: all five are asked for at once, not level by level as the imports are found
+import "./bundle-layout.js";
+import "./forms.js";
+import "./wasm-threads.js";
 
 /** @type {WasmEngine} */
 let engine = null;
