@@ -20,6 +20,7 @@ import torch
 from wgsl.ops import OPS
 
 from test_wasm import node_flags
+from test_wasm_kernels import gelu_err_wasm
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "_wasm_kernels_node.mjs"
@@ -58,7 +59,7 @@ def q8_bound(x, p, v):
     second term is at most E = e_m sum_k |w_k|. Then f32: S to f32, s scale[n], their product and the bias add:
     4 roundings, gamma(4) (sum |x_k w_k| + E + |bias|); dot_bound with K = 4 gives gamma(5) (sum |x_k w_k| + |bias|)
     and the input's error (silu in f32) carried through, and E (1 + gamma(5)) is added; the output activation's
-    error as for matmul (ACT_ERR). The max over a row is taken of the float64 silu, enlarged by 2^-16 for the f32
+    error as for matmul (ACT_ERR; GELU's: gelu_err_wasm of tests/test_wasm_kernels.py). The max over a row is taken of the float64 silu, enlarged by 2^-16 for the f32
     silu's relative error (well under 2^-16 at these inputs)."""
     from wgsl.bounds import ACT_ERR, _finish, _full, _scatter_rows, dot_bound, gamma
     from wgsl.reference import activation, matmul_weight
@@ -67,7 +68,9 @@ def q8_bound(x, p, v):
     xin = activation(a, v["in_act"])
     e = xin.abs().amax(dim=1) * (1.0 + 2.0 ** -16) * (0.5 / q8_quant_steps(K) + 2.0 ** -21)
     dz = dot_bound(M, N, 4, a, w, bias, v["in_act"], "none") + e[:, None] * w.abs().sum(1)[None, :] * (1.0 + gamma(5))
-    if v["act"] != "none":
+    if v["act"] == "gelu":   # the kernel's GELU (x / (1 + 2^t)), its own bound: tests/test_wasm_kernels.py
+        dz = gelu_err_wasm(xin @ w.T + bias, dz)
+    elif v["act"] != "none":
         dz = ACT_ERR[v["act"]](xin @ w.T + bias, dz)
     return _finish(_scatter_rows(_full(x["dst"]), dz, p["out_group"], p["out_stride"]))
 
@@ -209,13 +212,16 @@ def test_split_kernels_give_the_same_bits_for_any_number_of_parts():
     q8 = [{"f32": rnd(M * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 2}, scratch]
     # attention params: batch, H, T_q, T_kv, q_stride, q_off, kv_stride, k_off, v_off, out_stride (bundle-layout.h)
     from ditformat.layout import OP_PARAMS
-    B_, H, Tq, Tkv, hd = 2, 3, 11, 300, 32            # T_kv > 256: two key blocks of the online softmax
-    p = {"batch": B_, "H": H, "T_q": Tq, "T_kv": Tkv, "q_stride": H * hd, "q_off": 0, "kv_stride": 2 * H * hd,
-         "k_off": 0, "v_off": H * hd, "out_stride": H * hd}
-    att_params = [p[name] for name in OP_PARAMS["attention"]]
-    att = [{"f32": rnd(B_ * Tq * H * hd)}, {"f32": rnd(B_ * Tkv * 2 * H * hd)}, {"zeros": B_ * Tq * H * hd}, {"u32": hd}]
-    cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N),
-             ("op_attention", att_params, att, 2, B_ * Tq * H * hd)]
+    cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N)]
+    # T_kv = 300: the blocked attention (8 queries at a time: 11 rows per (batch, head) split mid-block);
+    # T_kv = 600 > 512: the online softmax (3 key blocks)
+    for B_, H, Tq, Tkv, hd in ((2, 3, 11, 300, 32), (2, 3, 11, 600, 32)):
+        p = {"batch": B_, "H": H, "T_q": Tq, "T_kv": Tkv, "q_stride": H * hd, "q_off": 0, "kv_stride": 2 * H * hd,
+             "k_off": 0, "v_off": H * hd, "out_stride": H * hd}
+        att_params = [p[name] for name in OP_PARAMS["attention"]]
+        att = [{"f32": rnd(B_ * Tq * H * hd)}, {"f32": rnd(B_ * Tkv * 2 * H * hd)}, {"zeros": B_ * Tq * H * hd},
+               {"u32": hd}]
+        cases.append(("op_attention", att_params, att, 2, B_ * Tq * H * hd))
     calls = []
     for fn, params, args, out, count in cases:
         calls.append({"fn": fn, "params": params, "args": args, "read": [out, count]})

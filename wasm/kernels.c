@@ -97,13 +97,43 @@ static inline v128_t silu4(v128_t x) {
   return wasm_f32x4_div(x, wasm_f32x4_add(wasm_f32x4_splat(1.0f), exp4(wasm_f32x4_neg(x))));
 }
 
-static inline v128_t gelu4(v128_t x) {   // gelu_tanh below, four lanes
-  v128_t u = wasm_f32x4_mul(wasm_f32x4_splat(0.7978845608028654f),
-                            wasm_f32x4_add(x, wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.044715f), x), x), x)));
-  v128_t e = exp4(wasm_f32x4_mul(wasm_f32x4_splat(2.0f), wasm_f32x4_abs(u)));
-  v128_t t = wasm_f32x4_sub(wasm_f32x4_splat(1.0f), wasm_f32x4_div(wasm_f32x4_splat(2.0f), wasm_f32x4_add(e, wasm_f32x4_splat(1.0f))));
-  t = wasm_v128_xor(t, wasm_v128_and(u, wasm_i32x4_splat((int)0x80000000)));   // tanh(u) = sign(u) tanh|u|
-  return wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_splat(0.5f), x), wasm_f32x4_add(wasm_f32x4_splat(1.0f), t));
+// GELU, tanh form: 0.5 x (1 + tanh u), u = c (x + k x^3), c = sqrt(2/pi), k = 0.044715, rewritten with
+// tanh u = 2 sigmoid(2u) - 1 as x sigmoid(2u) = x / (1 + 2^t), t = -2u log2(e) = x (A + B x^2) (A = -2c log2 e,
+// B = A k), t clamped to [-100, 128], 2^t by exp2_4 below (t = 128 gives +inf: the result is then x / inf = 0,
+// where the true value is below 1e-37 in size). 24 vector operations (the exp-of-|u| form with exp4 took 41).
+// Error: t carries 6 roundings (the two constants included), |dt| <= 6 u |t| (u = 2^-24), so 2^t is within
+// ln2 6 u |t| + 1.9e-7 relatively; it enters x / (1 + 2^t) weighted by s = 2^t / (1 + 2^t) <= 1, and the add and
+// the divide round once each: |gelu~(x) - gelu(x)| <= |gelu(x)| (s (1.9e-7 + 4.2 u |t|) + 2 u) (to first order;
+// tests/test_wasm_q8.py holds every output to it, gelu_err_wasm). Unfused in every module (the same bits plain and
+// relaxed). The WGSL kernels keep the exp-of-|u| form (the two agree far within the >= 40 dB asked across paths).
+#define GELU_A -2.302208198144325f    /* -2 c log2(e), rounded to f32 */
+#define GELU_B -0.1029432395800235f   /* -2 c k log2(e) */
+#define EXP2_P1 6.9314700365e-01f
+#define EXP2_P2 2.4022242427e-01f
+#define EXP2_P3 5.5507335812e-02f
+#define EXP2_P4 9.6715129912e-03f
+#define EXP2_P5 1.3264727313e-03f
+// 2^t in four lanes for t in [-126, 128] (the caller clamps; NaN stays NaN): n = rint(t) by the 1.5 2^23 trick (as
+// exp4), f = t - n in [-1/2, 1/2] (exact), 2^f = 1 + f P(f) with P of degree 4 (coefficients EXP2_P*: fitted for the
+// least relative error on [-1/2, 1/2], 9.2e-8; evaluated in f32, 1.9e-7 at most, measured on 4e6 points), 2^n put
+// into the exponent bits (n = 128 gives +inf). 17 operations (exp4: 27).
+static inline v128_t exp2_4(v128_t t) {
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  const v128_t tn = wasm_f32x4_add(t, magic);
+  const v128_t f = wasm_f32x4_sub(t, wasm_f32x4_sub(tn, magic));
+  v128_t p = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_splat(EXP2_P5), f), wasm_f32x4_splat(EXP2_P4));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(EXP2_P3));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(EXP2_P2));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(EXP2_P1));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(1.0f));
+  return wasm_f32x4_mul(p, wasm_i32x4_shl(wasm_i32x4_add(tn, wasm_i32x4_splat(127 - 0x4B400000)), 23));
+}
+
+static inline v128_t gelu4(v128_t x) {
+  v128_t t = wasm_f32x4_mul(x, wasm_f32x4_add(wasm_f32x4_splat(GELU_A), wasm_f32x4_mul(wasm_f32x4_splat(GELU_B),
+                                                                                       wasm_f32x4_mul(x, x))));
+  t = wasm_f32x4_pmin(wasm_f32x4_pmax(t, wasm_f32x4_splat(-100.0f)), wasm_f32x4_splat(128.0f));
+  return wasm_f32x4_div(x, wasm_f32x4_add(wasm_f32x4_splat(1.0f), exp2_4(t)));
 }
 
 // the sum of four lanes in the order every kernel here adds them: (l0 + l1) + (l2 + l3)
@@ -114,12 +144,19 @@ static inline f32 hsum4(v128_t v) {
 
 static inline v128_t act4(v128_t v, u32 act) { return act == 1 ? gelu4(v) : act == 2 ? silu4(v) : v; }
 
-static inline f32 gelu_tanh(f32 x) {   // as matmul.wgsl.j2: tanh via exp of |u|, sign restored
-  f32 u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  f32 au = u < 0 ? -u : u;
-  f32 t = 1.0f - 2.0f / (expf_(2.0f * au) + 1.0f);
-  if (u < 0) t = -t;
-  return 0.5f * x * (1.0f + t);
+static inline f32 gelu_tanh(f32 x) {   // gelu4's operations, one lane (the same bits)
+  f32 t = x * (GELU_A + GELU_B * (x * x));
+  t = t < -100.0f ? -100.0f : t;   // pmax, pmin: NaN stays NaN
+  t = 128.0f < t ? 128.0f : t;
+  const f32 tn = t + 12582912.0f;
+  const f32 f = t - (tn - 12582912.0f);
+  f32 p = EXP2_P5 * f + EXP2_P4;
+  p = p * f + EXP2_P3;
+  p = p * f + EXP2_P2;
+  p = p * f + EXP2_P1;
+  p = p * f + 1.0f;
+  const f32 e = p * u2f((f2u(tn) + (u32)(127 - 0x4B400000)) << 23);
+  return x / (1.0f + e);
 }
 
 // ------------------------------------------------------------------ the counter-based noise
@@ -550,6 +587,94 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
       }
 }
 
+// The blocked path (head dims a multiple of 8 up to 64, T_kv up to ATT_KEYS, rows aligned to 4 floats: every
+// shipped model): 8 queries of one (batch, head) at a time, the two products as register-blocked small matmuls.
+//   qt = (q c)^T (HD x 8, a copy; c = fl(log2(e) / sqrt(HD)): the scores in log2 units), then S^T = K qt: 4 keys x
+//     8 queries per block, per d 4 broadcasts of k[j][d] and 2 vector loads of qt[d] feed 8 multiply-adds (dot_4x8,
+//     as matmul), each score summed over d in order;
+//   the softmax down the columns of S^T (one lane per query, nothing horizontal): m = max_j s_j,
+//     p_j = 2^max(s_j - m, -100) (exp2_4: 1.9e-7 relative; the floor keeps products with p normal and moves a weight
+//     by at most 2^-100 where the largest is 1), l = sum_j p_j in j order;
+//   o = P V: 4 queries x 8 dims per block, per key 4 broadcasts of p_j and 2 vector loads of v[j] feed 8
+//     multiply-adds, summed in j order; o / l as o * (1 / l).
+// Every query's arithmetic is its own lane's and the same whichever 8 it is computed with (a missing query re-reads
+// one that exists; its results are dropped), so any split into threads gives the same bits. Against the online
+// path above (T_kv > ATT_KEYS or other head dims): one key block, sums in other orders, exp2_4 for exp.
+#define ATT_KEYS 512
+
+// acc[r][h] = sum_j pt[j][r] v[j][d0 + 4h .. + 3], r = 0..3 (queries c0 + r of pt's 8), j in order
+static inline __attribute__((always_inline)) void pv_4x8(const f32 *pt, const f32 *v, u32 vstride, u32 T,
+                                                         v128_t acc[4][2]) {
+  v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (u32 j = 0; j < T; j++, pt += 8, v += vstride) {
+    v128_t w0 = wasm_v128_load(v), w1 = wasm_v128_load(v + 4);
+    v128_t x0 = wasm_v128_load32_splat(pt), x1 = wasm_v128_load32_splat(pt + 1);
+    v128_t x2 = wasm_v128_load32_splat(pt + 2), x3 = wasm_v128_load32_splat(pt + 3);
+    c00 = madd4(c00, x0, w0); c01 = madd4(c01, x0, w1);
+    c10 = madd4(c10, x1, w0); c11 = madd4(c11, x1, w1);
+    c20 = madd4(c20, x2, w0); c21 = madd4(c21, x2, w1);
+    c30 = madd4(c30, x3, w0); c31 = madd4(c31, x3, w1);
+  }
+  acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
+  acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
+}
+
+static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 r_lo, u32 r_hi) {
+  const f32 scale = 1.0f / __builtin_sqrtf((f32)HD) * 1.44269504088896341f;   // scores in log2 units
+  const u32 T = A->T_kv, ks = A->kv_stride;
+  f32 qt[64 * 8] __attribute__((aligned(16)));         // qt[d * 8 + c]: query c's d-th value times scale log2(e)
+  f32 st[ATT_KEYS * 8] __attribute__((aligned(16)));   // st[j * 8 + c]: query c's score of key j, then its p_j
+  for (u32 r = r_lo; r < r_hi;) {
+    const u32 i0 = r % A->T_q, bh = r / A->T_q, h = bh % A->H, b = bh / A->H;
+    u32 nq = A->T_q - i0;
+    if (nq > r_hi - r) nq = r_hi - r;
+    if (nq > 8) nq = 8;
+    for (u32 c = 0; c < 8; c++) {
+      const f32 *qr = q + (b * A->T_q + i0 + (c < nq ? c : 0)) * A->q_stride + A->q_off + h * HD;
+      for (u32 d = 0; d < HD; d++) qt[d * 8 + c] = qr[d] * scale;
+    }
+    const f32 *kb = kv + b * T * ks + A->k_off + h * HD, *vb = kv + b * T * ks + A->v_off + h * HD;
+    v128_t m0 = wasm_f32x4_splat(-3.0e38f), m1 = m0;
+    for (u32 j = 0; j < T; j += 4) {
+      const u32 nk = T - j < 4 ? T - j : 4;
+      const f32 *k0 = kb + j * ks;
+      v128_t acc[4][2];
+      dot_4x8(k0, k0 + (nk > 1) * ks, k0 + (nk > 2) * 2 * ks, k0 + (nk > 3) * 3 * ks, qt, 8, HD, acc);
+      for (u32 e = 0; e < nk; e++) {
+        wasm_v128_store(st + (j + e) * 8, acc[e][0]);
+        wasm_v128_store(st + (j + e) * 8 + 4, acc[e][1]);
+        m0 = wasm_f32x4_pmax(m0, acc[e][0]);
+        m1 = wasm_f32x4_pmax(m1, acc[e][1]);
+      }
+    }
+    v128_t l0 = wasm_f32x4_splat(0), l1 = l0;
+    const v128_t lo = wasm_f32x4_splat(-100.0f);
+    for (u32 j = 0; j < T; j++) {
+      const v128_t p0 = exp2_4(wasm_f32x4_pmax(wasm_f32x4_sub(wasm_v128_load(st + j * 8), m0), lo));
+      const v128_t p1 = exp2_4(wasm_f32x4_pmax(wasm_f32x4_sub(wasm_v128_load(st + j * 8 + 4), m1), lo));
+      wasm_v128_store(st + j * 8, p0);
+      wasm_v128_store(st + j * 8 + 4, p1);
+      l0 = wasm_f32x4_add(l0, p0);
+      l1 = wasm_f32x4_add(l1, p1);
+    }
+    f32 inv[8];
+    wasm_v128_store(inv, wasm_f32x4_div(wasm_f32x4_splat(1.0f), l0));
+    wasm_v128_store(inv + 4, wasm_f32x4_div(wasm_f32x4_splat(1.0f), l1));
+    for (u32 c0 = 0; c0 < nq; c0 += 4)
+      for (u32 d0 = 0; d0 < HD; d0 += 8) {
+        v128_t acc[4][2];
+        pv_4x8(st + c0, vb + d0, ks, T, acc);
+        for (u32 e = 0; e < 4 && c0 + e < nq; e++) {
+          f32 *o = dst + (b * A->T_q + i0 + c0 + e) * A->out_stride + h * HD + d0;
+          const v128_t il = wasm_f32x4_splat(inv[c0 + e]);
+          wasm_v128_store(o, wasm_f32x4_mul(acc[e][0], il));
+          wasm_v128_store(o + 4, wasm_f32x4_mul(acc[e][1], il));
+        }
+      }
+    r += nq;
+  }
+}
+
 static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 r_lo, u32 r_hi) {
   const f32 scale = 1.0f / __builtin_sqrtf((f32)HD);
   f32 s[KEYS], acc[256], qs[256];
@@ -587,11 +712,13 @@ static void attention_scalar(const AttnParams *A, const f32 *q, const f32 *kv, f
 
 static void attention_part(const u32 *params, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 part, u32 parts) {
   const AttnParams *A = (const AttnParams *)params;
-  u32 lo, hi;
-  share(A->batch * A->H * A->T_q, 1, part, parts, &lo, &hi);
   // the vector loads need 4-float alignment of every row start (strides and offsets)
   const int aligned = ((A->q_stride | A->q_off | A->kv_stride | A->k_off | A->v_off | A->out_stride) % 4) == 0;
-  if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8, lo, hi);
+  const int blocked = aligned && HD % 8 == 0 && HD <= 64 && A->T_kv <= ATT_KEYS;
+  u32 lo, hi;
+  share(A->batch * A->H * A->T_q, blocked ? 8 : 1, part, parts, &lo, &hi);   // the blocked path: shares of 8 queries
+  if (blocked) attention_blocked(A, q, kv, dst, HD, lo, hi);
+  else if (aligned && HD == 32) attention_vec(A, q, kv, dst, 8, lo, hi);
   else if (aligned && HD == 64) attention_vec(A, q, kv, dst, 16, lo, hi);
   else attention_scalar(A, q, kv, dst, HD, lo, hi);
 }
