@@ -8,9 +8,9 @@ machine is shared, so the table carries the load average.
     .venv/bin/python bench/web/wasm_profile.py [--bundle bundles/named-int8] [--reps 40] [--simd plain,relaxed]
         [--before DIR]
 
---before DIR: also the whole step with the modules of another build (wasm/build.sh DIR at another commit, or
-`git show REV:web/ditweb-kernels.wasm` and -relaxed), each run right before the current modules' run, as summary
-lines with the ratio.
+--before DIR: also the modules of another build (wasm/build.sh DIR at another commit, or
+`git show REV:web/ditweb-kernels.wasm` and -relaxed), each run right before the current modules' run: their ms per
+layer in a column beside this build's, their whole step in summary lines with the ratio.
 
 Writes bench/results/wasm-profile.md.
 """
@@ -87,9 +87,14 @@ def main(argv=None) -> int:
     for simd in [s.strip() for s in args.simd.split(",") if s.strip()]:
         if simd not in ("plain", "relaxed"):
             raise SystemExit(f"unknown --simd {simd!r}; choose plain and/or relaxed")
+        before_ms = {}
         if args.before:
-            befores.append(rows_for(simd, profile(bundle, simd, args.reps, args.n, args.before))[1])
+            brs, bs = rows_for(simd, profile(bundle, simd, args.reps, args.n, args.before))
+            befores.append(bs)
+            before_ms = {(r[1], r[2]): r[4] for r in brs}
         rs, s = rows_for(simd, profile(bundle, simd, args.reps, args.n))
+        if args.before:   # the --before modules' ms per step beside this build's
+            rs = [r[:5] + [before_ms.get((r[1], r[2]), "-")] + r[5:] for r in rs]
         rows += rs
         sums.append(s)
     load1 = os.getloadavg()[0]
@@ -107,8 +112,8 @@ def main(argv=None) -> int:
              f"--simd {args.simd}{' --before DIR' if args.before else ''}`\n\n{summary}\n\nms: the median per dispatch over the reps, summed over the blocks "
              "(blocks.*); GFLOP/s: 2 M K N per matmul, 4 B H T_q T_kv head_dim per attention. A matmul layer's "
              "activation (gelu, silu) runs in its epilogue, so fc1's GFLOP/s against fc2's is what the gelu costs.")
-    publish("wasm-profile", "WebAssembly step, op by op (node, one thread)",
-            ["SIMD", "layer", "op", "dispatches", "ms per step", "share", "GFLOP/s"], rows, notes, Path(args.out))
+    head = ["SIMD", "layer", "op", "dispatches", "ms per step"] + (["--before ms"] if args.before else []) + ["share", "GFLOP/s"]
+    publish("wasm-profile", "WebAssembly step, op by op (node, one thread)", head, rows, notes, Path(args.out))
     return 0
 
 
