@@ -76,6 +76,13 @@ def write_before(site: Path, before_web: Path, out: Path) -> None:
         ws.WEB_DIR = saved
 
 
+def commit_of(checkout: Path) -> str:
+    """The short commit a checkout is at ('unknown' outside git)."""
+    import subprocess
+    r = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
 def _serve(site: str, headers: dict | None, port) -> None:
     from webserve.server import make_server
     server = make_server({"/": Path(site)}, 0, headers=headers)
@@ -209,8 +216,8 @@ def main(argv=None) -> int:
                      " ".join(str(round(r["totalMs"])) for r in rs)])
     runs = dict(sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:] != ("before",))))
     flags = (" --plain-only" if args.plain_only else "") + (" --before DIR" if before is not None else "")
-    compared = ("\n\npage: before = the page of another checkout (`--before`, the same kernels and bundle), now = this "
-                "checkout's; their visits alternate." if before is not None else "")
+    compared = (f"\n\npage: before = the page at commit {commit_of(Path(args.before))} (`--before`, with the same "
+                "kernels and bundle), now = this checkout's; their visits alternate." if before is not None else "")
     notes = (f"Bundle {shown_path(bundle)} through `ditweb site`; a first visit on the WebAssembly path downloads "
              f"{len(visit_files['wasm'])} files, {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzipped). Load average "
              f"{load0:.2f} at the start, {load1:.2f} at the end.\n"
