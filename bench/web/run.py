@@ -1,7 +1,8 @@
 """Browser benchmark (not a test): one denoising step (the CFG batch, B = 2N) of web/ditweb.js on
 WebGPU and on WebAssembly SIMD vs onnxruntime-web's WebGPU and wasm EPs (one thread each) on the ONNX
 export of the same model, in one headless Chromium run; and the bytes of each path (what a visitor
-downloads).
+downloads). The WebAssembly path runs the f16 bundle and the int8 one (the page's default dtype), each with
+the SIMD the page would choose (relaxed where Chromium validates it).
 
     .venv/bin/python bench/web/run.py [--presets Favicon-N/2,Favicon-T/4] [--ckpt CKPT] [--reps 5]
 
@@ -107,12 +108,14 @@ def run(args) -> str:
             b32 = export(model, names, work / f"{tag.replace('/', '_')}-f32", "f32", onnx=True)
             b16 = export(model, names, work / f"{tag.replace('/', '_')}-f16", "f16", onnx=False)
             bsh = export(model, names, work / f"{tag.replace('/', '_')}-f32-shared", "f32", onnx=False, matmul="shared")
+            b8 = export(model, names, work / f"{tag.replace('/', '_')}-int8", "int8", onnx=False)   # the page's dtype
+            m8 = json.loads((b8 / "manifest.json").read_text())
             m32 = json.loads((b32 / "manifest.json").read_text())
             m16 = json.loads((b16 / "manifest.json").read_text())
             onnx_path = b32 / "model.onnx"
             requested: list[str] = []
             routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", "/bundle/": b32, "/bundle16/": b16, "/bundlesh/": bsh,
-                      "/ort/": ORT_DIST, "/onnx/": onnx_path.parent}
+                      "/bundle8/": b8, "/ort/": ORT_DIST, "/onnx/": onnx_path.parent}
             with local_server(routes, requested=requested) as url:
                 page = ctx.new_page()
                 page.set_default_timeout(args.timeout * 1000)
@@ -120,7 +123,8 @@ def run(args) -> str:
                 page.wait_for_selector('body[data-state="ready"]', state="attached")
                 cfg = {"variants": [{"label": "f32", "bundle": "/bundle/"}, {"label": "f16", "bundle": "/bundle16/"},
                                     {"label": "shared", "bundle": "/bundlesh/"},
-                                    {"label": "wasm", "bundle": "/bundle16/", "runtime": "wasm"}],
+                                    {"label": "wasm", "bundle": "/bundle16/", "runtime": "wasm"},
+                                    {"label": "wasm8", "bundle": "/bundle8/", "runtime": "wasm"}],
                        "N": args.n, "reps": args.reps,
                        "onnx": "/onnx/model.onnx" if onnx_path.exists() else None,
                        "ortModule": "/ort/ort.webgpu.min.mjs", "ortWasmModule": "/ort/ort.wasm.bundle.min.mjs",
@@ -133,6 +137,7 @@ def run(args) -> str:
             cfgm = m32["model"]
             name = f"{tag} ({cfgm['in_channels']}x{cfgm['input_size']}x{cfgm['input_size']}, D {cfgm['hidden_size']}, depth {cfgm['depth']})"
             ours, ours16, oursh, ourw = res["ours"]["f32"], res["ours"]["f16"], res["ours"]["shared"], res["ours"]["wasm"]
+            ourw8 = res["ours"]["wasm8"]
             ort, ortw = res["ort"].get("webgpu", {}), res["ort"].get("wasm", {})
             adapter = ours["adapter"]
             rows = 2 * args.n
@@ -140,23 +145,28 @@ def run(args) -> str:
             step_rows.append([name, "ditweb f16 weights", rows, ours16["firstMs"], ours16["stepMs"], ours16["stepMs"] / ours["stepMs"]])
             step_rows.append([name, "ditweb f32, --matmul shared", rows, oursh["firstMs"], oursh["stepMs"], oursh["stepMs"] / ours["stepMs"]])
             step_rows.append([name, "ditweb wasm SIMD, 1 thread (f16 bundle)", rows, ourw["firstMs"], ourw["stepMs"], ourw["stepMs"] / ours["stepMs"]])
+            step_rows.append([name, "ditweb wasm SIMD, 1 thread (int8 bundle)", rows, ourw8["firstMs"], ourw8["stepMs"], ourw8["stepMs"] / ours["stepMs"]])
             for label, o in [("onnxruntime-web webgpu", ort), ("onnxruntime-web wasm, 1 thread", ortw)]:
                 if "stepMs" in o:
                     step_rows.append([name, label, rows, o["firstMs"], o["stepMs"], o["stepMs"] / ours["stepMs"]])
                 else:
                     step_rows.append([name, label, rows, "-", f"failed: {o.get('error', 'no ONNX file')}", "-"])
-            summary.append(f"- {name}: ditweb wasm {ourw['stepMs']:.1f} ms/step vs onnxruntime-web wasm "
-                           f"{ortw.get('stepMs', float('nan')):.1f} ms (x{ourw['stepMs'] / ortw.get('stepMs', float('nan')):.2f}); "
-                           f"vs ditweb WebGPU on {adapter} {ours['stepMs']:.1f} ms")
+            ort_ms = ortw.get('stepMs', float('nan'))
+            summary.append(f"- {name}: ditweb wasm {ourw['stepMs']:.1f} ms/step (f16 bundle), {ourw8['stepMs']:.1f} ms "
+                           f"(int8 bundle, {ourw8.get('simd') or 'plain'} SIMD) vs onnxruntime-web wasm {ort_ms:.1f} ms "
+                           f"(x{ourw['stepMs'] / ort_ms:.2f}, x{ourw8['stepMs'] / ort_ms:.2f}: {ort_ms / ourw8['stepMs']:.2f} "
+                           f"times faster with int8); vs ditweb WebGPU on {adapter} {ours['stepMs']:.1f} ms")
             if ours.get("perKernel"):
                 total = sum(v["ms"] for v in ours["perKernel"].values())
                 for op, v in sorted(ours["perKernel"].items(), key=lambda kv: -kv[1]["ms"]):
                     kernel_rows.append([name, op, v["count"], v["ms"], f"{100 * v['ms'] / total:.1f}%"])
             pw32, pw16, pww = page_weight(b32, m32), page_weight(b16, m16), page_weight(b16, m16, wasm=True)
+            pww8 = page_weight(b8, m8, wasm=True)
             onnx_bytes = onnx_path.stat().st_size if onnx_path.exists() else 0
-            for label, pw in [("ditweb webgpu, f32", pw32), ("ditweb webgpu, f16", pw16), ("ditweb wasm, f16", pww)]:
+            for label, pw in [("ditweb webgpu, f32", pw32), ("ditweb webgpu, f16", pw16), ("ditweb wasm, f16", pww),
+                              ("ditweb wasm, int8", pww8)]:
                 total = sum(pw.values())
-                code = f"{pw['js'] / 1e3:.1f} kB JS{' + wasm' if pw is pww else ''} + {pw['kernels'] / 1e3:.1f} kB WGSL + {pw['manifest'] / 1e3:.1f} kB manifest"
+                code = f"{pw['js'] / 1e3:.1f} kB JS{' + wasm' if pw in (pww, pww8) else ''} + {pw['kernels'] / 1e3:.1f} kB WGSL + {pw['manifest'] / 1e3:.1f} kB manifest"
                 weight_rows.append([name, label, code, f"{pw['weights'] / 1e6:.3f}", f"{total / 1e6:.3f}"])
             # which of onnxruntime-web's files each EP fetched: the WebGPU build's (ort.webgpu + its asyncify or
             # jsep wasm) vs the plain wasm build's (ort.wasm.bundle + ort-wasm-simd-threaded.wasm)
@@ -172,7 +182,8 @@ def run(args) -> str:
                            f"{ort.get('createMs', 0):.0f} ms, run times {fmt(ort.get('times', []))} ms; same forward, "
                            f"max |ditweb - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} "
                            f"(max |out| {ort.get('maxRef', float('nan')):.3g}, {ort.get('outLength')} vs {ort.get('oursLength')} values); "
-                           f"ditweb wasm load {ourw['loadMs']:.0f} ms, step times {fmt(ourw['times'])} ms; onnxruntime-web wasm session "
+                           f"ditweb wasm load {ourw['loadMs']:.0f} ms, step times {fmt(ourw['times'])} ms (int8: "
+                           f"{fmt(ourw8['times'])} ms, {ourw8.get('simd') or 'plain'} SIMD); onnxruntime-web wasm session "
                            f"{ortw.get('createMs', 0):.0f} ms, run times {fmt(ortw.get('times', []))} ms, max |ditweb wasm - "
                            f"onnxruntime-web wasm| = {ortw.get('maxDiff', float('nan')):.2e}")
             print(details[-1], flush=True)
