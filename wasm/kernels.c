@@ -474,16 +474,38 @@ void EXPORT(op_layernorm_mod)(const u32 *params, const f32 *x, const f32 *ada, f
     const u32 b = r / T;
     const f32 *xr = x + (b * T_in + r % T) * D;
     // both sums in 4 lanes (lane j: the d = j mod 4 terms), then (l0 + l1) + (l2 + l3), then the D mod 4 rest:
-    // chains of D / 4 + 3 roundings (layernorm_rows' order; the serial sum's D - 1 is what the bound allows)
+    // chains of D / 4 + 3 roundings (layernorm_rows' order; the serial sum's D - 1 is what the bound allows).
+    // D a multiple of 16 (every shipped model): four vectors, lane j of vector i summing the d = 4i + j mod 16 terms,
+    // added (v0 + v1) + (v2 + v3) before the lanes: chains of D / 16 + 4 roundings, four of them independent (one
+    // chain of D / 4 adds waited on each add's latency)
     const u32 D4 = D & ~3u;
     v128_t sv = wasm_f32x4_splat(0);
-    for (u32 d = 0; d < D4; d += 4) sv = wasm_f32x4_add(sv, wasm_v128_load(xr + d));
+    u32 d0 = 0;
+    if (D % 16 == 0) {
+      v128_t s1 = sv, s2 = sv, s3 = sv;
+      for (; d0 < D; d0 += 16) {
+        sv = wasm_f32x4_add(sv, wasm_v128_load(xr + d0)); s1 = wasm_f32x4_add(s1, wasm_v128_load(xr + d0 + 4));
+        s2 = wasm_f32x4_add(s2, wasm_v128_load(xr + d0 + 8)); s3 = wasm_f32x4_add(s3, wasm_v128_load(xr + d0 + 12));
+      }
+      sv = wasm_f32x4_add(wasm_f32x4_add(sv, s1), wasm_f32x4_add(s2, s3));
+    }
+    for (u32 d = d0; d < D4; d += 4) sv = wasm_f32x4_add(sv, wasm_v128_load(xr + d));
     f32 s = hsum4(sv);
     for (u32 d = D4; d < D; d++) s += xr[d];
     const f32 mean = s / (f32)D;
     const v128_t mv = wasm_f32x4_splat(mean);
     v128_t vv = wasm_f32x4_splat(0);
-    for (u32 d = 0; d < D4; d += 4) {
+    if (D % 16 == 0) {
+      v128_t v1 = vv, v2 = vv, v3 = vv;
+      for (u32 d = 0; d < D; d += 16) {
+        const v128_t c0 = wasm_f32x4_sub(wasm_v128_load(xr + d), mv), c1 = wasm_f32x4_sub(wasm_v128_load(xr + d + 4), mv);
+        const v128_t c2 = wasm_f32x4_sub(wasm_v128_load(xr + d + 8), mv), c3 = wasm_f32x4_sub(wasm_v128_load(xr + d + 12), mv);
+        vv = wasm_f32x4_add(vv, wasm_f32x4_mul(c0, c0)); v1 = wasm_f32x4_add(v1, wasm_f32x4_mul(c1, c1));
+        v2 = wasm_f32x4_add(v2, wasm_f32x4_mul(c2, c2)); v3 = wasm_f32x4_add(v3, wasm_f32x4_mul(c3, c3));
+      }
+      vv = wasm_f32x4_add(wasm_f32x4_add(vv, v1), wasm_f32x4_add(v2, v3));
+    }
+    for (u32 d = d0; d < D4; d += 4) {
       const v128_t c = wasm_f32x4_sub(wasm_v128_load(xr + d), mv);
       vv = wasm_f32x4_add(vv, wasm_f32x4_mul(c, c));
     }
@@ -766,10 +788,14 @@ void EXPORT(op_unpatchify)(const u32 *params, const f32 *src, f32 *dst) { patch_
 
 void EXPORT(op_pos_embed_add)(const u32 *params, f32 *h, const f32 *pos) {
   PARAMS_pos_embed_add(params);
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 d = idx % D, t = (idx / D) % T, b = idx / (D * T);
-    h[(b * T_buf + t) * D + d] += pos[t * D + d];
-  }
+  // idx = (b T + t) D + d in order, as nested loops (no divisions per element)
+  if (T == 0 || D == 0) return;
+  for (u32 b = 0, idx = 0; idx < count; b++)
+    for (u32 t = 0; t < T && idx < count; t++) {
+      f32 *hr = h + (b * T_buf + t) * D;
+      const f32 *pr = pos + t * D;
+      for (u32 d = 0; d < D && idx < count; d++, idx++) hr[d] += pr[d];
+    }
 }
 
 // cos/sin as timestep_embed.wgsl.j2: Cody-Waite reduction by pi/2, Cephes polynomials
