@@ -130,7 +130,7 @@ window.runBench = async (cfg) => {
     ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime, v.threads, v.simd)) });
   }
   const orts = {}, ortErrors = {};
-  for (const ep of cfg.onnx ? ["webgpu", "wasm"] : []) {
+  for (const ep of cfg.onnx ? (cfg.ortEps || ["webgpu", "wasm"]) : []) {   // cfg.ortEps: a subset, e.g. ["wasm"]
     log(`onnxruntime-web ${ep}: ${cfg.onnx}`);
     try {
       orts[ep] = await prepareOrt(cfg, ep);
