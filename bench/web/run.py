@@ -230,11 +230,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="timed rounds (each: one step of every runtime, in turns)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per page call")
     ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    if not (ORT_DIST / "ort.webgpu.min.mjs").is_file():
+    return run_and_save(ap.parse_args(argv), run, "ort.webgpu.min.mjs")
+
+
+def run_and_save(args, run_fn, ort_file: str) -> int:
+    """A browser benchmark's end: onnxruntime-web's `ort_file` must be installed; run, print, save to args.out."""
+    if not (ORT_DIST / ort_file).is_file():
         print(f"onnxruntime-web is missing ({ORT_DIST}); run scripts/setup.sh", file=sys.stderr)
         return 2
-    text = run(args)
+    text = run_fn(args)
     print(text)
     print(f"saved {save_text(Path(args.out), text)}")
     return 0

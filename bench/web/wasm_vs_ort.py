@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import CHROMIUM_VERSION, ORT_DIST, REPO, export, load_model, onnx_inputs  # noqa: E402
+from run import CHROMIUM_VERSION, ORT_DIST, REPO, export, load_model, onnx_inputs, run_and_save  # noqa: E402
 
-from dit_model.bench import format_table, save_text  # noqa: E402
+from dit_model.bench import format_table  # noqa: E402
 from webserve.browser import chromium, local_server  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "web-wasm-vs-ort.md"
@@ -86,14 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30, help="timed rounds")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per page call")
     ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    if not (ORT_DIST / "ort.wasm.bundle.min.mjs").is_file():
-        print(f"onnxruntime-web is missing ({ORT_DIST}); run scripts/setup.sh", file=sys.stderr)
-        return 2
-    text = run(args)
-    print(text)
-    print(f"saved {save_text(Path(args.out), text)}")
-    return 0
+    return run_and_save(ap.parse_args(argv), run, "ort.wasm.bundle.min.mjs")
 
 
 if __name__ == "__main__":
