@@ -223,15 +223,17 @@ static inline f32 normal(u32 seed, u32 stream, u32 step_i, u32 index) {
 // act: 0 none, 1 gelu, 2 silu; in_act: 0 none, 1 silu (applied to a copy of a, in scratch).
 static inline f32 apply_act(f32 v, u32 act) { return act == 1 ? gelu_tanh(v) : act == 2 ? silu(v) : v; }
 
-// The 4 x 8 block of products of rows a0..a3 (K values each) with 8 columns of w (row k at w + k * stride), summed
-// in k order in 8 vector accumulators: matmul's inner loop, and matmul_q8's over its widened panel.
+// The 4 x 8 block of products of rows a0..a3 (K values each, value k at a_r + k * astride) with 8 columns of w (row
+// k at w + k * stride), summed in k order in 8 vector accumulators: matmul's inner loop, the attention's scores
+// (astride 1) and its P V (the 8 queries' weights of key j interleaved: astride 8).
 static inline __attribute__((always_inline)) void dot_4x8(const f32 *a0, const f32 *a1, const f32 *a2, const f32 *a3,
-                                                          const f32 *w, u32 stride, u32 K, v128_t acc[4][2]) {
+                                                          u32 astride, const f32 *w, u32 stride, u32 K,
+                                                          v128_t acc[4][2]) {
   v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (u32 k = 0; k < K; k++, w += stride) {
     v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
-    v128_t x0 = wasm_f32x4_splat(a0[k]), x1 = wasm_f32x4_splat(a1[k]);
-    v128_t x2 = wasm_f32x4_splat(a2[k]), x3 = wasm_f32x4_splat(a3[k]);
+    v128_t x0 = wasm_f32x4_splat(a0[k * astride]), x1 = wasm_f32x4_splat(a1[k * astride]);
+    v128_t x2 = wasm_f32x4_splat(a2[k * astride]), x3 = wasm_f32x4_splat(a3[k * astride]);
     c00 = madd4(c00, x0, w0); c01 = madd4(c01, x0, w1);
     c10 = madd4(c10, x1, w0); c11 = madd4(c11, x1, w1);
     c20 = madd4(c20, x2, w0); c21 = madd4(c21, x2, w1);
@@ -258,7 +260,7 @@ static void matmul_rows(const u32 *params, const f32 *a, const f32 *wt, const f3
     u32 n = 0;
     for (; n + 8 <= N; n += 8) {
       v128_t acc[4][2];
-      dot_4x8(a0, a1, a2, a3, wt + n, N, K, acc);
+      dot_4x8(a0, a1, a2, a3, 1, wt + n, N, K, acc);
       v128_t b0 = wasm_v128_load(bias + n), b1 = wasm_v128_load(bias + n + 4);
       for (u32 r = 0; r < rows; r++) {
         u32 mm = m + r;
@@ -618,28 +620,11 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
 //     p_j = 2^max(s_j - m, -100) (exp2_4: 1.9e-7 relative; the floor keeps products with p normal and moves a weight
 //     by at most 2^-100 where the largest is 1), l = sum_j p_j in j order;
 //   o = P V: 4 queries x 8 dims per block, per key 4 broadcasts of p_j and 2 vector loads of v[j] feed 8
-//     multiply-adds, summed in j order; o / l as o * (1 / l).
+//     multiply-adds (dot_4x8 again, the weights read 8 apart), summed in j order; o / l as o * (1 / l).
 // Every query's arithmetic is its own lane's and the same whichever 8 it is computed with (a missing query re-reads
 // one that exists; its results are dropped), so any split into threads gives the same bits. Against the online
 // path above (T_kv > ATT_KEYS or other head dims): one key block, sums in other orders, exp2_4 for exp.
 #define ATT_KEYS 512
-
-// acc[r][h] = sum_j pt[j][r] v[j][d0 + 4h .. + 3], r = 0..3 (queries c0 + r of pt's 8), j in order
-static inline __attribute__((always_inline)) void pv_4x8(const f32 *pt, const f32 *v, u32 vstride, u32 T,
-                                                         v128_t acc[4][2]) {
-  v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-  for (u32 j = 0; j < T; j++, pt += 8, v += vstride) {
-    v128_t w0 = wasm_v128_load(v), w1 = wasm_v128_load(v + 4);
-    v128_t x0 = wasm_v128_load32_splat(pt), x1 = wasm_v128_load32_splat(pt + 1);
-    v128_t x2 = wasm_v128_load32_splat(pt + 2), x3 = wasm_v128_load32_splat(pt + 3);
-    c00 = madd4(c00, x0, w0); c01 = madd4(c01, x0, w1);
-    c10 = madd4(c10, x1, w0); c11 = madd4(c11, x1, w1);
-    c20 = madd4(c20, x2, w0); c21 = madd4(c21, x2, w1);
-    c30 = madd4(c30, x3, w0); c31 = madd4(c31, x3, w1);
-  }
-  acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
-  acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
-}
 
 static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 r_lo, u32 r_hi) {
   const f32 scale = 1.0f / __builtin_sqrtf((f32)HD) * 1.44269504088896341f;   // scores in log2 units
@@ -661,7 +646,7 @@ static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, 
       const u32 nk = T - j < 4 ? T - j : 4;
       const f32 *k0 = kb + j * ks;
       v128_t acc[4][2];
-      dot_4x8(k0, k0 + (nk > 1) * ks, k0 + (nk > 2) * 2 * ks, k0 + (nk > 3) * 3 * ks, qt, 8, HD, acc);
+      dot_4x8(k0, k0 + (nk > 1) * ks, k0 + (nk > 2) * 2 * ks, k0 + (nk > 3) * 3 * ks, 1, qt, 8, HD, acc);
       for (u32 e = 0; e < nk; e++) {
         wasm_v128_store(st + (j + e) * 8, acc[e][0]);
         wasm_v128_store(st + (j + e) * 8 + 4, acc[e][1]);
@@ -685,7 +670,8 @@ static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, 
     for (u32 c0 = 0; c0 < nq; c0 += 4)
       for (u32 d0 = 0; d0 < HD; d0 += 8) {
         v128_t acc[4][2];
-        pv_4x8(st + c0, vb + d0, ks, T, acc);
+        // acc[r][h] = sum_j P[j][c0 + r] v[j][d0 + 4h ..], j in order
+        dot_4x8(st + c0, st + c0 + 1, st + c0 + 2, st + c0 + 3, 8, vb + d0, ks, T, acc);
         for (u32 e = 0; e < 4 && c0 + e < nq; e++) {
           f32 *o = dst + (b * A->T_q + i0 + c0 + e) * A->out_stride + h * HD + d0;
           const v128_t il = wasm_f32x4_splat(inv[c0 + e]);
