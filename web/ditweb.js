@@ -114,84 +114,99 @@ export async function loadBundle(url, opts = {}) {
   const early = startEarly(fetchFor, base, stats, opts);
   const pending = [];                  // the Cache API writes of the downloads (fetchVerified)
   try {
-    const t0 = performance.now();
-    const manifest = await fetchManifest(base, opts.signal);
-    const t1 = performance.now();
-    measure("manifest", t0, t1);
-    // The files the runtime reads, where the manifest lists them plainly (downloadList: safe names, each with a
-    // sha256): their downloads go out first (fetchVerified issues a request in the call where no cache may hold the
-    // file) and the manifest is verified while the bytes arrive; a manifest that fails stops them, with its own
-    // error, and nothing downloaded is used before it has passed. A listing that is not plain: verified first.
-    const names = downloadList(manifest, fetchFor);
-    if (!names) verifyManifest(manifest);
-    const t2 = performance.now();
-    const halt = new AbortController();
-    if (opts.signal && opts.signal.aborted) halt.abort(opts.signal.reason);
-    else if (opts.signal) opts.signal.addEventListener("abort", () => halt.abort(opts.signal.reason), { once: true });
-    // a named model's vocabulary is parsed and checked as soon as it is in (verified), while the weights download
-    const checked = {};
-    const onFile = (file, buf) => {
-      if (file !== VOCABULARY_FILE) return;
-      const t = performance.now();
-      checked.vocab = earlyVocabulary(manifest, buf);
-      measure("vocabulary", t);
-    };
-    const downloads = fetchFiles(base, manifest, names || bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
-    downloads.catch(() => {});          // awaited below, once the manifest has passed
-    const t3 = performance.now();
-    measure("requests", t2, t3);
-    try {
-      if (names) verifyManifest(manifest);
-    } catch (e) {
-      halt.abort(e);
-      throw e;
-    }
-    measure("verify manifest", names ? t3 : t1, names ? performance.now() : t2);
-    if (early.bundle) early.bundle.manifest = manifest;
-    const files = await downloads;
-    const t4 = performance.now();
-    measure("files", t2, t4);
-    let { tensors, kernels, vocab } = verifyFiles(manifest, files, fetchFor, checked);   // sizes, safetensors header, WGSL vs manifest, vocabulary
-    measure("verify files", t4);
-    // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
-    const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
-    const chosen = await runtimeFor(runtime, decoderFiles);
-    let bundle;
-    if (chosen.runtime === "wasm") {
-      const simd = checkWasmSimd();
-      if (!simd.ok) throw new UnsupportedError(simd.message);
-      bundle = early.bundle || new WasmBundle(base, manifest, tensors, stats, opts);
-      bundle.tensors = tensors;        // verified: start() hands them to the worker
-    } else {
-      if (fetchFor === "wasm") {       // WebAssembly asked for, and a decoder only WebGPU runs: its files too
-        const rest = bundleFiles(manifest).filter((f) => !Object.prototype.hasOwnProperty.call(files, f));
-        Object.assign(files, await fetchFiles(base, manifest, rest, stats, { ...opts, pending }));
-        ({ tensors, kernels, vocab } = verifyFiles(manifest, files));
-      }
-      const { Bundle } = await import("./webgpu-bundle.js");
-      bundle = new Bundle(base, manifest, tensors, kernels, stats, opts, checkWebGPU);
-    }
-    if (early.bundle && early.bundle !== bundle) early.bundle.dispose();   // a decoder only WebGPU runs
-    bundle.decoderFiles = decoderFiles;
-    bundle.runtimeReason = chosen.reason;
-    bundle.vocab = vocab;
-    const t5 = performance.now();
-    const ready = Promise.all([bundle instanceof WasmBundle ? bundle.start().then(() => measure("start", t5)) : bundle.createDevice(),
-                               Promise.all(pending).then(() => measure("cache writes", t5))]);
-    if (vocab && bundle instanceof WasmBundle && typeof vocab.entries === "function") {
-      // while the worker unpacks the weights, this thread builds the vocabulary's look-up index, which the first
-      // prompt needs (once the init message is out: a task later)
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      const t6 = performance.now();
-      vocab.entries();
-      measure("label index", t6);
-    }
-    await ready;
-    return bundle;
+    const got = await downloadBundle(base, fetchFor, stats, opts, pending, early);
+    return await startBundle(base, runtime, fetchFor, got, stats, opts, pending, early);
   } catch (e) {
     if (early.bundle) early.bundle.dispose();
     throw e;
   }
+}
+
+// loadBundle's download: the manifest and the files fetchFor's runtime reads, each verified ({manifest, files,
+// tensors, kernels, vocab}); the Cache API writes it starts go to pending.
+async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
+  const t0 = performance.now();
+  const manifest = await fetchManifest(base, opts.signal);
+  const t1 = performance.now();
+  measure("manifest", t0, t1);
+  // The files the runtime reads, where the manifest lists them plainly (downloadList: safe names, each with a
+  // sha256): their downloads go out first (fetchVerified issues a request in the call where no cache may hold the
+  // file) and the manifest is verified while the bytes arrive; a manifest that fails stops them, with its own
+  // error, and nothing downloaded is used before it has passed. A listing that is not plain: verified first.
+  const names = downloadList(manifest, fetchFor);
+  if (!names) verifyManifest(manifest);
+  const t2 = performance.now();
+  const halt = new AbortController();
+  if (opts.signal && opts.signal.aborted) halt.abort(opts.signal.reason);
+  else if (opts.signal) opts.signal.addEventListener("abort", () => halt.abort(opts.signal.reason), { once: true });
+  // a named model's vocabulary is parsed and checked as soon as it is in (verified), while the weights download
+  const checked = {};
+  const onFile = (file, buf) => {
+    if (file !== VOCABULARY_FILE) return;
+    const t = performance.now();
+    checked.vocab = earlyVocabulary(manifest, buf);
+    measure("vocabulary", t);
+  };
+  const downloads = fetchFiles(base, manifest, names || bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
+  downloads.catch(() => {});          // awaited below, once the manifest has passed
+  const t3 = performance.now();
+  measure("requests", t2, t3);
+  try {
+    if (names) verifyManifest(manifest);
+  } catch (e) {
+    halt.abort(e);
+    throw e;
+  }
+  measure("verify manifest", names ? t3 : t1, names ? performance.now() : t2);
+  if (early.bundle) early.bundle.manifest = manifest;
+  const files = await downloads;
+  const t4 = performance.now();
+  measure("files", t2, t4);
+  const verified = verifyFiles(manifest, files, fetchFor, checked);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+  measure("verify files", t4);
+  return { manifest, files, ...verified };
+}
+
+// loadBundle's end: the runtime for the verified files (a latent bundle's decoder, verified the same way, may
+// decide it), its bundle object, and its start (the WebAssembly worker's init, or a WebGPU device).
+async function startBundle(base, runtime, fetchFor, got, stats, opts, pending, early) {
+  const { manifest, files } = got;
+  let { tensors, kernels, vocab } = got;
+  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
+  const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
+  const chosen = await runtimeFor(runtime, decoderFiles);
+  let bundle;
+  if (chosen.runtime === "wasm") {
+    const simd = checkWasmSimd();
+    if (!simd.ok) throw new UnsupportedError(simd.message);
+    bundle = early.bundle || new WasmBundle(base, manifest, tensors, stats, opts);
+    bundle.tensors = tensors;        // verified: start() hands them to the worker
+  } else {
+    if (fetchFor === "wasm") {       // WebAssembly asked for, and a decoder only WebGPU runs: its files too
+      const rest = bundleFiles(manifest).filter((f) => !Object.prototype.hasOwnProperty.call(files, f));
+      Object.assign(files, await fetchFiles(base, manifest, rest, stats, { ...opts, pending }));
+      ({ tensors, kernels, vocab } = verifyFiles(manifest, files));
+    }
+    const { Bundle } = await import("./webgpu-bundle.js");
+    bundle = new Bundle(base, manifest, tensors, kernels, stats, opts, checkWebGPU);
+  }
+  if (early.bundle && early.bundle !== bundle) early.bundle.dispose();   // a decoder only WebGPU runs
+  bundle.decoderFiles = decoderFiles;
+  bundle.runtimeReason = chosen.reason;
+  bundle.vocab = vocab;
+  const t5 = performance.now();
+  const ready = Promise.all([bundle instanceof WasmBundle ? bundle.start().then(() => measure("start", t5)) : bundle.createDevice(),
+                             Promise.all(pending).then(() => measure("cache writes", t5))]);
+  if (vocab && bundle instanceof WasmBundle && typeof vocab.entries === "function") {
+    // while the worker unpacks the weights, this thread builds the vocabulary's look-up index, which the first
+    // prompt needs (once the init message is out: a task later)
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const t6 = performance.now();
+    vocab.entries();
+    measure("label index", t6);
+  }
+  await ready;
+  return bundle;
 }
 
 // The files loadBundle downloads for a runtime (bundleFiles), where the unverified manifest lists each of them plainly:
