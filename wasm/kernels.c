@@ -144,19 +144,8 @@ static inline f32 hsum4(v128_t v) {
 
 static inline v128_t act4(v128_t v, u32 act) { return act == 1 ? gelu4(v) : act == 2 ? silu4(v) : v; }
 
-static inline f32 gelu_tanh(f32 x) {   // gelu4's operations, one lane (the same bits)
-  f32 t = x * (GELU_A + GELU_B * (x * x));
-  t = t < -100.0f ? -100.0f : t;   // pmax, pmin: NaN stays NaN
-  t = 128.0f < t ? 128.0f : t;
-  const f32 tn = t + 12582912.0f;
-  const f32 f = t - (tn - 12582912.0f);
-  f32 p = EXP2_P5 * f + EXP2_P4;
-  p = p * f + EXP2_P3;
-  p = p * f + EXP2_P2;
-  p = p * f + EXP2_P1;
-  p = p * f + 1.0f;
-  const f32 e = p * u2f((f2u(tn) + (u32)(127 - 0x4B400000)) << 23);
-  return x / (1.0f + e);
+static inline f32 gelu_tanh(f32 x) {   // gelu4 in one lane (the same operations, so the same bits)
+  return wasm_f32x4_extract_lane(gelu4(wasm_f32x4_splat(x)), 0);
 }
 
 // ------------------------------------------------------------------ the counter-based noise
