@@ -25,16 +25,6 @@ let decoder = null;
 const scope = self;
 const epochMs = () => performance.timeOrigin + performance.now();   // a clock the page can read too
 
-// The weights' unpacking (WasmEngine.loadWeights: f16 -> f32, transposes) timed apart from the module's
-// instantiation, for the page's breakdown of its first favicon: [start, end] in epoch ms, sent with init's reply.
-/** @type {number[] | null} */
-let unpack = null;
-const loadWeights = WasmEngine.prototype.loadWeights;
-WasmEngine.prototype.loadWeights = function (tensors) {
-  const t0 = epochMs();
-  loadWeights.call(this, tensors);
-  unpack = [t0, epochMs()];
-};
 
 const handlers = {
   async init({ module, manifest, tensors, threads = 1, decoder: dec = null, batch = null }) {
@@ -44,7 +34,8 @@ const handlers = {
     // prepares its run (a later state call for it finds it ready; another batch replaces it; a failure is the state
     // call's to report)
     if (batch) setTimeout(() => { try { engine.state(batch[0], batch[1]); } catch { /* reported by state */ } }, 0);
-    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError, unpack };
+    return { memoryBytes: engine.memory.buffer.byteLength, threads: engine.threads, threadsError: engine.threadsError,
+             unpack: engine.unpack };   // when the weights were unpacked (WasmEngine.create), apart from the instantiation
   },
   state({ B, N, y }) {
     engine.state(B, N);

@@ -102,7 +102,10 @@ export class WasmEngine {
         engine.threadsError = e.message || String(e);
       }
     }
+    const epochMs = () => performance.timeOrigin + performance.now();   // a clock every thread and the page share
+    const t0 = epochMs();
     engine.loadWeights(tensors);
+    engine.unpack = [t0, epochMs()];   // [start, end] of the weights' unpacking (the page's first-favicon breakdown)
     return engine;
   }
 
@@ -114,6 +117,8 @@ export class WasmEngine {
     this.threadsError = "";   // why a pool that was asked for did not start
     /** @type {ThreadPool | null} */
     this.pool = null;
+    /** @type {number[] | null} */
+    this.unpack = null;       // create: [start, end] of loadWeights, ms since the epoch
     this.top = (exports.__heap_base.value + 15) & ~15;
     this.batch = null;
     // every dispatch's function, checked once: an op without a wasm kernel is a one-line error
