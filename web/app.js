@@ -145,10 +145,12 @@ function span(name) {
   return e ? { start: e.startTime, end: e.startTime + e.duration } : null;
 }
 
-// All "ditweb:<prefix> <file>" entries: [{file, start, end}].
+// All "ditweb:<prefix> <file>" entries but the model card's (README.md: fetched for the attribution footer, or with
+// every file on the WebGPU path; no part of the way to the favicon): [{file, start, end}].
 function spans(prefix) {
   return performance.getEntriesByType("measure").filter((e) => e.name.startsWith(`ditweb:${prefix} `))
-    .map((e) => ({ file: e.name.slice(prefix.length + 8), start: e.startTime, end: e.startTime + e.duration }));
+    .map((e) => ({ file: e.name.slice(prefix.length + 8), start: e.startTime, end: e.startTime + e.duration }))
+    .filter((e) => !e.file.startsWith("README"));
 }
 
 /**
@@ -171,7 +173,7 @@ function firstFaviconPhases(runStartMs, doneMs, steps, timeline) {
   const nav = /** @type {any} */ (performance.getEntriesByType("navigation")[0]);
   // the manifest is in once its files are asked for (it is verified while they download), else once verified
   const manifest = span("requests") || span("verify manifest"), files = span("verify files");
-  const got = [...spans("fetch"), ...spans("cache")].filter((e) => !(e.file || "").startsWith("README"));
+  const got = [...spans("fetch"), ...spans("cache")];
   const ends = timeline ? timeline.stepEndMs : [];
   const moments = [
     ["HTML", nav ? nav.responseEnd : 0],
@@ -204,7 +206,7 @@ function firstFaviconDetail(result) {
   const mean = (v) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
   const tl = result.timeline || { stepEndMs: [], hostMs: [], initEndMs: 0 };
   const ends = tl.stepEndMs;
-  const sha = spans("sha256").filter((e) => !e.file.startsWith("README"));
+  const sha = spans("sha256");
   const kernelMs = result.kernelMs || [];
   return {
     htmlMs: nav ? nav.responseEnd : 0,
@@ -215,8 +217,8 @@ function firstFaviconDetail(result) {
     appStartMs,
     manifest: span("manifest"),
     verifyManifest: span("verify manifest"),
-    cache: spans("cache").filter((e) => !e.file.startsWith("README")),
-    fetch: spans("fetch").filter((e) => !e.file.startsWith("README")),
+    cache: spans("cache"),
+    fetch: spans("fetch"),
     sha256Ms: sha.reduce((a, e) => a + e.end - e.start, 0),
     verifyFiles: span("verify files"),
     kernels: span("kernels"),

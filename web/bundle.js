@@ -35,6 +35,9 @@ export function measure(name, start, end = performance.now()) {
   try { performance.measure(`ditweb:${name}`, { start, end }); } catch { /* no User Timing here: nothing to record */ }
 }
 
+// A sha256 as the manifest writes it: 64 lowercase hex digits.
+export const isSha256Hex = (v) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v);
+
 export async function sha256Hex(buffer) {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buffer));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -130,7 +133,7 @@ function cacheHint(sha256, value) {
  *          pending?: Promise<void>[]}} [options]
  */
 export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useCache = true, pending } = {}) {
-  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new BundleError("manifest.json", `files["${file}"]: sha256 is not 64 hex digits`);
+  if (!isSha256Hex(sha256)) throw new BundleError("manifest.json", `files["${file}"]: sha256 is not 64 hex digits`);
   const url = new URL(file, baseUrl);
   const key = new Request(`${url.href}?sha256=${sha256}`);
   const t0 = performance.now();
@@ -238,7 +241,7 @@ export function schemaError(value, spec, where) {
     const form = (v, n) => Array.isArray(v) && v.length === n && v.every((x) => Number.isInteger(x) && x >= 0 && x < MAX_BYTES);
     const ok = {
       string: (v) => typeof v === "string", bool: (v) => typeof v === "boolean", object: isObj,
-      hex64: (v) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v),
+      hex64: isSha256Hex,
       form3: (v) => form(v, 3), form4: (v) => form(v, 4) && v[3] >= 1,
     }[spec];
     return ok(value) ? null : `${where}: expected ${spec}, got ${short(value)}`;

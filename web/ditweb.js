@@ -15,8 +15,8 @@
 // Both runtimes run the same manifest programs with the same step records (schedule.js), so a seed
 // gives the same image on either; b.runtime and every sample result say which one ran.
 
-import { FORMAT, FORMAT_VERSION, VOCABULARY_FILE, bundleFiles, earlyVocabulary, fetchManifest, fetchVerified, measure, openCache,
-  unsafePath, verifyFiles, verifyManifest } from "./bundle.js";
+import { FORMAT, FORMAT_VERSION, VOCABULARY_FILE, bundleFiles, earlyVocabulary, fetchManifest, fetchVerified, isSha256Hex, measure,
+  openCache, unsafePath, verifyFiles, verifyManifest } from "./bundle.js";
 import { fetchDecoder } from "./decode.js";
 import { SIMD_MODES, WasmBundle, chooseSimd } from "./wasm-bundle.js";
 import { wasmDecoderProblem } from "./wasm-decode.js";
@@ -218,7 +218,7 @@ function downloadList(m, runtime) {
     const names = bundleFiles(m, runtime);
     const own = (o, k) => o !== null && typeof o === "object" && !Array.isArray(o) && Object.prototype.hasOwnProperty.call(o, k);
     const plain = names.every((f) => !unsafePath(f) && own(m.files, f) && own(m.files[f], "sha256")
-                                     && typeof m.files[f].sha256 === "string" && /^[0-9a-f]{64}$/.test(m.files[f].sha256));
+                                     && isSha256Hex(m.files[f].sha256));
     return plain && names.length ? names : null;
   } catch {
     return null;                         // buffers or model not as the schema says: verifyManifest names it
