@@ -65,19 +65,21 @@ def attribution_html(lines: list[str]) -> str:
             'model card</a>):</p><ul>%s</ul></footer>' % (len(lines), "".join(item(t) for t in lines)))
 
 
-def page_html(base_path: str | None, card: str | None = None) -> bytes:
-    """index.html with the <base href> (base_path) and the attribution footer from the bundle's card written in."""
-    page = (WEB_DIR / "index.html").read_text("utf-8")
+def page_html(base_path: str | None, card: str | None = None, web_dir: Path = WEB_DIR) -> bytes:
+    """web_dir's index.html with the <base href> (base_path) and the attribution footer from the bundle's card
+    written in."""
+    index = web_dir / "index.html"
+    page = index.read_text("utf-8")
     if base_path:
         page = page.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n<base href="{base_path}">\n', 1)
         if f'<base href="{base_path}">' not in page:
-            raise SiteError(f"{WEB_DIR / 'index.html'}: no <meta charset=\"utf-8\"> line to put the <base href> after")
+            raise SiteError(f"{index}: no <meta charset=\"utf-8\"> line to put the <base href> after")
     lines = attribution_lines(card) if card else []
     if lines:
         page, n = re.subn(r'<footer id="attribution">.*?</footer>', lambda _: attribution_html(lines), page,
                           count=1, flags=re.S)
         if n != 1:
-            raise SiteError(f"{WEB_DIR / 'index.html'}: no <footer id=\"attribution\"> to write the attribution into")
+            raise SiteError(f"{index}: no <footer id=\"attribution\"> to write the attribution into")
     return page.encode("utf-8")
 
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from dit_model.bench import RESULTS, format_table, publish, shown_path  # noqa: E402
 from webserve.browser import chromium, wait_state  # noqa: E402
 from webserve.files import PAGE_SUFFIXES, WEB_DIR  # noqa: E402
-from webserve.site import CARD, first_visit, sizes, write_site  # noqa: E402
+from webserve.site import CARD, first_visit, page_html, sizes, write_site  # noqa: E402
 
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 PARTS = ("totalMs", "pageMs", "bundleMs", "waitMs", "stepsMs")
@@ -57,7 +57,6 @@ KERNEL_FILES = ("ditweb-kernels.wasm", "ditweb-kernels-relaxed.wasm", "ditweb-ke
 def write_before(site: Path, before_web: Path, out: Path) -> None:
     """A copy of the site with the page files of before_web (its index.html written as `ditweb site` writes it, the
     attribution footer in), this checkout's KERNEL_FILES."""
-    import webserve.site as ws
     shutil.copytree(site, out)
     for f in out.iterdir():
         if f.is_file() and f.suffix in PAGE_SUFFIXES:
@@ -68,12 +67,7 @@ def write_before(site: Path, before_web: Path, out: Path) -> None:
     for name in KERNEL_FILES:
         shutil.copyfile(WEB_DIR / name, out / name)
     card = (site / "bundle" / CARD).read_text("utf-8") if (site / "bundle" / CARD).is_file() else None
-    saved = ws.WEB_DIR
-    ws.WEB_DIR = before_web
-    try:
-        (out / "index.html").write_bytes(ws.page_html(None, card))
-    finally:
-        ws.WEB_DIR = saved
+    (out / "index.html").write_bytes(page_html(None, card, web_dir=before_web))
 
 
 def commit_of(checkout: Path) -> str:
