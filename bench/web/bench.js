@@ -26,10 +26,13 @@ async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined
   const record = stepUniform({ tables: samplerTables(m, 25), i: 12, nDone: 12, steps: 25, seed: 1, K: 1, J: 2, N,
     plan, guide, sampler: "ddim", eta: 0, clipX0: true });
   const dispatches = ["step_begin", "forward", "step_end"].reduce((a, p) => a + m.programs[p].length, 0);
-  // WebAssembly: one request to the worker, the time from posting it to its reply (as sample() sees it)
+  // WebAssembly: one request to the worker, the time from posting it to its reply (as sample() sees it); the
+  // worker's own time for the step (the reply's ms: the kernels alone) goes to stats.kernelTimes
+  const kernelTimes = [];
   const step = runtime === "wasm" ? async () => {
     const s = now();
-    await b.call("run", { programs: ["step_begin", "forward", "step_end"], record });
+    const r = await b.call("run", { programs: ["step_begin", "forward", "step_end"], record });
+    kernelTimes.push(r.ms);
     return now() - s;
   } : async () => {
     const s = now();
@@ -38,7 +41,7 @@ async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined
     return now() - s;
   };
   return { b, record, step, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription, threads: b.threads || 1,
-    simd: b.simd || null, times: [] } };
+    simd: b.simd || null, times: [], kernelTimes } };
 }
 
 // GPU time of every dispatch of one step (one compute pass each, timestamps at its start and end),
@@ -121,7 +124,7 @@ async function agreement(ours, ort, cfg) {
   return { maxDiff, maxRef, outLength: theirs.length, oursLength: mine.length };
 }
 
-// cfg: {variants: [{label, bundle}], N, reps, onnx, ortModule, ortBase, inputs}
+// cfg: {variants: [{label, bundle}], N, reps, warm (untimed rounds before them), onnx, ortModule, ortBase, inputs}
 window.runBench = async (cfg) => {
   document.body.dataset.state = "running";
   const ours = [];
@@ -138,6 +141,11 @@ window.runBench = async (cfg) => {
       ortErrors[ep] = String((e && e.message) || e);
     }
   }
+  for (let r = 0; r < (cfg.warm || 0); r++) {   // untimed rounds first: V8 optimises a wasm function once it has run enough
+    for (const o of ours) await o.step();
+    for (const ort of Object.values(orts)) await ort.step();
+  }
+  for (const o of ours) o.stats.kernelTimes.length = 0;
   for (let r = 0; r < cfg.reps; r++) {          // in turns: the same background load for everyone
     for (const o of ours) o.stats.times.push(await o.step());
     for (const ort of Object.values(orts)) ort.stats.times.push(await ort.step());
