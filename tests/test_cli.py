@@ -64,7 +64,9 @@ def test_sample_every_guide_option_runs(ckpt, tmp_path):
     (["info", "DiT-S/8", "--input-size", "12"], "not divisible by patch size 8"),
     (["info", "DiT-Z/2"], "unknown preset"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(argv, message, ckpt, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(argv, message, ckpt, tmp_path, capsys):
+    """In this process, as `python -m ditweb` runs main (argparse's SystemExit included); the command in its own
+    process: test_errors_are_one_line_and_debug_shows_the_traceback."""
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
     odd = tmp_path / "odd.pt"
@@ -72,10 +74,15 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, ckpt, tmp_path)
     torch.save(DiT(DiTConfig(input_size=8, patch_size=2, hidden_size=24, depth=1, num_heads=2, num_classes=2)).state_dict(), odd)
     out = tmp_path / "out"
     argv = [a.format(ckpt=ckpt, bad=bad, odd=odd) for a in argv]
-    r = ditweb(*argv, *(["--out", str(out)] if argv[0] == "sample" else []))
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert message in lines[-1] and "Traceback" not in r.stderr
+    capsys.readouterr()
+    try:
+        code = main([*argv, *(["--out", str(out)] if argv[0] == "sample" else [])])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert message in lines[-1] and "Traceback" not in err
     assert not out.exists()
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "bench" / "gpu" / "run.sh"
 
@@ -17,7 +19,12 @@ def run(tmp_path, *args):
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_tables_with_the_carried_wgpu(tmp_path):
+    """The whole script: the carried wheels unpacked, three `ditweb bench` stages in fresh processes (a minute or
+    more on a 2-core CPU). Slow; by default test_the_dry_run_stages_write_their_tables runs the dry run's bench
+    verbs at its shapes in this process and checks the same table rows, and the two tests below check the
+    script's arguments and the carried files."""
     r = run(tmp_path, "--dry-run")
     out = tmp_path / "out"
     assert r.returncode == 0, r.stderr[-3000:] + (out / "run.log").read_text()[-3000:]
@@ -33,6 +40,23 @@ def test_dry_run_writes_the_tables_with_the_carried_wgpu(tmp_path):
     assert "square matmul 64" in (out / "kernels.md").read_text()
     assert "Traceback" not in (out / "run.log").read_text()
     assert not any(p.name.startswith("ditweb-gpu-bench") for p in tmp_path.iterdir())     # temporary folder removed
+
+
+def test_the_dry_run_stages_write_their_tables(tmp_path):
+    """The dry run's `ditweb bench kernels` and `bench step` (its stages 1 and 3, Favicon-N/2 on lavapipe), in
+    this process with this checkout's wgpu: the rows that test_dry_run_writes_the_tables_with_the_carried_wgpu
+    finds in the script's tables."""
+    from ditweb.cli import main
+    assert main(["bench", "kernels", "--preset", "Favicon-N/2", "--quick", "--no-torch", "--sizes", "64",
+                 "--out", str(tmp_path / "k")]) == 0
+    assert "square matmul 64" in (tmp_path / "k" / "kernels.md").read_text()
+    assert main(["bench", "step", "--preset", "Favicon-N/2", "--quick", "--no-torch", "--dtypes", "f16", "--images", "1",
+                 "--out", str(tmp_path / "s")]) == 0
+    step = (tmp_path / "s" / "step.md").read_text()
+    for row in ("plan default", "plan tuned", "plan alternatives", "a whole 25-step sample"):
+        assert row in step, row
+    plans = (tmp_path / "s" / "step-plans.md").read_text()
+    assert "chosen" in plans and "(selection)" in plans and "layernorm_rows" in plans
 
 
 def test_bad_arguments_are_one_line():

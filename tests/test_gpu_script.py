@@ -47,10 +47,10 @@ def run_script(tmp_path, *args, **env):
                           timeout=600)
 
 
-def test_dry_run_writes_small_loadable_files(pack, tmp_path):
+def dry_run(pack, tmp_path, **env):
     from dit_model.checkpoint import load_model
     out = tmp_path / "out"
-    r = run_script(tmp_path, pack, out, "--max-steps", "3", "--sample-steps", "2")
+    r = run_script(tmp_path, pack, out, "--max-steps", "3", "--sample-steps", "2", **env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["ema.safetensors", "grid.png", "log.csv", "model.safetensors",
                                                      "train.log"]
@@ -61,6 +61,20 @@ def test_dry_run_writes_small_loadable_files(pack, tmp_path):
     model, meta = load_model(out / "ema.safetensors")
     assert meta["step"] == 3 and meta["class_names"] == ["cats", "dogs", "fish"]
     assert main(["sample", str(out / "ema.safetensors"), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_dry_run_writes_small_loadable_files(pack, tmp_path):
+    """The script's whole path with its GPU flags (bf16, --compile), torch.compile made a no-op by torch's own
+    TORCH_COMPILE_DISABLE=1: the flags, the blocked imports, the files and the log. The real inductor compile (a
+    minute or two on a CPU) is test_dry_run_compiles_the_model, marked slow."""
+    dry_run(pack, tmp_path, TORCH_COMPILE_DISABLE="1")
+
+
+@pytest.mark.slow
+def test_dry_run_compiles_the_model(pack, tmp_path):
+    """The same dry run with torch.compile compiling for real (inductor from an empty cache: 1-2 minutes on a
+    2-core CPU). Slow: test_dry_run_writes_small_loadable_files covers the script, its flags and files by default."""
+    dry_run(pack, tmp_path)
 
 
 def test_clear_errors_before_anything_starts(pack, tmp_path):

@@ -36,7 +36,13 @@ def tiny_named(tmp_path_factory):
     return root / "tiny-named.safetensors"
 
 
+@pytest.mark.slow
 def test_named_table_verdict_and_bundle_check(tiny_named, tmp_path):
+    """The script end to end: two `ditweb eval` runs (f16, int8) over the emoji vocabulary's evaluation list and the
+    bundles on the WebAssembly path (about two and a half minutes on a 2-core CPU). Slow; by default the same parts
+    are covered more cheaply: the named eval by tests/test_named.py test_eval_named_model, the int8 bundle in
+    WebAssembly against torch by tests/test_wasm_q8.py and tests/test_shipped.py, the named bundle in WebAssembly by
+    tests/test_named_bundle.py, and this script's argument checks by test_reference_json_of_other_settings_is_a_one_line_error."""
     quick = ["--steps", "1", "--seeds", "2", "--styles", "noto", "--hippo-seeds", "2", "--floor-pairs", "2", "--no-f32"]
     if shutil.which("node") is None:
         quick.append("--no-bundle-check")
@@ -54,11 +60,14 @@ def test_named_table_verdict_and_bundle_check(tiny_named, tmp_path):
         assert len(psnrs) == 2 and min(psnrs) > 40, text
 
 
-def test_reference_json_of_other_settings_is_a_one_line_error(tiny_named, tmp_path):
+def test_reference_json_of_other_settings_is_a_one_line_error(tmp_path):
+    """The shipped named model: the script refuses before any eval, so no model is trained here. The steps are the
+    first setting compared, so the line starts with them (the model's step follows: the reference is step 2's)."""
+    named = ROOT / "models" / "named.safetensors"
     ref = {"meta": {"steps": 50, "seeds per request": 2, "step": 2}, "styles": ["fluent", "noto", "twemoji"],
            "floor_pairs": 20, "rows": [], "hippo": [{"cfg": 4.0, "style": "noto", "seeds": 16, "top5": 0, "top1": 0}]}
     (tmp_path / "ref.json").write_text(json.dumps(ref))
-    r = run_script("--ckpt", tiny_named, "--steps", "1", "--reference-json", tmp_path / "ref.json", "--out", tmp_path)
+    r = run_script("--ckpt", named, "--steps", "1", "--reference-json", tmp_path / "ref.json", "--out", tmp_path)
     assert r.returncode != 0 and "not this run's eval: steps 50 (this run: 1)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = run_script("--ckpt", "models/default.safetensors", "--reference-json", tmp_path / "ref.json", "--out", tmp_path)

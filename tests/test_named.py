@@ -212,7 +212,18 @@ def ditweb_here(capsys, *args):
 
 
 def test_sample_prompt_style_and_compose(named_run, tmp_path, capsys):
+    """In this process (no interpreter and torch start-up per command); `ditweb` in a subprocess is
+    test_train_named_resumes_exactly's and test_eval_named_model's."""
     ckpt = str(named_run / "ckpt.pt")
+
+    def ditweb(*args):
+        capsys.readouterr()
+        from ditweb.cli import main
+        rc = main([str(a) for a in args])
+        r = NS(returncode=rc, **dict(zip(("stdout", "stderr"), capsys.readouterr())))
+        assert rc == 0, r.stderr[-2000:]
+        return r
+
     r = ditweb("sample", ckpt, "--prompt", "hippo", "--style", "noto", "--n", "2", "--steps", "2", "--out", str(tmp_path / "a"))
     assert "prompt 'hippo' -> hippopotamus < animal-mammal < Animals & Nature, style noto" in r.stderr
     assert (tmp_path / "a" / "grid.png").is_file()
