@@ -61,13 +61,14 @@ SETUP = """async (cfg) => {
   const plan = makePlan(guide, [0], m.model.num_classes);
   const record = stepUniform({ tables: samplerTables(m, 25), i: 12, nDone: 12, steps: 25, seed: 1, K: 1, J: 2, N: 1,
     plan, guide, sampler: "ddim", eta: 0, clipX0: true });
-  window.pageStep = { b, record, junk: new Float64Array(1 << 20) };
+  window.pageStep = { b, record, junk: null };
   await b.call("run", { programs: [] });   // the worker's thread named in /proc from here on
   return { loadMs, sampleMs, simd: b.simd };
 }"""
 
 PHASE = """async ({ n, mode, gapMs }) => {
-  const { b, record, junk } = window.pageStep;
+  const ps = window.pageStep;
+  const { b, record } = ps;
   const now = () => performance.now();
   const out = [];
   if (mode.startsWith("sample")) {   // n steps of one sample() as a page runs them (the worker kept ahead); previews too
@@ -78,6 +79,7 @@ PHASE = """async ({ n, mode, gapMs }) => {
   for (let i = 0; i < n; i++) {
     if (mode === "gap") await new Promise((r) => setTimeout(r, gapMs));
     if (mode === "busy") {   // the page's thread works through 8 MB for gapMs
+      const junk = ps.junk || (ps.junk = new Float64Array(1 << 20));
       const s = now();
       for (let k = 0; now() - s < gapMs; k += 7) for (let j = 0; j < 4096; j++) junk[(k + j * 64) & (junk.length - 1)] += 1;
     }
@@ -90,28 +92,40 @@ PHASE = """async ({ n, mode, gapMs }) => {
 
 
 def threads_of(profile: str) -> dict[str, list[str]]:
-    """{role: [/proc/PID/task/TID paths]} of this browser's processes (their command lines name its profile)."""
-    found: dict[str, list[str]] = {"worker": [], "renderer": [], "gpu": [], "other": []}
+    """{role: [/proc/PID/task/TID paths]} of this browser's processes (their command lines name its profile, or their
+    parent's do): the page's worker thread, the other threads of the page's renderer process (the one that holds the
+    worker), and every other process's threads (the browser, the GPU process, utilities, other renderers)."""
+    threads = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "chromium" not in cmd or (profile not in cmd and f"--user-data-dir={profile}" not in cmd
-                                     and not _child_of_profile(pid, profile)):
+        if "chromium" not in cmd or (profile not in cmd and not _child_of_profile(pid, profile)):
             continue
         for tid in os.listdir(f"/proc/{pid}/task"):
             t = f"/proc/{pid}/task/{tid}"
             try:
-                comm = Path(f"{t}/comm").read_text().strip()
+                threads.append((pid, tid, Path(f"{t}/comm").read_text().strip(), t, _kind(cmd)))
             except OSError:
                 continue
-            role = ("worker" if comm == "DedicatedWorker" else "renderer" if "type=renderer" in cmd
-                    else "gpu" if "type=gpu-process" in cmd else "other")
-            found[role].append(t)
-            if role == "renderer":
-                found.setdefault(f"renderer {'main' if tid == pid else comm}", []).append(t)
+    page = {pid for pid, _, comm, _, _ in threads if comm == "DedicatedWorker"}
+    found: dict[str, list[str]] = {"worker": [], "renderer": [], "other": []}
+    for pid, tid, comm, t, kind in threads:
+        role = "worker" if comm == "DedicatedWorker" else "renderer" if pid in page else "other"
+        found[role].append(t)
+        if role != "worker":   # by name, for --threads
+            found.setdefault(f"{role} {'main' if tid == pid else comm}" if role == "renderer" else f"other {kind} {comm}",
+                             []).append(t)
     return found
+
+
+def _kind(cmd: str) -> str:
+    """A Chromium process's --type (browser where it has none)."""
+    for part in cmd.split():
+        if part.startswith("--type="):
+            return part[7:]
+    return "browser"
 
 
 def _child_of_profile(pid: str, profile: str) -> bool:
@@ -151,6 +165,9 @@ def run_variant(name: str, args) -> dict:
             ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
                                                        args=CHROMIUM_ARGS + ([f"--js-flags={flags}"] if flags else []))
             page = ctx.new_page()
+            for other in ctx.pages:   # the context's first blank tab: its renderer is one more process on the cores
+                if other != page:
+                    other.close()
             page.set_default_timeout(600_000)
             page.goto(url)
             res.update(page.evaluate(SETUP, {"bundle": "/bundle/", "simd": args.simd}))
@@ -189,7 +206,7 @@ def rows_of(round_: int, r: dict) -> list[list]:
         rows.append([round_, f"Chromium, {r['variant']}", ph["label"], f"{statistics.median(k):.2f}", f"{min(k):.2f}",
                      f"{cpu['worker'][0] / n:.2f}", f"{cpu['worker'][1] / n:.2f}",
                      f"{statistics.median(w) - statistics.median(k):.2f}", f"{cpu['renderer'][0] / n:.2f}",
-                     f"{(cpu['gpu'][0] + cpu['other'][0]) / n:.2f}"])
+                     f"{cpu['other'][0] / n:.2f}"])
     return rows
 
 
@@ -200,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gap-ms", type=float, default=40)
     ap.add_argument("--variants", default="default,no-liftoff")
     ap.add_argument("--rounds", type=int, default=2, help="rounds, each every variant then node")
-    ap.add_argument("--threads", action="store_true", help="also print the renderer's busiest threads, by name")
+    ap.add_argument("--threads", action="store_true", help="also print the busiest other threads, by process and name")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
@@ -215,9 +232,8 @@ def main(argv=None) -> int:
             print("\n".join(" | ".join(map(str, x)) for x in rows_of(round_, r)), flush=True)
             if args.threads:
                 for ph in r["phases"]:
-                    top = sorted(((v[0] / ph["n"], k[9:]) for k, v in ph["cpu"].items() if k.startswith("renderer ")),
-                                 reverse=True)[:4]
-                    print(f"  {ph['label']}: renderer threads, CPU ms per step: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
+                    top = sorted(((v[0] / ph["n"], k) for k, v in ph["cpu"].items() if " " in k), reverse=True)[:5]
+                    print(f"  {ph['label']}: busiest threads, CPU ms per step: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
         ts = node_step(bundle, args.simd, 60)
         rows.append([round_, f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}",
                      "60 steps", f"{statistics.median(ts):.2f}", f"{min(ts):.2f}", "-", "-", "-", "-", "-"])
@@ -230,14 +246,15 @@ def main(argv=None) -> int:
              f"{args.simd} --variants {args.variants} --rounds {args.rounds}`\n\n"
              "kernels: the worker's own time for the step (ms, as the reply carries it); on CPU / waiting: the worker "
              "thread's scheduler statistics over the phase, per step (ms on a core; ms runnable but waiting for one); "
-             "round trip: the page's median less the kernels' (the message both ways; in a sample, its ms a step less the kernels' median); renderer, browser + gpu: the "
-             "CPU time per step of the renderer's other threads and of the other Chromium processes. node: "
+             "round trip: the page's median less the kernels' (the message both ways; in a sample, its ms a step less the kernels' median); page's renderer, other processes: the "
+             "CPU time per step of the other threads of the page's renderer process (its main thread, ...) and of every "
+             "other process of the browser (the browser process, the GPU process, utilities, other renderers). node: "
              "bench/web/wasm_profile.mjs's whole steps (median and fastest of 60) in the same round. Variants other "
              "than default set V8 flags (--js-flags) for diagnosis; a visitor's browser runs the default.\n\n"
              + "\n".join(f"- {f}" for f in firsts))
     publish("wasm-page-step", "The WebAssembly step in Chromium's page worker against node (issue 23)",
             ["round", "runtime", "phase", "kernels ms", "fastest ms", "on CPU ms", "waiting ms", "round trip ms",
-             "renderer ms", "browser + gpu ms"], rows, notes, Path(args.out))
+             "page's renderer ms", "other processes ms"], rows, notes, Path(args.out))
     return 0
 
 
