@@ -375,6 +375,14 @@ async function showAttribution(manifest) {
   }
 }
 
+// manifest.json as web/early.js asked for it before the modules ran ({url, response}), or null; either way the name is
+// taken, so that an early.js that runs only now asks for nothing
+function takeEarlyManifest() {
+  const w = /** @type {any} */ (window), early = w.ditwebEarlyManifest || null;
+  w.ditwebEarlyManifest = null;
+  return early;
+}
+
 async function main() {
   /** @type {any} */ (window).ditwebModels = listModels();   // in parallel with loading the bundle; it only adds the picker
   if (runtime === "webgpu") {   // WebGPU asked for: say so plainly when it is missing
@@ -395,6 +403,7 @@ async function main() {
     bundle = await loadBundle(bundleUrl, {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
+      manifestFetch: takeEarlyManifest(),
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });

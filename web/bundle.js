@@ -43,11 +43,12 @@ export async function sha256Hex(buffer) {
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// GET url as an ArrayBuffer, or a BundleError naming the file
-async function download(url, file, signal) {
+// GET url as an ArrayBuffer, or a BundleError naming the file. early: the same request made before (a Promise of its
+// Response), read here as a fresh one would be.
+async function download(url, file, signal, early = null) {
   let response;
   try {
-    response = await fetch(url, { signal, cache: "no-cache" });
+    response = await (early || fetch(url, { signal, cache: "no-cache" }));
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new BundleError(file, `could not be fetched (${e.message})`);
@@ -56,14 +57,33 @@ async function download(url, file, signal) {
   return response.arrayBuffer();
 }
 
-// The deepest nesting of [ and { outside strings (ditformat/schema.py json_depth).
+// The deepest nesting of [ and { outside strings (ditformat/schema.py json_depth): what the pattern
+// /"(?:[^"\\]|\\.)*"|[[\]{}]/g finds, scanned by character code (a page reads some hundreds of kB of JSON with it
+// before its first favicon). A string is a quote, then characters or backslash escapes (a backslash and any character
+// but a line terminator), then a quote; where none closes it the quote is an ordinary character.
 export function jsonDepth(text) {
   let depth = 0, deepest = 0;
-  for (const m of text.matchAll(/"(?:[^"\\]|\\.)*"|[[\]{}]/g)) {
-    if (m[0] === "[" || m[0] === "{") deepest = Math.max(deepest, ++depth);
-    else if (m[0] === "]" || m[0] === "}") depth--;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5b || c === 0x7b) deepest = Math.max(deepest, ++depth);         // [ {
+    else if (c === 0x5d || c === 0x7d) depth--;                                  // ] }
+    else if (c === 0x22) i = stringEnd(text, i);                                 // "
   }
   return deepest;
+}
+
+// The index of the quote closing the string that opens at `start`, or `start` where none does (jsonDepth).
+function stringEnd(text, start) {
+  for (let j = start + 1; j < text.length; j++) {
+    const c = text.charCodeAt(j);
+    if (c === 0x22) return j;
+    if (c === 0x5c) {                                                            // a backslash escapes one character
+      const e = text.charCodeAt(j + 1);                                          // NaN past the end
+      if (Number.isNaN(e) || e === 0x0a || e === 0x0d || e === 0x2028 || e === 0x2029) return start;
+      j++;
+    }
+  }
+  return start;
 }
 
 // The one JSON reading of both runtimes (ditformat/schema.py loads_json): UTF-8 without a byte-order mark, at most
@@ -78,8 +98,11 @@ export function parseJson(buf, file) {
   try { return JSON.parse(text); } catch (e) { throw new BundleError(file, `not valid JSON (${e.message.slice(0, 80)})`); }
 }
 
-export async function fetchManifest(baseUrl, signal) {
-  const buf = await download(new URL("manifest.json", baseUrl), "manifest.json", signal);
+// early: {url, response} (web/early.js: manifest.json asked for by the page's first script); its response is read
+// where url is this manifest's, else manifest.json is fetched now.
+export async function fetchManifest(baseUrl, signal, early = null) {
+  const url = new URL("manifest.json", baseUrl);
+  const buf = await download(url, "manifest.json", signal, early && early.url === url.href ? early.response : null);
   const manifest = parseJson(buf, "manifest.json");
   if (manifest === null || typeof manifest !== "object" || Array.isArray(manifest)) {
     throw new BundleError("manifest.json", "the top level must be a JSON object");
@@ -838,7 +861,9 @@ export function bufferElements(b, B, N) {
   return null;
 }
 
-function checkDispatchReach(where, d, k, forms, buffers, B, N, fail) {
+// memo: reachOf's results within one check of one manifest, per kernel (its entry) by batch, params and workgroups (a
+// model's blocks repeat the same dispatches on other buffers: a fifth of the evaluations); reachOf reads nothing else
+function checkDispatchReach(where, d, k, forms, buffers, B, N, fail, memo) {
   const values = d.params.map((f) => evaluate(f, B, N));
   const groups = forms.map((f) => evaluate(f, B, N));
   if ([...values, ...groups].some((v) => v >= 2 ** 32)) {
@@ -846,8 +871,13 @@ function checkDispatchReach(where, d, k, forms, buffers, B, N, fail) {
     return;
   }
   if (groups.some((g) => g === 0)) fail(`${where}: workgroups [${groups.join(", ")}] at B = ${B}, N = ${N}: a dispatch of 0 workgroups does nothing`);
-  let need;
-  try { need = reachOf(k, values, B, N, groups); } catch (e) { if (e instanceof ReachError) fail(`${where}: ${e.message}`); throw e; }
+  if (!memo.has(k)) memo.set(k, new Map());
+  const known = memo.get(k), key = `${B},${N}|${values.join(",")}|${groups.join(",")}`;
+  let need = known.get(key);
+  if (!need) {
+    try { need = reachOf(k, values, B, N, groups); } catch (e) { if (e instanceof ReachError) fail(`${where}: ${e.message}`); throw e; }
+    known.set(key, need);
+  }
   d.bindings.forEach((bn, i) => {
     const have = bufferElements(buffers[bn], B, N);
     if (have !== null && need[i] > have) fail(`${where}: binding ${i + 1} (${bn.slice(0, 60)}) holds ${have} elements at B = ${B}, N = ${N}; the dispatch reaches ${need[i]}`);
@@ -856,13 +886,14 @@ function checkDispatchReach(where, d, k, forms, buffers, B, N, fail) {
 
 // Every dispatch ([where, d] pairs), run by its kernel and each of its candidates, at every batch (verify.py check_reach).
 export function checkReach(kernels, buffers, dispatches, candidates, batches, fail) {
+  const memo = new Map();
   for (const [where, d] of dispatches) {
     const names = ownKey(candidates, d.kernel) ? candidates[d.kernel] : [d.kernel];
     for (const kname of names) {
       const k = kernels[kname];
       const own = kname === d.kernel;
       const forms = own ? d.workgroups : workgroupForms(k, d.params);
-      for (const [B, N] of batches) checkDispatchReach(own ? where : `${where} [candidate ${kname}]`, d, k, forms, buffers, B, N, fail);
+      for (const [B, N] of batches) checkDispatchReach(own ? where : `${where} [candidate ${kname}]`, d, k, forms, buffers, B, N, fail, memo);
     }
   }
 }

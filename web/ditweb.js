@@ -98,7 +98,9 @@ export class UnsupportedError extends Error {
 //        onProgress({file, done, total}), features: [...],
 //        plan: "auto" (default: time the bundle's candidate kernels on this adapter at the first batch of
 //        each size, cached in localStorage) | "default" (each dispatch's own kernel) | {slot: kernel},
-//        WebAssembly: threads: N, simd: "auto" (default: relaxed SIMD where the browser validates it) | "relaxed" | "plain"}
+//        WebAssembly: threads: N, simd: "auto" (default: relaxed SIMD where the browser validates it) | "relaxed" | "plain",
+//        manifestFetch: {url, response} (manifest.json already asked for: its URL and the Promise of its Response, used
+//        where url is this bundle's manifest; read and verified as a fetch of its own)}
 export async function loadBundle(url, opts = {}) {
   const runtime = opts.runtime || "auto";
   if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);
@@ -126,7 +128,7 @@ export async function loadBundle(url, opts = {}) {
 // tensors, kernels, vocab}); the Cache API writes it starts go to pending.
 async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
   const t0 = performance.now();
-  const manifest = await fetchManifest(base, opts.signal);
+  const manifest = await fetchManifest(base, opts.signal, opts.manifestFetch);
   const t1 = performance.now();
   measure("manifest", t0, t1);
   // The files the runtime reads, where the manifest lists them plainly (downloadList: safe names, each with a

@@ -248,7 +248,7 @@ export class Vocabulary {
     const fail = (msg) => { throw new VocabularyError(msg); };
     const strings = (v, what, lo = 0) => {
       if (!Array.isArray(v) || v.length < lo || v.length > MAX_LABELS
-          || !v.every((s) => typeof s === "string" && s.length > 0 && Array.from(s).length <= MAX_NAME)) {
+          || !v.every((s) => typeof s === "string" && s.length > 0 && (s.length <= MAX_NAME || Array.from(s).length <= MAX_NAME))) {   // code points <= UTF-16 units
         fail(`${what} must be a list of ${lo}..${MAX_LABELS} non-empty strings of at most ${MAX_NAME} characters`);
       }
     };

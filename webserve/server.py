@@ -7,6 +7,14 @@ character or backslash in the path is 400, an over-long path 414, a silent conne
 READ_TIMEOUT_S, and one whose request line and headers have not all arrived after REQUEST_DEADLINE_S (a client that
 sends a byte now and then) is closed; a bundle file that is a symlink is served exactly when its manifest lists it (as
 `Bundle.load` reads it), and nothing else from outside the folders.
+
+HTTP/1.1 with keep-alive: a browser sends a page's requests over a few connections it keeps open instead of opening a
+new one for each file (every response carries its Content-Length; an error response closes its connection, as does
+an HTTP/1.0 request without `Connection: keep-alive`). A kept connection is bound by the same limits request by
+request: it is dropped once it stays silent for READ_TIMEOUT_S, and each request's line and headers must be in within
+REQUEST_DEADLINE_S. Nagle's algorithm is off (the header and the body are separate writes: without it a kept
+connection's small answer would wait for the client's delayed ACK), and closing the server does not wait for the
+connections its browsers keep open.
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ REQUEST_DEADLINE_S = 30.0      # ... and after this long in all, however its byt
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"              # keep-alive: the connection serves the client's next request too
+    disable_nagle_algorithm = True             # TCP_NODELAY (socketserver.StreamRequestHandler)
     routes: list[tuple[str, Path]] = []        # (url prefix ending in '/', folder), longest prefix first
     log_requests = False
     requested: list[str] | None = None         # when a list, every path served is appended (tests count downloads)
@@ -41,11 +51,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     extra_headers: dict[str, str] = {}         # sent with every file (a Content-Security-Policy, for the tests)
     deadline = REQUEST_DEADLINE_S              # seconds for the request line and headers in all
 
-    def setup(self):
-        super().setup()
-        self._timer = threading.Timer(self.deadline, self._hang_up)
-        self._timer.daemon = True
-        self._timer.start()
+    _timer: threading.Timer | None = None
 
     def _hang_up(self):
         """The request is not in after `deadline`: close the connection; the blocked read returns nothing."""
@@ -55,18 +61,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     def handle_one_request(self):
+        """One request of the connection (a kept one serves several), its line and headers due within `deadline`."""
+        self._timer = threading.Timer(self.deadline, self._hang_up)
+        self._timer.daemon = True
+        self._timer.start()
         try:
             super().handle_one_request()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True       # the client hung up, or the deadline did (no answer to send)
+        finally:
+            self._timer.cancel()
 
     def parse_request(self) -> bool:
         ok = super().parse_request()           # the request line and the headers are read by now
         self._timer.cancel()
+        if ok and (self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers):
+            self.close_connection = True       # a body we do not read must not be taken for the next request
         return ok
 
+    def _end_headers(self):
+        """The headers out; `Connection: close` where this answer ends a connection an HTTP/1.1 client would keep."""
+        if self.close_connection and self.request_version == "HTTP/1.1":
+            self.send_header("Connection", "close")
+        self.end_headers()
+
     def finish(self):
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         super().finish()
 
     def _resolve(self) -> tuple[int, Path | None]:
@@ -151,7 +172,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             for name, value in self.extra_headers.items():
                 self.send_header(name, value)
-            self.end_headers()
+            self._end_headers()
             if self.requested is not None:
                 self.requested.append(urllib.parse.urlsplit(self.path).path)
             return
@@ -162,7 +183,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")   # a re-export must be seen at once; weights are cached by the page
         for name, value in self.extra_headers.items():
             self.send_header(name, value)
-        self.end_headers()
+        self._end_headers()
         if self.requested is not None:
             self.requested.append(urllib.parse.urlsplit(self.path).path)
         if not head_only:
@@ -198,6 +219,7 @@ def make_server(routes: dict[str, Path], port: int = 0, log: bool = False, reque
     except OSError as e:
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}") from None
     server.daemon_threads = True
+    server.block_on_close = False                  # server_close() does not wait for connections a browser keeps open
     return server
 
 

@@ -174,14 +174,15 @@ def bundle_files(out_dir: Path, runtime: str) -> list[str]:
 
 def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
-    page's module graph (the WebGPU bundle's modules on the WebGPU path only: web/ditweb.js imports them on demand),
+    page's first script (early.js: it asks for the manifest before the modules have loaded), the page's module graph
+    (the WebGPU bundle's modules on the WebGPU path only: web/ditweb.js imports them on demand),
     the bundle's files that runtime reads (bundle_files); WebAssembly adds the kernels and the worker's module graph;
     on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the thread workers' modules instead
     of the one-thread kernels. `relaxed`: a browser with relaxed WebAssembly SIMD fetches the kernels built for it
     (web/wasm-bundle.js, chooseSimd), another the plain ones. Each file once (a later request is answered by the HTTP
     cache or revalidated)."""
     out_dir = Path(out_dir)
-    html = ["index.html", "style.css", "favicon.svg"]
+    html = ["index.html", "style.css", "favicon.svg"] + (["early.js"] if (out_dir / "early.js").is_file() else [])
     page = {rt: html + module_graph(out_dir, "app.js", rt) for rt in ("webgpu", "wasm")}
     worker = [m for m in module_graph(out_dir, "ditweb-worker.js", "wasm") if m not in page["wasm"]]
     thread = [m for m in module_graph(out_dir, "ditweb-thread.js", "wasm") if m not in page["wasm"] + worker]

@@ -16,7 +16,7 @@ host does.
 --before DIR: the page of another checkout (DIR/web, e.g. a `git worktree` of an older commit) timed alongside, its
 visits alternating with this page's so that the machine's load falls on both alike; the same bundle, and the
 WebAssembly kernels and their worker modules taken from this checkout (`KERNEL_FILES`), so the difference is the
-page's own.
+page's own and its server's: each page is served by its own checkout's webserve/server.py.
 
 Writes bench/results/first-favicon.md.
 """
@@ -77,19 +77,27 @@ def commit_of(checkout: Path) -> str:
     return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
 
 
-def _serve(site: str, headers: dict | None, port) -> None:
-    from webserve.server import make_server
+def _serve(site: str, headers: dict | None, port, server_py: str | None = None) -> None:
+    if server_py is None:
+        from webserve.server import make_server
+    else:                                                # another checkout's server module
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("ditweb_other_server", server_py)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        make_server = module.make_server
     server = make_server({"/": Path(site)}, 0, headers=headers)
     port.put(server.server_port)
     server.serve_forever()
 
 
 @contextlib.contextmanager
-def server_process(site: Path, headers: dict | None):
-    """The site served by webserve/server.py in a process of its own; yields its base URL."""
+def server_process(site: Path, headers: dict | None, server_py: Path | None = None):
+    """The site served by webserve/server.py (or server_py, another checkout's) in a process of its own; yields its
+    base URL."""
     ctx = multiprocessing.get_context("spawn")
     port = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(str(site), headers, port), daemon=True)
+    proc = ctx.Process(target=_serve, args=(str(site), headers, port, server_py and str(server_py)), daemon=True)
     proc.start()
     try:
         yield f"http://127.0.0.1:{port.get(timeout=60)}/"
@@ -192,7 +200,8 @@ def main(argv=None) -> int:
             write_before(site, before, pages["before"])
         runs: dict[tuple, list[dict]] = {}
         with contextlib.ExitStack() as stack:
-            urls = {(name, page): stack.enter_context(server_process(root, headers))
+            servers = {"before": before.parent / "webserve" / "server.py"} if before is not None else {}
+            urls = {(name, page): stack.enter_context(server_process(root, headers, servers.get(page)))
                     for name, headers in servings for page, root in pages.items()}
             for _ in range(args.reps):                       # servings (and pages) in turns: load hits all alike
                 for serving, _ in servings:
@@ -211,7 +220,8 @@ def main(argv=None) -> int:
     runs = dict(sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:] != ("before",))))
     flags = (" --plain-only" if args.plain_only else "") + (" --before DIR" if before is not None else "")
     compared = (f"\n\npage: before = the page at commit {commit_of(Path(args.before))} (`--before`, with the same "
-                "kernels and bundle), now = this checkout's; their visits alternate." if before is not None else "")
+                "kernels and bundle, served by its own webserve/server.py), now = this checkout's; their visits "
+                "alternate." if before is not None else "")
     notes = (f"Bundle {shown_path(bundle)} through `ditweb site`; a first visit on the WebAssembly path downloads "
              f"{len(visit_files['wasm'])} files, {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzipped). Load average "
              f"{load0:.2f} at the start, {load1:.2f} at the end.\n"
