@@ -36,6 +36,14 @@ def short_sample_buffer(tmp_path_factory):
     return good, short
 
 
+@pytest.fixture(scope="module")
+def site(short_sample_buffer):
+    """One server and one Chromium for the module's two browser tests."""
+    good, short = short_sample_buffer
+    with local_server({"/": WEB_DIR, "/good/": good, "/short/": short}) as url, chromium() as ctx:
+        yield url, ctx
+
+
 def test_runtime_py_refuses_a_batch_its_buffers_do_not_hold(short_sample_buffer, gpu):  # noqa: F811
     from runtime_py.bundle import Bundle
     from runtime_py.verify import BundleError
@@ -48,34 +56,33 @@ def test_runtime_py_refuses_a_batch_its_buffers_do_not_hold(short_sample_buffer,
     assert "\n" not in msg and "x_sample" in msg and "B = 3, N = 3" in msg, msg
 
 
-def test_webgpu_refuses_a_batch_its_buffers_do_not_hold_before_dispatching(short_sample_buffer):
+def test_webgpu_refuses_a_batch_its_buffers_do_not_hold_before_dispatching(site):
     """One image runs; three are refused in one line naming the buffer and the batch, with no dispatch encoded and
     nothing submitted on the way; the good bundle runs three."""
-    good, short = short_sample_buffer
-    with local_server({"/": WEB_DIR, "/good/": good, "/short/": short}) as url, chromium() as ctx:
-        page = ctx.new_page()
-        page.goto(url + "favicon.svg")
-        got = page.evaluate("""async () => {
-            const { loadBundle } = await import('/ditweb.js');
-            const count = { dispatch: 0, submit: 0 };
-            const dispatch = GPUComputePassEncoder.prototype.dispatchWorkgroups;
-            GPUComputePassEncoder.prototype.dispatchWorkgroups = function (...a) { count.dispatch++; return dispatch.apply(this, a); };
-            const submit = GPUQueue.prototype.submit;
-            GPUQueue.prototype.submit = function (...a) { count.submit++; return submit.apply(this, a); };
-            const out = {};
-            for (const name of ['good', 'short']) {
-              const b = await loadBundle(`/${name}/`, { runtime: 'webgpu', useCache: false, plan: 'default' });
-              out[name + ':one'] = (await b.sample({ classId: 0, steps: 1, cfg: 1 })).B;
-              count.dispatch = count.submit = 0;
-              try { const r = await b.sample({ classIds: [0, 1, 2], steps: 1, cfg: 1 }); out[name] = `ran at B = ${r.B}`; }
-              catch (e) { out[name] = `${e.name}: ${e.message}`; }
-              out[name + ':gpu'] = { ...count };
-              out[name + ':uncaptured'] = b.lastGPUError;
-              b.dispose();
-            }
-            return out;
-        }""")
-        page.close()
+    url, ctx = site
+    page = ctx.new_page()
+    page.goto(url + "favicon.svg")
+    got = page.evaluate("""async () => {
+        const { loadBundle } = await import('/ditweb.js');
+        const count = { dispatch: 0, submit: 0 };
+        const dispatch = GPUComputePassEncoder.prototype.dispatchWorkgroups;
+        GPUComputePassEncoder.prototype.dispatchWorkgroups = function (...a) { count.dispatch++; return dispatch.apply(this, a); };
+        const submit = GPUQueue.prototype.submit;
+        GPUQueue.prototype.submit = function (...a) { count.submit++; return submit.apply(this, a); };
+        const out = {};
+        for (const name of ['good', 'short']) {
+          const b = await loadBundle(`/${name}/`, { runtime: 'webgpu', useCache: false, plan: 'default' });
+          out[name + ':one'] = (await b.sample({ classId: 0, steps: 1, cfg: 1 })).B;
+          count.dispatch = count.submit = 0;
+          try { const r = await b.sample({ classIds: [0, 1, 2], steps: 1, cfg: 1 }); out[name] = `ran at B = ${r.B}`; }
+          catch (e) { out[name] = `${e.name}: ${e.message}`; }
+          out[name + ':gpu'] = { ...count };
+          out[name + ':uncaptured'] = b.lastGPUError;
+          b.dispose();
+        }
+        return out;
+    }""")
+    page.close()
     assert got["good:one"] == 1 and got["short:one"] == 1
     assert got["good"] == "ran at B = 3" and got["good:gpu"]["submit"] > 0
     msg = got["short"]
@@ -85,26 +92,25 @@ def test_webgpu_refuses_a_batch_its_buffers_do_not_hold_before_dispatching(short
     assert got["short:uncaptured"] is None
 
 
-def test_webassembly_refuses_the_same_batch_in_the_same_line(short_sample_buffer):
+def test_webassembly_refuses_the_same_batch_in_the_same_line(site):
     """The WebAssembly path checks the batch on the page, before its worker runs anything: the same BundleError
     line as WebGPU for three images; one image runs, and the good bundle runs three."""
-    good, short = short_sample_buffer
-    with local_server({"/": WEB_DIR, "/good/": good, "/short/": short}) as url, chromium() as ctx:
-        page = ctx.new_page()
-        page.goto(url + "favicon.svg")
-        got = page.evaluate("""async () => {
-            const { loadBundle } = await import('/ditweb.js');
-            const out = {};
-            for (const name of ['good', 'short']) {
-              const b = await loadBundle(`/${name}/`, { runtime: 'wasm', useCache: false, threads: 1 });
-              out[name + ':one'] = (await b.sample({ classId: 0, steps: 1, cfg: 1 })).B;
-              try { const r = await b.sample({ classIds: [0, 1, 2], steps: 1, cfg: 1 }); out[name] = `ran at B = ${r.B}`; }
-              catch (e) { out[name] = `${e.name}: ${e.message}`; }
-              b.dispose();
-            }
-            return out;
-        }""")
-        page.close()
+    url, ctx = site
+    page = ctx.new_page()
+    page.goto(url + "favicon.svg")
+    got = page.evaluate("""async () => {
+        const { loadBundle } = await import('/ditweb.js');
+        const out = {};
+        for (const name of ['good', 'short']) {
+          const b = await loadBundle(`/${name}/`, { runtime: 'wasm', useCache: false, threads: 1 });
+          out[name + ':one'] = (await b.sample({ classId: 0, steps: 1, cfg: 1 })).B;
+          try { const r = await b.sample({ classIds: [0, 1, 2], steps: 1, cfg: 1 }); out[name] = `ran at B = ${r.B}`; }
+          catch (e) { out[name] = `${e.name}: ${e.message}`; }
+          b.dispose();
+        }
+        return out;
+    }""")
+    page.close()
     assert got["good:one"] == 1 and got["short:one"] == 1 and got["good"] == "ran at B = 3"
     msg = got["short"]
     assert msg.startswith("BundleError: manifest.json") and "\n" not in msg, msg

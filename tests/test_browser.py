@@ -111,19 +111,19 @@ def test_without_webgpu_or_wasm_simd_the_static_favicon_stays():
         assert "no WebGPU" in page.text_content("#message")
 
 
-def test_sampler_tables_match_python():
+def test_sampler_tables_match_python(site):
     """web/schedule.js computes the respaced tables from the manifest's schedule bit for bit as
     ditformat/schedule.py (steps 7 and 13 hit numpy's round-half-to-even in S_i); node checks every step
-    count (tests/test_format.py), this the browser's engine."""
+    count (tests/test_format.py), this the browser's engine (the module's Chromium, below)."""
     from ditformat.schedule import SCHEDULE, sampler_tables
     steps_list = [1, 2, 7, 13, 37, 250]
-    with local_server({"/": WEB_DIR}) as url, chromium() as ctx:
-        page = ctx.new_page()
-        page.goto(url + "favicon.svg")
-        got = page.evaluate("""async ([schedule, stepsList]) => {
-            const m = await import('/schedule.js');
-            return stepsList.map((s) => m.samplerTables({ sampler: schedule }, s));
-        }""", [SCHEDULE, steps_list])
+    page = site["ctx"].new_page()
+    page.goto(site["url"] + "favicon.svg")
+    got = page.evaluate("""async ([schedule, stepsList]) => {
+        const m = await import('/schedule.js');
+        return stepsList.map((s) => m.samplerTables({ sampler: schedule }, s));
+    }""", [SCHEDULE, steps_list])
+    page.close()
     for steps, js in zip(steps_list, got):
         assert js == sampler_tables(steps), steps
 

@@ -204,7 +204,7 @@ def test_train_named_resumes_exactly(named_run, tmp_path):
 
 
 def ditweb_here(capsys, *args):
-    """`ditweb ARGS` in this process (the error cases stop before any sampling): (exit status, stderr)."""
+    """`ditweb ARGS` in this process: (exit status, stderr)."""
     from ditweb.cli import main
     capsys.readouterr()
     rc = main([str(a) for a in args])
@@ -268,14 +268,17 @@ def test_a_vocabulary_that_disagrees_with_the_weights_is_refused(named_run, tmp_
         load_model(tmp_path / "none.pt")
 
 
-def test_eval_named_model(named_run, tmp_path):
-    r = ditweb("eval", str(named_run / "ckpt.pt"), "--styles", "noto", "--seeds", "2", "--steps", "1", "--hippo-seeds", "2",
-               "--floor-pairs", "2", "--scales", "2", "--out", str(tmp_path), "--json", str(tmp_path / "r.json"))
+def test_eval_named_model(named_run, tmp_path, capsys):
+    """In this process, as test_sample_prompt_style_and_compose."""
+    rc, err = ditweb_here(capsys, "eval", named_run / "ckpt.pt", "--styles", "noto", "--seeds", "2", "--steps", "1",
+                          "--hippo-seeds", "2", "--floor-pairs", "2", "--scales", "2", "--out", tmp_path,
+                          "--json", tmp_path / "r.json")
+    assert rc == 0, err[-2000:]
     table = (tmp_path / "eval-named.md").read_text()
     assert "real noto (ceiling, floor, reference)" in table and "| cfg 2" in table
     assert "The hippo (the aim: hippopotamus in the judge's top 5 for at least 8 of 16 seeds): cfg 2 noto: " in table
     result = json.loads((tmp_path / "r.json").read_text())
     rows = [w for w in result["rows"] if w["style"] == "noto"]
     assert rows and rows[0]["n"] == 200 and 0.0 <= rows[0]["top5"] <= 100.0   # 100 emoji x 2 seeds
-    r = ditweb("eval", str(named_run / "ckpt.pt"), "--styles", "comic", "--steps", "1", check=False)
-    assert r.returncode == 2 and "unknown style 'comic'" in r.stderr
+    rc, err = ditweb_here(capsys, "eval", named_run / "ckpt.pt", "--styles", "comic", "--steps", "1")
+    assert rc == 2 and "unknown style 'comic'" in err

@@ -45,6 +45,13 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def no_gpu_browser():
+    """One Chromium without WebGPU for the module's tests of the page without a runtime (each with its own server)."""
+    with chromium(gpu=False) as ctx:
+        yield ctx
+
+
 def watched_page(ctx, console: list[str]):
     page = ctx.new_page()
     page.add_init_script(WATCH_CSP)
@@ -152,12 +159,12 @@ def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):
     assert not console, console
 
 
-def test_static_favicon_stays_and_attribution_shows_without_any_runtime(site):
+def test_static_favicon_stays_and_attribution_shows_without_any_runtime(site, no_gpu_browser):
     """A browser with neither WebGPU nor WebAssembly SIMD, under the CSP at the sub-path: the static favicon stays
     (served from the sub-path) and the footer still shows the attribution."""
     console: list[str] = []
-    with local_server({"/icons/": site}, headers=HEADERS) as url, chromium(gpu=False) as ctx:
-        page = watched_page(ctx, console)
+    with local_server({"/icons/": site}, headers=HEADERS) as url:
+        page = watched_page(no_gpu_browser, console)
         page.add_init_script("WebAssembly.validate = () => false;")
         page.goto(url + "icons/")
         assert wait_state(page, ("unsupported", "ready", "error", "bundle-error"), 30) == "unsupported"
@@ -167,22 +174,24 @@ def test_static_favicon_stays_and_attribution_shows_without_any_runtime(site):
         page.evaluate("window.ditwebAttribution")
         assert page.eval_on_selector_all("#attribution li", "els => els.length") == len(card_attribution(BUNDLE))
         assert page.evaluate("window.cspViolations") == []
+        page.close()
     assert not console, console
 
 
 @pytest.mark.skipif(not (NAMED / "README.md").is_file(), reason="no named bundle shipped")
-def test_a_named_model_shows_every_source():
+def test_a_named_model_shows_every_source(no_gpu_browser):
     """The named model trains on Twemoji, Noto and Fluent: the footer names all three (and its metadata sources)."""
     expected = card_attribution(NAMED)
     assert len(expected) >= 3
-    with local_server({"/": WEB_DIR, "/bundle/": NAMED}, headers=HEADERS) as url, chromium(gpu=False) as ctx:
-        page = ctx.new_page()
+    with local_server({"/": WEB_DIR, "/bundle/": NAMED}, headers=HEADERS) as url:
+        page = no_gpu_browser.new_page()
         page.add_init_script("WebAssembly.validate = () => false;")
         page.goto(url)
         wait_state(page, ("unsupported",), 30)
         page.evaluate("window.ditwebAttribution")
         items = page.eval_on_selector_all("#attribution li", "els => els.map((e) => e.textContent)")
         links = page.eval_on_selector_all("#attribution li a", "els => els.map((e) => e.href)")
+        page.close()
     assert items == expected
     for source in ("Twemoji", "Noto", "Fluent"):
         assert any(source in i for i in items), (source, items)
