@@ -375,11 +375,11 @@ async function showAttribution(manifest) {
   }
 }
 
-// manifest.json as web/early.js asked for it before the modules ran ({url, response}), or null; either way the name is
-// taken, so that an early.js that runs only now asks for nothing
-function takeEarlyManifest() {
-  const w = /** @type {any} */ (window), early = w.ditwebEarlyManifest || null;
-  w.ditwebEarlyManifest = null;
+// What web/early.js started before the modules ran ({manifest, worker}: manifest.json asked for, the WebAssembly
+// worker), or {}; either way the name is taken, so that an early.js that runs only now starts nothing.
+function takeEarly() {
+  const w = /** @type {any} */ (window), early = w.ditwebEarly || {};
+  w.ditwebEarly = null;
   return early;
 }
 
@@ -396,19 +396,23 @@ async function main() {
   }
   // auto: choose before downloading anything, so a browser that can run neither path fetches nothing
   let chosen = { runtime, reason: "asked for" };
+  const early = takeEarly();
   try {
     if (runtime === "auto") chosen = await chooseRuntime();
+    if (early.worker && chosen.runtime !== "wasm") early.worker.worker.terminate();   // WebGPU runs: not needed
     show(`loading the bundle from ${bundleUrl.pathname} ...`);
     firstFavicon.loadStartMs = performance.now();
     bundle = await loadBundle(bundleUrl, {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
-      manifestFetch: takeEarlyManifest(),
+      manifestFetch: early.manifest,
+      earlyWorker: chosen.runtime === "wasm" ? early.worker : null,
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
     });
   } catch (e) {
     console.error(e);
+    if (early.worker && !early.worker.taken) early.worker.worker.terminate();
     /** @type {any} */ (window).ditwebAttribution = showAttribution();
     if (e.name === "UnsupportedError") {
       show(`${e.message} The page keeps its static favicon.`, "error");

@@ -100,7 +100,8 @@ export class UnsupportedError extends Error {
 //        each size, cached in localStorage) | "default" (each dispatch's own kernel) | {slot: kernel},
 //        WebAssembly: threads: N, simd: "auto" (default: relaxed SIMD where the browser validates it) | "relaxed" | "plain",
 //        manifestFetch: {url, response} (manifest.json already asked for: its URL and the Promise of its Response, used
-//        where url is this bundle's manifest; read and verified as a fetch of its own)}
+//        where url is this bundle's manifest; read and verified as a fetch of its own),
+//        earlyWorker: the WebAssembly worker already started (web/early.js: {worker, opened, up, error, release})}
 export async function loadBundle(url, opts = {}) {
   const runtime = opts.runtime || "auto";
   if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);

@@ -115,13 +115,23 @@ export class WasmBundle extends SampledBundle {
     }
   }
 
+  // The worker: opts.earlyWorker's where the page started it already (web/early.js: the same script; taken once, with
+  // what it has said so far), else a new one.
   openWorker() {
-    const opened = performance.now();
-    this.worker = new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
+    const early = this.opts.earlyWorker && !this.opts.earlyWorker.taken ? this.opts.earlyWorker : null;
+    const opened = early ? early.opened : performance.now();
+    const up = (epochMs) => {
+      this.timings.workerUpMs = epochMs - performance.timeOrigin;
+      measure("worker", opened, this.timings.workerUpMs);
+    };
+    if (early) {
+      early.taken = true;
+      early.release();
+    }
+    this.worker = early ? early.worker : new Worker(new URL("./ditweb-worker.js", import.meta.url), { type: "module", name: "ditweb" });
     this.worker.onmessage = ({ data }) => {
       if (data.up) {                 // the worker's modules have loaded (its first message, unasked)
-        this.timings.workerUpMs = data.up - performance.timeOrigin;
-        measure("worker", opened, this.timings.workerUpMs);
+        up(data.up);
         return;
       }
       const call = this.calls.get(data.id);
@@ -135,11 +145,14 @@ export class WasmBundle extends SampledBundle {
         call.resolve(data.result);
       }
     };
-    this.worker.onerror = (ev) => {
-      this.workerError = new Error(`the WebAssembly worker failed: ${ev.message || "could not start"}`);
+    const failed = (message) => {
+      this.workerError = new Error(`the WebAssembly worker failed: ${message}`);
       for (const call of this.calls.values()) call.reject(this.workerError);
       this.calls.clear();
     };
+    this.worker.onerror = (ev) => failed(ev.message || "could not start");
+    if (early && early.up) up(early.up);
+    if (early && early.error) failed(early.error);
   }
 
   // The kernels (prestart's, or fetched now), then the worker's init: the verified weights unpacked there.
