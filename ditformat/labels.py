@@ -150,16 +150,16 @@ class Vocabulary:
             entries = [e for e in entries if e[2] == only]
             prompt = rest
         key = normalise(prompt)
-        tiers = [
-            [(l, i) for k, kind, l, i in entries if kind == 0 and k == key],
-            [(l, i) for k, kind, l, i in entries if kind == 1 and k == key],
-            [(l, i) for k, kind, l, i in entries if kind <= 1 and k.startswith(key)],
-            [(l, i) for k, kind, l, i in entries if kind == 2 and k == key],
-            [(l, i) for k, kind, l, i in entries if kind == 2 and k.startswith(key)],
-            [(l, i) for k, kind, l, i in entries if kind <= 1 and f" {key} " in f" {k} "],
-        ]
-        for tier, found in enumerate(tiers):
-            found = sorted(set(found))
+        tiers = (                                            # tried in order, each only when those before found nothing
+            lambda k, kind: kind == 0 and k == key,
+            lambda k, kind: kind == 1 and k == key,
+            lambda k, kind: kind <= 1 and k.startswith(key),
+            lambda k, kind: kind == 2 and k == key,
+            lambda k, kind: kind == 2 and k.startswith(key),
+            lambda k, kind: kind <= 1 and f" {key} " in f" {k} ",
+        )
+        for tier, match in enumerate(tiers):
+            found = sorted({(l, i) for k, kind, l, i in entries if match(k, kind)})
             if not found:
                 continue
             if tier == 0:                                    # an exact name at several levels: the finest
