@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dit_model.checkpoint import load_model
+from dit_model.latent import read_reference, vae_for_model
 from dit_model.sample import sample_images
 from runtime_py.bundle import Bundle
 
@@ -32,7 +34,13 @@ def test_shipped_files_exist_and_bundle_is_within_12_mb(name):
 def test_shipped_model_is_a_trained_favicon_model(name):
     classes, example = SHIPPED[name]
     model, meta = load_model(paths(name)[0])
-    assert meta["config"].input_size == 32 and meta["config"].in_channels == 4
+    vae, _ = vae_for_model(paths(name)[0])          # a latent model: the autoencoder it names, checked by sha256
+    if vae is None:
+        assert meta["config"].input_size == 32 and meta["config"].in_channels == 4
+    else:                                           # its latents decode to 32x32 RGBA favicons
+        c, s = meta["config"].in_channels, meta["config"].input_size
+        with torch.no_grad():
+            assert tuple(vae.decode(torch.zeros(1, c, s, s)).shape) == (1, 4, 32, 32)
     assert len(meta["class_names"]) == classes and example in meta["class_names"]
     assert meta["step"] and meta["step"] >= 1000
     gate = model.blocks[0].adaLN_modulation[-1].weight
@@ -53,8 +61,11 @@ def test_the_int8_bundle_is_the_shipped_named_weights(tmp_path):
     import sys
     shipped = ROOT / "bundles" / "named-int8"
     fresh = tmp_path / "named-int8"
-    subprocess.run([sys.executable, "-m", "ditweb", "export", str(ROOT / "models" / "named.safetensors"), str(fresh),
-                    "--dtype", "int8"], check=True, capture_output=True)
+    model = ROOT / "models" / "named.safetensors"
+    ref = read_reference(model)                     # a latent model's bundle carries its autoencoder's decoder
+    vae = ["--vae", str(ROOT / ref["path"])] if ref else []
+    subprocess.run([sys.executable, "-m", "ditweb", "export", str(model), str(fresh), "--dtype", "int8", *vae],
+                   check=True, capture_output=True)
     names = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
     stale = [n for n in names if (shipped / n).read_bytes() != (fresh / n).read_bytes()]
@@ -63,17 +74,23 @@ def test_the_int8_bundle_is_the_shipped_named_weights(tmp_path):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_bundle_samples_like_the_shipped_weights(name):
-    """Same seed, same guide: the f16 bundle on the GPU vs the f32 weights in torch (PSNR on RGBA in [0, 1])."""
+    """Same seed, same guide: the f16 bundle on the GPU vs the f32 weights in torch (PSNR on RGBA in [0, 1]; a
+    latent model's latents, unclipped, both decoded by its autoencoder in torch: the bundle's decoder kernels have
+    their own checks in `ditweb validate`)."""
     path, bundle_dir = paths(name)
     model, meta = load_model(path)
+    vae, _ = vae_for_model(path)
     cfg = meta["config"]
     bundle = Bundle.load(bundle_dir)
     vocab = meta["vocab"]                           # a named model: the hippo in Noto, else class id 2
     label = vocab.resolve("hippo", "noto").ids if vocab is not None else 2
     ref = sample_images(model, in_channels=cfg.in_channels, input_size=cfg.input_size, num_classes=cfg.num_classes,
-                        class_ids=[label], steps=4, seed=3, prediction=cfg.prediction,
+                        class_ids=[label], steps=4, seed=3, prediction=cfg.prediction, clip_x0=vae is None,
                         null=vocab.sizes if vocab is not None else None)
     got = bundle.sample(label, seed=3, steps=4, cfg=4.0)
+    if vae is not None:
+        with torch.no_grad():
+            ref, got = (vae.decode(torch.as_tensor(np.asarray(x), dtype=torch.float32)).clamp(-1, 1) for x in (ref, got))
     a, b = (np.asarray(ref) + 1) / 2, (np.asarray(got) + 1) / 2
     psnr = 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-20))
     assert psnr >= 40, f"PSNR {psnr:.1f} dB"
