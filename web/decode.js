@@ -135,6 +135,9 @@ export function verifyDecoderFiles(m, files) {
   return { tensors, kernels };
 }
 
+// Decoders up to this size are fetched with all their files in flight at once (fetchDecoder).
+const DECODER_AT_ONCE_BYTES = 16 * 2 ** 20;
+
 // decoder/ of the bundle at baseUrl, downloaded and verified; null when the bundle lists none (its manifest's
 // files name "decoder/manifest.json" with its sha256, so the bundle's own manifest vouches for the decoder's).
 // -> {manifest, tensors: {name: {buf, offset, nbytes}}, kernels: {name: WGSL}, preview: previewMap's or null}
@@ -143,9 +146,6 @@ export function verifyDecoderFiles(m, files) {
  * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean,
  *          onProgress?: (p: {file: string, done: number, total: number}) => void}} [options]
  */
-// Decoders up to this size are fetched with all their files in flight at once (fetchDecoder).
-const DECODER_AT_ONCE_BYTES = 16 * 2 ** 20;
-
 export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, useCache = true, onProgress } = {}) {
   const entry = bundleManifest.files["decoder/manifest.json"];
   if (!entry) return null;
