@@ -211,3 +211,12 @@ def test_site_writes_the_attribution_into_the_html(tmp_path):
     items = [html.unescape(re.sub(r"<[^>]+>", "", li)) for li in re.findall(r"<li>(.*?)</li>", footer)]
     assert items == card_attribution(NAMED)
     assert '<a href="https://creativecommons.org/licenses/by/4.0/"' in footer
+
+
+def test_early_script_probes_simd_with_the_same_module_as_the_library():
+    """web/early.js is a classic script and cannot import web/ditweb.js, so it writes the WebAssembly SIMD probe out
+    again: the two byte lists must stay the same (else the page could start a worker the library then refuses)."""
+    probe = re.compile(r"const SIMD_PROBE = new Uint8Array\(\[([0-9, ]+)\]\);")
+    early, library = (probe.findall((WEB_DIR / f).read_text("utf-8")) for f in ("early.js", "ditweb.js"))
+    assert len(early) == 1 and len(library) == 1
+    assert early == library
