@@ -34,6 +34,8 @@ def register(sub):
     p.add_argument("--seeds", type=int, default=4, help="named models: seeds per (evaluation emoji, style) request")
     p.add_argument("--styles", help="named models: the styles to draw in (default: all of the model's)")
     p.add_argument("--hippo-seeds", type=int, default=16, help="named models: seeds of the hippo per style")
+    p.add_argument("--vae", help="latent named models: decode with this autoencoder instead of the one the model names "
+                                 "(that file or a decoder fine-tune of it: checked)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -78,7 +80,7 @@ def cmd_eval_named(args):
         raise EvalError("--seeds must be at least 2 (diversity), --hippo-seeds and --steps at least 1")
     styles = [s.strip() for s in args.styles.split(",")] if args.styles else None
     result = evaluate_named_model(args.ckpt, scales, args.seeds, args.steps, styles, args.weights, args.hippo_seeds,
-                                  args.floor_pairs)
+                                  args.floor_pairs, vae_path=args.vae)
     publish("eval-named", *named_table(result), args.out or RESULTS)
     add_to_card(args, named_table(result))
     if args.json:

@@ -154,6 +154,56 @@ def psnr_u8(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
 file_sha256 = sha256_file          # the autoencoder a latent model names is pinned by this hash
 
 
+def encoder_fingerprint(vae: FaviconVAE) -> str:
+    """sha256 of what fixes the latent space a DiT trains in: the encoder's and quant_conv's tensors (name, shape,
+    float32 bytes, in name order), the latent shift and scale. A decoder fine-tune (`ditweb train-vae --init FILE
+    --decoder-only`) keeps it, so a latent model trained on FILE's latents stays valid with the new decoder."""
+    h = hashlib.sha256()
+    sd = {f"encoder.{k}": v for k, v in vae.encoder.state_dict().items()}
+    sd |= {f"quant_conv.{k}": v for k, v in vae.quant_conv.state_dict().items()}
+    for k in sorted(sd):
+        t = sd[k].detach().float().contiguous().cpu()
+        h.update(f"{k}:{list(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    h.update(f"shift={vae.cfg.shift_factor!r};scale={vae.cfg.scaling_factor!r}".encode())
+    return h.hexdigest()
+
+
+def safetensors_metadata_of(path) -> dict:
+    """The metadata of an autoencoder file (one-line VAEError for an unreadable one)."""
+    from .vae import safetensors_metadata
+    return safetensors_metadata(Path(path))
+
+
+def encoder_lineage(path) -> list[str]:
+    """The sha256s of the earlier autoencoder files whose encoder (and latent shift and scale) the file at `path`
+    keeps, oldest first: its metadata `encoder_of`, written by a decoder fine-tune; [] for a file trained whole."""
+    from .vae import safetensors_metadata
+    raw = safetensors_metadata(Path(path)).get("encoder_of")
+    if raw is None:
+        return []
+    try:
+        shas = json.loads(raw)
+    except ValueError:
+        raise VAEError(f"{path}: metadata 'encoder_of' is not JSON") from None
+    if not (isinstance(shas, list) and all(isinstance(x, str) and len(x) == 64 for x in shas)):
+        raise VAEError(f"{path}: metadata 'encoder_of' is not a list of sha256 hex digests")
+    return shas
+
+
+def shares_latents(path, sha256: str) -> bool:
+    """True when the autoencoder at `path` is the file of hash `sha256`, or a decoder fine-tune of it whose
+    encoder is unchanged: `sha256` in its lineage, and its recorded `encoder_sha256` the fingerprint of the
+    tensors it holds now (a file edited after the fine-tune is refused)."""
+    from .vae import safetensors_metadata
+    if file_sha256(path) == sha256:
+        return True
+    if sha256 not in encoder_lineage(path):
+        return False
+    recorded = safetensors_metadata(Path(path)).get("encoder_sha256")
+    return recorded is not None and recorded == encoder_fingerprint(load_favicon_vae(path))
+
+
 def save_favicon_vae(vae: FaviconVAE, path, extra: dict | None = None) -> Path:
     from safetensors.torch import save_file
     path = Path(path)
@@ -237,8 +287,15 @@ def latent_moments(vae: FaviconVAE, images_u8: np.ndarray, batch: int = 256) -> 
     return mean, math.sqrt(max(s2 / n - mean * mean, 1e-12))
 
 
-def finalize(vae: FaviconVAE, images_u8: np.ndarray, path, extra: dict) -> Path:
-    """Measure the latents' mean and std over all images, store them as shift_factor and 1/scaling_factor."""
+def finalize(vae: FaviconVAE, images_u8: np.ndarray, path, extra: dict, lineage: list[str] | None = None) -> Path:
+    """Measure the latents' mean and std over all images, store them as shift_factor and 1/scaling_factor.
+    A decoder fine-tune (`lineage`: the files whose encoder it keeps) keeps its start's shift and scale instead,
+    and records the lineage and its encoder's fingerprint (`shares_latents` checks both)."""
+    if lineage:
+        fp = encoder_fingerprint(vae)
+        return save_favicon_vae(vae, path, {**extra, "encoder_of": json.dumps(lineage), "encoder_sha256": fp,
+                                            "latent_mean": f"{vae.cfg.shift_factor:.6g}",
+                                            "latent_std": f"{1.0 / vae.cfg.scaling_factor:.6g}"})
     mean, std = latent_moments(vae, images_u8)
     vae.cfg = replace(vae.cfg, shift_factor=mean, scaling_factor=1.0 / std)
     vae.dec.cfg = vae.cfg

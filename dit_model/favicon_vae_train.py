@@ -7,6 +7,12 @@ out; the log's PSNR is the EMA's on a fixed quarter of them. Resumable exactly: 
 per (seed, epoch), the flips and the posterior noise a generator per (seed, step); ckpt.pt holds the weights, the
 EMA, AdamW's state and the options. At the end the latents' mean and std are measured over all images and stored
 in the file (`finalize`): run folder's vae.safetensors, and --out.
+
+`--init FILE --decoder-only [--latent-noise S]` fine-tunes the decoder of an existing autoencoder and keeps its
+encoder, latent shift and scale bit for bit, so latent DiTs trained on FILE's latents decode with the new file
+(`favicon_vae.shares_latents`): the decoder reads the posterior mean plus Gaussian noise of a standard deviation
+drawn uniformly from [0, S] per image, in the DiT's scaled units, and learns to map the near misses a DiT samples
+to clean images (docs/vae.md, "A decoder for sampled latents").
 """
 from __future__ import annotations
 
@@ -25,8 +31,8 @@ import torch
 
 from ditformat.errors import UsageError
 
-from .favicon_vae import (FAVICON_VAE, FaviconVAE, edge_l1, finalize, kl_divergence, load_training_images, psnr_u8,
-                          reconstruct, save_favicon_vae, to_model)
+from .favicon_vae import (FAVICON_VAE, FaviconVAE, edge_l1, encoder_lineage, file_sha256, finalize, kl_divergence,
+                          load_favicon_vae, load_training_images, psnr_u8, reconstruct, save_favicon_vae, to_model)
 from .train import add_run_options, parse_duration
 from .vae import VAEConfig, VAEError
 
@@ -37,7 +43,7 @@ DEFAULTS = dict(styles="twemoji,noto,fluent", data=None, latent_channels=FAVICON
                 channels=",".join(map(str, FAVICON_VAE.block_out_channels)), layers_per_block=FAVICON_VAE.layers_per_block,
                 groups=FAVICON_VAE.norm_num_groups, batch_size=32, lr=1e-3, warmup=100, ema=0.999, kl=1e-4, edge=0.5,
                 seed=0, max_steps=3000, time_limit=None, log_every=50, eval_every=500, ckpt_every=250, run_dir=None,
-                out=None)
+                out=None, init=None, decoder_only=False, latent_noise=0.0)
 
 
 def register(sub):
@@ -62,6 +68,13 @@ def register(sub):
     p.add_argument("--eval-every", type=int, help=f"steps between held-out PSNR rows (default {d['eval_every']})")
     add_run_options(p, d, "ckpt.pt, log.csv, vae.safetensors (default runs/vae-favicon)", "RUN_DIR")
     p.add_argument("--out", help="also write the final EMA autoencoder here (e.g. models/favicon-vae.safetensors)")
+    p.add_argument("--init", metavar="FILE", help="start from this favicon autoencoder (its shape replaces the shape options)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the decoder alone; the encoder, latent shift and scale stay FILE's, so "
+                        "latent models trained on FILE's latents keep working")
+    p.add_argument("--latent-noise", type=float, metavar="S",
+                   help="with --decoder-only: add Gaussian noise of std uniform in [0, S] (the DiT's scaled units) to "
+                        "the latents the decoder reads (default 0)")
     p.set_defaults(func=cmd_train_vae)
 
 
@@ -100,6 +113,12 @@ def cmd_train_vae(args):
         if (run_dir / "ckpt.pt").exists():
             raise UsageError(f"{run_dir / 'ckpt.pt'} exists; continue it with `ditweb train-vae --resume {run_dir}`")
     opts["run_dir"] = str(run_dir)
+    if opts["decoder_only"] and not opts["init"]:
+        raise UsageError("--decoder-only needs --init FILE: the autoencoder whose encoder is kept")
+    if opts["latent_noise"] and not opts["decoder_only"]:
+        raise UsageError("--latent-noise needs --decoder-only (the noise is in the latent units of a fixed encoder)")
+    if not (0.0 <= opts["latent_noise"] <= 10.0):
+        raise UsageError(f"--latent-noise {opts['latent_noise']}: want a standard deviation in [0, 10]")
     return train_vae(opts, saved, run_dir, parse_duration(opts["time_limit"]))
 
 
@@ -133,11 +152,21 @@ class _Run:
             self.held_u8 = self.es.images[:64]
         self.n, self.B = len(self.train_u8), opts["batch_size"]
         torch.manual_seed(opts["seed"])
-        self.vae, self.ema = FaviconVAE(self.cfg), FaviconVAE(self.cfg)
+        self.lineage = []
+        if opts["init"]:
+            self.vae = self._start(opts)
+            self.cfg = self.vae.cfg
+        else:
+            self.vae = FaviconVAE(self.cfg)
+        self.ema = FaviconVAE(self.cfg)
         self.ema.load_state_dict(self.vae.state_dict())
         for p in self.ema.parameters():
             p.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.vae.parameters(), lr=opts["lr"], weight_decay=0.0)
+        trained = self.vae.dec if opts["decoder_only"] else self.vae
+        if opts["decoder_only"]:
+            for p in [*self.vae.encoder.parameters(), *self.vae.quant_conv.parameters()]:
+                p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(trained.parameters(), lr=opts["lr"], weight_decay=0.0)
         self.step = 0
         if saved is not None:
             self.vae.load_state_dict(saved["model"])
@@ -147,6 +176,21 @@ class _Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt = run_dir / "ckpt.pt"
         self._open_log(saved is not None)
+
+    def _start(self, opts: dict) -> FaviconVAE:
+        """The --init autoencoder, checked to be the file the run started from (a resumed run re-reads it)."""
+        path = Path(opts["init"])
+        try:
+            vae = load_favicon_vae(path)
+        except VAEError as e:
+            raise UsageError(f"--init: {e}") from None
+        sha = file_sha256(path)
+        if opts.setdefault("init_sha256", sha) != sha:
+            raise UsageError(f"--init {path}: sha256 {sha[:12]}... is not the file this run started from "
+                             f"({opts['init_sha256'][:12]}...)")
+        if opts["decoder_only"]:
+            self.lineage = [*encoder_lineage(path), sha]
+        return vae
 
     def _open_log(self, resumed: bool):
         path, rows = self.run_dir / "log.csv", []
@@ -163,7 +207,11 @@ class _Run:
         torch.save({"model": self.vae.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                     "step": self.step, "opts": json.dumps(self.opts), "config": json.dumps(self.cfg.to_dict())}, tmp)
         tmp.replace(self.ckpt)
-        save_favicon_vae(self.ema, self.run_dir / "vae.safetensors", {"step": self.step, "images_seen": self.step * self.B})
+        extra = {"step": self.step, "images_seen": self.step * self.B}
+        if self.lineage:                      # a decoder fine-tune's file is usable (and checked) at every checkpoint
+            finalize(self.ema, self.es.images, self.run_dir / "vae.safetensors", extra, self.lineage)
+        else:
+            save_favicon_vae(self.ema, self.run_dir / "vae.safetensors", extra)
 
     def train_step(self) -> np.ndarray:
         """One batch: images (flipped per a generator of (seed, step)), a posterior sample, the loss, AdamW, EMA."""
@@ -177,8 +225,15 @@ class _Run:
         self.vae.train()
         for group in self.opt.param_groups:
             group["lr"] = _lr(opts, step)
-        rec, mean, logvar = self.vae(x, noise)
-        l1, edge, kl = (rec - x).abs().mean(), edge_l1(rec, x), kl_divergence(mean, logvar)
+        if opts["decoder_only"]:                          # the fixed encoder's mean, plus noise in the DiT's units
+            with torch.no_grad():
+                mean, _ = self.vae.moments(x)
+            sigma = torch.rand(B, generator=gs) * opts["latent_noise"] / self.cfg.scaling_factor
+            rec = self.vae.dec(mean + sigma[:, None, None, None] * noise)
+            l1, edge, kl = (rec - x).abs().mean(), edge_l1(rec, x), torch.zeros(())
+        else:
+            rec, mean, logvar = self.vae(x, noise)
+            l1, edge, kl = (rec - x).abs().mean(), edge_l1(rec, x), kl_divergence(mean, logvar)
         loss = l1 + opts["edge"] * edge + opts["kl"] * kl
         if not bool(torch.isfinite(loss)):
             raise UsageError(f"the loss became non-finite at step {step}; {self.ckpt} keeps the last checkpoint")
@@ -241,9 +296,11 @@ def train_vae(opts: dict, saved: dict | None, run_dir: Path, time_limit: float |
             signal.signal(s, h)
     run.save()
     run.logf.close()
-    final = finalize(run.ema, run.es.images, run_dir / "vae.safetensors", {"step": run.step, "images_seen": run.step * run.B})
+    final = finalize(run.ema, run.es.images, run_dir / "vae.safetensors", {"step": run.step, "images_seen": run.step * run.B},
+                     run.lineage)
     if opts["out"]:
         Path(opts["out"]).write_bytes(final.read_bytes())
-    print(f"stopped ({reason}) at step {run.step}; {final} (latent mean/std measured and stored); continue with "
+    kept = "the start's encoder, latent shift and scale kept" if run.lineage else "latent mean/std measured and stored"
+    print(f"stopped ({reason}) at step {run.step}; {final} ({kept}); continue with "
           f"`ditweb train-vae --resume {run_dir}`", file=sys.stderr)
     return 0

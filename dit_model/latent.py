@@ -10,7 +10,9 @@
 3. the run records the autoencoder as {"path", "sha256", "latent_shape"} (`vae_reference`): in ckpt.pt's
    train_args["vae_ref"] and in every weights file's metadata (`autoencoder`), so `ditweb sample MODEL`
    finds and checks the autoencoder itself (`vae_for_model`): a different file at that path, or one that cannot
-   be found, is a one-line error.
+   be found, is a one-line error. A decoder fine-tune of the named file (`ditweb train-vae --init FILE
+   --decoder-only`: same encoder, shift and scale, the file's hash in its metadata `encoder_of`) is accepted in
+   its place (`favicon_vae.shares_latents`): the latents are the same, only their decoding changed.
 """
 from __future__ import annotations
 
@@ -45,12 +47,15 @@ def vae_reference(path, vae) -> dict:
 def encode_for_training(path, images_u8: np.ndarray, expect: dict | None = None, batch: int = 256):
     """(latents (N, 2, C, h, w) float32: each image's and its mirror image's, the autoencoder's reference).
     `expect`: the reference a resumed run recorded; another file is refused."""
-    from .favicon_vae import load_favicon_vae, to_model
+    from .favicon_vae import load_favicon_vae, shares_latents, to_model
     vae = load_favicon_vae(path)
     ref = vae_reference(path, vae)
     if expect is not None and expect.get("sha256") != ref["sha256"]:
-        raise AutoencoderMismatch(f"{path}: sha256 {ref['sha256'][:12]}... is not the autoencoder this run was "
-                                  f"trained with ({expect.get('path')}, sha256 {str(expect.get('sha256'))[:12]}...)")
+        if not shares_latents(path, str(expect.get("sha256"))):
+            raise AutoencoderMismatch(f"{path}: sha256 {ref['sha256'][:12]}... is not the autoencoder this run was "
+                                      f"trained with ({expect.get('path')}, sha256 {str(expect.get('sha256'))[:12]}...), "
+                                      f"nor a decoder fine-tune of it")
+        ref = {"path": ref["path"], "sha256": expect["sha256"]}        # same latents: the run keeps naming its start
     if images_u8.shape[1] % vae.downscale or images_u8.shape[3] != vae.cfg.out_channels:
         raise AutoencoderMismatch(f"{path}: encodes images of {vae.cfg.out_channels} channels and a side divisible by "
                                   f"{vae.downscale}, the data is {images_u8.shape[1]}x{images_u8.shape[2]}x{images_u8.shape[3]}")
@@ -111,7 +116,7 @@ def read_reference(source) -> dict | None:
 def vae_for_model(source, given: str | None = None):
     """(the decoder of the autoencoder a latent model names, its path), or (None, None) for a pixel model.
     `given` (--vae) overrides where to look, not what to accept: its sha256 must be the recorded one."""
-    from .favicon_vae import file_sha256
+    from .favicon_vae import shares_latents
     from .vae import load_vae
     ref = read_reference(source)
     if ref is None:
@@ -125,10 +130,13 @@ def vae_for_model(source, given: str | None = None):
     if found is None:
         raise AutoencoderMismatch(f"{source}: a latent model of the autoencoder {ref['path']} (sha256 "
                                   f"{ref['sha256'][:12]}...), which is not there; pass its path with --vae")
-    sha = file_sha256(found)
-    if sha != ref["sha256"]:
+    try:
+        same = shares_latents(found, ref["sha256"])
+    except VAEError as e:
+        raise AutoencoderMismatch(str(e)) from None
+    if not same:
         raise AutoencoderMismatch(f"{source}: trained on the latents of the autoencoder with sha256 {ref['sha256'][:12]}..., "
-                                  f"but {found} has sha256 {sha[:12]}... (another autoencoder)")
+                                  f"but {found} is another autoencoder (neither that file nor a decoder fine-tune of it)")
     vae = load_vae(found, quiet=True)
     shape = ref.get("latent_shape")
     if shape is not None and shape[0] != vae.cfg.latent_channels:

@@ -47,12 +47,12 @@ def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps:
 
 def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: int = 50, styles=None,
                          weights: str = "ema", hippo_seeds: int = HIPPO_SEEDS, floor_pairs: int | None = None,
-                         log=print) -> dict:
+                         log=print, vae_path: str | None = None) -> dict:
     from . import identity
     from .evaluate import load_eval_model
     from .latent import vae_for_model
     model, meta = load_eval_model(ckpt, weights)
-    vae, _ = vae_for_model(ckpt)                    # a latent model's autoencoder (checked by its sha256), else None
+    vae, vae_file = vae_for_model(ckpt, vae_path)   # a latent model's autoencoder (checked by its sha256), else None
     vocab, cfg = meta.get("vocab"), meta["config"]
     if vocab is None:
         raise NamedEvalError(f"{ckpt}: not a named model (no label vocabulary)")
@@ -91,6 +91,8 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
     kw = {} if floor_pairs is None else {"floor_pairs": floor_pairs}
     info = {"model": str(ckpt), "step": meta.get("step"), "weights": meta.get("weights"), "steps": steps,
             "seeds per request": seeds, "sampler": "ddim"}
+    if vae_file is not None:
+        info["autoencoder"] = str(vae_file)
     result = identity.evaluate_named(generated, data, meta=info, log=log, **kw)
     result["hippo"] = hippo_rows
     return result

@@ -134,3 +134,51 @@ def test_held_out_identities_are_fixed():
     held = split_identities(ids)
     assert 0.03 < held.mean() < 0.07
     assert np.array_equal(held, split_identities(ids))
+
+
+def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
+    """`train-vae --init FILE --decoder-only --latent-noise S` changes the decoder alone: the encoder's tensors,
+    the latent shift and scale are FILE's bit for bit, the file names FILE's hash in `encoder_of`, and a latent
+    model that names FILE accepts it (`vae_for_model`); an edited encoder, an unrelated file, or the options
+    without --init / --decoder-only are refused with one line."""
+    from safetensors.torch import save_file
+    from dit_model.favicon_vae import encoder_fingerprint, encoder_lineage, file_sha256, shares_latents
+    from dit_model.latent import AutoencoderMismatch, vae_for_model
+    pack = make_pack(tmp_path / "pack.npz")
+    start = random_vae()
+    start.cfg = replace(start.cfg, shift_factor=0.125, scaling_factor=0.75)
+    start.dec.cfg = start.cfg
+    first = save_favicon_vae(start, tmp_path / "start.safetensors")
+    common = ["--data", str(pack), "--batch-size", "4", "--log-every", "2", "--eval-every", "4", "--ckpt-every", "2",
+              "--warmup", "2", "--max-steps", "4", "--lr", "1e-2", "--ema", "0.5"]
+    assert main(["train-vae", *common, "--init", str(first), "--decoder-only", "--latent-noise", "0.5",
+                 "--run-dir", str(tmp_path / "dec")]) == 0
+    tuned_path = tmp_path / "dec" / "vae.safetensors"
+    tuned = load_favicon_vae(tuned_path)
+    assert (tuned.cfg.shift_factor, tuned.cfg.scaling_factor) == (0.125, 0.75)
+    assert encoder_fingerprint(tuned) == encoder_fingerprint(start)
+    assert not torch.equal(tuned.dec.state_dict()["post_quant_conv.weight"], start.dec.state_dict()["post_quant_conv.weight"])
+    sha = file_sha256(first)
+    assert encoder_lineage(tuned_path) == [sha] and shares_latents(tuned_path, sha)
+    assert not shares_latents(first, file_sha256(tuned_path))            # the other way round: not a fine-tune of it
+    # a latent model naming the start file decodes with the fine-tune in its place
+    model = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(1)}, str(model), metadata={"autoencoder": json.dumps({"path": str(first), "sha256": sha})})
+    assert vae_for_model(model, str(tuned_path))[1] == tuned_path
+    # the fine-tune's encoder edited afterwards: its recorded fingerprint no longer holds
+    edited = load_favicon_vae(tuned_path)
+    with torch.no_grad():
+        next(edited.encoder.parameters()).add_(1e-3)
+    from dit_model.favicon_vae import safetensors_metadata_of
+    save_favicon_vae(edited, tmp_path / "edited.safetensors", {k: v for k, v in safetensors_metadata_of(tuned_path).items()
+                                                               if k not in ("ditweb", "config")})
+    assert not shares_latents(tmp_path / "edited.safetensors", sha)
+    with pytest.raises(AutoencoderMismatch, match="neither that file nor a decoder fine-tune"):
+        vae_for_model(model, str(tmp_path / "edited.safetensors"))
+    with pytest.raises(AutoencoderMismatch, match="neither that file nor a decoder fine-tune"):
+        vae_for_model(model, str(save_favicon_vae(random_vae(seed=3), tmp_path / "other.safetensors")))
+    # options that need one another
+    assert main(["train-vae", *common, "--decoder-only", "--run-dir", str(tmp_path / "x")]) == 2
+    assert main(["train-vae", *common, "--latent-noise", "0.3", "--run-dir", str(tmp_path / "y")]) == 2
+    assert main(["train-vae", *common, "--init", str(tmp_path / "missing.safetensors"), "--decoder-only",
+                 "--run-dir", str(tmp_path / "z")]) == 2
