@@ -22,8 +22,13 @@ const bundleUrl = new URL(params.get("bundle") || "bundle/", document.baseURI);
 const runtime = params.get("runtime") || "auto";
 // A named bundle's style picker starts here where the bundle has it (?style= for "any"): Twemoji's hippo is the one
 // the shipped named model draws most cleanly (the identity judge's top 1 for 15 of 16 seeds; any style: the
-// styles' average, muddier)
-const DEFAULT_STYLE = "twemoji";
+// styles' average, muddier). Written in index.html (#style's data-default), where `ditweb site` reads it too.
+const DEFAULT_STYLE = $("style").dataset.default || "";
+// The label `ditweb site` resolved for the page's default prompt and style (webserve/site.py page_label: #prompt's
+// data-label), so that the first favicon need not wait for the vocabulary's download, parse and index; see presetLabel.
+const preset = presetLabel();
+/** @type {Promise<any> | null} a named bundle's vocabulary loaded after the bundle (vocabularyReady) */
+let vocabReady = null;
 let bundle = null;
 let controller = null;
 /** @type {(() => void) | null} page work put off until the first run's first step is done (setUpPrompt) */
@@ -48,21 +53,76 @@ function option(select, value, text) {
   select.appendChild(o);
 }
 
+/**
+ * index.html's preset label ({vocabulary: the sha256 of the vocabulary.json `ditweb site` resolved it with, prompt,
+ * style (null: any), ids: one id per level}), or null where there is none or it is not of that form (the page then
+ * resolves its prompt itself). It is used only where the loaded bundle's verified manifest lists a vocabulary.json of
+ * that sha256 (the ids come from those very bytes) and the form asks for that prompt and style (presetFits).
+ * @returns {{vocabulary: string, prompt: string, style: string | null, ids: number[]} | null}
+ */
+function presetLabel() {
+  const text = $("prompt").dataset.label;
+  if (!text) return null;
+  try {
+    const p = JSON.parse(text);
+    const ok = p && typeof p.vocabulary === "string" && typeof p.prompt === "string"
+      && (p.style === null || typeof p.style === "string") && Array.isArray(p.ids) && p.ids.every(Number.isInteger);
+    return ok ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+// The style the form asks for before the vocabulary (and so the style picker) is in: ?style= ("" for any), else
+// the one the page starts with, which is the preset's (site.py resolves it with DEFAULT_STYLE where the bundle has it).
+const wantedStyle = () => (params.has("style") ? params.get("style") || null : preset ? preset.style : null);
+
+// Whether the preset label is the form's label: the prompt and style it was resolved for, no negative prompt, and (once
+// the bundle is loaded) the bundle's vocabulary.json the one it was resolved with.
+function presetFits() {
+  if (!preset || (bundle && (bundle.vocab || !bundle.named))) return false;
+  const prompt = bundle ? /** @type {HTMLInputElement} */ ($("prompt")).value : params.get("prompt") ?? $("prompt").value;
+  const negative = bundle ? /** @type {HTMLInputElement} */ ($("negative-prompt")).value.trim() : params.get("negative") || "";
+  const file = bundle && bundle.manifest.files["vocabulary.json"];
+  return prompt === preset.prompt && wantedStyle() === preset.style && negative === ""
+    && (!bundle || (!!file && file.sha256 === preset.vocabulary));
+}
+
+// A named bundle loaded without its vocabulary: vocabulary.json fetched and verified once (bundle.loadVocabulary),
+// then the prompt box's suggestions and the style picker; a failure is the page's one-line error.
+function vocabularyReady() {
+  if (!vocabReady && bundle.vocab) vocabReady = Promise.resolve(bundle.vocab);     // loaded with the bundle (setUpForm)
+  if (!vocabReady) {
+    vocabReady = bundle.loadVocabulary().then((vocab) => { setUpPrompt(vocab); return vocab; });
+    vocabReady.catch((e) => {
+      console.error(e);
+      const what = e.name === "BundleError" ? "failed verification" : "could not be loaded";
+      show(`The bundle at ${bundleUrl.pathname} ${what}: ${e.message}`, "error");
+      setState(e.name === "BundleError" ? "bundle-error" : "error");
+    });
+  }
+  return vocabReady;
+}
+
 function readOptions() {
   // a named bundle's negative label is a prompt like the label itself (its vocabulary has thousands of names)
-  const negative = bundle.vocab ? /** @type {HTMLInputElement} */ ($("negative-prompt")).value.trim() : $("negative").value;
-  const label = bundle.vocab ? { prompt: $("prompt").value, style: $("style").value || null } : { classId: Number($("class").value) };
+  const negative = bundle.named ? /** @type {HTMLInputElement} */ ($("negative-prompt")).value.trim() : $("negative").value;
+  const named = presetFits() ? { classIds: [preset.ids] } : { prompt: $("prompt").value, style: $("style").value || null };
+  const label = bundle.named ? named : { classId: Number($("class").value) };
   return {
     ...label,
     seed: Number($("seed").value) >>> 0,
     steps: Math.max(1, Math.min(1000, Math.round(Number($("steps").value) || 1))),
     cfg: Number($("cfg").value),
-    negativeClass: negative === "" ? null : bundle.vocab ? negative : Number(negative),
+    negativeClass: negative === "" ? null : bundle.named ? negative : Number(negative),
     sampler: $("sampler").value,
   };
 }
 
 async function generate() {
+  if (bundle.named && !bundle.vocab && !presetFits()) {
+    try { await vocabularyReady(); } catch { return; }       // the error is on the page already
+  }
   controller = new AbortController();
   $("go").disabled = true;
   $("stop").disabled = false;
@@ -89,7 +149,7 @@ async function generate() {
     /** @type {any} */ (window).ditwebLast = result;   // for the browser tests: pixels and timings of the last run
     const seconds = (performance.now() - started) / 1000;
     show(`done: ${opts.steps} steps in ${seconds.toFixed(2)} s`);
-    if (!firstFavicon.shown) showFirstFavicon(started, opts.steps, result);
+    if (!firstFavicon.shown) showFirstFavicon(started, opts.steps, result, "classIds" in opts ? "site" : "page");
     setState("done");
   } catch (e) {
     if (e.name === "AbortError") {
@@ -103,6 +163,7 @@ async function generate() {
   } finally {
     $("go").disabled = false;
     $("stop").disabled = true;
+    if (bundle.named) vocabularyReady().catch(() => {});     // put off until the first favicon: needed from now on
   }
 }
 
@@ -114,8 +175,9 @@ async function generate() {
  * @param {number} runStartMs when the first run began (ms since navigation)
  * @param {number} steps
  * @param {any} result the run's sample() result (its timeline, kernelMs, iconMs)
+ * @param {string} labels where a named bundle's label came from: "site" (the preset label), "page" (resolved here)
  */
-function showFirstFavicon(runStartMs, steps, result) {
+function showFirstFavicon(runStartMs, steps, result, labels) {
   const doneMs = performance.now();
   const parts = {
     totalMs: doneMs,
@@ -126,6 +188,7 @@ function showFirstFavicon(runStartMs, steps, result) {
     steps,
     runtime: bundle.runtime,
     threads: bundle.threads || 1,
+    labels: bundle.named ? labels : "class",
     phases: firstFaviconPhases(runStartMs, doneMs, steps, result.timeline),
     detail: firstFaviconDetail(result),
   };
@@ -287,12 +350,11 @@ async function listModels() {
 // A named bundle: the prompt box (suggestions from the vocabulary as you type, what it resolves to in its title)
 // and the style picker replace the class picker.
 function setUpPrompt(vocab) {
-  $("class-label").hidden = true;
-  $("prompt-label").hidden = false;
   const last = vocab.levels.length - 1;
   if (last >= vocab.nested) {
     vocab.names[last].forEach((name) => option($("style"), name, name));
     if (vocab.names[last].includes(DEFAULT_STYLE)) /** @type {HTMLSelectElement} */ ($("style")).value = DEFAULT_STYLE;
+    if (params.has("style")) $("style").value = params.get("style");
     $("style-label").hidden = false;
   }
   const input = $("prompt");
@@ -310,7 +372,7 @@ function setUpPrompt(vocab) {
   input.addEventListener("input", update);
   // the suggestions (some tens of ms on a first visit) need not delay a run: with ?autorun they are made after the
   // first step, while the worker computes the next ones; else once this task is done
-  if (params.has("autorun")) afterFirstStep = update;
+  if (params.has("autorun") && !firstFavicon.shown) afterFirstStep = update;
   else setTimeout(update, 0);
 }
 
@@ -406,6 +468,7 @@ async function main() {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
       manifestFetch: early.manifest,
+      vocabulary: presetFits() ? "later" : "now",       // the preset label needs no vocabulary for the first favicon
       earlyWorker: chosen.runtime === "wasm" ? early.worker : null,
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
@@ -434,21 +497,32 @@ async function main() {
   $("runtime").textContent = `${bundle.runtime} (${chosen.reason})`;
   $("adapter").textContent = bundle.adapterDescription;
   $("bundle").textContent = bundle.describe();
-  if (!bundle.vocab) bundle.classNames.forEach((name, i) => option($("class"), i, name));   // a named bundle: hidden
-  if (bundle.vocab) {
-    setUpPrompt(bundle.vocab);
-    $("negative-label").hidden = true;
-    $("negative-prompt-label").hidden = false;
-  } else {
-    bundle.classNames.forEach((name, i) => option($("negative"), i, name));
-  }
-  for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler", "prompt", "style"]) {   // ?class=1&seed=7... presets the form
-    if (params.has(key)) $(key === "negative" && bundle.vocab ? "negative-prompt" : key).value = params.get(key);
-  }
+  setUpForm();
   $("go").disabled = false;
   setState("ready");
   measure("page set-up", t0);
   if (params.has("autorun")) generate();
+}
+
+// The form for the loaded bundle: class pickers, or a named bundle's prompt boxes (their suggestions and the style
+// picker once its vocabulary is in: now, or after the first favicon where the preset label drew it); ?class=1&seed=7...
+// preset the fields.
+function setUpForm() {
+  if (bundle.named) {
+    $("class-label").hidden = true;
+    $("prompt-label").hidden = false;
+    $("negative-label").hidden = true;
+    $("negative-prompt-label").hidden = false;
+    for (const id of ["prompt", "negative-prompt"]) $(id).addEventListener("focus", () => vocabularyReady().catch(() => {}), { once: true });
+  } else {
+    bundle.classNames.forEach((name, i) => option($("class"), i, name));
+    bundle.classNames.forEach((name, i) => option($("negative"), i, name));
+  }
+  for (const key of ["class", "seed", "steps", "cfg", "negative", "sampler", "prompt", "style"]) {
+    if (params.has(key)) $(key === "negative" && bundle.named ? "negative-prompt" : key).value = params.get(key);
+  }
+  if (bundle.vocab) setUpPrompt(bundle.vocab);
+  else if (bundle.named && !params.has("autorun")) vocabularyReady().catch(() => {});
 }
 
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); generate(); });

@@ -509,12 +509,16 @@ export const weightFiles = (buffers) => [...new Set(Object.values(buffers).filte
 // its own kernels and fetches no WGSL: kernels null). -> {tensors, kernels, vocab}
 // early.vocab: verifyVocabulary's outcome for files' vocabulary.json, found while the other files downloaded
 // (earlyVocabulary): its value is used, or its error thrown, where the check of the vocabulary comes.
+// early.later: a named bundle's vocabulary.json left out of the download (loadBundle's {vocabulary: "later"}: the
+// bundle's loadVocabulary fetches and verifies it when the page needs it): vocab null.
 export function verifyFiles(m, files, runtime = "webgpu", early = {}) {
-  for (const file of bundleFiles(m, runtime)) if (!ownKey(files, file)) throw new BundleError(file, `was not downloaded (every file the ${runtime} runtime reads is verified)`);
+  const vocabFile = early.later ? undefined : vocabularyFiles(m)[0];
+  for (const file of bundleFiles(m, runtime)) {
+    if (!ownKey(files, file) && !(early.later && file === VOCABULARY_FILE)) throw new BundleError(file, `was not downloaded (every file the ${runtime} runtime reads is verified)`);
+  }
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(file, `${buf.byteLength} bytes, manifest.json says ${m.files[file].size}`);
   }
-  const vocabFile = vocabularyFiles(m)[0];
   if (vocabFile && !Object.prototype.hasOwnProperty.call(files, vocabFile)) throw new BundleError(vocabFile, "was not downloaded");
   const tensors = verifyShards(m.buffers, files);
   const kernels = runtime === "wasm" ? null : {};
@@ -539,6 +543,23 @@ export function earlyVocabulary(m, buf) {
   } catch (e) {
     return { buf, error: e };
   }
+}
+
+// A named bundle's vocabulary.json fetched on its own (after a load with {vocabulary: "later"}), verified as loadBundle
+// verifies it: the manifest's sha256 (fetchVerified) and size, then verifyVocabulary -> a Vocabulary (a BundleError
+// naming vocabulary.json otherwise). m: the bundle's verified manifest.
+/**
+ * @param {string | URL} baseUrl @param {any} m
+ * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean}} [options]
+ */
+export async function fetchVocabulary(baseUrl, m, options = {}) {
+  const entry = m.files[VOCABULARY_FILE];
+  const buf = await fetchVerified(baseUrl, VOCABULARY_FILE, entry.sha256, options);
+  if (buf.byteLength !== entry.size) throw new BundleError(VOCABULARY_FILE, `${buf.byteLength} bytes, manifest.json says ${entry.size}`);
+  const t = performance.now();
+  const vocab = verifyVocabulary(m, buf);
+  measure("vocabulary", t);
+  return vocab;
 }
 
 // The files loadBundle downloads and verifies for a runtime, its decoder/ aside (fetchDecoder verifies those against

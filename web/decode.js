@@ -119,13 +119,17 @@ export function previewPictures(pv, latents) {
 // After the downloads (each file's sha256 checked by fetchVerified): sizes, every kernel's WGSL against its entry,
 // the weight shards' headers against the buffer table. files: {file: ArrayBuffer} -> {tensors, kernels}
 /** @param {any} m @param {Record<string, ArrayBuffer>} files */
-export function verifyDecoderFiles(m, files) {
+// wgsl false: the kernels' WGSL was not fetched (the WebAssembly path runs its own kernels): kernels null.
+export function verifyDecoderFiles(m, files, wgsl = true) {
   for (const [file, buf] of Object.entries(files)) {
     if (buf.byteLength !== m.files[file].size) throw new BundleError(`decoder/${file}`, `${buf.byteLength} bytes, decoder/manifest.json says ${m.files[file].size}`);
   }
-  /** @type {Record<string, string>} */
-  const kernels = {};
-  for (const [name, k] of Object.entries(m.kernels)) {
+  for (const file of decoderFiles(m, wgsl)) {
+    if (!Object.prototype.hasOwnProperty.call(files, file)) throw new BundleError(`decoder/${file}`, "was not downloaded");
+  }
+  /** @type {Record<string, string> | null} */
+  const kernels = wgsl ? {} : null;
+  for (const [name, k] of wgsl ? Object.entries(m.kernels) : []) {
     let code;
     try { code = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(files[k.file]); } catch { throw new BundleError(`decoder/${k.file}`, "not UTF-8 text"); }
     verifyKernelSource(name, k, code);
@@ -135,18 +139,26 @@ export function verifyDecoderFiles(m, files) {
   return { tensors, kernels };
 }
 
+// The files of decoder manifest m that a runtime reads: every one, or (wgsl false) all but its kernels' WGSL.
+export function decoderFiles(m, wgsl = true) {
+  const sources = new Set(Object.values(m.kernels).map((k) => k.file));
+  return Object.keys(m.files).filter((f) => wgsl || !sources.has(f));
+}
+
 // Decoders up to this size are fetched with all their files in flight at once (fetchDecoder).
 const DECODER_AT_ONCE_BYTES = 16 * 2 ** 20;
 
 // decoder/ of the bundle at baseUrl, downloaded and verified; null when the bundle lists none (its manifest's
 // files name "decoder/manifest.json" with its sha256, so the bundle's own manifest vouches for the decoder's).
 // -> {manifest, tensors: {name: {buf, offset, nbytes}}, kernels: {name: WGSL}, preview: previewMap's or null}
+// withoutWgsl(m): true where the caller runs decoder manifest m (verified) without its WGSL (the WebAssembly kernels
+// run every kernel of it): the WGSL files are not fetched, and kernels is null.
 /**
  * @param {string | URL} baseUrl @param {any} bundleManifest
  * @param {{signal?: AbortSignal, stats?: {downloaded: number, cached: number}, useCache?: boolean,
- *          onProgress?: (p: {file: string, done: number, total: number}) => void}} [options]
+ *          onProgress?: (p: {file: string, done: number, total: number}) => void, withoutWgsl?: (m: any) => boolean}} [options]
  */
-export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, useCache = true, onProgress } = {}) {
+export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, useCache = true, onProgress, withoutWgsl } = {}) {
   const entry = bundleManifest.files["decoder/manifest.json"];
   if (!entry) return null;
   const xShape = bundleManifest.io.x_shape;
@@ -154,7 +166,8 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   const m = parseJson(raw, "decoder/manifest.json");
   verifyDecoderManifest(m, xShape);
   checkDecoderListing(bundleManifest, m);
-  const names = Object.keys(m.files);
+  const wgsl = !(withoutWgsl && withoutWgsl(m));
+  const names = decoderFiles(m, wgsl);
   /** @type {Record<string, ArrayBuffer>} */
   const files = {};
   let done = 0;
@@ -167,7 +180,7 @@ export async function fetchDecoder(baseUrl, bundleManifest, { signal, stats, use
   const bytes = names.reduce((sum, file) => sum + m.files[file].size, 0);
   if (bytes <= DECODER_AT_ONCE_BYTES) await Promise.all(names.map(one));
   else for (const file of names) await one(file);
-  const { tensors, kernels } = verifyDecoderFiles(m, files);
+  const { tensors, kernels } = verifyDecoderFiles(m, files, wgsl);
   return { manifest: m, tensors, kernels, preview: previewMap(m, tensors) };
 }
 

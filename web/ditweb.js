@@ -101,10 +101,13 @@ export class UnsupportedError extends Error {
 //        WebAssembly: threads: N, simd: "auto" (default: relaxed SIMD where the browser validates it) | "relaxed" | "plain",
 //        manifestFetch: {url, response} (manifest.json already asked for: its URL and the Promise of its Response, used
 //        where url is this bundle's manifest; read and verified as a fetch of its own),
-//        earlyWorker: the WebAssembly worker already started (web/early.js: {worker, opened, up, error, release})}
+//        earlyWorker: the WebAssembly worker already started (web/early.js: {worker, opened, up, error, release}),
+//        vocabulary: "now" (default) | "later" (a named bundle's vocabulary.json is not downloaded: bundle.vocab stays
+//        null until bundle.loadVocabulary(), and until then its labels are taken as per-level ids only)}
 export async function loadBundle(url, opts = {}) {
   const runtime = opts.runtime || "auto";
   if (!RUNTIMES.includes(runtime)) throw new RangeError(`unknown runtime ${JSON.stringify(runtime)}; choose one of ${RUNTIMES.join(", ")}`);
+  if (![undefined, "now", "later"].includes(opts.vocabulary)) throw new RangeError(`unknown vocabulary ${JSON.stringify(opts.vocabulary)}; choose "now" or "later"`);
   // an unknown simd, or relaxed SIMD asked for where there is none: one line before any download
   if (runtime === "wasm" || !SIMD_MODES.includes(opts.simd ?? "auto")) chooseSimd(opts);
   const base = new URL(url, globalThis.location ? location.href : undefined);
@@ -136,7 +139,8 @@ async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
   // sha256): their downloads go out first (fetchVerified issues a request in the call where no cache may hold the
   // file) and the manifest is verified while the bytes arrive; a manifest that fails stops them, with its own
   // error, and nothing downloaded is used before it has passed. A listing that is not plain: verified first.
-  const names = downloadList(manifest, fetchFor);
+  const later = opts.vocabulary === "later";
+  const names = downloadList(manifest, fetchFor, later);
   if (!names) verifyManifest(manifest);
   const t2 = performance.now();
   const halt = new AbortController();
@@ -150,7 +154,8 @@ async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
     checked.vocab = earlyVocabulary(manifest, buf);
     measure("vocabulary", t);
   };
-  const downloads = fetchFiles(base, manifest, names || bundleFiles(manifest, fetchFor), stats, { ...opts, signal: halt.signal, pending, onFile });
+  const wanted = names || bundleFiles(manifest, fetchFor).filter((f) => !(later && f === VOCABULARY_FILE));
+  const downloads = fetchFiles(base, manifest, wanted, stats, { ...opts, signal: halt.signal, pending, onFile });
   downloads.catch(() => {});          // awaited below, once the manifest has passed
   const t3 = performance.now();
   measure("requests", t2, t3);
@@ -165,7 +170,7 @@ async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
   const files = await downloads;
   const t4 = performance.now();
   measure("files", t2, t4);
-  const verified = verifyFiles(manifest, files, fetchFor, checked);   // sizes, safetensors header, WGSL vs manifest, vocabulary
+  const verified = verifyFiles(manifest, files, fetchFor, { ...checked, later });   // sizes, safetensors header, WGSL vs manifest, vocabulary
   measure("verify files", t4);
   return { manifest, files, ...verified };
 }
@@ -176,7 +181,9 @@ async function startBundle(base, runtime, fetchFor, got, stats, opts, pending, e
   const { manifest, files } = got;
   let { tensors, kernels, vocab } = got;
   // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
-  const decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
+  // (on the WebAssembly path without its WGSL, where the WebAssembly kernels run every kernel of it)
+  const withoutWgsl = fetchFor === "wasm" ? (m) => !wasmDecoderProblem(m) : undefined;
+  let decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false, withoutWgsl });
   const chosen = await runtimeFor(runtime, decoderFiles);
   let bundle;
   if (chosen.runtime === "wasm") {
@@ -186,9 +193,11 @@ async function startBundle(base, runtime, fetchFor, got, stats, opts, pending, e
     bundle.tensors = tensors;        // verified: start() hands them to the worker
   } else {
     if (fetchFor === "wasm") {       // WebAssembly asked for, and a decoder only WebGPU runs: its files too
-      const rest = bundleFiles(manifest).filter((f) => !Object.prototype.hasOwnProperty.call(files, f));
+      const later = opts.vocabulary === "later";
+      const rest = bundleFiles(manifest).filter((f) => !Object.prototype.hasOwnProperty.call(files, f) && !(later && f === VOCABULARY_FILE));
       Object.assign(files, await fetchFiles(base, manifest, rest, stats, { ...opts, pending }));
-      ({ tensors, kernels, vocab } = verifyFiles(manifest, files));
+      ({ tensors, kernels, vocab } = verifyFiles(manifest, files, "webgpu", { later }));
+      if (decoderFiles && !decoderFiles.kernels) decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false });
     }
     const { Bundle } = await import("./webgpu-bundle.js");
     bundle = new Bundle(base, manifest, tensors, kernels, stats, opts, checkWebGPU);
@@ -215,10 +224,11 @@ async function startBundle(base, runtime, fetchFor, got, stats, opts, pending, e
 // The files loadBundle downloads for a runtime (bundleFiles), where the unverified manifest lists each of them plainly:
 // files an object, every name a safe relative path (unsafePath: the URL stays under the bundle's) with a sha256 of 64
 // hex digits. null otherwise (the manifest is then verified before anything is fetched, and names the fault).
-function downloadList(m, runtime) {
+// later: a named bundle's vocabulary.json left out (loadBundle's {vocabulary: "later"}).
+function downloadList(m, runtime, later) {
   try {
     if (m.format !== FORMAT || m.format_version !== FORMAT_VERSION) return null;
-    const names = bundleFiles(m, runtime);
+    const names = bundleFiles(m, runtime).filter((f) => !(later && f === VOCABULARY_FILE));
     const own = (o, k) => o !== null && typeof o === "object" && !Array.isArray(o) && Object.prototype.hasOwnProperty.call(o, k);
     const plain = names.every((f) => !unsafePath(f) && own(m.files, f) && own(m.files[f], "sha256")
                                      && isSha256Hex(m.files[f].sha256));

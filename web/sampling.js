@@ -8,7 +8,7 @@
 // and forwardRows(x, t, rows) for a plain forward pass. Steps, records, label rows, guides and the result's
 // shape are decided here once, so a seed gives the same image on either runtime.
 
-import { checkBatchReach, labelLevels, measure } from "./bundle.js";
+import { checkBatchReach, fetchVocabulary, labelLevels, measure } from "./bundle.js";
 import { Label } from "./labels.js";
 import { previewPictures } from "./decode.js";
 import { toRGBA } from "./favicon.js";
@@ -19,6 +19,7 @@ import { MAX_BRANCHES, SAMPLERS, labelRows, labelStarts, makeGuide, makePlan, re
 // class id / name of classNames (every level's names, level after level).
 function labelIds(bundle, v, what = "label", style = null) {
   const vocab = bundle.vocab;
+  if (!vocab && bundle.named) return levelIds(bundle, v, what);
   if (!vocab) return resolveClass(v, bundle.classNames, what);
   if (v instanceof Label) v = v.ids;
   if (Array.isArray(v)) {
@@ -34,11 +35,24 @@ function labelIds(bundle, v, what = "label", style = null) {
   return vocab.label(l, i, free).ids;
 }
 
+// A named bundle's label before its vocabulary is loaded (loadBundle's {vocabulary: "later"}): per-level ids only (an
+// array or a Label), each in [0, the level's size] of the verified manifest's model.label_levels (size: left out).
+function levelIds(bundle, v, what) {
+  const sizes = labelLevels(bundle.manifest);
+  const ids = v instanceof Label ? v.ids : v;
+  if (!Array.isArray(ids)) throw new RangeError(`${what}: ${JSON.stringify(v)} needs the bundle's vocabulary: await bundle.loadVocabulary() first, or give per-level ids`);
+  if (ids.length !== sizes.length || !ids.every((i, l) => Number.isInteger(i) && i >= 0 && i <= sizes[l])) {
+    throw new RangeError(`${what}: label (${ids.join(", ")}) does not fit the model's label levels (${sizes.join(", ")})`);
+  }
+  return [...ids];
+}
+
 // The labels of a run: opts.classIds, else n copies of the one label (prompt, className or classId), each as
 // labelIds reads it; an unknown style fails even where no label names one.
 function runLabels(bundle, opts, style) {
-  const named = !!bundle.vocab;
+  const named = bundle.named;
   if (!named && (opts.prompt != null || opts.style != null)) throw new RangeError("prompt and style need a named bundle (one with vocabulary.json)");
+  if (named && !bundle.vocab && (style !== null || opts.prompt != null)) throw new RangeError("a prompt or a style needs the bundle's vocabulary: await bundle.loadVocabulary() first");
   if (named && style !== null) {
     const vocab = bundle.vocab, last = vocab.levels[vocab.levels.length - 1];
     vocab.label(vocab.level(last), 0, { [last]: style });
@@ -47,7 +61,7 @@ function runLabels(bundle, opts, style) {
   if (!classIds) {
     const one = opts.prompt != null ? opts.prompt : opts.className !== undefined ? opts.className : opts.classId;
     if (one === undefined && named && !(opts.compose && opts.compose.length)) throw new RangeError('a named bundle needs a prompt (e.g. {prompt: "hippo"}) or a class');
-    classIds = Array(opts.n ?? 1).fill(one === undefined ? (named ? bundle.vocab.null.ids : 0) : one);
+    classIds = Array(opts.n ?? 1).fill(one === undefined ? (named ? labelLevels(bundle.manifest) : 0) : one);
   }
   return classIds;
 }
@@ -68,7 +82,7 @@ function setUpRun(bundle, opts) {
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
   const tables = samplerTables(m, steps);
-  const plan = makePlan(guide, classIds, bundle.vocab ? bundle.vocab.sizes : m.model.num_classes);
+  const plan = makePlan(guide, classIds, bundle.named ? labelLevels(m) : m.model.num_classes);
   const N = classIds.length, K = guide.copies, J = plan.labels.length;
   if (J > Math.min(MAX_BRANCHES, (m.guidance && m.guidance.max_branches) || MAX_BRANCHES)) throw new RangeError(`${J} guidance branches, the bundle allows ${m.guidance.max_branches}`);
   const B = K * J * N;
@@ -194,6 +208,8 @@ export class SampledBundle {
     this.disposed = false;
     /** @type {import("./labels.js").Vocabulary | null} */
     this.vocab = null;                 // a named bundle's verified vocabulary.json (web/labels.js), else null
+    /** @type {Promise<import("./labels.js").Vocabulary | null> | null} */
+    this.vocabLoading = null;          // loadVocabulary's fetch while under way
     this.decoderFiles = null;          // a latent bundle's verified decoder/ (web/decode.js), else null
     this.reachChecked = new Set();     // "B,N" of the batches whose dispatches checkBatchReach found inside their buffers
     this.pipelined = false;            // runStep calls may overlap, answered in order (the sampling loop asks ahead)
@@ -211,7 +227,23 @@ export class SampledBundle {
   }
 
   // every label's name: a one-level bundle's class names; a named bundle's names of every level, level after level
-  get classNames() { return this.vocab ? this.vocab.flatNames() : this.manifest.class_names; }
+  // (none before its vocabulary is loaded: loadVocabulary)
+  get classNames() { return this.vocab ? this.vocab.flatNames() : this.named ? [] : this.manifest.class_names; }
+  // a named bundle: labels of several levels (model.label_levels), named by its vocabulary.json
+  get named() { return Object.prototype.hasOwnProperty.call(this.manifest.model, "label_levels"); }
+
+  // A named bundle loaded without its vocabulary (loadBundle's {vocabulary: "later"}): vocabulary.json fetched and
+  // verified (the manifest's sha256 and size, the label levels; a BundleError names it otherwise) and set as this.vocab.
+  // One fetch for every call while it is under way; resolves to this.vocab (null for a one-level bundle).
+  /** @param {{signal?: AbortSignal, useCache?: boolean}} [opts] @returns {Promise<import("./labels.js").Vocabulary | null>} */
+  loadVocabulary(opts = {}) {
+    if (this.vocab || !this.named) return Promise.resolve(this.vocab);
+    if (!this.vocabLoading) {
+      this.vocabLoading = fetchVocabulary(this.url, this.manifest, { ...opts, stats: this.stats })
+        .then((v) => (this.vocab = v), (e) => { this.vocabLoading = null; throw e; });
+    }
+    return this.vocabLoading;
+  }
   get config() { return this.manifest.model; }
 
   // A named bundle (vocabulary.json, web/labels.js): a prompt (and a style) -> a Label; the twin of runtime_py
@@ -228,7 +260,7 @@ export class SampledBundle {
     const c = this.config;
     const size = (bytes) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
     return `${c.in_channels}x${c.input_size}x${c.input_size}, hidden ${c.hidden_size}, depth ${c.depth}, ${this.manifest.dtype}, `
-      + `${this.classNames.length} classes, ${size(this.stats.downloaded + this.stats.cached)} (${size(this.stats.cached)} from the cache)`;
+      + `${this.named ? labelLevels(this.manifest).reduce((a, b) => a + b, 0) : this.classNames.length} classes, ${size(this.stats.downloaded + this.stats.cached)} (${size(this.stats.cached)} from the cache)`;
   }
 
   images(x, C, I) {
@@ -274,7 +306,7 @@ export class SampledBundle {
     const B = t.length;
     const per = io.x_shape.reduce((a, b) => a * b, 1);
     if (x.length !== B * per || y.length !== B) throw new RangeError(`forward: x must hold ${B} x ${per} floats and y ${B} labels`);
-    const rows = labelRows({ labels: [Array.from(y, (v) => (this.vocab ? this.label(v) : v))] }, 1, B, labelStarts(labelLevels(this.manifest)));
+    const rows = labelRows({ labels: [Array.from(y, (v) => (this.named ? this.label(v) : v))] }, 1, B, labelStarts(labelLevels(this.manifest)));
     return this.queue(() => this.forwardRows(Float32Array.from(x), Uint32Array.from(t), rows));
   }
 

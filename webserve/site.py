@@ -65,11 +65,46 @@ def attribution_html(lines: list[str]) -> str:
             'model card</a>):</p><ul>%s</ul></footer>' % (len(lines), "".join(item(t) for t in lines)))
 
 
-def page_html(base_path: str | None, card: str | None = None, web_dir: Path = WEB_DIR) -> bytes:
-    """web_dir's index.html with the <base href> (base_path) and the attribution footer from the bundle's card
-    written in."""
+PROMPT_INPUT = re.compile(r'<input id="prompt" [^>]*?value="([^"]*)"')
+STYLE_DEFAULT = re.compile(r'<select id="style" data-default="([^"]*)"')
+
+
+def page_label(bundle: Path, web_dir: Path = WEB_DIR) -> dict | None:
+    """A named bundle's label for the page's default prompt and style (index.html: #prompt's value, #style's
+    data-default where the vocabulary has that style, as web/app.js setUpPrompt picks it), resolved by
+    ditformat/labels.py (web/labels.js is its twin): {vocabulary: the sha256 of the vocabulary.json it was resolved
+    with, prompt, style, ids}. The page takes it for its first favicon in place of downloading, parsing and indexing
+    the vocabulary first, where its verified manifest lists that sha256 (web/app.js presetFits). None for a one-level
+    bundle, a page without those fields, or a prompt the vocabulary does not resolve."""
+    from ditformat.labels import Vocabulary, VocabularyError
+    m = json.loads((bundle / MANIFEST).read_text("utf-8"))
+    entry = m.get("files", {}).get(VOCABULARY_FILE)
+    page = (web_dir / "index.html").read_text("utf-8")
+    prompt, style = PROMPT_INPUT.search(page), STYLE_DEFAULT.search(page)
+    if "label_levels" not in m.get("model", {}) or not entry or not prompt:
+        return None
+    try:
+        vocab = Vocabulary.loads((bundle / VOCABULARY_FILE).read_text("utf-8"), VOCABULARY_FILE)
+        default = html.unescape(style.group(1)) if style else ""
+        chosen = default if len(vocab.levels) > vocab.nested and default in vocab.names[-1] else None
+        text = html.unescape(prompt.group(1))
+        label = vocab.resolve(text, chosen)
+    except (VocabularyError, ValueError):
+        return None
+    return {"vocabulary": entry["sha256"], "prompt": text, "style": chosen, "ids": list(label.ids)}
+
+
+def page_html(base_path: str | None, card: str | None = None, web_dir: Path = WEB_DIR,
+              label: dict | None = None) -> bytes:
+    """web_dir's index.html with the <base href> (base_path), the attribution footer from the bundle's card and the
+    default prompt's label (page_label) written in."""
     index = web_dir / "index.html"
     page = index.read_text("utf-8")
+    if label is not None:
+        attr = html.escape(json.dumps(label, separators=(",", ":")), quote=True)
+        page, n = re.subn(r'<input id="prompt" ', lambda _: f'<input id="prompt" data-label="{attr}" ', page, count=1)
+        if n != 1:
+            raise SiteError(f"{index}: no <input id=\"prompt\"> to write the default prompt's label into")
     if base_path:
         page = page.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n<base href="{base_path}">\n', 1)
         if f'<base href="{base_path}">' not in page:
@@ -99,7 +134,7 @@ def write_site(bundle: Path, out_dir: Path, base_path: str | None = None) -> lis
         for rel in page_files:
             if rel == Path("index.html"):
                 card = (bundle / CARD).read_text("utf-8") if CARD in bundle_files else None
-                (tmp / rel).write_bytes(page_html(base_path, card))
+                (tmp / rel).write_bytes(page_html(base_path, card, label=page_label(bundle)))
             else:
                 shutil.copyfile(WEB_DIR / rel, tmp / rel)
             written.append(rel)
@@ -152,11 +187,22 @@ def kernels_file(threads: bool, relaxed: bool) -> str:
     return f"ditweb-kernels{'-mt' if threads else ''}{'-relaxed' if relaxed else ''}.wasm"
 
 
+# the decoder ops the WebAssembly kernels run, with their variants (web/wasm-decode.js OPS, wasmDecoderProblem: the twin)
+WASM_DECODER_OPS = {"conv2d": lambda v: v.get("k") in (1, 3), "conv2d_q8": lambda v: v.get("k") in (1, 3),
+                    "groupnorm": lambda v: v.get("act", "none") in ("none", "silu"), "upsample_nearest": lambda v: True}
+
+
+def wasm_runs_decoder(dm: dict) -> bool:
+    """Whether the WebAssembly kernels run every kernel of decoder manifest dm (then the page fetches no WGSL of it)."""
+    return all(k.get("op") in WASM_DECODER_OPS and WASM_DECODER_OPS[k["op"]](k.get("variant") or {})
+               for k in dm["kernels"].values())
+
+
 def bundle_files(out_dir: Path, runtime: str) -> list[str]:
     """The bundle's files a first visit on `runtime` fetches (relative to out_dir): manifest.json, then what the page's
     loadBundle verifies for that runtime (web/bundle.js bundleFiles is the twin): WebGPU every listed file, WebAssembly
     the weight shards and a named model's vocabulary.json only; a latent bundle's decoder/ on both (web/decode.js
-    fetchDecoder). The model card README.md too where the page reads it for its footer: an index.html without the
+    fetchDecoder), on WebAssembly without its kernels' WGSL where the WebAssembly kernels run them all. The model card README.md too where the page reads it for its footer: an index.html without the
     attribution written in (page_html: a card without an attribution list)."""
     out_dir = Path(out_dir)
     m = json.loads((out_dir / "bundle" / MANIFEST).read_text("utf-8"))
@@ -167,6 +213,10 @@ def bundle_files(out_dir: Path, runtime: str) -> list[str]:
         names = {buffer_file(b) for b in m["buffers"].values() if b["kind"] == "weight"}
         names |= {VOCABULARY_FILE} & listed if "label_levels" in m["model"] else set()
         names |= {f for f in listed if f.startswith("decoder/")}
+        if "decoder/manifest.json" in listed:               # its WGSL: not where the WebAssembly kernels run it all
+            dm = json.loads((out_dir / "bundle" / "decoder" / MANIFEST).read_text("utf-8"))
+            if wasm_runs_decoder(dm):
+                names -= {f"decoder/{k['file']}" for k in dm["kernels"].values()}
         if CARD in listed and "data-attribution=" not in (out_dir / "index.html").read_text("utf-8"):
             names.add(CARD)
     return [f"bundle/{MANIFEST}"] + [f"bundle/{f}" for f in sorted(names)]
@@ -219,5 +269,10 @@ def first_visit_report(out_dir: Path) -> str:
                  f"fetches the plain ones, {plain / 1e3:.1f} kB)")
     lines.append("  (threads: only where the host sends Cross-Origin-Opener-Policy: same-origin and "
                  "Cross-Origin-Embedder-Policy: require-corp)")
+    vocab = f"bundle/{VOCABULARY_FILE}"
+    if vocab in visit["wasm"] and 'data-label="' in (Path(out_dir) / "index.html").read_text("utf-8"):
+        v_raw, v_gz = sizes(out_dir, [vocab])
+        lines.append(f"  ({VOCABULARY_FILE}, {v_raw / 1e3:.0f} kB, gzip {v_gz / 1e3:.0f} kB: after the first favicon, "
+                     "whose label index.html holds (page_label))")
     lines.append("  later visits: the bundle's files come from the browser's Cache API (checked by sha256)")
     return "\n".join(lines)
