@@ -45,9 +45,11 @@ def q8_quant_steps(K: int) -> int:
 
 def q8_scratch(M: int, K: int, in_act: bool, parts: int = 1) -> int:
     """op_matmul_q8's scratch in floats (wasm/kernels.c, web/wasm-runtime.js): the silu'd rows, the int16 rows
-    (Kp = K rounded up to even), their steps, a panel of 8 Kp int16 per part; each rounded up to 4 floats."""
+    (Kp = K rounded up to even), their steps (once per part where the parts split the columns: fewer blocks of 4 rows
+    than parts), a panel of 8 Kp int16 per part; each rounded up to 4 floats."""
     r4, Kp = (lambda n: (n + 3) // 4 * 4), K + K % 2
-    return (r4(M * K) if in_act else 0) + r4(M * Kp // 2) + r4(M) + 4 * Kp * parts
+    copies = parts if parts > 1 and (M + 3) // 4 < parts else 1
+    return copies * ((r4(M * K) if in_act else 0) + r4(M * Kp // 2) + r4(M)) + 4 * Kp * parts
 
 
 def q8_bound(x, p, v):
@@ -202,17 +204,21 @@ def test_label_embed_q8_matches_float64_within_its_bound():
 def test_split_kernels_give_the_same_bits_for_any_number_of_parts():
     """op_matmul_part, op_matmul_q8_part and op_attention_part (the thread pool's shares, web/wasm-threads.js), all
     parts run in turn, against the whole op in one call: the same bits for 1..7 parts, with M not a multiple of 4,
-    fewer row blocks than parts, and attention rows (batch H T_q) not a multiple of the parts."""
+    fewer row blocks than parts (op_matmul_q8 at M 2: split by blocks of columns, more parts than blocks), and attention rows (batch H T_q) not a multiple of the parts."""
     g = torch.Generator().manual_seed(3)
     rnd = lambda n: torch.randn(n, generator=g).tolist()
     M, N, K = 37, 20, 24
     q = torch.randint(-127, 128, (N * K,), generator=g).tolist()
-    scratch = {"zeros": max(M * K, q8_scratch(M, K, True, parts=7))}   # op_matmul's silu'd rows; op_matmul_q8's
+    # op_matmul's silu'd rows; op_matmul_q8's (M 2: one block of rows, so 2..7 parts split the 3 blocks of columns)
+    scratch = {"zeros": max(M * K, q8_scratch(M, K, True, parts=7), q8_scratch(2, K, True, parts=7))}
     mm = [{"f32": rnd(M * K)}, {"f32": rnd(K * N)}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 1}, scratch]
     q8 = [{"f32": rnd(M * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 2}, scratch]
     # attention params: batch, H, T_q, T_kv, q_stride, q_off, kv_stride, k_off, v_off, out_stride (bundle-layout.h)
     from ditformat.layout import OP_PARAMS
-    cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N)]
+    q8_small = [{"f32": rnd(2 * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": 2 * N}, {"u32": 1},
+                {"u32": 2}, scratch]
+    cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N),
+             ("op_matmul_q8", [2, N, K, 2, 2], q8_small, 4, 2 * N)]
     # T_kv = 300: the blocked attention (8 queries at a time: 11 rows per (batch, head) split mid-block);
     # T_kv = 600 > 512: the online softmax (3 key blocks)
     for B_, H, Tq, Tkv, hd in ((2, 3, 11, 300, 32), (2, 3, 11, 600, 32)):

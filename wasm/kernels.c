@@ -380,13 +380,14 @@ static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u
     for (u32 c = 0; c < 8; c++) panel[(k >> 1) * 16 + c * 2 + (k & 1)] = k < K ? col[c][k] : 0;
 }
 
-// rows [m_lo, m_hi) of the product (a thread's share; the single-thread call passes 0, M), from the int16 rows xq
+// rows [m_lo, m_hi), columns [n_lo, n_hi) of the product (a thread's share; the single-thread call passes 0, M and
+// 0, N), from the int16 rows xq
 static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step, const int8_t *wq, const f32 *scale,
-                           const f32 *bias, f32 *dst, u32 act, int16_t *panel, u32 m_lo, u32 m_hi) {
+                           const f32 *bias, f32 *dst, u32 act, int16_t *panel, u32 m_lo, u32 m_hi, u32 n_lo, u32 n_hi) {
   PARAMS_matmul_q8(params);
   (void)M;
   const u32 Kp = q8_pairs(K);
-  for (u32 n = 0; n < N; n += 8) {
+  for (u32 n = n_lo; n < n_hi; n += 8) {
     const u32 cols = N - n < 8 ? N - n : 8;
     q8_panel(wq, panel, n, cols, K);
     for (u32 m = m_lo; m < m_hi; m += 4) {
@@ -426,16 +427,30 @@ static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step
   }
 }
 
-// the share `part` of `parts` (blocks of 4 rows): SiLU on its rows when in_act, its rows quantised, then its
-// outputs; the scratch layout above
+// Whether a split into `parts` shares goes by blocks of 8 output columns instead of blocks of 4 rows: when there are
+// fewer row blocks than parts (the adaLN and timestep matmuls: M = the batch's rows), so that every thread has work.
+// Each column share then quantises every row itself, into its own copy of the rows' area (web/wasm-runtime.js sizes
+// the scratch by the same rule); a row's quantisation and each output's sum are the same whichever share computes them.
+static inline u32 q8_split_columns(u32 M, u32 parts) { return parts > 1 && (M + 3) / 4 < parts; }
+
+// the share `part` of `parts` (blocks of 4 rows, or of 8 columns: q8_split_columns): SiLU on its rows when in_act,
+// its rows quantised, then its outputs; the scratch layout above, the rows' area once per part when split by columns
 static void matmul_q8_part(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,
                            f32 *dst, u32 in_act, u32 act, f32 *scratch, u32 part, u32 parts) {
   PARAMS_matmul_q8(params);
-  (void)N; (void)out_group; (void)out_stride;
-  const u32 Kp = q8_pairs(K);
-  u32 lo, hi;
-  share(M, 4, part, parts, &lo, &hi);
-  if (lo >= hi) return;
+  (void)out_group; (void)out_stride;
+  const u32 Kp = q8_pairs(K), by_columns = q8_split_columns(M, parts);
+  const u32 rows_area = (in_act == 1 ? round4(M * K) : 0) + round4(M * Kp / 2) + round4(M);
+  int16_t *panel = (int16_t *)(scratch + (by_columns ? parts : 1) * rows_area) + part * 8 * Kp;
+  u32 lo = 0, hi = M, n_lo = 0, n_hi = N;
+  if (by_columns) {
+    share(N, 8, part, parts, &n_lo, &n_hi);
+    if (n_lo >= n_hi) return;
+    scratch += part * rows_area;
+  } else {
+    share(M, 4, part, parts, &lo, &hi);
+    if (lo >= hi) return;
+  }
   if (in_act == 1) {
     for (u32 i = lo * K; i < hi * K; i++) scratch[i] = silu(a[i]);
     a = scratch;
@@ -443,9 +458,8 @@ static void matmul_q8_part(const u32 *params, const f32 *a, const int8_t *wq, co
   }
   int16_t *xq = (int16_t *)scratch;
   f32 *step = scratch + round4(M * Kp / 2);
-  int16_t *panel = (int16_t *)(step + round4(M)) + part * 8 * Kp;
   q8_quantize_rows(a, xq, step, K, lo, hi);
-  matmul_q8_rows(params, xq, step, wq, scale, bias, dst, act, panel, lo, hi);
+  matmul_q8_rows(params, xq, step, wq, scale, bias, dst, act, panel, lo, hi, n_lo, n_hi);
 }
 
 void EXPORT(op_matmul_q8)(const u32 *params, const f32 *a, const int8_t *wq, const f32 *scale, const f32 *bias,

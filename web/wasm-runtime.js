@@ -237,9 +237,11 @@ export class WasmEngine {
           if (inAct === undefined || act === undefined) throw new Error(`kernel ${d.kernel}: activation ${v.in_act}/${v.act} has no WebAssembly kernel`);
           // wasm/kernels.c's layout, each part rounded up to 4 floats: the silu'd copy of a (M K floats, when in_act),
           // a's rows as int16 (M Kp / 2 floats, Kp = K rounded up to even), their steps (M), then a panel of widened
-          // weights per thread (8 Kp int16 = 4 Kp floats)
+          // weights per thread (8 Kp int16 = 4 Kp floats); the rows' area once per thread where the threads split the
+          // columns (fewer blocks of 4 rows than threads: kernels.c q8_split_columns)
           const r4 = (n) => (n + 3) & ~3, Kp = (p.K + 1) & ~1;
-          scratchFloats = Math.max(scratchFloats, (inAct ? r4(p.M * p.K) : 0) + r4(p.M * Kp / 2) + r4(p.M) + 4 * Kp * this.threads);
+          const copies = this.threads > 1 && Math.ceil(p.M / 4) < this.threads ? this.threads : 1;
+          scratchFloats = Math.max(scratchFloats, copies * ((inAct ? r4(p.M * p.K) : 0) + r4(p.M * Kp / 2) + r4(p.M)) + 4 * Kp * this.threads);
           args.push(inAct, act, 0);
         } else if (op === "attention") {
           args.push(kernel.variant.head_dim);
