@@ -3,23 +3,32 @@
 // (ditweb-thread.js), each with its own instance of the module over the same WebAssembly.Memory and its own
 // stack. A split dispatch (matmul, matmul_q8, attention: op_<name>_part) is handed out through a control block
 // in that memory: the engine writes the function and its arguments, bumps a generation counter and wakes the
-// threads (Atomics.notify); every thread computes share `part` of `parts` (whole blocks of output rows, each
-// output's sum in the same order as on one thread, so the image is the same bits for any count), the engine
-// does share 0 and waits until the others report. Needs a cross-origin isolated page (SharedArrayBuffer).
+// threads (Atomics.notify). Its `parts` shares (as many as threads: whole blocks of output rows, or of columns,
+// each output's sum in the same order as on one thread, so the image is the same bits for any count) are claimed,
+// not assigned: every thread, the engine's included, takes the next unclaimed share until none is left, and the
+// engine waits only for the shares others claimed. A thread still asleep, or descheduled by another process on a
+// busy machine, leaves its share to the engine instead of stalling the step: the step never waits on a wake-up.
+// Needs a cross-origin isolated page (SharedArrayBuffer).
 
-// control block, i32 slots: generation, function (-1: stop), argument count, done count, the first failed thread
-// (its part; 0: none), arguments
-const GEN = 0, FN = 1, NARGS = 2, DONE = 3, FAILED = 4, ARGS = 5, MAX_ARGS = 12;
+// control block, i32 slots: generation, function (-1: stop), argument count, shares done, the first failed share
+// (its part + 1; 0: none), the claim ticket ((generation & 0xffffff) << 8 | the next share), arguments
+const GEN = 0, FN = 1, NARGS = 2, DONE = 3, FAILED = 4, CLAIM = 5, ARGS = 6, MAX_ARGS = 12;
 export const CONTROL_BYTES = 4 * (ARGS + MAX_ARGS);
 export const STACK_BYTES = 65536;   // each thread's stack (wasm/build.sh: -z stack-size)
-// Loads of a control slot before sleeping on it (Atomics.wait): the dispatches of a step follow each other within
-// tens to hundreds of microseconds, and a futex wake-up costs about as much, twice per split dispatch; a short
-// spin (some tens of microseconds) catches most hand-overs awake. Bounded, so an idle pool sleeps.
-const SPIN = 50000;
+// How long a thread spins on a control slot before sleeping on it (Atomics.wait), in ms: the dispatches of a step
+// follow each other within tens to hundreds of microseconds, and a futex wake-up costs about as much, twice per split
+// dispatch; a short spin catches most hand-overs awake. Bounded by time, not by a count of loads: a count's duration
+// depends on the JIT tier the loop runs in (interpreted at first: tens of times slower per load) and on the CPU, and
+// a longer spin keeps a core from V8's background compilation (the kernels' tier-up), which on 2 cores made the first
+// steps of a 2-thread run several times slower than one thread's.
+const SPIN_MS = 0.1;
 
-/** Whether ctl[slot] moves off `value` within SPIN loads. */
+/** Whether ctl[slot] moves off `value` within SPIN_MS. */
 function spinWhile(ctl, slot, value) {
-  for (let i = 0; i < SPIN; i++) if (Atomics.load(ctl, slot) !== value) return true;
+  const end = performance.now() + SPIN_MS;
+  do {
+    for (let i = 0; i < 256; i++) if (Atomics.load(ctl, slot) !== value) return true;
+  } while (performance.now() < end);
   return false;
 }
 
@@ -65,21 +74,27 @@ export class ThreadPool {
     });
   }
 
-  // run function `index` of PART_FUNCTIONS with args on every thread, share 0 here; returns when all are done
+  // run function `index` of PART_FUNCTIONS with args in `threads` shares, claimed by whichever thread is free (this one
+  // first); returns when all are done
   parallel(index, args) {
-    const ctl = this.ctl, others = this.threads - 1;
+    const ctl = this.ctl, parts = this.threads;
     ctl[FN] = index;
     ctl[NARGS] = args.length;
     for (let i = 0; i < args.length; i++) ctl[ARGS + i] = args[i];
     Atomics.store(ctl, DONE, 0);
-    Atomics.add(ctl, GEN, 1);
+    const gen = (Atomics.load(ctl, GEN) + 1) | 0;
+    Atomics.store(ctl, CLAIM, (gen & 0xffffff) << 8);
+    Atomics.store(ctl, GEN, gen);
     Atomics.notify(ctl, GEN);
-    this.fns[index](...args, 0, this.threads);
-    for (let d = Atomics.load(ctl, DONE); d !== others; d = Atomics.load(ctl, DONE)) {
+    const fn = this.fns[index];
+    for (let part = claim(ctl, gen, parts); part >= 0; part = claim(ctl, gen, parts)) {
+      runShare(ctl, fn, args, part, parts);
+    }
+    for (let d = Atomics.load(ctl, DONE); d !== parts; d = Atomics.load(ctl, DONE)) {
       if (!spinWhile(ctl, DONE, d)) Atomics.wait(ctl, DONE, d, 1000);
     }
     const failed = Atomics.load(ctl, FAILED);
-    if (failed) throw new Error(`WebAssembly thread ${failed} failed in ${PART_FUNCTIONS[index]}`);
+    if (failed) throw new Error(`WebAssembly share ${failed - 1} failed in ${PART_FUNCTIONS[index]}`);
   }
 
   dispose() {
@@ -92,8 +107,33 @@ export class ThreadPool {
   }
 }
 
-/** The thread side (ditweb-thread.js): wait for a generation, run the share, report; until FN is -1.
- * ready() is called once the current generation is read (the engine hands out work only after every ready). */
+/** The next unclaimed share of generation `gen` (-1: none left, or the generation is over). A claim succeeds only
+ * while the ticket still names `gen`: a thread that read the arguments of a generation the engine has since
+ * finished alone cannot claim a share of the next one with them.
+ * @param {Int32Array} ctl @param {number} gen @param {number} parts @returns {number} */
+function claim(ctl, gen, parts) {
+  for (;;) {
+    const t = Atomics.load(ctl, CLAIM);
+    if (t >>> 8 !== (gen & 0xffffff) || (t & 0xff) >= parts) return -1;
+    if (Atomics.compareExchange(ctl, CLAIM, t, t + 1) === t) return t & 0xff;
+  }
+}
+
+/** Run share `part` of `parts` and count it done (the last one wakes the engine); a failure is recorded for the
+ * engine to report, and the thread keeps serving.
+ * @param {Int32Array} ctl @param {Function} fn @param {number[]} args @param {number} part @param {number} parts */
+function runShare(ctl, fn, args, part, parts) {
+  try {
+    fn(...args, part, parts);
+  } catch (e) {
+    Atomics.compareExchange(ctl, FAILED, 0, part + 1);
+  }
+  if (Atomics.add(ctl, DONE, 1) === parts - 1) Atomics.notify(ctl, DONE);
+}
+
+/** The thread side (ditweb-thread.js): wait for a generation, claim and run shares of it until none is left; until
+ * FN is -1. `part` names the thread (its stack); the shares it runs are whichever it claims. ready() is called once
+ * the current generation is read (the engine hands out work only after every ready). */
 export function threadLoop(exports, memory, control, part, parts, ready) {
   const ctl = new Int32Array(memory.buffer, control, ARGS + MAX_ARGS);
   const fns = PART_FUNCTIONS.map((name) => exports[name]);
@@ -108,11 +148,6 @@ export function threadLoop(exports, memory, control, part, parts, ready) {
     if (fn < 0) return;
     const n = ctl[NARGS], args = new Array(n);
     for (let i = 0; i < n; i++) args[i] = ctl[ARGS + i];
-    try {
-      fns[fn](...args, part, parts);
-    } catch (e) {
-      Atomics.compareExchange(ctl, FAILED, 0, part);   // reported by the engine; this thread keeps serving
-    }
-    if (Atomics.add(ctl, DONE, 1) === parts - 2) Atomics.notify(ctl, DONE);
+    for (let share = claim(ctl, gen, parts); share >= 0; share = claim(ctl, gen, parts)) runShare(ctl, fns[fn], args, share, parts);
   }
 }
