@@ -13,9 +13,10 @@ const median = (a) => { const s = [...a].sort((p, q) => p - q); return s.length 
 
 // Load, warm up with a 2-step CFG sample (allocates the batch, runs every kernel once) and
 // return a function that times one more step: the step record sample() would write at i = 12 of 25.
-async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined, simd = undefined) {
+// opts: more loadBundle options (e.g. wasmThreadsRelaxedUrl: another build's kernels, timed in the same turns)
+async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined, simd = undefined, opts = {}) {
   const t0 = now();
-  const b = await loadBundle(bundleUrl, { runtime, threads, simd, useCache: false, features: ["timestamp-query"] });
+  const b = await loadBundle(bundleUrl, { runtime, threads, simd, useCache: false, features: ["timestamp-query"], ...opts });
   const loadMs = now() - t0;
   const t1 = now();
   await b.sample({ classId: 0, seed: 1, steps: 2, cfg: 4.0, n: N });
@@ -92,7 +93,9 @@ async function prepareOrt(cfg, ep = "webgpu") {
   for (const inp of cfg.inputs) {           // [{name, dtype, shape (batch dim = -1), role, null}]
     const shape = inp.shape.map((d) => (d < 0 ? B : d));
     const count = shape.reduce((a, d) => a * d, 1);
-    const value = (i) => (inp.role === "t" ? 500 : i % 2 ? 0 : inp.null);   // rows: [null, class 0] as in CFG
+    // rows: [null, class 0] as in CFG; a named model's y (B, L): one id per level, null = each level's size
+    const L = inp.role === "y" && shape.length > 1 ? shape[1] : 1, nul = [].concat(inp.null);
+    const value = (i) => (inp.role === "t" ? 500 : Math.floor(i / L) % 2 ? 0 : nul[i % L]);
     let data;
     if (inp.dtype === "float32") data = Float32Array.from({ length: count }, (_, i) => Math.sin(i * 12.9898) * 0.8);
     else if (inp.dtype === "int64") data = BigInt64Array.from({ length: count }, (_, i) => BigInt(value(i)));
@@ -113,9 +116,12 @@ async function prepareOrt(cfg, ep = "webgpu") {
 // The same forward through our runtime and ORT: they must agree, or the timing compares different work.
 async function agreement(ours, ort, cfg) {
   const names = Object.fromEntries(cfg.inputs.map((i) => [i.role, i.name]));
+  const yIn = cfg.inputs.find((i) => i.role === "y");
   const theirs = ort.first[ort.session.outputNames[0]].data;
-  const mine = await ours.b.forward(ort.feeds[names.x].data, Array.from(ort.feeds[names.t].data, Number),
-    Array.from(ort.feeds[names.y].data, Number));
+  const x = ort.feeds[names.x].data, t = Array.from(ort.feeds[names.t].data, Number), y = Array.from(ort.feeds[names.y].data, Number);
+  // a named model's ids per level -> the runtimes' label rows (id + the level's first row), straight to forwardRows
+  const mine = yIn && yIn.starts ? await ours.b.forwardRows(Float32Array.from(x), Uint32Array.from(t),
+    Uint32Array.from(y, (v, i) => v + yIn.starts[i % yIn.starts.length])) : await ours.b.forward(x, t, y);
   let maxDiff = 0, maxRef = 0;
   for (let i = 0; i < mine.length; i++) {
     maxDiff = Math.max(maxDiff, Math.abs(mine[i] - theirs[i]));
@@ -130,7 +136,7 @@ window.runBench = async (cfg) => {
   const ours = [];
   for (const v of cfg.variants) {
     log(`ditweb ${v.label}: ${v.bundle}`);
-    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime, v.threads, v.simd)) });
+    ours.push({ label: v.label, ...(await prepareOurs(v.bundle, cfg.N, v.runtime, v.threads, v.simd, v.opts)) });
   }
   const orts = {}, ortErrors = {};
   for (const ep of cfg.onnx ? (cfg.ortEps || ["webgpu", "wasm"]) : []) {   // cfg.ortEps: a subset, e.g. ["wasm"]
@@ -166,6 +172,44 @@ window.runBench = async (cfg) => {
   for (const o of ours) o.b.dispose();
   document.body.dataset.state = "done";
   return out;
+};
+// The single-thread matmul peak of a kernels module (the same .wasm file the worker runs, instantiated on the page
+// with its own memory): op_matmul_q8 (int8 weights, a scale per column) at each shape [M, K, N], timed `reps` times
+// (~0.2 GFLOP each, after two warm-up samples), in turns across the shapes. cfg: {module, shapes, reps}
+// -> [{shape, gflops (median), best}]. Inputs as bench/web/simd_matmul.mjs's.
+window.matmulPeak = async (cfg) => {
+  const bytes = await (await fetch(cfg.module)).arrayBuffer();
+  let seed = 1;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+  const cases = [];
+  for (const [M, K, N] of cfg.shapes) {
+    const x = (await WebAssembly.instantiate(bytes, {})).instance.exports;
+    let top = (x.__heap_base.value + 15) & ~15;
+    const alloc = (n) => {
+      const ptr = top;
+      top = (top + n + 15) & ~15;
+      if (top > x.memory.buffer.byteLength) x.memory.grow(Math.ceil((top - x.memory.buffer.byteLength) / 65536));
+      return ptr;
+    };
+    const params = alloc(64), a = alloc(4 * M * K), bias = alloc(4 * N), dst = alloc(4 * M * N), w = alloc(K * N), scale = alloc(4 * N);
+    const scratch = alloc(4 * (2 * M * K + 8 * (K + 1) + 2 * M + 16));
+    new Uint32Array(x.memory.buffer, params, 5).set([M, N, K, 1, 1]);
+    const f = new Float32Array(x.memory.buffer), i8 = new Int8Array(x.memory.buffer);
+    for (let i = 0; i < M * K; i++) f[a / 4 + i] = (rnd() - 0.5) * 4 * (1 + Math.sin(i / 7));
+    for (let i = 0; i < K * N; i++) i8[w + i] = Math.round((rnd() * 2 - 1) * 127);
+    for (let n = 0; n < N; n++) { f[scale / 4 + n] = 0.01 * (1 + rnd()); f[bias / 4 + n] = rnd() - 0.5; }
+    const inner = Math.max(1, Math.round(2e8 / (2 * M * K * N)));
+    cases.push({ shape: [M, K, N], flop: 2 * M * K * N, inner, times: [],
+                 run: () => x.op_matmul_q8(params, a, w, scale, bias, dst, 0, 0, scratch) });
+  }
+  for (let r = 0; r < cfg.reps + 2; r++) {
+    for (const c of cases) {
+      const t = now();
+      for (let j = 0; j < c.inner; j++) c.run();
+      if (r >= 2) c.times.push((now() - t) / c.inner);
+    }
+  }
+  return cases.map((c) => ({ shape: c.shape, gflops: c.flop / median(c.times) / 1e6, best: c.flop / Math.min(...c.times) / 1e6 }));
 };
 // Time to the first favicon, from navigation (performance.now()'s origin) to the last step of a `steps`-step
 // sample: the bundle's fetch + verify (loadBundle less the runtime's start), the kernels' fetch + compile,

@@ -72,8 +72,39 @@ def export_onnx(model, path: Path) -> None:
                       opset_version=17, dynamo=False)
 
 
+def export_onnx_levels(model, path: Path) -> Path:
+    """A named model's forward pass (cfg.label_levels: a label is one id per level) as ONNX with y of shape (B, L), one
+    id per level (the level's size: its null label), as the runtimes' label rows hold it; any other model: the
+    exporter's own export/onnx_export.py (y of shape (B,)). Same opset and exporter as export_onnx."""
+    import torch
+    cfg = model.cfg
+    if not getattr(cfg, "label_levels", None):
+        from export.onnx_export import export_onnx as plain
+        return plain(model, path)
+    levels = list(cfg.label_levels)
+
+    class Forward(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, t, y):
+            return self.m(x, t, y)
+
+    x = torch.randn(2, cfg.in_channels, cfg.input_size, cfg.input_size)
+    t = torch.tensor([10, 500], dtype=torch.long)
+    y = torch.tensor([levels, [0] * len(levels)], dtype=torch.long)
+    path = Path(path)
+    torch.onnx.export(Forward(model.float().eval()), (x, t, y), str(path), input_names=["x", "t", "y"],
+                      output_names=["out"], dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "y": {0: "B"}, "out": {0: "B"}},
+                      opset_version=17, dynamo=False)
+    return path
+
+
 def onnx_inputs(model_path: Path, manifest: dict) -> list[dict]:
-    """Input names/dtypes/shapes of the ONNX graph, with the role (x, t, y) the page fills them for."""
+    """Input names/dtypes/shapes of the ONNX graph, with the role (x, t, y) the page fills them for. A named model's
+    y (B, L): "null" is the list of the levels' null ids (each level's size) and "starts" each level's first table row
+    (bench.js turns the ids into the runtimes' label rows for its agreement check)."""
     import onnx
     g = onnx.load(str(model_path), load_external_data=False).graph
     names = {"x": None, "t": None, "y": None}
@@ -84,8 +115,13 @@ def onnx_inputs(model_path: Path, manifest: dict) -> list[dict]:
         shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
         role = ["x", "t", "y"][i] if i < 3 else "x"
         shape[0] = -1   # the batch dimension
-        out.append({"name": inp.name, "dtype": types.get(tt.elem_type, "float32"), "shape": shape, "role": role,
-                    "null": manifest["model"]["num_classes"]})
+        entry = {"name": inp.name, "dtype": types.get(tt.elem_type, "float32"), "shape": shape, "role": role,
+                 "null": manifest["model"]["num_classes"]}
+        levels = manifest["model"].get("label_levels")
+        if role == "y" and levels and len(shape) == 2:
+            entry["null"] = list(levels)
+            entry["starts"] = [sum(n + 1 for n in levels[:k]) for k in range(len(levels))]
+        out.append(entry)
         names[role] = inp.name
     return out
 

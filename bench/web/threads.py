@@ -6,7 +6,8 @@ alike), and the time to the first favicon from navigation to the last of
 files), broken down into the bundle's fetch + verify, the kernels' fetch + compile, the worker's start and
 weight unpacking, the steps. Not a test: the machine is shared, so every table carries the load average.
 
-    .venv/bin/python bench/web/threads.py [--ckpt models/default.safetensors] [--threads 2] [--reps 15]
+    .venv/bin/python bench/web/threads.py [--ckpt models/default.safetensors | --bundles bundles/named,bundles/named-int8]
+                                          [--threads 2] [--reps 15]
                                           [--simd plain,relaxed] [--favicon-simd auto]
 
 Writes bench/results/web-threads.md.
@@ -72,6 +73,8 @@ def first_favicon(url: str, bundle: str, threads: int, steps: int, simd: str) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=str(REPO / "models" / "default.safetensors"))
+    ap.add_argument("--bundles", help="an f16 and an int8 bundle folder to time as they are instead of exporting --ckpt "
+                                      "(e.g. bundles/named,bundles/named-int8: the page's latent model with its decoder)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--n", type=int, default=1, help="images per step (batch rows 2N)")
@@ -80,11 +83,17 @@ def main(argv=None) -> int:
     ap.add_argument("--favicon-simd", default="auto", help="the kernels of the first-favicon runs (auto: as a visitor)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    from dit_model.checkpoint import load_model
-    from export.bundle import export_bundle
-    model, meta = load_model(args.ckpt)
-    work = Path(tempfile.mkdtemp(prefix="ditweb-threads-"))
-    bundles = {d: export_bundle(model, work / d, d, meta["class_names"], vocab=meta.get("vocab")) for d in ("f16", "int8")}
+    if args.bundles:     # shipped bundles as they are (a latent bundle carries its decoder: the first favicon decodes)
+        import json
+        bundles = {json.loads((Path(b) / "manifest.json").read_text())["dtype"]: Path(b) for b in args.bundles.split(",")}
+        if sorted(bundles) != ["f16", "int8"]:
+            raise SystemExit(f"--bundles: an f16 and an int8 bundle, got {sorted(bundles)}")
+    else:
+        from dit_model.checkpoint import load_model
+        from export.bundle import export_bundle
+        model, meta = load_model(args.ckpt)
+        work = Path(tempfile.mkdtemp(prefix="ditweb-threads-"))
+        bundles = {d: export_bundle(model, work / d, d, meta["class_names"], vocab=meta.get("vocab")) for d in ("f16", "int8")}
     routes = {"/": REPO / "bench" / "web", "/web/": REPO / "web", **{f"/{d}/": b for d, b in bundles.items()}}
     load0 = os.getloadavg()
     with local_server(routes, headers=ISOLATED) as url:
@@ -102,8 +111,9 @@ def main(argv=None) -> int:
     sizes = ", ".join(f"{d} bundle {bundle_bytes(b) / 1e6:.2f} MB" for d, b in bundles.items())
     text = (f"# WebAssembly path: threads, int8, time to the first favicon\n\n"
             f"{stamp}, headless Chromium, {os.cpu_count()} cores (shared); load average {load0[0]:.2f} at the start, "
-            f"{load1[0]:.2f} at the end. Model {shown_path(args.ckpt)} ({sizes}).\n"
-            f"Command: `.venv/bin/python bench/web/threads.py --threads {args.threads} --reps {args.reps} --n {args.n} "
+            f"{load1[0]:.2f} at the end. Model {shown_path(args.ckpt) if not args.bundles else 'the bundles ' + args.bundles} ({sizes}).\n"
+            f"Command: `.venv/bin/python bench/web/threads.py {'--bundles ' + args.bundles + ' ' if args.bundles else ''}"
+            f"--threads {args.threads} --reps {args.reps} --n {args.n} "
             f"--steps {args.steps} --simd {args.simd} --favicon-simd {args.favicon_simd}`\n\n"
             "## ms per CFG step (step_begin + forward + step_end, timed from the page)\n\n"
             + format_table(["bundle, threads asked, SIMD asked", "threads that ran", "SIMD that ran", "batch rows", "first step ms", "median ms/step", "fastest ms/step",
