@@ -129,7 +129,7 @@ export async function loadBundle(url, opts = {}) {
 }
 
 // loadBundle's download: the manifest and the files fetchFor's runtime reads, each verified ({manifest, files,
-// tensors, kernels, vocab}); the Cache API writes it starts go to pending.
+// tensors, kernels, vocab, decoder: the Promise of fetchDecoder's outcome}); the Cache API writes it starts go to pending.
 async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
   const t0 = performance.now();
   const manifest = await fetchManifest(base, opts.signal, opts.manifestFetch);
@@ -167,12 +167,24 @@ async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
   }
   measure("verify manifest", names ? t3 : t1, names ? performance.now() : t2);
   if (early.bundle) early.bundle.manifest = manifest;
-  const files = await downloads;
+  // a latent bundle's decoder/ (export --vae; docs/vae.md) downloads alongside, now that the manifest that vouches for
+  // it has passed: web/decode.js fetchDecoder verifies it the same way (on the WebAssembly path without its WGSL,
+  // where the WebAssembly kernels run every kernel of it); startBundle awaits it, after the files
+  const withoutWgsl = fetchFor === "wasm" ? (m) => !wasmDecoderProblem(m) : undefined;
+  const decoder = fetchDecoder(base, manifest, { signal: halt.signal, stats, useCache: opts.useCache !== false, withoutWgsl });
+  decoder.catch(() => {});
+  let files;
+  try {
+    files = await downloads;
+  } catch (e) {
+    halt.abort(e);                    // the decoder's downloads too
+    throw e;
+  }
   const t4 = performance.now();
   measure("files", t2, t4);
   const verified = verifyFiles(manifest, files, fetchFor, { ...checked, later });   // sizes, safetensors header, WGSL vs manifest, vocabulary
   measure("verify files", t4);
-  return { manifest, files, ...verified };
+  return { manifest, files, ...verified, decoder };
 }
 
 // loadBundle's end: the runtime for the verified files (a latent bundle's decoder, verified the same way, may
@@ -180,10 +192,8 @@ async function downloadBundle(base, fetchFor, stats, opts, pending, early) {
 async function startBundle(base, runtime, fetchFor, got, stats, opts, pending, early) {
   const { manifest, files } = got;
   let { tensors, kernels, vocab } = got;
-  // a latent bundle's VAE decoder (decoder/, export --vae; docs/vae.md): verified the same way, run on either path
-  // (on the WebAssembly path without its WGSL, where the WebAssembly kernels run every kernel of it)
-  const withoutWgsl = fetchFor === "wasm" ? (m) => !wasmDecoderProblem(m) : undefined;
-  let decoderFiles = await fetchDecoder(base, manifest, { signal: opts.signal, stats, useCache: opts.useCache !== false, withoutWgsl });
+  // a latent bundle's VAE decoder (decoder/, downloaded alongside the files: downloadBundle), run on either path
+  let decoderFiles = await got.decoder;
   const chosen = await runtimeFor(runtime, decoderFiles);
   let bundle;
   if (chosen.runtime === "wasm") {
