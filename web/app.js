@@ -468,7 +468,9 @@ async function main() {
       runtime: chosen.runtime,
       plan: params.get("plan") === "default" ? "default" : "auto",   // WebGPU kernel plan (web/tune.js)
       manifestFetch: early.manifest,
-      vocabulary: presetFits() ? "later" : "now",       // the preset label needs no vocabulary for the first favicon
+      // the preset label needs no vocabulary for the first favicon; another bundle (?bundle=) most likely has another
+      // vocabulary, which its first run would then wait for instead of downloading it alongside
+      vocabulary: presetFits() && !params.has("bundle") ? "later" : "now",
       earlyWorker: chosen.runtime === "wasm" ? early.worker : null,
       onProgress: ({ file, done, total }) => show(`loading the bundle: ${done} / ${total} files verified (${file})`),
       onDeviceLost: (info) => show(`The GPU device was lost (${info.message || info.reason}); a new device is created and the work goes on.`, "warn"),
