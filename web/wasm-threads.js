@@ -15,20 +15,22 @@
 const GEN = 0, FN = 1, NARGS = 2, DONE = 3, FAILED = 4, CLAIM = 5, ARGS = 6, MAX_ARGS = 12;
 export const CONTROL_BYTES = 4 * (ARGS + MAX_ARGS);
 export const STACK_BYTES = 65536;   // each thread's stack (wasm/build.sh: -z stack-size)
-// How long a thread spins on a control slot before sleeping on it (Atomics.wait), in ms: the dispatches of a step
-// follow each other within tens to hundreds of microseconds, and a futex wake-up costs about as much, twice per split
-// dispatch; a short spin catches most hand-overs awake. Bounded by time, not by a count of loads: a count's duration
-// depends on the JIT tier the loop runs in (interpreted at first: tens of times slower per load) and on the CPU, and
-// a longer spin keeps a core from V8's background compilation (the kernels' tier-up), which on 2 cores made the first
-// steps of a 2-thread run several times slower than one thread's.
-const SPIN_MS = 0.1;
+// A thread spins on a control slot before sleeping on it (Atomics.wait): the dispatches of a step follow each other
+// within tens of microseconds, and a futex wake-up costs about as much, twice per split dispatch; a short spin catches
+// most hand-overs awake. At most SPIN loads (some tens of microseconds once the loop is optimised) and at most SPIN_MS:
+// while the loop still runs interpreted (the first steps) the count alone lasts milliseconds, and spins that long kept
+// V8's background compiler (the kernels' tier-up) off 2 cores, making the first steps of a 2-thread run several times
+// slower than one thread's. A bound by time alone (performance.now() every 256 loads, 0.1 ms) let the threads fall
+// asleep between dispatches: the engine then ran most shares itself.
+const SPIN = 50000, SPIN_MS = 0.25;
 
-/** Whether ctl[slot] moves off `value` within SPIN_MS. */
+/** Whether ctl[slot] moves off `value` within SPIN loads and SPIN_MS. */
 function spinWhile(ctl, slot, value) {
   const end = performance.now() + SPIN_MS;
-  do {
-    for (let i = 0; i < 256; i++) if (Atomics.load(ctl, slot) !== value) return true;
-  } while (performance.now() < end);
+  for (let i = 1; i <= SPIN; i++) {
+    if (Atomics.load(ctl, slot) !== value) return true;
+    if ((i & 4095) === 0 && performance.now() > end) return false;
+  }
   return false;
 }
 
