@@ -130,7 +130,7 @@ def run(args) -> str:
         med = statistics.median(ts)
         kmed = statistics.median(ks) if ks else None
         mine = not v["label"].startswith("onnx")
-        rows.append([("ditweb wasm, " if mine else "") + v["label"] + (" bundle" if mine else ", 1 thread"),
+        rows.append([("ditweb wasm, " + v["label"].replace(",", " bundle,", 1)) if mine else v["label"] + ", 1 thread",
                      o.get("threads", 1) if mine else 1, o.get("simd") or ("-" if not mine else "plain"),
                      med, min(ts), statistics.median(ts[len(ts) // 2:]), f"{kmed:.2f}" if kmed else "-",
                      f"{ort['stepMs'] / med:.2f}x", f"{one / med:.2f}x" if v["label"].startswith(dtypes[0]) else "-",
