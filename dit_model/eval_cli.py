@@ -69,6 +69,16 @@ def add_to_card(args, result_table) -> None:
     print(f"added the table to the model card {add_eval(args.card or card_path_for(args.ckpt), *result_table)}")
 
 
+def _interval(args) -> tuple[int, int] | None:
+    if not args.interval:
+        return None
+    from ditformat.guidance import parse_interval
+    try:
+        return parse_interval(args.interval)
+    except ValueError as e:
+        raise EvalError(f"bad --interval {args.interval!r}: {e}") from None
+
+
 def cmd_eval_named(args):
     from .bench import RESULTS, publish, save_text
     from .named_eval import evaluate_named_model, table as named_table
@@ -80,7 +90,7 @@ def cmd_eval_named(args):
         raise EvalError("--seeds must be at least 2 (diversity), --hippo-seeds and --steps at least 1")
     styles = [s.strip() for s in args.styles.split(",")] if args.styles else None
     result = evaluate_named_model(args.ckpt, scales, args.seeds, args.steps, styles, args.weights, args.hippo_seeds,
-                                  args.floor_pairs, vae_path=args.vae)
+                                  args.floor_pairs, vae_path=args.vae, interval=_interval(args))
     publish("eval-named", *named_table(result), args.out or RESULTS)
     add_to_card(args, named_table(result))
     if args.json:
@@ -98,13 +108,7 @@ def cmd_eval(args):
         raise EvalError(f"bad --scales {args.scales!r} (want numbers separated by commas)") from None
     if args.n_per_class < 2:
         raise EvalError("--n-per-class must be at least 2")
-    interval = None
-    if args.interval:
-        from ditformat.guidance import parse_interval
-        try:
-            interval = parse_interval(args.interval)
-        except ValueError as e:
-            raise EvalError(f"bad --interval {args.interval!r}: {e}") from None
+    interval = _interval(args)
     if args.steps < 1 or args.floor_pairs < 2:
         raise EvalError("--steps must be at least 1 and --floor-pairs at least 2")
     result = evaluate(args.ckpt, args.data, args.n_per_class, args.steps, args.sampler, scales, args.seed,

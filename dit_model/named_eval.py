@@ -30,15 +30,17 @@ def _sampler(model):
 
 @torch.no_grad()
 def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps: int, seed: int,
-                    batch: int = 256, log=print, vae=None) -> torch.Tensor:
+                    batch: int = 256, log=print, vae=None, interval: tuple[int, int] | None = None) -> torch.Tensor:
     """(len(labels), C, I, I) samples of the given labels at guidance `scale`, `batch` at a time;
     chunk j draws its noise from seed * 1000 + j, so the images depend on `batch` too: keep it fixed
-    to compare runs. A latent model (`vae`: its autoencoder) samples unclipped latents, decoded to images."""
+    to compare runs. A latent model (`vae`: its autoencoder) samples unclipped latents, decoded to images.
+    `interval`: guide only while the model's t is in [lo, hi] (scale 1 outside it)."""
+    guide = Guide(scale=scale, schedule="interval", interval=tuple(interval)) if interval else Guide(scale=scale)
     out = []
     for j in range(0, len(labels), batch):
         chunk = labels[j:j + batch]
         x = sample_images(_sampler(model), in_channels=cfg.in_channels, input_size=cfg.input_size,
-                          num_classes=cfg.num_classes, class_ids=chunk, guide=Guide(scale=scale), steps=steps,
+                          num_classes=cfg.num_classes, class_ids=chunk, guide=guide, steps=steps,
                           seed=seed * 1000 + j // batch, prediction=cfg.prediction, null=vocab.sizes,
                           clip_x0=vae is None)
         out.append(x if vae is None else vae.decode(x.float()).clamp(-1.0, 1.0))
@@ -47,7 +49,7 @@ def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps:
 
 def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: int = 50, styles=None,
                          weights: str = "ema", hippo_seeds: int = HIPPO_SEEDS, floor_pairs: int | None = None,
-                         log=print, vae_path: str | None = None) -> dict:
+                         log=print, vae_path: str | None = None, interval: tuple[int, int] | None = None) -> dict:
     from . import identity
     from .evaluate import load_eval_model
     from .latent import vae_for_model
@@ -74,12 +76,12 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
         requests = [(e, s) for s in styles for e in eval_ids]
         labels = [vocab.label(0, e, style=s).ids for e, s in requests]
         for seed in range(seeds):
-            x = sample_requests(model, cfg, vocab, labels, scale, steps, seed, vae=vae)
+            x = sample_requests(model, cfg, vocab, labels, scale, steps, seed, vae=vae, interval=interval)
             recs += [{"emoji": e, "style": s, "seed": seed, "image": img} for (e, s), img in zip(requests, x)]
             log(f"cfg {scale:g}: seed {seed + 1}/{seeds} sampled ({time.time() - t0:.0f}s)")
         generated[f"cfg {scale:g}"] = recs
         hl = [vocab.label(0, hippo, style=s).ids for s in styles for _ in range(hippo_seeds)]
-        hx = sample_requests(model, cfg, vocab, hl, scale, steps, seed=777, vae=vae)
+        hx = sample_requests(model, cfg, vocab, hl, scale, steps, seed=777, vae=vae, interval=interval)
         hs = [s for s in styles for _ in range(hippo_seeds)]
         sc = identity.identity_scores(hx, [hippo] * len(hl), hs)
         for s in styles:
@@ -93,6 +95,8 @@ def evaluate_named_model(ckpt: str, scales=(2.0, 4.0), seeds: int = 4, steps: in
             "seeds per request": seeds, "sampler": "ddim"}
     if vae_file is not None:
         info["autoencoder"] = str(vae_file)
+    if interval:
+        info["guidance only at t in"] = f"{interval[0]}..{interval[1]}"
     result = identity.evaluate_named(generated, data, meta=info, log=log, **kw)
     result["hippo"] = hippo_rows
     return result

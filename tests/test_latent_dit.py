@@ -127,3 +127,9 @@ def test_the_named_eval_decodes_a_latent_models_samples(setup):
     assert x.shape == (3, 4, 32, 32) and float(x.abs().max()) <= 1.0
     latents = sample_requests(model, meta["config"], one_level, [0, 1, 2], 2.0, 2, seed=0)
     assert latents.shape == (3, 4, 8, 8)
+    whole = sample_requests(model, meta["config"], one_level, [0, 1, 2], 2.0, 2, seed=0, interval=(0, 999))
+    assert torch.equal(whole, latents)                           # ditweb eval --interval: the whole range is plain
+    unguided = sample_requests(model, meta["config"], one_level, [0, 1, 2], 1.0, 2, seed=0)
+    never = [(lo, lo) for lo in (1, 2, 3) if torch.equal(
+        sample_requests(model, meta["config"], one_level, [0, 1, 2], 2.0, 2, seed=0, interval=(lo, lo)), unguided)]
+    assert never                                                 # a t range no step visits: no guidance at all

@@ -282,3 +282,5 @@ def test_eval_named_model(named_run, tmp_path, capsys):
     assert rows and rows[0]["n"] == 200 and 0.0 <= rows[0]["top5"] <= 100.0   # 100 emoji x 2 seeds
     rc, err = ditweb_here(capsys, "eval", named_run / "ckpt.pt", "--styles", "comic", "--steps", "1")
     assert rc == 2 and "unknown style 'comic'" in err
+    rc, err = ditweb_here(capsys, "eval", named_run / "ckpt.pt", "--interval", "900:100", "--steps", "1")
+    assert rc == 2 and "bad --interval '900:100'" in err
