@@ -71,7 +71,8 @@ if [ ! -f data/npm-ts/node_modules/@webgpu/types/package.json ] || [ ! -x data/n
   (cd data/npm-ts && [ -f package.json ] || echo '{"name":"ditweb-ts","private":true}' > package.json)
   npm install --prefix data/npm-ts --no-audit --no-fund --silent typescript@5.9.3 @webgpu/types@0.1.69
 fi
-# esbuild for the npm package's bundler test (tests/test_npm.py): test-only, pinned, its own ignored folder
+# esbuild for the npm package's bundler test (tests/test_npm.py) and for web/app.bundle.js (`python -m webserve.pagebundle`,
+# rebuilt byte for byte by tests/test_site.py): pinned, its own ignored folder
 if [ ! -x data/npm-esbuild/node_modules/.bin/esbuild ]; then
   echo "[setup] npm install esbuild@0.28.2 -> data/npm-esbuild"
   mkdir -p data/npm-esbuild

@@ -91,9 +91,9 @@ def test_first_visit_fetches_what_each_runtime_reads(tmp_path):
     for path in ("wasm", "wasm-threads"):
         files = set(visit[path])
         assert not files & (kernels | {"bundle/README.md", "webgpu-bundle.js", "tune.js"}), files & kernels
-        assert {"bundle/manifest.json", "bundle/weights.safetensors", "bundle/vocabulary.json", "ditweb.js",
-                "wasm-bundle.js", "ditweb-worker.js"} <= files
-    assert kernels | {"bundle/README.md", "webgpu-bundle.js", "tune.js"} <= set(visit["webgpu"])
+        assert {"bundle/manifest.json", "bundle/weights.safetensors", "bundle/vocabulary.json", "app.bundle.js",
+                "ditweb-worker.js", "wasm-runtime.js"} <= files
+    assert kernels | {"bundle/README.md", "app.bundle.js"} <= set(visit["webgpu"])   # its modules: in app.bundle.js
     assert {f"bundle/{f}" for f in m["files"]} <= set(visit["webgpu"])
     script = ("import { bundleFiles } from './web/bundle.js';\n"
               "const m = JSON.parse((await import('node:fs')).readFileSync(0, 'utf-8'));\n"
@@ -110,18 +110,46 @@ def test_first_visit_fetches_what_each_runtime_reads(tmp_path):
         assert bundle_files(out, runtime) == want, runtime
 
 
-def test_modulepreload_lists_the_page_modules(site):
-    """index.html asks for every module app.js imports at once (<link rel="modulepreload">) instead of level by level:
-    exactly the page's static module graph (webserve/site.py module_graph; the WebGPU bundle's modules, imported on
-    that path only, left out), every file there, in the written site (under its <base href>) too."""
-    from webserve.site import module_graph
+def test_page_loads_its_module_graph_as_one_file(site):
+    """index.html runs app.bundle.js (webserve/pagebundle.py: app.js and every module it imports, the WebGPU bundle's
+    modules too, in one file: one request instead of ~16) and asks for no module of the graph itself, in the written
+    site (under its <base href>) too; a first visit fetches that one file for the page on both paths."""
+    from webserve.site import page_entry
     for root in (WEB_DIR, site):
         html = (root / "index.html").read_text()
-        listed = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
-        assert len(listed) == len(set(listed)), listed
-        assert set(listed) == set(module_graph(root, "app.js")) - {"app.js"}, set(listed) ^ set(module_graph(root, "app.js"))
-        assert all((root / f).is_file() for f in listed)
-        assert not {"webgpu-bundle.js", "tune.js"} & set(listed)
+        assert re.findall(r'<script type="module" src="([^"]+)">', html) == ["app.bundle.js"], html
+        assert "modulepreload" not in html
+        assert page_entry(root) == "app.bundle.js" and (root / "app.bundle.js").is_file()
+    visit = first_visit(site)
+    for path in ("webgpu", "wasm"):
+        assert "app.bundle.js" in visit[path] and not {"app.js", "ditweb.js", "webgpu-bundle.js"} & set(visit[path])
+
+
+def test_committed_page_bundle_is_a_fresh_build():
+    """web/app.bundle.js is what esbuild (pinned) builds from the modules as they are, byte for byte: it never goes
+    stale (edit a module, then run `python -m webserve.pagebundle` and commit both)."""
+    from webserve.pagebundle import BUNDLE as NAME, ESBUILD, build, stale
+    if not ESBUILD.exists():
+        pytest.fail(f"{ESBUILD} is missing: run scripts/setup.sh")
+    assert build() == (WEB_DIR / NAME).read_bytes(), \
+        "web/app.bundle.js is stale: run `python -m webserve.pagebundle` and commit it"
+    assert stale() is None
+
+
+def test_a_stale_page_bundle_is_named(tmp_path, capsys):
+    """Without esbuild: a module edited after the bundle was built, or no bundle, is found from the bundle's first
+    line (the sha256 of the modules it was built from); `ditweb site` warns about it on stderr."""
+    from webserve.cli import warn_stale_page
+    from webserve.pagebundle import sources, stale
+    web = tmp_path / "web"
+    shutil.copytree(WEB_DIR, web, ignore=shutil.ignore_patterns("*.wasm"))
+    assert stale(web) is None and "labels.js" in sources(web)
+    (web / "labels.js").write_text((web / "labels.js").read_text() + "\n")
+    assert "is stale" in stale(web)
+    (web / "app.bundle.js").unlink()
+    assert "is missing" in stale(web)
+    warn_stale_page()
+    assert capsys.readouterr().err == ""              # the checkout's own bundle is current
 
 
 def test_site_draws_the_favicon_under_strict_csp_and_a_sub_path(site, tmp_path):

@@ -10,6 +10,8 @@
 // (README.md, listed and hashed in the manifest): every bullet of its "**Attribution**" list.
 // Relative URLs resolve against document.baseURI: `ditweb site --base-path /icons/` writes a <base href>, so the
 // page works at any URL a host maps to it. No inline script and no eval: the page runs under a strict CSP.
+// index.html runs web/app.bundle.js, this module and all it imports in one file: after editing any of them, run
+// `python -m webserve.pagebundle` (webserve/pagebundle.py; tests/test_site.py checks the bundle is current).
 import { checkWebGPU, chooseRuntime, loadBundle, diffuseFavicon } from "./ditweb.js";
 import { fetchManifest, fetchVerified, measure } from "./bundle.js";
 

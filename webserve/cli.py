@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .files import WEB_DIR, SiteError, check_bundle
@@ -31,6 +32,15 @@ def register_serve(sub):
     p.set_defaults(func=cmd_serve)
 
 
+def warn_stale_page() -> None:
+    """A warning on stderr where web/app.bundle.js (what index.html runs) does not hold the page's modules as they
+    are: a module edited and the bundle not rebuilt (`python -m webserve.pagebundle`)."""
+    from .pagebundle import stale
+    problem = stale()
+    if problem:
+        print(f"warning: {problem}; the page runs the modules as they were", file=sys.stderr, flush=True)
+
+
 def cmd_serve(args):
     from .server import make_server
     if not 0 <= args.port <= 65535:
@@ -46,6 +56,7 @@ def cmd_serve(args):
         from .site import CSP
         isolated["Content-Security-Policy"] = CSP
     server = make_server(routes, args.port, log=args.log, headers=isolated)
+    warn_stale_page()
     print(f"serving {WEB_DIR} with bundle {bundle} ({len(files)} files) at http://127.0.0.1:{server.server_port}/ "
           "(Ctrl-C stops)", flush=True)
     try:
@@ -66,6 +77,7 @@ def register_site(sub):
 def cmd_site(args):
     from .site import CSP, first_visit_report, write_site
     written = write_site(Path(args.bundle), Path(args.out_dir), base_path=args.base_path)
+    warn_stale_page()
     size = sum((Path(args.out_dir) / p).stat().st_size for p in written)
     where = f"under {args.base_path} of your host" if args.base_path else "anywhere on your host"
     print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) to {args.out_dir}; upload it {where} as static files "

@@ -182,6 +182,16 @@ def module_graph(root: Path, entry: str, runtime: str | None = None) -> list[str
     return seen
 
 
+PAGE_SCRIPT = re.compile(r'<script type="module" src="([^"]+)"></script>')
+
+
+def page_entry(out_dir: Path) -> str:
+    """The module index.html runs: app.bundle.js, the page's module graph in one file (webserve/pagebundle.py), or
+    app.js in a page that loads the graph itself."""
+    m = PAGE_SCRIPT.search((Path(out_dir) / "index.html").read_text("utf-8"))
+    return m.group(1) if m else "app.js"
+
+
 def kernels_file(threads: bool, relaxed: bool) -> str:
     """The WebAssembly kernels a visitor fetches (web/wasm-bundle.js, kernelsUrl)."""
     return f"ditweb-kernels{'-mt' if threads else ''}{'-relaxed' if relaxed else ''}.wasm"
@@ -225,7 +235,8 @@ def bundle_files(out_dir: Path, runtime: str) -> list[str]:
 def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     """The files (relative to out_dir) a first visit downloads, per runtime: the HTML, CSS, static favicon, the
     page's first script (early.js: it asks for the manifest before the modules have loaded), the page's module graph
-    (the WebGPU bundle's modules on the WebGPU path only: web/ditweb.js imports them on demand),
+    (app.bundle.js: all of it in one file, the WebGPU bundle's modules too; a page that loads app.js, its modules,
+    the WebGPU bundle's on the WebGPU path only: web/ditweb.js imports them on demand),
     the bundle's files that runtime reads (bundle_files); WebAssembly adds the kernels and the worker's module graph;
     on a cross-origin isolated page (COOP + COEP headers) the threaded kernels and the thread workers' modules instead
     of the one-thread kernels. `relaxed`: a browser with relaxed WebAssembly SIMD fetches the kernels built for it
@@ -233,7 +244,7 @@ def first_visit(out_dir: Path, relaxed: bool = True) -> dict[str, list[str]]:
     cache or revalidated)."""
     out_dir = Path(out_dir)
     html = ["index.html", "style.css", "favicon.svg"] + (["early.js"] if (out_dir / "early.js").is_file() else [])
-    page = {rt: html + module_graph(out_dir, "app.js", rt) for rt in ("webgpu", "wasm")}
+    page = {rt: html + module_graph(out_dir, page_entry(out_dir), rt) for rt in ("webgpu", "wasm")}
     worker = [m for m in module_graph(out_dir, "ditweb-worker.js", "wasm") if m not in page["wasm"]]
     thread = [m for m in module_graph(out_dir, "ditweb-thread.js", "wasm") if m not in page["wasm"] + worker]
     wasm = page["wasm"] + bundle_files(out_dir, "wasm")
