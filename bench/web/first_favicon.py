@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from dit_model.bench import RESULTS, format_table, publish, shown_path  # noqa: E402
 from webserve.browser import chromium, wait_state  # noqa: E402
 from webserve.files import PAGE_SUFFIXES, WEB_DIR  # noqa: E402
-from webserve.site import CARD, first_visit, page_html, sizes, write_site  # noqa: E402
+from webserve.site import CARD, first_visit, page_html, page_label, sizes, write_site  # noqa: E402
 
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 PARTS = ("totalMs", "pageMs", "bundleMs", "waitMs", "stepsMs")
@@ -56,7 +56,7 @@ KERNEL_FILES = ("ditweb-kernels.wasm", "ditweb-kernels-relaxed.wasm", "ditweb-ke
 
 def write_before(site: Path, before_web: Path, out: Path) -> None:
     """A copy of the site with the page files of before_web (its index.html written as `ditweb site` writes it, the
-    attribution footer in), this checkout's KERNEL_FILES."""
+    attribution footer and the default prompt's label in), this checkout's KERNEL_FILES."""
     shutil.copytree(site, out)
     for f in out.iterdir():
         if f.is_file() and f.suffix in PAGE_SUFFIXES:
@@ -67,7 +67,10 @@ def write_before(site: Path, before_web: Path, out: Path) -> None:
     for name in KERNEL_FILES:
         shutil.copyfile(WEB_DIR / name, out / name)
     card = (site / "bundle" / CARD).read_text("utf-8") if (site / "bundle" / CARD).is_file() else None
-    (out / "index.html").write_bytes(page_html(None, card, web_dir=before_web))
+    # the default prompt's label written in as in this checkout's page, where that page reads it (app.js presetLabel)
+    reads = "dataset.label" in (before_web / "app.js").read_text("utf-8")
+    label = page_label(site / "bundle", web_dir=before_web) if reads else None
+    (out / "index.html").write_bytes(page_html(None, card, web_dir=before_web, label=label))
 
 
 def commit_of(checkout: Path) -> str:
@@ -243,8 +246,8 @@ def main(argv=None) -> int:
              "its first step; steps: the others with their live previews; finish: the final picture set as the "
              "favicon.\n\n## What ran alongside\n\nMedians; spans are start-end in ms since navigation:\n\n"
              f"{detail_table(runs)}\n\nmodules: the JavaScript files in the page's resource timeline before app.js runs "
-             "(early.js, the module graph (modulepreload: all requested at once) and, where the page starts the worker "
-             "early, files of the worker's); "
+             "(early.js, the module graph (app.bundle.js: in one file; before it, modulepreload) and, where the page "
+             "starts the worker early, files of the worker's); "
              "worker up: from `new Worker` until its modules have loaded; batch: the run's batch buffers and "
              "its init program; 1st step kernels: the first step's kernel time in the worker (the later steps': "
              "kernels ms a step); page ms a step: the page's own work after each step (NaN check, preview, icon), "
