@@ -53,7 +53,17 @@ def table(head, rows) -> list[str]:
     return out + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
 
 
-def training_summary(run: Path) -> tuple[list[str], dict]:
+def lineage_note(meta: dict) -> str:
+    """For a decoder fine-tune (metadata `encoder_of`): which file's encoder, shift and scale it keeps."""
+    if "encoder_of" not in meta:
+        return ""
+    import json
+    first = json.loads(meta["encoder_of"])[-1]
+    return (f" of a decoder fine-tune (`ditweb train-vae --init FILE --decoder-only --latent-noise S`): the encoder, "
+            f"shift and scale of the file with sha256 {first[:12]}... kept bit for bit")
+
+
+def training_summary(run: Path, fine_tune: bool = False) -> tuple[list[str], dict]:
     path = run / "log.csv"
     if not path.is_file():
         return [f"(no {path}: training numbers not available)"], {}
@@ -65,7 +75,8 @@ def training_summary(run: Path) -> tuple[list[str], dict]:
     info = {"steps": int(last["step"]), "epochs": float(last["epoch"]), "ips": float(np.median(ips))}
     lines = [f"{info['steps']} steps ({info['epochs']:.2f} epochs), median {info['ips']:.1f} img/s wall-clock "
              f"(one thread, on a 2-core machine shared with a DiT training run and tests). Held-out PSNR of the EMA "
-             f"weights during training (RGBA dB; the EMA starts from the random initial weights):", ""]
+             f"weights during training (RGBA dB, from the posterior mean without noise; the EMA starts from "
+             f"{'the start file (a decoder fine-tune: --init --decoder-only; no KL term)' if fine_tune else 'the random initial weights'}):", ""]
     lines += table(["step", "epoch", "loss", "L1", "edge", "KL", "held-out PSNR"], curve)
     return lines, info
 
@@ -117,7 +128,8 @@ def main():
              f"({sum(p.numel() for p in vae.dec.parameters()):,} in the decoder, "
              f"{decode_gmacs(cfg, 8) * 1000:.0f} M multiply-adds per decoded favicon); latent mean {cfg.shift_factor:.4g}, "
              f"std {1 / cfg.scaling_factor:.4g} (stored as shift_factor and 1/scaling_factor). The file holds the "
-             f"{'raw' if meta.get('weights') == 'model' else 'EMA'} weights of step {meta.get('step', '?')}.", "",
+             f"{'raw' if meta.get('weights') == 'model' else 'EMA'} weights of step {meta.get('step', '?')}"
+             f"{lineage_note(meta)}.", "",
              f"Reconstruction of all {len(es.images)} emoji (Twemoji, Noto, Fluent; skin tones included) from the "
              f"posterior mean. Torch on one CPU thread: encode + decode {enc_dec_ips:.0f} img/s, decode alone "
              f"{dec_ips:.0f} img/s (CPU time).", "", "## By style", ""]
@@ -125,7 +137,7 @@ def main():
     lines += ["Seam ratio: mean luminance step across 4-pixel boundaries over the mean step inside them (1.0 = no "
               "grid; the issue measured 1.42 for the pixel model's samples). Real images vs the same images "
               "reconstructed.", "", "## Training", ""]
-    train_lines, _ = training_summary(Path(args.run))
+    train_lines, _ = training_summary(Path(args.run), "encoder_of" in meta)
     lines += train_lines + ["", f"Contact sheet: `{shown_path(args.sheet)}` (per style: real row, "
                                  f"reconstructed row; two held-out emoji per category).", ""]
     Path(args.out).write_text("\n".join(lines))
