@@ -6,6 +6,7 @@
 // each (pipeline / shader compilation) is reported separately.
 import { loadBundle } from "/web/ditweb.js";
 import { makeGuide, makePlan, samplerTables, stepUniform } from "/web/schedule.js";
+import { heapAllocator } from "./wasm_heap.mjs";
 
 const log = (s) => { document.getElementById("log").textContent += s + "\n"; };
 const now = () => performance.now();
@@ -184,13 +185,7 @@ window.matmulPeak = async (cfg) => {
   const cases = [];
   for (const [M, K, N] of cfg.shapes) {
     const x = (await WebAssembly.instantiate(bytes, {})).instance.exports;
-    let top = (x.__heap_base.value + 15) & ~15;
-    const alloc = (n) => {
-      const ptr = top;
-      top = (top + n + 15) & ~15;
-      if (top > x.memory.buffer.byteLength) x.memory.grow(Math.ceil((top - x.memory.buffer.byteLength) / 65536));
-      return ptr;
-    };
+    const alloc = heapAllocator(x);
     const params = alloc(64), a = alloc(4 * M * K), bias = alloc(4 * N), dst = alloc(4 * M * N), w = alloc(K * N), scale = alloc(4 * N);
     const scratch = alloc(4 * (2 * M * K + 8 * (K + 1) + 2 * M + 16));
     new Uint32Array(x.memory.buffer, params, 5).set([M, N, K, 1, 1]);

@@ -10,6 +10,7 @@
 // (node 20 has relaxed SIMD behind that flag; Chromium ships it). Default shapes: the shipped model's matmuls at
 // one CFG step (2 rows x 64 tokens, hidden 128, MLP 512). Prints a markdown table.
 import { readFileSync } from "node:fs";
+import { heapAllocator } from "./wasm_heap.mjs";
 
 const argv = process.argv.slice(2);
 const q8 = argv.includes("--q8");
@@ -25,13 +26,7 @@ const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 **
 
 async function instance(bytes, M, K, N) {
   const x = /** @type {any} */ ((await WebAssembly.instantiate(await WebAssembly.compile(bytes), {})).exports);
-  let top = (x.__heap_base.value + 15) & ~15;
-  const alloc = (n) => {
-    const ptr = top;
-    top = (top + n + 15) & ~15;
-    if (top > x.memory.buffer.byteLength) x.memory.grow(Math.ceil((top - x.memory.buffer.byteLength) / 65536));
-    return ptr;
-  };
+  const alloc = heapAllocator(x);
   const params = alloc(64), a = alloc(4 * M * K), bias = alloc(4 * N), dst = alloc(4 * M * N);
   const w = alloc(q8 ? K * N : 4 * K * N), scale = alloc(4 * N);
   const scratch = alloc(4 * (2 * M * K + 8 * (K + 1) + 2 * M + 16));   // enough for either op_matmul_q8's layout
