@@ -58,9 +58,9 @@ def lineage_note(meta: dict) -> str:
     if "encoder_of" not in meta:
         return ""
     import json
-    first = json.loads(meta["encoder_of"])[-1]
+    parent = json.loads(meta["encoder_of"])[-1]                     # the file the fine-tune started from
     return (f" of a decoder fine-tune (`ditweb train-vae --init FILE --decoder-only --latent-noise S`): the encoder, "
-            f"shift and scale of the file with sha256 {first[:12]}... kept bit for bit")
+            f"shift and scale of the file with sha256 {parent[:12]}... kept bit for bit")
 
 
 def training_summary(run: Path, fine_tune: bool = False) -> tuple[list[str], dict]:

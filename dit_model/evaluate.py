@@ -364,7 +364,7 @@ def evaluate(ckpt: str, data: str | None = None, n_per_class: int = 32, steps: i
     }
     class_ids = np.repeat(np.arange(len(names)), n_per_class)
     for s in scales:
-        guide = Guide(scale=s, schedule="interval", interval=tuple(interval)) if interval else Guide(scale=s)
+        guide = Guide.within(s, interval)
         t0 = time.time()
         imgs = []
         bar = tqdm(total=len(names) * steps, desc=f"sampling cfg {s:g}", unit="step")

@@ -169,17 +169,15 @@ def encoder_fingerprint(vae: FaviconVAE) -> str:
     return h.hexdigest()
 
 
-def safetensors_metadata_of(path) -> dict:
-    """The metadata of an autoencoder file (one-line VAEError for an unreadable one)."""
-    from .vae import safetensors_metadata
-    return safetensors_metadata(Path(path))
-
-
 def encoder_lineage(path) -> list[str]:
     """The sha256s of the earlier autoencoder files whose encoder (and latent shift and scale) the file at `path`
     keeps, oldest first: its metadata `encoder_of`, written by a decoder fine-tune; [] for a file trained whole."""
     from .vae import safetensors_metadata
-    raw = safetensors_metadata(Path(path)).get("encoder_of")
+    return _lineage(safetensors_metadata(Path(path)), path)
+
+
+def _lineage(meta: dict, path) -> list[str]:
+    raw = meta.get("encoder_of")
     if raw is None:
         return []
     try:
@@ -198,9 +196,10 @@ def shares_latents(path, sha256: str) -> bool:
     from .vae import safetensors_metadata
     if file_sha256(path) == sha256:
         return True
-    if sha256 not in encoder_lineage(path):
+    meta = safetensors_metadata(Path(path))
+    if sha256 not in _lineage(meta, path):
         return False
-    recorded = safetensors_metadata(Path(path)).get("encoder_sha256")
+    recorded = meta.get("encoder_sha256")
     return recorded is not None and recorded == encoder_fingerprint(load_favicon_vae(path))
 
 

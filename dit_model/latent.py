@@ -115,7 +115,8 @@ def read_reference(source) -> dict | None:
 
 def vae_for_model(source, given: str | None = None):
     """(the decoder of the autoencoder a latent model names, its path), or (None, None) for a pixel model.
-    `given` (--vae) overrides where to look, not what to accept: its sha256 must be the recorded one."""
+    `given` (--vae) overrides where to look, not what to accept: it must be the recorded file (its sha256) or a
+    decoder fine-tune of it (`favicon_vae.shares_latents`)."""
     from .favicon_vae import shares_latents
     from .vae import load_vae
     ref = read_reference(source)

@@ -35,7 +35,7 @@ def sample_requests(model, cfg, vocab, labels: list[tuple], scale: float, steps:
     chunk j draws its noise from seed * 1000 + j, so the images depend on `batch` too: keep it fixed
     to compare runs. A latent model (`vae`: its autoencoder) samples unclipped latents, decoded to images.
     `interval`: guide only while the model's t is in [lo, hi] (scale 1 outside it)."""
-    guide = Guide(scale=scale, schedule="interval", interval=tuple(interval)) if interval else Guide(scale=scale)
+    guide = Guide.within(scale, interval)
     out = []
     for j in range(0, len(labels), batch):
         chunk = labels[j:j + batch]

@@ -73,6 +73,11 @@ class Guide:
             return self.scale if lo <= t <= hi else 1.0
         return self.scale
 
+    @classmethod
+    def within(cls, scale: float, interval: tuple[int, int] | None) -> "Guide":
+        """Plain guidance at `scale`, or (an interval) guidance only while the model's t is in [lo, hi]."""
+        return cls(scale=scale, schedule="interval", interval=tuple(interval)) if interval else cls(scale=scale)
+
     @property
     def copies(self) -> int:
         """K is only meaningful with a perturbation: K = 1 or tau = 0 is plain guidance."""

@@ -169,8 +169,8 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
     edited = load_favicon_vae(tuned_path)
     with torch.no_grad():
         next(edited.encoder.parameters()).add_(1e-3)
-    from dit_model.favicon_vae import safetensors_metadata_of
-    save_favicon_vae(edited, tmp_path / "edited.safetensors", {k: v for k, v in safetensors_metadata_of(tuned_path).items()
+    from dit_model.vae import safetensors_metadata
+    save_favicon_vae(edited, tmp_path / "edited.safetensors", {k: v for k, v in safetensors_metadata(tuned_path).items()
                                                                if k not in ("ditweb", "config")})
     assert not shares_latents(tmp_path / "edited.safetensors", sha)
     with pytest.raises(AutoencoderMismatch, match="neither that file nor a decoder fine-tune"):
