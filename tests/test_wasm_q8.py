@@ -35,6 +35,8 @@ CASES = [  # M, N, K, out_group, out_stride, in_act, act
     (5, 16, 9, 5, 5, "none", "none"),         # K odd: the last pair of k is padded with a zero
     (9, 24, 512, 9, 9, "none", "none"),       # fc2's K: Q = floor((2^31 - 1) / (127 K)) = 33026 > 32767
     (4, 8, 2000, 4, 4, "silu", "none"),       # K large: Q = 8454 < 32767 keeps the int32 sums from overflowing
+    (2, 44, 37, 2, 2, "silu", "gelu"),        # two rows (the adaLN matmuls' path, no panel): K % 16 = 5, N % 8 = 4
+    (2, 16, 48, 1, 3, "none", "silu"),        # two rows scattered (m / 1) * 3
 ]
 
 

@@ -380,6 +380,79 @@ static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u
     for (u32 c = 0; c < 8; c++) panel[(k >> 1) * 16 + c * 2 + (k & 1)] = k < K ? col[c][k] : 0;
 }
 
+// The epilogue of rows m.. (rows of them) at columns n..n+cols-1 (cols <= 8) from their int32 sums acc[r][h] (lane c of
+// half h: column n + 4h + c): act(S (s_m scale[n]) + bias[n]); a full block of 8 columns in vectors, the N % 8 rest one
+// lane at a time (the same expressions)
+static inline __attribute__((always_inline)) void q8_store(const v128_t acc[][2], u32 rows, u32 m, u32 n, u32 cols,
+                                                            u32 N, u32 out_group, u32 out_stride, const f32 *step,
+                                                            const f32 *scale, const f32 *bias, f32 *dst, u32 act) {
+  for (u32 r = 0; r < rows; r++) {
+    const u32 mm = m + r;
+    f32 *o = dst + ((mm / out_group) * out_stride + mm % out_group) * N + n;
+    if (cols == 8) {
+      const v128_t s = wasm_f32x4_splat(step[mm]);
+      const v128_t f0 = wasm_f32x4_mul(s, wasm_v128_load(scale + n)), f1 = wasm_f32x4_mul(s, wasm_v128_load(scale + n + 4));
+      v128_t v0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][0]), f0), wasm_v128_load(bias + n));
+      v128_t v1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][1]), f1), wasm_v128_load(bias + n + 4));
+      wasm_v128_store(o, act4(v0, act));
+      wasm_v128_store(o + 4, act4(v1, act));
+    } else {   // N % 8 columns: the same expressions, one lane at a time
+      i32 l[8];
+      wasm_v128_store(l, acc[r][0]);
+      wasm_v128_store(l + 4, acc[r][1]);
+      for (u32 c = 0; c < cols; c++) o[c] = apply_act((f32)l[c] * (step[mm] * scale[n + c]) + bias[n + c], act);
+    }
+  }
+}
+
+// lane c: the sum of the four lanes of v[c] (exact: int32, no overflow by Q's choice)
+static inline v128_t q8_hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
+  const v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7));
+  const v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5), wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 1, 4, 5), wasm_i32x4_shuffle(s01, s23, 2, 3, 6, 7));
+}
+
+// One or two rows (the adaLN and timestep matmuls: M = the batch's rows): the sums straight from q in torch's layout,
+// no panel (widening and transposing K x 8 weights for two rows cost as much as their products). Per 16 k of a column:
+// one load, sign-extended into two halves, two i32x4.dot_i16x8 per row against the row's int16 values; 4 columns in
+// 8 i32x4 accumulators (lane j: the k = j mod 4 pairs), their lanes summed at the end (exact in int32: the same sums as
+// the panel path, whatever order), the K % 16 rest one k at a time. The epilogue is q8_store's, as the panel path's.
+static void matmul_q8_two_rows(const int16_t *xq, const f32 *step, const int8_t *wq, const f32 *scale, const f32 *bias,
+                               f32 *dst, u32 act, u32 N, u32 K, u32 out_group, u32 out_stride, u32 m, u32 rows,
+                               u32 n_lo, u32 n_hi) {
+  const u32 Kp = q8_pairs(K), K16 = K & ~15u;
+  const int16_t *x0 = xq + m * Kp, *x1 = xq + (m + (rows > 1)) * Kp;   // one row: row m twice, the second dropped
+  const v128_t zero = wasm_i32x4_splat(0);
+  for (u32 n = n_lo; n < n_hi; n += 8) {
+    const u32 cols = N - n < 8 ? N - n : 8;
+    v128_t acc[2][2];
+    for (u32 h = 0; h < 2; h++) {
+      const int8_t *q[4];
+      for (u32 c = 0; c < 4; c++) q[c] = wq + (n + (4 * h + c < cols ? 4 * h + c : 0)) * K;   // missing: column n again
+      v128_t a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+      for (u32 k = 0; k < K16; k += 16) {
+        const v128_t xl0 = wasm_v128_load(x0 + k), xh0 = wasm_v128_load(x0 + k + 8);
+        const v128_t xl1 = wasm_v128_load(x1 + k), xh1 = wasm_v128_load(x1 + k + 8);
+#define Q8_COLUMN(c, A, B)                                                                                        \
+        {                                                                                                        \
+          const v128_t w = wasm_v128_load(q[c] + k);                                                             \
+          const v128_t wl = wasm_i16x8_extend_low_i8x16(w), wh = wasm_i16x8_extend_high_i8x16(w);                \
+          A = wasm_i32x4_add(A, wasm_i32x4_add(wasm_i32x4_dot_i16x8(xl0, wl), wasm_i32x4_dot_i16x8(xh0, wh)));   \
+          B = wasm_i32x4_add(B, wasm_i32x4_add(wasm_i32x4_dot_i16x8(xl1, wl), wasm_i32x4_dot_i16x8(xh1, wh)));   \
+        }
+        Q8_COLUMN(0, a0, b0) Q8_COLUMN(1, a1, b1) Q8_COLUMN(2, a2, b2) Q8_COLUMN(3, a3, b3)
+#undef Q8_COLUMN
+      }
+      i32 t0[4] = {0, 0, 0, 0}, t1[4] = {0, 0, 0, 0};
+      for (u32 k = K16; k < K; k++)
+        for (u32 c = 0; c < 4; c++) { t0[c] += (i32)x0[k] * q[c][k]; t1[c] += (i32)x1[k] * q[c][k]; }
+      acc[0][h] = wasm_i32x4_add(q8_hsum4x4(a0, a1, a2, a3), wasm_v128_load(t0));
+      acc[1][h] = wasm_i32x4_add(q8_hsum4x4(b0, b1, b2, b3), wasm_v128_load(t1));
+    }
+    q8_store(acc, rows, m, n, cols, N, out_group, out_stride, step, scale, bias, dst, act);
+  }
+}
+
 // rows [m_lo, m_hi), columns [n_lo, n_hi) of the product (a thread's share; the single-thread call passes 0, M and
 // 0, N), from the int16 rows xq
 static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step, const int8_t *wq, const f32 *scale,
@@ -387,6 +460,10 @@ static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step
   PARAMS_matmul_q8(params);
   (void)M;
   const u32 Kp = q8_pairs(K);
+  if (m_hi - m_lo <= 2) {
+    matmul_q8_two_rows(xq, step, wq, scale, bias, dst, act, N, K, out_group, out_stride, m_lo, m_hi - m_lo, n_lo, n_hi);
+    return;
+  }
   for (u32 n = n_lo; n < n_hi; n += 8) {
     const u32 cols = N - n < 8 ? N - n : 8;
     q8_panel(wq, panel, n, cols, K);
@@ -406,23 +483,7 @@ static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step
         c30 = wasm_i32x4_add(c30, wasm_i32x4_dot_i16x8(p3, w0)); c31 = wasm_i32x4_add(c31, wasm_i32x4_dot_i16x8(p3, w1));
       }
       const v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-      for (u32 r = 0; r < rows; r++) {
-        const u32 mm = m + r;
-        f32 *o = dst + ((mm / out_group) * out_stride + mm % out_group) * N + n;
-        if (cols == 8) {
-          const v128_t s = wasm_f32x4_splat(step[mm]);
-          const v128_t f0 = wasm_f32x4_mul(s, wasm_v128_load(scale + n)), f1 = wasm_f32x4_mul(s, wasm_v128_load(scale + n + 4));
-          v128_t v0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][0]), f0), wasm_v128_load(bias + n));
-          v128_t v1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][1]), f1), wasm_v128_load(bias + n + 4));
-          wasm_v128_store(o, act4(v0, act));
-          wasm_v128_store(o + 4, act4(v1, act));
-        } else {   // N % 8 columns: the same expressions, one lane at a time
-          i32 l[8];
-          wasm_v128_store(l, acc[r][0]);
-          wasm_v128_store(l + 4, acc[r][1]);
-          for (u32 c = 0; c < cols; c++) o[c] = apply_act((f32)l[c] * (step[mm] * scale[n + c]) + bias[n + c], act);
-        }
-      }
+      q8_store(acc, rows, m, n, cols, N, out_group, out_stride, step, scale, bias, dst, act);
     }
   }
 }
