@@ -37,6 +37,8 @@ CASES = [  # M, N, K, out_group, out_stride, in_act, act
     (4, 8, 2000, 4, 4, "silu", "none"),       # K large: Q = 8454 < 32767 keeps the int32 sums from overflowing
     (2, 44, 37, 2, 2, "silu", "gelu"),        # two rows (the adaLN matmuls' path, no panel): K % 16 = 5, N % 8 = 4
     (2, 16, 48, 1, 3, "none", "silu"),        # two rows scattered (m / 1) * 3
+    (7, 12, 19, 7, 7, "silu", "gelu"),        # a last block of 3 rows (its own interleave), K odd
+    (11, 20, 24, 11, 11, "none", "none"),     # two blocks of 4 rows and one of 3
 ]
 
 
@@ -212,15 +214,18 @@ def test_split_kernels_give_the_same_bits_for_any_number_of_parts():
     M, N, K = 37, 20, 24
     q = torch.randint(-127, 128, (N * K,), generator=g).tolist()
     # op_matmul's silu'd rows; op_matmul_q8's (M 2: one block of rows, so 2..7 parts split the 3 blocks of columns)
-    scratch = {"zeros": max(M * K, q8_scratch(M, K, True, parts=7), q8_scratch(2, K, True, parts=7))}
+    scratch = {"zeros": max(M * K, q8_scratch(M, K, True, parts=7), q8_scratch(2, K, True, parts=7),
+                            q8_scratch(7, K, True, parts=7))}
     mm = [{"f32": rnd(M * K)}, {"f32": rnd(K * N)}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 1}, scratch]
     q8 = [{"f32": rnd(M * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": M * N}, {"u32": 1}, {"u32": 2}, scratch]
     # attention params: batch, H, T_q, T_kv, q_stride, q_off, kv_stride, k_off, v_off, out_stride (bundle-layout.h)
     from ditformat.layout import OP_PARAMS
     q8_small = [{"f32": rnd(2 * K)}, {"i8": q}, {"f32": [0.01] * N}, {"f32": rnd(N)}, {"zeros": 2 * N}, {"u32": 1},
                 {"u32": 2}, scratch]
+    # M 7: two blocks of rows (4 and a last block of 3), split by rows at 2 parts, by columns at more
+    q8_seven = [{"f32": rnd(7 * K)}, *q8_small[1:4], {"zeros": 7 * N}, *q8_small[5:]]
     cases = [("op_matmul", [M, N, K, M, M], mm, 3, M * N), ("op_matmul_q8", [M, N, K, M, M], q8, 4, M * N),
-             ("op_matmul_q8", [2, N, K, 2, 2], q8_small, 4, 2 * N)]
+             ("op_matmul_q8", [2, N, K, 2, 2], q8_small, 4, 2 * N), ("op_matmul_q8", [7, N, K, 7, 7], q8_seven, 4, 7 * N)]
     # T_kv = 300: the blocked attention (8 queries at a time: 11 rows per (batch, head) split mid-block);
     # T_kv = 600 > 512: the online softmax (3 key blocks)
     for B_, H, Tq, Tkv, hd in ((2, 3, 11, 300, 32), (2, 3, 11, 600, 32)):

@@ -313,12 +313,26 @@ void EXPORT(op_matmul_part)(const u32 *params, const f32 *a, const f32 *wt, cons
 static inline u32 q8_pairs(u32 K) { return (K + 1) & ~1u; }   // Kp: k in pairs, a zero after an odd K
 static inline u32 round4(u32 n) { return (n + 3) & ~3u; }
 
-// rows [lo, hi) of x (K floats each) to int16 rows of Kp (zero padded) and their steps s_m.
+// Where the int16 values of row m go (q8_rows_at): in pairs of k, each pair one int32 slot; pair j of row m in slot
+// base + j stride. M <= 2 (the two-row path): row after row (base m Kp / 2, stride 1). Otherwise the rows are
+// interleaved by blocks of 4, so that the panel loop reads the 4 rows' pairs at one address and fixed offsets (one
+// pointer to advance instead of one per row: V8 gives every wasm address its own register): block b of 4 rows holds
+// its pairs j at slots (4 b Kp / 2) + 4 j + r; the last block of t = M % 4 rows (if any) at (4 (M / 4) Kp / 2) + t j + r.
+// Either way the rows take M Kp / 2 slots; a block of rows is the same whichever share quantises it (the shares
+// split M in blocks of 4).
+typedef struct { u32 base, stride; } RowAt;
+static inline RowAt q8_rows_at(u32 m, u32 M, u32 Kh) {
+  if (M <= 2) return (RowAt){m * Kh, 1};
+  const u32 full = M / 4, b = m / 4, r = m % 4;
+  return b < full ? (RowAt){4 * b * Kh + r, 4} : (RowAt){4 * full * Kh + r, M - 4 * full};
+}
+
+// rows [lo, hi) of x (K floats each) to int16 rows of Kp (zero padded; laid out by q8_rows_at) and their steps s_m.
 // Rounding to the nearest integer by the 1.5 2^23 trick (as exp4): |x_k / s_m| <= Q < 2^22, so the f32 sum
 // x_k / s_m + 1.5 2^23 rounds to an integer (ties to even) held in its low mantissa bits, read back by an integer
 // subtraction of the constant's bits. A row with a NaN or an infinity gets the step NaN (its outputs are NaN, as
 // torch's would be non-finite); an all-zero row the step 0 (its outputs are the bias).
-static void q8_quantize_rows(const f32 *x, int16_t *xq, f32 *step, u32 K, u32 lo, u32 hi) {
+static void q8_quantize_rows(const f32 *x, int16_t *xq, f32 *step, u32 K, u32 M, u32 lo, u32 hi) {
   const u32 Kp = q8_pairs(K), qk = 2147483647u / (127u * K);
   const f32 Q = (f32)(qk < 32767u ? qk : 32767u);
   const v128_t magic = wasm_f32x4_splat(12582912.0f), zero = wasm_f32x4_splat(0);
@@ -344,13 +358,25 @@ static void q8_quantize_rows(const f32 *x, int16_t *xq, f32 *step, u32 K, u32 lo
     const f32 inv = amax > 0 && bad == 0 ? Q / amax : 0;
     step[m] = bad == 0 ? amax / Q : bad;
     const v128_t vi = wasm_f32x4_splat(inv);
-    int16_t *o = xq + m * Kp;
+    const RowAt at = q8_rows_at(m, M, Kp / 2);
+    i32 *o = (i32 *)xq + at.base;   // pair j at o[j * at.stride]
     for (k = 0; k + 8 <= K; k += 8) {
       v128_t p0 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k), vi), magic), magic);
       v128_t p1 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k + 4), vi), magic), magic);
-      wasm_v128_store(o + k, wasm_i16x8_narrow_i32x4(p0, p1));   // |p| <= Q: the narrowing never saturates
+      const v128_t v = wasm_i16x8_narrow_i32x4(p0, p1);   // |p| <= Q: the narrowing never saturates
+      if (at.stride == 1) {
+        wasm_v128_store(o + k / 2, v);
+      } else {
+        i32 *op = o + (k / 2) * at.stride;
+        wasm_v128_store32_lane(op, v, 0);
+        wasm_v128_store32_lane(op + at.stride, v, 1);
+        wasm_v128_store32_lane(op + 2 * at.stride, v, 2);
+        wasm_v128_store32_lane(op + 3 * at.stride, v, 3);
+      }
     }
-    for (; k < Kp; k++) o[k] = k < K ? (int16_t)(i32)(f2u(row[k] * inv + 12582912.0f) - 0x4B400000u) : 0;
+    for (; k < Kp; k++)
+      ((int16_t *)(o + (k / 2) * at.stride))[k & 1] =
+          k < K ? (int16_t)(i32)(f2u(row[k] * inv + 12582912.0f) - 0x4B400000u) : 0;
   }
 }
 
@@ -453,14 +479,33 @@ static void matmul_q8_two_rows(const int16_t *xq, const f32 *step, const int8_t 
   }
 }
 
+// The 4 x 8 int32 sums of a block of rows with the panel: the rows' pairs j at p[j S], p[j S + o1], p[j S + o2],
+// p[j S + o3] (q8_rows_at: S = 4 and offsets 1, 2, 3 for a block of 4, constants here, so that one pointer advances;
+// the last block of t rows: S = t, a missing row's offset that of row 0, its results dropped), the panel's pair j at
+// w + 16 j: per pair 4 broadcasts of a pair of p and 2 loads of the panel feed 8 i32x4.dot_i16x8 and adds
+static inline __attribute__((always_inline)) void q8_dot_4x8(const i32 *p, u32 o1, u32 o2, u32 o3, u32 S,
+                                                             const int16_t *w, u32 Kh, v128_t acc[4][2]) {
+  v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (u32 j = 0; j < Kh; j++, p += S, w += 16) {
+    v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 8);   // columns 0..3, 4..7 at the pair j
+    v128_t p0 = wasm_v128_load32_splat(p), p1 = wasm_v128_load32_splat(p + o1);
+    v128_t p2 = wasm_v128_load32_splat(p + o2), p3 = wasm_v128_load32_splat(p + o3);
+    c00 = wasm_i32x4_add(c00, wasm_i32x4_dot_i16x8(p0, w0)); c01 = wasm_i32x4_add(c01, wasm_i32x4_dot_i16x8(p0, w1));
+    c10 = wasm_i32x4_add(c10, wasm_i32x4_dot_i16x8(p1, w0)); c11 = wasm_i32x4_add(c11, wasm_i32x4_dot_i16x8(p1, w1));
+    c20 = wasm_i32x4_add(c20, wasm_i32x4_dot_i16x8(p2, w0)); c21 = wasm_i32x4_add(c21, wasm_i32x4_dot_i16x8(p2, w1));
+    c30 = wasm_i32x4_add(c30, wasm_i32x4_dot_i16x8(p3, w0)); c31 = wasm_i32x4_add(c31, wasm_i32x4_dot_i16x8(p3, w1));
+  }
+  acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
+  acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
+}
+
 // rows [m_lo, m_hi), columns [n_lo, n_hi) of the product (a thread's share; the single-thread call passes 0, M and
-// 0, N), from the int16 rows xq
+// 0, N), from the int16 rows xq (laid out by q8_rows_at)
 static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step, const int8_t *wq, const f32 *scale,
                            const f32 *bias, f32 *dst, u32 act, int16_t *panel, u32 m_lo, u32 m_hi, u32 n_lo, u32 n_hi) {
   PARAMS_matmul_q8(params);
-  (void)M;
-  const u32 Kp = q8_pairs(K);
-  if (m_hi - m_lo <= 2) {
+  const u32 Kh = q8_pairs(K) / 2;
+  if (M <= 2) {
     matmul_q8_two_rows(xq, step, wq, scale, bias, dst, act, N, K, out_group, out_stride, m_lo, m_hi - m_lo, n_lo, n_hi);
     return;
   }
@@ -468,21 +513,11 @@ static void matmul_q8_rows(const u32 *params, const int16_t *xq, const f32 *step
     const u32 cols = N - n < 8 ? N - n : 8;
     q8_panel(wq, panel, n, cols, K);
     for (u32 m = m_lo; m < m_hi; m += 4) {
-      const u32 rows = m_hi - m < 4 ? m_hi - m : 4;
-      const int16_t *x0 = xq + m * Kp, *x1 = xq + (m + (rows > 1)) * Kp, *x2 = xq + (m + (rows > 2) * 2) * Kp,
-                    *x3 = xq + (m + (rows > 3) * 3) * Kp;   // missing rows re-read row m; their results are dropped
-      v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-      const int16_t *w = panel;
-      for (u32 k = 0; k < Kp; k += 2, w += 16) {
-        v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 8);   // columns 0..3, 4..7 at the pair k, k + 1
-        v128_t p0 = wasm_v128_load32_splat(x0 + k), p1 = wasm_v128_load32_splat(x1 + k);
-        v128_t p2 = wasm_v128_load32_splat(x2 + k), p3 = wasm_v128_load32_splat(x3 + k);
-        c00 = wasm_i32x4_add(c00, wasm_i32x4_dot_i16x8(p0, w0)); c01 = wasm_i32x4_add(c01, wasm_i32x4_dot_i16x8(p0, w1));
-        c10 = wasm_i32x4_add(c10, wasm_i32x4_dot_i16x8(p1, w0)); c11 = wasm_i32x4_add(c11, wasm_i32x4_dot_i16x8(p1, w1));
-        c20 = wasm_i32x4_add(c20, wasm_i32x4_dot_i16x8(p2, w0)); c21 = wasm_i32x4_add(c21, wasm_i32x4_dot_i16x8(p2, w1));
-        c30 = wasm_i32x4_add(c30, wasm_i32x4_dot_i16x8(p3, w0)); c31 = wasm_i32x4_add(c31, wasm_i32x4_dot_i16x8(p3, w1));
-      }
-      const v128_t acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      const u32 rows = m_hi - m < 4 ? m_hi - m : 4;   // 4, or the last block's M % 4
+      const i32 *p = (const i32 *)xq + q8_rows_at(m, M, Kh).base;
+      v128_t acc[4][2];
+      if (rows == 4) q8_dot_4x8(p, 1, 2, 3, 4, panel, Kh, acc);
+      else q8_dot_4x8(p, rows > 1, (rows > 2) * 2, 0, rows, panel, Kh, acc);
       q8_store(acc, rows, m, n, cols, N, out_group, out_stride, step, scale, bias, dst, act);
     }
   }
@@ -519,7 +554,7 @@ static void matmul_q8_part(const u32 *params, const f32 *a, const int8_t *wq, co
   }
   int16_t *xq = (int16_t *)scratch;
   f32 *step = scratch + round4(M * Kp / 2);
-  q8_quantize_rows(a, xq, step, K, lo, hi);
+  q8_quantize_rows(a, xq, step, K, M, lo, hi);
   matmul_q8_rows(params, xq, step, wq, scale, bias, dst, act, panel, lo, hi, n_lo, n_hi);
 }
 
