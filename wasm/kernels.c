@@ -327,71 +327,100 @@ static inline RowAt q8_rows_at(u32 m, u32 M, u32 Kh) {
   return b < full ? (RowAt){4 * b * Kh + r, 4} : (RowAt){4 * full * Kh + r, M - 4 * full};
 }
 
+// A 4 x 4 matrix of i32 lanes transposed: out + j stride (int16 units) gets lane j of r[0..3]. The panel's rows of 4 k
+// pairs into vectors of one pair (q8_panel), the quantised values of 4 rows into their block's interleave.
+static inline void q8_transpose_pairs(const v128_t r[4], int16_t *out, u32 stride) {
+  v128_t t0 = wasm_i32x4_shuffle(r[0], r[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r[0], r[1], 2, 6, 3, 7);
+  v128_t t2 = wasm_i32x4_shuffle(r[2], r[3], 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r[2], r[3], 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5));
+  wasm_v128_store(out + stride, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+  wasm_v128_store(out + 2 * stride, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+  wasm_v128_store(out + 3 * stride, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+}
+
+// Row m's step s_m = max_k |x_k| / Q into step[m]; returns 1 / s_m (as Q / max), 0 for an all-zero row. max |x_k| as
+// the largest of the bits of |x_k| (i32x4.max_s: for finite |x| the integer order is the float order); bits above
+// the largest finite f32's mean an infinity or a NaN in the row: step NaN, 1 / s_m 0.
+static inline f32 q8_row_step(const f32 *row, u32 K, f32 Q, f32 *step) {
+  const v128_t absmask = wasm_i32x4_splat(0x7FFFFFFF);
+  v128_t mx = wasm_i32x4_splat(0), mx1 = mx;
+  u32 k = 0;
+  for (; k + 8 <= K; k += 8) {
+    mx = wasm_i32x4_max(mx, wasm_v128_and(wasm_v128_load(row + k), absmask));
+    mx1 = wasm_i32x4_max(mx1, wasm_v128_and(wasm_v128_load(row + k + 4), absmask));
+  }
+  if (k + 4 <= K) { mx = wasm_i32x4_max(mx, wasm_v128_and(wasm_v128_load(row + k), absmask)); k += 4; }
+  i32 l[4];
+  wasm_v128_store(l, wasm_i32x4_max(mx, mx1));
+  i32 bits = l[0] > l[1] ? l[0] : l[1], t = l[2] > l[3] ? l[2] : l[3];
+  bits = bits > t ? bits : t;
+  for (; k < K; k++) { const i32 v = (i32)(f2u(row[k]) & 0x7FFFFFFFu); bits = v > bits ? v : bits; }
+  if (bits > 0x7F7FFFFF) { *step = u2f(0x7FC00000u); return 0; }
+  const f32 amax = u2f((u32)bits);
+  *step = amax / Q;
+  return amax > 0 ? Q / amax : 0;
+}
+
+// 8 values of a row quantised (x_k / s_m rounded, as int32 lanes) and narrowed to int16: 4 pairs in i32 lanes
+static inline v128_t q8_round8(const f32 *x, v128_t vi) {
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  v128_t p0 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(x), vi), magic), magic);
+  v128_t p1 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(x + 4), vi), magic), magic);
+  return wasm_i16x8_narrow_i32x4(p0, p1);   // |p| <= Q: the narrowing never saturates
+}
+
 // rows [lo, hi) of x (K floats each) to int16 rows of Kp (zero padded; laid out by q8_rows_at) and their steps s_m.
 // Rounding to the nearest integer by the 1.5 2^23 trick (as exp4): |x_k / s_m| <= Q < 2^22, so the f32 sum
 // x_k / s_m + 1.5 2^23 rounds to an integer (ties to even) held in its low mantissa bits, read back by an integer
 // subtraction of the constant's bits. A row with a NaN or an infinity gets the step NaN (its outputs are NaN, as
-// torch's would be non-finite); an all-zero row the step 0 (its outputs are the bias).
+// torch's would be non-finite); an all-zero row the step 0 (its outputs are the bias). A whole block of 4 rows goes
+// 8 k at a time: each row's 4 pairs, then the 4 x 4 pairs transposed into the block's interleave; other rows (the
+// last block of M % 4, M <= 2's rows, the K % 8 rest) a pair at a time.
 static void q8_quantize_rows(const f32 *x, int16_t *xq, f32 *step, u32 K, u32 M, u32 lo, u32 hi) {
-  const u32 Kp = q8_pairs(K), qk = 2147483647u / (127u * K);
+  const u32 Kp = q8_pairs(K), qk = 2147483647u / (127u * K), K8 = K & ~7u;
   const f32 Q = (f32)(qk < 32767u ? qk : 32767u);
-  const v128_t magic = wasm_f32x4_splat(12582912.0f), zero = wasm_f32x4_splat(0);
-  for (u32 m = lo; m < hi; m++) {
-    const f32 *row = x + m * K;
-    v128_t mx = zero, nf = zero;   // max |x_k| per lane; sum of x_k * 0 (0, or NaN where x_k is not finite)
-    u32 k = 0;
-    for (; k + 4 <= K; k += 4) {
-      v128_t v = wasm_v128_load(row + k);
-      mx = wasm_f32x4_pmax(mx, wasm_f32x4_abs(v));
-      nf = wasm_f32x4_add(nf, wasm_f32x4_mul(v, zero));
-    }
-    f32 l[4], z[4];
-    wasm_v128_store(l, mx);
-    wasm_v128_store(z, nf);
-    f32 amax = l[0] > l[1] ? l[0] : l[1], t = l[2] > l[3] ? l[2] : l[3], bad = (z[0] + z[1]) + (z[2] + z[3]);
-    amax = amax > t ? amax : t;
-    for (; k < K; k++) {
-      const f32 v = row[k] < 0 ? -row[k] : row[k];
-      amax = v > amax ? v : amax;
-      bad += row[k] * 0.0f;
-    }
-    const f32 inv = amax > 0 && bad == 0 ? Q / amax : 0;
-    step[m] = bad == 0 ? amax / Q : bad;
-    const v128_t vi = wasm_f32x4_splat(inv);
+  for (u32 m = lo; m < hi;) {
     const RowAt at = q8_rows_at(m, M, Kp / 2);
-    i32 *o = (i32 *)xq + at.base;   // pair j at o[j * at.stride]
-    for (k = 0; k + 8 <= K; k += 8) {
-      v128_t p0 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k), vi), magic), magic);
-      v128_t p1 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(row + k + 4), vi), magic), magic);
-      const v128_t v = wasm_i16x8_narrow_i32x4(p0, p1);   // |p| <= Q: the narrowing never saturates
-      if (at.stride == 1) {
-        wasm_v128_store(o + k / 2, v);
-      } else {
-        i32 *op = o + (k / 2) * at.stride;
-        wasm_v128_store32_lane(op, v, 0);
-        wasm_v128_store32_lane(op + at.stride, v, 1);
-        wasm_v128_store32_lane(op + 2 * at.stride, v, 2);
-        wasm_v128_store32_lane(op + 3 * at.stride, v, 3);
+    const u32 rows = at.stride == 4 ? 4 : 1;   // a whole block of 4 (lo and hi split M at multiples of 4), or one row
+    f32 inv[4];
+    for (u32 r = 0; r < rows; r++) inv[r] = q8_row_step(x + (m + r) * K, K, Q, step + m + r);
+    u32 k = 0;
+    if (rows == 4) {
+      const f32 *row = x + m * K;
+      const v128_t i0 = wasm_f32x4_splat(inv[0]), i1 = wasm_f32x4_splat(inv[1]), i2 = wasm_f32x4_splat(inv[2]),
+                   i3 = wasm_f32x4_splat(inv[3]);
+      for (; k < K8; k += 8) {
+        const v128_t v[4] = {q8_round8(row + k, i0), q8_round8(row + K + k, i1), q8_round8(row + 2 * K + k, i2),
+                             q8_round8(row + 3 * K + k, i3)};
+        q8_transpose_pairs(v, xq + 2 * (at.base + 2 * k), 8);   // pairs k/2 .. k/2 + 3 of the 4 rows
       }
     }
-    for (; k < Kp; k++)
-      ((int16_t *)(o + (k / 2) * at.stride))[k & 1] =
-          k < K ? (int16_t)(i32)(f2u(row[k] * inv + 12582912.0f) - 0x4B400000u) : 0;
+    for (u32 r = 0; r < rows; r++) {
+      const f32 *row = x + (m + r) * K;
+      const RowAt ra = q8_rows_at(m + r, M, Kp / 2);
+      i32 *o = (i32 *)xq + ra.base;   // pair j at o[j * ra.stride]
+      u32 kk = k;
+      if (ra.stride == 1)
+        for (; kk < K8; kk += 8) wasm_v128_store(o + kk / 2, q8_round8(row + kk, wasm_f32x4_splat(inv[r])));
+      for (; kk + 8 <= K; kk += 8) {
+        const v128_t v = q8_round8(row + kk, wasm_f32x4_splat(inv[r]));
+        i32 *op = o + (kk / 2) * ra.stride;
+        wasm_v128_store32_lane(op, v, 0);
+        wasm_v128_store32_lane(op + ra.stride, v, 1);
+        wasm_v128_store32_lane(op + 2 * ra.stride, v, 2);
+        wasm_v128_store32_lane(op + 3 * ra.stride, v, 3);
+      }
+      for (; kk < Kp; kk++)
+        ((int16_t *)(o + (kk / 2) * ra.stride))[kk & 1] =
+            kk < K ? (int16_t)(i32)(f2u(row[kk] * inv[r] + 12582912.0f) - 0x4B400000u) : 0;
+    }
+    m += rows;
   }
 }
 
 // The panel of columns n..n+7: per pair of k (j), 16 int16: (q[n+c][2j], q[n+c][2j+1]) for c = 0..7, i.e. two
 // vectors of 4 columns whose i32 lanes are k pairs. 8 k of each column at a time: sign-extended to int16 (a row of 4
 // k pairs), then 4 such rows transposed as a 4 x 4 matrix of i32 lanes into 4 vectors of one k pair each.
-static inline void q8_transpose_pairs(const v128_t r[4], int16_t *out) {
-  v128_t t0 = wasm_i32x4_shuffle(r[0], r[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r[0], r[1], 2, 6, 3, 7);
-  v128_t t2 = wasm_i32x4_shuffle(r[2], r[3], 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r[2], r[3], 2, 6, 3, 7);
-  wasm_v128_store(out, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5));
-  wasm_v128_store(out + 16, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
-  wasm_v128_store(out + 32, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
-  wasm_v128_store(out + 48, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
-}
-
 static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u32 K) {
   const int8_t *col[8];
   for (u32 c = 0; c < 8; c++) col[c] = wq + (n + (c < cols ? c : 0)) * K;   // missing columns re-read column n; dropped later
@@ -399,8 +428,8 @@ static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u
   for (; k + 8 <= K; k += 8) {
     v128_t r[8];
     for (u32 c = 0; c < 8; c++) r[c] = wasm_i16x8_load8x8(col[c] + k);
-    q8_transpose_pairs(r, panel + k * 8);          // columns 0..3 of pairs k/2 .. k/2 + 3
-    q8_transpose_pairs(r + 4, panel + k * 8 + 8);  // columns 4..7
+    q8_transpose_pairs(r, panel + k * 8, 16);          // columns 0..3 of pairs k/2 .. k/2 + 3
+    q8_transpose_pairs(r + 4, panel + k * 8 + 8, 16);  // columns 4..7
   }
   for (; k < q8_pairs(K); k++)
     for (u32 c = 0; c < 8; c++) panel[(k >> 1) * 16 + c * 2 + (k & 1)] = k < K ? col[c][k] : 0;
