@@ -438,9 +438,9 @@ static inline void q8_panel(const int8_t *wq, int16_t *panel, u32 n, u32 cols, u
 // The epilogue of rows m.. (rows of them) at columns n..n+cols-1 (cols <= 8) from their int32 sums acc[r][h] (lane c of
 // half h: column n + 4h + c): act(S (s_m scale[n]) + bias[n]); a full block of 8 columns in vectors, the N % 8 rest one
 // lane at a time (the same expressions)
-static inline __attribute__((always_inline)) void q8_store(const v128_t acc[][2], u32 rows, u32 m, u32 n, u32 cols,
-                                                            u32 N, u32 out_group, u32 out_stride, const f32 *step,
-                                                            const f32 *scale, const f32 *bias, f32 *dst, u32 act) {
+static __attribute__((noinline)) void q8_store(const v128_t acc[][2], u32 rows, u32 m, u32 n, u32 cols, u32 N,
+                                               u32 out_group, u32 out_stride, const f32 *step, const f32 *scale,
+                                               const f32 *bias, f32 *dst, u32 act) {
   for (u32 r = 0; r < rows; r++) {
     const u32 mm = m + r;
     f32 *o = dst + ((mm / out_group) * out_stride + mm % out_group) * N + n;
