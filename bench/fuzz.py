@@ -1,7 +1,8 @@
-"""The full fuzz corpus of issue 24: tampered bundles, named bundles and decoder/ folders through both verifiers
+"""The full fuzz corpus of issue 24: tampered bundles, named bundles, decoder/ folders and int4 bundles (packed
+weights, family "packed": bad nibbles and steps, entries, renamed tensors) through both verifiers
 (runtime_py/verify.py in-process, web/bundle.js + web/decode.js in node), case by case.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py                  # 2,000 cases per kind (6,000 per runtime)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py                  # 2,000 cases per kind (8,000 per runtime)
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases 500 --kinds bundle
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --gpu 200    # + 200 accepted bundles sampled in wgpu-py
 
@@ -72,7 +73,8 @@ def gpu_pass(rows: list, limit: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=2000, help="cases per kind (default 2000)")
-    ap.add_argument("--kinds", default="bundle,named,decoder", help="comma-separated: bundle, named, decoder")
+    ap.add_argument("--kinds", default="bundle,named,decoder,int4",
+                    help="comma-separated: bundle, named, decoder, int4 (a bundle with packed weights)")
     ap.add_argument("--gpu", type=int, default=0, help="also load and sample this many accepted bundles in wgpu-py")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fuzz.md"))
     args = ap.parse_args()

@@ -20,7 +20,14 @@ checkpoint's row; the table, with a verdict of int8 against that row within the 
 bench/results/int8-eval-named.md, and the bundle check draws the hippo in every style:
 
     .venv/bin/python bench/int8_eval.py --ckpt models/named.safetensors --reference-json bench/results/eval-named.json
-    .venv/bin/python bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8 --no-f32   # int8 alone"""
+    .venv/bin/python bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8 --no-f32   # int8 alone
+
+`--dtypes int4` measures the int4 bundle the same way (its block weights q4 * k per group of 32 inputs, unpacked to
+int8 exactly as the runtimes unpack them: ditformat/packed.py); the verdict is then int4's, written to
+bench/results/int4-eval-named.md (int4-eval.md for a category model), leaving int8's files as they are:
+
+    .venv/bin/python bench/int8_eval.py --ckpt models/named.safetensors --dtypes int4 --no-f32 \
+        --reference-json bench/results/eval-named.json"""
 from __future__ import annotations
 
 import argparse
@@ -46,14 +53,27 @@ from dit_model.evaluate import FLOOR_PAIRS                # noqa: E402
 from dit_model.named_eval import HIPPO_SEEDS              # noqa: E402
 
 
+QUANTISED = ("int8", "int4")                 # the dtypes a verdict is about (against f16 or the checkpoint)
+
+
+def judged(dtypes) -> str:
+    """The quantised dtype whose verdict the table gives (int4 where both are evaluated), named in its file."""
+    return next((d for d in ("int4", "int8") if d in dtypes), "int8")
+
+
 def stored_weights(model, dtype: str) -> dict:
-    """The model's state dict at the values a `dtype` bundle holds, as float32 torch tensors."""
+    """The model's state dict at the values a `dtype` bundle holds, as float32 torch tensors (int4: the packed
+    weights unpacked to their int8 values, as every runtime does, then q * scale)."""
     import torch
+    from ditformat.packed import steps_tensor, unpack_q4k
     from export.bundle import bundle_tensors
     stored = bundle_tensors(model, dtype)
     sd = {}
     for k, v in model.state_dict().items():
-        w = np.asarray(stored[k], np.float64)
+        w = stored[k]
+        if w.dtype == np.uint8 and steps_tensor(k) in stored:
+            w = unpack_q4k(w, stored[steps_tensor(k)], k)
+        w = np.asarray(w, np.float64)
         scale = stored.get(k[: -len(".weight")] + ".scale") if k.endswith(".weight") else None
         if scale is not None:
             w = w * np.asarray(scale, np.float64)[:, None]
@@ -162,8 +182,8 @@ def bundle_check(model, meta, args, work: Path) -> list[list]:
         size[dtype] = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     rows = [[f"{d} bundle, wasm path vs torch at its weights", f"{psnr(wasm[d], ref[d]):.1f} dB", f"{size[d] / 1e6:.2f} MB"]
             for d in args.dtypes]
-    if len(wasm) == 2:
-        rows.append(["int8 vs f16 bundle, both on the wasm path", f"{psnr(wasm['int8'], wasm['f16']):.1f} dB", "-"])
+    for d in [d for d in QUANTISED if d in wasm and "f16" in wasm]:
+        rows.append([f"{d} vs f16 bundle, both on the wasm path", f"{psnr(wasm[d], wasm['f16']):.1f} dB", "-"])
     return rows
 
 
@@ -175,15 +195,17 @@ def category_table(results: dict, checks: list[list], args, load, seconds: float
                          f"{w['fd']:.2f} ± {w['fd_std']:.2f}", f"{w['fd_excess']:.2f}", f"{w['near_median']:.3f}"])
     first = next(iter(results.values()))
     fl = first["floor"]
-    lines = ["# int8 weights on the shipped model: the eval's verdict", "",
+    q = judged(args.dtypes)
+    lines = [f"# {q} weights on the shipped model: the eval's verdict", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}, `.venv/bin/python bench/int8_eval.py --n-per-class {args.n_per_class} "
-             f"--steps {args.steps} --scales {args.scales}`; load average at start {load[0]:.2f}, {seconds:.0f} s in all", "",
+             f"--steps {args.steps} --scales {args.scales} --dtypes {','.join(args.dtypes)}`; load average at start {load[0]:.2f}, {seconds:.0f} s in all", "",
              format_table(["weights", "cfg", "n", "balanced class accuracy %", "of ceiling", "FD (judge features)",
                            "FD - floor", "nearest-copy RMSE median"], rows)]
     lines += ["", f"Judge ceiling {first['ceiling']:.1f}% (held-out real images); real-vs-real floor FD "
               f"{fl['mean']:.2f} ± {fl['std']:.2f} ({fl['pairs']} pairs). Same seeds for every row (class c: seed c), "
               f"{args.steps} DDIM steps, as `ditweb eval`. The f16 and int8 rows are `ditweb eval` of the weights those "
-              "bundles hold (int8: q * scale per output channel, the rest f16).", "",
+              "bundles hold (int8: q * scale per output channel, the rest f16; int4: its block weights q4 * k per group "
+              "of 32 inputs, unpacked to int8, then the same).", "",
               "The bundles themselves on the WebAssembly path (one image per class, seed c, the first scale):", "",
               format_table(CHECK_HEADER, checks)]
     return "\n".join(lines) + "\n"
@@ -215,11 +237,11 @@ def binomial_se(p_a: float, n_a: int, p_b: float, n_b: int) -> float:
     return 100 * math.sqrt(max(p * (1 - p), 1e-12) * (1 / n_a + 1 / n_b))
 
 
-def verdict(results: dict, ref_name: str) -> list[str]:
-    """int8 against the reference row at every scale: within 2 standard errors (identity top-5 and category
-    accuracy, binomial over the row's n) or within 2 x the eval's FD ± (per style)."""
+def verdict(results: dict, ref_name: str, q: str = "int8") -> list[str]:
+    """q (int8 or int4) against the reference row at every scale: within 2 standard errors (identity top-5 and
+    category accuracy, binomial over the row's n) or within 2 x the eval's FD ± (per style)."""
     out = []
-    a_rows, b_rows = results["int8"]["rows"], results[ref_name]["rows"]
+    a_rows, b_rows = results[q]["rows"], results[ref_name]["rows"]
     for a in a_rows:
         b = next(w for w in b_rows if (w["label"], w["style"]) == (a["label"], a["style"]))
         checks = [("identity top-5", a["top5"], b["top5"], 2 * binomial_se(a["top5"], a["n"], b["top5"], b["n"]))]
@@ -230,20 +252,21 @@ def verdict(results: dict, ref_name: str) -> list[str]:
             checks.append(("FD", a["fd"], b["fd"], 2 * max(a["fd_std"], b["fd_std"])))
         for what, x, y, spread in checks:
             word = "within" if abs(x - y) <= spread else "OUTSIDE"
-            out.append(f"{a['label']} {a['style']} {what}: int8 {x:.2f} vs {y:.2f} (diff {x - y:+.2f}, spread "
+            out.append(f"{a['label']} {a['style']} {what}: {q} {x:.2f} vs {y:.2f} (diff {x - y:+.2f}, spread "
                        f"± {spread:.2f}: {word})")
     bad = [line for line in out if line.endswith("OUTSIDE)")]
-    head = (f"**Verdict: int8 is within the eval's spread of {ref_name} on every measure.**" if not bad else
-            f"**Verdict: int8 differs from {ref_name} beyond the eval's spread on {len(bad)} of {len(out)} measures.**")
+    head = (f"**Verdict: {q} is within the eval's spread of {ref_name} on every measure.**" if not bad else
+            f"**Verdict: {q} differs from {ref_name} beyond the eval's spread on {len(bad)} of {len(out)} measures.**")
     return [head, ""] + [f"- {line}" for line in out]
 
 
 def named_table(results: dict, checks: list[list] | None, args, load, seconds: float) -> str:
-    ref_name = next((n for n in results if n != "int8" and n != "f16"), "f16")
+    q = judged(args.dtypes)
+    ref_name = next((n for n in results if n not in QUANTISED and n != "f16"), "f16")
     cmd = (f"--ckpt {shown_path(args.ckpt)} --seeds {args.seeds} --steps {args.steps} --scales {args.scales} "
            f"--dtypes {','.join(args.dtypes)}" + (f" --reference-json {shown_path(args.reference_json)}"
                                                   if args.reference_json else ""))
-    lines = ["# int8 weights on the named model: the eval's verdict", "",
+    lines = [f"# {q} weights on the named model: the eval's verdict", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}, `.venv/bin/python bench/int8_eval.py {cmd}`; load average at start "
              f"{load[0]:.2f}, {seconds:.0f} s in all", "",
              format_table(["weights", "cfg", "style", "n", "identity top-1 %", "identity top-5 %",
@@ -253,11 +276,12 @@ def named_table(results: dict, checks: list[list] | None, args, load, seconds: f
     lines += ["", f"`ditweb eval` (named: identity judges per held-out style, category judge ceiling "
               f"{first['category_ceiling']:.1f}%, FD per style against its real-vs-real floor, hippo over "
               f"{first['hippo'][0]['seeds']} seeds per style); same seeds for every row, {args.steps} DDIM steps, "
-              f"{args.seeds} seeds per request. The f16 and int8 rows are the eval of the weights those bundles hold "
-              "(int8: q * scale per output channel, the rest f16)"
+              f"{args.seeds} seeds per request. The f16, int8 and int4 rows are the eval of the weights those bundles "
+              "hold (int8: q * scale per output channel, the rest f16; int4: its block weights q4 * k per group of 32 "
+              "inputs, unpacked to int8, then the same)"
               + (f"; the checkpoint row is {shown_path(args.reference_json)}." if args.reference_json else "."), ""]
-    if "int8" in results and ref_name in results and ref_name != "int8":
-        lines += verdict(results, ref_name) + [""]
+    if q in results and ref_name in results:
+        lines += verdict(results, ref_name, q) + [""]
         lines += ["Spread: identity top-5 and category accuracy, 2 binomial standard errors of the difference of two "
                   "rates over each row's n images (treated as independent; the rows share seeds, so this overstates "
                   "the noise); FD, 2 x the larger of the two rows' ± (std over the eval's real reference sets).", ""]
@@ -277,7 +301,8 @@ def parse_args():
     ap.add_argument("--steps", type=int, help="DDIM steps (default: 25 for a category model, as the page; 50 for a "
                                               "named model, as scripts/ship_named.sh)")
     ap.add_argument("--scales", default="4")
-    ap.add_argument("--dtypes", default="f16,int8", help="the bundle weights to evaluate, comma-separated")
+    ap.add_argument("--dtypes", default="f16,int8", help="the bundle weights to evaluate, comma-separated, of f16, "
+                                                          "int8, int4 (the verdict and file: int4's where it is given)")
     ap.add_argument("--reference-json", help="a named model: an existing `ditweb eval --json` result of the checkpoint "
                                              "at the same scales/seeds/steps (e.g. bench/results/eval-named.json), "
                                              "the reference row instead of evaluating the checkpoint again")
@@ -289,8 +314,8 @@ def parse_args():
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for the table")
     args = ap.parse_args()
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    if not args.dtypes or any(d not in ("f16", "int8") for d in args.dtypes) or len(set(args.dtypes)) < len(args.dtypes):
-        ap.error(f"--dtypes: f16 and/or int8, comma-separated (got {','.join(args.dtypes)!r})")
+    if not args.dtypes or any(d not in ("f16",) + QUANTISED for d in args.dtypes) or len(set(args.dtypes)) < len(args.dtypes):
+        ap.error(f"--dtypes: f16, int8 and/or int4, comma-separated (got {','.join(args.dtypes)!r})")
     return args
 
 
@@ -321,9 +346,9 @@ def main():
         results["f32 (checkpoint)"] = run_eval(Path(args.ckpt), args, work, named)
     checks = None if args.no_bundle_check else bundle_check(model, meta, args, work)
     if named:
-        text, name = named_table(results, checks, args, load, time.time() - t0), "int8-eval-named.md"
+        text, name = named_table(results, checks, args, load, time.time() - t0), f"{judged(args.dtypes)}-eval-named.md"
     else:
-        text, name = category_table(results, checks or [], args, load, time.time() - t0), "int8-eval.md"
+        text, name = category_table(results, checks or [], args, load, time.time() - t0), f"{judged(args.dtypes)}-eval.md"
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

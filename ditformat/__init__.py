@@ -14,6 +14,8 @@ more than one side needs to agree on lives here, once.
             web/bundle-schema.js, written by `python -m ditformat`)
   wgsl      a kernel's interface parsed from its WGSL (bindings, uniform sizes, entry point, workgroup size)
   reach     reach.json: how far each op's dispatch reaches into each buffer, from its params
+  packed    packed weight encodings (q4k: int4 bundles' 4-bit block weights): the quantiser's step choice,
+            packing, and the checked unpacking every runtime does at load (web/bundle.js unpackQ4k the twin)
   generate  the files generated from these declarations (`python -m ditformat`): web/bundle-schema.js,
             web/bundle-layout.js (packStep, OP_PARAMS) and wasm/bundle-layout.h (included by wasm/kernels.c)
 """

@@ -18,6 +18,7 @@ from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import SCHEDULE
 from ditformat.schema import sha256_file
+from ditformat.packed import choose_steps, pack_q4k, packed_shapes, steps_tensor
 from ditformat.shards import DEFAULT_FILE, SHARD_BYTES, weight_entry, write_shards
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
@@ -61,6 +62,24 @@ def quantize_linear(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def quantize_linear_q4k(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Linear weight (N, K) -> (nibbles uint8 (N, K/2), k uint8 (N, K/32), scale (N,) float32): the int8 scale of
+    quantize_linear, and per group of 32 inputs of a row the step k (1..18) whose q4 = clip(round(g / k), -7, 7)
+    (g = w / scale) is nearest g in least squares (ditformat/packed.py choose_steps); the i8 values q4 k, exact in
+    int8, are what the runtimes unpack and the int8 kernels read."""
+    w = np.asarray(w, np.float64).reshape(len(w), -1)
+    _, scale = quantize_linear(w)
+    q, k = choose_steps(w / scale.astype(np.float64)[:, None])
+    nibbles, k = pack_q4k(q, k)
+    return nibbles, k, scale
+
+
+def packed_layer(prefix: str, shape) -> bool:
+    """Whether an int4 bundle stores the Linear `prefix` (weight shape (N, K)) packed: a transformer block's, with K
+    a multiple of the group (32); the others stay int8."""
+    return prefix.startswith("blocks.") and packed_shapes(list(shape)) is not None
+
+
 def linear_layers(model: DiT) -> list[str]:
     """The prefixes X of the Linear layers the program runs as matmuls (X.weight, X.bias)."""
     cfg = model.cfg
@@ -72,13 +91,19 @@ def linear_layers(model: DiT) -> list[str]:
 def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
     """State-dict tensors in the bundle dtype, plus the exporter's f32 tables. int8: every Linear weight
     quantised per output channel (X.weight int8 (N, K), X.scale f32 (N,)), its bias f32; the label table by the
-    same rule per row (LABEL_TABLE.weight int8 (rows, D), LABEL_TABLE.scale f32 (rows,)); the rest f16."""
-    np_dtype = np.float16 if dtype in ("f16", "int8") else np.float32
+    same rule per row (LABEL_TABLE.weight int8 (rows, D), LABEL_TABLE.scale f32 (rows,)); the rest f16. int4: as
+    int8, but each transformer block's Linear weight packed (packed_layer): X.weight its nibbles uint8 (N, K/2),
+    X.weight.k its steps uint8 (N, K/32) (quantize_linear_q4k; ditformat/packed.py unpack_q4k gives the int8 values)."""
+    np_dtype = np.float16 if dtype in ("f16", "int8", "int4") else np.float32
     sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
     out = {k: v.astype(np_dtype) for k, v in sd.items()}
-    if dtype == "int8":
+    if dtype in ("int8", "int4"):
         for x in linear_layers(model):
-            out[x + ".weight"], out[x + ".scale"] = quantize_linear(sd[x + ".weight"])
+            w = sd[x + ".weight"].reshape(len(sd[x + ".weight"]), -1)
+            if dtype == "int4" and packed_layer(x, w.shape):
+                out[x + ".weight"], out[steps_tensor(x + ".weight")], out[x + ".scale"] = quantize_linear_q4k(w)
+            else:
+                out[x + ".weight"], out[x + ".scale"] = quantize_linear(w)
             out[x + ".bias"] = sd[x + ".bias"].astype(np.float32)
         out[LABEL_TABLE + ".weight"], out[LABEL_TABLE + ".scale"] = quantize_linear(sd[LABEL_TABLE + ".weight"])
     out["_ditweb.t_freqs"] = t_freqs()
@@ -144,19 +169,23 @@ its vocabulary (ditformat.labels.Vocabulary), written to vocabulary.json; its ma
 Every bundle gets its model card, README.md (export/card.py), from `card` (the checkpoint's record merged with a card
 file; None: what is unknown says so), titled `title` (default: the folder's name). onnx: also the forward pass as
 ONNX, ONNX_FILE in the folder, not listed in the manifest (for other tools; docs/bundle-format.md)."""
-    if dtype not in ("f32", "f16", "int8"):
-        raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16 or int8")
+    if dtype not in ("f32", "f16", "int8", "int4"):
+        raise ExportError(f"unknown --dtype {dtype!r}; choose f32, f16, int8 or int4")
     if shard_bytes < 1:
         raise ExportError(f"shard size {shard_bytes} bytes")
     if matmul not in MATMUL_OPS:
         raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
     names = manifest_class_names(cfg, class_names, vocab)
-    kdtype = "f16" if dtype == "int8" else dtype          # the weights of the kernels other than matmul_q8
+    q8 = dtype in ("int8", "int4")                       # every Linear runs matmul_q8 (int4: on the unpacked values)
+    kdtype = "f16" if q8 else dtype                      # the weights of the kernels other than matmul_q8
     try:
         tensors = bundle_tensors(model, dtype)
-        pb = build(cfg, kdtype, {k: v.shape for k, v in tensors.items()}, MATMUL_OPS[matmul], candidates,
-                   q8=dtype == "int8")
+        packed = {k[: -len(steps_tensor(""))]: k for k in tensors if k.endswith(steps_tensor("")) and
+                  tensors[k].dtype == np.uint8}          # nibble tensor -> its steps tensor
+        shapes = {k: ((v.shape[0], 2 * v.shape[1]) if k in packed else v.shape) for k, v in tensors.items()
+                  if k not in packed.values()}           # the buffers' shapes: a packed one as its i8 values
+        pb = build(cfg, kdtype, shapes, MATMUL_OPS[matmul], candidates, q8=q8)
     except ValueError as e:
         raise ExportError(str(e)) from None
 
@@ -169,7 +198,7 @@ ONNX, ONNX_FILE in the folder, not listed in the manifest (for other tools; docs
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "kernels").mkdir(parents=True)
     try:
-        where = write_shards(tensors, tmp, shard_bytes, single=DEFAULT_FILE)
+        where = write_shards(tensors, tmp, shard_bytes, single=DEFAULT_FILE, attached={v: k for k, v in packed.items()})
         if vocab is not None:
             (tmp / VOCABULARY_FILE).write_bytes(vocab.dumps().encode("utf-8"))
         kernels = {}
@@ -178,7 +207,10 @@ ONNX, ONNX_FILE in the folder, not listed in the manifest (for other tools; docs
             kernels[kname] = k["entry"]
         buffers = {}
         for name, a in tensors.items():
-            buffers[name] = weight_entry(a, name, None if where[name] == DEFAULT_FILE else where[name])
+            if name in packed.values():
+                continue                                 # a packed buffer's steps: named by its encoding
+            buffers[name] = weight_entry(a, name, None if where[name] == DEFAULT_FILE else where[name],
+                                         "q4k" if name in packed else None)
         buffers.update(pb.buffers)
         (tmp / CARD_FILE).write_text(render_card(title or out.name, cfg, names, vocab, dtype, count_params(model), card,
                                                  f"ditweb {EXPORTER_VERSION}", FORMAT_VERSION), encoding="utf-8")

@@ -1,9 +1,10 @@
-"""`ditweb export CKPT OUT [--dtype f32|f16|int8] [--onnx] [--preset NAME]`: a checkpoint to a shader bundle."""
+"""`ditweb export CKPT OUT [--dtype f32|f16|int8|int4] [--onnx] [--preset NAME]`: a checkpoint to a shader bundle."""
 from __future__ import annotations
 
 from pathlib import Path
 
-DTYPES = ("f32", "f16", "int8")      # a bundle's weight storage (the manifest's "dtype"); the math is always f32
+DTYPES = ("f32", "f16", "int8", "int4")   # a bundle's weight storage (the manifest's "dtype"); the math is always f32
+VAE_DTYPES = ("f32", "f16", "int8")       # a decoder's (an int4 bundle's decoder is int8)
 
 
 def register(sub):
@@ -13,7 +14,8 @@ def register(sub):
     p.add_argument("out", help="bundle folder to write (replaced atomically)")
     p.add_argument("--dtype", default="f32", choices=list(DTYPES),
                    help="weight storage (math is always f32); int8: every linear weight int8 per output channel, "
-                        "the other tensors f16")
+                        "the other tensors f16; int4: as int8, the transformer blocks' linear weights stored in 4 bits "
+                        "(a step per 32 inputs), unpacked to int8 at load")
     p.add_argument("--shard-mb", type=float, default=64,
                    help="largest weight shard in MiB (default 64; >= 1): browsers download, cache and resume per shard")
     p.add_argument("--onnx", action="store_true",
@@ -32,8 +34,9 @@ def register(sub):
                    help="a model card file (JSON, dit_model/card.py: data sources, recipe, compute, eval, limits) "
                         "merged over the checkpoint's own record into the bundle's README.md (default: CKPT's "
                         "NAME.card.json beside it, where there is one; `ditweb eval --card` writes it)")
-    p.add_argument("--vae-dtype", choices=list(DTYPES),
-                   help="the decoder's weights (default: --dtype); int8: per-output-channel int8 convolutions")
+    p.add_argument("--vae-dtype", choices=list(VAE_DTYPES),
+                   help="the decoder's weights (default: --dtype; int8 for --dtype int4); int8: per-output-channel int8 "
+                        "convolutions")
     p.set_defaults(func=cmd_export)
 
 
@@ -99,7 +102,7 @@ def check_exportable(model, source, dtype: str) -> None:
     bad = first_nonfinite(sd)
     if bad:
         raise ExportError(f"{source}: non-finite weights ({bad}); refusing to export them")
-    if dtype in ("f16", "int8"):                      # int8 bundles keep their other tensors (and scales) in f16
+    if dtype in ("f16", "int8", "int4"):              # int8/int4 bundles keep their other tensors (and scales) in f16
         for k, v in sd.items():
             big = float(v.abs().max()) if v.is_floating_point() and v.numel() else 0.0
             if big > 65504.0:
@@ -133,7 +136,8 @@ def cmd_export(args):
                         candidates=args.candidates, shard_bytes=int(args.shard_mb * 2 ** 20), card=card)
     if vae is not None:
         from .decode import write_decoder
-        dec = write_decoder(out, vae, args.vae_dtype or args.dtype, model.cfg.input_size)
+        dec = write_decoder(out, vae, args.vae_dtype or ("int8" if args.dtype == "int4" else args.dtype),
+                            model.cfg.input_size)
         print(f"wrote {dec}: the VAE decoder, {sum(f.stat().st_size for f in dec.rglob('*') if f.is_file()) / 1e6:.2f} MB")
     import json
     m = json.loads((out / "manifest.json").read_text())

@@ -5,7 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from ditformat.packed import UnpackError, packed_shapes, unpack_q4k
+
 from .gpu import GPU, DeviceLimitError
+from .verify import WeightsError
+
+
+def buffer_data(raw: bytes, b: dict) -> bytes:
+    """The bytes of verified weight buffer `b` from its shard's bytes: the tensor as stored, or a packed buffer
+    (encoding q4k) unpacked into its i8 values (ditformat/packed.py)."""
+    if "encoding" not in b:
+        return raw[b["_offset"]: b["_offset"] + b["bytes"]]
+    (n, half), (_, groups) = packed_shapes(b["shape"])
+    nibbles = np.frombuffer(raw, np.uint8, n * half, b["_offset"]).reshape(n, half)
+    steps = np.frombuffer(raw, np.uint8, n * groups, b["_steps_offset"]).reshape(n, groups)
+    return unpack_q4k(nibbles, steps, b["tensor"]).tobytes()
 
 
 def check_weight_limits(gpu: GPU, weights: dict, where, what: str) -> None:
@@ -29,10 +45,12 @@ def upload_shards(gpu: GPU, root, weights: dict, what: str) -> dict:
             raw = (root / fname).read_bytes()
             for n, b in weights.items():
                 if b["_file"] == fname:
-                    out[n] = gpu.buffer(b["bytes"], n, raw[b["_offset"]: b["_offset"] + b["bytes"]])
+                    out[n] = gpu.buffer(b["bytes"], n, buffer_data(raw, b))
             del raw
     except DeviceLimitError:
         raise
+    except UnpackError as e:                # the shard changed since it was verified
+        raise WeightsError(f"{root / fname}: {e}") from None
     except Exception as e:      # wgpu-py reports an out-of-memory allocation as an exception
         total = sum(b["bytes"] for b in weights.values())
         raise DeviceLimitError(f"{root}: allocating {total / 2 ** 20:.0f} MiB of {what} failed on {gpu.name}: "

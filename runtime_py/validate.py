@@ -17,6 +17,7 @@ from ditformat import EXPORTER_VERSION
 from ditformat.errors import DitwebError, UsageError
 from ditformat.forms import evaluate
 from ditformat.guidance import Guide, make_plan
+from ditformat.packed import steps_tensor, unpack_q4k
 from ditformat.step import pack_step, rounded, step_fields
 from wgsl.ops import OPS
 
@@ -26,11 +27,12 @@ from .report import make_report, write_reports
 
 WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
 WHOLE_MODEL_TOL_F16 = 2e-3   # f16 / int8: vs torch with the same f16-rounded (int8: dequantised) weights, of the output scale
+QUANTISED = ("int8", "int4")  # bundles whose Linears run matmul_q8 (int4: on the unpacked int8 values)
 
 
 def kernel_dtype(m: dict) -> str:
-    """The weight dtype the kernels were rendered for: an int8 bundle's other kernels read f16 weights."""
-    return "f16" if m["dtype"] == "int8" else m["dtype"]
+    """The weight dtype the kernels were rendered for: an int8 (or int4) bundle's other kernels read f16 weights."""
+    return "f16" if m["dtype"] in QUANTISED else m["dtype"]
 
 
 def read_binding(bundle: Bundle, state, name: str) -> np.ndarray:
@@ -85,18 +87,23 @@ def check_program(bundle: Bundle, state, program: str, step: dict | None) -> lis
 
 
 def bundle_weights(bundle: Bundle) -> dict[str, np.ndarray]:
-    """Every tensor of the bundle's weight shards (ditformat/shards.py), by tensor name."""
+    """Every tensor of the bundle's weight shards (ditformat/shards.py), by tensor name; a packed buffer's tensor as
+    its unpacked i8 values (ditformat/packed.py)."""
     from safetensors.numpy import load_file
     out = {}
     for f in sorted({b["_file"] for b in bundle.manifest["buffers"].values() if b["kind"] == "weight"}):
         out.update(load_file(str(bundle.path / f)))
+    for b in bundle.manifest["buffers"].values():
+        if b["kind"] == "weight" and b.get("encoding") == "q4k":
+            out[b["tensor"]] = unpack_q4k(out[b["tensor"]], out.pop(steps_tensor(b["tensor"])), b["tensor"])
     return out
 
 
 def torch_model(bundle: Bundle, ckpt: str | None = None) -> DiT:
     """float64 torch DiT with the bundle's own weights (f16 bundles: the same f16-rounded values; int8 bundles: the
-    dequantised q * scale of every Linear, in float64, from the bundle: --ckpt is not used for them)."""
-    if ckpt and bundle.manifest["dtype"] != "int8":
+    dequantised q * scale of every Linear, in float64, from the bundle: --ckpt is not used for them; int4 bundles
+    likewise, at their unpacked int8 values)."""
+    if ckpt and bundle.manifest["dtype"] not in QUANTISED:
         from dit_model.checkpoint import load_model
         model, _ = load_model(ckpt)
         if bundle.manifest["dtype"] == "f16":
@@ -369,6 +376,6 @@ def validate_decoder(bundle: Bundle, seed: int = 0) -> list[Row]:
     m = runner.manifest
     g = torch.Generator().manual_seed(seed)
     z = (torch.randn(2, *m["latent_shape"], generator=g) * decoder_config(runner).scaling_factor).numpy()
-    rows = check_decode(runner, m["kernels"], m["buffers"], "f32" if m["dtype"] == "int8" else m["dtype"], z[:1])
+    rows = check_decode(runner, m["kernels"], m["buffers"], "f32" if m["dtype"] in QUANTISED else m["dtype"], z[:1])
     rows.append(whole_decode(runner, decoder_twin(bundle, runner), z))
     return rows

@@ -23,13 +23,14 @@ from ditformat.labels import Vocabulary, VocabularyError
 from ditformat.reach import REACH, ReachError, reach
 from ditformat.schema import (DECODER_SCHEMA, SCHEMA, SchemaMismatch, check, check_manifest, loads_json, sha256_file,
                               unsafe_path)
+from ditformat.packed import UnpackError, packed_shapes, steps_tensor, unpack_q4k
 from ditformat.shards import buffer_file
 from ditformat.version import reexport_hint
 from ditformat.wgsl import WgslError, interface
 
 MAX_BYTES = SCHEMA["max_bytes"]          # any single buffer at B = N = 1 above this is absurd
-ST_ITEMSIZE = {"F32": 4, "F16": 2, "I8": 1}     # I8: a latent bundle's int8 decoder weights (decoder/)
-DTYPE_NAME = {"F32": "f32", "F16": "f16", "I8": "i8"}
+ST_ITEMSIZE = {"F32": 4, "F16": 2, "I8": 1, "U8": 1}   # I8: int8 weights; U8: packed ones (ditformat/packed.py)
+DTYPE_NAME = {"F32": "f32", "F16": "f16", "I8": "i8", "U8": "u8"}   # no buffer is u8: a packed buffer is i8
 PROGRAMS = tuple(SCHEMA["programs"])
 LABEL_OPS = tuple(SCHEMA["label_ops"])   # the ops that sum a label's table rows (param levels = the model's L)
 
@@ -120,7 +121,7 @@ def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") 
             raise WeightsError(f"{path}: tensor {name!r} lacks dtype/shape/data_offsets")
         dt, shape, (a, b) = info.get("dtype"), info["shape"], info["data_offsets"]
         if not isinstance(dt, str) or dt not in ST_ITEMSIZE:
-            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {str(dt)[:20]!r} (F32, F16 or I8)")
+            raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {str(dt)[:20]!r} (F32, F16, I8 or U8)")
         if not all(_int(d) and 0 <= d < MAX_BYTES for d in shape) or len(shape) > 8:
             raise WeightsError(f"{path}: tensor {name!r} has a bad shape {str(shape)[:60]}")
         if not (_int(a) and _int(b) and 0 <= a <= b <= data):
@@ -143,8 +144,9 @@ def parse_safetensors_header(raw: bytes, size: int, path="weights.safetensors") 
 
 def check_weight_buffers(root: Path, buffers: dict, manifest_name: str) -> None:
     """Every weight buffer against the header of its shard (`file`; weights.safetensors when absent): the tensor
-    exists with the listed dtype, shape and byte count. Each shard's header is read once. Sets `_file` and
-    `_offset` (the tensor's first byte in its shard) on each weight buffer. Shared by the bundle and decoder/."""
+    exists with the listed dtype, shape and byte count (a packed buffer: check_packed). Each shard's header is read
+    once. Sets `_file` and `_offset` (the tensor's first byte in its shard) on each weight buffer (a packed one:
+    `_steps_offset` too). Shared by the bundle and decoder/."""
     headers = {}
     for name, b in buffers.items():
         if b["kind"] != "weight":
@@ -157,11 +159,43 @@ def check_weight_buffers(root: Path, buffers: dict, manifest_name: str) -> None:
         t = header.get(b["tensor"]) if b["tensor"] != "__metadata__" else None
         if t is None:
             raise WeightsError(f"{wpath}: no tensor {b['tensor'][:60]!r} for buffer {name!r}")
-        if DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
+        if "encoding" in b:
+            b["_steps_offset"] = start + check_packed(wpath, name, b, header, start, manifest_name)
+        elif DTYPE_NAME[t["dtype"]] != b["dtype"] or list(t["shape"]) != b["shape"] or \
                 t["data_offsets"][1] - t["data_offsets"][0] != b["bytes"]:
             raise WeightsError(f"{wpath}: tensor {b['tensor']!r} is {t['dtype']} {t['shape']}, {manifest_name} buffer "
                                f"{name!r} says {b['dtype']} {b['shape']} ({b['bytes']} bytes)")
         b["_file"], b["_offset"] = fname, start + t["data_offsets"][0]
+
+
+def check_packed(wpath: Path, name: str, b: dict, header: dict, start: int, manifest_name: str) -> int:
+    """A packed weight buffer (encoding q4k, ditformat/packed.py) against its shard: an i8 [N, K] buffer of N K bytes
+    with K a multiple of the group; its nibble tensor U8 [N, K/2] and steps tensor U8 [N, K/group]; their data
+    unpacked (no step outside its range, no nibble -8). Returns the steps tensor's data offset. web/bundle.js
+    checkPacked is the twin (the same checks in the same order)."""
+    shapes = packed_shapes(b["shape"]) if b["dtype"] == "i8" else None
+    if shapes is None or b["bytes"] != b["shape"][0] * b["shape"][1]:
+        raise WeightsError(f"{wpath}: {manifest_name} buffer {name!r} says {b['dtype']} {str(b['shape'])[:40]} "
+                           f"({b['bytes']} bytes); q4k encodes an i8 [N, K] buffer of N K bytes, K a multiple of 32")
+    found = []
+    for tensor, shape in ((b["tensor"], shapes[0]), (steps_tensor(b["tensor"]), shapes[1])):
+        t = header.get(tensor) if tensor != "__metadata__" else None
+        if t is None:
+            raise WeightsError(f"{wpath}: no tensor {tensor[:60]!r} for buffer {name!r}")
+        if t["dtype"] != "U8" or list(t["shape"]) != shape:
+            raise WeightsError(f"{wpath}: tensor {tensor!r} is {t['dtype']} {t['shape']}, {manifest_name} buffer "
+                               f"{name!r} (q4k) needs U8 {shape}")
+        found.append(t["data_offsets"])
+    with open(wpath, "rb") as f:
+        data = []
+        for (a, e), shape in zip(found, shapes):
+            f.seek(start + a)
+            data.append(np.frombuffer(f.read(e - a), np.uint8).reshape(shape))
+    try:
+        unpack_q4k(data[0], data[1], b["tensor"])
+    except UnpackError as e:
+        raise WeightsError(f"{wpath}: {e}") from None
+    return found[1][0]
 
 
 def read_safetensors_header(path: Path) -> tuple[dict, int]:

@@ -1,6 +1,6 @@
 """The fuzz corpus of tampered bundles, shared by tests/test_fuzz_bundles.py (a fixed subset in CI) and bench/fuzz.py
-(the full corpus, >= 2,000 cases per runtime): one mechanism for the three kinds of folder a runtime verifies (a
-bundle, a named bundle with its vocabulary.json, the decoder/ of a latent bundle).
+(the full corpus, >= 2,000 cases per runtime): one mechanism for the kinds of folder a runtime verifies (a
+bundle, a named bundle with its vocabulary.json, the decoder/ of a latent bundle, an int4 bundle with packed weights).
 
 Hypothesis (fixed seed, no database) draws a family of damage and its details; each case is a folder (hard links
 to the good files, the damaged ones rewritten; edited files re-hashed in the manifest most of the time so the
@@ -10,7 +10,7 @@ case by case. Families: manifest (JSON edits), manifest-bytes, header, header-by
 parse-level edits: attribute order, comments, spaces, non-ASCII digits, BOM, garbage, grown params structs, entry
 points), numbers (integers re-encoded as 3.0 / 3e0 / huge / NaN in the raw JSON), names (renamed and extra files),
 reach (shrunk buffers, params and workgroup counts that overrun or reach 0), nan (NaN bit patterns in the weights),
-bom (a byte-order mark), and for named bundles vocab / vocab-bytes / labels."""
+bom (a byte-order mark), for named bundles vocab / vocab-bytes / labels, and for int4 bundles packed (fam_packed)."""
 from __future__ import annotations
 
 import hashlib
@@ -45,12 +45,13 @@ json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4) | st.dict
 # ------------------------------------------------------------------ the good folders
 
 def build_good(kind: str, tmp: Path) -> Path:
-    """The untampered folder of a kind: a random-weight Favicon-N/2 bundle (f16), the same named, or a decoder/."""
+    """The untampered folder of a kind: a random-weight Favicon-N/2 bundle (f16; int4: its block weights packed), the
+    same named, or a decoder/."""
     from _gpu_helpers import random_model
     from dit_model.model import preset_config
     from export.bundle import export_bundle
-    if kind == "bundle":
-        return export_bundle(random_model(preset_config("Favicon-N/2"), seed=1), tmp / "b", "f16")
+    if kind in ("bundle", "int4"):
+        return export_bundle(random_model(preset_config("Favicon-N/2"), seed=1), tmp / "b", "f16" if kind == "bundle" else kind)
     if kind == "named":
         from test_named import tiny_set
         from dit_model.named import named_data
@@ -391,6 +392,39 @@ def fam_vocab(c: Case, how: str) -> None:
         c.save()
 
 
+def fam_packed(c: Case) -> None:
+    """An int4 bundle's packed buffers (encoding q4k): bytes of a nibble or steps tensor set (a nibble of -8, a step
+    of 0 or above 18 among them), the manifest entry's encoding, shape or dtype changed, or a tensor renamed."""
+    packed = sorted(n for n, b in c.m["buffers"].items() if b.get("encoding"))
+    name = c.draw(st.sampled_from(packed))
+    b = c.m["buffers"][name]
+    how = c.draw(st.sampled_from(["nibble", "step", "byte", "entry", "rename"]))
+    if how == "entry":
+        key = c.draw(st.sampled_from(["encoding", "shape", "dtype", "bytes"]))
+        b[key] = c.draw(st.sampled_from({"encoding": [None, "q4", "q4k "], "shape": [[b["shape"][0], b["shape"][1] + 32],
+                        [b["shape"][0], 16], [b["shape"][1], b["shape"][0]], [b["shape"][0] * b["shape"][1]]],
+                        "dtype": ["f16", "f32", "u8"], "bytes": [b["bytes"] // 2, b["bytes"] + 1]}[key]))
+        if b[key] is None:
+            b.pop(key)
+        c.save()
+        return
+    shard = b.get("file", "weights.safetensors")
+    raw = bytearray((c.good / shard).read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    tensor = b["tensor"] + (".k" if how == "step" or (how == "byte" and c.draw(st.booleans())) else "")
+    if how == "rename":
+        header[tensor + c.draw(st.sampled_from([".k", "x", ""]))] = header.pop(tensor)
+        new = pack_header(header, bytes(raw[8 + n:]))
+    else:
+        a, e = header[tensor]["data_offsets"]
+        i = 8 + n + a + c.draw(st.integers(0, e - a - 1))
+        raw[i] = c.draw({"nibble": st.sampled_from([0x08, 0x80, 0x88, 0x7f, 0xf7]),
+                         "step": st.sampled_from([0, 1, 18, 19, 255])}.get(how, st.integers(0, 255)))
+        new = bytes(raw)
+    c.replace(shard, new, (3, 4))
+
+
 BUNDLE_SECTIONS = ["model", "io", "files", "kernels", "buffers", "programs", "sampler", "class_names", "guidance",
                    "candidates"]
 DECODER_SECTIONS = ["vae", "latent_shape", "image_shape", "io", "files", "kernels", "buffers", "program", "dtype", "preview"]
@@ -425,6 +459,7 @@ KINDS = {
     "bundle": Kind("bundle", BUNDLE_SECTIONS, FAMILIES, "_verify_node.mjs", lambda f: f),
     "named": Kind("named", BUNDLE_SECTIONS, {**FAMILIES, **NAMED_FAMILIES}, "_verify_node.mjs", lambda f: f),
     "decoder": Kind("decoder", DECODER_SECTIONS, FAMILIES, "_verify_decoder_node.mjs", lambda f: [f, LATENT]),
+    "int4": Kind("int4", BUNDLE_SECTIONS, {**FAMILIES, "packed": (4, fam_packed)}, "_verify_node.mjs", lambda f: f),
 }
 
 

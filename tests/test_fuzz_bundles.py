@@ -27,7 +27,7 @@ from runtime_py.verify import BundleError, verify_bundle
 ROOT = Path(__file__).resolve().parent.parent
 CASES = int(os.environ.get("DITWEB_FUZZ_CASES", "1000"))
 # the CI subset per kind, as fractions of CASES (bench/fuzz.py: >= 2,000 each)
-SHARE = {"bundle": 0.6, "named": 0.2, "decoder": 0.4}
+SHARE = {"bundle": 0.6, "named": 0.2, "decoder": 0.4, "int4": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,21 @@ def good_decoder(tmp_path_factory):
     return build_good("decoder", tmp_path_factory.mktemp("decoder"))
 
 
-@pytest.mark.parametrize("kind", ["bundle", "named", "decoder"])
-def test_tampered_folders_get_the_same_verdict_from_both_runtimes(kind, good, good_named, good_decoder, tmp_path,
-                                                                   monkeypatch):
+@pytest.fixture(scope="module")
+def good_int4(tmp_path_factory):
+    return build_good("int4", tmp_path_factory.mktemp("int4"))
+
+
+@pytest.mark.parametrize("kind", ["bundle", "named", "decoder", "int4"])
+def test_tampered_folders_get_the_same_verdict_from_both_runtimes(kind, good, good_named, good_decoder, good_int4,
+                                                                   tmp_path, monkeypatch):
     """The differential: every case through Python and JS; no traceback on either side, the same verdict."""
     import runtime_py.bundle as rb
 
     def no_gpu(*a, **k):
         raise AssertionError("a GPU call was made before verification finished")
     monkeypatch.setattr(rb, "get_gpu", no_gpu)
-    folder = {"bundle": good, "named": good_named, "decoder": good_decoder}[kind]
+    folder = {"bundle": good, "named": good_named, "decoder": good_decoder, "int4": good_int4}[kind]
     r = run_corpus(kind, folder, tmp_path, max(int(CASES * SHARE[kind]), 50))
     n = len(r["rows"])
     assert n >= 0.9 * max(int(CASES * SHARE[kind]), 50)

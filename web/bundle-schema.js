@@ -16,6 +16,17 @@ export const SCHEMA = {
  "binding_types": ["uniform", "read-only-storage", "storage"],
  "programs": ["forward", "init", "step_begin", "step_end"],
  "label_ops": ["label_embed", "label_embed_q8"],
+ "weight_encodings": {
+  "q4k": {
+   "group": 32,
+   "q_max": 7,
+   "k_min": 1,
+   "k_max": 18,
+   "steps_suffix": ".k",
+   "dtype": "i8",
+   "_doc": "an i8 buffer [N, K] (K a multiple of group) stored in 4 bits: its value at (r, c) is q * k with q the signed nibble c of row r (-q_max..q_max, two's complement; byte c/2 of the row, the low nibble for even c) of the U8 tensor `tensor` [N, K/2], and k the U8 value [r, c/group] (k_min..k_max) of the tensor `tensor` + steps_suffix [N, K/group] in the same shard; runtimes unpack it at load into the i8 buffer (exact: |q k| <= 126)"
+  }
+ },
  "types": {
   "prediction": {"enum": ["eps", "v"]},
   "manifest_head": {
@@ -23,7 +34,7 @@ export const SCHEMA = {
     "format": "string",
     "format_version": {"int": [0, 1000000]},
     "exporter": "string",
-    "dtype": {"enum": ["f32", "f16", "int8"]}
+    "dtype": {"enum": ["f32", "f16", "int8", "int4"]}
    }
   },
   "model": {
@@ -73,9 +84,10 @@ export const SCHEMA = {
     "dtype": {"enum": ["f32", "f16", "i8"]},
     "shape": {"list": {"int": [0, 2147483648]}, "max": 8},
     "bytes": {"int": [1, 2147483647]},
-    "file": "string"
+    "file": "string",
+    "encoding": {"enum": ["q4k"]}
    },
-   "optional": ["file"]
+   "optional": ["file", "encoding"]
   }
  },
  "manifest": {

@@ -200,7 +200,7 @@ export async function fetchVerified(baseUrl, file, sha256, { signal, stats, useC
   return buf;
 }
 
-const DTYPE_BYTES = { F32: 4, F16: 2, I8: 1 };   // I8: a latent bundle's int8 decoder weights (web/decode.js)
+const DTYPE_BYTES = { F32: 4, F16: 2, I8: 1, U8: 1 };   // I8: int8 weights; U8: a packed buffer's tensors (unpackQ4k)
 
 // safetensors: u64 little-endian header length n, n bytes of JSON, then raw tensor data.
 // Returns {name: {dtype, shape, offset, nbytes}} with offsets from the start of the file.
@@ -227,7 +227,7 @@ export function parseSafetensors(buf, file = "weights.safetensors") {
       throw new BundleError(file, `tensor ${name}: lacks dtype/shape/data_offsets`);
     }
     const bytes = Object.prototype.hasOwnProperty.call(DTYPE_BYTES, t.dtype) ? DTYPE_BYTES[t.dtype] : 0;
-    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${short(t.dtype)} (F32, F16 or I8)`);
+    if (!bytes) throw new BundleError(file, `tensor ${name}: unsupported dtype ${short(t.dtype)} (F32, F16, I8 or U8)`);
     if (t.shape.length > 8 || !t.shape.every((d) => Number.isInteger(d) && d >= 0 && d < MAX_BYTES)) {
       throw new BundleError(file, `tensor ${name}: bad shape ${short(t.shape)}`);
     }
@@ -588,10 +588,69 @@ export function verifyShards(buffers, files, prefix = "", manifestName = "manife
     if (!Object.prototype.hasOwnProperty.call(headers, file)) headers[file] = parseSafetensors(files[file], prefix + file);
     const t = Object.prototype.hasOwnProperty.call(headers[file], b.tensor) ? headers[file][b.tensor] : null;
     if (!t) throw new BundleError(prefix + file, `has no tensor ${b.tensor} (${manifestName} buffer ${name})`);
+    if (ownKey(b, "encoding")) {
+      out[name] = checkPacked(name, b, headers[file], files[file], prefix + file, manifestName);
+      continue;
+    }
     if (DT[b.dtype] !== t.dtype || JSON.stringify(b.shape) !== JSON.stringify(t.shape) || b.bytes !== t.nbytes) {
       throw new BundleError(prefix + file, `tensor ${b.tensor} is ${t.dtype} ${JSON.stringify(t.shape)} (${t.nbytes} bytes), ${manifestName} buffer ${name} says ${b.dtype} ${JSON.stringify(b.shape)} (${b.bytes} bytes)`);
     }
     out[name] = { buf: files[file], offset: t.offset, nbytes: t.nbytes };
+  }
+  return out;
+}
+
+// A packed weight buffer (encoding q4k: bundle-schema.json weight_encodings, ditformat/packed.py) against its shard,
+// then unpacked: an i8 [N, K] buffer of N K bytes with K a multiple of the group, its nibble tensor U8 [N, K/2] and
+// steps tensor (name + steps_suffix) U8 [N, K/group] in the same shard. runtime_py/verify.py check_packed is the
+// twin (the same checks in the same order). -> {buf, offset: 0, nbytes}: the i8 values the int8 kernels read.
+function checkPacked(name, b, header, buf, file, manifestName) {
+  const enc = SCHEMA.weight_encodings.q4k;
+  const [N, K] = b.shape;
+  if (b.dtype !== enc.dtype || b.shape.length !== 2 || K % enc.group || K === 0 || b.bytes !== N * K) {
+    throw new BundleError(file, `${manifestName} buffer ${name} says ${b.dtype} ${short(b.shape)} (${b.bytes} bytes); q4k encodes an i8 [N, K] buffer of N K bytes, K a multiple of ${enc.group}`);
+  }
+  const parts = [];
+  for (const [tensor, shape] of [[b.tensor, [N, K / 2]], [b.tensor + enc.steps_suffix, [N, K / enc.group]]]) {
+    const t = ownKey(header, tensor) ? header[tensor] : null;
+    if (!t) throw new BundleError(file, `has no tensor ${tensor} (${manifestName} buffer ${name})`);
+    if (t.dtype !== "U8" || JSON.stringify(t.shape) !== JSON.stringify(shape)) {
+      throw new BundleError(file, `tensor ${tensor} is ${t.dtype} ${JSON.stringify(t.shape)}, ${manifestName} buffer ${name} (q4k) needs U8 ${JSON.stringify(shape)}`);
+    }
+    parts.push(new Uint8Array(buf, t.offset, t.nbytes));
+  }
+  try {
+    return { buf: unpackQ4k(parts[0], parts[1], N, K, b.tensor).buffer, offset: 0, nbytes: N * K };
+  } catch (e) {
+    if (e instanceof RangeError) throw new BundleError(file, e.message);
+    throw e;
+  }
+}
+
+/**
+ * A q4k buffer's i8 values (N x K) from its nibbles (N x K/2 bytes: value c of a row is nibble c, byte c/2, the low
+ * nibble for even c, two's complement) and its steps (N x K/group bytes): value = q k. Refuses (RangeError naming the
+ * tensor) a step outside k_min..k_max, all steps first, then a nibble of -8, the first in row order, as
+ * ditformat/packed.py unpack_q4k does.
+ * @param {Uint8Array} nibbles @param {Uint8Array} steps @param {number} N @param {number} K @param {string} name
+ * @returns {Int8Array}
+ */
+export function unpackQ4k(nibbles, steps, N, K, name) {
+  const { group, q_max: qMax, k_min: kMin, k_max: kMax, steps_suffix: suffix } = SCHEMA.weight_encodings.q4k;
+  const G = K / group;
+  for (let i = 0; i < steps.length; i++) {
+    if (steps[i] < kMin || steps[i] > kMax) throw new RangeError(`tensor ${name}${suffix}: step ${steps[i]} at row ${Math.floor(i / G)}, group ${i % G} is outside ${kMin}..${kMax}`);
+  }
+  const out = new Int8Array(N * K);
+  for (let i = 0; i < nibbles.length; i++) {
+    const byte = nibbles[i], k = steps[Math.floor(2 * i / group)];
+    const lo = byte & 15, hi = byte >> 4;
+    if (lo === 8 || hi === 8) {
+      const c = 2 * (i % (K / 2)) + (lo === 8 ? 0 : 1);
+      throw new RangeError(`tensor ${name}: value -8 at row ${Math.floor(i / (K / 2))}, column ${c} (q4k values are -${qMax}..${qMax})`);
+    }
+    out[2 * i] = (lo < 8 ? lo : lo - 16) * k;
+    out[2 * i + 1] = (hi < 8 ? hi : hi - 16) * k;
   }
   return out;
 }
