@@ -167,7 +167,7 @@ def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")
     model = random_model()
     out = {"model": model}
-    for dtype in ("f32", "f16", "int8"):
+    for dtype in ("f32", "f16", "int8", "int4"):
         out[dtype] = export_bundle(model, root / dtype, dtype, ["hippo", "flag", "rocket"])
     out["sharded"] = export_bundle(model, root / "sharded", "f32", ["hippo", "flag", "rocket"], shard_bytes=4096)
     bad = root / "corrupted"
@@ -184,7 +184,7 @@ def site(bundles):
     """One server and one Chromium for the module; `requested` logs every path served."""
     requested: list[str] = []
     routes = {"/": WEB_DIR, "/f32/": bundles["f32"], "/f16/": bundles["f16"], "/corrupted/": bundles["corrupted"],
-              "/int8/": bundles["int8"], "/sharded/": bundles["sharded"]}
+              "/int8/": bundles["int8"], "/int4/": bundles["int4"], "/sharded/": bundles["sharded"]}
     with local_server(routes, requested=requested) as url, chromium() as ctx:
         yield {"url": url, "ctx": ctx, "requested": requested}
 
@@ -361,6 +361,22 @@ def test_sharded_and_int8_bundles(site, bundles):
     print(f"\n[int8] PSNR browser vs runtime_py (same int8 bundle): {value:.1f} dB; int8 vs f32 bundle: "
           f"{psnr(to_unit(got), to_unit(one)):.1f} dB")
     assert value >= 40.0
+
+
+def test_int4_bundle_on_both_runtimes(site, bundles):
+    """An int4 bundle (packed block weights, unpacked by web/bundle.js at load) on the WebGPU path (matmul_q8.wgsl) and
+    the WebAssembly path (op_matmul_q8): both match runtime_py on the same bundle (its own unpacking, lavapipe)."""
+    from runtime_py.bundle import Bundle
+    opts = {"classId": CLASS_ID, "seed": SEED, "steps": STEPS, "cfg": 4.0}
+    ref = Bundle.load(bundles["int4"], verbose=False).sample(CLASS_ID, seed=SEED, steps=STEPS, cfg=4.0).reshape(-1)
+    for runtime in ("webgpu", "wasm"):
+        page = open_page(site, f"?bundle=int4/&runtime={runtime}")
+        assert page.evaluate("[window.ditwebBundle.runtime, window.ditwebBundle.manifest.dtype]") == [runtime, "int4"]
+        got = browser_sample(page, opts)
+        page.close()
+        value = psnr(to_unit(got), to_unit(ref))
+        print(f"\n[int4 {runtime}] PSNR browser vs runtime_py (same int4 bundle): {value:.1f} dB")
+        assert value >= 40.0, (runtime, value)
 
 
 @pytest.mark.parametrize("runtime", ["webgpu", "wasm"])
