@@ -156,7 +156,9 @@ def render_card(name: str, cfg, class_names, vocab, dtype: str, params: int, car
                          f"{cfg.num_heads} heads, {cfg.conditioning} conditioning"],
         ["parameters", f"{params:,}"], ["prediction", cfg.prediction],
         ["output", "eps/v and learned variance" if cfg.learn_sigma else "eps/v"],
-        ["weights in this bundle", dtype + (" (math in f32)" if dtype != "f32" else "")]])
+        ["weights in this bundle", dtype + (" (the blocks' Linear weights in 4 bits with a step per 32 inputs, "
+                                            "unpacked to int8 at load; math in f32)" if dtype == "int4" else
+                                            " (math in f32)" if dtype != "f32" else "")]])
     lines += ["", "## Labels", ""] + labels_section(cfg, class_names, vocab)
     lines += ["", "## Training data", ""] + data_section(card)
     lines += ["", "## Training recipe", ""] + recipe_section(card)
