@@ -54,22 +54,27 @@ def test_the_page_lists_the_shipped_bundles():
     assert all((paths(n)[1] / "manifest.json").is_file() for n in SHIPPED)
 
 
-def test_the_int8_bundle_is_the_shipped_named_weights(tmp_path):
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_the_int8_bundle_is_the_shipped_named_weights(tmp_path, dtype):
     """bundles/named-int8 (offered by the page) is `export --dtype int8` of models/named.safetensors: a fresh
-    export gives the same files byte for byte, so it cannot fall behind a newly shipped named model."""
+    export gives the same files byte for byte, so it cannot fall behind a newly shipped named model. The same for
+    bundles/named-int4 (`--dtype int4`, the 4-bit block weights; not offered by the page), where it is shipped."""
     import subprocess
     import sys
-    shipped = ROOT / "bundles" / "named-int8"
-    fresh = tmp_path / "named-int8"
+    shipped = ROOT / "bundles" / f"named-{dtype}"
+    if dtype == "int4" and not (shipped / "manifest.json").is_file():
+        pytest.skip("no bundles/named-int4 shipped")
+    fresh = tmp_path / f"named-{dtype}"
     model = ROOT / "models" / "named.safetensors"
     ref = read_reference(model)                     # a latent model's bundle carries its autoencoder's decoder
     vae = ["--vae", str(ROOT / ref["path"])] if ref else []
-    subprocess.run([sys.executable, "-m", "ditweb", "export", str(model), str(fresh), "--dtype", "int8", *vae],
+    subprocess.run([sys.executable, "-m", "ditweb", "export", str(model), str(fresh), "--dtype", dtype, *vae],
                    check=True, capture_output=True)
     names = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
     stale = [n for n in names if (shipped / n).read_bytes() != (fresh / n).read_bytes()]
-    assert not stale, f"re-export bundles/named-int8 (ditweb export models/named.safetensors bundles/named-int8 --dtype int8): {stale}"
+    assert not stale, (f"re-export bundles/named-{dtype} (ditweb export models/named.safetensors bundles/named-{dtype} "
+                       f"--dtype {dtype}{' --vae ' + ref['path'] if ref else ''}): {stale}")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
