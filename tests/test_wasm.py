@@ -40,7 +40,7 @@ def test_committed_wasm_is_a_fresh_build(tmp_path):
         pytest.fail("clang and lld are needed to rebuild the WebAssembly kernels: run scripts/setup.sh")
     r = subprocess.run([str(REPO / "wasm" / "build.sh"), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    # one thread; a pool over shared memory; both with relaxed SIMD (clang-19)
+    # one thread; a pool over shared memory; both with relaxed SIMD (all four by clang-19)
     for name in ("ditweb-kernels.wasm", "ditweb-kernels-mt.wasm", "ditweb-kernels-relaxed.wasm",
                  "ditweb-kernels-mt-relaxed.wasm"):
         committed = (REPO / "web" / name).read_bytes()
