@@ -19,7 +19,7 @@ ENCODINGS = SCHEMA["weight_encodings"]
 Q4K = ENCODINGS["q4k"]
 GROUP, Q_MAX, K_MIN, K_MAX = Q4K["group"], Q4K["q_max"], Q4K["k_min"], Q4K["k_max"]
 STEPS_SUFFIX = Q4K["steps_suffix"]
-assert Q_MAX * K_MAX <= 127 and GROUP % 2 == 0
+assert Q_MAX * K_MAX <= 127 and GROUP % 4 == 0     # web/bundle.js unpackQ4k writes 4 values a u32
 
 
 class UnpackError(ValueError):

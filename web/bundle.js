@@ -627,30 +627,56 @@ function checkPacked(name, b, header, buf, file, manifestName) {
   }
 }
 
+// pairs[k * 256 + byte]: the two i8 values (q k) of a byte of nibbles for step k, as the little-endian u16 they make
+// in the output (even column in the low byte), or -1 for a byte holding a -8; built on first use.
+let q4kPairs = null;
+function q4kTable(kMax) {
+  if (q4kPairs) return q4kPairs;
+  q4kPairs = new Int32Array((kMax + 1) * 256);
+  for (let k = 0; k <= kMax; k++) {
+    for (let b = 0; b < 256; b++) {
+      const lo = b & 15, hi = b >> 4;
+      q4kPairs[k * 256 + b] = lo === 8 || hi === 8 ? -1 : (((lo < 8 ? lo : lo - 16) * k) & 255) | ((((hi < 8 ? hi : hi - 16) * k) & 255) << 8);
+    }
+  }
+  return q4kPairs;
+}
+
+// The error for the first byte holding a -8 from byte `from` on (row order: the low nibble is the even column).
+function q4kBadNibble(nibbles, from, K, name, qMax) {
+  let at = from;
+  while ((nibbles[at] & 15) !== 8 && nibbles[at] >> 4 !== 8) at++;
+  const c = 2 * (at % (K / 2)) + ((nibbles[at] & 15) === 8 ? 0 : 1);
+  return new RangeError(`tensor ${name}: value -8 at row ${Math.floor(at / (K / 2))}, column ${c} (q4k values are -${qMax}..${qMax})`);
+}
+
 /**
  * A q4k buffer's i8 values (N x K) from its nibbles (N x K/2 bytes: value c of a row is nibble c, byte c/2, the low
  * nibble for even c, two's complement) and its steps (N x K/group bytes): value = q k. Refuses (RangeError naming the
  * tensor) a step outside k_min..k_max, all steps first, then a nibble of -8, the first in row order, as
- * ditformat/packed.py unpack_q4k does.
+ * ditformat/packed.py unpack_q4k does. One table look-up per byte (two values), two bytes written as one u32.
  * @param {Uint8Array} nibbles @param {Uint8Array} steps @param {number} N @param {number} K @param {string} name
  * @returns {Int8Array}
  */
 export function unpackQ4k(nibbles, steps, N, K, name) {
   const { group, q_max: qMax, k_min: kMin, k_max: kMax, steps_suffix: suffix } = SCHEMA.weight_encodings.q4k;
-  const G = K / group;
+  const G = K / group, half = group / 2;
   for (let i = 0; i < steps.length; i++) {
     if (steps[i] < kMin || steps[i] > kMax) throw new RangeError(`tensor ${name}${suffix}: step ${steps[i]} at row ${Math.floor(i / G)}, group ${i % G} is outside ${kMin}..${kMax}`);
   }
+  const table = q4kTable(kMax);
   const out = new Int8Array(N * K);
-  for (let i = 0; i < nibbles.length; i++) {
-    const byte = nibbles[i], k = steps[Math.floor(2 * i / group)];
-    const lo = byte & 15, hi = byte >> 4;
-    if (lo === 8 || hi === 8) {
-      const c = 2 * (i % (K / 2)) + (lo === 8 ? 0 : 1);
-      throw new RangeError(`tensor ${name}: value -8 at row ${Math.floor(i / (K / 2))}, column ${c} (q4k values are -${qMax}..${qMax})`);
+  const words = new Uint32Array(out.buffer);         // 4 values (2 bytes of nibbles) a word; group is even
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  for (let g = 0; g < steps.length; g++) {
+    const t = steps[g] * 256;
+    let bad = 0;
+    for (let i = g * half, end = i + half; i < end; i += 2) {
+      const a = table[t + nibbles[i]], b = table[t + nibbles[i + 1]];
+      bad |= a | b;
+      words[i >> 1] = little ? a | (b << 16) : ((a & 255) << 24) | ((a >> 8) << 16) | ((b & 255) << 8) | (b >> 8);
     }
-    out[2 * i] = (lo < 8 ? lo : lo - 16) * k;
-    out[2 * i + 1] = (hi < 8 ? hi : hi - 16) * k;
+    if (bad < 0) throw q4kBadNibble(nibbles, g * half, K, name, qMax);
   }
   return out;
 }
