@@ -42,8 +42,12 @@ async function prepareOurs(bundleUrl, N, runtime = "webgpu", threads = undefined
     await b.device.queue.onSubmittedWorkDone();
     return now() - s;
   };
-  return { b, record, step, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription, threads: b.threads || 1,
-    simd: b.simd || null, times: [], kernelTimes } };
+  // a sampling run as the page makes one (sample() with the live preview, as web/favicon.js asks: web/sampling.js keeps
+  // the worker AHEAD steps ahead, so the round trips and the page's work on each reply overlap the kernels): its ms
+  // per step, from the first step asked to the last reply (the run's set-up and the decoder after it left out)
+  const samplingRun = async (steps) => (await b.sample({ classId: 0, seed: 1, steps, cfg: 4.0, n: N, preview: true })).msPerStep;
+  return { b, record, step, samplingRun, stats: { loadMs, firstMs, dispatches, adapter: b.adapterDescription,
+    threads: b.threads || 1, simd: b.simd || null, times: [], kernelTimes, samplingTimes: [] } };
 }
 
 // GPU time of every dispatch of one step (one compute pass each, timestamps at its start and end),
@@ -111,7 +115,14 @@ async function prepareOrt(cfg, ep = "webgpu") {
     await session.run(feeds);
     return now() - s;
   };
-  return { session, feeds, first, step, stats: { createMs, firstMs, times: [] } };
+  // `steps` forwards back to back (its part of a sampling run: onnxruntime-web's wasm EP runs on the page's thread,
+  // there is no round trip to overlap): ms per forward
+  const samplingRun = async (steps) => {
+    const s = now();
+    for (let i = 0; i < steps; i++) await session.run(feeds);
+    return (now() - s) / steps;
+  };
+  return { session, feeds, first, step, samplingRun, stats: { createMs, firstMs, times: [], samplingTimes: [] } };
 }
 
 // The same forward through our runtime and ORT: they must agree, or the timing compares different work.
@@ -157,6 +168,13 @@ window.runBench = async (cfg) => {
     for (const o of ours) o.stats.times.push(await o.step());
     for (const ort of Object.values(orts)) ort.stats.times.push(await ort.step());
     log(`round ${r + 1}: ${ours.map((o) => o.stats.times[r].toFixed(1)).join(", ")}, ort ${Object.values(orts).map((o) => o.stats.times[r].toFixed(1)).join(", ")}`);
+  }
+  // cfg.samplingRuns runs of cfg.samplingSteps steps per WebAssembly variant and onnxruntime-web EP, in turns (after the
+  // single steps: every function is optimised by then)
+  for (let r = 0; r < (cfg.samplingRuns || 0); r++) {
+    for (const o of ours) if (o.b.runtime === "wasm") o.stats.samplingTimes.push(await o.samplingRun(cfg.samplingSteps || 25));
+    for (const ort of Object.values(orts)) ort.stats.samplingTimes.push(await ort.samplingRun(cfg.samplingSteps || 25));
+    log(`sampling run ${r + 1}: ${[...ours, ...Object.values(orts)].map((o) => (o.stats.samplingTimes[r] || 0).toFixed(2)).join(", ")} ms per step`);
   }
   const out = { ours: {}, ort: {} };
   for (const o of ours) {

@@ -14,6 +14,9 @@ exported to ONNX (a named model's y: one id per label level, (B, L)), ours the s
 bundles/named-int8, the page's default bundle, and bundles/named, f16) whose configuration must match it; a latent
 bundle's decoder runs once per favicon, not per step, so it is not in the step. Without --ckpt: the preset with
 seeded random weights in every tensor (timing does not depend on the values), exported here.
+--sampling-runs, --sampling-steps: then whole sampling runs per ditweb variant (sample(), as the page runs one: the worker
+kept two steps ahead, so the round trip of each step overlaps the kernels of the next), their ms per step beside the
+single step's round trip.
 --warm: untimed rounds before the timed ones. V8 runs a new module's functions unoptimised (Liftoff) and optimises each
 once it has run enough, on background threads: onnxruntime-web's large module keeps compiling through its first
 rounds, on the cores our worker needs (docs/wasm-runtime.md, "The page's step against node's"). On a shared machine,
@@ -103,7 +106,8 @@ def run(args) -> str:
         page.wait_for_selector('body[data-state="ready"]', state="attached")
         cfg = {"variants": variants, "N": args.n, "reps": args.reps, "warm": args.warm, "onnx": "/onnx/" + onnx_path.name,
                "ortEps": ["wasm"], "ortModule": "/ort/ort.webgpu.min.mjs", "ortWasmModule": "/ort/ort.wasm.bundle.min.mjs",
-               "ortBase": url + "ort/", "inputs": onnx_inputs(onnx_path, m0)}
+               "ortBase": url + "ort/", "inputs": onnx_inputs(onnx_path, m0), "samplingRuns": args.sampling_runs,
+               "samplingSteps": args.sampling_steps}
         # the peak before and after the steps, the better median per shape kept (another process's burst during one of
         # them would lower the peak and flatter the step); the module the page's one-thread worker runs
         relaxed = page.evaluate("() => import('/web/wasm-bundle.js').then((m) => m.checkRelaxedSimd())")
@@ -123,19 +127,28 @@ def run(args) -> str:
         raise SystemExit(f"onnxruntime-web wasm failed: {ort.get('error')}")
     top = max(p["gflops"] for p in peak[:-1])          # this model's shapes (the last: the reference shape)
     one = statistics.median(res["ours"][variants[0]["label"]]["times"])
+    one_run = statistics.median(res["ours"][variants[0]["label"]]["samplingTimes"] or [float("nan")])
+    ort_run = statistics.median(ort.get("samplingTimes") or [float("nan")])
     rows = []
     for v in variants + [{"label": "onnxruntime-web wasm"}]:
         o = ort if v["label"].startswith("onnx") else res["ours"][v["label"]]
         ts, ks = o["times"], o.get("kernelTimes") or []
         med = statistics.median(ts)
         kmed = statistics.median(ks) if ks else None
+        runs = o.get("samplingTimes") or []
+        smed = statistics.median(runs) if runs else None
         mine = not v["label"].startswith("onnx")
+        first = v["label"].startswith(dtypes[0])
         rows.append([("ditweb wasm, " + v["label"].replace(",", " bundle,", 1)) if mine else v["label"] + ", 1 thread",
                      o.get("threads", 1) if mine else 1, o.get("simd") or ("-" if not mine else "plain"),
                      med, min(ts), statistics.median(ts[len(ts) // 2:]), f"{kmed:.2f}" if kmed else "-",
-                     f"{ort['stepMs'] / med:.2f}x", f"{one / med:.2f}x" if v["label"].startswith(dtypes[0]) else "-",
-                     f"{step_flop / med / 1e6:.1f}" + (f" / {step_flop / kmed / 1e6:.1f}" if kmed else ""),
-                     f"{100 * step_flop / med / 1e6 / top:.0f}%" + (f" / {100 * step_flop / kmed / 1e6 / top:.0f}%" if kmed else "")])
+                     f"{smed:.2f} ({min(runs):.2f})" if smed else "-",
+                     f"{ort['stepMs'] / med:.2f}x" + (f" / {ort_run / smed:.2f}x" if smed else ""),
+                     (f"{one / med:.2f}x" + (f" / {one_run / smed:.2f}x" if smed else "")) if first else "-",
+                     f"{step_flop / med / 1e6:.1f}" + (f" / {step_flop / kmed / 1e6:.1f}" if kmed else "")
+                     + (f" / {step_flop / smed / 1e6:.1f}" if smed else ""),
+                     f"{100 * step_flop / med / 1e6 / top:.0f}%" + (f" / {100 * step_flop / kmed / 1e6 / top:.0f}%" if kmed else "")
+                     + (f" / {100 * step_flop / smed / 1e6 / top:.0f}%" if smed else "")])
     peak_rows = [[" x ".join(map(str, p["shape"])), f"{p['gflops']:.1f}", f"{p['best']:.1f}",
                   "reference (M 128: the pixel Favicon-T/4's step)" if i == len(peak) - 1 else "this model's step"]
                  for i, p in enumerate(peak)]
@@ -147,20 +160,31 @@ def run(args) -> str:
             f"{time.strftime('%Y-%m-%d %H:%M')}, headless Chromium `{CHROMIUM_VERSION()}`, {platform.machine()}, "
             f"{os.cpu_count()} cores; load average {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end\n"
             f"Command: `.venv/bin/python bench/web/wasm_vs_ort.py {src} --threads {args.threads} --reps {args.reps} "
-            f"--warm {args.warm}`\n\n"
+            f"--warm {args.warm} --sampling-runs {args.sampling_runs} --sampling-steps {args.sampling_steps}`\n\n"
             f"Model {name}; ditweb's bundles: {shown}. One image with guidance ({rows_per_step} model rows = "
             f"{rows_per_step * cfgm.num_patches} token rows), {args.reps} rounds in turns (one step of each runtime per "
             f"round), after {args.warm} untimed rounds; the page is cross-origin isolated (COOP + COEP). A step is "
             f"{step_flop / 1e9:.4f} GFLOP (2 x multiply-adds of the forward, dit_model.model.forward_gflops, x "
             f"{rows_per_step} rows).\n\n"
-            + format_table(["runtime", "threads", "SIMD", "median ms/step", "fastest ms", "median of the last half ms",
-                            "worker's kernels median ms", "onnxruntime-web median / this median",
-                            f"speed-up over {dtypes[0]} 1 thread", "step GFLOP/s (page / kernels)",
-                            "of the matmul peak (page / kernels)"], rows)
+            + format_table(["runtime", "threads", "SIMD", "median ms/step (one round trip)", "fastest ms",
+                            "median of the last half ms", "worker's kernels median ms",
+                            "sampling run ms/step median (fastest)",
+                            "onnxruntime-web / this (round trip medians / sampling run medians)",
+                            f"speed-up over {dtypes[0]} 1 thread (round trip / sampling run)",
+                            "step GFLOP/s (round trip / kernels / sampling run)",
+                            "of the matmul peak (round trip / kernels / sampling run)"], rows)
             + "\n\nditweb's step: step_begin + forward + step_end (guidance and the sampler update included) in the Web "
               "Worker, timed from the page (the message round trip included; the worker's kernels column: the worker's own "
               "time for the same steps); onnxruntime-web's: one session.run of the "
-              "forward alone (x, t, y in, out out), so its number leaves out work ours includes. Same forward checked: "
+              "forward alone (x, t, y in, out out), so its number leaves out work ours includes. "
+              f"The sampling run: {args.sampling_runs} runs of sample() of {args.sampling_steps} steps per ditweb "
+              "variant, in turns with onnxruntime-web running as many forwards back to back (its wasm EP runs on the "
+              "page's thread: no round trip to hide), after the single steps, with the live preview as the page's "
+              "favicon.js asks for it; "
+              "web/sampling.js keeps the worker two steps ahead (AHEAD), so the message round trips and the page's work "
+              "on each reply (the preview, the NaN checks) overlap the kernels: the run's ms per step (first step asked "
+              "to last reply, over the steps; the run's set-up and the decoder after it left out) is what a visitor "
+              "waits per step. Same forward checked: "
               f"max |ditweb {dtypes[0]} - onnxruntime-web| = {ort.get('maxDiff', float('nan')):.2e} (max |out| "
               f"{ort.get('maxRef', float('nan')):.3g}; {dtypes[0]} weights against f32 ones).\n\n"
               f"## The single-thread matmul peak, same run, same module ({module.rsplit('/', 1)[-1]})\n\n"
@@ -183,6 +207,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30, help="timed rounds")
     ap.add_argument("--warm", type=int, default=30,
                     help="untimed rounds first (V8 optimises a wasm function once it has run enough)")
+    ap.add_argument("--sampling-runs", type=int, default=10,
+                    help="sampling runs (sample(), the worker kept steps ahead) per ditweb variant, after the steps")
+    ap.add_argument("--sampling-steps", type=int, default=25, help="steps of each sampling run")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per page call")
     ap.add_argument("--out", default=str(RESULTS))
     return run_and_save(ap.parse_args(argv), run, "ort.wasm.bundle.min.mjs")
