@@ -666,7 +666,7 @@ export function unpackQ4k(nibbles, steps, N, K, name) {
   }
   const table = q4kTable(kMax);
   const out = new Int8Array(N * K);
-  const words = new Uint32Array(out.buffer);         // 4 values (2 bytes of nibbles) a word; group is even
+  const words = new Uint32Array(out.buffer);         // 4 values (2 bytes of nibbles) a word; group: a multiple of 4
   const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
   for (let g = 0; g < steps.length; g++) {
     const t = steps[g] * 256;
