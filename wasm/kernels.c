@@ -100,7 +100,7 @@ static inline v128_t silu4(v128_t x) {
 // GELU, tanh form: 0.5 x (1 + tanh u), u = c (x + k x^3), c = sqrt(2/pi), k = 0.044715, rewritten with
 // tanh u = 2 sigmoid(2u) - 1 as x sigmoid(2u) = x / (1 + 2^t), t = -2u log2(e) = x (A + B x^2) (A = -2c log2 e,
 // B = A k), t clamped to [-100, 128], 2^t by exp2_4 below (t = 128 gives +inf: the result is then x / inf = 0,
-// where the true value is below 1e-37 in size). 24 vector operations (the exp-of-|u| form with exp4 took 41).
+// where the true value is below 1e-37 in size). 23 vector operations (the exp-of-|u| form with exp4 took 41).
 // Error: t carries 6 roundings (the two constants included), |dt| <= 6 u |t| (u = 2^-24), so 2^t is within
 // ln2 6 u |t| + 1.9e-7 relatively; it enters x / (1 + 2^t) weighted by s = 2^t / (1 + 2^t) <= 1, and the add and
 // the divide round once each: |gelu~(x) - gelu(x)| <= |gelu(x)| (s (1.9e-7 + 4.2 u |t|) + 2 u) (to first order;
@@ -113,10 +113,14 @@ static inline v128_t silu4(v128_t x) {
 #define EXP2_P3 5.5507335812e-02f
 #define EXP2_P4 9.6715129912e-03f
 #define EXP2_P5 1.3264727313e-03f
-// 2^t in four lanes for t in [-126, 128] (the caller clamps; NaN stays NaN): n = rint(t) by the 1.5 2^23 trick (as
-// exp4), f = t - n in [-1/2, 1/2] (exact), 2^f = 1 + f P(f) with P of degree 4 (coefficients EXP2_P*: fitted for the
-// least relative error on [-1/2, 1/2], 9.2e-8; evaluated in f32, 1.93e-7 at most over every f32 f there), 2^n put
-// into the exponent bits (n = 128 gives +inf). 17 operations (exp4: 27).
+// 2^t in four lanes for t in [-100, 128] (both callers clamp to it; NaN stays NaN): n = rint(t) by the 1.5 2^23 trick
+// (as exp4), f = t - n in [-1/2, 1/2] (exact), 2^f = p = 1 + f P(f) with P of degree 4 (coefficients EXP2_P*: fitted
+// for the least relative error on [-1/2, 1/2], 9.2e-8; evaluated in f32, 1.93e-7 at most over every f32 f there),
+// then n added to p's exponent: tn's bits are those of 1.5 2^23 plus n, whose low 22 bits are 0, so tn << 23 is
+// n << 23 (n mod 2^9 in the top bits) and one integer add scales p by 2^n exactly: p is in [2^-1/2, 2^1/2], so p 2^n
+// is normal for every n here, and +inf at t = 128 (f = 0, p = 1: the bits of 2^128). (It was p times 2^n built as a
+// float, one operation more; the same bits except for t in (127.5, 128), where that 2^128 was +inf and p 2^n is now
+// the finite value.) 16 operations (exp4: 27).
 static inline v128_t exp2_4(v128_t t) {
   const v128_t magic = wasm_f32x4_splat(12582912.0f);
   const v128_t tn = wasm_f32x4_add(t, magic);
@@ -126,7 +130,7 @@ static inline v128_t exp2_4(v128_t t) {
   p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(EXP2_P2));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(EXP2_P1));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(1.0f));
-  return wasm_f32x4_mul(p, wasm_i32x4_shl(wasm_i32x4_add(tn, wasm_i32x4_splat(127 - 0x4B400000)), 23));
+  return wasm_i32x4_add(p, wasm_i32x4_shl(tn, 23));
 }
 
 static inline v128_t gelu4(v128_t x) {
