@@ -760,6 +760,7 @@ static inline __attribute__((always_inline)) void attention_vec(const AttnParams
 
 static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, f32 *dst, u32 HD, u32 r_lo, u32 r_hi) {
   const f32 scale = 1.0f / __builtin_sqrtf((f32)HD) * 1.44269504088896341f;   // scores in log2 units
+  const v128_t vscale = wasm_f32x4_splat(scale);
   const u32 T = A->T_kv, ks = A->kv_stride;
   f32 qt[64 * 8] __attribute__((aligned(16)));         // qt[d * 8 + c]: query c's d-th value times scale log2(e)
   f32 st[ATT_KEYS * 8] __attribute__((aligned(16)));   // st[j * 8 + c]: query c's score of key j, then its p_j
@@ -768,9 +769,21 @@ static void attention_blocked(const AttnParams *A, const f32 *q, const f32 *kv, 
     u32 nq = A->T_q - i0;
     if (nq > r_hi - r) nq = r_hi - r;
     if (nq > 8) nq = 8;
-    for (u32 c = 0; c < 8; c++) {
-      const f32 *qr = q + (b * A->T_q + i0 + (c < nq ? c : 0)) * A->q_stride + A->q_off + h * HD;
-      for (u32 d = 0; d < HD; d++) qt[d * 8 + c] = qr[d] * scale;
+    // qt: 4 queries x 4 dims at a time, scaled, then transposed (each value the same one product as one at a time)
+    for (u32 c0 = 0; c0 < 8; c0 += 4) {
+      const f32 *qr[4];
+      for (u32 c = 0; c < 4; c++)
+        qr[c] = q + (b * A->T_q + i0 + (c0 + c < nq ? c0 + c : 0)) * A->q_stride + A->q_off + h * HD;
+      for (u32 d = 0; d < HD; d += 4) {
+        v128_t v[4];
+        for (u32 c = 0; c < 4; c++) v[c] = wasm_f32x4_mul(wasm_v128_load(qr[c] + d), vscale);
+        const v128_t t0 = wasm_i32x4_shuffle(v[0], v[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(v[0], v[1], 2, 6, 3, 7);
+        const v128_t t2 = wasm_i32x4_shuffle(v[2], v[3], 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(v[2], v[3], 2, 6, 3, 7);
+        wasm_v128_store(qt + d * 8 + c0, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5));
+        wasm_v128_store(qt + (d + 1) * 8 + c0, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+        wasm_v128_store(qt + (d + 2) * 8 + c0, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+        wasm_v128_store(qt + (d + 3) * 8 + c0, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+      }
     }
     const f32 *kb = kv + b * T * ks + A->k_off + h * HD, *vb = kv + b * T * ks + A->v_off + h * HD;
     v128_t m0 = wasm_f32x4_splat(-3.0e38f), m1 = m0;
