@@ -932,21 +932,26 @@ void EXPORT(op_pos_embed_add)(const u32 *params, f32 *h, const f32 *pos) {
 // cos/sin as timestep_embed.wgsl.j2: Cody-Waite reduction by pi/2, Cephes polynomials
 void EXPORT(op_timestep_embed)(const u32 *params, const u32 *t, const f32 *freqs, f32 *dst) {
   PARAMS_timestep_embed(params);
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 j = idx % (2 * half), b = idx / (2 * half);
-    const f32 x = (f32)t[b] * freqs[j % half];
-    const f32 k = __builtin_rintf(x * 0.63661977236758134f);
-    const f32 r = ((x - k * 1.5703125f) - k * 4.837512969970703125e-4f) - k * 7.549789948768648e-8f;
-    const f32 z = r * r;
-    const f32 s = r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
-    const f32 c = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
-    const u32 qd = (u32)((int)k & 3);
-    f32 cs_c = c, cs_s = s;
-    if (qd == 1) { cs_c = -s; cs_s = c; }
-    if (qd == 2) { cs_c = -c; cs_s = -s; }
-    if (qd == 3) { cs_c = s; cs_s = -c; }
-    dst[idx] = j < half ? cs_c : cs_s;
-  }
+  if (half == 0) return;
+  // dst[b 2 half + j] = cos, dst[b 2 half + half + j] = sin of the same x: one reduction and both polynomials per
+  // (b, j), each value written once (the same expressions as one value at a time)
+  for (u32 b = 0; b * 2 * half < count; b++)
+    for (u32 j = 0; j < half; j++) {
+      const f32 x = (f32)t[b] * freqs[j];
+      const f32 k = __builtin_rintf(x * 0.63661977236758134f);
+      const f32 r = ((x - k * 1.5703125f) - k * 4.837512969970703125e-4f) - k * 7.549789948768648e-8f;
+      const f32 z = r * r;
+      const f32 s = r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+      const f32 c = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+      const u32 qd = (u32)((int)k & 3);
+      f32 cs_c = c, cs_s = s;
+      if (qd == 1) { cs_c = -s; cs_s = c; }
+      if (qd == 2) { cs_c = -c; cs_s = -s; }
+      if (qd == 3) { cs_c = s; cs_s = -c; }
+      const u32 ic = b * 2 * half + j;
+      if (ic < count) dst[ic] = cs_c;
+      if (ic + half < count) dst[ic + half] = cs_s;
+    }
 }
 
 // y_emb = the sum of the L levels' table rows (added in level order, as the WGSL; a row >= rows reads the last row),
