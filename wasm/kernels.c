@@ -903,14 +903,18 @@ static void patch_permute(const u32 *params, const f32 *src, f32 *dst, int to_to
   PARAMS_patchify(params);
   const u32 G = I / p, B = count / (C * I * I);
   u32 idx = 0;   // the NCHW index, in order
+  // yy = gy p + pr and xx = gx p + pc kept as counters (no division per element)
   for (u32 b = 0; b < B; b++)
     for (u32 c = 0; c < C; c++)
-      for (u32 yy = 0; yy < I; yy++)
-        for (u32 xx = 0; xx < I; xx++, idx++) {
-          const u32 token = (b * G + yy / p) * G + xx / p, pr = yy % p, pc = xx % p;
+      for (u32 yy = 0, gy = 0, pr = 0; yy < I; yy++) {
+        for (u32 xx = 0, gx = 0, pc = 0; xx < I; xx++, idx++) {
+          const u32 token = (b * G + gy) * G + gx;
           if (to_tokens) dst[((token * C + c) * p + pr) * p + pc] = src[idx];
           else dst[idx] = src[((token * p + pr) * p + pc) * C + c];
+          if (++pc == p) { pc = 0; gx++; }
         }
+        if (++pr == p) { pr = 0; gy++; }
+      }
 }
 
 void EXPORT(op_patchify)(const u32 *params, const f32 *img, f32 *dst) { patch_permute(params, img, dst, 1); }
@@ -960,8 +964,7 @@ void EXPORT(op_timestep_embed)(const u32 *params, const u32 *t, const f32 *freqs
 static inline __attribute__((always_inline)) void label_embed(u32 count, u32 D, u32 rows, u32 levels, const u32 *y,
                                                                 const f32 *table, const int8_t *q, const f32 *scale,
                                                                 const f32 *t_emb, f32 *y_emb, f32 *c) {
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 b = idx / D, d = idx % D;
+  for (u32 idx = 0, b = 0, d = 0; idx < count; idx++) {   // b = idx / D, d = idx % D
     f32 e = 0.0f;
     for (u32 l = 0; l < levels; l++) {
       const u32 r = y[b * levels + l] < rows - 1 ? y[b * levels + l] : rows - 1;
@@ -970,6 +973,7 @@ static inline __attribute__((always_inline)) void label_embed(u32 count, u32 D, 
     }
     y_emb[idx] = e;
     c[idx] = t_emb[idx] + e;
+    if (++d == D) { d = 0; b++; }
   }
 }
 
@@ -1000,19 +1004,20 @@ void EXPORT(op_rng_normal)(const u32 *params, const Step *st, f32 *dst) {
 
 void EXPORT(op_expand_batch)(const u32 *params, const Step *st, const f32 *x, f32 *x_in, u32 *t_in) {
   PARAMS_expand_batch(params);   // P: elements per image
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 e = idx % P, row = idx / P, n = row % st->N, k = row / (st->J * st->N);
-    f32 v = x[n * P + e];
-    if (st->K > 1) v = v + st->perturb * normal(st->seed, NOISE_STREAM_PERTURB, st->i, (k * st->N + n) * P + e);
-    x_in[idx] = v;
+  for (u32 idx = 0, row = 0; idx < count; row++) {   // idx = row P + e
+    const u32 n = row % st->N, k = row / (st->J * st->N);
+    for (u32 e = 0; e < P && idx < count; e++, idx++) {
+      f32 v = x[n * P + e];
+      if (st->K > 1) v = v + st->perturb * normal(st->seed, NOISE_STREAM_PERTURB, st->i, (k * st->N + n) * P + e);
+      x_in[idx] = v;
+    }
   }
   for (u32 b = 0; b < B && b < count; b++) t_in[b] = st->t;
 }
 
 void EXPORT(op_guide_combine)(const u32 *params, const Step *st, const f32 *out, f32 *guided) {
   PARAMS_guide_combine(params);
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 pix = idx % P2, ch = (idx / P2) % C_out, n = idx / (P2 * C_out);
+  for (u32 idx = 0, pix = 0, ch = 0, n = 0; idx < count; idx++) {   // idx = (n C_out + ch) P2 + pix
     f32 total = 0;
     for (u32 k = 0; k < st->K; k++) {
       if (ch < C) {
@@ -1024,6 +1029,7 @@ void EXPORT(op_guide_combine)(const u32 *params, const Step *st, const f32 *out,
       }
     }
     guided[idx] = total / (f32)st->K;
+    if (++pix == P2) { pix = 0; if (++ch == C_out) { ch = 0; n++; } }
   }
 }
 
@@ -1031,8 +1037,7 @@ void EXPORT(op_guide_combine)(const u32 *params, const Step *st, const f32 *out,
 void EXPORT(op_sampler_step)(const u32 *params, const Step *st, const f32 *guided, f32 *x) {
   PARAMS_sampler_step(params);
   const u32 c_out = learn_sigma == 1 ? 2 * C : C;
-  for (u32 idx = 0; idx < count; idx++) {
-    const u32 pix = idx % P2, c = (idx / P2) % C, n = idx / (P2 * C);
+  for (u32 idx = 0, pix = 0, c = 0, n = 0; idx < count; idx++) {   // idx = (n C + c) P2 + pix
     const f32 out = guided[(n * c_out + c) * P2 + pix];
     const f32 xt = x[idx];
     f32 x0 = (st->flags & STEP_FLAG_V) ? st->sqrt_abar * xt - st->sqrt_1m_abar * out : (xt - st->sqrt_1m_abar * out) / st->sqrt_abar;
@@ -1051,6 +1056,7 @@ void EXPORT(op_sampler_step)(const u32 *params, const Step *st, const f32 *guide
       result = st->sqrt_abar_prev * x0 + st->ddim_dir * eps2 + st->sigma * z;
     }
     x[idx] = result;
+    if (++pix == P2) { pix = 0; if (++c == C) { c = 0; n++; } }
   }
 }
 
