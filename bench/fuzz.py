@@ -4,7 +4,7 @@ weights, family "packed": bad nibbles and steps, entries, renamed tensors) throu
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py                  # 2,000 cases per kind (8,000 per runtime)
     OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --cases 500 --kinds bundle
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --gpu 200    # + 200 accepted bundles sampled in wgpu-py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz.py --gpu 200    # + 200 accepted bundles (and int4 bundles) sampled in wgpu-py
 
 The corpus is tests/_fuzz_corpus.py (the families: manifest edits and bytes, safetensors headers, WGSL edits with
 updated hashes, numbers re-encoded, file names, buffer reach, NaN bits, byte-order marks; vocabulary files for named
@@ -75,7 +75,8 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=2000, help="cases per kind (default 2000)")
     ap.add_argument("--kinds", default="bundle,named,decoder,int4",
                     help="comma-separated: bundle, named, decoder, int4 (a bundle with packed weights)")
-    ap.add_argument("--gpu", type=int, default=0, help="also load and sample this many accepted bundles in wgpu-py")
+    ap.add_argument("--gpu", type=int, default=0, help="also load and sample this many accepted bundles in wgpu-py "
+                                                         "(of each kind bundle and int4)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fuzz.md"))
     args = ap.parse_args()
     import _fuzz_corpus as corpus
@@ -94,10 +95,12 @@ def main() -> int:
             results[kind] = corpus.run_corpus(kind, good, tmp / kind, args.cases)
             seconds[kind] = time.perf_counter() - t0
             print(f"{kind}: {len(results[kind]['rows'])} cases in {seconds[kind]:.0f} s", file=sys.stderr)
-        if args.gpu and "bundle" in results:
+        if args.gpu and ("bundle" in results or "int4" in results):
             t0 = time.perf_counter()
             os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")      # the plans tuned here stay out of ~/.cache
-            gpu = gpu_pass(results["bundle"]["rows"], args.gpu)
+            for k in [k for k in ("bundle", "int4") if k in results]:       # each kind's first accepted cases
+                one = gpu_pass(results[k]["rows"], args.gpu)
+                gpu = one if gpu is None else {n: gpu[n] + one[n] for n in gpu}
             seconds["gpu"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
