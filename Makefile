@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 DITWEB := .venv/bin/ditweb
 MODEL := models/named.safetensors
-BUNDLE := bundles/named-int8
+BUNDLE := bundles/named-int4
 PORT ?= 8000
 
 .PHONY: setup run test

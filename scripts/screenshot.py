@@ -2,7 +2,7 @@
 Chromium, one favicon drawn with the page's automatic runtime choice: the named model's prompt (default: the
 page's own, hippo), or a category model's class.
 
-    .venv/bin/python scripts/screenshot.py [--bundle bundles/named-int8] [--prompt hippo] [--seed 0] [--out docs/page.png]
+    .venv/bin/python scripts/screenshot.py [--bundle bundles/named-int4] [--prompt hippo] [--seed 0] [--out docs/page.png]
     .venv/bin/python scripts/screenshot.py --bundle bundles/default --class "Smileys & Emotion"
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default=str(ROOT / "bundles" / "named-int8"))
+    p.add_argument("--bundle", default=str(ROOT / "bundles" / "named-int4"))
     p.add_argument("--prompt", default="hippo", help="a named bundle's prompt")
     p.add_argument("--class", dest="cls", help="a category bundle's class (instead of a prompt)")
     p.add_argument("--seed", type=int, default=0)

@@ -5,7 +5,7 @@
 #       --init models/subcategories.safetensors --prediction v --loss-weighting min-snr --t-sampling logit-normal \
 #       --ema 0.999 --lr 3e-4 --batch-size 64 --run-dir runs/named
 #   scripts/ship_named.sh runs/named/ckpt.pt
-# writes models/named.safetensors, bundles/named/ (f16) and bundles/named-int8/ and validates them (scripts/ship_bundle.sh); records the
+# writes models/named.safetensors, bundles/named/ (f16), bundles/named-int8/ and bundles/named-int4/ and validates them (scripts/ship_bundle.sh); records the
 # step and the images seen in the model card models/named.card.json (its other fields are written by hand);
 # evaluates the weights at the card's guidance scale with the identity judges into bench/results/eval-named.md and
 # the card; re-exports, so that the bundle's README.md card carries the table; draws the README grid
@@ -33,8 +33,11 @@ PYEOF
 $DITWEB eval models/named.safetensors --scales "$SCALE" --seeds 2 --card --json bench/results/eval-named.json
 VAE=$($PY -c "import sys; from dit_model.latent import read_reference; r = read_reference(sys.argv[1]); print(r['path'] if r else '')" models/named.safetensors)
 $DITWEB export models/named.safetensors bundles/named --dtype f16 ${VAE:+--vae "$VAE"}
-# the int8 bundle: the page's, `ditweb serve`'s and `make run`'s default (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8
-# --reference-json bench/results/eval-named.json measures what int8 costs)
+# the int8 bundle, and the int4 one (the block weights stored in 4 bits, unpacked to the same int8 kernels at load): the
+# page's, `ditweb serve`'s and `make run`'s default (bench/int8_eval.py --ckpt models/named.safetensors --dtypes int8,int4
+# --reference-json bench/results/eval-named.json measures what each costs)
 $DITWEB export models/named.safetensors bundles/named-int8 --dtype int8 ${VAE:+--vae "$VAE"}
 $DITWEB validate bundles/named-int8 --ckpt models/named.safetensors --summary 2>/dev/null > bench/results/validate-named-int8.md
+$DITWEB export models/named.safetensors bundles/named-int4 --dtype int4 ${VAE:+--vae "$VAE"}
+$DITWEB validate bundles/named-int4 --ckpt models/named.safetensors --summary 2>/dev/null > bench/results/validate-named-int4.md
 $PY scripts/named_grid.py models/named.safetensors --cfg "$SCALE"

@@ -9,7 +9,7 @@ from .files import WEB_DIR, SiteError, check_bundle
 
 REPO = WEB_DIR.parent
 # `ditweb serve` without BUNDLE: $DITWEB_BUNDLE, else the first of these that exists
-DEFAULT_BUNDLES = [REPO / "bundles" / "named-int8", REPO / "bundles" / "named", REPO / "bundles" / "default", REPO / "bundle"]
+DEFAULT_BUNDLES = [REPO / "bundles" / "named-int4", REPO / "bundles" / "named-int8", REPO / "bundles" / "named", REPO / "bundles" / "default", REPO / "bundle"]
 
 
 def default_bundle() -> Path:
@@ -24,7 +24,7 @@ def default_bundle() -> Path:
 
 def register_serve(sub):
     p = sub.add_parser("serve", help="serve the favicon demo page with a bundle on 127.0.0.1")
-    p.add_argument("bundle", nargs="?", help="bundle folder (default: $DITWEB_BUNDLE or bundles/named-int8, the named model with int8 weights)")
+    p.add_argument("bundle", nargs="?", help="bundle folder (default: $DITWEB_BUNDLE or bundles/named-int4, the named model with its block weights stored in 4 bits)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 = any free port)")
     p.add_argument("--log", action="store_true", help="print every request")
     p.add_argument("--csp", action="store_true", help="send the strict Content-Security-Policy a `ditweb site` folder "
