@@ -51,9 +51,7 @@ CHECK_HEADER = ["comparison", "PSNR", "bundle bytes"]   # the bundles on the Web
 from dit_model.bench import format_table, save_text, shown_path  # noqa: E402  (after the path insert)
 from dit_model.evaluate import FLOOR_PAIRS                # noqa: E402
 from dit_model.named_eval import HIPPO_SEEDS              # noqa: E402
-
-
-QUANTISED = ("int8", "int4")                 # the dtypes a verdict is about (against f16 or the checkpoint)
+from ditformat.packed import QUANTISED_DTYPES as QUANTISED  # noqa: E402  (the dtypes a verdict is about)
 
 
 def judged(dtypes) -> str:

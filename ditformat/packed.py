@@ -19,6 +19,9 @@ ENCODINGS = SCHEMA["weight_encodings"]
 Q4K = ENCODINGS["q4k"]
 GROUP, Q_MAX, K_MIN, K_MAX = Q4K["group"], Q4K["q_max"], Q4K["k_min"], Q4K["k_max"]
 STEPS_SUFFIX = Q4K["steps_suffix"]
+# the bundle dtypes (manifest "dtype") whose Linears run matmul_q8: int8, and int4 on its packed weights unpacked
+# to int8; their other tensors are f16
+QUANTISED_DTYPES = ("int8", "int4")
 assert Q_MAX * K_MAX <= 127 and GROUP % 4 == 0     # web/bundle.js unpackQ4k writes 4 values a u32
 
 

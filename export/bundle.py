@@ -18,7 +18,7 @@ from ditformat.errors import DitwebError
 from ditformat import EXPORTER_VERSION, FORMAT, FORMAT_VERSION
 from ditformat.schedule import SCHEDULE
 from ditformat.schema import sha256_file
-from ditformat.packed import choose_steps, pack_q4k, packed_shapes, steps_tensor
+from ditformat.packed import QUANTISED_DTYPES, choose_steps, pack_q4k, packed_shapes, steps_tensor
 from ditformat.shards import DEFAULT_FILE, SHARD_BYTES, weight_entry, write_shards
 from ditformat.step import MAX_BRANCHES
 from wgsl.ops import OPS, workgroup_bytes
@@ -94,10 +94,10 @@ def bundle_tensors(model: DiT, dtype: str) -> dict[str, np.ndarray]:
     same rule per row (LABEL_TABLE.weight int8 (rows, D), LABEL_TABLE.scale f32 (rows,)); the rest f16. int4: as
     int8, but each transformer block's Linear weight packed (packed_layer): X.weight its nibbles uint8 (N, K/2),
     X.weight.k its steps uint8 (N, K/32) (quantize_linear_q4k; ditformat/packed.py unpack_q4k gives the int8 values)."""
-    np_dtype = np.float16 if dtype in ("f16", "int8", "int4") else np.float32
+    np_dtype = np.float16 if dtype == "f16" or dtype in QUANTISED_DTYPES else np.float32
     sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
     out = {k: v.astype(np_dtype) for k, v in sd.items()}
-    if dtype in ("int8", "int4"):
+    if dtype in QUANTISED_DTYPES:
         for x in linear_layers(model):
             w = sd[x + ".weight"].reshape(len(sd[x + ".weight"]), -1)
             if dtype == "int4" and packed_layer(x, w.shape):
@@ -177,7 +177,7 @@ ONNX, ONNX_FILE in the folder, not listed in the manifest (for other tools; docs
         raise ExportError(f"unknown --matmul {matmul!r}; choose {' or '.join(MATMUL_OPS)}")
     cfg = model.cfg
     names = manifest_class_names(cfg, class_names, vocab)
-    q8 = dtype in ("int8", "int4")                       # every Linear runs matmul_q8 (int4: on the unpacked values)
+    q8 = dtype in QUANTISED_DTYPES                       # every Linear runs matmul_q8 (int4: on the unpacked values)
     kdtype = "f16" if q8 else dtype                      # the weights of the kernels other than matmul_q8
     try:
         tensors = bundle_tensors(model, dtype)

@@ -97,12 +97,13 @@ def model_card(source: str, record: dict | None, card_file: str | None) -> tuple
 def check_exportable(model, source, dtype: str) -> None:
     """No NaN / Inf goes into a bundle, and none appears when weights are stored as float16 (|w| > 65504)."""
     from dit_model.checkpoint import first_nonfinite
+    from ditformat.packed import QUANTISED_DTYPES
     from .bundle import ExportError
     sd = model.state_dict()
     bad = first_nonfinite(sd)
     if bad:
         raise ExportError(f"{source}: non-finite weights ({bad}); refusing to export them")
-    if dtype in ("f16", "int8", "int4"):              # int8/int4 bundles keep their other tensors (and scales) in f16
+    if dtype == "f16" or dtype in QUANTISED_DTYPES:   # int8/int4 bundles keep their other tensors (and scales) in f16
         for k, v in sd.items():
             big = float(v.abs().max()) if v.is_floating_point() and v.numel() else 0.0
             if big > 65504.0:

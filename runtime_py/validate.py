@@ -17,7 +17,7 @@ from ditformat import EXPORTER_VERSION
 from ditformat.errors import DitwebError, UsageError
 from ditformat.forms import evaluate
 from ditformat.guidance import Guide, make_plan
-from ditformat.packed import steps_tensor, unpack_q4k
+from ditformat.packed import QUANTISED_DTYPES as QUANTISED, steps_tensor, unpack_q4k
 from ditformat.step import pack_step, rounded, step_fields
 from wgsl.ops import OPS
 
@@ -27,7 +27,6 @@ from .report import make_report, write_reports
 
 WHOLE_MODEL_TOL = 1e-4       # f32: max |wgpu - torch64| <= 1e-4 max |torch64| (issue target)
 WHOLE_MODEL_TOL_F16 = 2e-3   # f16 / int8: vs torch with the same f16-rounded (int8: dequantised) weights, of the output scale
-QUANTISED = ("int8", "int4")  # bundles whose Linears run matmul_q8 (int4: on the unpacked int8 values)
 
 
 def kernel_dtype(m: dict) -> str:
